@@ -1,0 +1,226 @@
+//! CPU feature detection, done once, and the choice of ISA level.
+//!
+//! Every dispatched kernel asks [`active`] (a cached load) which level to run.
+//! `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|neon` forces a level; a level the
+//! CPU lacks is refused with a message rather than silently downgraded, so a
+//! benchmark or test that names a path really runs it.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+/// An instruction-set level, from the plain scalar fallback up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// Plain Rust, no explicit SIMD: the twin every other path is checked against.
+    Scalar,
+    /// AVX2 + FMA + F16C (x86-64-v3).
+    Avx2,
+    /// AVX-512 F/BW/VL.
+    Avx512,
+    /// AVX-512 with VNNI (`vpdpbusd`).
+    Avx512Vnni,
+    /// AArch64 NEON (with `sdot` where the CPU has dotprod). On x86 this level
+    /// exists only as the emulated intrinsics layer the tests use.
+    Neon,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Isa> {
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name() == s.trim().to_ascii_lowercase())
+    }
+
+    /// Whether this CPU can run the level natively.
+    pub fn supported(self) -> bool {
+        let f = features();
+        match self {
+            Isa::Scalar => true,
+            Isa::Avx2 => f.avx2 && f.fma && f.f16c,
+            Isa::Avx512 => f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl,
+            Isa::Avx512Vnni => Isa::Avx512.supported() && f.avx512vnni,
+            Isa::Neon => f.neon,
+        }
+    }
+
+    fn code(self) -> u8 {
+        self as u8 + 1
+    }
+
+    fn from_code(c: u8) -> Option<Isa> {
+        Isa::ALL.get(c.checked_sub(1)? as usize).copied()
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The CPU features the kernels care about, as std's runtime detection reports them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuFeatures {
+    pub avx2: bool,
+    pub fma: bool,
+    pub f16c: bool,
+    pub avx512f: bool,
+    pub avx512bw: bool,
+    pub avx512vl: bool,
+    pub avx512vnni: bool,
+    pub avxvnni: bool,
+    pub neon: bool,
+    pub dotprod: bool,
+    pub fp16: bool,
+}
+
+impl CpuFeatures {
+    /// The names of the detected features, for `t5edge inspect`.
+    pub fn names(&self) -> Vec<&'static str> {
+        let all = [
+            (self.avx2, "avx2"),
+            (self.fma, "fma"),
+            (self.f16c, "f16c"),
+            (self.avx512f, "avx512f"),
+            (self.avx512bw, "avx512bw"),
+            (self.avx512vl, "avx512vl"),
+            (self.avx512vnni, "avx512vnni"),
+            (self.avxvnni, "avxvnni"),
+            (self.neon, "neon"),
+            (self.dotprod, "dotprod"),
+            (self.fp16, "fp16"),
+        ];
+        all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect()
+    }
+}
+
+/// Detects the CPU once.
+pub fn features() -> CpuFeatures {
+    static F: std::sync::OnceLock<CpuFeatures> = std::sync::OnceLock::new();
+    *F.get_or_init(detect)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect() -> CpuFeatures {
+    CpuFeatures {
+        avx2: is_x86_feature_detected!("avx2"),
+        fma: is_x86_feature_detected!("fma"),
+        f16c: is_x86_feature_detected!("f16c"),
+        avx512f: is_x86_feature_detected!("avx512f"),
+        avx512bw: is_x86_feature_detected!("avx512bw"),
+        avx512vl: is_x86_feature_detected!("avx512vl"),
+        avx512vnni: is_x86_feature_detected!("avx512vnni"),
+        avxvnni: is_x86_feature_detected!("avxvnni"),
+        ..Default::default()
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+fn detect() -> CpuFeatures {
+    CpuFeatures {
+        neon: std::arch::is_aarch64_feature_detected!("neon"),
+        dotprod: std::arch::is_aarch64_feature_detected!("dotprod"),
+        fp16: std::arch::is_aarch64_feature_detected!("fp16"),
+        ..Default::default()
+    }
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn detect() -> CpuFeatures {
+    CpuFeatures::default()
+}
+
+/// The best level this CPU runs natively.
+pub fn best() -> Isa {
+    *Isa::ALL
+        .iter()
+        .rev()
+        .find(|i| i.supported())
+        .unwrap_or(&Isa::Scalar)
+}
+
+/// Why a forced level was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsaError {
+    Unknown(String),
+    Unsupported(Isa),
+}
+
+impl fmt::Display for IsaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IsaError::Unknown(s) => write!(
+                f,
+                "T5EDGE_ISA={s:?} is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
+            ),
+            IsaError::Unsupported(i) => write!(
+                f,
+                "T5EDGE_ISA={i} was requested but this CPU lacks it (detected: {})",
+                features().names().join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for IsaError {}
+
+static ACTIVE: AtomicU8 = AtomicU8::new(0);
+
+/// Reads `T5EDGE_ISA` and returns the level it asks for, or the best level when unset.
+pub fn from_env() -> Result<Isa, IsaError> {
+    match std::env::var("T5EDGE_ISA") {
+        Ok(s) if !s.trim().is_empty() => {
+            let isa = Isa::parse(&s).ok_or(IsaError::Unknown(s))?;
+            if isa.supported() {
+                Ok(isa)
+            } else {
+                Err(IsaError::Unsupported(isa))
+            }
+        }
+        _ => Ok(best()),
+    }
+}
+
+/// The level kernels run at. Initialised from `T5EDGE_ISA` (falling back to the
+/// best level if the variable is invalid; call [`from_env`] first to report that).
+pub fn active() -> Isa {
+    if let Some(i) = Isa::from_code(ACTIVE.load(Ordering::Relaxed)) {
+        return i;
+    }
+    let isa = from_env().unwrap_or_else(|_| best());
+    ACTIVE.store(isa.code(), Ordering::Relaxed);
+    isa
+}
+
+/// Forces a level for the whole process (tests and benches). Refuses a level the
+/// CPU cannot run.
+pub fn force(isa: Isa) -> Result<(), IsaError> {
+    if !isa.supported() {
+        return Err(IsaError::Unsupported(isa));
+    }
+    ACTIVE.store(isa.code(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// The levels this CPU runs natively, lowest first.
+pub fn available() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.supported()).collect()
+}

@@ -1,0 +1,168 @@
+//! The small row ops: RMSNorm, activations, gated products, residual adds, argmax and top-k.
+//!
+//! These are a sliver of the work of a step; they are written so the compiler
+//! vectorises them, and accumulate in f32 (RMSNorm's sum of squares in f64 would
+//! cost little but HF accumulates in f32 too, so we match it).
+
+/// The feed-forward activations T5 checkpoints use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Relu,
+    /// `gelu_new`: the tanh approximation, as HF's T5 uses for "gelu" and "gated-gelu".
+    GeluNew,
+    Silu,
+}
+
+/// `out = x / sqrt(mean(x²) + eps) * weight` for one row. T5's RMSNorm has no
+/// mean subtraction and no bias.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    assert!(
+        x.len() == weight.len() && x.len() == out.len(),
+        "rms_norm: length mismatch"
+    );
+    let ss: f32 = x.iter().map(|v| v * v).sum();
+    let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+        *o = w * (v * inv);
+    }
+}
+
+/// RMSNorm over `rows` rows of width `weight.len()`.
+pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    assert!(
+        d > 0 && x.len() == out.len() && x.len() % d == 0,
+        "rms_norm_rows: shape mismatch"
+    );
+    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        rms_norm(xr, weight, eps, or);
+    }
+}
+
+#[inline]
+pub fn gelu_new(x: f32) -> f32 {
+    const C: f32 = 0.797_884_6; // sqrt(2/pi)
+    0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
+}
+
+#[inline]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+#[inline]
+pub fn activate(act: Activation, x: f32) -> f32 {
+    match act {
+        Activation::Relu => x.max(0.0),
+        Activation::GeluNew => gelu_new(x),
+        Activation::Silu => silu(x),
+    }
+}
+
+/// Applies `act` in place.
+pub fn activate_inplace(act: Activation, x: &mut [f32]) {
+    match act {
+        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::GeluNew => x.iter_mut().for_each(|v| *v = gelu_new(*v)),
+        Activation::Silu => x.iter_mut().for_each(|v| *v = silu(*v)),
+    }
+}
+
+/// The gated feed-forward product `gate = act(gate) * up`, in place.
+pub fn gated_inplace(act: Activation, gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "gated_inplace: length mismatch");
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = activate(act, *g) * u;
+    }
+}
+
+/// `y += x`.
+pub fn add_inplace(y: &mut [f32], x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "add_inplace: length mismatch");
+    for (a, &b) in y.iter_mut().zip(x) {
+        *a += b;
+    }
+}
+
+/// `y *= s`.
+pub fn scale_inplace(y: &mut [f32], s: f32) {
+    y.iter_mut().for_each(|v| *v *= s);
+}
+
+/// Index of the largest value; the lowest index wins ties (as torch's argmax does)
+/// and NaN never wins. Returns `None` for an empty or all-NaN slice.
+pub fn argmax(x: &[f32]) -> Option<usize> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() {
+            continue;
+        }
+        match best {
+            Some((_, b)) if v <= b => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// The `k` largest values with their indices, largest first; ties by lower index.
+/// NaN values are skipped.
+pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let k = k.min(x.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    // A small sorted buffer beats a heap for the k <= 64 the engine asks for.
+    let mut top: Vec<(usize, f32)> = Vec::with_capacity(k + 1);
+    for (i, &v) in x.iter().enumerate() {
+        if v.is_nan() || (top.len() == k && v <= top[k - 1].1) {
+            continue;
+        }
+        let pos = top.partition_point(|&(_, t)| t >= v);
+        top.insert(pos, (i, v));
+        top.truncate(k);
+    }
+    top
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax_inplace(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return;
+    }
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_prefers_lowest_index_on_ties_and_skips_nan() {
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), Some(1));
+        assert_eq!(argmax(&[f32::NAN, -1.0]), Some(1));
+        assert_eq!(argmax(&[]), None);
+    }
+
+    #[test]
+    fn top_k_orders_and_breaks_ties_by_index() {
+        let t = top_k(&[0.5, 2.0, 2.0, -1.0, 3.0], 3);
+        assert_eq!(t, vec![(4, 3.0), (1, 2.0), (2, 2.0)]);
+    }
+
+    #[test]
+    fn rms_norm_matches_definition() {
+        let x = [3.0f32, 4.0];
+        let mut o = [0.0; 2];
+        rms_norm(&x, &[1.0, 2.0], 0.0, &mut o);
+        let r = (12.5f32).sqrt();
+        assert!((o[0] - 3.0 / r).abs() < 1e-6 && (o[1] - 8.0 / r).abs() < 1e-6);
+    }
+}
