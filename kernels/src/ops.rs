@@ -8,8 +8,10 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
     Relu,
-    /// `gelu_new`: the tanh approximation, as HF's T5 uses for "gelu" and "gated-gelu".
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation HF's T5 uses for "gated-gelu".
     GeluNew,
+    /// The exact erf form, HF's `gelu` (a config saying plain "gelu" gets this one).
+    GeluErf,
     Silu,
 }
 
@@ -45,6 +47,21 @@ pub fn gelu_new(x: f32) -> f32 {
     0.5 * x * (1.0 + (C * (x + 0.044715 * x * x * x)).tanh())
 }
 
+/// Exact GELU, `x · Φ(x)`, with erf evaluated in f64 (Abramowitz-Stegun 7.1.26,
+/// |error| < 1.5e-7, below f32 resolution of the result).
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    let z = x as f64 / std::f64::consts::SQRT_2;
+    let t = 1.0 / (1.0 + 0.327_591_1 * z.abs());
+    let poly = t
+        * (0.254_829_592
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let erf_abs = 1.0 - poly * (-z * z).exp();
+    let erf = if z < 0.0 { -erf_abs } else { erf_abs };
+    (0.5 * x as f64 * (1.0 + erf)) as f32
+}
+
 #[inline]
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
@@ -55,6 +72,7 @@ pub fn activate(act: Activation, x: f32) -> f32 {
     match act {
         Activation::Relu => x.max(0.0),
         Activation::GeluNew => gelu_new(x),
+        Activation::GeluErf => gelu_erf(x),
         Activation::Silu => silu(x),
     }
 }
@@ -64,6 +82,7 @@ pub fn activate_inplace(act: Activation, x: &mut [f32]) {
     match act {
         Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
         Activation::GeluNew => x.iter_mut().for_each(|v| *v = gelu_new(*v)),
+        Activation::GeluErf => x.iter_mut().for_each(|v| *v = gelu_erf(*v)),
         Activation::Silu => x.iter_mut().for_each(|v| *v = silu(*v)),
     }
 }
