@@ -11,8 +11,11 @@ pub mod attention;
 pub mod dispatch;
 pub mod f16;
 pub mod f32;
+mod gemm;
 pub mod int8;
+pub(crate) mod neon_intrinsics;
 pub mod ops;
+mod par;
 pub mod reference;
 
 pub use dispatch::Isa;

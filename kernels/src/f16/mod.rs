@@ -1,1 +1,59 @@
-//! f16 storage.
+//! Linear layers with f16 weights: `y[m, n] = x[m, k] · w[n, k]ᵀ` where `w` is
+//! stored as IEEE half precision and `x`, `y` are f32.
+//!
+//! Weights are widened in registers (F16C `vcvtph2ps`, AVX-512 `vcvtph2ps zmm`),
+//! which is exact, and every product and sum is f32: halving the bytes streamed
+//! per MAC is the whole point, the arithmetic stays that of the f32 path. The
+//! GEMV / gemm split and the determinism guarantees are those of [`crate::f32`].
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+pub(crate) mod neon;
+pub mod scalar;
+
+use crate::dispatch::{active, Isa};
+use crate::f32::{check_isa, check_shapes, GEMM_MIN_M, GEMV_CHUNK};
+use crate::par;
+use half::f16;
+
+/// `y = x · wᵀ` at the active ISA level.
+pub fn linear(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
+    linear_with(active(), x, m, k, w, n, y)
+}
+
+/// `y = x · wᵀ` at a chosen ISA level. Panics if the shapes disagree or the CPU
+/// cannot run `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
+pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
+    check_shapes(x.len(), m, k, w.len(), n, y.len());
+    check_isa(isa);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    if m >= GEMM_MIN_M && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+        crate::gemm::run(x, m, k, crate::gemm::Weights::F16(w), n, y);
+        return;
+    }
+    let parallel = par::worth_parallel(m, k, n);
+    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+        gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
+    });
+}
+
+fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+    match isa {
+        // SAFETY: `check_isa` verified the CPU has AVX2 + FMA + F16C.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
+        // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA/F16C).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::gemv(x, m, k, w, out) },
+        Isa::Neon => neon::gemv(x, m, k, w, out),
+        _ => scalar::gemv(x, m, k, w, out),
+    }
+}

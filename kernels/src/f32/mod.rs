@@ -2,11 +2,29 @@
 //!
 //! Batch-1 decode is a GEMV over weight rows (each output is one dot product of
 //! a contiguous weight row with x), which streams memory and wants its own
-//! kernel; prefill and batched decode go to the gemm crate.
+//! kernel; for `m >= GEMM_MIN_M` (prefill) the gemm crate does the work.
+//!
+//! Determinism: every output is computed by one task with a summation order
+//! fixed by (ISA, k) on the GEMV path and by (ISA, m, n, k) on the gemm path, so
+//! results are bit-identical for any rayon thread count. The two paths round
+//! differently, so a row's bits can depend on how many rows share the call.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+pub(crate) mod neon;
 pub mod scalar;
 
 use crate::dispatch::{active, Isa};
+use crate::par;
+
+/// From this many activation rows on, SIMD levels use the gemm crate (which picks
+/// its own vector width at run time) instead of the GEMV kernels.
+pub const GEMM_MIN_M: usize = 8;
+
+/// Weight rows per GEMV task: 64 rows x k floats stays in L2 for d_model-sized k.
+pub(crate) const GEMV_CHUNK: usize = 64;
 
 /// `y = x · wᵀ` at the active ISA level.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
@@ -14,15 +32,63 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32])
 }
 
 /// `y = x · wᵀ` at a chosen ISA level.
+///
+/// Panics if the shapes disagree or the CPU cannot run `isa`. `Isa::Neon` off
+/// aarch64 runs the plain-Rust emulation of the NEON kernel (for tests).
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
     check_shapes(x.len(), m, k, w.len(), n, y.len());
+    check_isa(isa);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    if m >= GEMM_MIN_M && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+        crate::gemm::run(x, m, k, crate::gemm::Weights::F32(w), n, y);
+        return;
+    }
+    let parallel = par::worth_parallel(m, k, n);
+    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+        gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
+    });
+}
+
+fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
     match isa {
-        _ => scalar::linear(x, m, k, w, n, y),
+        // SAFETY: `check_isa` verified the CPU has AVX2 + FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
+        // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::gemv(x, m, k, w, out) },
+        Isa::Neon => neon::gemv(x, m, k, w, out),
+        _ => scalar::gemv(x, m, k, w, out),
     }
 }
 
+/// Refuses a level this CPU cannot run: calling its kernels would be undefined
+/// behaviour. NEON off aarch64 is the safe plain-Rust emulation.
+pub(crate) fn check_isa(isa: Isa) {
+    let emulated_neon = isa == Isa::Neon && !cfg!(target_arch = "aarch64");
+    assert!(
+        isa.supported() || emulated_neon,
+        "kernels: ISA level {isa} is not supported by this CPU"
+    );
+}
+
 pub(crate) fn check_shapes(xl: usize, m: usize, k: usize, wl: usize, n: usize, yl: usize) {
-    assert!(xl == m * k, "linear: x has {xl} values, expected {m}x{k}");
-    assert!(wl == n * k, "linear: w has {wl} values, expected {n}x{k}");
-    assert!(yl == m * n, "linear: y has {yl} values, expected {m}x{n}");
+    assert!(
+        m.checked_mul(k) == Some(xl),
+        "linear: x has {xl} values, expected {m}x{k}"
+    );
+    assert!(
+        n.checked_mul(k) == Some(wl),
+        "linear: w has {wl} values, expected {n}x{k}"
+    );
+    assert!(
+        m.checked_mul(n) == Some(yl),
+        "linear: y has {yl} values, expected {m}x{n}"
+    );
 }

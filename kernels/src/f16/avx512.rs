@@ -1,0 +1,57 @@
+//! AVX-512 f16-weight GEMV: 16 halves widened per `vcvtph2ps`, four FMA chains.
+
+use half::f16;
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL (checked by dispatch); `a.len() == b.len()`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let k = a.len().min(b.len());
+    let pa = a.as_ptr();
+    // f16 is a transparent u16, so the weights can be loaded as 16-bit lanes.
+    let pb = b.as_ptr() as *const u16;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY (all loads below): unmasked loads read 16 elements at i with
+    // i + 16 <= k; the masked tail loads touch only lanes < k - i.
+    unsafe {
+        let wv = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        while i + 64 <= k {
+            for (u, acc) in acc.iter_mut().enumerate() {
+                let o = i + 16 * u;
+                *acc = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(o)), wv(pb.add(o)), *acc);
+            }
+            i += 64;
+        }
+        while i + 16 <= k {
+            acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), wv(pb.add(i)), acc[0]);
+            i += 16;
+        }
+        if i < k {
+            let mask = ((1u32 << (k - i)) - 1) as u16;
+            let xv = _mm512_maskz_loadu_ps(mask, pa.add(i));
+            let wv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, pb.add(i) as *const i16));
+            acc[0] = _mm512_fmadd_ps(xv, wv, acc[0]);
+        }
+    }
+    _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ))
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+    let cw = w.len() / k;
+    for (jj, wr) in w.chunks_exact(k).enumerate() {
+        for i in 0..m {
+            // SAFETY: same target features as this function.
+            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Plain f16-weight linear: the twin of the SIMD paths.
+
+use half::f16;
+
+/// Sequential dot product of f32 activations with f16 weights, in f32.
+#[inline]
+pub fn dot(a: &[f32], b: &[f16]) -> f32 {
+    a.iter().zip(b).map(|(a, b)| a * b.to_f32()).sum()
+}
+
+/// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for one chunk of weight rows.
+pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+    let cw = w.len() / k;
+    for (jj, wr) in w.chunks_exact(k).enumerate() {
+        for i in 0..m {
+            out[i * cw + jj] = dot(&x[i * k..(i + 1) * k], wr);
+        }
+    }
+}

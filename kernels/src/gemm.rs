@@ -1,0 +1,99 @@
+//! The prefill path: `y[m, n] = x[m, k] · w[n, k]ᵀ` for larger m through the gemm
+//! crate, split into fixed blocks of y so that threading never changes a bit.
+//!
+//! gemm's own `Parallelism::Rayon` is not used: how it splits work can depend on
+//! the thread count. Instead each block of y is one single-threaded gemm call whose
+//! shape depends only on (m, n), and blocks are spread over rayon.
+
+use rayon::prelude::*;
+
+/// Rows of y per block: small enough that prefill of a few dozen tokens still
+/// yields several blocks, large enough to amortise gemm's packing of w.
+const ROW_BLOCK: usize = 64;
+/// Weight rows (columns of y) per block.
+const COL_BLOCK: usize = 128;
+
+/// Where a block's weights come from.
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    F32(&'a [f32]),
+    /// Converted to f32 per block (exactly: every f16 is an f32).
+    F16(&'a [half::f16]),
+}
+
+struct SendPtr(*mut f32);
+// SAFETY: the pointer is only used to write disjoint blocks of one `&mut [f32]`
+// that outlives the parallel loop (see `run`).
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// `y = x · wᵀ`. Shapes must already be checked.
+pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [f32]) {
+    assert!(x.len() == m * k && y.len() == m * n);
+    match w {
+        Weights::F32(w) => assert_eq!(w.len(), n * k),
+        Weights::F16(w) => assert_eq!(w.len(), n * k),
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let rbs = m.div_ceil(ROW_BLOCK);
+    let cbs = n.div_ceil(COL_BLOCK);
+    let yp = SendPtr(y.as_mut_ptr());
+    let block = |b: usize| {
+        let (rb, cb) = (b / cbs, b % cbs);
+        let (i0, j0) = (rb * ROW_BLOCK, cb * COL_BLOCK);
+        let (bm, bn) = ((m - i0).min(ROW_BLOCK), (n - j0).min(COL_BLOCK));
+        let conv;
+        let wb: &[f32] = match w {
+            Weights::F32(w) => &w[j0 * k..(j0 + bn) * k],
+            Weights::F16(w) => {
+                conv = w[j0 * k..(j0 + bn) * k]
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect::<Vec<f32>>();
+                &conv
+            }
+        };
+        let xb = &x[i0 * k..(i0 + bm) * k];
+        let yp = &yp;
+        // SAFETY: dst is the [i0, i0+bm) x [j0, j0+bn) block of y (row stride n),
+        // inside y because i0 + bm <= m and j0 + bn <= n; blocks are disjoint, so
+        // no two tasks write the same element, and y outlives this loop. lhs is
+        // xb ([bm, k], row stride k) and rhs is wbᵀ ([k, bn]: column stride k,
+        // row stride 1), both fully inside their slices. read_dst = false means dst
+        // is only written: dst = 1 · lhs · rhs.
+        unsafe {
+            gemm::gemm(
+                bm,
+                bn,
+                k,
+                yp.0.add(i0 * n + j0),
+                1,
+                n as isize,
+                false,
+                xb.as_ptr(),
+                1,
+                k as isize,
+                wb.as_ptr(),
+                k as isize,
+                1,
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    };
+    if crate::par::worth_parallel(m, k, n) {
+        (0..rbs * cbs).into_par_iter().for_each(block);
+    } else {
+        (0..rbs * cbs).for_each(block);
+    }
+}

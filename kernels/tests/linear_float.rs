@@ -1,0 +1,150 @@
+//! f32 and f16-weight linear layers on every ISA level against the f64 reference.
+
+mod common;
+
+use common::*;
+use half::f16;
+use proptest::prelude::*;
+use t5edge_kernels::{f16 as lf16, f32 as lf32, reference};
+
+/// f32 unit roundoff. Any summation order of k products, fused or not, is within
+/// `(k + 1) u / (1 - (k + 1) u) * sum |x_i w_i|` of the exact sum (Higham, the
+/// gamma_n bound; the +1 covers the final horizontal reduction of a SIMD path,
+/// whose tree depth is below k). A fixed 1e-6 would not be a bound: the scalar
+/// twin sums sequentially and its worst case grows with k.
+const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// Relative error of rounding an f32 to a normal f16 (half an ulp, 11-bit significand).
+const F16_REL_BUDGET: f64 = 1.0 / 2048.0;
+/// Absolute error of rounding into the f16 subnormal range (half of 2^-24).
+const F16_SUBNORMAL_ABS: f64 = 1.0 / (1u64 << 25) as f64;
+
+fn f32_budget(k: usize, abs_dot: f64) -> f64 {
+    let g = (k as f64 + 2.0) * F32_UNIT_ROUNDOFF;
+    g / (1.0 - g) * abs_dot + 1e-30
+}
+
+fn shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    // m crosses GEMM_MIN_M (8) so both the GEMV and the gemm path run; k and n
+    // hit every tail length of the 8/16/32/64-wide loops.
+    (1usize..=12, 1usize..=70, 1usize..=300)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn f32_linear_matches_reference(
+        (m, n, k) in shape(), fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w = matrix(&mut rng, fw, n, k, 1e12);
+        let r = reference::linear(&x, m, k, &w, n);
+        let a = abs_dot(&x, m, k, &w, n);
+        for isa in isas() {
+            let mut y = vec![f32::NAN; m * n];
+            lf32::linear_with(isa, &x, m, k, &w, n, &mut y);
+            for t in 0..m * n {
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= f32_budget(k, a[t]),
+                    "{isa} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {:e})",
+                    y[t], r[t], f32_budget(k, a[t]));
+            }
+        }
+    }
+
+    #[test]
+    fn f16_linear_matches_reference(
+        (m, n, k) in shape(), fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e6);
+        let w32 = matrix(&mut rng, fw, n, k, 6e4);
+        let w: Vec<f16> = w32.iter().map(|&v| f16::from_f32(v)).collect();
+        // The widened f16 weights are exact f32 values, so against them only the
+        // f32 accumulation errs...
+        let wq: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let r = reference::linear(&x, m, k, &wq, n);
+        let a = abs_dot(&x, m, k, &wq, n);
+        // ...and against the original weights the f16 rounding adds at most
+        // 2^-11 |w_i| (or 2^-25 when w_i lands in the subnormal range) per term.
+        let r32 = reference::linear(&x, m, k, &w32, n);
+        let a32 = abs_dot(&x, m, k, &w32, n);
+        let xs: Vec<f32> = x.iter().map(|v| v.abs()).collect();
+        let xsum: Vec<f64> = (0..m).map(|i| xs[i * k..(i + 1) * k].iter().map(|&v| v as f64).sum()).collect();
+        for isa in isas() {
+            let mut y = vec![f32::NAN; m * n];
+            lf16::linear_with(isa, &x, m, k, &w, n, &mut y);
+            for t in 0..m * n {
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= f32_budget(k, a[t]),
+                    "{isa} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e})", y[t], r[t]);
+                let budget = F16_REL_BUDGET * a32[t] + F16_SUBNORMAL_ABS * xsum[t / n]
+                    + f32_budget(k, a[t]);
+                let err32 = (y[t] as f64 - r32[t]).abs();
+                prop_assert!(err32 <= budget,
+                    "{isa} vs f32 weights: out {t}: {} vs {} (err {err32:e}, budget {budget:e})", y[t], r32[t]);
+            }
+        }
+    }
+}
+
+/// Big enough to be split over threads (n * k >= 256K MACs) on both the GEMV and
+/// the gemm path: the bits must not depend on the thread count.
+#[test]
+fn float_linear_is_identical_across_thread_counts() {
+    let (n, k) = (1000, 300);
+    let mut rng = Rng(7);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    for m in [1usize, 3, 40] {
+        let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+        for isa in isas() {
+            let run = |threads| {
+                with_threads(threads, || {
+                    let mut y = vec![0.0f32; m * n];
+                    lf32::linear_with(isa, &x, m, k, &w, n, &mut y);
+                    let mut yh = vec![0.0f32; m * n];
+                    lf16::linear_with(isa, &x, m, k, &wh, n, &mut yh);
+                    (y, yh)
+                })
+            };
+            let (a, ah) = run(1);
+            let (b, bh) = run(3);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "f32 {isa} m={m}");
+            assert_eq!(bits(&ah), bits(&bh), "f16 {isa} m={m}");
+        }
+    }
+}
+
+/// A GEMV row must not depend on how many other rows share the call (below the
+/// gemm threshold), which is what lets batched beams match single decoding.
+#[test]
+fn gemv_rows_do_not_depend_on_batch() {
+    let (n, k) = (37, 203);
+    let mut rng = Rng(11);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let x = matrix(&mut rng, Fill::Uniform, 5, k, 1.0);
+    for isa in isas() {
+        let mut all = vec![0.0f32; 5 * n];
+        lf32::linear_with(isa, &x, 5, k, &w, n, &mut all);
+        for i in 0..5 {
+            let mut one = vec![0.0f32; n];
+            lf32::linear_with(isa, &x[i * k..(i + 1) * k], 1, k, &w, n, &mut one);
+            assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
+        }
+    }
+}
+
+#[test]
+fn empty_shapes_are_fine() {
+    for isa in isas() {
+        let mut y = vec![1.0f32; 6];
+        lf32::linear_with(isa, &[], 2, 0, &[], 3, &mut y);
+        assert!(y.iter().all(|&v| v == 0.0));
+        lf32::linear_with(isa, &[], 0, 5, &[0.0; 15], 3, &mut []);
+        lf16::linear_with(isa, &[1.0; 5], 1, 5, &[], 0, &mut []);
+    }
+}
