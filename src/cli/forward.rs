@@ -1,0 +1,58 @@
+//! `t5edge forward`: teacher-forced decoder logits, reduced to the top k per position.
+
+use super::common::{parse_ids, prompt_ids, ModelArgs};
+use crate::{Error, Result};
+use t5edge_kernels::ops::top_k;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Comma-separated decoder input ids (teacher forcing), starting with the decoder start token.
+    #[arg(long)]
+    decoder_ids: String,
+    #[arg(long, default_value_t = 8)]
+    top_k: usize,
+    /// Print {"top_ids": [[...]], "top_logits": [[...]]}.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    input_ids: Option<String>,
+    text: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::common::check_dtype(&a.dtype)?;
+    let (model, dir) = a.model.load()?;
+    let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let dec = parse_ids(&a.decoder_ids)?;
+    if a.top_k == 0 {
+        return Err(Error::Request("--top-k must be at least 1".into()));
+    }
+    let logits = model.forward(&ids, &dec)?;
+    let v = model.config.vocab_size;
+    let (mut top_ids, mut top_logits) = (Vec::new(), Vec::new());
+    for row in logits.chunks_exact(v) {
+        let t = top_k(row, a.top_k);
+        top_ids.push(t.iter().map(|p| p.0).collect::<Vec<_>>());
+        top_logits.push(t.iter().map(|p| p.1).collect::<Vec<_>>());
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "top_ids": top_ids, "top_logits": top_logits })
+        );
+    } else {
+        for (pos, (i, l)) in top_ids.iter().zip(&top_logits).enumerate() {
+            let cells: Vec<String> = i
+                .iter()
+                .zip(l)
+                .map(|(i, l)| format!("{i}:{l:.4}"))
+                .collect();
+            println!("{pos:>4}  {}", cells.join("  "));
+        }
+    }
+    Ok(())
+}

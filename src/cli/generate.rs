@@ -1,0 +1,58 @@
+//! `t5edge generate`: greedy decoding from text or ids.
+
+use super::common::{prompt_ids, ModelArgs};
+use crate::generate::{greedy, GenerateOptions};
+use crate::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Weight format to run in.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    min_new_tokens: usize,
+    /// Print one JSON object with input_ids, ids and text.
+    #[arg(long)]
+    json: bool,
+    /// Comma-separated encoder input ids (instead of TEXT).
+    #[arg(long)]
+    input_ids: Option<String>,
+    /// The prompt; `-` (or nothing) reads stdin.
+    text: Option<String>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    super::common::check_dtype(&a.dtype)?;
+    let (model, dir) = a.model.load()?;
+    let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let opts = GenerateOptions::default()
+        .max_new_tokens(a.max_new_tokens)
+        .min_new_tokens(a.min_new_tokens);
+    let out = greedy(&model, &[&ids], &opts)?.remove(0);
+    let text = match &tok {
+        Some(t) => Some(t.decode(&out)?),
+        None => None,
+    };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({ "input_ids": ids, "ids": out, "text": text })
+        );
+    } else {
+        match text {
+            Some(t) => println!("{t}"),
+            None => println!(
+                "{}",
+                out.iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        }
+    }
+    Ok(())
+}

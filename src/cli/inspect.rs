@@ -1,0 +1,110 @@
+//! `t5edge inspect`: what a checkpoint holds and what this CPU will run it with.
+
+use super::common::ModelArgs;
+use crate::weights::DType;
+use crate::Result;
+use std::collections::BTreeMap;
+use t5edge_kernels::dispatch;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let (model, dir) = a.model.load()?;
+    let store =
+        crate::weights::WeightStore::open_dir(&dir, crate::weights::LoadOptions::default())?;
+    let mut by_dtype: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut non_finite: Vec<String> = Vec::new();
+    for f in &store.files {
+        for (name, info) in &f.tensors {
+            let e = by_dtype.entry(info.dtype.name()).or_default();
+            e.0 += 1;
+            e.1 += info.end - info.start;
+            let bytes = f.tensor_bytes(info);
+            let bad = match info.dtype {
+                DType::F32 => bytes
+                    .chunks_exact(4)
+                    .filter(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite())
+                    .count(),
+                DType::F16 => bytes
+                    .chunks_exact(2)
+                    .filter(|c| !half::f16::from_le_bytes([c[0], c[1]]).is_finite())
+                    .count(),
+                DType::BF16 => bytes
+                    .chunks_exact(2)
+                    .filter(|c| !half::bf16::from_le_bytes([c[0], c[1]]).is_finite())
+                    .count(),
+                _ => 0,
+            };
+            if bad > 0 {
+                non_finite.push(format!("{name} ({bad} NaN/Inf values)"));
+            }
+        }
+    }
+    let feats = dispatch::features().names();
+    let isa = dispatch::active();
+    if a.json {
+        let tensors: BTreeMap<_, _> = by_dtype
+            .iter()
+            .map(|(k, (n, b))| (k.to_string(), serde_json::json!({"tensors": n, "bytes": b})))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": dir,
+                "config": model.config,
+                "parameters": model.num_parameters(),
+                "dtypes": tensors,
+                "non_finite": non_finite,
+                "cpu_features": feats,
+                "isa": isa.name(),
+                "isa_available": dispatch::available().iter().map(|i| i.name()).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(());
+    }
+    let c = &model.config;
+    println!("model       {}", dir.display());
+    println!(
+        "shape       d_model {} d_ff {} heads {} x d_kv {} layers {}+{} vocab {}",
+        c.d_model, c.d_ff, c.num_heads, c.d_kv, c.num_layers, c.num_decoder_layers, c.vocab_size
+    );
+    println!(
+        "ffn         {} ({}), lm head {}",
+        c.feed_forward_proj,
+        format!("{:?}", c.activation).to_lowercase(),
+        if c.tie_word_embeddings {
+            "tied, d_model^-0.5 rescale"
+        } else {
+            "untied"
+        }
+    );
+    println!(
+        "buckets     {} (max distance {}), eps {:e}",
+        c.relative_attention_num_buckets, c.relative_attention_max_distance, c.layer_norm_epsilon
+    );
+    println!("parameters  {}", model.num_parameters());
+    for (dt, (n, b)) in &by_dtype {
+        println!("tensors     {dt}: {n} tensors, {b} bytes");
+    }
+    if non_finite.is_empty() {
+        println!("values      all finite");
+    } else {
+        println!("values      NaN/Inf in: {}", non_finite.join(", "));
+    }
+    println!("cpu         {}", feats.join(" "));
+    println!(
+        "isa         {isa} (available: {})",
+        dispatch::available()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The model's shape, parsed from a Hugging Face `config.json` and validated.
+//!
+//! Fields follow HF's `T5Config`, including its defaults and its way of deriving
+//! the activation from `feed_forward_proj` (a saved `dense_act_fn` wins, as it
+//! does in HF, because `PretrainedConfig` sets leftover keys last).
+
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use t5edge_kernels::ops::Activation;
+
+/// Dimensions above this are refused: no real T5 is near it, and it keeps
+/// every product of two dimensions far from overflowing usize.
+const MAX_DIM: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct T5Config {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    pub d_kv: usize,
+    pub d_ff: usize,
+    pub num_layers: usize,
+    pub num_decoder_layers: usize,
+    pub num_heads: usize,
+    pub relative_attention_num_buckets: usize,
+    pub relative_attention_max_distance: usize,
+    pub layer_norm_epsilon: f32,
+    pub feed_forward_proj: String,
+    #[serde(skip)]
+    pub activation: Activation,
+    pub gated: bool,
+    pub tie_word_embeddings: bool,
+    pub decoder_start_token_id: u32,
+    pub eos_token_id: u32,
+    pub pad_token_id: u32,
+}
+
+/// The raw JSON, with HF's defaults. Numbers are read as i64/f64 so a negative or
+/// fractional value is reported as such rather than as a serde type error.
+#[derive(Deserialize)]
+struct Raw {
+    vocab_size: Option<serde_json::Value>,
+    d_model: Option<serde_json::Value>,
+    d_kv: Option<serde_json::Value>,
+    d_ff: Option<serde_json::Value>,
+    num_layers: Option<serde_json::Value>,
+    num_decoder_layers: Option<serde_json::Value>,
+    num_heads: Option<serde_json::Value>,
+    relative_attention_num_buckets: Option<serde_json::Value>,
+    relative_attention_max_distance: Option<serde_json::Value>,
+    layer_norm_epsilon: Option<serde_json::Value>,
+    feed_forward_proj: Option<serde_json::Value>,
+    dense_act_fn: Option<serde_json::Value>,
+    tie_word_embeddings: Option<serde_json::Value>,
+    decoder_start_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+    pad_token_id: Option<serde_json::Value>,
+    model_type: Option<serde_json::Value>,
+}
+
+impl T5Config {
+    /// Reads and validates `config.json`.
+    pub fn from_file(path: &Path) -> Result<T5Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text).map_err(|msg| Error::Config {
+            path: path.to_path_buf(),
+            msg,
+        })
+    }
+
+    /// Parses and validates config JSON; the error names the offending field.
+    pub fn from_json(text: &str) -> std::result::Result<T5Config, String> {
+        let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        if let Some(t) = &raw.model_type {
+            let t = t.as_str().unwrap_or("");
+            if !matches!(t, "t5" | "mt5" | "umt5" | "") {
+                return Err(format!("model_type {t:?} is not a T5 model"));
+            }
+        }
+        let dim = |v: &Option<serde_json::Value>,
+                   name: &str,
+                   default: Option<usize>|
+         -> std::result::Result<usize, String> {
+            match v {
+                None | Some(serde_json::Value::Null) => {
+                    default.ok_or_else(|| format!("field {name} is missing"))
+                }
+                Some(x) => {
+                    let n = x
+                        .as_i64()
+                        .ok_or_else(|| format!("field {name} must be an integer, found {x}"))?;
+                    if n <= 0 {
+                        return Err(format!("field {name} must be positive, found {n}"));
+                    }
+                    if n as u64 > MAX_DIM as u64 {
+                        return Err(format!(
+                            "field {name} = {n} is larger than the supported {MAX_DIM}"
+                        ));
+                    }
+                    Ok(n as usize)
+                }
+            }
+        };
+        let token = |v: &Option<serde_json::Value>,
+                     name: &str,
+                     default: u32|
+         -> std::result::Result<u32, String> {
+            match v {
+                None | Some(serde_json::Value::Null) => Ok(default),
+                // HF allows a list of EOS ids; the first is the one generation stops on.
+                Some(serde_json::Value::Array(a)) if !a.is_empty() => {
+                    let n = a[0]
+                        .as_u64()
+                        .ok_or_else(|| format!("field {name} must hold token ids"))?;
+                    u32::try_from(n).map_err(|_| format!("field {name} = {n} is out of range"))
+                }
+                Some(x) => {
+                    let n = x.as_u64().ok_or_else(|| {
+                        format!("field {name} must be a non-negative integer, found {x}")
+                    })?;
+                    u32::try_from(n).map_err(|_| format!("field {name} = {n} is out of range"))
+                }
+            }
+        };
+        let num_layers = dim(&raw.num_layers, "num_layers", Some(6))?;
+        let pad_token_id = token(&raw.pad_token_id, "pad_token_id", 0)?;
+        let feed_forward_proj = match &raw.feed_forward_proj {
+            None => "relu".to_string(),
+            Some(v) => v
+                .as_str()
+                .ok_or("field feed_forward_proj must be a string")?
+                .to_string(),
+        };
+        let parts: Vec<&str> = feed_forward_proj.split('-').collect();
+        let (gated, act_name) = match parts.as_slice() {
+            [a] => (false, *a),
+            ["gated", a] => (true, *a),
+            _ => {
+                return Err(format!(
+                    "field feed_forward_proj {feed_forward_proj:?} is not `ACT` or `gated-ACT`"
+                ))
+            }
+        };
+        let mut act_name = if feed_forward_proj == "gated-gelu" {
+            "gelu_new"
+        } else {
+            act_name
+        }
+        .to_string();
+        if let Some(v) = &raw.dense_act_fn {
+            act_name = v
+                .as_str()
+                .ok_or("field dense_act_fn must be a string")?
+                .to_string();
+        }
+        let activation = match act_name.as_str() {
+            "relu" => Activation::Relu,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluNew,
+            "gelu" => Activation::GeluErf,
+            "silu" | "swish" => Activation::Silu,
+            other => return Err(format!("activation {other:?} (from feed_forward_proj/dense_act_fn) is not supported; use relu, gelu, gelu_new or silu")),
+        };
+        let eps = match &raw.layer_norm_epsilon {
+            None => 1e-6,
+            Some(v) => v
+                .as_f64()
+                .ok_or("field layer_norm_epsilon must be a number")?,
+        };
+        if !(eps.is_finite() && eps > 0.0 && eps < 1.0) {
+            return Err(format!(
+                "field layer_norm_epsilon must be in (0, 1), found {eps}"
+            ));
+        }
+        let tie_word_embeddings = match &raw.tie_word_embeddings {
+            None => true,
+            Some(v) => v
+                .as_bool()
+                .ok_or("field tie_word_embeddings must be true or false")?,
+        };
+        let cfg = T5Config {
+            vocab_size: dim(&raw.vocab_size, "vocab_size", Some(32128))?,
+            d_model: dim(&raw.d_model, "d_model", Some(512))?,
+            d_kv: dim(&raw.d_kv, "d_kv", Some(64))?,
+            d_ff: dim(&raw.d_ff, "d_ff", Some(2048))?,
+            num_layers,
+            num_decoder_layers: dim(
+                &raw.num_decoder_layers,
+                "num_decoder_layers",
+                Some(num_layers),
+            )?,
+            num_heads: dim(&raw.num_heads, "num_heads", Some(8))?,
+            relative_attention_num_buckets: dim(
+                &raw.relative_attention_num_buckets,
+                "relative_attention_num_buckets",
+                Some(32),
+            )?,
+            relative_attention_max_distance: dim(
+                &raw.relative_attention_max_distance,
+                "relative_attention_max_distance",
+                Some(128),
+            )?,
+            layer_norm_epsilon: eps as f32,
+            feed_forward_proj,
+            activation,
+            gated,
+            tie_word_embeddings,
+            decoder_start_token_id: token(
+                &raw.decoder_start_token_id,
+                "decoder_start_token_id",
+                pad_token_id,
+            )?,
+            eos_token_id: token(&raw.eos_token_id, "eos_token_id", 1)?,
+            pad_token_id,
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Cross-field checks.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let v = self.vocab_size as u64;
+        for (name, id) in [
+            ("decoder_start_token_id", self.decoder_start_token_id),
+            ("eos_token_id", self.eos_token_id),
+            ("pad_token_id", self.pad_token_id),
+        ] {
+            if id as u64 >= v {
+                return Err(format!("field {name} = {id} is not below vocab_size {v}"));
+            }
+        }
+        if self.num_heads * self.d_kv > MAX_DIM {
+            return Err(format!(
+                "num_heads x d_kv = {} x {} is larger than the supported {MAX_DIM}",
+                self.num_heads, self.d_kv
+            ));
+        }
+        if self.relative_attention_num_buckets < 2 {
+            return Err("field relative_attention_num_buckets must be at least 2".into());
+        }
+        if self.num_layers > 1024 || self.num_decoder_layers > 1024 {
+            return Err("more than 1024 layers is not supported".into());
+        }
+        if self.vocab_size < 2 {
+            return Err("field vocab_size must be at least 2".into());
+        }
+        Ok(())
+    }
+
+    /// `num_heads * d_kv`: the width of the attention projections.
+    pub fn inner_dim(&self) -> usize {
+        self.num_heads * self.d_kv
+    }
+
+    /// Writes the config as HF `config.json`.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["T5ForConditionalGeneration"],
+            "model_type": "t5",
+            "vocab_size": self.vocab_size,
+            "d_model": self.d_model,
+            "d_kv": self.d_kv,
+            "d_ff": self.d_ff,
+            "num_layers": self.num_layers,
+            "num_decoder_layers": self.num_decoder_layers,
+            "num_heads": self.num_heads,
+            "relative_attention_num_buckets": self.relative_attention_num_buckets,
+            "relative_attention_max_distance": self.relative_attention_max_distance,
+            "layer_norm_epsilon": self.layer_norm_epsilon as f64,
+            "feed_forward_proj": self.feed_forward_proj,
+            "dense_act_fn": match self.activation {
+                Activation::Relu => "relu",
+                Activation::GeluNew => "gelu_new",
+                Activation::GeluErf => "gelu",
+                Activation::Silu => "silu",
+            },
+            "is_gated_act": self.gated,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "decoder_start_token_id": self.decoder_start_token_id,
+            "eos_token_id": self.eos_token_id,
+            "pad_token_id": self.pad_token_id,
+            "is_encoder_decoder": true,
+            "initializer_factor": 1.0,
+            "dropout_rate": 0.1,
+            "use_cache": true,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_hf() {
+        let c = T5Config::from_json("{}").unwrap();
+        assert_eq!(
+            (c.d_model, c.num_layers, c.num_decoder_layers, c.num_heads),
+            (512, 6, 6, 8)
+        );
+        assert_eq!(c.activation, Activation::Relu);
+        assert!(c.tie_word_embeddings && !c.gated);
+        assert_eq!(c.decoder_start_token_id, 0);
+    }
+
+    #[test]
+    fn gated_gelu_means_gelu_new_and_dense_act_fn_wins() {
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-gelu"}"#).unwrap();
+        assert!(c.gated);
+        assert_eq!(c.activation, Activation::GeluNew);
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gelu"}"#).unwrap();
+        assert_eq!(c.activation, Activation::GeluErf);
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-gelu","dense_act_fn":"silu"}"#)
+            .unwrap();
+        assert_eq!(c.activation, Activation::Silu);
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        for (json, field) in [
+            (r#"{"d_model":0}"#, "d_model"),
+            (r#"{"d_model":-4}"#, "d_model"),
+            (r#"{"num_heads":1.5}"#, "num_heads"),
+            (r#"{"d_ff":1e30}"#, "d_ff"),
+            (r#"{"vocab_size":10,"eos_token_id":12}"#, "eos_token_id"),
+            (
+                r#"{"feed_forward_proj":"gated-gelu-x"}"#,
+                "feed_forward_proj",
+            ),
+            (r#"{"layer_norm_epsilon":-1}"#, "layer_norm_epsilon"),
+            (r#"{"d_kv":99999999999}"#, "d_kv"),
+        ] {
+            let e = T5Config::from_json(json).unwrap_err();
+            assert!(e.contains(field), "{json}: {e}");
+        }
+        assert!(T5Config::from_json("{not json")
+            .unwrap_err()
+            .contains("JSON"));
+        assert!(T5Config::from_json(r#"{"model_type":"bert"}"#)
+            .unwrap_err()
+            .contains("bert"));
+    }
+}

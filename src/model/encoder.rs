@@ -1,0 +1,74 @@
+//! The encoder stack: bidirectional self-attention and feed-forward blocks.
+//!
+//! A batch is packed without padding: the rows of every sequence sit end to end,
+//! linear layers run over all of them at once, and attention runs per sequence
+//! over its own rows. That is what a padding mask computes, minus the padding.
+
+use super::attention::{AttentionWeights, AttnInput};
+use super::ffn::FeedForward;
+use super::position_bias::PositionBias;
+use super::Stack;
+use crate::weights::F32Data;
+use t5edge_kernels::ops;
+
+#[derive(Clone)]
+pub struct EncoderBlock {
+    pub attn_norm: F32Data,
+    pub attn: AttentionWeights,
+    pub ffn_norm: F32Data,
+    pub ffn: FeedForward,
+}
+
+pub type Encoder = Stack<EncoderBlock>;
+
+impl Encoder {
+    /// Encodes the packed batch `x` (`[sum(lens), d_model]`, the embedded tokens)
+    /// in place. With `states`, also records the input and each block's output
+    /// (before the final norm), as HF's `hidden_states` does.
+    pub fn forward(&self, x: &mut [f32], lens: &[usize], mut states: Option<&mut Vec<Vec<f32>>>) {
+        let d = self.d_model;
+        let rows: usize = lens.iter().sum();
+        debug_assert_eq!(x.len(), rows * d);
+        let biases: Vec<PositionBias> = lens.iter().map(|&t| self.bias(true, t, t, 0)).collect();
+        let mut normed = vec![0.0f32; x.len()];
+        if let Some(s) = states.as_deref_mut() {
+            s.push(x.to_vec());
+        }
+        for block in &self.blocks {
+            ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, &mut normed);
+            let a = &block.attn;
+            let (q, k, v) = (
+                a.q.apply(&normed, rows),
+                a.k.apply(&normed, rows),
+                a.v.apply(&normed, rows),
+            );
+            let inner = a.inner();
+            let mut ctx = vec![0.0f32; rows * inner];
+            let mut start = 0;
+            for (&t, bias) in lens.iter().zip(&biases) {
+                let r = start * inner..(start + t) * inner;
+                let input = AttnInput {
+                    q: &q[r.clone()],
+                    k: &k[r.clone()],
+                    v: &v[r.clone()],
+                    tq: t,
+                    tk: t,
+                    bias: Some(bias.as_rel_bias()),
+                    causal: None,
+                };
+                a.attend(input, &mut ctx[r]);
+                start += t;
+            }
+            let o = a.o.apply(&ctx, rows);
+            ops::add_inplace(x, &o);
+            ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, &mut normed);
+            let f = block.ffn.forward(&normed, rows);
+            ops::add_inplace(x, &f);
+            if let Some(s) = states.as_deref_mut() {
+                s.push(x.to_vec());
+            }
+        }
+        let pre = x.to_vec();
+        ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);
+    }
+}

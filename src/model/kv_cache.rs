@@ -1,0 +1,35 @@
+//! Per-sequence decoder state: the self-attention K/V of every position so far,
+//! and the cross-attention K/V, computed once from the encoder output.
+
+/// One sequence's cache across all decoder layers.
+#[derive(Clone, Default)]
+pub struct SeqCache {
+    /// Per layer: `[len, inner]` keys and values of the positions decoded so far.
+    pub self_k: Vec<Vec<f32>>,
+    pub self_v: Vec<Vec<f32>>,
+    /// Per layer: `[enc_len, inner]` keys and values of the encoder output.
+    pub cross_k: Vec<Vec<f32>>,
+    pub cross_v: Vec<Vec<f32>>,
+    pub enc_len: usize,
+    /// Positions decoded so far.
+    pub len: usize,
+}
+
+impl SeqCache {
+    /// An empty cache with room for `capacity` decoder positions, so the decode
+    /// loop appends without reallocating.
+    pub fn new(layers: usize, inner: usize, capacity: usize) -> SeqCache {
+        SeqCache {
+            self_k: (0..layers)
+                .map(|_| Vec::with_capacity(capacity * inner))
+                .collect(),
+            self_v: (0..layers)
+                .map(|_| Vec::with_capacity(capacity * inner))
+                .collect(),
+            cross_k: Vec::with_capacity(layers),
+            cross_v: Vec::with_capacity(layers),
+            enc_len: 0,
+            len: 0,
+        }
+    }
+}

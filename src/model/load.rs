@@ -1,0 +1,160 @@
+//! Arranging a checkpoint's tensors (HF names) into the model, checking every
+//! shape against the config.
+
+use super::attention::AttentionWeights;
+use super::decoder::{Decoder, DecoderBlock};
+use super::encoder::{Encoder, EncoderBlock};
+use super::ffn::FeedForward;
+use super::linear::Linear;
+use super::{LmHead, Stack, T5Model};
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use crate::weights::{LoadOptions, WeightStore};
+use std::path::Path;
+
+struct Loader<'a> {
+    store: &'a WeightStore,
+    cfg: &'a T5Config,
+}
+
+impl Loader<'_> {
+    fn linear(&self, name: &str, n: usize, k: usize) -> Result<Linear> {
+        Ok(Linear::f32(
+            n,
+            k,
+            self.store.f32(&format!("{name}.weight"), &[n, k])?,
+        ))
+    }
+
+    fn attention(&self, prefix: &str) -> Result<AttentionWeights> {
+        let (d, inner) = (self.cfg.d_model, self.cfg.inner_dim());
+        Ok(AttentionWeights {
+            q: self.linear(&format!("{prefix}.q"), inner, d)?,
+            k: self.linear(&format!("{prefix}.k"), inner, d)?,
+            v: self.linear(&format!("{prefix}.v"), inner, d)?,
+            o: self.linear(&format!("{prefix}.o"), d, inner)?,
+            heads: self.cfg.num_heads,
+            d_kv: self.cfg.d_kv,
+        })
+    }
+
+    fn ffn(&self, prefix: &str) -> Result<FeedForward> {
+        let (d, ff) = (self.cfg.d_model, self.cfg.d_ff);
+        let p = format!("{prefix}.DenseReluDense");
+        let (wi, wi_up) = if self.cfg.gated {
+            (
+                self.linear(&format!("{p}.wi_0"), ff, d)?,
+                Some(self.linear(&format!("{p}.wi_1"), ff, d)?),
+            )
+        } else {
+            (self.linear(&format!("{p}.wi"), ff, d)?, None)
+        };
+        Ok(FeedForward {
+            wi,
+            wi_up,
+            wo: self.linear(&format!("{p}.wo"), d, ff)?,
+            act: self.cfg.activation,
+        })
+    }
+
+    fn norm(&self, name: &str) -> Result<crate::weights::F32Data> {
+        self.store
+            .f32(&format!("{name}.weight"), &[self.cfg.d_model])
+    }
+
+    fn stack<B>(&self, which: &str, blocks: Vec<B>) -> Result<Stack<B>> {
+        let c = self.cfg;
+        Ok(Stack {
+            blocks,
+            final_norm: self.norm(&format!("{which}.final_layer_norm"))?,
+            rel_bias: self.store.f32(
+                &format!("{which}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
+                &[c.relative_attention_num_buckets, c.num_heads],
+            )?,
+            heads: c.num_heads,
+            num_buckets: c.relative_attention_num_buckets,
+            max_distance: c.relative_attention_max_distance,
+            d_model: c.d_model,
+            eps: c.layer_norm_epsilon,
+        })
+    }
+}
+
+impl T5Model {
+    /// Loads a Hugging Face T5 checkpoint directory (`config.json` and
+    /// `model.safetensors` or a sharded index).
+    pub fn load(dir: &Path) -> Result<T5Model> {
+        Self::load_with(dir, LoadOptions::default())
+    }
+
+    pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<T5Model> {
+        let config = T5Config::from_file(&dir.join("config.json"))?;
+        let store = WeightStore::open_dir(dir, opts)?;
+        Self::from_store(config, &store)
+    }
+
+    /// Builds the model from an opened store, checking every tensor's shape.
+    pub fn from_store(config: T5Config, store: &WeightStore) -> Result<T5Model> {
+        let l = Loader {
+            store,
+            cfg: &config,
+        };
+        let (d, v) = (config.d_model, config.vocab_size);
+        // HF names the table `shared`; some exports only keep the per-stack copies.
+        let embed_name = [
+            "shared.weight",
+            "encoder.embed_tokens.weight",
+            "decoder.embed_tokens.weight",
+        ]
+        .into_iter()
+        .find(|n| store.contains(n))
+        .ok_or_else(|| Error::MissingTensor {
+            path: store.path(),
+            name: "shared.weight".into(),
+        })?;
+        let embed = store.f32(embed_name, &[v, d])?;
+
+        let mut enc_blocks = Vec::with_capacity(config.num_layers);
+        for i in 0..config.num_layers {
+            let p = format!("encoder.block.{i}.layer");
+            enc_blocks.push(EncoderBlock {
+                attn_norm: l.norm(&format!("{p}.0.layer_norm"))?,
+                attn: l.attention(&format!("{p}.0.SelfAttention"))?,
+                ffn_norm: l.norm(&format!("{p}.1.layer_norm"))?,
+                ffn: l.ffn(&format!("{p}.1"))?,
+            });
+        }
+        let mut dec_blocks = Vec::with_capacity(config.num_decoder_layers);
+        for i in 0..config.num_decoder_layers {
+            let p = format!("decoder.block.{i}.layer");
+            dec_blocks.push(DecoderBlock {
+                self_norm: l.norm(&format!("{p}.0.layer_norm"))?,
+                self_attn: l.attention(&format!("{p}.0.SelfAttention"))?,
+                cross_norm: l.norm(&format!("{p}.1.layer_norm"))?,
+                cross_attn: l.attention(&format!("{p}.1.EncDecAttention"))?,
+                ffn_norm: l.norm(&format!("{p}.2.layer_norm"))?,
+                ffn: l.ffn(&format!("{p}.2"))?,
+            });
+        }
+        let encoder: Encoder = l.stack("encoder", enc_blocks)?;
+        let decoder: Decoder = l.stack("decoder", dec_blocks)?;
+        let lm_head = if config.tie_word_embeddings {
+            LmHead {
+                linear: Linear::f32(v, d, embed.clone()),
+                scale: (d as f64).powf(-0.5) as f32,
+            }
+        } else {
+            LmHead {
+                linear: l.linear("lm_head", v, d)?,
+                scale: 1.0,
+            }
+        };
+        Ok(T5Model {
+            config,
+            embed,
+            encoder,
+            decoder,
+            lm_head,
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! The T5 model: weights arranged into layers, and the forward passes.
+//!
+//! This is the readable path: each layer is a few calls into `t5edge-kernels`,
+//! whose scalar twins (`T5EDGE_ISA=scalar`) make the whole model a plain
+//! reference anyone can diff against HF's `modeling_t5.py`.
+
+pub mod attention;
+pub mod decoder;
+pub mod encoder;
+pub mod ffn;
+pub mod kv_cache;
+pub mod linear;
+mod load;
+pub mod position_bias;
+
+pub use decoder::Decoder;
+pub use encoder::Encoder;
+pub use kv_cache::SeqCache;
+pub use linear::{Linear, LinearWeight};
+
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use crate::weights::F32Data;
+use position_bias::PositionBias;
+
+/// A stack of blocks (encoder or decoder) and what they share.
+#[derive(Clone)]
+pub struct Stack<B> {
+    pub blocks: Vec<B>,
+    pub final_norm: F32Data,
+    /// Layer 0's `[num_buckets, heads]` relative-attention-bias table.
+    pub rel_bias: F32Data,
+    pub heads: usize,
+    pub num_buckets: usize,
+    pub max_distance: usize,
+    pub d_model: usize,
+    pub eps: f32,
+}
+
+impl<B> Stack<B> {
+    fn bias(&self, bidirectional: bool, tq: usize, tk: usize, past: usize) -> PositionBias {
+        PositionBias::new(
+            self.rel_bias.as_slice(),
+            self.heads,
+            self.num_buckets,
+            self.max_distance,
+            bidirectional,
+            tq,
+            tk,
+            past,
+        )
+    }
+}
+
+/// The output projection to the vocabulary.
+#[derive(Clone)]
+pub struct LmHead {
+    pub linear: Linear,
+    /// `d_model^-0.5` when the head is tied to the embedding, else 1. HF scales
+    /// the hidden state (not the logits) before the matmul; so do we.
+    pub scale: f32,
+}
+
+/// A loaded T5 model, ready to encode and decode. `Send + Sync`: one model can
+/// serve many threads, each with its own [`SeqCache`]s.
+#[derive(Clone)]
+pub struct T5Model {
+    pub config: T5Config,
+    /// `[vocab, d_model]` token embedding shared by encoder and decoder.
+    pub embed: F32Data,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub lm_head: LmHead,
+}
+
+impl T5Model {
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        let v = self.config.vocab_size;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
+            return Err(Error::Request(format!(
+                "token id {bad} is not below vocab_size {v}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Looks the ids up in the embedding table, packed `[ids.len(), d_model]`.
+    fn embed_ids(&self, ids: &[u32]) -> Vec<f32> {
+        let d = self.config.d_model;
+        let table = self.embed.as_slice();
+        let mut x = Vec::with_capacity(ids.len() * d);
+        for &id in ids {
+            x.extend_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+        }
+        x
+    }
+
+    /// Encodes a batch of sequences; returns each one's `[len, d_model]` output.
+    pub fn encode_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let d = self.config.d_model;
+        for ids in batch {
+            if ids.is_empty() {
+                return Err(Error::Request("an encoder input has no tokens".into()));
+            }
+            self.check_ids(ids)?;
+        }
+        let lens: Vec<usize> = batch.iter().map(|s| s.len()).collect();
+        let all: Vec<u32> = batch.iter().flat_map(|s| s.iter().copied()).collect();
+        let mut x = self.embed_ids(&all);
+        self.encoder.forward(&mut x, &lens, None);
+        let mut out = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for &t in &lens {
+            out.push(x[start * d..(start + t) * d].to_vec());
+            start += t;
+        }
+        Ok(out)
+    }
+
+    /// Encodes one sequence: `[len, d_model]`.
+    pub fn encode(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        Ok(self.encode_batch(&[ids])?.remove(0))
+    }
+
+    /// Encoder hidden states of every layer: the embedding output, then each
+    /// block's output before the final norm (HF's `hidden_states`).
+    pub fn encoder_layer_states(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.check_ids(ids)?;
+        let mut x = self.embed_ids(ids);
+        let mut states = Vec::new();
+        self.encoder
+            .forward(&mut x, &[ids.len()], Some(&mut states));
+        Ok(states)
+    }
+
+    /// A fresh decoder cache for one sequence whose encoder output is `enc`.
+    pub fn new_cache(&self, enc: &[f32], capacity: usize) -> SeqCache {
+        let d = self.config.d_model;
+        let mut c = SeqCache::new(
+            self.config.num_decoder_layers,
+            self.config.inner_dim(),
+            capacity,
+        );
+        self.decoder.prepare_cross(enc, enc.len() / d, &mut c);
+        c
+    }
+
+    /// Feeds `tokens[s]` (one or more new decoder positions) to each sequence `s`
+    /// and returns the final hidden states, packed `[sum, d_model]`.
+    pub fn decode_hidden(&self, tokens: &[&[u32]], caches: &mut [SeqCache]) -> Result<Vec<f32>> {
+        if tokens.len() != caches.len() {
+            return Err(Error::Request("one token list per cache".into()));
+        }
+        for t in tokens {
+            self.check_ids(t)?;
+        }
+        let tqs: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
+        let mut x = self.embed_ids(&all);
+        self.decoder.forward(&mut x, &tqs, caches, None);
+        Ok(x)
+    }
+
+    /// Logits `[rows, vocab]` from final decoder hidden states `[rows, d_model]`.
+    pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+        let rows = hidden.len() / self.config.d_model;
+        let scaled: Vec<f32>;
+        let h = if self.lm_head.scale != 1.0 {
+            scaled = hidden.iter().map(|v| v * self.lm_head.scale).collect();
+            &scaled
+        } else {
+            hidden
+        };
+        self.lm_head.linear.apply(h, rows)
+    }
+
+    /// Teacher-forced decoder: logits `[dec_ids.len(), vocab]` for the encoder
+    /// input `input_ids` and decoder input `dec_ids`.
+    pub fn forward(&self, input_ids: &[u32], dec_ids: &[u32]) -> Result<Vec<f32>> {
+        if dec_ids.is_empty() {
+            return Err(Error::Request("decoder input has no tokens".into()));
+        }
+        let enc = self.encode(input_ids)?;
+        let mut cache = [self.new_cache(&enc, dec_ids.len())];
+        let h = self.decode_hidden(&[dec_ids], &mut cache)?;
+        Ok(self.logits(&h))
+    }
+
+    /// Decoder hidden states of every layer for teacher forcing (HF's
+    /// `decoder_hidden_states`).
+    pub fn decoder_layer_states(
+        &self,
+        input_ids: &[u32],
+        dec_ids: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
+        let enc = self.encode(input_ids)?;
+        self.check_ids(dec_ids)?;
+        let mut cache = [self.new_cache(&enc, dec_ids.len())];
+        let mut x = self.embed_ids(dec_ids);
+        let mut states = Vec::new();
+        self.decoder
+            .forward(&mut x, &[dec_ids.len()], &mut cache, Some(&mut states));
+        Ok(states)
+    }
+
+    /// Number of distinct parameters (the tied embedding counted once), as HF's
+    /// `num_parameters()` reports it.
+    pub fn num_parameters(&self) -> usize {
+        let c = &self.config;
+        let (d, inner, ff) = (c.d_model, c.inner_dim(), c.d_ff);
+        let attn = 4 * d * inner;
+        let ffn = if c.gated { 3 * d * ff } else { 2 * d * ff };
+        let bias = c.relative_attention_num_buckets * c.num_heads;
+        let enc = c.num_layers * (attn + ffn + 2 * d) + bias + d;
+        let dec = c.num_decoder_layers * (2 * attn + ffn + 3 * d) + bias + d;
+        let head = if c.tie_word_embeddings {
+            0
+        } else {
+            c.vocab_size * d
+        };
+        c.vocab_size * d + enc + dec + head
+    }
+}

@@ -1,0 +1,391 @@
+//! Synthetic checkpoints: deterministic random weights in the exact layout of a
+//! Hugging Face T5 checkpoint, for any T5-Efficient shape.
+//!
+//! Weights follow HF's `T5PreTrainedModel._init_weights` standard deviations, so
+//! activations have realistic scales. The generator is splitmix64 with
+//! Box-Muller in f64, rounded to f32: the same seed gives the same file.
+//! A small synthetic SentencePiece-style tokenizer is written beside it (the
+//! real T5 vocabulary is not ours to ship); text through it is gibberish by
+//! construction, like the weights.
+
+use crate::config::T5Config;
+use crate::error::{Error, Result};
+use crate::weights::writer::{self, OutTensor};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The base sizes of the T5-Efficient family (Tay et al., 2021).
+const BASES: [(&str, [usize; 6]); 7] = [
+    // name: d_model, d_ff, d_kv, heads, layers (each side), unused
+    ("tiny", [256, 1024, 64, 4, 4, 0]),
+    ("mini", [384, 1536, 64, 8, 4, 0]),
+    ("small", [512, 2048, 64, 8, 6, 0]),
+    ("base", [768, 3072, 64, 12, 12, 0]),
+    ("large", [1024, 4096, 64, 16, 24, 0]),
+    ("xl", [1024, 16384, 128, 32, 24, 0]),
+    ("xxl", [1024, 65536, 128, 128, 24, 0]),
+];
+
+/// The config of a named preset: `t5-efficient-SIZE[-VAR...]` where each VAR is
+/// `nlN` (both depths), `elN`, `dlN`, `ffN`, `dmN`, `kvN` or `nhN`, e.g.
+/// `t5-efficient-tiny-nl2` or `t5-efficient-small-el16-dl8`; or
+/// `t5-v1_1-gated-tiny`, the shape of ../shared's gated v1.1 test model.
+pub fn preset(name: &str) -> std::result::Result<T5Config, String> {
+    let mut json = serde_json::json!({ "vocab_size": 32128 });
+    let set = |j: &mut serde_json::Value, k: &str, v: serde_json::Value| {
+        j[k] = v;
+    };
+    if name == "t5-v1_1-gated-tiny" {
+        json = serde_json::json!({
+            "vocab_size": 32128, "d_model": 256, "d_ff": 1024, "d_kv": 32, "num_heads": 8,
+            "num_layers": 2, "num_decoder_layers": 2, "feed_forward_proj": "gated-gelu",
+            "tie_word_embeddings": false
+        });
+        return T5Config::from_json(&json.to_string());
+    }
+    let rest = name
+        .strip_prefix("t5-efficient-")
+        .ok_or_else(|| format!("unknown preset {name:?}: expected t5-efficient-SIZE[-VARIATIONS] or t5-v1_1-gated-tiny"))?;
+    let mut parts = rest.split('-');
+    let size = parts.next().unwrap_or("");
+    let (_, [d, ff, kv, nh, nl, _]) = BASES
+        .iter()
+        .find(|(n, _)| *n == size)
+        .ok_or_else(|| format!("unknown size {size:?} in preset {name:?}: use tiny, mini, small, base, large, xl or xxl"))?;
+    for (k, v) in [
+        ("d_model", d),
+        ("d_ff", ff),
+        ("d_kv", kv),
+        ("num_heads", nh),
+        ("num_layers", nl),
+        ("num_decoder_layers", nl),
+    ] {
+        set(&mut json, k, (*v).into());
+    }
+    for var in parts {
+        let split = var
+            .find(|c: char| c.is_ascii_digit())
+            .ok_or_else(|| format!("variation {var:?} has no number"))?;
+        let (key, num) = var.split_at(split);
+        let n: usize = num
+            .parse()
+            .map_err(|_| format!("variation {var:?} has a bad number"))?;
+        let fields: &[&str] = match key {
+            "nl" => &["num_layers", "num_decoder_layers"],
+            "el" => &["num_layers"],
+            "dl" => &["num_decoder_layers"],
+            "ff" => &["d_ff"],
+            "dm" => &["d_model"],
+            "kv" => &["d_kv"],
+            "nh" => &["num_heads"],
+            _ => {
+                return Err(format!(
+                    "unknown variation {var:?}: use nl, el, dl, ff, dm, kv or nh"
+                ))
+            }
+        };
+        for f in fields {
+            set(&mut json, f, n.into());
+        }
+    }
+    T5Config::from_json(&json.to_string())
+}
+
+/// Applies `key=value` overrides (values parsed as JSON, else taken as strings).
+pub fn with_overrides(
+    cfg: &T5Config,
+    overrides: &[String],
+) -> std::result::Result<T5Config, String> {
+    let mut json = cfg.to_hf_json();
+    for o in overrides {
+        let (k, v) = o
+            .split_once('=')
+            .ok_or_else(|| format!("override {o:?} is not key=value"))?;
+        let v =
+            serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        if k == "feed_forward_proj" {
+            // Let the activation follow the new projection, as in a fresh HF config.
+            if let Some(m) = json.as_object_mut() {
+                m.remove("dense_act_fn");
+            }
+        }
+        json[k] = v;
+    }
+    T5Config::from_json(&json.to_string())
+}
+
+/// splitmix64: tiny, fast, and the same on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x5DEE_CE66_D1CE_4E5B)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+}
+
+/// Options beyond the config.
+#[derive(Clone, Debug, Default)]
+pub struct SynthOptions {
+    pub seed: u64,
+    /// Multiply each RMSNorm weight by `1 + jitter * N(0,1)` (HF inits them to
+    /// exactly 1, which makes greedy output of a tied model degenerate).
+    pub norm_jitter: f32,
+}
+
+/// The tensors of a random checkpoint, in HF names and shapes.
+pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
+    let mut rng = Rng::new(opts.seed);
+    let (d, inner, ff, v) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff, cfg.vocab_size);
+    let mut out = Vec::new();
+    let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
+        let n: usize = shape.iter().product();
+        let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+        out.push(OutTensor::f32(name, shape, &vals));
+    };
+    let df = d as f64;
+    normal("shared.weight".into(), vec![v, d], 1.0, &mut rng);
+    let mut norms: Vec<String> = Vec::new();
+    for (stack, layers) in [
+        ("encoder", cfg.num_layers),
+        ("decoder", cfg.num_decoder_layers),
+    ] {
+        for i in 0..layers {
+            let attn_kinds: &[(usize, &str)] = if stack == "encoder" {
+                &[(0, "SelfAttention")]
+            } else {
+                &[(0, "SelfAttention"), (1, "EncDecAttention")]
+            };
+            for &(li, kind) in attn_kinds {
+                let p = format!("{stack}.block.{i}.layer.{li}.{kind}");
+                normal(
+                    format!("{p}.q.weight"),
+                    vec![inner, d],
+                    (df * cfg.d_kv as f64).powf(-0.5),
+                    &mut rng,
+                );
+                normal(
+                    format!("{p}.k.weight"),
+                    vec![inner, d],
+                    df.powf(-0.5),
+                    &mut rng,
+                );
+                normal(
+                    format!("{p}.v.weight"),
+                    vec![inner, d],
+                    df.powf(-0.5),
+                    &mut rng,
+                );
+                normal(
+                    format!("{p}.o.weight"),
+                    vec![d, inner],
+                    (inner as f64).powf(-0.5),
+                    &mut rng,
+                );
+                if i == 0 && li == 0 {
+                    normal(
+                        format!("{p}.relative_attention_bias.weight"),
+                        vec![cfg.relative_attention_num_buckets, cfg.num_heads],
+                        df.powf(-0.5),
+                        &mut rng,
+                    );
+                }
+                norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
+            }
+            let li = if stack == "encoder" { 1 } else { 2 };
+            let p = format!("{stack}.block.{i}.layer.{li}.DenseReluDense");
+            if cfg.gated {
+                normal(
+                    format!("{p}.wi_0.weight"),
+                    vec![ff, d],
+                    df.powf(-0.5),
+                    &mut rng,
+                );
+                normal(
+                    format!("{p}.wi_1.weight"),
+                    vec![ff, d],
+                    df.powf(-0.5),
+                    &mut rng,
+                );
+            } else {
+                normal(
+                    format!("{p}.wi.weight"),
+                    vec![ff, d],
+                    df.powf(-0.5),
+                    &mut rng,
+                );
+            }
+            normal(
+                format!("{p}.wo.weight"),
+                vec![d, ff],
+                (ff as f64).powf(-0.5),
+                &mut rng,
+            );
+            norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
+        }
+        norms.push(format!("{stack}.final_layer_norm.weight"));
+    }
+    if !cfg.tie_word_embeddings {
+        normal("lm_head.weight".into(), vec![v, d], 1.0, &mut rng);
+    }
+    for name in norms {
+        let vals: Vec<f32> = (0..d)
+            .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
+            .collect();
+        out.push(OutTensor::f32(name, vec![d], &vals));
+    }
+    out
+}
+
+/// Writes `config.json`, `model.safetensors` and a synthetic `tokenizer.json`
+/// into `dir` (created if needed). Existing files are kept unless `force`.
+pub fn write_checkpoint(
+    dir: &Path,
+    cfg: &T5Config,
+    opts: &SynthOptions,
+    force: bool,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let files = ["config.json", "model.safetensors", "tokenizer.json"];
+    for f in files {
+        writer::check_clobber(&dir.join(f), force)?;
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("format".to_string(), "pt".to_string());
+    meta.insert("t5edge_synth_seed".to_string(), opts.seed.to_string());
+    writer::write_safetensors(
+        &dir.join("model.safetensors"),
+        &tensors(cfg, opts),
+        &meta,
+        force,
+    )?;
+    let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
+    writer::write_atomic(&dir.join("tokenizer.json"), force, |w| w.write_all(&tok))?;
+    let cfg_json = serde_json::to_vec_pretty(&cfg.to_hf_json()).unwrap_or_default();
+    writer::write_atomic(&dir.join("config.json"), force, |w| w.write_all(&cfg_json))?;
+    Ok(())
+}
+
+/// A T5-style Unigram tokenizer over a small synthetic vocabulary: `<pad>`,
+/// `</s>`, `<unk>`, single characters and some common English words, with
+/// `<extra_id_N>` sentinels at the top ids as in T5.
+pub fn tokenizer_json(model_vocab: usize) -> serde_json::Value {
+    const WORDS: &str = "the of and to in is that for it as was with on be by at this are from or an which have not \
+        translate English German French summarize question answer quick brown fox jumps over lazy dog near riverbank \
+        while children watch hello world";
+    let mut vocab: Vec<(String, f64)> = vec![
+        ("<pad>".into(), 0.0),
+        ("</s>".into(), 0.0),
+        ("<unk>".into(), 0.0),
+    ];
+    vocab.push(("\u{2581}".into(), -2.0));
+    for w in WORDS.split_whitespace() {
+        vocab.push((format!("\u{2581}{w}"), -4.0 - w.len() as f64 * 0.01));
+    }
+    for c in (33u8..127).map(|b| b as char) {
+        vocab.push((c.to_string(), -8.0));
+        vocab.push((format!("\u{2581}{c}"), -8.5));
+    }
+    let n_extra = 100.min(model_vocab.saturating_sub(vocab.len()));
+    let base = vocab.len();
+    let mut added = vec![];
+    for (id, s) in ["<pad>", "</s>", "<unk>"].iter().enumerate() {
+        added.push(added_token(id, s));
+    }
+    for i in 0..n_extra {
+        let id = base + n_extra - 1 - i;
+        added.push(added_token(id, &format!("<extra_id_{i}>")));
+    }
+    for i in (0..n_extra).rev() {
+        vocab.push((format!("<extra_id_{i}>"), 0.0));
+    }
+    let meta = serde_json::json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "always", "split": true});
+    serde_json::json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "WhitespaceSplit"}, meta.clone()]},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 0}}, {"SpecialToken": {"id": "</s>", "type_id": 0}}],
+            "special_tokens": {"</s>": {"id": "</s>", "ids": [1], "tokens": ["</s>"]}}
+        },
+        "decoder": meta,
+        "model": {"type": "Unigram", "unk_id": 2, "vocab": vocab, "byte_fallback": false}
+    })
+}
+
+fn added_token(id: usize, content: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                       "rstrip": false, "normalized": false, "special": true})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_parse_variations() {
+        let c = preset("t5-efficient-tiny-nl2").unwrap();
+        assert_eq!(
+            (
+                c.d_model,
+                c.d_ff,
+                c.num_heads,
+                c.d_kv,
+                c.num_layers,
+                c.num_decoder_layers
+            ),
+            (256, 1024, 4, 64, 2, 2)
+        );
+        let c = preset("t5-efficient-small-el16-dl8").unwrap();
+        assert_eq!(
+            (c.d_model, c.num_layers, c.num_decoder_layers),
+            (512, 16, 8)
+        );
+        assert!(preset("t5-efficient-huge").unwrap_err().contains("huge"));
+        assert!(preset("t5-efficient-tiny-zz3").unwrap_err().contains("zz3"));
+    }
+
+    #[test]
+    fn rng_is_deterministic_and_roughly_normal() {
+        let a: Vec<f64> = {
+            let mut r = Rng::new(3);
+            (0..4).map(|_| r.normal()).collect()
+        };
+        let b: Vec<f64> = {
+            let mut r = Rng::new(3);
+            (0..4).map(|_| r.normal()).collect()
+        };
+        assert_eq!(a, b);
+        let mut r = Rng::new(9);
+        let xs: Vec<f64> = (0..20000).map(|_| r.normal()).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        assert!(
+            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
+            "mean {mean} var {var}"
+        );
+    }
+}

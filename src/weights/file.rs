@@ -1,0 +1,253 @@
+//! One safetensors file, mapped (or read) and validated.
+//!
+//! The `safetensors` crate checks the header (size bound, JSON, offsets that tile
+//! the data section exactly, dtype x shape = byte length, no overflow); we add
+//! what a loader needs on top: the path in every message, dtypes we can use, and
+//! typed zero-copy views with an alignment check.
+
+use crate::error::{Error, Result};
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Element types the engine reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    I8,
+    I32,
+    U8,
+    I64,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::I8 | DType::U8 => 1,
+            DType::F16 | DType::BF16 => 2,
+            DType::F32 | DType::I32 => 4,
+            DType::I64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I8 => "I8",
+            DType::I32 => "I32",
+            DType::U8 => "U8",
+            DType::I64 => "I64",
+        }
+    }
+
+    fn from_st(d: safetensors::Dtype) -> Option<DType> {
+        use safetensors::Dtype as D;
+        Some(match d {
+            D::F32 => DType::F32,
+            D::F16 => DType::F16,
+            D::BF16 => DType::BF16,
+            D::I8 => DType::I8,
+            D::I32 => DType::I32,
+            D::U8 => DType::U8,
+            D::I64 => DType::I64,
+            _ => return None,
+        })
+    }
+}
+
+/// Where a file's bytes live: a read-only map, or (for files that may change
+/// under us, see the README's robustness section) a private heap copy.
+pub enum Backing {
+    Mmap(Mmap),
+    /// u64 storage so every tensor offset the file allows is aligned for f32 views.
+    Heap(Vec<u64>, usize),
+}
+
+impl Backing {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Backing::Mmap(m) => m,
+            Backing::Heap(v, len) => {
+                // SAFETY: the Vec<u64> owns at least `len` initialised bytes (we
+                // allocated ceil(len/8) words and filled `len` bytes); u8 has no
+                // alignment or validity requirements.
+                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, *len) }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Absolute byte range in the file.
+    pub start: usize,
+    pub end: usize,
+}
+
+/// A validated safetensors file.
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub backing: Arc<Backing>,
+    pub tensors: BTreeMap<String, TensorInfo>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl TensorFile {
+    /// Opens and validates `path`, mapping it unless `mmap` is false.
+    pub fn open(path: &Path, mmap: bool) -> Result<TensorFile> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let backing = if mmap {
+            // SAFETY: the map is read-only and private to this process. Another
+            // process truncating or rewriting the file while it is mapped would
+            // make reads fault (SIGBUS) or change under us; that is the documented
+            // cost of mapping (README, robustness), and `LoadOptions::mmap = false`
+            // avoids it by reading into the heap instead.
+            let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+            Backing::Mmap(map)
+        } else {
+            use std::io::Read;
+            let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+            let mut words = vec![0u64; len.div_ceil(8)];
+            // SAFETY: the byte view covers exactly the words' memory (len <= 8 * words.len()).
+            let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) };
+            (&file).read_exact(buf).map_err(|e| Error::io(path, e))?;
+            Backing::Heap(words, len)
+        };
+        Self::from_backing(path, Arc::new(backing))
+    }
+
+    /// Validates bytes already in memory (tests and fuzzing use this).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
+        let mut words = vec![0u64; bytes.len().div_ceil(8)];
+        // SAFETY: as in `open`: the byte view covers the words' memory exactly.
+        let buf =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len()) };
+        buf.copy_from_slice(bytes);
+        Self::from_backing(path, Arc::new(Backing::Heap(words, bytes.len())))
+    }
+
+    fn from_backing(path: &Path, backing: Arc<Backing>) -> Result<TensorFile> {
+        let fmt = |msg: String| Error::Format {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let bytes = backing.bytes();
+        if bytes.len() < 8 {
+            return Err(fmt(format!(
+                "file is {} bytes, shorter than the 8-byte header length",
+                bytes.len()
+            )));
+        }
+        let (n, meta) =
+            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| fmt(describe(e, bytes)))?;
+        let data_start = 8 + n;
+        let mut tensors = BTreeMap::new();
+        for (name, info) in meta.tensors() {
+            let dtype = DType::from_st(info.dtype).ok_or_else(|| {
+                fmt(format!(
+                    "tensor {name:?} has dtype {:?}, which t5edge does not read",
+                    info.dtype
+                ))
+            })?;
+            let (b, e) = info.data_offsets;
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    dtype,
+                    shape: info.shape.clone(),
+                    start: data_start + b,
+                    end: data_start + e,
+                },
+            );
+        }
+        let metadata = meta
+            .metadata()
+            .clone()
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            backing,
+            tensors,
+            metadata,
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.backing.bytes()
+    }
+
+    /// The raw bytes of one tensor.
+    pub fn tensor_bytes(&self, info: &TensorInfo) -> &[u8] {
+        &self.bytes()[info.start..info.end]
+    }
+}
+
+/// Turns the safetensors crate's errors into sentences.
+fn describe(e: safetensors::SafeTensorError, bytes: &[u8]) -> String {
+    use safetensors::SafeTensorError as E;
+    let file_len = bytes.len();
+    match e {
+        E::HeaderTooLarge => "header length is larger than the 100 MB safetensors allows".into(),
+        E::HeaderTooSmall => "file is too short to hold a header".into(),
+        E::InvalidHeaderLength => {
+            format!("header length points past the end of the {file_len}-byte file")
+        }
+        E::InvalidHeader(e) => format!("header is not UTF-8: {e}"),
+        E::InvalidHeaderDeserialization(e) => format!("header is not valid safetensors JSON: {e}"),
+        E::InvalidOffset(name) => {
+            format!("tensor {name:?} has data offsets that overlap, leave gaps or run past the end of the file")
+        }
+        E::TensorInvalidInfo | E::MisalignedSlice => match first_bad_size(bytes) {
+            Some((name, want, got)) => {
+                format!("tensor {name:?} has dtype x shape = {want} bytes but its data offsets span {got}")
+            }
+            None => "a tensor's dtype x shape does not match its byte length".into(),
+        },
+        E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
+        E::MetadataIncompleteBuffer => {
+            format!("tensor data does not fill the {file_len}-byte file exactly")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Finds the tensor whose dtype x shape disagrees with its offsets, to name it
+/// (the safetensors crate reports only that one does). The header was already
+/// parsed once, so it is known to be bounded, UTF-8 JSON.
+fn first_bad_size(bytes: &[u8]) -> Option<(String, u128, u128)> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    for (name, t) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let bits: u128 = match t.get("dtype")?.as_str()? {
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 8,
+            "F16" | "BF16" | "I16" | "U16" => 16,
+            "F32" | "I32" | "U32" => 32,
+            "F64" | "I64" | "U64" => 64,
+            _ => continue,
+        };
+        let elems = t
+            .get("shape")?
+            .as_array()?
+            .iter()
+            .try_fold(1u128, |a, d| a.checked_mul(d.as_u64()? as u128))?;
+        let offs = t.get("data_offsets")?.as_array()?;
+        let span = (offs.get(1)?.as_u64()? as u128).checked_sub(offs.first()?.as_u64()? as u128)?;
+        let want = elems * bits / 8;
+        if want != span {
+            return Some((name, want, span));
+        }
+    }
+    None
+}

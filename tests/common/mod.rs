@@ -1,0 +1,95 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use t5edge::weights::{DType, TensorFile};
+
+/// `../shared` beside the repository (or `T5EDGE_SHARED`), if present. Tests
+/// that need it print why they skip when it is absent.
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let p = std::env::var_os("T5EDGE_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join("shared")
+        });
+    if p.join("goldens").is_dir() && p.join("models").is_dir() {
+        Some(p)
+    } else {
+        eprintln!("SKIP {test}: {} not found (the reference material lives beside the repo; set T5EDGE_SHARED)", p.display());
+        None
+    }
+}
+
+/// Arrays read from a goldens/fixtures safetensors file.
+pub struct Arrays(pub TensorFile);
+
+impl Arrays {
+    pub fn open(path: &Path) -> Arrays {
+        Arrays(TensorFile::open(path, true).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.0.tensors.contains_key(name)
+    }
+
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.0.tensors[name].shape.clone()
+    }
+
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let info = self
+            .0
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no array {name}"));
+        assert_eq!(info.dtype, DType::F32, "{name}");
+        self.0
+            .tensor_bytes(info)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    pub fn ids(&self, name: &str) -> Vec<u32> {
+        let info = self
+            .0
+            .tensors
+            .get(name)
+            .unwrap_or_else(|| panic!("no array {name}"));
+        let b = self.0.tensor_bytes(info);
+        match info.dtype {
+            DType::I64 => b
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+                .collect(),
+            DType::I32 => b
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as u32)
+                .collect(),
+            d => panic!("{name}: dtype {d:?} is not an id array"),
+        }
+    }
+}
+
+/// Max |a - b| and the largest |b|, for relative statements.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    let m = b.iter().map(|v| v.abs()).fold(0.0, f32::max);
+    (d, m)
+}
+
+/// Asserts `a` matches `b` to `rel` of b's largest magnitude.
+pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
+    let (d, m) = max_abs_diff(a, b);
+    assert!(
+        d <= rel * m.max(1e-6),
+        "{what}: max abs diff {d:e} exceeds {rel:e} x max |ref| {m:e}"
+    );
+}

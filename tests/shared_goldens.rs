@@ -1,0 +1,262 @@
+//! The engine against what HF transformers computes (../shared/goldens), on both
+//! reference checkpoints: encoder states, per-layer states, teacher-forced
+//! logits (all at once and one position at a time through the KV cache),
+//! 32-step greedy ids and a padded batch. Skips when ../shared is absent.
+
+mod common;
+
+use common::{assert_close, shared_dir, Arrays};
+use t5edge::generate::{greedy, GenerateOptions};
+use t5edge::T5Model;
+
+const MODELS: [&str; 2] = ["t5-efficient-tiny-nl2-synth", "t5-v1_1-gated-synth"];
+
+/// Relative to the largest |logit| (the acceptance bar).
+const LOGIT_REL: f32 = 1e-4;
+
+struct Case {
+    model: T5Model,
+    g: Arrays,
+    manifest: serde_json::Value,
+}
+
+fn cases(test: &str) -> Vec<(String, Case)> {
+    let Some(shared) = shared_dir(test) else {
+        return vec![];
+    };
+    MODELS
+        .iter()
+        .map(|m| {
+            let model = T5Model::load(&shared.join("models").join(m)).unwrap();
+            let gdir = shared.join("goldens").join(m);
+            let manifest: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(gdir.join("manifest.json")).unwrap())
+                    .unwrap();
+            (
+                m.to_string(),
+                Case {
+                    model,
+                    g: Arrays::open(&gdir.join("goldens.safetensors")),
+                    manifest,
+                },
+            )
+        })
+        .collect()
+}
+
+fn prompts(c: &Case) -> Vec<String> {
+    c.manifest["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn encoder_states_match_hf() {
+    for (m, c) in cases("encoder_states_match_hf") {
+        for p in prompts(&c) {
+            let ids = c.g.ids(&format!("{p}.input_ids"));
+            let enc = c.model.encode(&ids).unwrap();
+            assert_close(
+                &format!("{m}/{p} encoder_hidden"),
+                &enc,
+                &c.g.f32(&format!("{p}.encoder_hidden")),
+                1e-4,
+            );
+            let key = format!("{p}.enc_layer_states");
+            if c.g.has(&key) {
+                let states = c.model.encoder_layer_states(&ids).unwrap();
+                assert_close(
+                    &format!("{m}/{p} enc layer states"),
+                    &states.concat(),
+                    &c.g.f32(&key),
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_ids_match_hf_exactly() {
+    for (m, c) in cases("greedy_ids_match_hf_exactly") {
+        let opts = GenerateOptions::default()
+            .max_new_tokens(32)
+            .min_new_tokens(32);
+        for p in prompts(&c) {
+            let ids = c.g.ids(&format!("{p}.input_ids"));
+            let out = greedy(&c.model, &[&ids], &opts).unwrap().remove(0);
+            let golden = c.g.ids(&format!("{p}.greedy_ids"));
+            assert_eq!(out, golden[1..], "{m}/{p}: greedy ids");
+        }
+    }
+}
+
+#[test]
+fn teacher_forced_logits_match_hf() {
+    for (m, c) in cases("teacher_forced_logits_match_hf") {
+        let short = ids_of(&c.manifest["teacher_forced_decoder_input_ids"]);
+        let long = ids_of(&c.manifest["teacher_forced_long_decoder_input_ids"]);
+        let v = c.model.config.vocab_size;
+        for p in prompts(&c) {
+            let ids = c.g.ids(&format!("{p}.input_ids"));
+            let logits = c.model.forward(&ids, &short).unwrap();
+            assert_close(
+                &format!("{m}/{p} tf_logits_last"),
+                &logits[(short.len() - 1) * v..],
+                &c.g.f32(&format!("{p}.tf_logits_last")),
+                LOGIT_REL,
+            );
+            if c.g.has(&format!("{p}.tf_logits")) {
+                assert_close(
+                    &format!("{m}/{p} tf_logits"),
+                    &logits,
+                    &c.g.f32(&format!("{p}.tf_logits")),
+                    LOGIT_REL,
+                );
+            }
+            // The long input: top-8 ids equal and their logits within budget.
+            let logits = c.model.forward(&ids, &long).unwrap();
+            let gids = c.g.ids(&format!("{p}.tf_long_topk_ids"));
+            let glog = c.g.f32(&format!("{p}.tf_long_topk_logits"));
+            let scale = glog.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            for (pos, row) in logits.chunks_exact(v).enumerate() {
+                let top = t5edge_kernels::ops::top_k(row, 8);
+                for (r, &(id, val)) in top.iter().enumerate() {
+                    let (gid, gval) = (gids[pos * 8 + r], glog[pos * 8 + r]);
+                    // Near-ties may swap order; the value at that rank must still agree.
+                    assert!(
+                        id as u32 == gid || (row[gid as usize] - gval).abs() <= LOGIT_REL * scale,
+                        "{m}/{p} pos {pos} rank {r}: id {id} vs golden {gid}"
+                    );
+                    assert!(
+                        (val - gval).abs() <= LOGIT_REL * scale,
+                        "{m}/{p} pos {pos} rank {r}: {val} vs {gval}"
+                    );
+                }
+            }
+            if c.g.has(&format!("{p}.tf_long_logits")) {
+                assert_close(
+                    &format!("{m}/{p} tf_long_logits"),
+                    &logits,
+                    &c.g.f32(&format!("{p}.tf_long_logits")),
+                    LOGIT_REL,
+                );
+            }
+            let key = format!("{p}.dec_layer_states");
+            if c.g.has(&key) {
+                let states = c.model.decoder_layer_states(&ids, &short).unwrap();
+                assert_close(
+                    &format!("{m}/{p} dec layer states"),
+                    &states.concat(),
+                    &c.g.f32(&key),
+                    1e-4,
+                );
+            }
+        }
+    }
+}
+
+/// Feeding the long teacher-forced ids one at a time through the KV cache must
+/// give the teacher-forced logits row by row (the goldens' kv_cache_note).
+#[test]
+fn incremental_decoding_matches_teacher_forcing() {
+    for (m, c) in cases("incremental_decoding_matches_teacher_forcing") {
+        let long = ids_of(&c.manifest["teacher_forced_long_decoder_input_ids"]);
+        let v = c.model.config.vocab_size;
+        let p = "short";
+        let ids = c.g.ids(&format!("{p}.input_ids"));
+        let golden = c.g.f32(&format!("{p}.tf_long_logits"));
+        let enc = c.model.encode(&ids).unwrap();
+        let mut cache = [c.model.new_cache(&enc, long.len())];
+        for (pos, &t) in long.iter().enumerate() {
+            let h = c.model.decode_hidden(&[&[t]], &mut cache).unwrap();
+            let l = c.model.logits(&h);
+            assert_close(
+                &format!("{m}/{p} step {pos}"),
+                &l,
+                &golden[pos * v..(pos + 1) * v],
+                LOGIT_REL,
+            );
+        }
+        // And the greedy steps' full logits.
+        let steps = c.g.f32(&format!("{p}.greedy_step_logits"));
+        let greedy_ids = c.g.ids(&format!("{p}.greedy_ids"));
+        let mut cache = [c.model.new_cache(&enc, 32)];
+        for pos in 0..32 {
+            let h = c
+                .model
+                .decode_hidden(&[&[greedy_ids[pos]]], &mut cache)
+                .unwrap();
+            assert_close(
+                &format!("{m}/{p} greedy step {pos}"),
+                &c.model.logits(&h),
+                &steps[pos * v..(pos + 1) * v],
+                LOGIT_REL,
+            );
+        }
+    }
+}
+
+#[test]
+fn padded_batch_matches_hf() {
+    for (m, c) in cases("padded_batch_matches_hf") {
+        let shape = c.g.shape("batch.input_ids");
+        let (b, t) = (shape[0], shape[1]);
+        let ids = c.g.ids("batch.input_ids");
+        let mask = c.g.ids("batch.attention_mask");
+        let seqs: Vec<Vec<u32>> = (0..b)
+            .map(|i| {
+                (0..t)
+                    .filter(|&j| mask[i * t + j] == 1)
+                    .map(|j| ids[i * t + j])
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| &s[..]).collect();
+        let enc = c.model.encode_batch(&refs).unwrap();
+        let genc = c.g.f32("batch.encoder_hidden");
+        let d = c.model.config.d_model;
+        for (i, e) in enc.iter().enumerate() {
+            let n = seqs[i].len();
+            assert_close(
+                &format!("{m} batch row {i}"),
+                e,
+                &genc[i * t * d..(i * t + n) * d],
+                1e-4,
+            );
+        }
+        let opts = GenerateOptions::default()
+            .max_new_tokens(32)
+            .min_new_tokens(32);
+        let out = greedy(&c.model, &refs, &opts).unwrap();
+        let gold = c.g.ids("batch.greedy_ids");
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!(o[..], gold[i * 33 + 1..(i + 1) * 33], "{m} batch row {i}");
+        }
+    }
+}
+
+#[test]
+fn parameter_counts_match_hf() {
+    let Some(shared) = shared_dir("parameter_counts_match_hf") else {
+        return;
+    };
+    for (m, n) in [
+        ("t5-efficient-tiny-nl2-synth", 11_898_112),
+        ("t5-v1_1-gated-synth", 19_598_848),
+    ] {
+        let model = T5Model::load(&shared.join("models").join(m)).unwrap();
+        assert_eq!(model.num_parameters(), n, "{m}");
+    }
+}
