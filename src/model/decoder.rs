@@ -113,8 +113,11 @@ impl Decoder {
 
             ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, &mut normed);
             ops::add_inplace(x, &block.ffn.forward(&normed, rows));
+            // HF records each block's input; its last entry is the normed output.
             if let Some(s) = states.as_deref_mut() {
-                s.push(x.to_vec());
+                if s.len() < self.blocks.len() {
+                    s.push(x.to_vec());
+                }
             }
         }
         for (&tq, cache) in tqs.iter().zip(caches.iter_mut()) {
@@ -122,5 +125,8 @@ impl Decoder {
         }
         let pre = x.to_vec();
         ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);
+        if let Some(s) = states {
+            s.push(x.to_vec());
+        }
     }
 }

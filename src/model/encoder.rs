@@ -23,8 +23,9 @@ pub type Encoder = Stack<EncoderBlock>;
 
 impl Encoder {
     /// Encodes the packed batch `x` (`[sum(lens), d_model]`, the embedded tokens)
-    /// in place. With `states`, also records the input and each block's output
-    /// (before the final norm), as HF's `hidden_states` does.
+    /// in place. With `states`, also records what HF's `hidden_states` holds: the
+    /// embedding output, each block's output, and in last place the final-normed
+    /// output (HF's T5Stack appends that one after its final norm).
     pub fn forward(&self, x: &mut [f32], lens: &[usize], mut states: Option<&mut Vec<Vec<f32>>>) {
         let d = self.d_model;
         let rows: usize = lens.iter().sum();
@@ -64,11 +65,17 @@ impl Encoder {
             ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, &mut normed);
             let f = block.ffn.forward(&normed, rows);
             ops::add_inplace(x, &f);
+            // HF records each block's input; its last entry is the normed output.
             if let Some(s) = states.as_deref_mut() {
-                s.push(x.to_vec());
+                if s.len() < self.blocks.len() {
+                    s.push(x.to_vec());
+                }
             }
         }
         let pre = x.to_vec();
         ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);
+        if let Some(s) = states {
+            s.push(x.to_vec());
+        }
     }
 }

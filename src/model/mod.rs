@@ -122,8 +122,8 @@ impl T5Model {
         Ok(self.encode_batch(&[ids])?.remove(0))
     }
 
-    /// Encoder hidden states of every layer: the embedding output, then each
-    /// block's output before the final norm (HF's `hidden_states`).
+    /// Encoder hidden states of every layer as HF's `hidden_states` has them:
+    /// the embedding output, each block's output, the last one final-normed.
     pub fn encoder_layer_states(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         self.check_ids(ids)?;
         let mut x = self.embed_ids(ids);
