@@ -1,0 +1,89 @@
+//! The engine against HF transformers on checkpoints it synthesizes itself
+//! (tests/fixtures/refs, written by tools/refs/make_refs.py): runs anywhere,
+//! no ../shared needed. Covers tied/relu, gated-gelu untied with unequal
+//! depths, and exact-gelu with few buckets, a short max distance and
+//! num_heads x d_kv != d_model.
+
+mod common;
+
+use common::{assert_close, Arrays};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use t5edge::generate::{greedy, GenerateOptions};
+use t5edge::synth::{preset, with_overrides, write_checkpoint, SynthOptions};
+use t5edge::T5Model;
+
+const LOGIT_REL: f32 = 1e-4;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refs")
+}
+
+/// Replays `t5edge synth` arguments through the library.
+fn synth(args: &[String], dir: &Path) {
+    let (mut p, mut seed, mut jitter, mut sets) = (String::new(), 0u64, 0f32, Vec::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().unwrap().clone();
+        match a.as_str() {
+            "--preset" => p = v,
+            "--seed" => seed = v.parse().unwrap(),
+            "--norm-jitter" => jitter = v.parse().unwrap(),
+            "--set" => sets.push(v),
+            other => panic!("unknown synth arg {other}"),
+        }
+    }
+    let cfg = with_overrides(&preset(&p).unwrap(), &sets).unwrap();
+    write_checkpoint(dir, &cfg, &SynthOptions { seed, norm_jitter: jitter }, true).unwrap();
+}
+
+fn sha256(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn synthesized_checkpoints_match_hf() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+    for (name, case) in manifest["cases"].as_object().unwrap() {
+        let dir = std::env::temp_dir().join(format!("t5edge-refs-{name}-{}", std::process::id()));
+        let args: Vec<String> = case["synth_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        synth(&args, &dir);
+        assert_eq!(
+            sha256(&dir.join("model.safetensors")),
+            case["model_sha256"].as_str().unwrap(),
+            "{name}: the synth generator no longer writes the checkpoint the references were made from; rerun tools/refs/make_refs.sh"
+        );
+        let model = T5Model::load(&dir).unwrap();
+        assert_eq!(model.num_parameters() as u64, case["num_parameters"].as_u64().unwrap(), "{name}");
+        let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
+        let dec = ids(&case["decoder_input_ids"]);
+        let v = model.config.vocab_size;
+        for (p, pc) in case["prompts"].as_object().unwrap() {
+            let input = ids(&pc["input_ids"]);
+            let what = format!("{name}/{p}");
+            assert_close(&format!("{what} encoder"), &model.encode(&input).unwrap(), &g.f32(&format!("{p}.encoder_hidden")), 1e-4);
+            let logits = model.forward(&input, &dec).unwrap();
+            assert_close(&format!("{what} last logits"), &logits[(dec.len() - 1) * v..], &g.f32(&format!("{p}.tf_logits_last")), LOGIT_REL);
+            let (tid, tlog) = (g.ids(&format!("{p}.tf_topk_ids")), g.f32(&format!("{p}.tf_topk_logits")));
+            let scale = tlog.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
+            for (pos, row) in logits.chunks_exact(v).enumerate() {
+                for r in 0..8 {
+                    let gid = tid[pos * 8 + r] as usize;
+                    assert!(
+                        (row[gid] - tlog[pos * 8 + r]).abs() <= LOGIT_REL * scale,
+                        "{what} pos {pos} rank {r}: logit of {gid} is {} vs HF {}",
+                        row[gid],
+                        tlog[pos * 8 + r]
+                    );
+                }
+            }
+            let n = pc["greedy_ids"].as_array().unwrap().len() - 1;
+            let out = greedy(&model, &[&input], &GenerateOptions::default().max_new_tokens(n).min_new_tokens(n)).unwrap();
+            assert_eq!(out[0], ids(&pc["greedy_ids"])[1..], "{what} greedy (min HF margin {})", pc["greedy_min_margin"]);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
