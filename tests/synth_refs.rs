@@ -34,22 +34,46 @@ fn synth(args: &[String], dir: &Path) {
         }
     }
     let cfg = with_overrides(&preset(&p).unwrap(), &sets).unwrap();
-    write_checkpoint(dir, &cfg, &SynthOptions { seed, norm_jitter: jitter }, true).unwrap();
+    write_checkpoint(
+        dir,
+        &cfg,
+        &SynthOptions {
+            seed,
+            norm_jitter: jitter,
+        },
+        true,
+    )
+    .unwrap();
 }
 
 fn sha256(path: &Path) -> String {
     let bytes = std::fs::read(path).unwrap();
-    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[test]
 fn synthesized_checkpoints_match_hf() {
     let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap()).unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> { v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect() };
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+            .unwrap();
+    let ids = |v: &serde_json::Value| -> Vec<u32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
     for (name, case) in manifest["cases"].as_object().unwrap() {
         let dir = std::env::temp_dir().join(format!("t5edge-refs-{name}-{}", std::process::id()));
-        let args: Vec<String> = case["synth_args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        let args: Vec<String> = case["synth_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         synth(&args, &dir);
         assert_eq!(
             sha256(&dir.join("model.safetensors")),
@@ -57,17 +81,34 @@ fn synthesized_checkpoints_match_hf() {
             "{name}: the synth generator no longer writes the checkpoint the references were made from; rerun tools/refs/make_refs.sh"
         );
         let model = T5Model::load(&dir).unwrap();
-        assert_eq!(model.num_parameters() as u64, case["num_parameters"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            model.num_parameters() as u64,
+            case["num_parameters"].as_u64().unwrap(),
+            "{name}"
+        );
         let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
         let dec = ids(&case["decoder_input_ids"]);
         let v = model.config.vocab_size;
         for (p, pc) in case["prompts"].as_object().unwrap() {
             let input = ids(&pc["input_ids"]);
             let what = format!("{name}/{p}");
-            assert_close(&format!("{what} encoder"), &model.encode(&input).unwrap(), &g.f32(&format!("{p}.encoder_hidden")), 1e-4);
+            assert_close(
+                &format!("{what} encoder"),
+                &model.encode(&input).unwrap(),
+                &g.f32(&format!("{p}.encoder_hidden")),
+                1e-4,
+            );
             let logits = model.forward(&input, &dec).unwrap();
-            assert_close(&format!("{what} last logits"), &logits[(dec.len() - 1) * v..], &g.f32(&format!("{p}.tf_logits_last")), LOGIT_REL);
-            let (tid, tlog) = (g.ids(&format!("{p}.tf_topk_ids")), g.f32(&format!("{p}.tf_topk_logits")));
+            assert_close(
+                &format!("{what} last logits"),
+                &logits[(dec.len() - 1) * v..],
+                &g.f32(&format!("{p}.tf_logits_last")),
+                LOGIT_REL,
+            );
+            let (tid, tlog) = (
+                g.ids(&format!("{p}.tf_topk_ids")),
+                g.f32(&format!("{p}.tf_topk_logits")),
+            );
             let scale = tlog.iter().map(|x| x.abs()).fold(0.0f32, f32::max);
             for (pos, row) in logits.chunks_exact(v).enumerate() {
                 for r in 0..8 {
@@ -81,8 +122,20 @@ fn synthesized_checkpoints_match_hf() {
                 }
             }
             let n = pc["greedy_ids"].as_array().unwrap().len() - 1;
-            let out = greedy(&model, &[&input], &GenerateOptions::default().max_new_tokens(n).min_new_tokens(n)).unwrap();
-            assert_eq!(out[0], ids(&pc["greedy_ids"])[1..], "{what} greedy (min HF margin {})", pc["greedy_min_margin"]);
+            let out = greedy(
+                &model,
+                &[&input],
+                &GenerateOptions::default()
+                    .max_new_tokens(n)
+                    .min_new_tokens(n),
+            )
+            .unwrap();
+            assert_eq!(
+                out[0],
+                ids(&pc["greedy_ids"])[1..],
+                "{what} greedy (min HF margin {})",
+                pc["greedy_min_margin"]
+            );
         }
         let _ = std::fs::remove_dir_all(&dir);
     }

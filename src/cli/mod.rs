@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
 //! Errors print as one line on stderr with a non-zero exit.
 
+mod bench;
 mod common;
 mod forward;
 mod generate;
@@ -28,6 +29,8 @@ enum Cmd {
     Forward(forward::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
     Inspect(inspect::Args),
+    /// Time the fixed workloads (w1 latency, w2 throughput, w3 encoder).
+    Bench(bench::Args),
     /// Write a deterministic random-weight checkpoint of a T5-Efficient shape.
     Synth(synth::Args),
 }
@@ -40,6 +43,7 @@ pub fn main() -> i32 {
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Synth(a) => synth::run(a),
+        Cmd::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => 0,
