@@ -239,7 +239,7 @@ fn extreme_int8_values_are_exact() {
 
 #[test]
 fn int8_linear_is_identical_across_thread_counts() {
-    let (n, k) = (1000, 300);
+    let (n, k) = (4000, 300); // >= 1M MACs at m = 1: above PAR_MIN_MACS
     let mut rng = Rng(9);
     let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
     for gs in [0usize, 64] {

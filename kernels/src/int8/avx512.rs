@@ -111,33 +111,36 @@ unsafe fn vnni_rows<const R: usize>(
         let mut y = [_mm512_setzero_ps(); R];
         for g in 0..a.groups {
             let (kb0, kb1) = w.group_blocks(g);
-            // Two independent chains per row hide vpdpbusd's latency when R is 1.
-            let mut acc0 = [_mm512_setzero_si512(); R];
-            let mut acc1 = [_mm512_setzero_si512(); R];
+            // Four independent chains per row: vpdpbusd has a latency of ~5
+            // cycles, so one chain would leave a single-row GEMV latency-bound.
+            // Integer addition is associative, so the split changes no bit.
+            let mut acc4 = [[_mm512_setzero_si512(); R]; 4];
             let mut kb = kb0;
-            while kb + 2 <= kb1 {
-                let w0 = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
-                let w1 = _mm512_loadu_si512(wp.add(kb * 64 + 64) as *const _);
-                for r in 0..R {
-                    let u0 = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
-                    let u1 = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb + 1)), flip);
-                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], u0, w0);
-                    acc1[r] = _mm512_dpbusd_epi32(acc1[r], u1, w1);
+            while kb + 4 <= kb1 {
+                for (c, acc) in acc4.iter_mut().enumerate() {
+                    let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
+                    for r in 0..R {
+                        let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb + c)), flip);
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], u, wv);
+                    }
                 }
-                kb += 2;
+                kb += 4;
             }
-            if kb < kb1 {
-                let w0 = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+            while kb < kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
                 for r in 0..R {
-                    let u0 = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
-                    acc0[r] = _mm512_dpbusd_epi32(acc0[r], u0, w0);
+                    let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
+                    acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
                 }
+                kb += 1;
             }
             let rs = _mm512_loadu_si512(w.row_sums.as_ptr().add(g * np + t * TILE_N) as *const _);
             let comp = _mm512_slli_epi32(rs, 7);
             let mut acc = [_mm512_setzero_si512(); R];
             for r in 0..R {
-                acc[r] = _mm512_sub_epi32(_mm512_add_epi32(acc0[r], acc1[r]), comp);
+                let s01 = _mm512_add_epi32(acc4[0][r], acc4[1][r]);
+                let s23 = _mm512_add_epi32(acc4[2][r], acc4[3][r]);
+                acc[r] = _mm512_sub_epi32(_mm512_add_epi32(s01, s23), comp);
             }
             epilogue::<R>(&mut y, &acc, a, w, t, i, g);
         }
