@@ -6,6 +6,198 @@
 //! head covering every distance that occurs ([`RelBias`]), O(heads · (tq + tk))
 //! memory instead of O(heads · tq · tk).
 
+use crate::dispatch::{active, Isa};
+use rayon::prelude::*;
+
+/// Keys scored per block: one max and at most one rescale of the accumulator per
+/// block instead of per key, and a score buffer that stays in L1.
+const KEY_BLOCK: usize = 64;
+
+/// The vector primitives the blocked kernel needs; each ISA supplies them.
+trait VecOps {
+    /// # Safety
+    /// The CPU must support the implementing ISA; `a.len() == b.len()`.
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// `acc += p * v`.
+    ///
+    /// # Safety
+    /// As `dot`; `acc.len() == v.len()`.
+    unsafe fn axpy(p: f32, v: &[f32], acc: &mut [f32]);
+}
+
+struct ScalarOps;
+impl VecOps for ScalarOps {
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        crate::f32::scalar::dot(a, b)
+    }
+    #[inline(always)]
+    unsafe fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += p * x;
+        }
+    }
+}
+
+struct NeonOps;
+impl VecOps for NeonOps {
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: NEON is baseline on aarch64; elsewhere this is the emulation.
+        unsafe { crate::f32::neon::dot(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+        // Fused like vfmaq_f32, so the emulation matches what aarch64 computes.
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a = p.mul_add(x, *a);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx2Ops;
+#[cfg(target_arch = "x86_64")]
+impl VecOps for Avx2Ops {
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only reached from query_avx2, whose caller checked AVX2 + FMA.
+        unsafe { crate::f32::avx2::dot(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = v.len().min(acc.len());
+        let mut t = 0;
+        // SAFETY: AVX2 + FMA checked by the caller; each access is [t, t + 8)
+        // with t + 8 <= n.
+        unsafe {
+            let pv = _mm256_set1_ps(p);
+            while t + 8 <= n {
+                let a = _mm256_loadu_ps(acc.as_ptr().add(t));
+                let x = _mm256_loadu_ps(v.as_ptr().add(t));
+                _mm256_storeu_ps(acc.as_mut_ptr().add(t), _mm256_fmadd_ps(pv, x, a));
+                t += 8;
+            }
+        }
+        for t in t..n {
+            acc[t] = p.mul_add(v[t], acc[t]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+struct Avx512Ops;
+#[cfg(target_arch = "x86_64")]
+impl VecOps for Avx512Ops {
+    #[inline(always)]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: only reached from query_avx512, whose caller checked AVX-512.
+        unsafe { crate::f32::avx512::dot(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn axpy(p: f32, v: &[f32], acc: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let n = v.len().min(acc.len());
+        let mut t = 0;
+        // SAFETY: AVX-512F checked by the caller; unmasked accesses are
+        // [t, t + 16) with t + 16 <= n, the tail touches only lanes < n - t.
+        unsafe {
+            let pv = _mm512_set1_ps(p);
+            while t + 16 <= n {
+                let a = _mm512_loadu_ps(acc.as_ptr().add(t));
+                let x = _mm512_loadu_ps(v.as_ptr().add(t));
+                _mm512_storeu_ps(acc.as_mut_ptr().add(t), _mm512_fmadd_ps(pv, x, a));
+                t += 16;
+            }
+            if t < n {
+                let m = ((1u32 << (n - t)) - 1) as u16;
+                let a = _mm512_maskz_loadu_ps(m, acc.as_ptr().add(t));
+                let x = _mm512_maskz_loadu_ps(m, v.as_ptr().add(t));
+                _mm512_mask_storeu_ps(acc.as_mut_ptr().add(t), m, _mm512_fmadd_ps(pv, x, a));
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn query_avx512(a: &Attention<'_>, h: usize, i: usize, out: &mut [f32]) {
+    query::<Avx512Ops>(a, h, i, out)
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn query_avx2(a: &Attention<'_>, h: usize, i: usize, out: &mut [f32]) {
+    query::<Avx2Ops>(a, h, i, out)
+}
+
+/// One (head, query) output with a key-blocked online softmax: score a block of
+/// keys, take its max, rescale the running sum and accumulator at most once,
+/// then add the block's weighted values. `out` is the `d_kv` outputs.
+#[inline(always)]
+fn query<O: VecOps>(a: &Attention<'_>, h: usize, i: usize, out: &mut [f32]) {
+    let d = a.d_kv;
+    let inner = a.heads * d;
+    let qi = &a.q[i * inner + h * d..i * inner + (h + 1) * d];
+    let last = match a.causal {
+        Some(off) => (i + off + 1).min(a.tk),
+        None => a.tk,
+    };
+    let mut m = f32::NEG_INFINITY;
+    let mut l = 0.0f32;
+    out.fill(0.0);
+    let mut s = [0.0f32; KEY_BLOCK];
+    let mut j0 = 0;
+    while j0 < last {
+        let j1 = (j0 + KEY_BLOCK).min(last);
+        let mut bm = f32::NEG_INFINITY;
+        for j in j0..j1 {
+            let visible = a.key_mask.is_none_or(|mask| mask[j]);
+            let sc = if visible {
+                let kj = &a.k[j * inner + h * d..j * inner + (h + 1) * d];
+                // SAFETY: O's ISA was checked by run_with; equal lengths d.
+                let mut sc = unsafe { O::dot(qi, kj) };
+                if let Some(b) = &a.bias {
+                    sc += b.get(h, i, j);
+                }
+                sc
+            } else {
+                f32::NEG_INFINITY
+            };
+            s[j - j0] = sc;
+            bm = bm.max(sc);
+        }
+        if bm > m {
+            // exp(-inf) = 0 clears the (empty) state on the first visible block.
+            let c = (m - bm).exp();
+            l *= c;
+            out.iter_mut().for_each(|o| *o *= c);
+            m = bm;
+        }
+        if m > f32::NEG_INFINITY {
+            for j in j0..j1 {
+                let sc = s[j - j0];
+                if sc == f32::NEG_INFINITY {
+                    continue;
+                }
+                let p = (sc - m).exp();
+                l += p;
+                let vj = &a.v[j * inner + h * d..j * inner + (h + 1) * d];
+                // SAFETY: as for dot; both slices have length d.
+                unsafe { O::axpy(p, vj, out) };
+            }
+        }
+        j0 = j1;
+    }
+    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
 /// Relative-position bias: `bias(h, i, j) = values[h * span + (j - i + offset)]`.
 #[derive(Clone, Copy, Debug)]
 pub struct RelBias<'a> {
@@ -67,8 +259,48 @@ impl Attention<'_> {
         }
     }
 
-    /// Runs the scalar online-softmax kernel, writing `out`.
+    /// Runs at the active ISA level, writing `out`.
     pub fn run(&self, out: &mut [f32]) {
+        self.run_with(active(), out)
+    }
+
+    /// Runs the key-blocked kernel at a chosen level. Each (query, head) output is
+    /// computed by one task in a fixed order, so the bits do not depend on the
+    /// number of rayon threads. Panics if the CPU cannot run `isa`
+    /// (`Isa::Neon` off aarch64 runs the emulated NEON dot product).
+    pub fn run_with(&self, isa: Isa, out: &mut [f32]) {
+        self.check(out);
+        crate::f32::check_isa(isa);
+        let d = self.d_kv;
+        if d == 0 || self.tq == 0 || self.heads == 0 {
+            return;
+        }
+        let work = self.tq * self.heads * self.tk * d;
+        // One task per BLOCK_Q query rows of one head keeps task overhead low
+        // for decoder steps (tq = 1) and prefill alike.
+        let body = |(idx, o): (usize, &mut [f32])| {
+            let (i, h) = (idx / self.heads, idx % self.heads);
+            match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe { query_avx512(self, h, i, o) },
+                // SAFETY: check_isa verified AVX2 + FMA.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { query_avx2(self, h, i, o) },
+                Isa::Neon => query::<NeonOps>(self, h, i, o),
+                _ => query::<ScalarOps>(self, h, i, o),
+            }
+        };
+        if work >= crate::par::PAR_MIN_MACS && rayon::current_num_threads() > 1 {
+            out.par_chunks_mut(d).enumerate().for_each(body);
+        } else {
+            out.chunks_mut(d).enumerate().for_each(body);
+        }
+    }
+
+    /// The original per-key online-softmax kernel in plain scalar Rust: the twin
+    /// the blocked kernels are checked against (both against the f64 reference).
+    pub fn run_scalar(&self, out: &mut [f32]) {
         self.check(out);
         let inner = self.heads * self.d_kv;
         let d = self.d_kv;

@@ -11,9 +11,8 @@
 #[cfg(target_arch = "aarch64")]
 mod imp {
     pub use core::arch::aarch64::{
-        float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddq_s32, vaddvq_f32, vcvtq_f32_s32,
-        vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vld1q_s8, vmulq_f32, vreinterpretq_s8_s32,
-        vst1q_f32,
+        float32x4_t, int32x4_t, int8x16_t, vaddq_f32, vaddvq_f32, vcvtq_f32_s32, vdupq_n_f32,
+        vdupq_n_s32, vfmaq_f32, vld1q_f32, vld1q_s8, vmulq_f32, vreinterpretq_s8_s32, vst1q_f32,
     };
 
     /// `sdot v.4s, a.16b, b.16b`: lane l += sum of the 4 byte products 4l..4l+4.
@@ -94,11 +93,6 @@ mod imp {
             }
         }
         int8x16_t(o)
-    }
-
-    #[inline]
-    pub fn vaddq_s32(a: int32x4_t, b: int32x4_t) -> int32x4_t {
-        int32x4_t(core::array::from_fn(|l| a.0[l].wrapping_add(b.0[l])))
     }
 
     /// # Safety

@@ -33,7 +33,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let d = weight.len();
     assert!(
-        d > 0 && x.len() == out.len() && x.len() % d == 0,
+        d > 0 && x.len() == out.len() && x.len().is_multiple_of(d),
         "rms_norm_rows: shape mismatch"
     );
     for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {

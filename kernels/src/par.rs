@@ -6,9 +6,12 @@
 
 use rayon::prelude::*;
 
-/// Below this many multiply-adds a call stays on the calling thread: waking
-/// workers costs a few microseconds, which is more than the work itself.
-pub(crate) const PAR_MIN_MACS: usize = 1 << 18;
+/// Below this many multiply-adds a call stays on the calling thread. Waking a
+/// worker costs microseconds when it is idle and far more when the core is busy
+/// (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores against
+/// 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big FFNs,
+/// prefill) are split.
+pub(crate) const PAR_MIN_MACS: usize = 1 << 20;
 
 /// Whether an `m x k x n` product is worth spreading over threads.
 pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {

@@ -15,6 +15,7 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
 
 /// T5 attention for one head in f64: `softmax(q kᵀ + bias + mask) v` with no scaling.
 /// `bias(i, j)` and `allowed(i, j)` describe the position bias and the mask.
+#[allow(clippy::too_many_arguments)]
 pub fn attention_head(
     q: &[f32],
     k: &[f32],

@@ -94,7 +94,7 @@ proptest! {
 /// the gemm path: the bits must not depend on the thread count.
 #[test]
 fn float_linear_is_identical_across_thread_counts() {
-    let (n, k) = (1000, 300);
+    let (n, k) = (4000, 300); // >= 1M MACs at m = 1: above PAR_MIN_MACS
     let mut rng = Rng(7);
     let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
     let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();

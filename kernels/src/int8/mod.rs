@@ -1,1 +1,504 @@
-//! int8.
+//! int8 linear layers: symmetric int8 weights with an f32 scale per output row
+//! (or per group of `group_size` inputs), activations quantised per row (token)
+//! on the fly, exact i32 dot products, and an f32 epilogue.
+//!
+//! # Quantisation
+//! A weight row (or group) with largest magnitude `a` gets scale `s_w = a / 127`
+//! and values `p = round(w / s_w)` in `[-127, 127]`; -128 is never produced (and
+//! refused when loading), which is what keeps the AVX2 `vpmaddubsw` pair sums
+//! (at most 2 * 127 * 127 = 32258 < 32767) clear of i16 saturation. Activations
+//! get the same treatment per row and per group: `s_x = max|x| / 127`.
+//!
+//! Output `y[i, j] = sum_g (acc[i, j, g] as f32 * s_x[i, g]) * s_w[g, j]`, the
+//! groups added in order starting from 0.0, where `acc` is the exact i32 dot
+//! product of the quantised values. Every ISA computes the same `acc` exactly and
+//! then the same f32 operations in the same order, so **all levels give
+//! bit-identical results** (the tests check this), and threading cannot change a
+//! bit either.
+//!
+//! # Packed layout (what a file stores)
+//! Let `kp = round_up(k, 4)` (K padding rule: zeros up to a multiple of 4 inputs)
+//! and `np = round_up(n, 16)` (zero rows up to a multiple of 16 outputs).
+//! * `data: [i8; np * kp]`, tile-interleaved: output rows are taken 16 at a time
+//!   (a *tile*), and within a tile the inputs 4 at a time (a *k-block*); byte
+//!   `p[j][kk]` lives at `((j / 16) * (kp / 4) + kk / 4) * 64 + (j % 16) * 4 + kk % 4`.
+//!   So one 64-byte load holds 4 inputs for 16 outputs: one `vpdpbusd` with the 4
+//!   activation bytes broadcast updates 16 dot products with no horizontal sum
+//!   (AVX2 uses two 32-byte halves, NEON four `sdot`s of 16 bytes).
+//! * `scales: [f32; groups * np]`, `scales[g * np + j]` (padding rows: 0).
+//! * `row_sums: [i32; groups * np]`, the sum of the int8 values of row `j` in
+//!   group `g`: the VNNI path feeds activations as `x + 128` (u8) and subtracts
+//!   `128 * row_sum`, which is exact in wrapping i32 arithmetic.
+//! * `err_norms: [f32; n]`, `||w_j - s_w * p_j||_2`, rounded up: a certified bound
+//!   on each row's quantisation error for later argmax certification.
+//!
+//! `groups = 1` when `group_size == 0`, else `ceil(k / group_size)`; `group_size`
+//! must be a multiple of 4 so groups never split a k-block, and group `g` covers
+//! inputs `[g * group_size, min((g + 1) * group_size, kp))`.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+pub(crate) mod neon;
+pub mod scalar;
+
+use crate::dispatch::{active, Isa};
+use crate::par;
+
+/// Output rows per tile of the packed layout.
+pub const TILE_N: usize = 16;
+/// Inputs per k-block of the packed layout; K is zero-padded to a multiple of it.
+pub const K_BLOCK: usize = 4;
+/// Largest supported `k`: `k * 127 * 127` must fit an i32 so the exact dot
+/// product (and the VNNI compensation, done modulo 2^32) is representable.
+pub const MAX_K: usize = 1 << 17;
+/// Weight rows per task: four tiles.
+const CHUNK: usize = 4 * TILE_N;
+/// Activation rows processed together against one weight tile (register blocking).
+pub(crate) const ROW_BLOCK: usize = 4;
+
+/// `k` rounded up to a multiple of [`K_BLOCK`].
+pub fn padded_k(k: usize) -> usize {
+    k.div_ceil(K_BLOCK) * K_BLOCK
+}
+
+/// `n` rounded up to a multiple of [`TILE_N`].
+pub fn padded_n(n: usize) -> usize {
+    n.div_ceil(TILE_N) * TILE_N
+}
+
+/// Number of scale groups per row.
+pub fn group_count(k: usize, group_size: usize) -> usize {
+    if group_size == 0 {
+        1
+    } else {
+        k.div_ceil(group_size)
+    }
+}
+
+fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
+    if n == 0 || k == 0 {
+        return Err(format!("int8: empty weight matrix {n}x{k}"));
+    }
+    if k > MAX_K {
+        return Err(format!(
+            "int8: k = {k} exceeds the supported maximum {MAX_K}"
+        ));
+    }
+    if !group_size.is_multiple_of(K_BLOCK) {
+        return Err(format!(
+            "int8: group_size {group_size} must be 0 or a multiple of {K_BLOCK}"
+        ));
+    }
+    // With k <= MAX_K these cannot overflow unless n is absurd; check anyway.
+    padded_n(n)
+        .checked_mul(padded_k(k))
+        .ok_or_else(|| format!("int8: {n}x{k} is too large"))?;
+    Ok(())
+}
+
+/// Symmetric quantisation of one slice: returns `(scale, values)`.
+fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+    let amax = v.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+    let scale = amax / 127.0;
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    for (o, &x) in out.iter_mut().zip(v) {
+        // `as` saturates and maps NaN to 0, so this can never be UB or -128.
+        *o = (x * inv).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// Quantises activations `x[m, k]` per row and per group, the way every int8
+/// kernel does before its integer dot products. Returns `(q, s)` with `q` of
+/// shape `[m, padded_k(k)]` (zero padded) and `s` of shape `[m, groups]`.
+pub fn quantize_activations(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+) -> (Vec<i8>, Vec<f32>) {
+    assert_eq!(x.len(), m * k, "int8: x shape");
+    let kp = padded_k(k);
+    let groups = group_count(k, group_size);
+    let gs = if group_size == 0 {
+        k.max(1)
+    } else {
+        group_size
+    };
+    let mut q = vec![0i8; m * kp];
+    let mut s = vec![0.0f32; m * groups];
+    for i in 0..m {
+        for g in 0..groups {
+            let (a, b) = (g * gs, ((g + 1) * gs).min(k));
+            s[i * groups + g] =
+                quantize_slice(&x[i * k + a..i * k + b], &mut q[i * kp + a..i * kp + b]);
+        }
+    }
+    (q, s)
+}
+
+/// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
+#[derive(Clone, Debug)]
+pub struct PackedInt8 {
+    n: usize,
+    k: usize,
+    group_size: usize,
+    data: Vec<i8>,
+    scales: Vec<f32>,
+    row_sums: Vec<i32>,
+    err_norms: Vec<f32>,
+}
+
+impl PackedInt8 {
+    /// Quantises `w[n, k]` (row-major, out x in). `group_size` is 0 (one scale per
+    /// row) or a multiple of 4. Errors on empty or oversized shapes, a bad group
+    /// size, a length mismatch or non-finite weights.
+    pub fn quantize(w: &[f32], n: usize, k: usize, group_size: usize) -> Result<Self, String> {
+        check_dims(n, k, group_size)?;
+        if w.len() != n * k {
+            return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
+        }
+        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
+            return Err(format!("int8: weight {i} is not finite ({})", w[i]));
+        }
+        let (kp, np) = (padded_k(k), padded_n(n));
+        let groups = group_count(k, group_size);
+        let gs = if group_size == 0 { k } else { group_size };
+        let mut data = vec![0i8; np * kp];
+        let mut scales = vec![0.0f32; groups * np];
+        let mut row_sums = vec![0i32; groups * np];
+        let mut err_norms = vec![0.0f32; n];
+        let mut q = vec![0i8; k];
+        for j in 0..n {
+            let row = &w[j * k..(j + 1) * k];
+            let mut err2 = 0.0f64;
+            for g in 0..groups {
+                let (a, b) = (g * gs, ((g + 1) * gs).min(k));
+                let s = quantize_slice(&row[a..b], &mut q[a..b]);
+                scales[g * np + j] = s;
+                row_sums[g * np + j] = q[a..b].iter().map(|&v| v as i32).sum();
+                for t in a..b {
+                    let d = row[t] as f64 - s as f64 * q[t] as f64;
+                    err2 += d * d;
+                }
+            }
+            err_norms[j] = round_up_f32(err2.sqrt());
+            for (kk, &v) in q.iter().enumerate() {
+                data[packed_index(j, kk, kp)] = v;
+            }
+        }
+        Ok(PackedInt8 {
+            n,
+            k,
+            group_size,
+            data,
+            scales,
+            row_sums,
+            err_norms,
+        })
+    }
+
+    /// Takes ownership of parts (e.g. read from a file), validated as
+    /// [`Int8View::from_parts`] does.
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: Vec<i8>,
+        scales: Vec<f32>,
+        row_sums: Vec<i32>,
+        err_norms: Vec<f32>,
+    ) -> Result<Self, String> {
+        Int8View::from_parts(n, k, group_size, &data, &scales, &row_sums, &err_norms)?;
+        Ok(PackedInt8 {
+            n,
+            k,
+            group_size,
+            data,
+            scales,
+            row_sums,
+            err_norms,
+        })
+    }
+
+    /// A borrowed view, the form every kernel takes.
+    pub fn view(&self) -> Int8View<'_> {
+        Int8View {
+            n: self.n,
+            k: self.k,
+            group_size: self.group_size,
+            data: &self.data,
+            scales: &self.scales,
+            row_sums: &self.row_sums,
+            err_norms: &self.err_norms,
+        }
+    }
+}
+
+/// The smallest f32 not below `v` (so a stored error norm stays an upper bound).
+fn round_up_f32(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// Where `p[j][kk]` lives in the packed data.
+#[inline]
+pub fn packed_index(j: usize, kk: usize, kp: usize) -> usize {
+    ((j / TILE_N) * (kp / K_BLOCK) + kk / K_BLOCK) * (TILE_N * K_BLOCK)
+        + (j % TILE_N) * K_BLOCK
+        + kk % K_BLOCK
+}
+
+/// Reinterprets bytes (e.g. an mmapped file section) as int8 values.
+pub fn i8_from_bytes(b: &[u8]) -> &[i8] {
+    // SAFETY: i8 and u8 have the same size and alignment and every bit pattern is
+    // valid for both; the lifetime is carried over.
+    unsafe { std::slice::from_raw_parts(b.as_ptr() as *const i8, b.len()) }
+}
+
+/// A borrowed packed int8 matrix (possibly pointing into mmapped bytes). Only
+/// constructible through validation, so kernels can trust every length.
+#[derive(Clone, Copy, Debug)]
+pub struct Int8View<'a> {
+    n: usize,
+    k: usize,
+    group_size: usize,
+    data: &'a [i8],
+    scales: &'a [f32],
+    row_sums: &'a [i32],
+    err_norms: &'a [f32],
+}
+
+impl<'a> Int8View<'a> {
+    /// Validates parts that may come from an untrusted file: every length, the
+    /// value range (no -128), zero padding, finite non-negative scales and norms,
+    /// and that `row_sums` really are the row sums (the VNNI path relies on them;
+    /// a wrong one would silently differ from the other levels). One pass over
+    /// the data; never panics, returns what is wrong.
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: &'a [i8],
+        scales: &'a [f32],
+        row_sums: &'a [i32],
+        err_norms: &'a [f32],
+    ) -> Result<Self, String> {
+        check_dims(n, k, group_size)?;
+        let (kp, np) = (padded_k(k), padded_n(n));
+        let groups = group_count(k, group_size);
+        let expect = |what: &str, got: usize, want: usize| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "int8 {n}x{k}/{group_size}: {what} has {got} values, expected {want}"
+                ))
+            }
+        };
+        expect("data", data.len(), np * kp)?;
+        expect("scales", scales.len(), groups * np)?;
+        expect("row_sums", row_sums.len(), groups * np)?;
+        expect("err_norms", err_norms.len(), n)?;
+        if let Some(i) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
+            return Err(format!(
+                "int8: scale {i} is {} (must be finite and >= 0)",
+                scales[i]
+            ));
+        }
+        if let Some(i) = err_norms.iter().position(|s| !s.is_finite() || *s < 0.0) {
+            return Err(format!("int8: err_norm {i} is {}", err_norms[i]));
+        }
+        let gs = if group_size == 0 { kp } else { group_size };
+        let mut sums = vec![0i32; groups * np];
+        for (idx, &v) in data.iter().enumerate() {
+            let blk = idx / (TILE_N * K_BLOCK);
+            let within = idx % (TILE_N * K_BLOCK);
+            let kb_count = kp / K_BLOCK;
+            let j = (blk / kb_count) * TILE_N + within / K_BLOCK;
+            let kk = (blk % kb_count) * K_BLOCK + within % K_BLOCK;
+            if v == i8::MIN {
+                return Err(format!(
+                    "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
+                ));
+            }
+            if (j >= n || kk >= k) && v != 0 {
+                return Err(format!(
+                    "int8: padding weight ({j}, {kk}) is {v}, must be 0"
+                ));
+            }
+            // |sum| <= k * 127 < 2^31 since k <= MAX_K.
+            sums[(kk / gs) * np + j] += v as i32;
+        }
+        if let Some(i) = (0..sums.len()).find(|&i| sums[i] != row_sums[i]) {
+            return Err(format!(
+                "int8: row_sums[{i}] is {} but the data sums to {}",
+                row_sums[i], sums[i]
+            ));
+        }
+        Ok(Int8View {
+            n,
+            k,
+            group_size,
+            data,
+            scales,
+            row_sums,
+            err_norms,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    pub fn group_size(&self) -> usize {
+        self.group_size
+    }
+    pub fn groups(&self) -> usize {
+        group_count(self.k, self.group_size)
+    }
+    pub fn padded_k(&self) -> usize {
+        padded_k(self.k)
+    }
+    pub fn padded_n(&self) -> usize {
+        padded_n(self.n)
+    }
+    /// The packed values (see the module docs for the layout).
+    pub fn data(&self) -> &'a [i8] {
+        self.data
+    }
+    /// The packed values as bytes, for writing a file.
+    pub fn data_bytes(&self) -> &'a [u8] {
+        // SAFETY: same size, alignment and validity for i8 and u8.
+        unsafe { std::slice::from_raw_parts(self.data.as_ptr() as *const u8, self.data.len()) }
+    }
+    /// `[groups, padded_n]` scales.
+    pub fn scales(&self) -> &'a [f32] {
+        self.scales
+    }
+    /// `[groups, padded_n]` sums of the int8 values.
+    pub fn row_sums(&self) -> &'a [i32] {
+        self.row_sums
+    }
+    /// `[n]` upper bounds on `||w_j - dequantize_row(j)||_2` (against the weights
+    /// that were quantised).
+    pub fn err_norms(&self) -> &'a [f32] {
+        self.err_norms
+    }
+    /// Upper bound on the L2 quantisation error of row `j`.
+    pub fn row_error_norm(&self, j: usize) -> f32 {
+        self.err_norms[j]
+    }
+
+    /// Inputs `[a, b)` of group `g`, in k-blocks (within the padded row).
+    #[inline]
+    pub(crate) fn group_blocks(&self, g: usize) -> (usize, usize) {
+        let kp = self.padded_k();
+        if self.group_size == 0 {
+            (0, kp / K_BLOCK)
+        } else {
+            let a = g * self.group_size;
+            (a / K_BLOCK, ((a + self.group_size).min(kp)) / K_BLOCK)
+        }
+    }
+
+    /// Row `j` as the kernels see it: `s_w[g] * p[kk]` in f32, length `k`.
+    pub fn dequantize_row(&self, j: usize) -> Vec<f32> {
+        assert!(j < self.n, "dequantize_row: row {j} of {}", self.n);
+        let (kp, np) = (self.padded_k(), self.padded_n());
+        let gs = if self.group_size == 0 {
+            kp
+        } else {
+            self.group_size
+        };
+        (0..self.k)
+            .map(|kk| self.scales[(kk / gs) * np + j] * self.data[packed_index(j, kk, kp)] as f32)
+            .collect()
+    }
+}
+
+/// `y[m, n] = x[m, k] · wᵀ` at the active ISA level.
+pub fn linear(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    linear_with(active(), x, m, k, w, y)
+}
+
+/// `y[m, n] = x[m, k] · wᵀ` at a chosen level. Panics if `x`/`y` disagree with the
+/// view's shape (a caller bug, not data) or the CPU cannot run `isa`;
+/// `Isa::Neon` off aarch64 runs the NEON emulation.
+pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    crate::f32::check_isa(isa);
+    let n = w.n;
+    assert_eq!(k, w.k, "int8 linear: x has k = {k}, weights have {}", w.k);
+    assert_eq!(x.len(), m * k, "int8 linear: x shape");
+    assert_eq!(y.len(), m * n, "int8 linear: y shape");
+    if m == 0 {
+        return;
+    }
+    let (xq, sx) = quantize_activations(x, m, k, w.group_size);
+    let a = Acts {
+        q: &xq,
+        s: &sx,
+        m,
+        kp: w.padded_k(),
+        groups: w.groups(),
+    };
+    let parallel = par::worth_parallel(m, k, n);
+    par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
+        chunk(isa, &a, w, j0, j1, out)
+    });
+}
+
+/// Quantised activations, shaped for the kernels.
+pub(crate) struct Acts<'a> {
+    /// `[m, kp]`.
+    pub q: &'a [i8],
+    /// `[m, groups]`.
+    pub s: &'a [f32],
+    pub m: usize,
+    pub kp: usize,
+    pub groups: usize,
+}
+
+/// Computes outputs `[j0, j1)` for all rows into `out[m, j1 - j0]`.
+fn chunk(isa: Isa, a: &Acts<'_>, w: &Int8View<'_>, j0: usize, j1: usize, out: &mut [f32]) {
+    // The kernels index with raw pointers; these are the facts they rely on.
+    assert!(a.q.len() == a.m * a.kp && a.s.len() == a.m * a.groups);
+    assert!(a.kp == w.padded_k() && a.groups == w.groups());
+    assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
+    let cw = j1 - j0;
+    let mut tmp = [[0.0f32; TILE_N]; ROW_BLOCK];
+    for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
+        let valid = (j1 - t * TILE_N).min(TILE_N);
+        let mut i = 0;
+        while i < a.m {
+            let r = (a.m - i).min(ROW_BLOCK);
+            match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
+                // above and Int8View's validation give the bounds tile() needs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512Vnni => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
+                // SAFETY: as above, with AVX-512 F/BW/VL.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, &mut tmp) },
+                // SAFETY: as above, with AVX2.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, &mut tmp) },
+                Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, &mut tmp),
+                _ => scalar::tile(a, w, t, i, r, &mut tmp),
+            }
+            for (rr, row) in tmp.iter().enumerate().take(r) {
+                let o = (i + rr) * cw + t * TILE_N - j0;
+                out[o..o + valid].copy_from_slice(&row[..valid]);
+            }
+            i += r;
+        }
+    }
+}

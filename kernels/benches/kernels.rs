@@ -1,0 +1,132 @@
+//! Kernel benchmarks. Throughput is bytes of weights streamed per call, so GEMV
+//! numbers read directly as effective memory bandwidth.
+//!
+//! Quick run of the headline shape (see kernels/BENCH.md):
+//! `cargo bench -p t5edge-kernels --bench kernels -- 'gemv/.*/32128x256' --warm-up-time 1 --measurement-time 2`
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use half::f16;
+use std::hint::black_box;
+use t5edge_kernels::attention::{Attention, RelBias};
+use t5edge_kernels::int8::{self, PackedInt8};
+use t5edge_kernels::{dispatch, f16 as lf16, f32 as lf32, Isa};
+
+fn fill(len: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s as f32 / u32::MAX as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// Native levels only: the NEON emulation on x86 measures nothing useful.
+fn isas() -> Vec<Isa> {
+    dispatch::available()
+        .into_iter()
+        .filter(|&i| i != Isa::Neon || cfg!(target_arch = "aarch64"))
+        .collect()
+}
+
+const GEMV_SHAPES: [(usize, usize); 4] = [(256, 256), (1024, 256), (256, 1024), (32128, 256)];
+
+fn gemv(c: &mut Criterion) {
+    let mut g = c.benchmark_group("gemv");
+    for (n, k) in GEMV_SHAPES {
+        let w = fill(n * k, 1);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wq = PackedInt8::quantize(&w, n, k, 0).expect("quantize");
+        let x = fill(k, 2);
+        let mut y = vec![0.0f32; n];
+        for isa in isas() {
+            let id = format!("{isa}/{n}x{k}");
+            g.throughput(Throughput::Bytes((n * k * 4) as u64));
+            g.bench_function(BenchmarkId::new("f32", &id), |b| {
+                b.iter(|| lf32::linear_with(isa, black_box(&x), 1, k, &w, n, &mut y))
+            });
+            g.throughput(Throughput::Bytes((n * k * 2) as u64));
+            g.bench_function(BenchmarkId::new("f16", &id), |b| {
+                b.iter(|| lf16::linear_with(isa, black_box(&x), 1, k, &wh, n, &mut y))
+            });
+            g.throughput(Throughput::Bytes(wq.view().data().len() as u64));
+            g.bench_function(BenchmarkId::new("int8", &id), |b| {
+                b.iter(|| int8::linear_with(isa, black_box(&x), 1, k, &wq.view(), &mut y))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn prefill(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prefill");
+    let (n, k) = (1024, 256);
+    let w = fill(n * k, 3);
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let wq = PackedInt8::quantize(&w, n, k, 0).expect("quantize");
+    let isa = dispatch::best();
+    for m in [32usize, 128, 512] {
+        let x = fill(m * k, 4);
+        let mut y = vec![0.0f32; m * n];
+        // Elements of x·wᵀ per second is the natural unit here; criterion only
+        // has bytes/elements, so report multiply-adds as elements.
+        g.throughput(Throughput::Elements((m * n * k) as u64));
+        let id = format!("{isa}/m{m}/{n}x{k}");
+        g.bench_function(BenchmarkId::new("f32", &id), |b| {
+            b.iter(|| lf32::linear_with(isa, black_box(&x), m, k, &w, n, &mut y))
+        });
+        g.bench_function(BenchmarkId::new("f16", &id), |b| {
+            b.iter(|| lf16::linear_with(isa, black_box(&x), m, k, &wh, n, &mut y))
+        });
+        g.bench_function(BenchmarkId::new("int8", &id), |b| {
+            b.iter(|| int8::linear_with(isa, black_box(&x), m, k, &wq.view(), &mut y))
+        });
+    }
+    g.finish();
+}
+
+fn attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("attention");
+    let (heads, d) = (8usize, 64usize);
+    for tk in [32usize, 256, 2048] {
+        let inner = heads * d;
+        let q = fill(inner, 5);
+        let kk = fill(tk * inner, 6);
+        let v = fill(tk * inner, 7);
+        let bias = fill(heads * tk, 8);
+        let att = Attention {
+            heads,
+            d_kv: d,
+            tq: 1,
+            tk,
+            q: &q,
+            k: &kk,
+            v: &v,
+            bias: Some(RelBias {
+                values: &bias,
+                span: tk,
+                offset: 0,
+            }),
+            key_mask: None,
+            causal: None,
+        };
+        let mut out = vec![0.0f32; inner];
+        g.throughput(Throughput::Bytes((2 * tk * inner * 4) as u64));
+        g.bench_function(
+            BenchmarkId::new("scalar-twin", format!("decode/tk{tk}")),
+            |b| b.iter(|| att.run_scalar(black_box(&mut out))),
+        );
+        for isa in isas() {
+            g.bench_function(
+                BenchmarkId::new(isa.name(), format!("decode/tk{tk}")),
+                |b| b.iter(|| att.run_with(isa, black_box(&mut out))),
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, gemv, prefill, attention);
+criterion_main!(benches);

@@ -1,0 +1,78 @@
+//! AVX2 int8 tile kernel: a 16-row tile is two 8-lane halves; per k-block,
+//! `vpmaddubsw(|x|, sign(w, x))` then `vpmaddwd` by ones. Weights are in
+//! [-127, 127] (validated), so pair sums are at most 2 * 127 * 127 = 32258 and
+//! the i16 step never saturates: the result is the exact integer dot product.
+
+// Register arrays indexed by row read more plainly than zipped iterators.
+#![allow(clippy::needless_range_loop)]
+
+use super::avx512::dispatch_rows;
+use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU must have AVX2. `t < padded_n / 16`, `i + r <= a.m`, `1 <= r <= 4`,
+/// and `a` must match `w` (checked by `int8::chunk`).
+pub(crate) unsafe fn tile(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    let np = w.padded_n();
+    // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data
+    // (length np * kp); each k-block reads 64 bytes at kb * 64 < 16 * kp. The
+    // activation reads are 4 bytes at (i + r) * kp + 4 kb with i + r < m and
+    // kb < kp / 4; scales reads are 8 floats at g * np + 16 t (+8) < groups * np.
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let ones = _mm256_set1_epi16(1);
+        let mut y = [[_mm256_setzero_ps(); 2]; R];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for kb in kb0..kb1 {
+                let wl = _mm256_loadu_si256(wp.add(kb * 64) as *const _);
+                let wh = _mm256_loadu_si256(wp.add(kb * 64 + 32) as *const _);
+                for r in 0..R {
+                    let x4 = std::ptr::read_unaligned(
+                        a.q.as_ptr().add((i + r) * a.kp + kb * K_BLOCK) as *const i32,
+                    );
+                    let xb = _mm256_set1_epi32(x4);
+                    let ax = _mm256_abs_epi8(xb);
+                    let pl = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wl, xb));
+                    let ph = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wh, xb));
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(pl, ones));
+                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(ph, ones));
+                }
+            }
+            let sp = w.scales.as_ptr().add(g * np + t * TILE_N);
+            let sw = [_mm256_loadu_ps(sp), _mm256_loadu_ps(sp.add(8))];
+            for r in 0..R {
+                let sx = _mm256_set1_ps(a.s[(i + r) * a.groups + g]);
+                for h in 0..2 {
+                    let f = _mm256_cvtepi32_ps(acc[r][h]);
+                    y[r][h] = _mm256_add_ps(y[r][h], _mm256_mul_ps(_mm256_mul_ps(f, sx), sw[h]));
+                }
+            }
+        }
+        for r in 0..R {
+            _mm256_storeu_ps(out[r].as_mut_ptr(), y[r][0]);
+            _mm256_storeu_ps(out[r].as_mut_ptr().add(8), y[r][1]);
+        }
+    }
+}

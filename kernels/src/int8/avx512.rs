@@ -1,0 +1,187 @@
+//! AVX-512 int8 tile kernels. One 64-byte load is a k-block of a 16-row tile;
+//! the 4 activation bytes of that k-block are broadcast to all 16 lanes, so each
+//! instruction advances 16 dot products by 4 inputs with no horizontal sums.
+//!
+//! * VNNI: `vpdpbusd` multiplies u8 by s8, so activations go in as `x + 128`
+//!   (a sign-bit flip) and `128 * row_sum` is subtracted per group; wrapping i32
+//!   arithmetic makes that exact (module docs of `int8`).
+//! * Plain AVX-512BW: `vpmaddubsw` on `|x|` and `w` negated where `x < 0` (a
+//!   masked subtract stands in for the missing 512-bit `vpsignb`), then `vpmaddwd`
+//!   by ones. Pair sums are at most 2 * 127 * 127 < 2^15, so nothing saturates.
+
+// Register arrays indexed by row read more plainly than zipped iterators.
+#![allow(clippy::needless_range_loop)]
+
+use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use std::arch::x86_64::*;
+
+/// The 4 activation bytes of k-block `kb` of row `i`, as one i32.
+///
+/// # Safety
+/// `i < a.m` and `kb < a.kp / 4` (so the 4 bytes are inside `a.q`).
+#[inline(always)]
+unsafe fn x4(a: &Acts<'_>, i: usize, kb: usize) -> i32 {
+    debug_assert!(i < a.m && kb < a.kp / K_BLOCK);
+    // SAFETY: by the caller's contract the 4 bytes lie inside `a.q`.
+    unsafe { std::ptr::read_unaligned(a.q.as_ptr().add(i * a.kp + kb * K_BLOCK) as *const i32) }
+}
+
+macro_rules! dispatch_rows {
+    ($f:ident, $a:expr, $w:expr, $t:expr, $i:expr, $r:expr, $out:expr) => {
+        match $r {
+            1 => $f::<1>($a, $w, $t, $i, $out),
+            2 => $f::<2>($a, $w, $t, $i, $out),
+            3 => $f::<3>($a, $w, $t, $i, $out),
+            _ => $f::<4>($a, $w, $t, $i, $out),
+        }
+    };
+}
+pub(crate) use dispatch_rows;
+
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI. `t < padded_n / 16`, `i + r <= a.m`,
+/// `1 <= r <= 4`, and `a` must match `w` (checked by `int8::chunk`).
+pub(crate) unsafe fn tile_vnni(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { dispatch_rows!(vnni_rows, a, w, t, i, r, out) }
+}
+
+/// # Safety
+/// See [`tile_vnni`], without the VNNI requirement.
+pub(crate) unsafe fn tile_bw(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { dispatch_rows!(bw_rows, a, w, t, i, r, out) }
+}
+
+/// The shared epilogue: `y += (acc as f32 * s_x) * s_w`, in the scalar twin's order.
+#[inline(always)]
+unsafe fn epilogue<const R: usize>(
+    y: &mut [__m512; R],
+    acc: &[__m512i; R],
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    g: usize,
+) {
+    let np = w.padded_n();
+    // SAFETY: g < groups and t < np / 16, so the 16 scales lie inside `scales`
+    // (length groups * np, checked by Int8View::from_parts); AVX-512F is enabled
+    // in every caller.
+    unsafe {
+        let sw = _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N));
+        for r in 0..R {
+            let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
+            let f = _mm512_cvtepi32_ps(acc[r]);
+            y[r] = _mm512_add_ps(y[r], _mm512_mul_ps(_mm512_mul_ps(f, sx), sw));
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn vnni_rows<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    let np = w.padded_n();
+    // SAFETY: the tile spans bytes [t * 16 * kp, (t + 1) * 16 * kp) of data,
+    // whose length is np * kp; every k-block load below reads 64 bytes at
+    // kb * 64 < 16 * kp inside it. x4 reads are in bounds as kb < kp / 4 and
+    // i + r < m. row_sums has the same shape as scales (see epilogue).
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
+        let mut y = [_mm512_setzero_ps(); R];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            // Four independent chains per row: vpdpbusd has a latency of ~5
+            // cycles, so one chain would leave a single-row GEMV latency-bound.
+            // Integer addition is associative, so the split changes no bit.
+            let mut acc4 = [[_mm512_setzero_si512(); R]; 4];
+            let mut kb = kb0;
+            while kb + 4 <= kb1 {
+                for (c, acc) in acc4.iter_mut().enumerate() {
+                    let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
+                    for r in 0..R {
+                        let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb + c)), flip);
+                        acc[r] = _mm512_dpbusd_epi32(acc[r], u, wv);
+                    }
+                }
+                kb += 4;
+            }
+            while kb < kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                for r in 0..R {
+                    let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
+                    acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
+                }
+                kb += 1;
+            }
+            let rs = _mm512_loadu_si512(w.row_sums.as_ptr().add(g * np + t * TILE_N) as *const _);
+            let comp = _mm512_slli_epi32(rs, 7);
+            let mut acc = [_mm512_setzero_si512(); R];
+            for r in 0..R {
+                let s01 = _mm512_add_epi32(acc4[0][r], acc4[1][r]);
+                let s23 = _mm512_add_epi32(acc4[2][r], acc4[3][r]);
+                acc[r] = _mm512_sub_epi32(_mm512_add_epi32(s01, s23), comp);
+            }
+            epilogue::<R>(&mut y, &acc, a, w, t, i, g);
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn bw_rows<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+) {
+    // SAFETY: same bounds as vnni_rows.
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let ones = _mm512_set1_epi16(1);
+        let zero = _mm512_setzero_si512();
+        let mut y = [_mm512_setzero_ps(); R];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            let mut acc = [_mm512_setzero_si512(); R];
+            for kb in kb0..kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                for r in 0..R {
+                    let xb = _mm512_set1_epi32(x4(a, i + r, kb));
+                    let ax = _mm512_abs_epi8(xb);
+                    let neg = _mm512_movepi8_mask(xb);
+                    let ws = _mm512_mask_sub_epi8(wv, neg, zero, wv);
+                    let p = _mm512_madd_epi16(_mm512_maddubs_epi16(ax, ws), ones);
+                    acc[r] = _mm512_add_epi32(acc[r], p);
+                }
+            }
+            epilogue::<R>(&mut y, &acc, a, w, t, i, g);
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! int8 linear: every ISA level against the f64 reference within a derived error
+//! budget, bit-identity of every SIMD level with the scalar twin, determinism
+//! across thread counts, and validation of untrusted packed parts.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use t5edge_kernels::int8::{self, Int8View, PackedInt8};
+use t5edge_kernels::Isa;
+
+/// Round-to-nearest quantisation is off by at most half a step: for a value v
+/// with scale s, |v - s * round(v / s)| <= s / 2.
+const INT8_HALF_STEP: f64 = 0.5;
+/// The step is computed in f32 (`s = amax / 127`, `q = round(v * (127 / amax))`),
+/// so the half step can be exceeded by a few f32 ulps of |v / s| <= 127:
+/// 127 * 3 * 2^-24 < 1e-4 relative.
+const INT8_STEP_SLACK: f64 = 1e-4;
+/// f32 unit roundoff, for the epilogue: one rounding each for `acc as f32`,
+/// `* s_x`, `* s_w` and one per group addition.
+const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The error budget of output (i, j), derived from the scales actually used.
+///
+/// With x = x^ + d (|d| <= s_x/2) and w = w^ + e (|e| <= s_w/2) per element,
+/// x w - x^ w^ = x e + d w - d e, so
+/// |y - y_ref| <= sum_t (|x_t| s_w/2 + |w_t| s_x/2 + s_x s_w/4)   [quantisation]
+///             + (groups + 4) u sum_t (|x_t| + s_x)(|w_t| + s_w)  [f32 epilogue]
+/// where the integer dot product itself is exact.
+fn int8_budget(x: &[f32], w: &[f32], sx: &[f64], sw: &[f64], gs: usize) -> f64 {
+    let k = x.len();
+    let groups = sx.len();
+    let h = INT8_HALF_STEP * (1.0 + INT8_STEP_SLACK);
+    let (mut quant, mut mag) = (0.0f64, 0.0f64);
+    for t in 0..k {
+        let g = t.checked_div(gs).unwrap_or(0);
+        let (xa, wa) = (x[t].abs() as f64, w[t].abs() as f64);
+        quant += xa * h * sw[g] + wa * h * sx[g] + h * sx[g] * h * sw[g];
+        mag += (xa + sx[g]) * (wa + sw[g]);
+    }
+    quant + (groups as f64 + 4.0) * F32_UNIT_ROUNDOFF * mag + 1e-30
+}
+
+fn group_size() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => Just(0usize), 1 => Just(4), 1 => Just(8), 1 => Just(32), 1 => Just(64), 1 => Just(128)]
+}
+
+fn run(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
+    let mut y = vec![f32::NAN; m * v.n()];
+    int8::linear_with(isa, x, m, k, v, &mut y);
+    y
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn int8_linear_matches_reference_and_scalar_bits(
+        m in 1usize..=9, n in 1usize..=70, k in 1usize..=300, gs in group_size(),
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e6);
+        let w = matrix(&mut rng, fw, n, k, 1e6);
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        let v = p.view();
+        let groups = v.groups();
+        let gsz = if gs == 0 { k } else { gs };
+        let r = t5edge_kernels::reference::linear(&x, m, k, &w, n);
+        let scalar = run(Isa::Scalar, &x, m, k, &v);
+        for isa in isas() {
+            let y = if isa == Isa::Scalar { scalar.clone() } else { run(isa, &x, m, k, &v) };
+            // Integer math is exact and the epilogue is the same f32 sequence,
+            // so every level must reproduce the scalar twin exactly.
+            for t in 0..m * n {
+                prop_assert_eq!(y[t].to_bits(), scalar[t].to_bits(),
+                    "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);
+            }
+        }
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            let sx: Vec<f64> = (0..groups).map(|g| {
+                let (a, b) = (g * gsz, ((g + 1) * gsz).min(k));
+                xr[a..b].iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64 / 127.0
+            }).collect();
+            for j in 0..n {
+                let sw: Vec<f64> = (0..groups).map(|g| v.scales()[g * v.padded_n() + j] as f64).collect();
+                let budget = int8_budget(xr, &w[j * k..(j + 1) * k], &sx, &sw, gs);
+                let err = (scalar[i * n + j] as f64 - r[i * n + j]).abs();
+                prop_assert!(err <= budget,
+                    "out ({i},{j}): {} vs {} err {err:e} budget {budget:e} (m={m} n={n} k={k} gs={gs})",
+                    scalar[i * n + j], r[i * n + j]);
+            }
+        }
+    }
+
+    #[test]
+    fn quantize_error_norms_bound_the_dequantised_rows(
+        n in 1usize..=20, k in 1usize..=200, gs in group_size(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let w = matrix(&mut rng, fw, n, k, 1e6);
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        let v = p.view();
+        for j in 0..n {
+            let d = v.dequantize_row(j);
+            prop_assert_eq!(d.len(), k);
+            let (mut e2, mut scale2) = (0.0f64, 0.0f64);
+            for t in 0..k {
+                let e = w[j * k + t] as f64 - d[t] as f64;
+                e2 += e * e;
+                scale2 += (d[t] as f64).powi(2);
+            }
+            // err_norms is against s * q in exact arithmetic; dequantize_row rounds
+            // s * q to f32, which may move each value by half an f32 ulp.
+            let norm = v.row_error_norm(j) as f64;
+            prop_assert!(e2.sqrt() <= norm + F32_UNIT_ROUNDOFF * scale2.sqrt() * 1.01 + 1e-30);
+            // And it is at most half a step per element.
+            let smax = (0..v.groups()).map(|g| v.scales()[g * v.padded_n() + j] as f64).fold(0.0, f64::max);
+            prop_assert!(norm <= (k as f64).sqrt() * smax * INT8_HALF_STEP * (1.0 + INT8_STEP_SLACK) + 1e-30);
+        }
+    }
+
+    /// Parts from a file are untrusted: any corruption must give Ok or Err, never a
+    /// panic, and whatever is accepted must run.
+    #[test]
+    fn from_parts_never_panics_on_corrupt_parts(
+        n in 1usize..=40, k in 1usize..=80, gs in group_size(), seed in any::<u64>(),
+        what in 0usize..8, pos in any::<usize>(), val in any::<i32>()
+    ) {
+        let mut rng = Rng(seed);
+        let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        let v = p.view();
+        let (mut data, mut scales, mut sums, mut norms) =
+            (v.data().to_vec(), v.scales().to_vec(), v.row_sums().to_vec(), v.err_norms().to_vec());
+        let (mut nn, mut kk, mut gg) = (n, k, gs);
+        match what {
+            0 => { let l = data.len(); data.truncate(pos % l); }
+            1 => { let l = data.len(); data[pos % l] = val as i8; }
+            2 => { let l = scales.len(); scales[pos % l] = f32::from_bits(val as u32); }
+            3 => { let l = sums.len(); sums[pos % l] = val; }
+            4 => { let l = norms.len(); norms.truncate(pos % l); }
+            5 => nn = pos % 100,
+            6 => kk = pos % (2 * int8::MAX_K),
+            _ => gg = pos % 200,
+        }
+        if let Ok(v2) = Int8View::from_parts(nn, kk, gg, &data, &scales, &sums, &norms) {
+            let x = matrix(&mut rng, Fill::Uniform, 2, kk, 1.0);
+            for isa in isas() {
+                let _ = run(isa, &x, 2, kk, &v2);
+            }
+        }
+    }
+}
+
+#[test]
+fn from_parts_accepts_its_own_output_and_rejects_known_corruptions() {
+    let (n, k) = (21, 37);
+    let mut rng = Rng(3);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let p = PackedInt8::quantize(&w, n, k, 8).unwrap();
+    let v = p.view();
+    let parts = |d: &[i8], s: &[f32], r: &[i32]| {
+        Int8View::from_parts(n, k, 8, d, s, r, v.err_norms()).map(|_| ())
+    };
+    parts(v.data(), v.scales(), v.row_sums()).unwrap();
+    let own = PackedInt8::from_parts(
+        n,
+        k,
+        8,
+        v.data().to_vec(),
+        v.scales().to_vec(),
+        v.row_sums().to_vec(),
+        v.err_norms().to_vec(),
+    )
+    .unwrap();
+    assert_eq!(own.view().data(), v.data());
+
+    let mut d = v.data().to_vec();
+    let j = int8::packed_index(3, 5, v.padded_k());
+    d[j] = -128;
+    assert!(parts(&d, v.scales(), v.row_sums())
+        .unwrap_err()
+        .contains("-128"));
+    let mut d = v.data().to_vec();
+    d[int8::packed_index(3, k, v.padded_k())] = 1; // K padding
+    assert!(parts(&d, v.scales(), v.row_sums()).is_err());
+    let mut d = v.data().to_vec();
+    d[int8::packed_index(n, 0, v.padded_k())] = 1; // N padding
+    assert!(parts(&d, v.scales(), v.row_sums()).is_err());
+    let mut r = v.row_sums().to_vec();
+    r[0] += 1;
+    assert!(parts(v.data(), v.scales(), &r)
+        .unwrap_err()
+        .contains("row_sums"));
+    let mut s = v.scales().to_vec();
+    s[1] = f32::NAN;
+    assert!(parts(v.data(), &s, v.row_sums()).is_err());
+    assert!(parts(&v.data()[1..], v.scales(), v.row_sums()).is_err());
+    assert!(
+        Int8View::from_parts(n, k, 6, v.data(), v.scales(), v.row_sums(), v.err_norms()).is_err()
+    );
+    assert!(PackedInt8::quantize(&w, n, k, 3).is_err());
+    assert!(PackedInt8::quantize(&w[1..], n, k, 0).is_err());
+    assert!(PackedInt8::quantize(&[f32::INFINITY], 1, 1, 0).is_err());
+    assert!(PackedInt8::quantize(&[], 0, 0, 0).is_err());
+}
+
+/// The bytes that reach the integer units are [-127, 127] on both sides, and a
+/// full row of +-127 products is the AVX2 worst case for i16 pair sums; it must
+/// still be exact.
+#[test]
+fn extreme_int8_values_are_exact() {
+    let (n, k) = (33, 515);
+    let w: Vec<f32> = (0..n * k)
+        .map(|t| if (t % k) % 3 == 0 { -1.0 } else { 1.0 })
+        .collect();
+    let p = PackedInt8::quantize(&w, n, k, 0).unwrap();
+    let v = p.view();
+    for sign in [1.0f32, -1.0] {
+        let x: Vec<f32> = (0..2 * k)
+            .map(|t| if (t % k) % 3 == 0 { -sign } else { sign })
+            .collect();
+        let scalar = run(Isa::Scalar, &x, 2, k, &v);
+        for isa in isas() {
+            assert_eq!(run(isa, &x, 2, k, &v), scalar, "{isa}");
+        }
+        // Every product is +-1 * 127 * 127 scaled back: y = sign * k exactly.
+        let want = sign * k as f32;
+        assert!(
+            scalar
+                .iter()
+                .all(|&y| (y - want).abs() <= want.abs() * 1e-6),
+            "{scalar:?}"
+        );
+    }
+}
+
+#[test]
+fn int8_linear_is_identical_across_thread_counts() {
+    let (n, k) = (4000, 300); // >= 1M MACs at m = 1: above PAR_MIN_MACS
+    let mut rng = Rng(9);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    for gs in [0usize, 64] {
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        for m in [1usize, 6] {
+            let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+            for isa in isas() {
+                let a = with_threads(1, || run(isa, &x, m, k, &p.view()));
+                let b = with_threads(3, || run(isa, &x, m, k, &p.view()));
+                assert_eq!(a, b, "{isa} m={m} gs={gs}");
+            }
+        }
+    }
+}
