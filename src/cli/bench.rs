@@ -101,13 +101,12 @@ pub fn peak_rss_mb() -> f64 {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::common::check_dtype(&a.dtype)?;
     if a.runs == 0 {
         return Err(Error::Request("--runs must be at least 1".into()));
     }
     let w = workload(&a.workload)?;
     let t0 = Instant::now();
-    let (model, dir) = a.model.load()?;
+    let (model, dir) = a.model.load(&a.dtype)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     for b in &w.batch {
         if let Some(&bad) = b.iter().find(|&&i| i as usize >= model.config.vocab_size) {

@@ -24,16 +24,16 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    /// Sets up threads and the ISA check, then resolves and loads the model.
-    pub fn load(&self) -> Result<(T5Model, PathBuf)> {
+    /// Sets up threads and the ISA check, then resolves and loads the model,
+    /// converting it to the weight format `dtype` names.
+    pub fn load(&self, dtype: &str) -> Result<(T5Model, PathBuf)> {
+        let fmt = parse_dtype(dtype)?;
         setup(self.threads)?;
         let dir = self.dir()?;
-        let model = T5Model::load_with(
-            &dir,
-            LoadOptions {
-                mmap: !self.no_mmap,
-            },
-        )?;
+        let mut model = T5Model::load_with(&dir, LoadOptions { mmap: !self.no_mmap })?;
+        if fmt != crate::model::WeightFormat::F32 {
+            model.convert(crate::model::FormatPolicy::for_dtype(fmt))?;
+        }
         Ok((model, dir))
     }
 
@@ -152,12 +152,8 @@ fn read_stdin() -> Result<String> {
     })
 }
 
-/// Only f32 runs until the quantized kernels are wired in.
-pub fn check_dtype(dtype: &str) -> Result<()> {
-    match dtype {
-        "f32" => Ok(()),
-        other => Err(Error::Request(format!(
-            "--dtype {other} is not supported; use f32"
-        ))),
-    }
+/// Parses `--dtype`.
+pub fn parse_dtype(dtype: &str) -> Result<crate::model::WeightFormat> {
+    crate::model::WeightFormat::parse(dtype)
+        .ok_or_else(|| Error::Request(format!("--dtype {dtype} is not a weight format; use f32, f16 or int8")))
 }

@@ -26,8 +26,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::common::check_dtype(&a.dtype)?;
-    let (model, dir) = a.model.load()?;
+    let (model, dir) = a.model.load(&a.dtype)?;
     let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     let opts = GenerateOptions::default()
         .max_new_tokens(a.max_new_tokens)

@@ -1,13 +1,45 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
-use crate::weights::{F16Data, F32Data};
+use crate::weights::{F16Data, F32Data, Int8Data};
+use std::sync::Arc;
 use t5edge_kernels as k;
+use t5edge_kernels::int8::PackedInt8;
 
 /// Weight storage formats a linear layer can run from.
 #[derive(Clone)]
 pub enum LinearWeight {
     F32(F32Data),
+    /// Half-precision storage, widened in registers, f32 accumulation.
     F16(F16Data),
+    /// Symmetric int8 in the kernels' packed layout, dynamic int8 activations.
+    Int8(Int8Data),
+}
+
+/// A weight format name, as `--dtype` and the quantized file header spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    F16,
+    Int8,
+}
+
+impl WeightFormat {
+    pub fn parse(s: &str) -> Option<WeightFormat> {
+        match s {
+            "f32" | "fp32" => Some(WeightFormat::F32),
+            "f16" | "fp16" => Some(WeightFormat::F16),
+            "int8" | "i8" => Some(WeightFormat::Int8),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::Int8 => "int8",
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -22,10 +54,43 @@ pub struct Linear {
 impl Linear {
     pub fn f32(n: usize, k: usize, w: F32Data) -> Linear {
         debug_assert_eq!(w.as_slice().len(), n * k);
-        Linear {
-            n,
-            k,
-            weight: LinearWeight::F32(w),
+        Linear { n, k, weight: LinearWeight::F32(w) }
+    }
+
+    pub fn format(&self) -> WeightFormat {
+        match self.weight {
+            LinearWeight::F32(_) => WeightFormat::F32,
+            LinearWeight::F16(_) => WeightFormat::F16,
+            LinearWeight::Int8(_) => WeightFormat::Int8,
+        }
+    }
+
+    /// The same layer in another format (from f32 weights; other sources are
+    /// widened first). `group_size` applies to int8 (0 = one scale per row).
+    pub fn convert(&self, to: WeightFormat, group_size: usize) -> Result<Linear, String> {
+        if to == self.format() {
+            return Ok(self.clone());
+        }
+        let w = self.to_f32();
+        let weight = match to {
+            WeightFormat::F32 => LinearWeight::F32(w.into()),
+            WeightFormat::F16 => LinearWeight::F16(w.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>().into()),
+            WeightFormat::Int8 => {
+                LinearWeight::Int8(Int8Data::Owned(Arc::new(PackedInt8::quantize(&w, self.n, self.k, group_size)?)))
+            }
+        };
+        Ok(Linear { n: self.n, k: self.k, weight })
+    }
+
+    /// The weights as f32 `[n, k]` (dequantized for int8).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.weight {
+            LinearWeight::F32(w) => w.as_slice().to_vec(),
+            LinearWeight::F16(w) => w.as_slice().iter().map(|v| v.to_f32()).collect(),
+            LinearWeight::Int8(w) => {
+                let v = w.view();
+                (0..self.n).flat_map(|j| v.dequantize_row(j)).collect()
+            }
         }
     }
 
@@ -33,11 +98,8 @@ impl Linear {
     pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) {
         match &self.weight {
             LinearWeight::F32(w) => k::f32::linear(x, m, self.k, w.as_slice(), self.n, y),
-            LinearWeight::F16(w) => {
-                // Until the f16 kernel lands: widen row by row (correct, slow).
-                let w32: Vec<f32> = w.as_slice().iter().map(|v| v.to_f32()).collect();
-                k::f32::linear(x, m, self.k, &w32, self.n, y)
-            }
+            LinearWeight::F16(w) => k::f16::linear(x, m, self.k, w.as_slice(), self.n, y),
+            LinearWeight::Int8(w) => k::int8::linear(x, m, self.k, &w.view(), y),
         }
     }
 
@@ -53,6 +115,10 @@ impl Linear {
         match &self.weight {
             LinearWeight::F32(_) => self.n * self.k * 4,
             LinearWeight::F16(_) => self.n * self.k * 2,
+            LinearWeight::Int8(w) => {
+                let v = w.view();
+                v.data().len() + 4 * (v.scales().len() + v.row_sums().len())
+            }
         }
     }
 }

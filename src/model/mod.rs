@@ -5,6 +5,7 @@
 //! reference anyone can diff against HF's `modeling_t5.py`.
 
 pub mod attention;
+pub mod convert;
 pub mod decoder;
 pub mod encoder;
 pub mod ffn;
@@ -16,7 +17,8 @@ pub mod position_bias;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
-pub use linear::{Linear, LinearWeight};
+pub use convert::FormatPolicy;
+pub use linear::{Linear, LinearWeight, WeightFormat};
 
 use crate::config::T5Config;
 use crate::error::{Error, Result};

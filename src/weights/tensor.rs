@@ -102,3 +102,75 @@ impl From<Vec<f16>> for F16Data {
         F16Data::Owned(Arc::new(v))
     }
 }
+
+/// A packed int8 matrix: quantized at load (owned) or mapped from a file that
+/// `t5edge quantize` wrote in the kernels' layout.
+#[derive(Clone)]
+pub enum Int8Data {
+    Owned(Arc<t5edge_kernels::int8::PackedInt8>),
+    Mapped(Arc<MappedInt8>),
+}
+
+/// The byte ranges of a mapped int8 matrix's parts, validated once at load.
+pub struct MappedInt8 {
+    pub backing: Arc<Backing>,
+    pub n: usize,
+    pub k: usize,
+    pub group_size: usize,
+    pub data: std::ops::Range<usize>,
+    pub scales: std::ops::Range<usize>,
+    pub row_sums: std::ops::Range<usize>,
+    pub err_norms: std::ops::Range<usize>,
+}
+
+impl MappedInt8 {
+    fn parts(&self) -> Option<(&[i8], &[f32], &[i32], &[f32])> {
+        let b = self.backing.bytes();
+        Some((
+            t5edge_kernels::int8::i8_from_bytes(b.get(self.data.clone())?),
+            cast_slice::<f32>(b.get(self.scales.clone())?)?,
+            cast_slice::<i32>(b.get(self.row_sums.clone())?)?,
+            cast_slice::<f32>(b.get(self.err_norms.clone())?)?,
+        ))
+    }
+
+    /// Validates the parts fully (every byte scanned: -128 values, padding,
+    /// row sums against the data) and returns the matrix.
+    pub fn validate(self) -> Result<MappedInt8, String> {
+        let (d, s, r, e) = self.parts().ok_or("int8 parts are out of range or misaligned")?;
+        t5edge_kernels::int8::Int8View::from_parts(self.n, self.k, self.group_size, d, s, r, e)?;
+        Ok(self)
+    }
+}
+
+impl Int8Data {
+    pub fn view(&self) -> t5edge_kernels::int8::Int8View<'_> {
+        match self {
+            Int8Data::Owned(p) => p.view(),
+            Int8Data::Mapped(m) => {
+                // `validate` ran at construction on these same immutable bytes.
+                let (d, s, r, e) = m.parts().expect("int8 parts validated at load");
+                t5edge_kernels::int8::Int8View::from_validated_parts(m.n, m.k, m.group_size, d, s, r, e)
+                    .expect("int8 parts validated at load")
+            }
+        }
+    }
+}
+
+/// Reinterprets aligned little-endian bytes as `T` (f32 or i32); `None` when
+/// misaligned or not a whole number of elements.
+pub fn cast_slice<T: Plain>(b: &[u8]) -> Option<&[T]> {
+    let size = std::mem::size_of::<T>();
+    if b.len() % size != 0 || b.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+        return None;
+    }
+    // SAFETY: alignment and length were checked just above; `T: Plain` is only
+    // implemented for f32 and i32, for which every bit pattern is valid; the
+    // result borrows `b`, so it cannot outlive the bytes.
+    Some(unsafe { std::slice::from_raw_parts(b.as_ptr() as *const T, b.len() / size) })
+}
+
+/// Types for which any bytes are a valid value.
+pub trait Plain: Copy {}
+impl Plain for f32 {}
+impl Plain for i32 {}

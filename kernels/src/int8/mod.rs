@@ -353,6 +353,28 @@ impl<'a> Int8View<'a> {
         })
     }
 
+    /// Re-borrows parts that already passed [`Int8View::from_parts`] (the same
+    /// lengths and bytes, kept immutable since), checking only the lengths:
+    /// the O(n·k) scan of the data is done once at load, not per call. Memory
+    /// safety rests on the lengths alone, which are checked here.
+    pub fn from_validated_parts(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: &'a [i8],
+        scales: &'a [f32],
+        row_sums: &'a [i32],
+        err_norms: &'a [f32],
+    ) -> Result<Self, String> {
+        check_dims(n, k, group_size)?;
+        let (kp, np) = (padded_k(k), padded_n(n));
+        let groups = group_count(k, group_size);
+        if data.len() != np * kp || scales.len() != groups * np || row_sums.len() != groups * np || err_norms.len() != n {
+            return Err(format!("int8 {n}x{k}/{group_size}: part lengths do not match the shape"));
+        }
+        Ok(Int8View { n, k, group_size, data, scales, row_sums, err_norms })
+    }
+
     pub fn n(&self) -> usize {
         self.n
     }
