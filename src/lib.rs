@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod quantize;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

@@ -260,3 +260,28 @@ fn parameter_counts_match_hf() {
         assert_eq!(model.num_parameters(), n, "{m}");
     }
 }
+
+/// `--dtype int8 --exact`: the certified int8 head reproduces the fp32 greedy
+/// ids on every golden prompt, including the steps with margins below 1e-3.
+#[test]
+fn certified_int8_greedy_matches_hf_exactly() {
+    for (m, mut c) in cases("certified_int8_greedy_matches_hf_exactly") {
+        c.model.enable_certified_head(0).unwrap();
+        let opts = GenerateOptions::default()
+            .max_new_tokens(32)
+            .min_new_tokens(32)
+            .exact(true);
+        for p in prompts(&c) {
+            let ids = c.g.ids(&format!("{p}.input_ids"));
+            let out = greedy(&c.model, &[&ids], &opts).unwrap().remove(0);
+            assert_eq!(
+                out,
+                c.g.ids(&format!("{p}.greedy_ids"))[1..],
+                "{m}/{p}: certified greedy ids"
+            );
+        }
+        let head = c.model.lm_head.certified.as_ref().unwrap();
+        let steps = head.steps.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(steps >= 32 * prompts(&c).len() as u64);
+    }
+}

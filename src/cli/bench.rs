@@ -22,6 +22,10 @@ pub struct Args {
     workload: String,
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// With --dtype int8: full-precision body, int8 LM head whose every greedy
+    /// pick is certified equal to the full-precision argmax.
+    #[arg(long)]
+    exact: bool,
     #[arg(long, default_value_t = 30)]
     runs: usize,
     #[arg(long, default_value_t = 5)]
@@ -73,7 +77,7 @@ fn workload(name: &str) -> Result<Workload> {
     })
 }
 
-fn run_once(model: &T5Model, w: &Workload) -> Result<usize> {
+fn run_once(model: &T5Model, w: &Workload, exact: bool) -> Result<usize> {
     let refs: Vec<&[u32]> = w.batch.iter().map(|s| &s[..]).collect();
     if w.new_tokens == 0 {
         let out = model.encode_batch(&refs)?;
@@ -81,7 +85,8 @@ fn run_once(model: &T5Model, w: &Workload) -> Result<usize> {
     }
     let opts = GenerateOptions::default()
         .max_new_tokens(w.new_tokens)
-        .min_new_tokens(w.new_tokens);
+        .min_new_tokens(w.new_tokens)
+        .exact(exact);
     Ok(greedy(model, &refs, &opts)?.iter().map(|o| o.len()).sum())
 }
 
@@ -106,7 +111,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let w = workload(&a.workload)?;
     let t0 = Instant::now();
-    let (model, dir) = a.model.load(&a.dtype)?;
+    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     for b in &w.batch {
         if let Some(&bad) = b.iter().find(|&&i| i as usize >= model.config.vocab_size) {
@@ -117,13 +122,13 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     for _ in 0..a.warmup {
-        run_once(&model, &w)?;
+        run_once(&model, &w, a.exact)?;
     }
     let mut times = Vec::with_capacity(a.runs);
     let mut tokens = 0;
     for _ in 0..a.runs {
         let t = Instant::now();
-        tokens = run_once(&model, &w)?;
+        tokens = run_once(&model, &w, a.exact)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);

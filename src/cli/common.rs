@@ -26,12 +26,45 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// Sets up threads and the ISA check, then resolves and loads the model,
     /// converting it to the weight format `dtype` names.
-    pub fn load(&self, dtype: &str) -> Result<(T5Model, PathBuf)> {
+    ///
+    /// With `exact` (`--dtype int8 --exact`), everything upstream of the logits
+    /// stays in full precision and the head becomes the certified int8 head.
+    /// A quantized directory carries its own format: `dtype` must then be its
+    /// dtype or the default f32.
+    pub fn load(&self, dtype: &str, exact: bool) -> Result<(T5Model, PathBuf)> {
+        use crate::model::WeightFormat;
         let fmt = parse_dtype(dtype)?;
+        if exact && fmt != WeightFormat::Int8 {
+            return Err(Error::Request("--exact goes with --dtype int8".into()));
+        }
         setup(self.threads)?;
         let dir = self.dir()?;
-        let mut model = T5Model::load_with(&dir, LoadOptions { mmap: !self.no_mmap })?;
-        if fmt != crate::model::WeightFormat::F32 {
+        let mut model = T5Model::load_with(
+            &dir,
+            LoadOptions {
+                mmap: !self.no_mmap,
+            },
+        )?;
+        let stored = model.lm_head.linear.format();
+        if stored != WeightFormat::F32 {
+            // A quantized directory: its format was chosen at quantize time.
+            if exact {
+                return Err(Error::Request(format!(
+                    "{}: --exact needs the full-precision checkpoint, not a quantized one",
+                    dir.display()
+                )));
+            }
+            if fmt != WeightFormat::F32 && fmt != stored {
+                return Err(Error::Request(format!(
+                    "{} holds {} weights; drop --dtype or pass --dtype {}",
+                    dir.display(),
+                    stored.name(),
+                    stored.name()
+                )));
+            }
+        } else if exact {
+            model.enable_certified_head(0)?;
+        } else if fmt != WeightFormat::F32 {
             model.convert(crate::model::FormatPolicy::for_dtype(fmt))?;
         }
         Ok((model, dir))
@@ -154,6 +187,9 @@ fn read_stdin() -> Result<String> {
 
 /// Parses `--dtype`.
 pub fn parse_dtype(dtype: &str) -> Result<crate::model::WeightFormat> {
-    crate::model::WeightFormat::parse(dtype)
-        .ok_or_else(|| Error::Request(format!("--dtype {dtype} is not a weight format; use f32, f16 or int8")))
+    crate::model::WeightFormat::parse(dtype).ok_or_else(|| {
+        Error::Request(format!(
+            "--dtype {dtype} is not a weight format; use f32, f16 or int8"
+        ))
+    })
 }

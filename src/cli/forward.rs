@@ -24,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load(&a.dtype)?;
+    let (model, dir) = a.model.load(&a.dtype, false)?;
     let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     let dec = parse_ids(&a.decoder_ids)?;
     if a.top_k == 0 {

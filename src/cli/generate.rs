@@ -11,6 +11,10 @@ pub struct Args {
     /// Weight format to run in.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// With --dtype int8: full-precision body, int8 LM head whose every greedy
+    /// pick is certified equal to the full-precision argmax.
+    #[arg(long)]
+    exact: bool,
     #[arg(long, default_value_t = 32)]
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
@@ -26,12 +30,20 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load(&a.dtype)?;
+    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
     let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     let opts = GenerateOptions::default()
         .max_new_tokens(a.max_new_tokens)
-        .min_new_tokens(a.min_new_tokens);
+        .min_new_tokens(a.min_new_tokens)
+        .exact(a.exact);
     let out = greedy(&model, &[&ids], &opts)?.remove(0);
+    if let Some(h) = &model.lm_head.certified {
+        let (steps, rows) = (
+            h.steps.load(std::sync::atomic::Ordering::Relaxed),
+            h.rescored.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        eprintln!("exact: {steps} certified picks, {rows} rows re-scored in full precision ({:.1} per step)", rows as f64 / steps.max(1) as f64);
+    }
     let text = match &tok {
         Some(t) => Some(t.decode(&out)?),
         None => None,

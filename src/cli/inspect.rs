@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load("f32")?;
+    let (model, dir) = a.model.load("f32", false)?;
     let store =
         crate::weights::WeightStore::open_dir(&dir, crate::weights::LoadOptions::default())?;
     let mut by_dtype: BTreeMap<&str, (usize, usize)> = BTreeMap::new();

@@ -6,6 +6,7 @@ mod common;
 mod forward;
 mod generate;
 mod inspect;
+mod quantize;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,8 @@ enum Cmd {
     Forward(forward::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
     Inspect(inspect::Args),
+    /// Quantize an HF checkpoint to an int8 or f16 directory that maps with no repacking.
+    Quantize(quantize::Args),
     /// Time the fixed workloads (w1 latency, w2 throughput, w3 encoder).
     Bench(bench::Args),
     /// Write a deterministic random-weight checkpoint of a T5-Efficient shape.
@@ -44,6 +47,7 @@ pub fn main() -> i32 {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Quantize(a) => quantize::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -23,7 +23,7 @@ pub fn greedy(
     let mut out: Vec<Vec<u32>> = vec![Vec::with_capacity(opts.max_new_tokens); prompts.len()];
     let mut last: Vec<u32> = vec![cfg.decoder_start_token_id; prompts.len()];
     let mut active: Vec<usize> = (0..prompts.len()).collect();
-    let vocab = cfg.vocab_size;
+    let (vocab, d) = (cfg.vocab_size, cfg.d_model);
     for step in 0..opts.max_new_tokens {
         if active.is_empty() {
             break;
@@ -35,17 +35,32 @@ pub fn greedy(
             .map(|&s| std::mem::take(&mut caches[s]))
             .collect();
         let hidden = model.decode_hidden(&tok_refs, &mut step_caches)?;
-        let mut logits = model.logits(&hidden);
         for (&s, c) in active.iter().zip(step_caches) {
             caches[s] = c;
         }
-        let mut still = Vec::with_capacity(active.len());
-        for (row, &s) in active.iter().enumerate() {
-            let l = &mut logits[row * vocab..(row + 1) * vocab];
-            if step < opts.min_new_tokens {
-                l[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
+        let banned = (step < opts.min_new_tokens).then_some(cfg.eos_token_id as usize);
+        let picks: Vec<u32> = match (&model.lm_head.certified, opts.exact) {
+            (Some(head), true) => {
+                let h = model.head_input(&hidden);
+                h.chunks_exact(d)
+                    .map(|row| head.argmax(row, banned).0 as u32)
+                    .collect()
             }
-            let next = ops::argmax(l).unwrap_or(cfg.eos_token_id as usize) as u32;
+            _ => {
+                let mut logits = model.logits(&hidden);
+                logits
+                    .chunks_exact_mut(vocab)
+                    .map(|l| {
+                        if let Some(b) = banned {
+                            l[b] = f32::NEG_INFINITY;
+                        }
+                        ops::argmax(l).unwrap_or(cfg.eos_token_id as usize) as u32
+                    })
+                    .collect()
+            }
+        };
+        let mut still = Vec::with_capacity(active.len());
+        for (&next, &s) in picks.iter().zip(&active) {
             out[s].push(next);
             last[s] = next;
             if next != cfg.eos_token_id {

@@ -30,6 +30,9 @@ pub struct GenerateOptions {
     /// `MinNewTokensLengthLogitsProcessor` does.
     pub min_new_tokens: usize,
     pub limits: Limits,
+    /// Greedy only: pick each token with the certified int8 head when the
+    /// model has one ([`crate::T5Model::enable_certified_head`]).
+    pub exact: bool,
 }
 
 impl Default for GenerateOptions {
@@ -38,6 +41,7 @@ impl Default for GenerateOptions {
             max_new_tokens: 32,
             min_new_tokens: 0,
             limits: Limits::default(),
+            exact: false,
         }
     }
 }
@@ -45,6 +49,11 @@ impl Default for GenerateOptions {
 impl GenerateOptions {
     pub fn max_new_tokens(mut self, n: usize) -> Self {
         self.max_new_tokens = n;
+        self
+    }
+
+    pub fn exact(mut self, on: bool) -> Self {
+        self.exact = on;
         self
     }
 

@@ -26,16 +26,28 @@ impl FormatPolicy {
             WeightFormat::Int8 => WeightFormat::F16,
             other => other,
         };
-        FormatPolicy { body: f, ffn_out, lm_head: f, group_size: 0 }
+        FormatPolicy {
+            body: f,
+            ffn_out,
+            lm_head: f,
+            group_size: 0,
+        }
     }
 
     pub fn all(f: WeightFormat) -> FormatPolicy {
-        FormatPolicy { body: f, ffn_out: f, lm_head: f, group_size: 0 }
+        FormatPolicy {
+            body: f,
+            ffn_out: f,
+            lm_head: f,
+            group_size: 0,
+        }
     }
 }
 
 fn conv(l: &mut Linear, to: WeightFormat, group: usize, what: &str) -> Result<()> {
-    *l = l.convert(to, group).map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    *l = l
+        .convert(to, group)
+        .map_err(|e| Error::Other(format!("{what}: {e}")))?;
     Ok(())
 }
 
@@ -45,14 +57,34 @@ impl T5Model {
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
         for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
-            for (name, l) in [("q", &mut b.attn.q), ("k", &mut b.attn.k), ("v", &mut b.attn.v), ("o", &mut b.attn.o)] {
-                conv(l, policy.body, g, &format!("encoder block {i} attention {name}"))?;
+            for (name, l) in [
+                ("q", &mut b.attn.q),
+                ("k", &mut b.attn.k),
+                ("v", &mut b.attn.v),
+                ("o", &mut b.attn.o),
+            ] {
+                conv(
+                    l,
+                    policy.body,
+                    g,
+                    &format!("encoder block {i} attention {name}"),
+                )?;
             }
-            conv(&mut b.ffn.wi, policy.body, g, &format!("encoder block {i} wi"))?;
+            conv(
+                &mut b.ffn.wi,
+                policy.body,
+                g,
+                &format!("encoder block {i} wi"),
+            )?;
             if let Some(up) = &mut b.ffn.wi_up {
                 conv(up, policy.body, g, &format!("encoder block {i} wi_1"))?;
             }
-            conv(&mut b.ffn.wo, policy.ffn_out, g, &format!("encoder block {i} wo"))?;
+            conv(
+                &mut b.ffn.wo,
+                policy.ffn_out,
+                g,
+                &format!("encoder block {i} wo"),
+            )?;
         }
         for (i, b) in self.decoder.blocks.iter_mut().enumerate() {
             for a in [&mut b.self_attn, &mut b.cross_attn] {
@@ -60,11 +92,21 @@ impl T5Model {
                     conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
                 }
             }
-            conv(&mut b.ffn.wi, policy.body, g, &format!("decoder block {i} wi"))?;
+            conv(
+                &mut b.ffn.wi,
+                policy.body,
+                g,
+                &format!("decoder block {i} wi"),
+            )?;
             if let Some(up) = &mut b.ffn.wi_up {
                 conv(up, policy.body, g, &format!("decoder block {i} wi_1"))?;
             }
-            conv(&mut b.ffn.wo, policy.ffn_out, g, &format!("decoder block {i} wo"))?;
+            conv(
+                &mut b.ffn.wo,
+                policy.ffn_out,
+                g,
+                &format!("decoder block {i} wo"),
+            )?;
         }
         conv(&mut self.lm_head.linear, policy.lm_head, g, "lm_head")?;
         Ok(())

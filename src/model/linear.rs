@@ -54,7 +54,11 @@ pub struct Linear {
 impl Linear {
     pub fn f32(n: usize, k: usize, w: F32Data) -> Linear {
         debug_assert_eq!(w.as_slice().len(), n * k);
-        Linear { n, k, weight: LinearWeight::F32(w) }
+        Linear {
+            n,
+            k,
+            weight: LinearWeight::F32(w),
+        }
     }
 
     pub fn format(&self) -> WeightFormat {
@@ -74,12 +78,21 @@ impl Linear {
         let w = self.to_f32();
         let weight = match to {
             WeightFormat::F32 => LinearWeight::F32(w.into()),
-            WeightFormat::F16 => LinearWeight::F16(w.iter().map(|&v| half::f16::from_f32(v)).collect::<Vec<_>>().into()),
-            WeightFormat::Int8 => {
-                LinearWeight::Int8(Int8Data::Owned(Arc::new(PackedInt8::quantize(&w, self.n, self.k, group_size)?)))
-            }
+            WeightFormat::F16 => LinearWeight::F16(
+                w.iter()
+                    .map(|&v| half::f16::from_f32(v))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
+            WeightFormat::Int8 => LinearWeight::Int8(Int8Data::Owned(Arc::new(
+                PackedInt8::quantize(&w, self.n, self.k, group_size)?,
+            ))),
         };
-        Ok(Linear { n: self.n, k: self.k, weight })
+        Ok(Linear {
+            n: self.n,
+            k: self.k,
+            weight,
+        })
     }
 
     /// The weights as f32 `[n, k]` (dequantized for int8).

@@ -6,19 +6,49 @@ use super::decoder::{Decoder, DecoderBlock};
 use super::encoder::{Encoder, EncoderBlock};
 use super::ffn::FeedForward;
 use super::linear::Linear;
+use super::linear::LinearWeight;
 use super::{LmHead, Stack, T5Model};
 use crate::config::T5Config;
 use crate::error::{Error, Result};
-use crate::weights::{LoadOptions, WeightStore};
+use crate::weights::quantized::{self, QuantizedInfo};
+use crate::weights::{DType, F16Data, LoadOptions, WeightStore};
 use std::path::Path;
 
 struct Loader<'a> {
     store: &'a WeightStore,
     cfg: &'a T5Config,
+    quantized: Option<QuantizedInfo>,
 }
 
 impl Loader<'_> {
+    /// A linear layer `name` (HF name without `.weight`): packed int8 or f16
+    /// straight from a quantized file's map, else f32.
     fn linear(&self, name: &str, n: usize, k: usize) -> Result<Linear> {
+        if let Some(q) = &self.quantized {
+            if let Some(w) = quantized::int8(self.store, name, n, k, q.group_size)? {
+                return Ok(Linear {
+                    n,
+                    k,
+                    weight: LinearWeight::Int8(w),
+                });
+            }
+            let wname = format!("{name}.weight");
+            let (f, info) = self.store.info(&wname, &[n, k])?;
+            if info.dtype == DType::F16 {
+                let data = F16Data::mapped(&f.backing, info.start, n * k).unwrap_or_else(|| {
+                    f.tensor_bytes(info)
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                        .collect::<Vec<_>>()
+                        .into()
+                });
+                return Ok(Linear {
+                    n,
+                    k,
+                    weight: LinearWeight::F16(data),
+                });
+            }
+        }
         Ok(Linear::f32(
             n,
             k,
@@ -95,9 +125,14 @@ impl T5Model {
 
     /// Builds the model from an opened store, checking every tensor's shape.
     pub fn from_store(config: T5Config, store: &WeightStore) -> Result<T5Model> {
+        let quantized = match store.files.first() {
+            Some(f) => quantized::info(f)?,
+            None => None,
+        };
         let l = Loader {
             store,
             cfg: &config,
+            quantized,
         };
         let (d, v) = (config.d_model, config.vocab_size);
         // HF names the table `shared`; some exports only keep the per-stack copies.
@@ -107,12 +142,12 @@ impl T5Model {
             "decoder.embed_tokens.weight",
         ]
         .into_iter()
-        .find(|n| store.contains(n))
+        .find(|n| store.contains(n) || store.contains(&format!("{n}.i8")))
         .ok_or_else(|| Error::MissingTensor {
             path: store.path(),
             name: "shared.weight".into(),
         })?;
-        let embed = store.f32(embed_name, &[v, d])?;
+        let embed = l.linear(embed_name.trim_end_matches(".weight"), v, d)?;
 
         let mut enc_blocks = Vec::with_capacity(config.num_layers);
         for i in 0..config.num_layers {
@@ -140,13 +175,15 @@ impl T5Model {
         let decoder: Decoder = l.stack("decoder", dec_blocks)?;
         let lm_head = if config.tie_word_embeddings {
             LmHead {
-                linear: Linear::f32(v, d, embed.clone()),
+                linear: embed.clone(),
                 scale: (d as f64).powf(-0.5) as f32,
+                certified: None,
             }
         } else {
             LmHead {
                 linear: l.linear("lm_head", v, d)?,
                 scale: 1.0,
+                certified: None,
             }
         };
         Ok(T5Model {

@@ -5,6 +5,7 @@
 //! reference anyone can diff against HF's `modeling_t5.py`.
 
 pub mod attention;
+pub mod certified;
 pub mod convert;
 pub mod decoder;
 pub mod encoder;
@@ -14,10 +15,10 @@ pub mod linear;
 mod load;
 pub mod position_bias;
 
+pub use convert::FormatPolicy;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
-pub use convert::FormatPolicy;
 pub use linear::{Linear, LinearWeight, WeightFormat};
 
 use crate::config::T5Config;
@@ -61,6 +62,8 @@ pub struct LmHead {
     /// `d_model^-0.5` when the head is tied to the embedding, else 1. HF scales
     /// the hidden state (not the logits) before the matmul; so do we.
     pub scale: f32,
+    /// Set by [`T5Model::enable_certified_head`]: int8 scoring with exact re-scoring.
+    pub certified: Option<std::sync::Arc<certified::CertifiedHead>>,
 }
 
 /// A loaded T5 model, ready to encode and decode. `Send + Sync`: one model can
@@ -68,8 +71,9 @@ pub struct LmHead {
 #[derive(Clone)]
 pub struct T5Model {
     pub config: T5Config,
-    /// `[vocab, d_model]` token embedding shared by encoder and decoder.
-    pub embed: F32Data,
+    /// `[vocab, d_model]` token embedding shared by encoder and decoder, in any
+    /// weight format (rows are looked up, never multiplied).
+    pub embed: Linear,
     pub encoder: Encoder,
     pub decoder: Decoder,
     pub lm_head: LmHead,
@@ -89,10 +93,14 @@ impl T5Model {
     /// Looks the ids up in the embedding table, packed `[ids.len(), d_model]`.
     fn embed_ids(&self, ids: &[u32]) -> Vec<f32> {
         let d = self.config.d_model;
-        let table = self.embed.as_slice();
         let mut x = Vec::with_capacity(ids.len() * d);
         for &id in ids {
-            x.extend_from_slice(&table[id as usize * d..(id as usize + 1) * d]);
+            let r = id as usize * d..(id as usize + 1) * d;
+            match &self.embed.weight {
+                LinearWeight::F32(w) => x.extend_from_slice(&w.as_slice()[r]),
+                LinearWeight::F16(w) => x.extend(w.as_slice()[r].iter().map(|v| v.to_f32())),
+                LinearWeight::Int8(w) => x.extend(w.view().dequantize_row(id as usize)),
+            }
         }
         x
     }
@@ -161,6 +169,25 @@ impl T5Model {
         let mut x = self.embed_ids(&all);
         self.decoder.forward(&mut x, &tqs, caches, None);
         Ok(x)
+    }
+
+    /// The hidden states as the head multiplies them (tied heads rescale).
+    pub fn head_input(&self, hidden: &[f32]) -> Vec<f32> {
+        hidden.iter().map(|v| v * self.lm_head.scale).collect()
+    }
+
+    /// Switches greedy decoding with `exact` to the certified int8 head: the
+    /// full-precision head is kept for re-scoring. Fails if the head is not f32.
+    pub fn enable_certified_head(&mut self, group_size: usize) -> Result<()> {
+        if self.lm_head.linear.format() != WeightFormat::F32 {
+            return Err(Error::Request(
+                "--exact needs the full-precision checkpoint (the head is already quantized); point --model at the original".into(),
+            ));
+        }
+        let h = certified::CertifiedHead::new(&self.lm_head.linear, group_size)
+            .map_err(Error::Other)?;
+        self.lm_head.certified = Some(std::sync::Arc::new(h));
+        Ok(())
     }
 
     /// Logits `[rows, vocab]` from final decoder hidden states `[rows, d_model]`.

@@ -137,7 +137,9 @@ impl MappedInt8 {
     /// Validates the parts fully (every byte scanned: -128 values, padding,
     /// row sums against the data) and returns the matrix.
     pub fn validate(self) -> Result<MappedInt8, String> {
-        let (d, s, r, e) = self.parts().ok_or("int8 parts are out of range or misaligned")?;
+        let (d, s, r, e) = self
+            .parts()
+            .ok_or("int8 parts are out of range or misaligned")?;
         t5edge_kernels::int8::Int8View::from_parts(self.n, self.k, self.group_size, d, s, r, e)?;
         Ok(self)
     }
@@ -150,8 +152,16 @@ impl Int8Data {
             Int8Data::Mapped(m) => {
                 // `validate` ran at construction on these same immutable bytes.
                 let (d, s, r, e) = m.parts().expect("int8 parts validated at load");
-                t5edge_kernels::int8::Int8View::from_validated_parts(m.n, m.k, m.group_size, d, s, r, e)
-                    .expect("int8 parts validated at load")
+                t5edge_kernels::int8::Int8View::from_validated_parts(
+                    m.n,
+                    m.k,
+                    m.group_size,
+                    d,
+                    s,
+                    r,
+                    e,
+                )
+                .expect("int8 parts validated at load")
             }
         }
     }

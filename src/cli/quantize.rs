@@ -1,0 +1,77 @@
+//! `t5edge quantize`: an HF checkpoint in, an int8 or f16 directory out.
+
+use super::common::{parse_dtype, setup};
+use crate::quantize::{accuracy, quantize, QuantizeOptions};
+use crate::{Result, T5Model};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The source checkpoint directory (f32, f16 or bf16; single or sharded safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// int8 or f16.
+    #[arg(long)]
+    dtype: String,
+    /// int8 scale group along the input dimension (0 = one scale per output row; else a multiple of 4).
+    #[arg(long, default_value_t = 0)]
+    group_size: usize,
+    /// The output directory (model.safetensors, config.json and the tokenizer files).
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing OUT.
+    #[arg(long)]
+    force: bool,
+    /// Skip the accuracy summary against the source.
+    #[arg(long)]
+    no_check: bool,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    setup(a.threads)?;
+    let dtype = parse_dtype(&a.dtype)?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let w = quantize(
+        &a.model,
+        &a.out,
+        QuantizeOptions::new(dtype, a.group_size),
+        a.force,
+        |i, n, name| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64 + 1);
+            bar.set_message(name.to_string());
+        },
+    );
+    bar.finish_and_clear();
+    let w = w?;
+    let mb = |b: u64| b as f64 / 1e6;
+    eprintln!(
+        "wrote {} ({} tensors): {:.1} MB from {:.1} MB ({:.1}%)",
+        w.out.display(),
+        w.tensors,
+        mb(w.out_bytes),
+        mb(w.source_bytes),
+        100.0 * w.out_bytes as f64 / w.source_bytes as f64
+    );
+    if !a.no_check {
+        let src = T5Model::load(&a.model)?;
+        let q = T5Model::load(&a.out)?;
+        let acc = accuracy::compare(
+            &src,
+            &q,
+            &accuracy::builtin_prompts(src.config.vocab_size),
+            32,
+        )?;
+        eprintln!(
+            "accuracy on {} built-in prompts: logits max rel err {:.2e}, mean {:.2e}; greedy agrees on {}/{} tokens before the first difference",
+            acc.prompts, acc.max_rel_err, acc.mean_rel_err, acc.greedy_agree, acc.greedy_total
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Certified exact greedy: the LM head runs in int8, and every row that could
+//! still be the argmax of the full-precision head is re-scored exactly.
+//!
+//! For hidden state `h` (already scaled as the head wants it) and weight row
+//! `w_j`, the int8 kernel returns `ŷ_j`, computed from the quantized
+//! activation `x̂` (known exactly) and the quantized row `ŵ_j`. With
+//! `e_x = h - x̂` and `e_w = w_j - ŵ_j`:
+//!
+//! `h·w_j - x̂·ŵ_j = e_x·w_j + x̂·e_w`, so by Cauchy-Schwarz
+//! `|h·w_j - ŷ_j| <= ‖e_x‖‖w_j‖ + ‖x̂‖‖e_w‖ + ε_fp`, where `‖e_w‖` is the
+//! per-row error norm stored at quantization (rounded up), `‖w_j‖` is
+//! precomputed (rounded up), and `ε_fp <= (G+3)·2⁻²⁴·‖x̂‖‖ŵ_j‖` covers the
+//! kernel's f32 epilogue (G scale groups, each a product of the exact i32 dot
+//! with two scales, summed). Every row whose upper bound reaches the best
+//! lower bound is re-scored as an exact f64 dot product of the f32 `h` with the
+//! f32 row; rows outside that set provably lose, so the pick is the argmax of
+//! the full-precision head (ties to the lowest id, as torch does).
+//! docs/EXACT.md has the argument in full.
+
+use super::linear::Linear;
+use crate::weights::Int8Data;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use t5edge_kernels::int8::{self, PackedInt8};
+
+const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+pub struct CertifiedHead {
+    /// The full-precision head rows `[vocab, d_model]`.
+    pub full: Linear,
+    pub q: Int8Data,
+    /// `‖w_j‖₂`, rounded up.
+    pub row_norms: Vec<f64>,
+    pub group_size: usize,
+    /// Steps certified and rows re-scored, for reporting.
+    pub steps: AtomicU64,
+    pub rescored: AtomicU64,
+}
+
+impl CertifiedHead {
+    pub fn new(full: &Linear, group_size: usize) -> Result<CertifiedHead, String> {
+        let w = full.to_f32();
+        let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
+        let row_norms = w
+            .chunks_exact(full.k)
+            .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() * (1.0 + 1e-12))
+            .collect();
+        Ok(CertifiedHead {
+            full: full.clone(),
+            q: Int8Data::Owned(Arc::new(q)),
+            row_norms,
+            group_size,
+            steps: AtomicU64::new(0),
+            rescored: AtomicU64::new(0),
+        })
+    }
+
+    /// The certified argmax of the full-precision logits `h · wᵀ` for one
+    /// scaled hidden state, skipping id `banned`. Returns the id and how many
+    /// rows were re-scored.
+    pub fn argmax(&self, h: &[f32], banned: Option<usize>) -> (usize, usize) {
+        let (n, k) = (self.full.n, self.full.k);
+        let view = self.q.view();
+        let mut y = vec![0f32; n];
+        int8::linear(h, 1, k, &view, &mut y);
+        // The activation exactly as the kernel quantized it.
+        let (qx, sx) = int8::quantize_activations(h, 1, k, self.group_size);
+        let gs = if self.group_size == 0 {
+            k
+        } else {
+            self.group_size
+        };
+        let (mut ex2, mut xh2) = (0f64, 0f64);
+        for (i, &hv) in h.iter().enumerate() {
+            let xhat = sx[i / gs] as f64 * qx[i] as f64;
+            ex2 += (hv as f64 - xhat).powi(2);
+            xh2 += xhat * xhat;
+        }
+        let (ex, xh) = (ex2.sqrt() * (1.0 + 1e-12), xh2.sqrt() * (1.0 + 1e-12));
+        let fp = (view.groups() as f64 + 3.0) * U * (1.0 + 1e-9);
+        let errs = view.err_norms();
+        let bound = |j: usize| {
+            let wn = self.row_norms[j];
+            let en = errs[j] as f64;
+            (ex * wn + xh * en + fp * xh * (wn + en)) * (1.0 + 1e-9) + 1e-30
+        };
+        let allowed = |j: usize| Some(j) != banned;
+        let mut best_lower = f64::NEG_INFINITY;
+        for (j, &v) in y.iter().enumerate() {
+            if allowed(j) && v.is_finite() {
+                best_lower = best_lower.max(v as f64 - bound(j));
+            }
+        }
+        let full = match &self.full.weight {
+            super::LinearWeight::F32(w) => w.as_slice(),
+            // `new` always builds from f32 rows; other formats never reach here.
+            _ => &[],
+        };
+        let mut best: Option<(usize, f64)> = None;
+        let mut count = 0;
+        for (j, &v) in y.iter().enumerate() {
+            // A non-finite int8 value proves nothing: re-score it too.
+            if !allowed(j) || (v.is_finite() && (v as f64 + bound(j)) < best_lower) {
+                continue;
+            }
+            count += 1;
+            let row = &full[j * k..(j + 1) * k];
+            let exact: f64 = row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum();
+            if best.is_none_or(|(_, b)| exact > b) {
+                best = Some((j, exact));
+            }
+        }
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.rescored.fetch_add(count as u64, Ordering::Relaxed);
+        (best.map(|b| b.0).unwrap_or(0), count)
+    }
+}
