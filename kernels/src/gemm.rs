@@ -14,6 +14,19 @@ const ROW_BLOCK: usize = 64;
 /// Weight rows (columns of y) per block.
 const COL_BLOCK: usize = 128;
 
+/// Whether `isa` takes the gemm path for prefill: every native SIMD level (gemm
+/// then picks its own kernels for the CPU, so on a CPU with AVX-512 the `avx2`
+/// level still gets AVX-512 gemm microkernels). The scalar twin never does, and
+/// neither does the NEON emulation off aarch64.
+pub(crate) fn native(isa: crate::Isa) -> bool {
+    use crate::Isa;
+    match isa {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
+        Isa::Neon => cfg!(target_arch = "aarch64"),
+        Isa::Scalar => false,
+    }
+}
+
 /// Where a block's weights come from.
 #[derive(Clone, Copy)]
 pub(crate) enum Weights<'a> {

@@ -52,7 +52,7 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn int8_linear_matches_reference_and_scalar_bits(

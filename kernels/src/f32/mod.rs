@@ -45,7 +45,7 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize,
         y.fill(0.0);
         return;
     }
-    if m >= GEMM_MIN_M && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+    if m >= GEMM_MIN_M && crate::gemm::native(isa) {
         crate::gemm::run(x, m, k, crate::gemm::Weights::F32(w), n, y);
         return;
     }
