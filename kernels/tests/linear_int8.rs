@@ -141,7 +141,7 @@ proptest! {
             2 => { let l = scales.len(); scales[pos % l] = f32::from_bits(val as u32); }
             3 => { let l = sums.len(); sums[pos % l] = val; }
             4 => { let l = norms.len(); norms.truncate(pos % l); }
-            5 => nn = pos % 100,
+            5 => nn = if pos % 2 == 0 { pos % 100 } else { usize::MAX - pos % 64 },
             6 => kk = pos % (2 * int8::MAX_K),
             _ => gg = pos % 200,
         }

@@ -91,10 +91,17 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
             "int8: group_size {group_size} must be 0 or a multiple of {K_BLOCK}"
         ));
     }
-    // With k <= MAX_K these cannot overflow unless n is absurd; check anyway.
-    padded_n(n)
-        .checked_mul(padded_k(k))
-        .ok_or_else(|| format!("int8: {n}x{k} is too large"))?;
+    // n comes from a file header: make sure every size derived from it below
+    // (np, np * kp, groups * np) is representable before anything uses it.
+    let too_large = || format!("int8: {n}x{k} is too large");
+    let np = n.checked_next_multiple_of(TILE_N).ok_or_else(too_large)?;
+    let bytes = np.checked_mul(padded_k(k)).ok_or_else(too_large)?;
+    let sums = np
+        .checked_mul(group_count(k, group_size))
+        .ok_or_else(too_large)?;
+    if bytes > isize::MAX as usize || sums > isize::MAX as usize / 4 {
+        return Err(too_large());
+    }
     Ok(())
 }
 
