@@ -77,6 +77,15 @@ proptest! {
                     "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);
             }
         }
+        // The fused residual add is exactly linear followed by y += result.
+        let resid = matrix(&mut rng, Fill::Uniform, m, n, 10.0);
+        for isa in isas() {
+            let mut y = resid.clone();
+            int8::linear_add_with(isa, &x, m, k, &v, &mut y);
+            for t in 0..m * n {
+                prop_assert_eq!(y[t].to_bits(), (resid[t] + scalar[t]).to_bits(), "{} linear_add", isa);
+            }
+        }
         for i in 0..m {
             let xr = &x[i * k..(i + 1) * k];
             let sx: Vec<f64> = (0..groups).map(|g| {
@@ -250,6 +259,14 @@ fn int8_linear_is_identical_across_thread_counts() {
                 let a = with_threads(1, || run(isa, &x, m, k, &p.view()));
                 let b = with_threads(3, || run(isa, &x, m, k, &p.view()));
                 assert_eq!(a, b, "{isa} m={m} gs={gs}");
+                // The threaded linear_add path (chunk buffers loaded from y).
+                let resid = matrix(&mut rng, Fill::Uniform, m, n, 1.0);
+                let mut c = resid.clone();
+                with_threads(3, || {
+                    int8::linear_add_with(isa, &x, m, k, &p.view(), &mut c)
+                });
+                let want: Vec<f32> = resid.iter().zip(&a).map(|(r, y)| r + y).collect();
+                assert_eq!(c, want, "{isa} m={m} gs={gs} linear_add");
             }
         }
     }

@@ -40,7 +40,7 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize,
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, false, |j0, j1, out| {
         gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
 }
