@@ -5,6 +5,7 @@
 //! the thread count. Instead each block of y is one single-threaded gemm call whose
 //! shape depends only on (m, n), and blocks are spread over rayon.
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// Rows of y per block: small enough that prefill of a few dozen tokens still
@@ -12,6 +13,19 @@ use rayon::prelude::*;
 const ROW_BLOCK: usize = 64;
 /// Weight rows (columns of y) per block.
 const COL_BLOCK: usize = 128;
+
+/// Whether `isa` takes the gemm path for prefill: every native SIMD level (gemm
+/// then picks its own kernels for the CPU, so on a CPU with AVX-512 the `avx2`
+/// level still gets AVX-512 gemm microkernels). The scalar twin never does, and
+/// neither does the NEON emulation off aarch64.
+pub(crate) fn native(isa: crate::Isa) -> bool {
+    use crate::Isa;
+    match isa {
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
+        Isa::Neon => cfg!(target_arch = "aarch64"),
+        Isa::Scalar => false,
+    }
+}
 
 /// Where a block's weights come from.
 #[derive(Clone, Copy)]
@@ -44,21 +58,10 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
     let rbs = m.div_ceil(ROW_BLOCK);
     let cbs = n.div_ceil(COL_BLOCK);
     let yp = SendPtr(y.as_mut_ptr());
-    let block = |b: usize| {
-        let (rb, cb) = (b / cbs, b % cbs);
-        let (i0, j0) = (rb * ROW_BLOCK, cb * COL_BLOCK);
-        let (bm, bn) = ((m - i0).min(ROW_BLOCK), (n - j0).min(COL_BLOCK));
-        let conv;
-        let wb: &[f32] = match w {
-            Weights::F32(w) => &w[j0 * k..(j0 + bn) * k],
-            Weights::F16(w) => {
-                conv = w[j0 * k..(j0 + bn) * k]
-                    .iter()
-                    .map(|h| h.to_f32())
-                    .collect::<Vec<f32>>();
-                &conv
-            }
-        };
+    let block = |rb: usize, j0: usize, bn: usize, wb: &[f32]| {
+        let i0 = rb * ROW_BLOCK;
+        let bm = (m - i0).min(ROW_BLOCK);
+        assert!(j0 + bn <= n && wb.len() == bn * k);
         let xb = &x[i0 * k..(i0 + bm) * k];
         let yp = &yp;
         // SAFETY: dst is the [i0, i0+bm) x [j0, j0+bn) block of y (row stride n),
@@ -91,9 +94,38 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
             );
         }
     };
+    // f32 tasks are single blocks; an f16 task owns a column block and all its
+    // row blocks, so each weight block is widened once. Either way every block
+    // is the same gemm call, so the bits are the same.
+    let tasks = match w {
+        Weights::F32(_) => rbs * cbs,
+        Weights::F16(_) => cbs,
+    };
+    let task = |t: usize| {
+        let (cb, rows) = match w {
+            Weights::F32(_) => (t % cbs, t / cbs..t / cbs + 1),
+            Weights::F16(_) => (t, 0..rbs),
+        };
+        let j0 = cb * COL_BLOCK;
+        let bn = (n - j0).min(COL_BLOCK);
+        let conv;
+        let wb: &[f32] = match w {
+            Weights::F32(w) => &w[j0 * k..(j0 + bn) * k],
+            Weights::F16(w) => {
+                // half widens slices with F16C when the CPU has it.
+                let mut buf = vec![0.0f32; bn * k];
+                w[j0 * k..(j0 + bn) * k].convert_to_f32_slice(&mut buf);
+                conv = buf;
+                &conv
+            }
+        };
+        for rb in rows {
+            block(rb, j0, bn, wb);
+        }
+    };
     if crate::par::worth_parallel(m, k, n) {
-        (0..rbs * cbs).into_par_iter().for_each(block);
+        (0..tasks).into_par_iter().for_each(task);
     } else {
-        (0..rbs * cbs).for_each(block);
+        (0..tasks).for_each(task);
     }
 }

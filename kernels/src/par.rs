@@ -20,13 +20,16 @@ pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {
 
 /// Runs `f(j0, j1, out)` for fixed chunks `[j0, j1)` of `chunk` output columns,
 /// where `out` is a chunk-local `[m, j1 - j0]` row-major buffer that is then
-/// copied into the `[m, n]` output `y`.
+/// copied into the `[m, n]` output `y`. With `load_y`, `out` starts as that
+/// block of `y` (for kernels that accumulate into y); otherwise its contents
+/// are unspecified and `f` must overwrite them.
 pub(crate) fn for_col_chunks<F>(
     y: &mut [f32],
     m: usize,
     n: usize,
     chunk: usize,
     parallel: bool,
+    load_y: bool,
     f: F,
 ) where
     F: Fn(usize, usize, &mut [f32]) + Sync,
@@ -49,10 +52,17 @@ pub(crate) fn for_col_chunks<F>(
         return;
     }
     let chunks = n.div_ceil(chunk);
+    let y_in: &[f32] = y;
     let compute = |c: usize| {
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(n);
-        let mut out = vec![0.0f32; m * (j1 - j0)];
+        let cw = j1 - j0;
+        let mut out = vec![0.0f32; m * cw];
+        if load_y {
+            for i in 0..m {
+                out[i * cw..(i + 1) * cw].copy_from_slice(&y_in[i * n + j0..i * n + j1]);
+            }
+        }
         f(j0, j1, &mut out);
         out
     };

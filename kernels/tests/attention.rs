@@ -110,7 +110,7 @@ fn attention<'a>(c: &Case, dt: &'a Data) -> Attention<'a> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn attention_matches_reference(c in case()) {

@@ -52,7 +52,7 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn int8_linear_matches_reference_and_scalar_bits(
@@ -75,6 +75,15 @@ proptest! {
             for t in 0..m * n {
                 prop_assert_eq!(y[t].to_bits(), scalar[t].to_bits(),
                     "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);
+            }
+        }
+        // The fused residual add is exactly linear followed by y += result.
+        let resid = matrix(&mut rng, Fill::Uniform, m, n, 10.0);
+        for isa in isas() {
+            let mut y = resid.clone();
+            int8::linear_add_with(isa, &x, m, k, &v, &mut y);
+            for t in 0..m * n {
+                prop_assert_eq!(y[t].to_bits(), (resid[t] + scalar[t]).to_bits(), "{} linear_add", isa);
             }
         }
         for i in 0..m {
@@ -141,7 +150,7 @@ proptest! {
             2 => { let l = scales.len(); scales[pos % l] = f32::from_bits(val as u32); }
             3 => { let l = sums.len(); sums[pos % l] = val; }
             4 => { let l = norms.len(); norms.truncate(pos % l); }
-            5 => nn = pos % 100,
+            5 => nn = if pos % 2 == 0 { pos % 100 } else { usize::MAX - pos % 64 },
             6 => kk = pos % (2 * int8::MAX_K),
             _ => gg = pos % 200,
         }
@@ -250,6 +259,14 @@ fn int8_linear_is_identical_across_thread_counts() {
                 let a = with_threads(1, || run(isa, &x, m, k, &p.view()));
                 let b = with_threads(3, || run(isa, &x, m, k, &p.view()));
                 assert_eq!(a, b, "{isa} m={m} gs={gs}");
+                // The threaded linear_add path (chunk buffers loaded from y).
+                let resid = matrix(&mut rng, Fill::Uniform, m, n, 1.0);
+                let mut c = resid.clone();
+                with_threads(3, || {
+                    int8::linear_add_with(isa, &x, m, k, &p.view(), &mut c)
+                });
+                let want: Vec<f32> = resid.iter().zip(&a).map(|(r, y)| r + y).collect();
+                assert_eq!(c, want, "{isa} m={m} gs={gs} linear_add");
             }
         }
     }

@@ -35,12 +35,12 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize,
         y.fill(0.0);
         return;
     }
-    if m >= GEMM_MIN_M && matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+    if m >= GEMM_MIN_M && crate::gemm::native(isa) {
         crate::gemm::run(x, m, k, crate::gemm::Weights::F16(w), n, y);
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, false, |j0, j1, out| {
         gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
 }

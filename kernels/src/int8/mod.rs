@@ -91,10 +91,17 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
             "int8: group_size {group_size} must be 0 or a multiple of {K_BLOCK}"
         ));
     }
-    // With k <= MAX_K these cannot overflow unless n is absurd; check anyway.
-    padded_n(n)
-        .checked_mul(padded_k(k))
-        .ok_or_else(|| format!("int8: {n}x{k} is too large"))?;
+    // n comes from a file header: make sure every size derived from it below
+    // (np, np * kp, groups * np) is representable before anything uses it.
+    let too_large = || format!("int8: {n}x{k} is too large");
+    let np = n.checked_next_multiple_of(TILE_N).ok_or_else(too_large)?;
+    let bytes = np.checked_mul(padded_k(k)).ok_or_else(too_large)?;
+    let sums = np
+        .checked_mul(group_count(k, group_size))
+        .ok_or_else(too_large)?;
+    if bytes > isize::MAX as usize || sums > isize::MAX as usize / 4 {
+        return Err(too_large());
+    }
     Ok(())
 }
 
@@ -456,6 +463,22 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
 /// view's shape (a caller bug, not data) or the CPU cannot run `isa`;
 /// `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    run(isa, x, m, k, w, y, false)
+}
+
+/// `y[m, n] += x[m, k] · wᵀ` (a residual add fused into the epilogue) at the
+/// active level. Bit-identical to [`linear`] into a temporary followed by
+/// `y += tmp`, without the temporary or the second pass over y.
+pub fn linear_add(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    linear_add_with(active(), x, m, k, w, y)
+}
+
+/// [`linear_add`] at a chosen level.
+pub fn linear_add_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    run(isa, x, m, k, w, y, true)
+}
+
+fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32], add: bool) {
     crate::f32::check_isa(isa);
     let n = w.n;
     assert_eq!(k, w.k, "int8 linear: x has k = {k}, weights have {}", w.k);
@@ -473,8 +496,8 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y:
         groups: w.groups(),
     };
     let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
-        chunk(isa, &a, w, j0, j1, out)
+    par::for_col_chunks(y, m, n, CHUNK, parallel, add, |j0, j1, out| {
+        chunk(isa, &a, w, j0, j1, out, add)
     });
 }
 
@@ -489,8 +512,17 @@ pub(crate) struct Acts<'a> {
     pub groups: usize,
 }
 
-/// Computes outputs `[j0, j1)` for all rows into `out[m, j1 - j0]`.
-fn chunk(isa: Isa, a: &Acts<'_>, w: &Int8View<'_>, j0: usize, j1: usize, out: &mut [f32]) {
+/// Computes outputs `[j0, j1)` for all rows into `out[m, j1 - j0]` (added to
+/// what `out` holds when `add`).
+fn chunk(
+    isa: Isa,
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    j0: usize,
+    j1: usize,
+    out: &mut [f32],
+    add: bool,
+) {
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.q.len() == a.m * a.kp && a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
@@ -518,7 +550,12 @@ fn chunk(isa: Isa, a: &Acts<'_>, w: &Int8View<'_>, j0: usize, j1: usize, out: &m
             }
             for (rr, row) in tmp.iter().enumerate().take(r) {
                 let o = (i + rr) * cw + t * TILE_N - j0;
-                out[o..o + valid].copy_from_slice(&row[..valid]);
+                let dst = &mut out[o..o + valid];
+                if add {
+                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                } else {
+                    dst.copy_from_slice(&row[..valid]);
+                }
             }
             i += r;
         }
