@@ -28,6 +28,16 @@ impl Tokenizer {
                 "its vocabulary has {n} tokens but the model has only {vocab_size} rows"
             )));
         }
+        // Ids need not be dense (an added token may claim any id): the largest
+        // one must also have a row in the embedding.
+        let vocab = inner.get_vocab(true);
+        if let Some((tok, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if id as usize >= vocab_size {
+                return Err(err(format!(
+                    "token {tok:?} has id {id}, not below the model's vocab_size {vocab_size}"
+                )));
+            }
+        }
         Ok(Tokenizer {
             inner,
             path: path.to_path_buf(),

@@ -102,6 +102,15 @@ pub struct TensorFile {
 impl TensorFile {
     /// Opens and validates `path`, mapping it unless `mmap` is false.
     pub fn open(path: &Path, mmap: bool) -> Result<TensorFile> {
+        // Checked before opening: opening a FIFO would block, and a directory or
+        // device opens fine but cannot be mapped or has no meaningful length.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                msg: "not a regular file".into(),
+            });
+        }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let backing = if mmap {
             // SAFETY: the map is read-only and private to this process. Another
@@ -113,7 +122,11 @@ impl TensorFile {
             Backing::Mmap(map)
         } else {
             use std::io::Read;
-            let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+            let len = usize::try_from(file.metadata().map_err(|e| Error::io(path, e))?.len())
+                .map_err(|_| Error::Format {
+                    path: path.to_path_buf(),
+                    msg: "file is larger than this platform can address".into(),
+                })?;
             let mut words = vec![0u64; len.div_ceil(8)];
             // SAFETY: the byte view covers exactly the words' memory (len <= 8 * words.len()).
             let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) };
