@@ -23,6 +23,9 @@ impl Tokenizer {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| err(e.to_string()))?;
         let n = inner.get_vocab_size(true);
+        if n == 0 {
+            return Err(err("its vocabulary is empty".into()));
+        }
         if n > vocab_size {
             return Err(err(format!(
                 "its vocabulary has {n} tokens but the model has only {vocab_size} rows"
