@@ -385,6 +385,21 @@ fn tokenizer_that_does_not_fit_the_model() {
 }
 
 #[test]
+fn tokenizer_with_an_id_beyond_the_embedding() {
+    // Few tokens, but one id past the model's rows (WordLevel ids may be sparse).
+    let d = checkpoint_copy("tok-sparse");
+    let t = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "hello": 600}, "unk_token": "<unk>"}
+    });
+    std::fs::write(d.join("tokenizer.json"), t.to_string()).unwrap();
+    let r = t5edge::Tokenizer::from_dir(d.path(), 512);
+    err_contains("tok sparse", r, &["tokenizer.json", "\"hello\"", "600"]);
+}
+
+#[test]
 fn tokenizer_that_is_garbage() {
     let d = checkpoint_copy("tok-garbage");
     for bytes in [

@@ -17,7 +17,13 @@ fn model() -> &'static T5Model {
     static M: OnceLock<T5Model> = OnceLock::new();
     M.get_or_init(|| {
         let cfg = T5Config::from_json(MICRO).unwrap();
-        let t = synth::tensors(&cfg, &synth::SynthOptions { seed: 3, norm_jitter: 0.1 });
+        let t = synth::tensors(
+            &cfg,
+            &synth::SynthOptions {
+                seed: 3,
+                norm_jitter: 0.1,
+            },
+        );
         let bytes = writer::serialize(&t, &Default::default());
         let f = TensorFile::from_bytes(Path::new("micro"), &bytes).unwrap();
         T5Model::from_store(cfg, &WeightStore::from_files(vec![f]).unwrap()).unwrap()
