@@ -15,10 +15,22 @@ fn main() -> t5edge::Result<()> {
             let d = std::env::temp_dir().join(format!("t5edge-policy-{}", std::process::id()));
             let cfg = t5edge::synth::with_overrides(
                 &t5edge::synth::preset("t5-efficient-tiny-nl2").map_err(t5edge::Error::Other)?,
-                &["vocab_size=2000".into(), "feed_forward_proj=gated-gelu".into(), "tie_word_embeddings=false".into()],
+                &[
+                    "vocab_size=2000".into(),
+                    "feed_forward_proj=gated-gelu".into(),
+                    "tie_word_embeddings=false".into(),
+                ],
             )
             .map_err(t5edge::Error::Other)?;
-            t5edge::synth::write_checkpoint(&d, &cfg, &t5edge::synth::SynthOptions { seed: 5, norm_jitter: 0.2 }, true)?;
+            t5edge::synth::write_checkpoint(
+                &d,
+                &cfg,
+                &t5edge::synth::SynthOptions {
+                    seed: 5,
+                    norm_jitter: 0.2,
+                },
+                true,
+            )?;
             d
         }
     };
@@ -28,9 +40,27 @@ fn main() -> t5edge::Result<()> {
         ("all f16", FormatPolicy::all(F::F16)),
         ("all int8", FormatPolicy::all(F::Int8)),
         ("int8, wo f16 (default)", FormatPolicy::for_dtype(F::Int8)),
-        ("int8, wo f32", FormatPolicy { ffn_out: F::F32, ..FormatPolicy::all(F::Int8) }),
-        ("int8 body, f32 head", FormatPolicy { lm_head: F::F32, ..FormatPolicy::for_dtype(F::Int8) }),
-        ("int8 g64, wo f16", FormatPolicy { group_size: 64, ..FormatPolicy::for_dtype(F::Int8) }),
+        (
+            "int8, wo f32",
+            FormatPolicy {
+                ffn_out: F::F32,
+                ..FormatPolicy::all(F::Int8)
+            },
+        ),
+        (
+            "int8 body, f32 head",
+            FormatPolicy {
+                lm_head: F::F32,
+                ..FormatPolicy::for_dtype(F::Int8)
+            },
+        ),
+        (
+            "int8 g64, wo f16",
+            FormatPolicy {
+                group_size: 64,
+                ..FormatPolicy::for_dtype(F::Int8)
+            },
+        ),
     ];
     println!("| policy | max rel logit err | mean rel logit err | greedy agreement |");
     println!("|---|---|---|---|");
@@ -38,7 +68,10 @@ fn main() -> t5edge::Result<()> {
         let mut m = reference.clone();
         m.convert(p)?;
         let a = compare(&reference, &m, &prompts, 32)?;
-        println!("| {name} | {:.2e} | {:.2e} | {}/{} |", a.max_rel_err, a.mean_rel_err, a.greedy_agree, a.greedy_total);
+        println!(
+            "| {name} | {:.2e} | {:.2e} | {}/{} |",
+            a.max_rel_err, a.mean_rel_err, a.greedy_agree, a.greedy_total
+        );
     }
     Ok(())
 }

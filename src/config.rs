@@ -228,20 +228,67 @@ impl T5Config {
                 return Err(format!("field {name} = {id} is not below vocab_size {v}"));
             }
         }
+        // The fields are public, so a hand-built config may hold anything: check
+        // each bound before multiplying.
+        for (name, n) in [
+            ("vocab_size", self.vocab_size),
+            ("d_model", self.d_model),
+            ("d_kv", self.d_kv),
+            ("d_ff", self.d_ff),
+            ("num_heads", self.num_heads),
+            ("num_layers", self.num_layers),
+            ("num_decoder_layers", self.num_decoder_layers),
+            (
+                "relative_attention_num_buckets",
+                self.relative_attention_num_buckets,
+            ),
+            (
+                "relative_attention_max_distance",
+                self.relative_attention_max_distance,
+            ),
+        ] {
+            if n == 0 || n > MAX_DIM {
+                return Err(format!("field {name} = {n} is not in 1..={MAX_DIM}"));
+            }
+        }
         if self.num_heads * self.d_kv > MAX_DIM {
             return Err(format!(
                 "num_heads x d_kv = {} x {} is larger than the supported {MAX_DIM}",
                 self.num_heads, self.d_kv
             ));
         }
-        if self.relative_attention_num_buckets < 2 {
-            return Err("field relative_attention_num_buckets must be at least 2".into());
+        // T5's bucketing gives the first half of the buckets (a quarter per side
+        // when bidirectional) to exact distances and spreads the rest
+        // logarithmically up to max_distance: that needs at least one exact bucket
+        // per side and a max_distance beyond the exact range, or the log scale
+        // divides by ln(1) = 0 (or goes negative) and indexes outside the table.
+        let nb = self.relative_attention_num_buckets;
+        if nb < 4 {
+            return Err(format!(
+                "field relative_attention_num_buckets = {nb} must be at least 4"
+            ));
+        }
+        if self.relative_attention_max_distance <= nb / 2 {
+            return Err(format!(
+                "field relative_attention_max_distance = {} must be above relative_attention_num_buckets / 2 = {}",
+                self.relative_attention_max_distance,
+                nb / 2
+            ));
         }
         if self.num_layers > 1024 || self.num_decoder_layers > 1024 {
             return Err("more than 1024 layers is not supported".into());
         }
         if self.vocab_size < 2 {
             return Err("field vocab_size must be at least 2".into());
+        }
+        if !(self.layer_norm_epsilon.is_finite()
+            && self.layer_norm_epsilon > 0.0
+            && self.layer_norm_epsilon < 1.0)
+        {
+            return Err(format!(
+                "field layer_norm_epsilon must be in (0, 1), found {}",
+                self.layer_norm_epsilon
+            ));
         }
         Ok(())
     }
@@ -328,6 +375,15 @@ mod tests {
             ),
             (r#"{"layer_norm_epsilon":-1}"#, "layer_norm_epsilon"),
             (r#"{"d_kv":99999999999}"#, "d_kv"),
+            (
+                r#"{"relative_attention_num_buckets":2}"#,
+                "relative_attention_num_buckets",
+            ),
+            (
+                r#"{"relative_attention_num_buckets":32,"relative_attention_max_distance":16}"#,
+                "relative_attention_max_distance",
+            ),
+            (r#"{"num_heads":1048576,"d_kv":64}"#, "num_heads x d_kv"),
         ] {
             let e = T5Config::from_json(json).unwrap_err();
             assert!(e.contains(field), "{json}: {e}");

@@ -23,10 +23,23 @@ impl Tokenizer {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let inner = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| err(e.to_string()))?;
         let n = inner.get_vocab_size(true);
+        if n == 0 {
+            return Err(err("its vocabulary is empty".into()));
+        }
         if n > vocab_size {
             return Err(err(format!(
                 "its vocabulary has {n} tokens but the model has only {vocab_size} rows"
             )));
+        }
+        // Ids need not be dense (an added token may claim any id): the largest
+        // one must also have a row in the embedding.
+        let vocab = inner.get_vocab(true);
+        if let Some((tok, &id)) = vocab.iter().max_by_key(|(_, &id)| id) {
+            if id as usize >= vocab_size {
+                return Err(err(format!(
+                    "token {tok:?} has id {id}, not below the model's vocab_size {vocab_size}"
+                )));
+            }
         }
         Ok(Tokenizer {
             inner,

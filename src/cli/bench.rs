@@ -139,34 +139,34 @@ pub fn run(a: Args) -> Result<()> {
     let isa = t5edge_kernels::dispatch::active();
     let rss = peak_rss_mb();
     if a.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "workload": a.workload, "dtype": a.dtype, "model": dir, "threads": threads, "isa": isa.name(),
                 "runs": a.runs, "warmup": a.warmup, "median_ms": median, "p90_ms": p90, "min_ms": min,
                 "tokens_per_s": tokens_per_s, "tokens_per_run": tokens, "load_ms": load_ms, "peak_rss_mb": rss,
             })
-        );
+        )?;
     } else {
-        println!(
+        out!(
             "workload   {} ({} sequences, {} tokens per run)",
             a.workload,
             w.batch.len(),
             tokens
-        );
-        println!(
+        )?;
+        out!(
             "model      {} ({}, {} threads, {isa})",
             dir.display(),
             a.dtype,
             threads
-        );
-        println!(
+        )?;
+        out!(
             "latency    median {median:.3} ms   p90 {p90:.3} ms   min {min:.3} ms   ({} runs)",
             a.runs
-        );
-        println!("throughput {tokens_per_s:.1} tokens/s");
-        println!("load       {load_ms:.1} ms");
-        println!("peak rss   {rss:.1} MB");
+        )?;
+        out!("throughput {tokens_per_s:.1} tokens/s")?;
+        out!("load       {load_ms:.1} ms")?;
+        out!("peak rss   {rss:.1} MB")?;
     }
     Ok(())
 }

@@ -73,9 +73,15 @@ impl ModelArgs {
     pub fn dir(&self) -> Result<PathBuf> {
         match &self.model {
             Some(d) => {
+                if !d.exists() {
+                    return Err(Error::Other(format!(
+                        "{}: no such directory (--model expects a T5 checkpoint directory)",
+                        d.display()
+                    )));
+                }
                 if !d.is_dir() {
                     return Err(Error::Other(format!(
-                        "{}: not a directory (expected a T5 checkpoint directory)",
+                        "{}: not a directory (--model expects a T5 checkpoint directory)",
                         d.display()
                     )));
                 }
@@ -132,16 +138,24 @@ pub fn default_model() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Parses `1,2,3` into ids.
-pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    s.split(',')
+/// Parses `1,2,3` into ids (`flag` names the option in errors).
+pub fn parse_ids(flag: &str, s: &str) -> Result<Vec<u32>> {
+    let ids = s
+        .split(',')
         .map(|t| t.trim())
         .filter(|t| !t.is_empty())
         .map(|t| {
-            t.parse::<u32>()
-                .map_err(|_| Error::Request(format!("{t:?} is not a token id")))
+            t.parse::<u32>().map_err(|_| {
+                Error::Request(format!(
+                    "{flag}: {t:?} is not a token id (a non-negative integer below 2^32)"
+                ))
+            })
         })
-        .collect()
+        .collect::<Result<Vec<u32>>>()?;
+    if ids.is_empty() {
+        return Err(Error::Request(format!("{flag} is empty")));
+    }
+    Ok(ids)
 }
 
 /// The prompt's ids: from `--input-ids`, or the tokenized TEXT (`-` reads stdin).
@@ -156,7 +170,7 @@ pub fn prompt_ids(
             "give either --input-ids or TEXT, not both".into(),
         )),
         (Some(ids), None) => {
-            let ids = parse_ids(ids)?;
+            let ids = parse_ids("--input-ids", ids)?;
             let tok = Tokenizer::from_dir(dir, vocab).ok();
             Ok((ids, tok))
         }
@@ -165,6 +179,7 @@ pub fn prompt_ids(
                 Some("-") | None => read_stdin()?,
                 Some(t) => t.to_string(),
             };
+            // An empty prompt is a lone `</s>`, as HF's tokenizer makes it.
             let tok = Tokenizer::from_dir(dir, vocab)?;
             Ok((tok.encode(&text)?, Some(tok)))
         }

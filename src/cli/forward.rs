@@ -1,6 +1,7 @@
 //! `t5edge forward`: teacher-forced decoder logits, reduced to the top k per position.
 
 use super::common::{parse_ids, prompt_ids, ModelArgs};
+use crate::generate::Limits;
 use crate::{Error, Result};
 use t5edge_kernels::ops::top_k;
 
@@ -15,6 +16,9 @@ pub struct Args {
     decoder_ids: String,
     #[arg(long, default_value_t = 8)]
     top_k: usize,
+    /// Refuse encoder or decoder inputs longer than this many tokens.
+    #[arg(long, default_value_t = Limits::default().max_input_tokens)]
+    max_input_tokens: usize,
     /// Print {"top_ids": [[...]], "top_logits": [[...]]}.
     #[arg(long)]
     json: bool,
@@ -26,9 +30,17 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(&a.dtype, false)?;
     let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
-    let dec = parse_ids(&a.decoder_ids)?;
+    let dec = parse_ids("--decoder-ids", &a.decoder_ids)?;
     if a.top_k == 0 {
         return Err(Error::Request("--top-k must be at least 1".into()));
+    }
+    for (what, n) in [("the prompt", ids.len()), ("--decoder-ids", dec.len())] {
+        if n > a.max_input_tokens {
+            return Err(Error::Request(format!(
+                "{what} has {n} tokens, above the limit of {} (--max-input-tokens)",
+                a.max_input_tokens
+            )));
+        }
     }
     let logits = model.forward(&ids, &dec)?;
     let v = model.config.vocab_size;
@@ -39,10 +51,10 @@ pub fn run(a: Args) -> Result<()> {
         top_logits.push(t.iter().map(|p| p.1).collect::<Vec<_>>());
     }
     if a.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "top_ids": top_ids, "top_logits": top_logits })
-        );
+        )?;
     } else {
         for (pos, (i, l)) in top_ids.iter().zip(&top_logits).enumerate() {
             let cells: Vec<String> = i
@@ -50,7 +62,7 @@ pub fn run(a: Args) -> Result<()> {
                 .zip(l)
                 .map(|(i, l)| format!("{i}:{l:.4}"))
                 .collect();
-            println!("{pos:>4}  {}", cells.join("  "));
+            out!("{pos:>4}  {}", cells.join("  "))?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! `t5edge generate`: greedy decoding from text or ids.
 
 use super::common::{prompt_ids, ModelArgs};
-use crate::generate::{greedy, GenerateOptions};
+use crate::generate::{greedy, GenerateOptions, Limits};
 use crate::Result;
 
 #[derive(clap::Args)]
@@ -19,6 +19,9 @@ pub struct Args {
     max_new_tokens: usize,
     #[arg(long, default_value_t = 0)]
     min_new_tokens: usize,
+    /// Refuse prompts longer than this many tokens (bounds memory and time).
+    #[arg(long, default_value_t = Limits::default().max_input_tokens)]
+    max_input_tokens: usize,
     /// Print one JSON object with input_ids, ids and text.
     #[arg(long)]
     json: bool,
@@ -32,10 +35,11 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(&a.dtype, a.exact)?;
     let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
-    let opts = GenerateOptions::default()
+    let mut opts = GenerateOptions::default()
         .max_new_tokens(a.max_new_tokens)
         .min_new_tokens(a.min_new_tokens)
         .exact(a.exact);
+    opts.limits.max_input_tokens = a.max_input_tokens;
     let out = greedy(&model, &[&ids], &opts)?.remove(0);
     if let Some(h) = &model.lm_head.certified {
         let (steps, rows) = (
@@ -49,20 +53,20 @@ pub fn run(a: Args) -> Result<()> {
         None => None,
     };
     if a.json {
-        println!(
+        out!(
             "{}",
             serde_json::json!({ "input_ids": ids, "ids": out, "text": text })
-        );
+        )?;
     } else {
         match text {
-            Some(t) => println!("{t}"),
-            None => println!(
+            Some(t) => out!("{t}")?,
+            None => out!(
                 "{}",
                 out.iter()
                     .map(|i| i.to_string())
                     .collect::<Vec<_>>()
                     .join(",")
-            ),
+            )?,
         }
     }
     Ok(())

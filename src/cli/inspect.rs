@@ -16,8 +16,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load("f32", false)?;
-    let store =
-        crate::weights::WeightStore::open_dir(&dir, crate::weights::LoadOptions::default())?;
+    let store = crate::weights::WeightStore::open_dir(
+        &dir,
+        crate::weights::LoadOptions {
+            mmap: !a.model.no_mmap,
+        },
+    )?;
     let mut by_dtype: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     let mut non_finite: Vec<String> = Vec::new();
     for f in &store.files {
@@ -53,7 +57,7 @@ pub fn run(a: Args) -> Result<()> {
             .iter()
             .map(|(k, (n, b))| (k.to_string(), serde_json::json!({"tensors": n, "bytes": b})))
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::json!({
                 "model": dir,
@@ -65,16 +69,22 @@ pub fn run(a: Args) -> Result<()> {
                 "isa": isa.name(),
                 "isa_available": dispatch::available().iter().map(|i| i.name()).collect::<Vec<_>>(),
             })
-        );
+        )?;
         return Ok(());
     }
     let c = &model.config;
-    println!("model       {}", dir.display());
-    println!(
+    out!("model       {}", dir.display())?;
+    out!(
         "shape       d_model {} d_ff {} heads {} x d_kv {} layers {}+{} vocab {}",
-        c.d_model, c.d_ff, c.num_heads, c.d_kv, c.num_layers, c.num_decoder_layers, c.vocab_size
-    );
-    println!(
+        c.d_model,
+        c.d_ff,
+        c.num_heads,
+        c.d_kv,
+        c.num_layers,
+        c.num_decoder_layers,
+        c.vocab_size
+    )?;
+    out!(
         "ffn         {} ({}), lm head {}",
         c.feed_forward_proj,
         format!("{:?}", c.activation).to_lowercase(),
@@ -83,28 +93,30 @@ pub fn run(a: Args) -> Result<()> {
         } else {
             "untied"
         }
-    );
-    println!(
+    )?;
+    out!(
         "buckets     {} (max distance {}), eps {:e}",
-        c.relative_attention_num_buckets, c.relative_attention_max_distance, c.layer_norm_epsilon
-    );
-    println!("parameters  {}", model.num_parameters());
+        c.relative_attention_num_buckets,
+        c.relative_attention_max_distance,
+        c.layer_norm_epsilon
+    )?;
+    out!("parameters  {}", model.num_parameters())?;
     for (dt, (n, b)) in &by_dtype {
-        println!("tensors     {dt}: {n} tensors, {b} bytes");
+        out!("tensors     {dt}: {n} tensors, {b} bytes")?;
     }
     if non_finite.is_empty() {
-        println!("values      all finite");
+        out!("values      all finite")?;
     } else {
-        println!("values      NaN/Inf in: {}", non_finite.join(", "));
+        out!("values      NaN/Inf in: {}", non_finite.join(", "))?;
     }
-    println!("cpu         {}", feats.join(" "));
-    println!(
+    out!("cpu         {}", feats.join(" "))?;
+    out!(
         "isa         {isa} (available: {})",
         dispatch::available()
             .iter()
             .map(|i| i.name())
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    )?;
     Ok(())
 }

@@ -1,6 +1,15 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
 //! Errors print as one line on stderr with a non-zero exit.
 
+/// `println!` that returns an error instead of panicking when stdout is gone
+/// (`t5edge inspect | head -1` closes the pipe early).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*).map_err(|e| $crate::Error::io("<stdout>", e))
+    }};
+}
+
 mod bench;
 mod common;
 mod forward;
@@ -40,7 +49,27 @@ enum Cmd {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return 0;
+            }
+            // clap's message is several lines (usage, a tip); keep the first,
+            // which says what is wrong, so every failure is one line.
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see t5edge --help)");
+            return 2;
+        }
+    };
     let result = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Forward(a) => forward::run(a),
@@ -51,9 +80,24 @@ pub fn main() -> i32 {
     };
     match result {
         Ok(()) => 0,
+        // The reader went away (`| head`): nothing left to tell anyone. 141 is
+        // what a shell reports for a process killed by SIGPIPE.
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            141
+        }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e.to_string()));
             1
         }
     }
+}
+
+/// Messages from dependencies (tokenizers, serde) may span lines; the CLI
+/// promises one.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }

@@ -125,6 +125,12 @@ impl T5Model {
 
     /// Builds the model from an opened store, checking every tensor's shape.
     pub fn from_store(config: T5Config, store: &WeightStore) -> Result<T5Model> {
+        // A config built in code skipped `from_json`'s checks; the layers index
+        // with these numbers, so they are checked here too.
+        config.validate().map_err(|msg| Error::Config {
+            path: store.path(),
+            msg,
+        })?;
         let quantized = match store.files.first() {
             Some(f) => quantized::info(f)?,
             None => None,

@@ -135,6 +135,9 @@ impl T5Model {
     /// Encoder hidden states of every layer as HF's `hidden_states` has them:
     /// the embedding output, each block's output, the last one final-normed.
     pub fn encoder_layer_states(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() {
+            return Err(Error::Request("the encoder input has no tokens".into()));
+        }
         self.check_ids(ids)?;
         let mut x = self.embed_ids(ids);
         let mut states = Vec::new();
@@ -162,7 +165,27 @@ impl T5Model {
             return Err(Error::Request("one token list per cache".into()));
         }
         for t in tokens {
+            // Zero new positions would leave the position bias with no span.
+            if t.is_empty() {
+                return Err(Error::Request("a decoder step has no tokens".into()));
+            }
             self.check_ids(t)?;
+        }
+        let (layers, inner) = (self.decoder.blocks.len(), self.config.inner_dim());
+        for c in caches.iter() {
+            let fits = |v: &Vec<Vec<f32>>, rows: usize| {
+                v.len() == layers && v.iter().all(|l| l.len() == rows * inner)
+            };
+            if !(fits(&c.self_k, c.len)
+                && fits(&c.self_v, c.len)
+                && fits(&c.cross_k, c.enc_len)
+                && fits(&c.cross_v, c.enc_len)
+                && c.enc_len > 0)
+            {
+                return Err(Error::Request(
+                    "a decoder cache was not made by this model's new_cache".into(),
+                ));
+            }
         }
         let tqs: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
@@ -222,6 +245,9 @@ impl T5Model {
         input_ids: &[u32],
         dec_ids: &[u32],
     ) -> Result<Vec<Vec<f32>>> {
+        if dec_ids.is_empty() {
+            return Err(Error::Request("decoder input has no tokens".into()));
+        }
         let enc = self.encode(input_ids)?;
         self.check_ids(dec_ids)?;
         let mut cache = [self.new_cache(&enc, dec_ids.len())];

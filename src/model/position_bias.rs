@@ -45,6 +45,7 @@ pub struct PositionBias {
 
 impl PositionBias {
     /// `table` is the `[num_buckets, heads]` embedding of the stack's layer 0.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         table: &[f32],
         heads: usize,
@@ -107,6 +108,28 @@ mod tests {
         assert_eq!(bucket(-15, false, 32, 128), 15);
         assert_eq!(bucket(-32, false, 32, 128), 21); // 16 + floor(ln2/ln8 * 16) = 16 + 5
         assert_eq!(bucket(-500, false, 32, 128), 31);
+    }
+
+    /// Every config `T5Config::validate` accepts keeps every bucket in the table.
+    #[test]
+    fn buckets_stay_in_range_for_valid_configs() {
+        for nb in 4..=40usize {
+            for md in [nb / 2 + 1, nb / 2 + 2, nb, 128, 100_000] {
+                let mut cfg = crate::T5Config::from_json("{}").unwrap();
+                cfg.relative_attention_num_buckets = nb;
+                cfg.relative_attention_max_distance = md;
+                assert!(cfg.validate().is_ok(), "nb {nb} md {md}");
+                for rel in (-3000i64..3000)
+                    .step_by(7)
+                    .chain([i64::from(i32::MIN), 0, 1])
+                {
+                    for bi in [true, false] {
+                        let b = bucket(rel, bi, nb, md);
+                        assert!(b < nb, "nb {nb} md {md} rel {rel} bi {bi}: bucket {b}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

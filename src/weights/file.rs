@@ -102,6 +102,15 @@ pub struct TensorFile {
 impl TensorFile {
     /// Opens and validates `path`, mapping it unless `mmap` is false.
     pub fn open(path: &Path, mmap: bool) -> Result<TensorFile> {
+        // Checked before opening: opening a FIFO would block, and a directory or
+        // device opens fine but cannot be mapped or has no meaningful length.
+        let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        if !meta.is_file() {
+            return Err(Error::Format {
+                path: path.to_path_buf(),
+                msg: "not a regular file".into(),
+            });
+        }
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let backing = if mmap {
             // SAFETY: the map is read-only and private to this process. Another
@@ -113,7 +122,11 @@ impl TensorFile {
             Backing::Mmap(map)
         } else {
             use std::io::Read;
-            let len = file.metadata().map_err(|e| Error::io(path, e))?.len() as usize;
+            let len = usize::try_from(file.metadata().map_err(|e| Error::io(path, e))?.len())
+                .map_err(|_| Error::Format {
+                    path: path.to_path_buf(),
+                    msg: "file is larger than this platform can address".into(),
+                })?;
             let mut words = vec![0u64; len.div_ceil(8)];
             // SAFETY: the byte view covers exactly the words' memory (len <= 8 * words.len()).
             let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) };
@@ -212,11 +225,36 @@ fn describe(e: safetensors::SafeTensorError, bytes: &[u8]) -> String {
             None => "a tensor's dtype x shape does not match its byte length".into(),
         },
         E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
-        E::MetadataIncompleteBuffer => {
-            format!("tensor data does not fill the {file_len}-byte file exactly")
-        }
+        E::MetadataIncompleteBuffer => match data_extent(bytes) {
+            Some((name, end, have)) if end > have => format!(
+                "tensor {name:?} ends at data offset {end} but the file holds only {have} data bytes (truncated?)"
+            ),
+            Some((_, end, have)) => format!(
+                "the tensors end at data offset {end} but the file holds {have} data bytes: {} trailing bytes belong to no tensor",
+                have - end
+            ),
+            None => format!("tensor data does not fill the {file_len}-byte file exactly"),
+        },
         other => other.to_string(),
     }
+}
+
+/// The tensor with the largest end offset, that offset, and the size of the
+/// data section, to say how a file and its header disagree.
+fn data_extent(bytes: &[u8]) -> Option<(String, u128, u128)> {
+    let n = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(n)?)?).ok()?;
+    let have = (bytes.len() - 8 - n) as u128;
+    header
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .filter_map(|(name, t)| {
+            let end = t.get("data_offsets")?.as_array()?.get(1)?.as_u64()?;
+            Some((name.clone(), end as u128))
+        })
+        .max_by_key(|t| t.1)
+        .map(|(name, end)| (name, end, have))
 }
 
 /// Finds the tensor whose dtype x shape disagrees with its offsets, to name it
@@ -231,10 +269,13 @@ fn first_bad_size(bytes: &[u8]) -> Option<(String, u128, u128)> {
             continue;
         }
         let bits: u128 = match t.get("dtype")?.as_str()? {
-            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 8,
+            "F4" => 4,
+            "F6_E3M2" | "F6_E2M3" => 6,
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" | "F8_E8M0" | "F8_E4M3FNUZ"
+            | "F8_E5M2FNUZ" => 8,
             "F16" | "BF16" | "I16" | "U16" => 16,
             "F32" | "I32" | "U32" => 32,
-            "F64" | "I64" | "U64" => 64,
+            "F64" | "I64" | "U64" | "C64" => 64,
             _ => continue,
         };
         let elems = t
@@ -244,8 +285,8 @@ fn first_bad_size(bytes: &[u8]) -> Option<(String, u128, u128)> {
             .try_fold(1u128, |a, d| a.checked_mul(d.as_u64()? as u128))?;
         let offs = t.get("data_offsets")?.as_array()?;
         let span = (offs.get(1)?.as_u64()? as u128).checked_sub(offs.first()?.as_u64()? as u128)?;
-        let want = elems * bits / 8;
-        if want != span {
+        let want = elems.checked_mul(bits)?.div_ceil(8);
+        if want != span || elems * bits % 8 != 0 {
             return Some((name, want, span));
         }
     }

@@ -26,6 +26,9 @@ pub struct WeightStore {
     pub files: Vec<TensorFile>,
     /// name -> index into `files`.
     index: BTreeMap<String, usize>,
+    /// What to name in errors when no file holds the tensor asked for: the
+    /// single file, or the shard index.
+    origin: PathBuf,
 }
 
 impl WeightStore {
@@ -78,7 +81,8 @@ impl WeightStore {
         for s in &shard_names {
             files.push(TensorFile::open(&dir.join(s), opts.mmap)?);
         }
-        let store = Self::from_files(files)?;
+        let mut store = Self::from_files(files)?;
+        store.origin = index.to_path_buf();
         for (tensor, file) in &wanted {
             match store.index.get(tensor) {
                 Some(&i)
@@ -110,7 +114,12 @@ impl WeightStore {
                 }
             }
         }
-        Ok(WeightStore { files, index })
+        let origin = files.first().map(|f| f.path.clone()).unwrap_or_default();
+        Ok(WeightStore {
+            files,
+            index,
+            origin,
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<(&TensorFile, &TensorInfo)> {
@@ -129,10 +138,7 @@ impl WeightStore {
 
     /// A path to name in errors about this checkpoint.
     pub fn path(&self) -> PathBuf {
-        self.files
-            .first()
-            .map(|f| f.path.clone())
-            .unwrap_or_default()
+        self.origin.clone()
     }
 
     /// Looks a tensor up and checks its shape.

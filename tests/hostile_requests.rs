@@ -1,0 +1,321 @@
+//! Hostile requests against a good model, through the library and the built
+//! binary: every one is refused with one `error:` line and a non-zero exit
+//! (except `--max-new-tokens 0`, which is a valid request for nothing).
+
+mod support;
+
+use support::*;
+use t5edge::generate::{greedy, GenerateOptions};
+use t5edge::T5Model;
+
+fn model_dir() -> &'static str {
+    base_checkpoint().to_str().unwrap()
+}
+
+fn gen(args: &[&str]) -> std::process::Output {
+    let mut a = vec!["generate", "--model", model_dir()];
+    a.extend_from_slice(args);
+    run_cli(&a, None, &[])
+}
+
+#[test]
+fn library_refuses_bad_requests() {
+    let m = T5Model::load(base_checkpoint()).unwrap();
+    let opts = GenerateOptions::default().max_new_tokens(3);
+    err_contains("empty", greedy(&m, &[&[]], &opts), &["no tokens"]);
+    err_contains(
+        "oov",
+        greedy(&m, &[&[5, 512, 1]], &opts),
+        &["512", "vocab_size"],
+    );
+    err_contains(
+        "u32::MAX",
+        greedy(&m, &[&[u32::MAX]], &opts),
+        &["4294967295"],
+    );
+    let huge = GenerateOptions::default().max_new_tokens(1_000_000_000);
+    err_contains(
+        "huge",
+        greedy(&m, &[&[5, 1]], &huge),
+        &["1000000000", "limit"],
+    );
+    let mut small = GenerateOptions::default();
+    small.limits.max_input_tokens = 4;
+    err_contains(
+        "long",
+        greedy(&m, &[&[5, 6, 7, 8, 1]], &small),
+        &["5 tokens", "limit of 4"],
+    );
+    let min_over = GenerateOptions::default()
+        .max_new_tokens(2)
+        .min_new_tokens(3);
+    err_contains(
+        "min>max",
+        greedy(&m, &[&[5, 1]], &min_over),
+        &["min_new_tokens"],
+    );
+    err_contains("forward empty dec", m.forward(&[5, 1], &[]), &["no tokens"]);
+    err_contains("forward oov dec", m.forward(&[5, 1], &[0, 9999]), &["9999"]);
+    err_contains(
+        "enc states empty",
+        m.encoder_layer_states(&[]),
+        &["no tokens"],
+    );
+    err_contains(
+        "dec states empty",
+        m.decoder_layer_states(&[5, 1], &[]),
+        &["no tokens"],
+    );
+
+    // The low-level decoder API: an empty step or a cache of another shape.
+    let enc = m.encode(&[5, 1]).unwrap();
+    let mut caches = [m.new_cache(&enc, 4)];
+    err_contains(
+        "empty step",
+        m.decode_hidden(&[&[]], &mut caches),
+        &["no tokens"],
+    );
+    let mut foreign = [t5edge::model::SeqCache::new(7, 3, 1)];
+    err_contains(
+        "foreign cache",
+        m.decode_hidden(&[&[0]], &mut foreign),
+        &["cache"],
+    );
+    err_contains(
+        "count",
+        m.decode_hidden(&[&[0], &[0]], &mut caches),
+        &["cache"],
+    );
+
+    // max_new_tokens 0 is a request for nothing, and gets it.
+    let none = GenerateOptions::default().max_new_tokens(0);
+    assert_eq!(
+        greedy(&m, &[&[5, 1]], &none).unwrap(),
+        vec![Vec::<u32>::new()]
+    );
+}
+
+#[test]
+fn cli_refuses_bad_ids() {
+    assert_one_line_error(
+        "oov",
+        &gen(&["--input-ids", "5,512,1"]),
+        &["512", "vocab_size"],
+    );
+    assert_one_line_error(
+        "non-numeric",
+        &gen(&["--input-ids", "5,abc,1"]),
+        &["\"abc\""],
+    );
+    assert_one_line_error("negative", &gen(&["--input-ids=-3"]), &["\"-3\""]);
+    assert_one_line_error(
+        "overflow",
+        &gen(&["--input-ids", "99999999999"]),
+        &["99999999999"],
+    );
+    assert_one_line_error(
+        "empty ids",
+        &gen(&["--input-ids", ""]),
+        &["--input-ids", "empty"],
+    );
+    assert_one_line_error(
+        "commas",
+        &gen(&["--input-ids", ",,"]),
+        &["--input-ids", "empty"],
+    );
+    assert_one_line_error("both", &gen(&["--input-ids", "5", "text"]), &["either"]);
+}
+
+#[test]
+fn cli_refuses_empty_and_invalid_prompts() {
+    // An empty prompt is what HF makes of it: a lone `</s>` (the goldens'
+    // "empty" prompt), and generation runs.
+    for text in ["", "  \n\t "] {
+        let out = gen(&["--json", "--max-new-tokens", "2", text]);
+        assert!(out.status.success(), "{text:?}: {out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["input_ids"], serde_json::json!([1]), "{text:?}");
+    }
+    let out = run_cli(
+        &["generate", "--model", model_dir(), "-"],
+        Some(b"abc\xff\xfedef"),
+        &[],
+    );
+    assert_one_line_error("stdin utf8", &out, &["UTF-8", "byte 3"]);
+}
+
+#[test]
+fn cli_limits() {
+    // 40 words tokenize to well over 20 tokens.
+    let long = "the quick brown fox ".repeat(10);
+    assert_one_line_error(
+        "long prompt",
+        &gen(&["--max-input-tokens", "20", &long]),
+        &["limit of 20"],
+    );
+    assert_one_line_error(
+        "long ids",
+        &gen(&["--max-input-tokens", "3", "--input-ids", "5,6,7,1"]),
+        &["4 tokens", "limit of 3"],
+    );
+    // Within the limit, the same prompt runs.
+    let out = gen(&[
+        "--max-input-tokens",
+        "4",
+        "--input-ids",
+        "5,6,7,1",
+        "--max-new-tokens",
+        "2",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+
+    assert_one_line_error(
+        "huge max-new-tokens",
+        &gen(&["--input-ids", "5,1", "--max-new-tokens", "1000000000"]),
+        &["1000000000", "limit"],
+    );
+    let out = gen(&["--input-ids", "5,1", "--max-new-tokens", "0", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ids"], serde_json::json!([]));
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let fwd = |extra: &[&str]| {
+        let mut a = vec!["forward", "--model", model_dir()];
+        a.extend_from_slice(extra);
+        run_cli(&a, None, &[])
+    };
+    assert_one_line_error(
+        "forward limit",
+        &fwd(&[
+            "--max-input-tokens",
+            "2",
+            "--decoder-ids",
+            "0,5,6",
+            "--input-ids",
+            "5,1",
+        ]),
+        &["--decoder-ids", "limit of 2"],
+    );
+    assert_one_line_error(
+        "forward empty dec",
+        &fwd(&["--decoder-ids", "", "--input-ids", "5"]),
+        &["--decoder-ids"],
+    );
+    assert_one_line_error(
+        "top-k 0",
+        &fwd(&["--decoder-ids", "0", "--input-ids", "5", "--top-k", "0"]),
+        &["--top-k"],
+    );
+}
+
+#[test]
+fn cli_refuses_bad_environment_and_arguments() {
+    assert_one_line_error(
+        "threads 0",
+        &gen(&["--threads", "0", "--input-ids", "5"]),
+        &["--threads"],
+    );
+    assert_one_line_error(
+        "threads abc",
+        &gen(&["--threads", "abc", "--input-ids", "5"]),
+        &["--threads"],
+    );
+    assert_one_line_error("unknown flag", &gen(&["--frobnicate"]), &["--frobnicate"]);
+    assert_one_line_error(
+        "dtype",
+        &gen(&["--dtype", "int3", "--input-ids", "5"]),
+        &["int3"],
+    );
+
+    let bogus = run_cli(
+        &["generate", "--model", model_dir(), "--input-ids", "5"],
+        None,
+        &[("T5EDGE_ISA", "bogus")],
+    );
+    assert_one_line_error("isa bogus", &bogus, &["T5EDGE_ISA", "bogus"]);
+    if cfg!(target_arch = "x86_64") {
+        let neon = run_cli(
+            &["generate", "--model", model_dir(), "--input-ids", "5"],
+            None,
+            &[("T5EDGE_ISA", "neon")],
+        );
+        assert_one_line_error("isa neon", &neon, &["T5EDGE_ISA", "neon", "lacks"]);
+    }
+
+    let file = base_checkpoint().join("config.json");
+    let out = run_cli(
+        &[
+            "generate",
+            "--model",
+            file.to_str().unwrap(),
+            "--input-ids",
+            "5",
+        ],
+        None,
+        &[],
+    );
+    assert_one_line_error("model is file", &out, &["config.json", "not a directory"]);
+    let out = run_cli(
+        &["inspect", "--model", "/nonexistent/t5edge/model"],
+        None,
+        &[],
+    );
+    assert_one_line_error(
+        "model missing",
+        &out,
+        &["/nonexistent/t5edge/model", "no such directory"],
+    );
+    let empty = TempDir::new("empty-model");
+    let out = run_cli(
+        &["inspect", "--model", empty.path().to_str().unwrap()],
+        None,
+        &[],
+    );
+    assert_one_line_error("empty dir", &out, &["config.json"]);
+}
+
+#[test]
+fn cli_survives_a_closed_stdout() {
+    // A reader that goes away must not make the writer panic.
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_t5edge"))
+        .args(["inspect", "--model", model_dir()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // close the read end before anything is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn good_requests_still_work() {
+    // The control for everything above: the same binary and model succeed.
+    let out = gen(&["--input-ids", "5,6,1", "--max-new-tokens", "3", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids = v["ids"].as_array().unwrap();
+    assert!(!ids.is_empty() && ids.len() <= 3);
+    let out = gen(&["hello world", "--max-new-tokens", "2"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = run_cli(
+        &[
+            "generate",
+            "--model",
+            model_dir(),
+            "--max-new-tokens",
+            "2",
+            "-",
+        ],
+        Some("the dog".as_bytes()),
+        &[],
+    );
+    assert!(out.status.success(), "{out:?}");
+}
