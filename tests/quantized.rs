@@ -1,0 +1,277 @@
+//! `t5edge quantize` and quantized inference: files that map with no
+//! repacking and compute what in-memory conversion computes, accuracy within
+//! the stated budgets, certified greedy, and refusal of bad or foreign files.
+
+mod support;
+
+use std::collections::BTreeMap;
+use support::*;
+use t5edge::model::{FormatPolicy, WeightFormat};
+use t5edge::quantize::{quantize, QuantizeOptions};
+use t5edge::weights::writer::serialize;
+use t5edge::{GenerateOptions, T5Model};
+
+/// Relative to the largest |logit|: what int8 weights and activations cost on
+/// these random-weight models is ~1-3% (docs/QUANTIZATION.md); f16 storage ~1e-4.
+const INT8_LOGIT_REL: f32 = 0.06;
+const F16_LOGIT_REL: f32 = 1e-3;
+
+fn logits(m: &T5Model) -> Vec<f32> {
+    m.forward(&[17, 42, 99, 3, 1], &[0, 5, 77, 300, 12])
+        .unwrap()
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn quantized_dir(dtype: WeightFormat, group: usize, tag: &str) -> TempDir {
+    let out = TempDir::new(tag);
+    let dir = out.join("q");
+    quantize(
+        base_checkpoint(),
+        &dir,
+        QuantizeOptions::new(dtype, group),
+        false,
+        |_, _, _| {},
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn quantized_files_compute_what_conversion_computes() {
+    let src = T5Model::load(base_checkpoint()).unwrap();
+    let reference = logits(&src);
+    for (dtype, group, budget) in [
+        (WeightFormat::Int8, 0, INT8_LOGIT_REL),
+        (WeightFormat::Int8, 16, INT8_LOGIT_REL),
+        (WeightFormat::F16, 0, F16_LOGIT_REL),
+    ] {
+        let out = quantized_dir(dtype, group, "qsame");
+        let q = T5Model::load(&out.join("q")).unwrap();
+        assert_eq!(q.lm_head.linear.format(), dtype);
+        // The mapped file and in-memory conversion run the same kernels on the
+        // same packed bytes: bit-identical logits (the embedding lookup differs:
+        // the file keeps it quantized, so compare with that too).
+        let mut conv = src.clone();
+        let mut policy = FormatPolicy::for_dtype(dtype);
+        policy.group_size = group;
+        conv.convert(policy).unwrap();
+        conv.embed = q.embed.clone();
+        assert_eq!(
+            logits(&q),
+            logits(&conv),
+            "{dtype:?}/{group}: mapped vs converted"
+        );
+        let e = rel_err(&logits(&q), &reference);
+        assert!(
+            e <= budget,
+            "{dtype:?}/{group}: rel logit err {e} over budget {budget}"
+        );
+        assert!(e > 0.0, "{dtype:?}: quantization changed nothing?");
+        // The copied tokenizer and config came along.
+        assert!(out.join("q/tokenizer.json").is_file() && out.join("q/config.json").is_file());
+    }
+}
+
+#[test]
+fn int8_file_is_small_and_self_describing() {
+    // The size target is for real shapes: t5-efficient-tiny-nl2's.
+    let src_dir = TempDir::new("qsize-src");
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    t5edge::synth::write_checkpoint(
+        src_dir.path(),
+        &cfg,
+        &t5edge::synth::SynthOptions::default(),
+        true,
+    )
+    .unwrap();
+    let out = TempDir::new("qsize");
+    quantize(
+        src_dir.path(),
+        &out.join("q"),
+        QuantizeOptions::new(WeightFormat::Int8, 0),
+        false,
+        |_, _, _| {},
+    )
+    .unwrap();
+    let src = std::fs::metadata(src_dir.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let q = std::fs::metadata(out.join("q/model.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        (q as f64) < 0.30 * src as f64,
+        "int8 file {q} bytes vs fp32 {src}"
+    );
+    let f = t5edge::weights::TensorFile::open(&out.join("q/model.safetensors"), true).unwrap();
+    let info = t5edge::weights::quantized::info(&f).unwrap().unwrap();
+    assert_eq!(
+        (info.version, info.dtype.as_str(), info.group_size),
+        (1, "int8", 0)
+    );
+    assert_eq!(info.source_sha256.len(), 64);
+    assert!(info.tool_version.starts_with("t5edge "));
+}
+
+#[test]
+fn refuses_to_clobber_and_replaces_with_force() {
+    let out = TempDir::new("qclobber");
+    let dir = out.join("q");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("precious.txt"), b"mine").unwrap();
+    let opts = QuantizeOptions::new(WeightFormat::Int8, 0);
+    let e = quantize(base_checkpoint(), &dir, opts, false, |_, _, _| {})
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--force"), "{e}");
+    assert_eq!(std::fs::read(dir.join("precious.txt")).unwrap(), b"mine");
+    quantize(base_checkpoint(), &dir, opts, true, |_, _, _| {}).unwrap();
+    assert!(dir.join("model.safetensors").is_file() && !dir.join("precious.txt").exists());
+    // Nothing temporary left beside it.
+    let left: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("q")]);
+}
+
+#[test]
+fn failed_quantize_leaves_no_output_and_source_untouched() {
+    let src = checkpoint_copy("qnan");
+    edit_tensors(src.path(), |t| {
+        let w = t
+            .iter_mut()
+            .find(|t| t.name.ends_with("layer.0.SelfAttention.k.weight"))
+            .unwrap();
+        w.data[8..12].copy_from_slice(&f32::NAN.to_le_bytes());
+    });
+    let before = std::fs::read(src.join("model.safetensors")).unwrap();
+    let out = TempDir::new("qnan-out");
+    let e = quantize(
+        src.path(),
+        &out.join("q"),
+        QuantizeOptions::new(WeightFormat::Int8, 0),
+        false,
+        |_, _, _| {},
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        e.contains("SelfAttention.k.weight") && e.contains("NaN"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "partial output left behind"
+    );
+    assert_eq!(
+        std::fs::read(src.join("model.safetensors")).unwrap(),
+        before
+    );
+}
+
+/// Rewrites a quantized file through `edit` on its tensors and metadata.
+fn corrupt(
+    tag: &str,
+    edit: impl FnOnce(&mut Vec<t5edge::weights::writer::OutTensor>, &mut BTreeMap<String, String>),
+) -> String {
+    let out = quantized_dir(WeightFormat::Int8, 0, tag);
+    let p = out.join("q/model.safetensors");
+    let (mut t, mut meta) = tensors_of(&std::fs::read(&p).unwrap());
+    edit(&mut t, &mut meta);
+    std::fs::write(&p, serialize(&t, &meta)).unwrap();
+    match T5Model::load(&out.join("q")) {
+        Ok(_) => panic!("{tag}: corrupted file loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_quantized_files_are_refused_clearly() {
+    let e = corrupt("qver", |_, m| {
+        m.insert("t5edge.format_version".into(), "2".into());
+    });
+    assert!(e.contains("version 2") && e.contains("version 1"), "{e}");
+    let e = corrupt("qscales", |t, _| {
+        t.retain(|t| !t.name.ends_with("layer.0.SelfAttention.q.weight.scales"))
+    });
+    assert!(
+        e.contains("SelfAttention.q.weight.scales") && e.contains("missing"),
+        "{e}"
+    );
+    let e = corrupt("qsums", |t, _| {
+        let s = t
+            .iter_mut()
+            .find(|t| {
+                t.name
+                    .ends_with("block.1.layer.1.DenseReluDense.wi.weight.row_sums")
+            })
+            .unwrap();
+        s.data[0] ^= 1;
+    });
+    assert!(
+        e.contains("DenseReluDense.wi") && e.contains("row_sums"),
+        "{e}"
+    );
+    let e = corrupt("qshape", |t, _| {
+        let s = t
+            .iter_mut()
+            .find(|t| t.name.ends_with("layer.0.SelfAttention.v.weight.i8"))
+            .unwrap();
+        s.shape = vec![s.shape[0] / 2, 2];
+    });
+    assert!(
+        e.contains("SelfAttention.v.weight.i8") && e.contains("shape"),
+        "{e}"
+    );
+    let e = corrupt("qmin", |t, _| {
+        let s = t
+            .iter_mut()
+            .find(|t| t.name.ends_with("layer.0.SelfAttention.o.weight.i8"))
+            .unwrap();
+        s.data[0] = 0x80;
+    });
+    assert!(e.contains("-128"), "{e}");
+    let e = corrupt("qscale", |t, _| {
+        let s = t
+            .iter_mut()
+            .find(|t| t.name.ends_with("layer.0.SelfAttention.o.weight.scales"))
+            .unwrap();
+        s.data[0..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    });
+    assert!(e.contains("scale"), "{e}");
+    // Truncated: the file no longer ends where its header says.
+    let out = quantized_dir(WeightFormat::Int8, 0, "qtrunc");
+    let p = out.join("q/model.safetensors");
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() - 100]).unwrap();
+    let e = T5Model::load(&out.join("q")).err().unwrap().to_string();
+    assert!(e.contains("model.safetensors"), "{e}");
+}
+
+#[test]
+fn certified_greedy_needs_full_precision_and_matches_f32() {
+    let mut src = T5Model::load(base_checkpoint()).unwrap();
+    let opts = GenerateOptions::default()
+        .max_new_tokens(12)
+        .min_new_tokens(12);
+    let prompt: &[u32] = &[33, 7, 400, 1];
+    let f32_ids = t5edge::generate::greedy(&src, &[prompt], &opts).unwrap();
+    src.enable_certified_head(0).unwrap();
+    let exact = t5edge::generate::greedy(&src, &[prompt], &opts.clone().exact(true)).unwrap();
+    assert_eq!(exact, f32_ids);
+    let out = quantized_dir(WeightFormat::Int8, 0, "qexact");
+    let mut q = T5Model::load(&out.join("q")).unwrap();
+    assert!(q
+        .enable_certified_head(0)
+        .unwrap_err()
+        .to_string()
+        .contains("full-precision"));
+}
