@@ -128,5 +128,29 @@ fn attention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, prefill, attention);
+/// Validating untrusted packed int8 parts touches every byte once at load time.
+fn load(c: &mut Criterion) {
+    let mut g = c.benchmark_group("load");
+    let (n, k) = (32128, 256);
+    let p = PackedInt8::quantize(&fill(n * k, 9), n, k, 0).expect("quantize");
+    let v = p.view();
+    g.throughput(Throughput::Bytes(v.data().len() as u64));
+    g.bench_function("int8_from_parts/32128x256", |b| {
+        b.iter(|| {
+            int8::Int8View::from_parts(
+                n,
+                k,
+                0,
+                black_box(v.data()),
+                v.scales(),
+                v.row_sums(),
+                v.err_norms(),
+            )
+            .is_ok()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, gemv, prefill, attention, load);
 criterion_main!(benches);

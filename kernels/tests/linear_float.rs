@@ -148,3 +148,36 @@ fn empty_shapes_are_fine() {
         lf16::linear_with(isa, &[1.0; 5], 1, 5, &[], 0, &mut []);
     }
 }
+
+/// Several gemm blocks in both directions (ROW_BLOCK 64, COL_BLOCK 128), with
+/// ragged edges, against the reference.
+#[test]
+fn multi_block_gemm_matches_reference() {
+    let (m, n, k) = (70, 300, 77);
+    let mut rng = Rng(13);
+    let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let wq: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+    let (r, a) = (reference::linear(&x, m, k, &w, n), abs_dot(&x, m, k, &w, n));
+    let (rh, ah) = (
+        reference::linear(&x, m, k, &wq, n),
+        abs_dot(&x, m, k, &wq, n),
+    );
+    for isa in isas() {
+        let mut y = vec![f32::NAN; m * n];
+        lf32::linear_with(isa, &x, m, k, &w, n, &mut y);
+        let mut yh = vec![f32::NAN; m * n];
+        lf16::linear_with(isa, &x, m, k, &wh, n, &mut yh);
+        for t in 0..m * n {
+            assert!(
+                (y[t] as f64 - r[t]).abs() <= f32_budget(k, a[t]),
+                "f32 {isa} {t}"
+            );
+            assert!(
+                (yh[t] as f64 - rh[t]).abs() <= f32_budget(k, ah[t]),
+                "f16 {isa} {t}"
+            );
+        }
+    }
+}

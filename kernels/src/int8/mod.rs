@@ -287,7 +287,8 @@ impl<'a> Int8View<'a> {
     /// value range (no -128), zero padding, finite non-negative scales and norms,
     /// and that `row_sums` really are the row sums (the VNNI path relies on them;
     /// a wrong one would silently differ from the other levels). One pass over
-    /// the data; never panics, returns what is wrong.
+    /// the data (~1 GB/s measured: ~7 ms for the 8 MB T5 LM head); never
+    /// panics, returns what is wrong.
     pub fn from_parts(
         n: usize,
         k: usize,
@@ -324,24 +325,37 @@ impl<'a> Int8View<'a> {
         }
         let gs = if group_size == 0 { kp } else { group_size };
         let mut sums = vec![0i32; groups * np];
-        for (idx, &v) in data.iter().enumerate() {
-            let blk = idx / (TILE_N * K_BLOCK);
-            let within = idx % (TILE_N * K_BLOCK);
-            let kb_count = kp / K_BLOCK;
-            let j = (blk / kb_count) * TILE_N + within / K_BLOCK;
-            let kk = (blk % kb_count) * K_BLOCK + within % K_BLOCK;
-            if v == i8::MIN {
+        // Walk the layout block by block (no per-byte index arithmetic): this
+        // runs over every weight byte of a model at load time.
+        let kbc = kp / K_BLOCK;
+        const BLK: usize = TILE_N * K_BLOCK;
+        for (b, blk) in data.chunks_exact(BLK).enumerate() {
+            let (t, kb) = (b / kbc, b % kbc);
+            if blk.contains(&i8::MIN) {
+                let at = blk.iter().position(|&v| v == i8::MIN).unwrap_or(0);
+                let (j, kk) = (t * TILE_N + at / K_BLOCK, kb * K_BLOCK + at % K_BLOCK);
                 return Err(format!(
                     "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
                 ));
             }
-            if (j >= n || kk >= k) && v != 0 {
-                return Err(format!(
-                    "int8: padding weight ({j}, {kk}) is {v}, must be 0"
-                ));
+            let g = kb * K_BLOCK / gs;
+            for (r, quad) in blk.chunks_exact(K_BLOCK).enumerate() {
+                let j = t * TILE_N + r;
+                let real = if j < n {
+                    k.saturating_sub(kb * K_BLOCK).min(K_BLOCK)
+                } else {
+                    0
+                };
+                if let Some(pos) = quad[real..].iter().position(|&v| v != 0) {
+                    let kk = kb * K_BLOCK + real + pos;
+                    return Err(format!(
+                        "int8: padding weight ({j}, {kk}) is {}, must be 0",
+                        quad[real + pos]
+                    ));
+                }
+                // |sum| <= k * 127 < 2^31 since k <= MAX_K.
+                sums[g * np + j] += quad.iter().map(|&v| v as i32).sum::<i32>();
             }
-            // |sum| <= k * 127 < 2^31 since k <= MAX_K.
-            sums[(kk / gs) * np + j] += v as i32;
         }
         if let Some(i) = (0..sums.len()).find(|&i| sums[i] != row_sums[i]) {
             return Err(format!(
