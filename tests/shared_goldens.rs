@@ -285,3 +285,34 @@ fn certified_int8_greedy_matches_hf_exactly() {
         assert!(steps >= 32 * prompts(&c).len() as u64);
     }
 }
+
+/// `forward --dtype f16|int8` on the long teacher-forced input: the golden
+/// top-8 logits within each format's budget, relative to the largest golden
+/// |logit| (docs/QUANTIZATION.md states them).
+#[test]
+fn quantized_forward_within_budgets() {
+    use t5edge::model::{FormatPolicy, WeightFormat};
+    for (m, c) in cases("quantized_forward_within_budgets") {
+        let long = ids_of(&c.manifest["teacher_forced_long_decoder_input_ids"]);
+        let v = c.model.config.vocab_size;
+        for (fmt, budget) in [(WeightFormat::F16, 1e-3f32), (WeightFormat::Int8, 0.06)] {
+            let mut q = c.model.clone();
+            q.convert(FormatPolicy::for_dtype(fmt)).unwrap();
+            let mut worst = 0f32;
+            for p in ["short", "long"] {
+                let ids = c.g.ids(&format!("{p}.input_ids"));
+                let logits = q.forward(&ids, &long).unwrap();
+                let (gids, glog) = (c.g.ids(&format!("{p}.tf_long_topk_ids")), c.g.f32(&format!("{p}.tf_long_topk_logits")));
+                let scale = glog.iter().map(|x| x.abs()).fold(0f32, f32::max);
+                for pos in 0..long.len() {
+                    for r in 0..8 {
+                        let got = logits[pos * v + gids[pos * 8 + r] as usize];
+                        worst = worst.max((got - glog[pos * 8 + r]).abs() / scale);
+                    }
+                }
+            }
+            eprintln!("{m} {fmt:?}: worst top-8 logit error {worst:.2e} of max |logit|");
+            assert!(worst <= budget, "{m} {fmt:?}: {worst} over {budget}");
+        }
+    }
+}
