@@ -3,56 +3,20 @@
 use super::GenerateOptions;
 use crate::model::T5Model;
 use crate::Result;
-use t5edge_kernels::ops;
+use std::ops::ControlFlow;
 
 /// Greedy-decodes every prompt. Returns the generated ids of each (without the
 /// decoder start token; ending with EOS when one was produced). A batch gives
 /// the ids each prompt gives alone: sequences share only the linear layers.
+/// HF's processors apply (`repetition_penalty`, `no_repeat_ngram_size`,
+/// `min_new_tokens`); the pick is the argmax, ties to the lowest id.
 pub fn greedy(
     model: &T5Model,
     prompts: &[&[u32]],
     opts: &GenerateOptions,
 ) -> Result<Vec<Vec<u32>>> {
     opts.check(prompts)?;
-    let cfg = &model.config;
-    let enc = model.encode_batch(prompts)?;
-    let mut caches: Vec<_> = enc
-        .iter()
-        .map(|e| model.new_cache(e, opts.max_new_tokens))
-        .collect();
-    let mut out: Vec<Vec<u32>> = vec![Vec::with_capacity(opts.max_new_tokens); prompts.len()];
-    let mut last: Vec<u32> = vec![cfg.decoder_start_token_id; prompts.len()];
-    let mut active: Vec<usize> = (0..prompts.len()).collect();
-    let vocab = cfg.vocab_size;
-    for step in 0..opts.max_new_tokens {
-        if active.is_empty() {
-            break;
-        }
-        let toks: Vec<[u32; 1]> = active.iter().map(|&s| [last[s]]).collect();
-        let tok_refs: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
-        let mut step_caches: Vec<_> = active
-            .iter()
-            .map(|&s| std::mem::take(&mut caches[s]))
-            .collect();
-        let hidden = model.decode_hidden(&tok_refs, &mut step_caches)?;
-        let mut logits = model.logits(&hidden);
-        for (&s, c) in active.iter().zip(step_caches) {
-            caches[s] = c;
-        }
-        let mut still = Vec::with_capacity(active.len());
-        for (row, &s) in active.iter().enumerate() {
-            let l = &mut logits[row * vocab..(row + 1) * vocab];
-            if step < opts.min_new_tokens {
-                l[cfg.eos_token_id as usize] = f32::NEG_INFINITY;
-            }
-            let next = ops::argmax(l).unwrap_or(cfg.eos_token_id as usize) as u32;
-            out[s].push(next);
-            last[s] = next;
-            if next != cfg.eos_token_id {
-                still.push(s);
-            }
-        }
-        active = still;
-    }
-    Ok(out)
+    super::sampling::decode_loop(model, prompts, opts, None, &mut |_, _| {
+        ControlFlow::Continue(())
+    })
 }
