@@ -1,7 +1,9 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
 //! Errors print as one line on stderr with a non-zero exit.
 
+mod batch;
 mod common;
+mod embed;
 mod forward;
 mod generate;
 mod inspect;
@@ -22,8 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Generate text (greedy decoding) from a prompt.
+    /// Generate text (greedy, beam search or sampling) from a prompt or a JSONL file.
     Generate(generate::Args),
+    /// Mean-pooled encoder embedding of a prompt.
+    Embed(embed::Args),
     /// Teacher-forced decoder logits: the top-k ids and values at each position.
     Forward(forward::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
@@ -37,6 +41,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),
+        Cmd::Embed(a) => embed::run(a),
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Synth(a) => synth::run(a),
