@@ -1,7 +1,7 @@
 //! t5edge: a CPU inference engine for the T5 encoder-decoder family.
 //!
 //! The data's path: files ([`weights`]) → kernels (`t5edge-kernels`) → layers
-//! ([`model`]) → decoding ([`generate`]) → text ([`tokenizer`]).
+//! ([`model`]) → decoding ([`mod@generate`]) → text ([`tokenizer`]).
 //!
 //! The public surface for applications:
 //!
