@@ -1,11 +1,38 @@
 //! t5edge: a CPU inference engine for the T5 encoder-decoder family.
 //!
 //! The data's path: files ([`weights`]) → kernels (`t5edge-kernels`) → layers
-//! ([`model`]) → decoding ([`generate`]) → text ([`tokenizer`]).
+//! ([`model`]) → decoding ([`mod@generate`]) → text ([`tokenizer`]).
+//!
+//! The public surface for applications:
+//!
+//! - [`T5Model::load`] a checkpoint directory ([`hub::resolve`] finds a Hugging
+//!   Face model id such as `google/t5-efficient-tiny-nl2` in the local cache);
+//! - [`generate()`] with a [`GenerateOptions`] builder (greedy, beam search or
+//!   sampling, HF's option names and semantics), or [`generate_stream`] for a
+//!   callback per token;
+//! - [`embed()`] for mean-pooled encoder embeddings;
+//! - [`T5Model::forward`] for teacher-forced logits;
+//! - [`Tokenizer`] for text to ids and back.
+//!
+//! ```
+//! use t5edge::{generate, GenerateOptions, T5Model};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+//! # let cfg = t5edge::synth::with_overrides(&cfg, &["d_model=64".into(), "d_ff=128".into(),
+//! #     "vocab_size=1000".into(), "num_heads=2".into(), "d_kv=16".into()]).unwrap();
+//! # t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+//! let model = T5Model::load(dir.path())?;
+//! let opts = GenerateOptions::default().max_new_tokens(8).do_sample(true).top_p(0.9).seed(7);
+//! let out = generate(&model, &[&[37, 12, 1]], &opts)?;
+//! println!("{:?}", out[0].best());
+//! # Ok::<(), t5edge::Error>(())
+//! ```
 
 pub mod config;
+pub mod embed;
 pub mod error;
 pub mod generate;
+pub mod hub;
 pub mod model;
 pub mod quantize;
 pub mod synth;
@@ -16,7 +43,8 @@ pub mod weights;
 pub mod cli;
 
 pub use config::T5Config;
+pub use embed::embed;
 pub use error::{Error, Result};
-pub use generate::GenerateOptions;
+pub use generate::{generate, generate_stream, GenerateOptions, Generation};
 pub use model::T5Model;
 pub use tokenizer::Tokenizer;

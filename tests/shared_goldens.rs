@@ -302,7 +302,10 @@ fn quantized_forward_within_budgets() {
             for p in ["short", "long"] {
                 let ids = c.g.ids(&format!("{p}.input_ids"));
                 let logits = q.forward(&ids, &long).unwrap();
-                let (gids, glog) = (c.g.ids(&format!("{p}.tf_long_topk_ids")), c.g.f32(&format!("{p}.tf_long_topk_logits")));
+                let (gids, glog) = (
+                    c.g.ids(&format!("{p}.tf_long_topk_ids")),
+                    c.g.f32(&format!("{p}.tf_long_topk_logits")),
+                );
                 let scale = glog.iter().map(|x| x.abs()).fold(0f32, f32::max);
                 for pos in 0..long.len() {
                     for r in 0..8 {

@@ -10,8 +10,10 @@ pub const DEFAULT_PRESET: &str = "t5-efficient-tiny-nl2";
 
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ModelArgs {
-    /// A Hugging Face T5 checkpoint directory. Without it, a synthetic
-    /// t5-efficient-tiny-nl2 (random weights, seed 0) is generated once and used.
+    /// A Hugging Face T5 checkpoint directory, or a model id such as
+    /// google/t5-efficient-tiny-nl2 found in the local Hugging Face cache
+    /// ($HF_HOME/hub). Without it, a synthetic t5-efficient-tiny-nl2 (random
+    /// weights, seed 0) is generated once and used.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Worker threads (default: all cores).
@@ -73,6 +75,10 @@ impl ModelArgs {
     pub fn dir(&self) -> Result<PathBuf> {
         match &self.model {
             Some(d) => {
+                let as_str = d.to_str().unwrap_or("");
+                if !d.is_dir() && crate::hub::looks_like_model_id(as_str) {
+                    return crate::hub::resolve(as_str);
+                }
                 if !d.exists() {
                     return Err(Error::Other(format!(
                         "{}: no such directory (--model expects a T5 checkpoint directory)",

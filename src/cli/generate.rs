@@ -1,30 +1,47 @@
-//! `t5edge generate`: greedy decoding from text or ids.
+//! `t5edge generate`: greedy, beam search or sampling from text or ids; one
+//! prompt (optionally streamed) or a JSONL file of prompts.
 
 use super::common::{prompt_ids, ModelArgs};
-use crate::generate::{greedy, GenerateOptions, Limits};
-use crate::Result;
+use crate::generate::{generate, generate_stream, EarlyStopping, GenerateOptions, Generation};
+use crate::{Error, Result, Tokenizer};
+use std::io::Write;
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Weight format to run in.
+    /// Weight format to run in (f32, f16, int8; a quantized directory carries its own).
     #[arg(long, default_value = "f32")]
     dtype: String,
     /// With --dtype int8: full-precision body, int8 LM head whose every greedy
-    /// pick is certified equal to the full-precision argmax.
+    /// pick is certified equal to the full-precision argmax (docs/EXACT.md).
     #[arg(long)]
     exact: bool,
-    #[arg(long, default_value_t = 32)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    min_new_tokens: usize,
-    /// Refuse prompts longer than this many tokens (bounds memory and time).
-    #[arg(long, default_value_t = Limits::default().max_input_tokens)]
-    max_input_tokens: usize,
-    /// Print one JSON object with input_ids, ids and text.
+    #[command(flatten)]
+    pub(super) decode: DecodeArgs,
+    /// Print one JSON object with input_ids, ids and text (plus sequences and
+    /// scores when more than one sequence is returned or beams are used).
     #[arg(long)]
     json: bool,
+    /// Print the text piece by piece as tokens are produced.
+    #[arg(long, conflicts_with_all = ["json", "input"])]
+    stream: bool,
+    /// A JSONL file of requests, one per line: {"text": ...} or
+    /// {"input_ids": [...]}, with optional per-line options (max_new_tokens,
+    /// num_beams, ...). Results go to --output, one line per input line.
+    #[arg(long, requires = "output")]
+    input: Option<PathBuf>,
+    /// Where --input's results go (JSONL; written atomically).
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
+    /// Replace an existing --output.
+    #[arg(long)]
+    force: bool,
+    /// Greedy/sampling requests of --input decoded together per batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
     /// Comma-separated encoder input ids (instead of TEXT).
     #[arg(long)]
     input_ids: Option<String>,
@@ -32,42 +49,197 @@ pub struct Args {
     text: Option<String>,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
-    let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
-    let mut opts = GenerateOptions::default()
-        .max_new_tokens(a.max_new_tokens)
-        .min_new_tokens(a.min_new_tokens)
-        .exact(a.exact);
-    opts.limits.max_input_tokens = a.max_input_tokens;
-    let out = greedy(&model, &[&ids], &opts)?.remove(0);
-    if let Some(h) = &model.lm_head.certified {
-        let (steps, rows) = (
-            h.steps.load(std::sync::atomic::Ordering::Relaxed),
-            h.rescored.load(std::sync::atomic::Ordering::Relaxed),
-        );
-        eprintln!("exact: {steps} certified picks, {rows} rows re-scored in full precision ({:.1} per step)", rows as f64 / steps.max(1) as f64);
+/// The decoding flags, HF's `GenerationConfig` names in kebab case.
+#[derive(clap::Args, Clone, Debug)]
+pub(super) struct DecodeArgs {
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    #[arg(long, default_value_t = 0)]
+    min_new_tokens: usize,
+    /// Beam width (> 1: beam search).
+    #[arg(long, default_value_t = 1)]
+    num_beams: usize,
+    /// Beam scores are divided by length ^ this.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    length_penalty: f32,
+    /// Beam search stop rule: false (HF's default heuristic), true (stop when
+    /// num_beams hypotheses are done; the bare flag), or never.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
+    early_stopping: EarlyStopping,
+    /// Never repeat an n-gram of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram_size: usize,
+    /// Sequences returned per prompt (beam search or sampling).
+    #[arg(long, default_value_t = 1)]
+    num_return_sequences: usize,
+    /// Sample instead of greedy decoding.
+    #[arg(long)]
+    do_sample: bool,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Top-k filter when sampling (0 = off).
+    #[arg(long, default_value_t = 50)]
+    top_k: usize,
+    /// Nucleus (top-p) filter when sampling (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampling RNG (reproducible whatever the thread count).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Refuse prompts longer than this many tokens (bounds memory and time).
+    #[arg(long, default_value_t = crate::generate::Limits::default().max_input_tokens)]
+    max_input_tokens: usize,
+}
+
+impl DecodeArgs {
+    pub(super) fn options(&self) -> GenerateOptions {
+        GenerateOptions::default()
+            .max_new_tokens(self.max_new_tokens)
+            .min_new_tokens(self.min_new_tokens)
+            .num_beams(self.num_beams)
+            .length_penalty(self.length_penalty)
+            .early_stopping(self.early_stopping)
+            .no_repeat_ngram_size(self.no_repeat_ngram_size)
+            .num_return_sequences(self.num_return_sequences)
+            .do_sample(self.do_sample)
+            .temperature(self.temperature)
+            .top_k(self.top_k)
+            .top_p(self.top_p)
+            .seed(self.seed)
+            .repetition_penalty(self.repetition_penalty)
+            .limits(crate::generate::Limits {
+                max_input_tokens: self.max_input_tokens,
+                ..Default::default()
+            })
     }
-    let text = match &tok {
-        Some(t) => Some(t.decode(&out)?),
-        None => None,
-    };
-    if a.json {
-        out!(
-            "{}",
-            serde_json::json!({ "input_ids": ids, "ids": out, "text": text })
-        )?;
-    } else {
-        match text {
-            Some(t) => out!("{t}")?,
-            None => out!(
-                "{}",
-                out.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(",")
-            )?,
+}
+
+fn join_ids(ids: &[u32]) -> String {
+    ids.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The JSON result of one prompt: `ids`/`text` of the best sequence, plus
+/// `sequences` (ids), `texts` and `scores` when there is more than one
+/// sequence or beam search ran.
+pub(super) fn result_json(
+    input_ids: &[u32],
+    g: &Generation,
+    tok: Option<&Tokenizer>,
+    opts: &GenerateOptions,
+) -> Result<serde_json::Value> {
+    let text = |ids: &[u32]| -> Result<Option<String>> { tok.map(|t| t.decode(ids)).transpose() };
+    let mut v = serde_json::json!({
+        "input_ids": input_ids,
+        "ids": g.best(),
+        "text": text(g.best())?,
+    });
+    if opts.num_beams > 1 || g.sequences.len() > 1 {
+        v["sequences"] = serde_json::json!(g.sequences);
+        if tok.is_some() {
+            let texts: Result<Vec<_>> = g.sequences.iter().map(|s| text(s)).collect();
+            v["texts"] = serde_json::json!(texts?);
+        }
+        if let Some(s) = &g.scores {
+            v["scores"] = serde_json::json!(s);
         }
     }
+    Ok(v)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let opts = a.decode.options().exact(a.exact);
+    opts.validate()?;
+    if let (Some(input), Some(output)) = (&a.input, &a.output) {
+        crate::weights::writer::check_clobber(output, a.force)?;
+        let (model, dir) = a.model.load(&a.dtype, a.exact)?;
+        let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
+        return super::batch::run(
+            &model,
+            tok.as_ref(),
+            &opts,
+            input,
+            output,
+            a.force,
+            a.batch_size.max(1),
+        );
+    }
+    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
+    let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    if a.stream {
+        return stream(&model, &ids, tok.as_ref(), &opts);
+    }
+    let g = generate(&model, &[&ids], &opts)?.remove(0);
+    if let Some(h) = &model.lm_head.certified {
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (steps, rows) = (load(&h.steps), load(&h.rescored));
+        eprintln!(
+            "exact: {steps} certified picks, {rows} rows re-scored in full precision ({:.1} per step)",
+            rows as f64 / steps.max(1) as f64
+        );
+    }
+    if a.json {
+        out!("{}", result_json(&ids, &g, tok.as_ref(), &opts)?)?;
+    } else {
+        for s in &g.sequences {
+            match &tok {
+                Some(t) => out!("{}", t.decode(s)?)?,
+                None => out!("{}", join_ids(s))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Prints each new piece of text (the growth of the decoded prefix) as soon
+/// as its token is chosen, flushing per token; ids when there is no tokenizer.
+fn stream(
+    model: &crate::T5Model,
+    ids: &[u32],
+    tok: Option<&Tokenizer>,
+    opts: &GenerateOptions,
+) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut so_far: Vec<u32> = Vec::new();
+    let mut printed = String::new();
+    let mut failure: Option<Error> = None;
+    generate_stream(model, ids, opts, |id| {
+        so_far.push(id);
+        let piece = match tok {
+            Some(t) => match t.decode(&so_far) {
+                // Print only once the text extends what is already out (a
+                // piece can change how earlier ones decode, e.g. spacing).
+                Ok(text) if text.starts_with(&printed) => {
+                    let p = text[printed.len()..].to_string();
+                    printed = text;
+                    p
+                }
+                Ok(_) => String::new(),
+                Err(e) => {
+                    failure = Some(e);
+                    return ControlFlow::Break(());
+                }
+            },
+            None if so_far.len() == 1 => id.to_string(),
+            None => format!(",{id}"),
+        };
+        if out
+            .write_all(piece.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let _ = writeln!(out);
     Ok(())
 }

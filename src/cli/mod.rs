@@ -10,8 +10,10 @@ macro_rules! out {
     }};
 }
 
+mod batch;
 mod bench;
 mod common;
+mod embed;
 mod forward;
 mod generate;
 mod inspect;
@@ -33,8 +35,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Generate text (greedy decoding) from a prompt.
+    /// Generate text (greedy, beam search or sampling) from a prompt or a JSONL file.
     Generate(generate::Args),
+    /// Mean-pooled encoder embedding of a prompt.
+    Embed(embed::Args),
     /// Teacher-forced decoder logits: the top-k ids and values at each position.
     Forward(forward::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
@@ -72,6 +76,7 @@ pub fn main() -> i32 {
     };
     let result = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),
+        Cmd::Embed(a) => embed::run(a),
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Synth(a) => synth::run(a),

@@ -93,3 +93,71 @@ pub fn assert_close(what: &str, a: &[f32], b: &[f32], rel: f32) {
         "{what}: max abs diff {d:e} exceeds {rel:e} x max |ref| {m:e}"
     );
 }
+
+/// `tests/fixtures/decode_refs.json`: HF decoding references
+/// (tools/refs/make_beam_refs.py).
+pub fn decode_refs() -> serde_json::Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/decode_refs.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// Regenerates the synthetic checkpoint the decoding references were made on
+/// (`t5edge synth --preset t5-efficient-tiny-nl2 --seed 1 --norm-jitter 0.2
+/// --set feed_forward_proj=gated-gelu --set tie_word_embeddings=false --set
+/// vocab_size=1000`) into a temp dir.
+pub fn decode_synth_model() -> (tempfile::TempDir, t5edge::T5Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    let cfg = t5edge::synth::with_overrides(
+        &cfg,
+        &[
+            "feed_forward_proj=gated-gelu".into(),
+            "tie_word_embeddings=false".into(),
+            "vocab_size=1000".into(),
+        ],
+    )
+    .unwrap();
+    t5edge::synth::write_checkpoint(
+        dir.path(),
+        &cfg,
+        &t5edge::synth::SynthOptions {
+            seed: 1,
+            norm_jitter: 0.2,
+        },
+        false,
+    )
+    .unwrap();
+    let model = t5edge::T5Model::load(dir.path()).unwrap();
+    (dir, model)
+}
+
+/// HF `generate` keyword arguments (as recorded in the fixture) as options.
+pub fn options_from_hf(o: &serde_json::Value) -> t5edge::GenerateOptions {
+    use t5edge::generate::EarlyStopping;
+    let mut g = t5edge::GenerateOptions::default();
+    for (k, v) in o.as_object().unwrap() {
+        let u = || v.as_u64().unwrap() as usize;
+        let f = || v.as_f64().unwrap() as f32;
+        g = match k.as_str() {
+            "num_beams" => g.num_beams(u()),
+            "max_new_tokens" => g.max_new_tokens(u()),
+            "min_new_tokens" => g.min_new_tokens(u()),
+            "num_return_sequences" => g.num_return_sequences(u()),
+            "length_penalty" => g.length_penalty(f()),
+            "no_repeat_ngram_size" => g.no_repeat_ngram_size(u()),
+            "repetition_penalty" => g.repetition_penalty(f()),
+            "temperature" => g.temperature(f()),
+            "top_k" => g.top_k(u()),
+            "top_p" => g.top_p(f()),
+            "do_sample" => g.do_sample(v.as_bool().unwrap()),
+            "eos_token_id" => g.eos_token_id(Some(v.as_u64().unwrap() as u32)),
+            "early_stopping" => g.early_stopping(match v {
+                serde_json::Value::Bool(true) => EarlyStopping::Finished,
+                serde_json::Value::Bool(false) => EarlyStopping::Heuristic,
+                _ => EarlyStopping::Never,
+            }),
+            other => panic!("option {other} not mapped"),
+        };
+    }
+    g
+}
