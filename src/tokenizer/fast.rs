@@ -99,6 +99,10 @@ impl T5Fast {
         self.scores.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
     pub fn piece(&self, id: u32) -> Option<&str> {
         let i = id as usize;
         if i >= self.len() {
