@@ -257,6 +257,11 @@ fn write_dir(src: &Path, out: &Path, force: bool, blob: &[u8]) -> Result<()> {
                 std::fs::copy(&p, tmp.join(f)).map_err(|e| io(&p, e))?;
             }
         }
+        // The fast tokenizer's cache (only for T5's own pipeline).
+        let tok = tmp.join("tokenizer.json");
+        if tok.is_file() {
+            crate::tokenizer::write_cache(&tok, &tmp.join(crate::tokenizer::CACHE_NAME))?;
+        }
         Ok(())
     };
     if let Err(e) = build() {

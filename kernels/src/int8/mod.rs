@@ -390,10 +390,24 @@ impl<'a> Int8View<'a> {
         check_dims(n, k, group_size)?;
         let (kp, np) = (padded_k(k), padded_n(n));
         let groups = group_count(k, group_size);
-        if data.len() != np * kp || scales.len() != groups * np || row_sums.len() != groups * np || err_norms.len() != n {
-            return Err(format!("int8 {n}x{k}/{group_size}: part lengths do not match the shape"));
+        if data.len() != np * kp
+            || scales.len() != groups * np
+            || row_sums.len() != groups * np
+            || err_norms.len() != n
+        {
+            return Err(format!(
+                "int8 {n}x{k}/{group_size}: part lengths do not match the shape"
+            ));
         }
-        Ok(Int8View { n, k, group_size, data, scales, row_sums, err_norms })
+        Ok(Int8View {
+            n,
+            k,
+            group_size,
+            data,
+            scales,
+            row_sums,
+            err_norms,
+        })
     }
 
     pub fn n(&self) -> usize {
