@@ -286,7 +286,7 @@ fn first_bad_size(bytes: &[u8]) -> Option<(String, u128, u128)> {
         let offs = t.get("data_offsets")?.as_array()?;
         let span = (offs.get(1)?.as_u64()? as u128).checked_sub(offs.first()?.as_u64()? as u128)?;
         let want = elems.checked_mul(bits)?.div_ceil(8);
-        if want != span || elems * bits % 8 != 0 {
+        if want != span || !(elems * bits).is_multiple_of(8) {
             return Some((name, want, span));
         }
     }

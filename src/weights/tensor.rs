@@ -22,11 +22,13 @@ impl F32Data {
         let bytes = backing
             .bytes()
             .get(start..start.checked_add(len.checked_mul(4)?)?)?;
-        (bytes.as_ptr() as usize % std::mem::align_of::<f32>() == 0).then(|| F32Data::Mapped {
-            backing: backing.clone(),
-            start,
-            len,
-        })
+        (bytes.as_ptr() as usize)
+            .is_multiple_of(std::mem::align_of::<f32>())
+            .then(|| F32Data::Mapped {
+                backing: backing.clone(),
+                start,
+                len,
+            })
     }
 
     pub fn as_slice(&self) -> &[f32] {
@@ -73,11 +75,13 @@ impl F16Data {
         let bytes = backing
             .bytes()
             .get(start..start.checked_add(len.checked_mul(2)?)?)?;
-        (bytes.as_ptr() as usize % std::mem::align_of::<f16>() == 0).then(|| F16Data::Mapped {
-            backing: backing.clone(),
-            start,
-            len,
-        })
+        (bytes.as_ptr() as usize)
+            .is_multiple_of(std::mem::align_of::<f16>())
+            .then(|| F16Data::Mapped {
+                backing: backing.clone(),
+                start,
+                len,
+            })
     }
 
     pub fn as_slice(&self) -> &[f16] {
@@ -111,6 +115,9 @@ pub enum Int8Data {
     Mapped(Arc<MappedInt8>),
 }
 
+/// Data, scales, row sums and error norms of an int8 matrix, borrowed.
+type Int8Parts<'a> = (&'a [i8], &'a [f32], &'a [i32], &'a [f32]);
+
 /// The byte ranges of a mapped int8 matrix's parts, validated once at load.
 pub struct MappedInt8 {
     pub backing: Arc<Backing>,
@@ -124,7 +131,7 @@ pub struct MappedInt8 {
 }
 
 impl MappedInt8 {
-    fn parts(&self) -> Option<(&[i8], &[f32], &[i32], &[f32])> {
+    fn parts(&self) -> Option<Int8Parts<'_>> {
         let b = self.backing.bytes();
         Some((
             t5edge_kernels::int8::i8_from_bytes(b.get(self.data.clone())?),
@@ -257,7 +264,9 @@ impl Int8Data {
 /// misaligned or not a whole number of elements.
 pub fn cast_slice<T: Plain>(b: &[u8]) -> Option<&[T]> {
     let size = std::mem::size_of::<T>();
-    if b.len() % size != 0 || b.as_ptr() as usize % std::mem::align_of::<T>() != 0 {
+    if !b.len().is_multiple_of(size)
+        || !(b.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
+    {
         return None;
     }
     // SAFETY: alignment and length were checked just above; `T: Plain` is only

@@ -97,7 +97,7 @@ pub fn serialize(tensors: &[OutTensor], metadata: &BTreeMap<String, String>) -> 
         off += t.data.len();
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap_or_default();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + off);

@@ -113,7 +113,7 @@ pub fn join_raw(header: &[u8], data: &[u8]) -> Vec<u8> {
 /// Joins a header object and a data section, padding the header to 8 bytes.
 pub fn join(header: &serde_json::Map<String, serde_json::Value>, data: &[u8]) -> Vec<u8> {
     let mut h = serde_json::to_vec(header).unwrap();
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     join_raw(&h, data)
