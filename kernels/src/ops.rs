@@ -111,6 +111,34 @@ pub fn scale_inplace(y: &mut [f32], s: f32) {
 /// Index of the largest value; the lowest index wins ties (as torch's argmax does)
 /// and NaN never wins. Returns `None` for an empty or all-NaN slice.
 pub fn argmax(x: &[f32]) -> Option<usize> {
+    // Two passes the compiler vectorises: the maximum over 16 independent
+    // lanes (a NaN never compares greater, so it is skipped), then the first
+    // index holding it. Over a 32k vocabulary this is several times faster
+    // than one branchy pass, and gives the same answer as `argmax_scalar`.
+    const L: usize = 16;
+    let mut lanes = [f32::NEG_INFINITY; L];
+    let chunks = x.chunks_exact(L);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &v) in lanes.iter_mut().zip(c) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let mut max = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for &v in tail {
+        max = if v > max { v } else { max };
+    }
+    if max == f32::NEG_INFINITY {
+        // All NaN or -inf (or empty): the lowest non-NaN index, if any.
+        return x.iter().position(|v| !v.is_nan());
+    }
+    x.iter().position(|&v| v == max)
+}
+
+/// The plain one-pass argmax: the twin `argmax` is tested against.
+pub fn argmax_scalar(x: &[f32]) -> Option<usize> {
     let mut best: Option<(usize, f32)> = None;
     for (i, &v) in x.iter().enumerate() {
         if v.is_nan() {
@@ -168,6 +196,36 @@ mod tests {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), Some(1));
         assert_eq!(argmax(&[f32::NAN, -1.0]), Some(1));
         assert_eq!(argmax(&[]), None);
+    }
+
+    #[test]
+    fn argmax_equals_its_scalar_twin() {
+        let mut r = 0x1234_5678_u64;
+        let mut next = || {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            r
+        };
+        for len in [0usize, 1, 3, 15, 16, 17, 33, 100, 1000] {
+            for trial in 0..50 {
+                let x: Vec<f32> = (0..len)
+                    .map(|_| match next() % 10 {
+                        0 if trial % 3 == 0 => f32::NAN,
+                        1 if trial % 4 == 0 => f32::NEG_INFINITY,
+                        2 => 3.0, // plants ties
+                        _ => (next() % 1000) as f32 / 500.0 - 1.0,
+                    })
+                    .collect();
+                assert_eq!(
+                    argmax(&x),
+                    argmax_scalar(&x),
+                    "len {len} trial {trial}: {x:?}"
+                );
+            }
+        }
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), Some(0));
+        assert_eq!(argmax(&[f32::NAN, f32::NEG_INFINITY]), Some(1));
     }
 
     #[test]
