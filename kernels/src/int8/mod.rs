@@ -107,12 +107,20 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
 
 /// Symmetric quantisation of one slice: returns `(scale, values)`.
 fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
-    let amax = v.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+    // Written so both loops vectorise: `f32::round` is a libm call per value
+    // on baseline x86-64, which made this a tenth of an int8 prefill.
+    let amax = v
+        .iter()
+        .fold(0.0f32, |a, x| if x.abs() > a { x.abs() } else { a });
     let scale = amax / 127.0;
     let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    // Adding and removing 1.5 * 2^23 rounds to nearest (ties to even) any
+    // |y| <= 2^22; y is clamped to [-127, 127] first.
+    const MAGIC: f32 = 12_582_912.0;
     for (o, &x) in out.iter_mut().zip(v) {
+        let y = (x * inv).clamp(-127.0, 127.0);
         // `as` saturates and maps NaN to 0, so this can never be UB or -128.
-        *o = (x * inv).round().clamp(-127.0, 127.0) as i8;
+        *o = ((y + MAGIC) - MAGIC) as i8;
     }
     scale
 }
