@@ -2,7 +2,9 @@
 //! the standard Hugging Face cache layout:
 //! `<cache>/models--google--t5-efficient-tiny-nl2/snapshots/<commit>/`, the
 //! commit read from `refs/main` (or the ref given as `id@ref`, or a commit hash
-//! as `id@<hash>`). Nothing is downloaded.
+//! as `id@<hash>`). Built with the `hub` feature (`cargo build --release
+//! --features hub`), a model missing from the cache is downloaded into it with
+//! the hf-hub crate first; without it, nothing is downloaded.
 
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -69,12 +71,69 @@ pub fn resolve_in(cache: &Path, model_id: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Finds `model_id` in the local Hugging Face cache ([`cache_dir`]).
+/// Finds `model_id` in the local Hugging Face cache ([`cache_dir`]),
+/// downloading it there first when built with the `hub` feature.
 pub fn resolve(model_id: &str) -> Result<PathBuf> {
     let cache = cache_dir().ok_or_else(|| {
         Error::Other(format!(
             "{model_id}: no Hugging Face cache directory (set HF_HOME or HOME)"
         ))
     })?;
-    resolve_in(&cache, model_id)
+    match resolve_in(&cache, model_id) {
+        Ok(dir) => Ok(dir),
+        #[cfg(feature = "hub")]
+        Err(offline) => {
+            download(&cache, model_id)
+                .map_err(|e| Error::Other(format!("{offline}; downloading it failed too: {e}")))?;
+            resolve_in(&cache, model_id)
+        }
+        #[cfg(not(feature = "hub"))]
+        Err(e) => Err(e),
+    }
+}
+
+/// Fetches config, tokenizer and weights (single file or sharded) into the
+/// cache with hf-hub, which writes the standard layout `resolve_in` reads.
+#[cfg(feature = "hub")]
+fn download(cache: &Path, model_id: &str) -> std::result::Result<(), String> {
+    let (id, rev) = match model_id.split_once('@') {
+        Some((id, rev)) => (id, rev.to_string()),
+        None => (model_id, "main".to_string()),
+    };
+    let api = hf_hub::api::sync::ApiBuilder::new()
+        .with_cache_dir(cache.to_path_buf())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let repo = api.repo(hf_hub::Repo::with_revision(
+        id.to_string(),
+        hf_hub::RepoType::Model,
+        rev,
+    ));
+    repo.get("config.json")
+        .map_err(|e| format!("config.json: {e}"))?;
+    for optional in ["tokenizer.json", "generation_config.json"] {
+        let _ = repo.get(optional);
+    }
+    if repo.get("model.safetensors").is_ok() {
+        return Ok(());
+    }
+    let index = repo
+        .get("model.safetensors.index.json")
+        .map_err(|e| format!("no model.safetensors or model.safetensors.index.json: {e}"))?;
+    let text = std::fs::read_to_string(&index).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let mut shards: Vec<&str> = v["weight_map"]
+        .as_object()
+        .map(|m| m.values().filter_map(|f| f.as_str()).collect())
+        .unwrap_or_default();
+    shards.sort_unstable();
+    shards.dedup();
+    for s in shards {
+        // The same rule the loader applies: shards sit beside the index.
+        if s.contains('/') || s.contains('\\') || s == ".." {
+            return Err(format!("shard name {s:?} is not a plain file name"));
+        }
+        repo.get(s).map_err(|e| format!("{s}: {e}"))?;
+    }
+    Ok(())
 }
