@@ -142,13 +142,19 @@ class Harness:
         out = {}
         p = subprocess.run([self.a.t5edge, "--version"], capture_output=True, text=True)
         out["t5edge"] = p.stdout.strip()
-        try:
-            rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True,
+        # which source the binary was built from: the git checkout it sits in
+        bdir = os.path.dirname(self.a.t5edge)
+        top = subprocess.run(["git", "-C", bdir, "rev-parse", "--show-toplevel"], capture_output=True,
+                             text=True).stdout.strip()
+        if top:
+            rev = subprocess.run(["git", "-C", top, "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip()
-            out["t5edge"] += " (repo %s, binary %s)" % (rev, os.path.relpath(self.a.t5edge, REPO)
-                                                        if self.a.t5edge.startswith(REPO) else self.a.t5edge)
-        except OSError:
-            pass
+            dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True).stdout.strip()
+            out["t5edge"] += " (commit %s%s, binary %s)" % (rev, " + uncommitted changes" if dirty else "",
+                                                            self.a.t5edge)
+        else:
+            out["t5edge"] += " (binary %s)" % self.a.t5edge
         seen = set()
         for v in variants:
             if v[3] is None or v[1] in seen or v[0] in self.errors:
@@ -286,20 +292,18 @@ def loadavg():
 
 
 def summarize(rows):
-    """Median of the per-process medians over the repeats, and their spread."""
+    """The process whose median is the (low) median of the per-process medians
+    over the repeats, reported as is, plus the spread of those medians."""
     if not rows:
         return None
-    med = statistics.median([r["median_ms"] for r in rows])
-    pick = min(rows, key=lambda r: abs(r["median_ms"] - med))
-    out = {k: pick[k] for k in ("p90_ms", "min_ms", "load_ms", "peak_rss_mb") if k in pick}
-    out["median_ms"] = med
-    out["min_ms"] = min(r["min_ms"] for r in rows)
-    out["tokens_per_run"] = pick["tokens_per_run"]
-    out["tokens_per_s"] = pick["tokens_per_run"] / (med / 1000.0)
-    out["load_ms"] = statistics.median([r["load_ms"] for r in rows])
-    out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rows)
-    out["medians_ms"] = [r["median_ms"] for r in rows]
-    out["spread_pct"] = 100.0 * (max(out["medians_ms"]) - min(out["medians_ms"])) / med
+    meds = [r["median_ms"] for r in rows]
+    mid = statistics.median_low(meds)
+    pick = rows[meds.index(mid)]
+    out = {k: pick[k] for k in ("median_ms", "p90_ms", "min_ms", "tokens_per_run", "tokens_per_s", "load_ms",
+                                "peak_rss_mb") if k in pick}
+    out["medians_ms"] = meds
+    out["peak_rss_mb_max"] = max(r["peak_rss_mb"] for r in rows)
+    out["spread_pct"] = 100.0 * (max(meds) - min(meds)) / mid
     return out
 
 
@@ -339,7 +343,7 @@ def write_outputs(a, meta, variants, summary, cold, acc, errors, prep):
                  % (meta["model"], os.path.relpath(a.workloads, REPO), meta["w1_len"], meta["new_tokens"],
                     meta["w2_batch"], meta["new_tokens"], meta["w3_len"]))
     lines.append("- %d warmup + %d timed runs per process, %d process(es) per engine and workload; the table shows "
-                 "the median of the per-process medians" % (a.warmup, a.runs, a.repeat))
+                 "the process with the median of the per-process medians" % (a.warmup, a.runs, a.repeat))
     lines.append("- versions: " + ", ".join("%s %s" % (k, v) for k, v in meta["versions"].items()))
     lines.append("- command: `%s`" % meta["command"])
     lines.append("")
@@ -370,13 +374,16 @@ def write_outputs(a, meta, variants, summary, cold, acc, errors, prep):
             fmt(w(key, "w2", "median_ms")), w3, fmt(w(key, "w1", "load_ms")),
             fmt(w(key, "w1", "peak_rss_mb")), fmt(w(key, "w2", "peak_rss_mb")), cs, agree, rel))
     lines.append("")
-    lines.append("¹ CTranslate2's Translator has no encoder-only call: its W3 is the encoder plus one decoder step.")
+    if any(v[1] == "ct2" and v[0] in summary for v in variants):
+        lines.append("¹ CTranslate2's Translator has no encoder-only call: its W3 is the encoder plus one decoder "
+                     "step.")
     if any("logit_scale_fit" in (acc.get(v[0]) or {}) for v in variants):
         lines.append("² llama.cpp's logits are a constant factor off HF's (its T5 graph skips the d_model^-0.5 rescale "
                      "of a tied LM head; argmax unaffected): the second number is the error after the "
                      "least-squares scale shown.")
-    lines.append("³ `t5edge forward` has no `--exact`; its greedy picks are certified equal to the f32 argmax "
-                 "(see t5edge f32 for the logits).")
+    if "t5edge-int8-exact" in acc:
+        lines.append("³ `t5edge forward` has no `--exact`; its greedy picks are certified equal to the f32 argmax "
+                     "(see t5edge f32 for the logits).")
     lines.append("")
     lines.append("Cold start: the whole process, from exec to the 32 W1 tokens (t5edge: `t5edge generate`; peers: "
                  "their runner's `--cold` mode, Python start and imports included), median of %d, page cache warm. "
@@ -433,6 +440,7 @@ def chart(a, variants, summary):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     rows = [(label, key) for key, engine, variant, runner, label in variants if key in summary]
     panels = [("w1", "median_ms", "W1 latency: ms for 32 tokens, batch 1 (lower is better)"),
@@ -449,6 +457,7 @@ def chart(a, variants, summary):
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows))
         ax.invert_yaxis()
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(title, fontsize=10)
         for i, v in enumerate(vals):
             if v:
