@@ -24,7 +24,7 @@ def load(wl):
     from transformers import T5ForConditionalGeneration
 
     model = T5ForConditionalGeneration.from_pretrained(
-        args.model, torch_dtype=torch.float32, attn_implementation="eager"
+        args.model, dtype=torch.float32, attn_implementation="eager"
     ).eval()
     return {"model": model, "w1": torch.tensor([wl["w1"]["ids"]]), "w2": pad(wl["w2"]["ids"]),
             "w3": torch.tensor([wl["w3"]["ids"]])}
