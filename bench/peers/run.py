@@ -155,6 +155,8 @@ class Harness:
                                                             self.a.t5edge)
         else:
             out["t5edge"] += " (binary %s)" % self.a.t5edge
+        if self.a.t5edge_note:
+            out["t5edge"] += " [%s]" % self.a.t5edge_note
         seen = set()
         for v in variants:
             if v[3] is None or v[1] in seen or v[0] in self.errors:
@@ -456,14 +458,17 @@ def chart(a, variants, summary):
         ax.set_yticks(list(y))
         ax.set_yticklabels(labels if ax is axes[0] else [""] * len(rows))
         ax.invert_yaxis()
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        pos = [v for v in vals if v]
+        if pos and max(pos) / min(pos) > 20:
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            title += ", log scale"
         ax.set_title(title, fontsize=10)
         for i, v in enumerate(vals):
             if v:
                 ax.text(v, i, " " + fmt(v), va="center", fontsize=8)
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("t5edge vs peers, %s, %d threads (log scale)" % (os.path.basename(a.model.rstrip("/")),
+    fig.suptitle("t5edge vs peers, %s, %d threads" % (os.path.basename(a.model.rstrip("/")),
                                                                     a.threads), fontsize=11)
     fig.tight_layout()
     fig.savefig(os.path.join(a.out, "chart.svg"))
@@ -476,6 +481,7 @@ def main():
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
     ap.add_argument("--model", default=common.DEFAULT_MODEL)
     ap.add_argument("--t5edge", default=os.path.join(REPO, "target", "release", "t5edge"))
+    ap.add_argument("--t5edge-note", default="", help="where the t5edge binary came from, for the versions line")
     ap.add_argument("--workloads", default=common.DEFAULT_WORKLOADS)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
@@ -488,7 +494,10 @@ def main():
     ap.add_argument("--no-cold", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--cache", default="", help="converted models (default bench/peers/.cache/<model name>)")
+    ap.add_argument("--render", action="store_true", help="only rewrite results.md and the chart from OUT/results.json")
     a = ap.parse_args()
+    if a.render:
+        return render(a)
     a.model = os.path.abspath(a.model)
     a.out = os.path.abspath(a.out)
     a.t5edge = os.path.abspath(a.t5edge)
@@ -509,7 +518,7 @@ def main():
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
             "loadavg_start": loadavg(), "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
-            "repeat": a.repeat, "model": a.model, "new_tokens": wl["w1"]["new_tokens"],
+            "repeat": a.repeat, "cold_runs": a.cold_runs, "model": a.model, "new_tokens": wl["w1"]["new_tokens"],
             "w1_len": len(wl["w1"]["ids"]), "w2_batch": len(wl["w2"]["ids"]), "w3_len": len(wl["w3"]["ids"]),
             "command": " ".join(shlex.quote(x) for x in
                                 [os.path.relpath(PY, REPO) if PY.startswith(REPO) else PY,
@@ -532,6 +541,31 @@ def main():
     with open(os.path.join(a.out, "raw_runs.json"), "w") as f:
         json.dump(data_raw, f, indent=1)
     log("wrote", a.out)
+    print(open(os.path.join(a.out, "results.md")).read())
+
+
+def render(a):
+    """Rewrite results.md and the chart from a results.json (no engine runs)."""
+    a.out = os.path.abspath(a.out)
+    with open(os.path.join(a.out, "results.json")) as f:
+        data = json.load(f)
+    meta = data["meta"]
+    for k in ("threads", "runs", "warmup", "repeat", "model"):
+        setattr(a, k, meta[k])
+    a.cold_runs = a.cold_runs if "cold_runs" not in meta else meta["cold_runs"]
+    variants, summary, cold, acc = [], {}, {}, {}
+    for v in data["variants"]:
+        runner = next((x[3] for x in VARIANTS if x[0] == v["key"]), None)
+        variants.append((v["key"], v["engine"], v["variant"], runner, v["label"]))
+        if v["workloads"]:
+            summary[v["key"]] = v["workloads"]
+        if v["cold_start"] is not None:
+            cold[v["key"]] = v["cold_start"]
+        if v["accuracy"] is not None:
+            acc[v["key"]] = v["accuracy"]
+    if data.get("accuracy_reference"):
+        acc["_reference"] = data["accuracy_reference"]
+    write_outputs(a, meta, variants, summary, cold, acc, data["errors"], data["prepare"])
     print(open(os.path.join(a.out, "results.md")).read())
 
 
