@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Installs the peers of t5edge into bench/peers/.venv from PyPI (pinned in
+# requirements.txt and requirements-llamacpp.txt). Idempotent; never run by CI.
+#
+#   bash bench/peers/setup.sh && bench/peers/.venv/bin/python bench/peers/run.py
+#
+# llama-cpp-python has no Linux wheel on PyPI: pip compiles llama.cpp from its
+# source distribution (CPU only, -march=native; ~10-20 min on 2 cores). If that
+# fails the other engines still install and run.py reports llama.cpp as failed.
+# The same source distribution carries llama.cpp's convert_hf_to_gguf.py and
+# gguf-py, which are unpacked to .venv/llama.cpp/ to make the GGUF files.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="${PEERS_VENV:-$here/.venv}"
+py="${PYTHON:-python3}"
+
+if [ ! -x "$venv/bin/python" ]; then
+  "$py" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip
+"$venv/bin/python" -m pip install -r "$here/requirements.txt"
+
+spec="$(grep -E '^llama-cpp-python==' "$here/requirements-llamacpp.txt")"
+ver="${spec#llama-cpp-python==}"
+src="$venv/src"
+mkdir -p "$src"
+sdist="$src/llama_cpp_python-$ver.tar.gz"
+if [ ! -f "$sdist" ]; then
+  "$venv/bin/python" -m pip download --no-deps --no-binary llama-cpp-python -d "$src" "$spec"
+fi
+if ! "$venv/bin/python" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$ver')" 2>/dev/null; then
+  # CPU build of the shared library only (no multimodal library)
+  if ! CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+      "$venv/bin/python" -m pip install "$sdist"; then
+    echo "setup.sh: llama-cpp-python did not build; run.py will report llama.cpp as unavailable" >&2
+  fi
+fi
+tools="$venv/llama.cpp"
+if [ ! -f "$tools/convert_hf_to_gguf.py" ]; then
+  tmp="$(mktemp -d)"
+  top="llama_cpp_python-$ver"
+  tar -xzf "$sdist" -C "$tmp" "$top/vendor/llama.cpp/convert_hf_to_gguf.py" "$top/vendor/llama.cpp/gguf-py" \
+    "$top/vendor/llama.cpp/conversion" "$top/.git/modules/vendor/llama.cpp/HEAD"
+  rm -rf "$tools"
+  mkdir -p "$tools"
+  cp -r "$tmp/$top/vendor/llama.cpp/convert_hf_to_gguf.py" "$tmp/$top/vendor/llama.cpp/gguf-py" \
+    "$tmp/$top/vendor/llama.cpp/conversion" "$tools/"
+  cut -c1-12 "$tmp/$top/.git/modules/vendor/llama.cpp/HEAD" > "$tools/COMMIT"
+  rm -rf "$tmp"
+fi
+echo "peers installed in $venv"
