@@ -187,7 +187,15 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         for s in &g.sequences {
             match &tok {
-                Some(t) => out!("{}", t.decode(s)?)?,
+                Some(t) => {
+                    let text = t.decode(s)?;
+                    if text.is_empty() && !s.is_empty() {
+                        // Only special tokens (e.g. the synthetic default's
+                        // padding): say what was generated rather than nothing.
+                        eprintln!("(the generated ids decode to no text: {})", join_ids(s));
+                    }
+                    out!("{text}")?
+                }
                 None => out!("{}", join_ids(s))?,
             }
         }
