@@ -306,22 +306,8 @@ impl<'a> Int8View<'a> {
         row_sums: &'a [i32],
         err_norms: &'a [f32],
     ) -> Result<Self, String> {
-        check_dims(n, k, group_size)?;
-        let (kp, np) = (padded_k(k), padded_n(n));
-        let groups = group_count(k, group_size);
-        let expect = |what: &str, got: usize, want: usize| {
-            if got == want {
-                Ok(())
-            } else {
-                Err(format!(
-                    "int8 {n}x{k}/{group_size}: {what} has {got} values, expected {want}"
-                ))
-            }
-        };
-        expect("data", data.len(), np * kp)?;
-        expect("scales", scales.len(), groups * np)?;
-        expect("row_sums", row_sums.len(), groups * np)?;
-        expect("err_norms", err_norms.len(), n)?;
+        let view = Self::from_validated_parts(n, k, group_size, data, scales, row_sums, err_norms)?;
+        let (kp, np, groups) = (view.padded_k(), view.padded_n(), view.groups());
         if let Some(i) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
             return Err(format!(
                 "int8: scale {i} is {} (must be finite and >= 0)",
@@ -398,15 +384,19 @@ impl<'a> Int8View<'a> {
         check_dims(n, k, group_size)?;
         let (kp, np) = (padded_k(k), padded_n(n));
         let groups = group_count(k, group_size);
-        if data.len() != np * kp
-            || scales.len() != groups * np
-            || row_sums.len() != groups * np
-            || err_norms.len() != n
-        {
-            return Err(format!(
-                "int8 {n}x{k}/{group_size}: part lengths do not match the shape"
-            ));
-        }
+        let expect = |what: &str, got: usize, want: usize| {
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "int8 {n}x{k}/{group_size}: {what} has {got} values, expected {want}"
+                ))
+            }
+        };
+        expect("data", data.len(), np * kp)?;
+        expect("scales", scales.len(), groups * np)?;
+        expect("row_sums", row_sums.len(), groups * np)?;
+        expect("err_norms", err_norms.len(), n)?;
         Ok(Int8View {
             n,
             k,
