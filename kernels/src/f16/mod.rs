@@ -14,8 +14,7 @@ pub(crate) mod neon;
 pub mod scalar;
 
 use crate::dispatch::{active, Isa};
-use crate::f32::{check_isa, check_shapes, GEMM_MIN_M, GEMV_CHUNK};
-use crate::par;
+use crate::f32::FloatWeight;
 use half::f16;
 
 /// `y = x · wᵀ` at the active ISA level.
@@ -26,23 +25,16 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32])
 /// `y = x · wᵀ` at a chosen ISA level. Panics if the shapes disagree or the CPU
 /// cannot run `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
-    check_shapes(x.len(), m, k, w.len(), n, y.len());
-    check_isa(isa);
-    if m == 0 || n == 0 {
-        return;
+    crate::f32::float_linear(isa, x, m, k, w, n, y)
+}
+
+impl FloatWeight for f16 {
+    fn gemm_weights(w: &[f16]) -> crate::gemm::Weights<'_> {
+        crate::gemm::Weights::F16(w)
     }
-    if k == 0 {
-        y.fill(0.0);
-        return;
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+        gemv_chunk(isa, x, m, k, w, out)
     }
-    if m >= GEMM_MIN_M && crate::gemm::native(isa) {
-        crate::gemm::run(x, m, k, crate::gemm::Weights::F16(w), n, y);
-        return;
-    }
-    let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, false, |j0, j1, out| {
-        gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
-    });
 }
 
 fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {

@@ -36,6 +36,36 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32])
 /// Panics if the shapes disagree or the CPU cannot run `isa`. `Isa::Neon` off
 /// aarch64 runs the plain-Rust emulation of the NEON kernel (for tests).
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    float_linear(isa, x, m, k, w, n, y)
+}
+
+/// A float weight format the GEMV / gemm split below can run: f32, or f16
+/// widened in registers.
+pub(crate) trait FloatWeight: Sized + Sync {
+    fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]);
+}
+
+impl FloatWeight for f32 {
+    fn gemm_weights(w: &[f32]) -> crate::gemm::Weights<'_> {
+        crate::gemm::Weights::F32(w)
+    }
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
+        gemv_chunk(isa, x, m, k, w, out)
+    }
+}
+
+/// The one driver of both float formats: shape and ISA checks, the gemm path
+/// for prefill-sized `m`, else GEMV chunks of rows (threaded when it pays).
+pub(crate) fn float_linear<W: FloatWeight>(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+    y: &mut [f32],
+) {
     check_shapes(x.len(), m, k, w.len(), n, y.len());
     check_isa(isa);
     if m == 0 || n == 0 {
@@ -46,12 +76,12 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize,
         return;
     }
     if m >= GEMM_MIN_M && crate::gemm::native(isa) {
-        crate::gemm::run(x, m, k, crate::gemm::Weights::F32(w), n, y);
+        crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
     par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, false, |j0, j1, out| {
-        gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
+        W::gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
 }
 
