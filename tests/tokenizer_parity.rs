@@ -4,6 +4,7 @@
 //! genuine T5 one; and the binary cache loads to the same tokenizer, is
 //! ignored when stale and refused when damaged.
 
+mod common;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -272,10 +273,7 @@ fn synth_json(tag: &str) -> (TempDir, PathBuf) {
 }
 
 fn genuine_t5() -> Option<PathBuf> {
-    let base = std::env::var_os("T5EDGE_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let p = base.join("tokenizers/t5/tokenizer.json");
+    let p = common::shared_root().join("tokenizers/t5/tokenizer.json");
     if p.is_file() {
         Some(p)
     } else {

@@ -4,16 +4,22 @@
 use std::path::{Path, PathBuf};
 use t5edge::weights::{DType, TensorFile};
 
-/// `../shared` beside the repository (or `T5EDGE_SHARED`), if present. Tests
-/// that need it print why they skip when it is absent.
-pub fn shared_dir(test: &str) -> Option<PathBuf> {
-    let p = std::env::var_os("T5EDGE_SHARED")
+/// Where the reference material should be: `T5EDGE_SHARED`, else `../shared`
+/// beside the repository.
+pub fn shared_root() -> PathBuf {
+    std::env::var_os("T5EDGE_SHARED")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("..")
                 .join("shared")
-        });
+        })
+}
+
+/// `../shared` beside the repository (or `T5EDGE_SHARED`), if present. Tests
+/// that need it print why they skip when it is absent.
+pub fn shared_dir(test: &str) -> Option<PathBuf> {
+    let p = shared_root();
     if p.join("goldens").is_dir() && p.join("models").is_dir() {
         Some(p)
     } else {
