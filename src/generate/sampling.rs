@@ -2,7 +2,7 @@
 //! sampling, with HF's logits processors and warpers.
 
 use super::{processors, GenerateOptions};
-use crate::model::T5Model;
+use crate::model::{DecodeScratch, T5Model};
 use crate::Result;
 use std::ops::ControlFlow;
 use t5edge_kernels::ops;
@@ -102,6 +102,11 @@ pub(crate) fn sample_with(
 /// The shared loop: each active row feeds its last token, gets logits, runs the
 /// processors and picks the next token by argmax (`rngs == None`) or a draw.
 /// `on_token(row, id)` sees every token as it is chosen; `Break` ends that row.
+///
+/// Once the first step has sized the scratch buffers, a step allocates nothing
+/// here or in the model (tests/no_alloc.rs counts): the caches of finished rows
+/// are dropped by compacting `caches` in place, so it always holds exactly the
+/// active rows, in order.
 pub(crate) fn decode_loop(
     model: &T5Model,
     prompts: &[&[u32]],
@@ -125,68 +130,82 @@ pub(crate) fn decode_loop(
             v
         })
         .collect();
+    // active[i] is the row whose cache is caches[i].
     let mut active: Vec<usize> = (0..prompts.len()).collect();
-    let vocab = cfg.vocab_size;
+    let mut toks: Vec<u32> = Vec::with_capacity(prompts.len());
+    let mut scratch = DecodeScratch::new();
+    let mut cert_logits = Vec::new();
+    // Certified greedy never materialises the logits: the int8 head and its
+    // bound pick the token (validate() allows only EOS suppression with it).
+    let certified = match (&model.lm_head.certified, opts.exact && rngs.is_none()) {
+        (Some(head), true) => Some(head),
+        _ => None,
+    };
+    let (vocab, d) = (cfg.vocab_size, cfg.d_model);
     for _ in 0..opts.max_new_tokens {
         if active.is_empty() {
             break;
         }
-        let toks: Vec<[u32; 1]> = active
-            .iter()
-            .map(|&s| [*seqs[s].last().unwrap_or(&cfg.decoder_start_token_id)])
-            .collect();
-        let tok_refs: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
-        let mut step_caches: Vec<_> = active
-            .iter()
-            .map(|&s| std::mem::take(&mut caches[s]))
-            .collect();
-        let hidden = model.decode_hidden(&tok_refs, &mut step_caches)?;
-        for (&s, c) in active.iter().zip(step_caches) {
-            caches[s] = c;
-        }
-        // Certified greedy never materialises the logits: the int8 head and its
-        // bound pick the token (validate() allows only EOS suppression with it).
-        let certified = match (&model.lm_head.certified, opts.exact && rngs.is_none()) {
-            (Some(head), true) => Some(head),
-            _ => None,
-        };
-        let mut logits = if certified.is_some() {
-            Vec::new()
-        } else {
-            model.logits(&hidden)
-        };
-        let head_in = if certified.is_some() {
-            model.head_input(&hidden)
-        } else {
-            Vec::new()
-        };
-        let d = cfg.d_model;
-        let mut still = Vec::with_capacity(active.len());
-        for (row, &s) in active.iter().enumerate() {
-            let next = if let Some(head) = certified {
+        toks.clear();
+        toks.extend(
+            active
+                .iter()
+                .map(|&s| *seqs[s].last().unwrap_or(&cfg.decoder_start_token_id)),
+        );
+        model.decode_step(&toks, &mut caches, &mut scratch)?;
+        let mut keep = 0;
+        if let Some(head) = certified {
+            let head_in = model.step_head_input(&mut scratch);
+            for i in 0..active.len() {
+                let s = active[i];
                 let banned = (seqs[s].len() - 1 < opts.min_new_tokens).then_some(eos as usize);
-                Some(head.argmax(&head_in[row * d..(row + 1) * d], banned).0)
-            } else {
-                let l = &mut logits[row * vocab..(row + 1) * vocab];
+                let next = head
+                    .argmax_with(&head_in[i * d..(i + 1) * d], banned, &mut cert_logits)
+                    .0 as u32;
+                if push_token(&mut seqs[s], s, next, eos, on_token) {
+                    active.swap(keep, i);
+                    caches.swap(keep, i);
+                    keep += 1;
+                }
+            }
+        } else {
+            let logits = model.step_logits(&mut scratch);
+            for i in 0..active.len() {
+                let s = active[i];
+                let l = &mut logits[i * vocab..(i + 1) * vocab];
                 processors::process(l, &seqs[s], opts, eos);
-                match rngs.as_mut() {
+                let next = match rngs.as_mut() {
                     Some(r) => {
                         processors::warp(l, opts);
                         r[s].categorical(l)
                     }
                     None => ops::argmax(l),
                 }
-            }
-            .unwrap_or(eos as usize) as u32;
-            seqs[s].push(next);
-            let go_on = on_token(s, next).is_continue();
-            if next != eos && go_on {
-                still.push(s);
-            } else {
-                caches[s] = Default::default();
+                .unwrap_or(eos as usize) as u32;
+                if push_token(&mut seqs[s], s, next, eos, on_token) {
+                    active.swap(keep, i);
+                    caches.swap(keep, i);
+                    keep += 1;
+                }
             }
         }
-        active = still;
+        // Swapping kept rows forward preserves their order; the finished rows'
+        // caches are dropped here.
+        active.truncate(keep);
+        caches.truncate(keep);
     }
     Ok(seqs.into_iter().map(|mut s| s.split_off(1)).collect())
+}
+
+/// Appends `next` to row `s` and reports it; whether the row goes on.
+fn push_token(
+    seq: &mut Vec<u32>,
+    s: usize,
+    next: u32,
+    eos: u32,
+    on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+) -> bool {
+    seq.push(next);
+    let go_on = on_token(s, next).is_continue();
+    next != eos && go_on
 }

@@ -59,10 +59,20 @@ impl CertifiedHead {
     /// scaled hidden state, skipping id `banned`. Returns the id and how many
     /// rows were re-scored.
     pub fn argmax(&self, h: &[f32], banned: Option<usize>) -> (usize, usize) {
+        self.argmax_with(h, banned, &mut Vec::new())
+    }
+
+    /// [`CertifiedHead::argmax`] with `y` as reusable room for the int8 logits.
+    pub fn argmax_with(
+        &self,
+        h: &[f32],
+        banned: Option<usize>,
+        y: &mut Vec<f32>,
+    ) -> (usize, usize) {
         let (n, k) = (self.full.n, self.full.k);
         let view = self.q.view();
-        let mut y = vec![0f32; n];
-        int8::linear(h, 1, k, &view, &mut y);
+        y.resize(n, 0.0);
+        int8::linear(h, 1, k, &view, y);
         // The activation exactly as the kernel quantized it.
         let (qx, sx) = int8::quantize_activations(h, 1, k, self.group_size);
         let gs = if self.group_size == 0 {

@@ -8,6 +8,7 @@
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
 use super::kv_cache::SeqCache;
+use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
 use t5edge_kernels::ops;
@@ -38,41 +39,73 @@ impl Decoder {
         cache.enc_len = enc_len;
     }
 
-    /// Runs `tqs[s]` new positions of each sequence `s` (embedded, packed in `x`),
-    /// extending `caches[s]`; `x` ends as the final-normed hidden states.
+    /// Runs `tqs[s]` new positions of each sequence `s` (embedded, packed in
+    /// `s.x`), extending `caches[s]`; `s.x` ends as the final-normed hidden
+    /// states. Works only in `s`'s buffers, so a warmed-up scratch makes a
+    /// decode step allocation-free.
     pub fn forward(
         &self,
-        x: &mut [f32],
         tqs: &[usize],
         caches: &mut [SeqCache],
         mut states: Option<&mut Vec<Vec<f32>>>,
+        s: &mut DecodeScratch,
     ) {
         let d = self.d_model;
         let rows: usize = tqs.iter().sum();
-        debug_assert_eq!(x.len(), rows * d);
         debug_assert_eq!(tqs.len(), caches.len());
-        let biases: Vec<_> = tqs
-            .iter()
-            .zip(caches.iter())
-            .map(|(&tq, c)| self.bias(false, tq, c.len + tq, c.len))
-            .collect();
-        let mut normed = vec![0.0f32; x.len()];
-        if let Some(s) = states.as_deref_mut() {
-            s.push(x.to_vec());
+        let DecodeScratch {
+            x,
+            normed,
+            q,
+            k,
+            v,
+            ctx,
+            proj,
+            ffn_h,
+            ffn_u,
+            biases,
+            ..
+        } = s;
+        let x = &mut x[..rows * d];
+        debug_assert!(biases.len() >= tqs.len());
+        for ((b, &tq), c) in biases.iter_mut().zip(tqs).zip(caches.iter()) {
+            // The bias grows by a position each step: size it for the whole
+            // run once, as the cache was.
+            let most = c.capacity.max(c.len + tq) + tq;
+            b.values
+                .reserve(self.heads * most.saturating_sub(b.values.len() / self.heads.max(1)));
+            b.fill(
+                self.rel_bias.as_slice(),
+                self.heads,
+                self.num_buckets,
+                self.max_distance,
+                false,
+                tq,
+                c.len + tq,
+                c.len,
+            );
+        }
+        let normed = sized(normed, rows * d);
+        let proj = sized(proj, rows * d);
+        if let Some(st) = states.as_deref_mut() {
+            st.push(x.to_vec());
         }
         for (l, block) in self.blocks.iter().enumerate() {
             // Causal self-attention over the cache.
-            ops::rms_norm_rows(x, block.self_norm.as_slice(), self.eps, &mut normed);
+            ops::rms_norm_rows(x, block.self_norm.as_slice(), self.eps, normed);
             let a = &block.self_attn;
             let inner = a.inner();
             let (q, k, v) = (
-                a.q.apply(&normed, rows),
-                a.k.apply(&normed, rows),
-                a.v.apply(&normed, rows),
+                sized(q, rows * inner),
+                sized(k, rows * inner),
+                sized(v, rows * inner),
             );
-            let mut ctx = vec![0.0f32; rows * inner];
+            a.q.forward(normed, rows, q);
+            a.k.forward(normed, rows, k);
+            a.v.forward(normed, rows, v);
+            let ctx = sized(ctx, rows * inner);
             let mut start = 0;
-            for ((&tq, cache), bias) in tqs.iter().zip(caches.iter_mut()).zip(&biases) {
+            for ((&tq, cache), bias) in tqs.iter().zip(caches.iter_mut()).zip(biases.iter()) {
                 let r = start * inner..(start + tq) * inner;
                 cache.self_k[l].extend_from_slice(&k[r.clone()]);
                 cache.self_v[l].extend_from_slice(&v[r.clone()]);
@@ -88,12 +121,13 @@ impl Decoder {
                 a.attend(input, &mut ctx[r]);
                 start += tq;
             }
-            ops::add_inplace(x, &a.o.apply(&ctx, rows));
+            a.o.forward(ctx, rows, proj);
+            ops::add_inplace(x, proj);
 
             // Cross-attention: no position bias; the encoder output has no padding.
-            ops::rms_norm_rows(x, block.cross_norm.as_slice(), self.eps, &mut normed);
+            ops::rms_norm_rows(x, block.cross_norm.as_slice(), self.eps, normed);
             let c = &block.cross_attn;
-            let q = c.q.apply(&normed, rows);
+            c.q.forward(normed, rows, q);
             let mut start = 0;
             for (&tq, cache) in tqs.iter().zip(caches.iter()) {
                 let r = start * inner..(start + tq) * inner;
@@ -109,24 +143,26 @@ impl Decoder {
                 c.attend(input, &mut ctx[r]);
                 start += tq;
             }
-            ops::add_inplace(x, &c.o.apply(&ctx, rows));
+            c.o.forward(ctx, rows, proj);
+            ops::add_inplace(x, proj);
 
-            ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, &mut normed);
-            ops::add_inplace(x, &block.ffn.forward(&normed, rows));
+            ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, normed);
+            block.ffn.forward_into(normed, rows, ffn_h, ffn_u, proj);
+            ops::add_inplace(x, proj);
             // HF records each block's input; its last entry is the normed output.
-            if let Some(s) = states.as_deref_mut() {
-                if s.len() < self.blocks.len() {
-                    s.push(x.to_vec());
+            if let Some(st) = states.as_deref_mut() {
+                if st.len() < self.blocks.len() {
+                    st.push(x.to_vec());
                 }
             }
         }
         for (&tq, cache) in tqs.iter().zip(caches.iter_mut()) {
             cache.len += tq;
         }
-        let pre = x.to_vec();
-        ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);
-        if let Some(s) = states {
-            s.push(x.to_vec());
+        ops::rms_norm_rows(x, self.final_norm.as_slice(), self.eps, normed);
+        x.copy_from_slice(normed);
+        if let Some(st) = states {
+            st.push(x.to_vec());
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The feed-forward block: `wo(act(wi x))`, or `wo(act(wi_0 x) * wi_1 x)` when gated.
 
 use super::linear::Linear;
+use super::scratch::sized;
 use t5edge_kernels::ops::{self, Activation};
 
 #[derive(Clone)]
@@ -16,14 +17,31 @@ pub struct FeedForward {
 impl FeedForward {
     /// `x` is `[m, d_model]` (already normed); returns `[m, d_model]`.
     pub fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut h = self.wi.apply(x, m);
+        let mut out = vec![0.0; m * self.wo.n];
+        self.forward_into(x, m, &mut Vec::new(), &mut Vec::new(), &mut out);
+        out
+    }
+
+    /// [`FeedForward::forward`] into `out` (`[m, d_model]`), with `h` and `u`
+    /// as reusable room for the `[m, d_ff]` hidden layer.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        h: &mut Vec<f32>,
+        u: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let h = sized(h, m * self.wi.n);
+        self.wi.forward(x, m, h);
         match &self.wi_up {
             Some(up) => {
-                let u = up.apply(x, m);
-                ops::gated_inplace(self.act, &mut h, &u);
+                let u = sized(u, m * up.n);
+                up.forward(x, m, u);
+                ops::gated_inplace(self.act, h, u);
             }
-            None => ops::activate_inplace(self.act, &mut h),
+            None => ops::activate_inplace(self.act, h),
         }
-        self.wo.apply(&h, m)
+        self.wo.forward(h, m, out);
     }
 }

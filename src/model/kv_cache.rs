@@ -13,6 +13,8 @@ pub struct SeqCache {
     pub enc_len: usize,
     /// Positions decoded so far.
     pub len: usize,
+    /// Positions the self-attention K/V were sized for up front.
+    pub capacity: usize,
 }
 
 impl SeqCache {
@@ -30,6 +32,7 @@ impl SeqCache {
             cross_v: Vec::with_capacity(layers),
             enc_len: 0,
             len: 0,
+            capacity,
         }
     }
 }

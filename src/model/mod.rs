@@ -14,12 +14,14 @@ pub mod kv_cache;
 pub mod linear;
 mod load;
 pub mod position_bias;
+pub mod scratch;
 
 pub use convert::FormatPolicy;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
 pub use linear::{Linear, LinearWeight, WeightFormat};
+pub use scratch::DecodeScratch;
 
 use crate::config::T5Config;
 use crate::error::{Error, Result};
@@ -92,17 +94,26 @@ impl T5Model {
 
     /// Looks the ids up in the embedding table, packed `[ids.len(), d_model]`.
     fn embed_ids(&self, ids: &[u32]) -> Vec<f32> {
+        let mut x = Vec::new();
+        self.embed_into(ids, &mut x);
+        x
+    }
+
+    /// [`T5Model::embed_ids`] into `x` (resized, capacity kept).
+    fn embed_into(&self, ids: &[u32], x: &mut Vec<f32>) {
         let d = self.config.d_model;
-        let mut x = Vec::with_capacity(ids.len() * d);
-        for &id in ids {
+        x.resize(ids.len() * d, 0.0);
+        for (&id, row) in ids.iter().zip(x.chunks_exact_mut(d)) {
             let r = id as usize * d..(id as usize + 1) * d;
             match &self.embed.weight {
-                LinearWeight::F32(w) => x.extend_from_slice(&w.as_slice()[r]),
-                LinearWeight::F16(w) => x.extend(w.as_slice()[r].iter().map(|v| v.to_f32())),
-                LinearWeight::Int8(w) => x.extend(w.view().dequantize_row(id as usize)),
+                LinearWeight::F32(w) => row.copy_from_slice(&w.as_slice()[r]),
+                LinearWeight::F16(w) => row
+                    .iter_mut()
+                    .zip(&w.as_slice()[r])
+                    .for_each(|(o, v)| *o = v.to_f32()),
+                LinearWeight::Int8(w) => w.view().dequantize_row_into(id as usize, row),
             }
         }
-        x
     }
 
     /// Encodes a batch of sequences; returns each one's `[len, d_model]` output.
@@ -161,16 +172,59 @@ impl T5Model {
     /// Feeds `tokens[s]` (one or more new decoder positions) to each sequence `s`
     /// and returns the final hidden states, packed `[sum, d_model]`.
     pub fn decode_hidden(&self, tokens: &[&[u32]], caches: &mut [SeqCache]) -> Result<Vec<f32>> {
-        if tokens.len() != caches.len() {
-            return Err(Error::Request("one token list per cache".into()));
-        }
+        let mut s = DecodeScratch::new();
+        let tqs: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
+        let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
         for t in tokens {
             // Zero new positions would leave the position bias with no span.
             if t.is_empty() {
                 return Err(Error::Request("a decoder step has no tokens".into()));
             }
-            self.check_ids(t)?;
         }
+        Ok(self.decode_packed(&all, &tqs, caches, &mut s)?.to_vec())
+    }
+
+    /// One decoding step: token `tokens[s]` is the next position of sequence
+    /// `s` (cache `caches[s]`). Returns the final hidden states `[rows,
+    /// d_model]`, which live in `scratch`. With a scratch reused across steps
+    /// this allocates nothing once the first step has sized it.
+    pub fn decode_step<'s>(
+        &self,
+        tokens: &[u32],
+        caches: &mut [SeqCache],
+        scratch: &'s mut DecodeScratch,
+    ) -> Result<&'s [f32]> {
+        let mut tqs = std::mem::take(&mut scratch.tqs);
+        tqs.clear();
+        tqs.resize(tokens.len(), 1);
+        let out = self.decode_packed(tokens, &tqs, caches, scratch);
+        // Hand the (now sized) buffer back whether or not the step succeeded.
+        let keep = tqs;
+        match out {
+            Ok(_) => {
+                scratch.tqs = keep;
+                let rows = tokens.len() * self.config.d_model;
+                Ok(&scratch.x[..rows])
+            }
+            Err(e) => {
+                scratch.tqs = keep;
+                Err(e)
+            }
+        }
+    }
+
+    /// `tqs[s]` positions of sequence `s`, packed in `ids`.
+    fn decode_packed<'s>(
+        &self,
+        ids: &[u32],
+        tqs: &[usize],
+        caches: &mut [SeqCache],
+        s: &'s mut DecodeScratch,
+    ) -> Result<&'s [f32]> {
+        if tqs.len() != caches.len() {
+            return Err(Error::Request("one token list per cache".into()));
+        }
+        self.check_ids(ids)?;
         let (layers, inner) = (self.decoder.blocks.len(), self.config.inner_dim());
         for c in caches.iter() {
             let fits = |v: &Vec<Vec<f32>>, rows: usize| {
@@ -187,11 +241,13 @@ impl T5Model {
                 ));
             }
         }
-        let tqs: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
-        let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
-        let mut x = self.embed_ids(&all);
-        self.decoder.forward(&mut x, &tqs, caches, None);
-        Ok(x)
+        self.embed_into(ids, &mut s.x);
+        if s.biases.len() < tqs.len() {
+            s.biases
+                .resize_with(tqs.len(), position_bias::PositionBias::empty);
+        }
+        self.decoder.forward(tqs, caches, None, s);
+        Ok(&s.x[..ids.len() * self.config.d_model])
     }
 
     /// The hidden states as the head multiplies them (tied heads rescale).
@@ -215,15 +271,51 @@ impl T5Model {
 
     /// Logits `[rows, vocab]` from final decoder hidden states `[rows, d_model]`.
     pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+        let mut s = DecodeScratch::new();
+        self.logits_into(hidden, &mut s).to_vec()
+    }
+
+    /// [`T5Model::logits`] into `scratch`'s logits buffer (no allocation once
+    /// it has been sized).
+    pub fn logits_into<'s>(&self, hidden: &[f32], scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
+        let h = self.scale_for_head(hidden, &mut scratch.head_in);
         let rows = hidden.len() / self.config.d_model;
-        let scaled: Vec<f32>;
-        let h = if self.lm_head.scale != 1.0 {
-            scaled = hidden.iter().map(|v| v * self.lm_head.scale).collect();
-            &scaled
-        } else {
-            hidden
-        };
-        self.lm_head.linear.apply(h, rows)
+        let out = scratch::sized(&mut scratch.logits, rows * self.lm_head.linear.n);
+        self.lm_head.linear.forward(h, rows, out);
+        out
+    }
+
+    /// Logits of the hidden states the last [`T5Model::decode_step`] left in
+    /// `scratch`, `[rows, vocab]`.
+    pub fn step_logits<'s>(&self, scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
+        let DecodeScratch {
+            x, head_in, logits, ..
+        } = scratch;
+        let h = self.scale_for_head(x, head_in);
+        let rows = x.len() / self.config.d_model;
+        let out = scratch::sized(logits, rows * self.lm_head.linear.n);
+        self.lm_head.linear.forward(h, rows, out);
+        out
+    }
+
+    /// The hidden states the last [`T5Model::decode_step`] left in `scratch`,
+    /// as the head multiplies them.
+    pub fn step_head_input<'s>(&self, scratch: &'s mut DecodeScratch) -> &'s [f32] {
+        let DecodeScratch { x, head_in, .. } = scratch;
+        self.scale_for_head(x, head_in)
+    }
+
+    /// `hidden` as the head multiplies it: rescaled into `buf` for a tied head,
+    /// else `hidden` itself.
+    fn scale_for_head<'a>(&self, hidden: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+        if self.lm_head.scale == 1.0 {
+            return hidden;
+        }
+        let h = scratch::sized(buf, hidden.len());
+        h.iter_mut()
+            .zip(hidden)
+            .for_each(|(o, &v)| *o = v * self.lm_head.scale);
+        h
     }
 
     /// Teacher-forced decoder: logits `[dec_ids.len(), vocab]` for the encoder
@@ -251,11 +343,24 @@ impl T5Model {
         let enc = self.encode(input_ids)?;
         self.check_ids(dec_ids)?;
         let mut cache = [self.new_cache(&enc, dec_ids.len())];
-        let mut x = self.embed_ids(dec_ids);
+        let mut s = DecodeScratch::new();
+        self.embed_into(dec_ids, &mut s.x);
+        s.biases.push(position_bias::PositionBias::empty());
         let mut states = Vec::new();
         self.decoder
-            .forward(&mut x, &[dec_ids.len()], &mut cache, Some(&mut states));
+            .forward(&[dec_ids.len()], &mut cache, Some(&mut states), &mut s);
         Ok(states)
+    }
+
+    /// The format most of the weights run in: the attention projections'
+    /// (a quantized file's or a conversion's body format).
+    pub fn body_format(&self) -> WeightFormat {
+        self.encoder
+            .blocks
+            .first()
+            .map(|b| b.attn.q.format())
+            .or_else(|| self.decoder.blocks.first().map(|b| b.self_attn.q.format()))
+            .unwrap_or(self.lm_head.linear.format())
     }
 
     /// Number of distinct parameters (the tied embedding counted once), as HF's

@@ -44,6 +44,15 @@ pub struct PositionBias {
 }
 
 impl PositionBias {
+    /// No values yet: room for [`PositionBias::fill`].
+    pub fn empty() -> PositionBias {
+        PositionBias {
+            values: Vec::new(),
+            span: 0,
+            offset: 0,
+        }
+    }
+
     /// `table` is the `[num_buckets, heads]` embedding of the stack's layer 0.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -56,10 +65,38 @@ impl PositionBias {
         tk: usize,
         past: usize,
     ) -> PositionBias {
+        let mut b = PositionBias::empty();
+        b.fill(
+            table,
+            heads,
+            num_buckets,
+            max_distance,
+            bidirectional,
+            tq,
+            tk,
+            past,
+        );
+        b
+    }
+
+    /// [`PositionBias::new`] into this bias's storage, which it keeps: a
+    /// decode loop refills the same one every step without allocating.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fill(
+        &mut self,
+        table: &[f32],
+        heads: usize,
+        num_buckets: usize,
+        max_distance: usize,
+        bidirectional: bool,
+        tq: usize,
+        tk: usize,
+        past: usize,
+    ) {
         let span = tk + tq - 1;
         // values index = rel - rel_min, with rel_min = -(past + tq - 1).
         let rel_min = -((past + tq) as i64 - 1);
-        let mut values = vec![0.0f32; heads * span];
+        self.values.resize(heads * span, 0.0);
         for idx in 0..span {
             let b = bucket(
                 rel_min + idx as i64,
@@ -68,14 +105,11 @@ impl PositionBias {
                 max_distance,
             );
             for h in 0..heads {
-                values[h * span + idx] = table[b * heads + h];
+                self.values[h * span + idx] = table[b * heads + h];
             }
         }
-        PositionBias {
-            values,
-            span,
-            offset: tq as isize - 1,
-        }
+        self.span = span;
+        self.offset = tq as isize - 1;
     }
 
     pub fn as_rel_bias(&self) -> RelBias<'_> {

@@ -467,16 +467,24 @@ impl<'a> Int8View<'a> {
 
     /// Row `j` as the kernels see it: `s_w[g] * p[kk]` in f32, length `k`.
     pub fn dequantize_row(&self, j: usize) -> Vec<f32> {
+        let mut out = vec![0.0; self.k];
+        self.dequantize_row_into(j, &mut out);
+        out
+    }
+
+    /// [`Int8View::dequantize_row`] into `out` (length `k`).
+    pub fn dequantize_row_into(&self, j: usize, out: &mut [f32]) {
         assert!(j < self.n, "dequantize_row: row {j} of {}", self.n);
+        assert_eq!(out.len(), self.k, "dequantize_row: out length");
         let (kp, np) = (self.padded_k(), self.padded_n());
         let gs = if self.group_size == 0 {
             kp
         } else {
             self.group_size
         };
-        (0..self.k)
-            .map(|kk| self.scales[(kk / gs) * np + j] * self.data[packed_index(j, kk, kp)] as f32)
-            .collect()
+        for (kk, o) in out.iter_mut().enumerate() {
+            *o = self.scales[(kk / gs) * np + j] * self.data[packed_index(j, kk, kp)] as f32;
+        }
     }
 }
 
