@@ -30,6 +30,16 @@ fn shape() -> impl Strategy<Value = (usize, usize, usize)> {
     (1usize..=12, 1usize..=70, 1usize..=300)
 }
 
+/// f16 weights stay on the row-blocked GEMV up to F16_GEMM_MIN_M (32) rows:
+/// m crosses that, and the 4- and 2-row blocks' remainders.
+fn f16_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    (
+        prop_oneof![1usize..=12, 28usize..=36],
+        1usize..=40,
+        1usize..=300,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -56,7 +66,7 @@ proptest! {
 
     #[test]
     fn f16_linear_matches_reference(
-        (m, n, k) in shape(), fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+        (m, n, k) in f16_shape(), fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
     ) {
         let mut rng = Rng(seed);
         let x = matrix(&mut rng, fx, m, k, 1e6);
@@ -120,7 +130,7 @@ fn float_linear_is_identical_across_thread_counts() {
 }
 
 /// A GEMV row must not depend on how many other rows share the call (below the
-/// gemm threshold), which is what lets batched beams match single decoding.
+/// gemm threshold, for f32 and f16 weights), which is what lets batched beams match single decoding.
 #[test]
 fn gemv_rows_do_not_depend_on_batch() {
     let (n, k) = (37, 203);
@@ -134,6 +144,20 @@ fn gemv_rows_do_not_depend_on_batch() {
             let mut one = vec![0.0f32; n];
             lf32::linear_with(isa, &x[i * k..(i + 1) * k], 1, k, &w, n, &mut one);
             assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
+        }
+    }
+    // f16 weights: rows 0-7 run in 4- (AVX-512) or 2-row (AVX2) blocks, the
+    // rest one at a time, up to just below the gemm threshold.
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let m = lf16::F16_GEMM_MIN_M - 1;
+    let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+    for isa in isas() {
+        let mut all = vec![0.0f32; m * n];
+        lf16::linear_with(isa, &x, m, k, &wh, n, &mut all);
+        for i in 0..m {
+            let mut one = vec![0.0f32; n];
+            lf16::linear_with(isa, &x[i * k..(i + 1) * k], 1, k, &wh, n, &mut one);
+            assert_eq!(one, all[i * n..(i + 1) * n], "f16 {isa} row {i}");
         }
     }
 }

@@ -43,13 +43,79 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
     ))
 }
 
+/// `R` dot products of consecutive x rows `i0..i0 + R` with one weight row:
+/// each widened weight vector feeds `R` FMAs instead of one. Every row's
+/// arithmetic (chains, order, reduction) is exactly [`dot`]'s, so a row's
+/// result does not depend on how many rows share the call.
+///
+/// # Safety
+/// As [`dot`]; `x` holds at least `(i0 + R) * k` values and `b.len() == k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dots<const R: usize>(x: &[f32], i0: usize, k: usize, b: &[f16]) -> [f32; R] {
+    debug_assert!(x.len() >= (i0 + R) * k && b.len() == k);
+    let pb = b.as_ptr() as *const u16;
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    let mut i = 0;
+    // SAFETY (all loads below): row r's loads read inside x[(i0 + r) * k..][..k]
+    // by the caller's contract, with the same bounds argument as `dot`.
+    unsafe {
+        let px = x.as_ptr().add(i0 * k);
+        let wv = |p: *const u16| _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i));
+        while i + 64 <= k {
+            for u in 0..4 {
+                let o = i + 16 * u;
+                let w = wv(pb.add(o));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    a[u] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + o)), w, a[u]);
+                }
+            }
+            i += 64;
+        }
+        while i + 16 <= k {
+            let w = wv(pb.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + i)), w, a[0]);
+            }
+            i += 16;
+        }
+        if i < k {
+            let mask = ((1u32 << (k - i)) - 1) as u16;
+            let w = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, pb.add(i) as *const i16));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + i));
+                a[0] = _mm512_fmadd_ps(xv, w, a[0]);
+            }
+        }
+    }
+    acc.map(|a| {
+        _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(a[0], a[1]),
+            _mm512_add_ps(a[2], a[3]),
+        ))
+    })
+}
+
+/// x rows handled per pass over a weight row (16 accumulators of 32 registers).
+const ROWS: usize = 4;
+
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+    assert!(x.len() >= m * k);
     let cw = w.len() / k;
     for (jj, wr) in w.chunks_exact(k).enumerate() {
-        for i in 0..m {
+        let mut i = 0;
+        while i + ROWS <= m {
+            // SAFETY: same target features; rows i..i + ROWS lie inside x.
+            let d = unsafe { dots::<ROWS>(x, i, k, wr) };
+            for (r, v) in d.into_iter().enumerate() {
+                out[(i + r) * cw + jj] = v;
+            }
+            i += ROWS;
+        }
+        for i in i..m {
             // SAFETY: same target features as this function.
             out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }

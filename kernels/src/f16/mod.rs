@@ -17,6 +17,13 @@ use crate::dispatch::{active, Isa};
 use crate::f32::FloatWeight;
 use half::f16;
 
+/// From this many activation rows on, f16 weights go to gemm. Below it the
+/// row-blocked GEMV wins: gemm needs the weights widened to f32 in memory
+/// first (a whole layer per call, which a decode step of a batch cannot
+/// amortise), and its per-thread packing buffers cost every worker several MB
+/// of resident memory. Measured in kernels/BENCH.md.
+pub const F16_GEMM_MIN_M: usize = 32;
+
 /// `y = x · wᵀ` at the active ISA level.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
     linear_with(active(), x, m, k, w, n, y)
@@ -29,6 +36,7 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize,
 }
 
 impl FloatWeight for f16 {
+    const GEMM_MIN_M: usize = F16_GEMM_MIN_M;
     fn gemm_weights(w: &[f16]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F16(w)
     }

@@ -42,11 +42,14 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize,
 /// A float weight format the GEMV / gemm split below can run: f32, or f16
 /// widened in registers.
 pub(crate) trait FloatWeight: Sized + Sync {
+    /// From this many activation rows on, SIMD levels hand the product to gemm.
+    const GEMM_MIN_M: usize;
     fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
     fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]);
 }
 
 impl FloatWeight for f32 {
+    const GEMM_MIN_M: usize = GEMM_MIN_M;
     fn gemm_weights(w: &[f32]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F32(w)
     }
@@ -75,7 +78,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
         y.fill(0.0);
         return;
     }
-    if m >= GEMM_MIN_M && crate::gemm::native(isa) {
+    if m >= W::GEMM_MIN_M && crate::gemm::native(isa) {
         crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
         return;
     }
