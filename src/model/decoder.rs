@@ -11,6 +11,7 @@ use super::kv_cache::SeqCache;
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
+use rayon::prelude::*;
 use t5edge_kernels::ops;
 
 #[derive(Clone)]
@@ -105,22 +106,25 @@ impl Decoder {
             a.v.forward(normed, rows, v);
             let ctx = sized(ctx, rows * inner);
             let mut start = 0;
-            for ((&tq, cache), bias) in tqs.iter().zip(caches.iter_mut()).zip(biases.iter()) {
+            for (&tq, cache) in tqs.iter().zip(caches.iter_mut()) {
                 let r = start * inner..(start + tq) * inner;
                 cache.self_k[l].extend_from_slice(&k[r.clone()]);
-                cache.self_v[l].extend_from_slice(&v[r.clone()]);
+                cache.self_v[l].extend_from_slice(&v[r]);
+                start += tq;
+            }
+            per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
+                let tq = tqs[idx];
                 let input = AttnInput {
-                    q: &q[r.clone()],
+                    q,
                     k: &cache.self_k[l],
                     v: &cache.self_v[l],
                     tq,
                     tk: cache.len + tq,
-                    bias: Some(bias.as_rel_bias()),
+                    bias: Some(biases[idx].as_rel_bias()),
                     causal: Some(cache.len),
                 };
-                a.attend(input, &mut ctx[r]);
-                start += tq;
-            }
+                a.attend(input, out)
+            });
             a.o.forward(ctx, rows, proj);
             ops::add_inplace(x, proj);
 
@@ -128,21 +132,18 @@ impl Decoder {
             ops::rms_norm_rows(x, block.cross_norm.as_slice(), self.eps, normed);
             let c = &block.cross_attn;
             c.q.forward(normed, rows, q);
-            let mut start = 0;
-            for (&tq, cache) in tqs.iter().zip(caches.iter()) {
-                let r = start * inner..(start + tq) * inner;
+            per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
                 let input = AttnInput {
-                    q: &q[r.clone()],
+                    q,
                     k: &cache.cross_k[l],
                     v: &cache.cross_v[l],
-                    tq,
+                    tq: tqs[idx],
                     tk: cache.enc_len,
                     bias: None,
                     causal: None,
                 };
-                c.attend(input, &mut ctx[r]);
-                start += tq;
-            }
+                c.attend(input, out)
+            });
             c.o.forward(ctx, rows, proj);
             ops::add_inplace(x, proj);
 
@@ -164,5 +165,49 @@ impl Decoder {
         if let Some(st) = states {
             st.push(x.to_vec());
         }
+    }
+}
+
+/// Below this many multiply-adds (queries x keys x inner, over the whole
+/// batch) a step's attention calls run one after another: one call of a
+/// decode step is a few microseconds, less than waking a worker.
+const PAR_ATTENTION_MACS: usize = 1 << 17;
+
+/// Runs `f(s, cache_s, q_s, out_s)` for every sequence `s` of the step, where
+/// `q_s` and `out_s` are its `[tqs[s], inner]` rows of `q` and `ctx`. In
+/// parallel across sequences when every sequence has the same number of new
+/// positions (every decode step) and the batch's attention is big enough; each
+/// sequence is one task either way, so the bits do not depend on it.
+fn per_sequence<F>(
+    tqs: &[usize],
+    caches: &[SeqCache],
+    inner: usize,
+    q: &[f32],
+    ctx: &mut [f32],
+    f: F,
+) where
+    F: Fn(usize, &SeqCache, &[f32], &mut [f32]) + Sync,
+{
+    let tq = tqs.first().copied().unwrap_or(0);
+    let uniform = tq > 0 && tqs.iter().all(|&t| t == tq);
+    let work: usize = tqs
+        .iter()
+        .zip(caches)
+        .map(|(&t, c)| t * (c.len + t).max(c.enc_len) * inner)
+        .sum();
+    if uniform && caches.len() > 1 && work >= PAR_ATTENTION_MACS && rayon::current_num_threads() > 1
+    {
+        q.par_chunks(tq * inner)
+            .zip(ctx.par_chunks_mut(tq * inner))
+            .zip(caches.par_iter())
+            .enumerate()
+            .for_each(|(s, ((q, out), c))| f(s, c, q, out));
+        return;
+    }
+    let mut start = 0;
+    for (s, (&t, c)) in tqs.iter().zip(caches).enumerate() {
+        let r = start * inner..(start + t) * inner;
+        f(s, c, &q[r.clone()], &mut ctx[r]);
+        start += t;
     }
 }
