@@ -185,3 +185,54 @@ unsafe fn bw_rows<const R: usize>(
         }
     }
 }
+
+/// [`super::quantize_slice`] 16 lanes at a time, bit for bit: `max |x|` is
+/// exact in any order (NaN lanes lose every `vmaxps` as they lose the scalar
+/// comparison), then the same multiply, clamp (NaN kept, as `f32::clamp`
+/// does), magic-number rounding and NaN-to-0 conversion per lane.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL; `out.len() >= v.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n);
+    let lanes = |t: usize| -> u16 {
+        if n - t >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << (n - t)) - 1) as u16
+        }
+    };
+    // SAFETY: every access is masked to lanes [t, n) of `v` / `out`.
+    unsafe {
+        let mut mx = _mm512_setzero_ps();
+        let mut t = 0;
+        while t < n {
+            let x = _mm512_maskz_loadu_ps(lanes(t), v.as_ptr().add(t));
+            // vmaxps returns its second operand when either is NaN.
+            mx = _mm512_max_ps(_mm512_abs_ps(x), mx);
+            t += 16;
+        }
+        let (scale, inv) = super::scales(_mm512_reduce_max_ps(mx));
+        let (iv, lo, hi) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(-127.0),
+            _mm512_set1_ps(127.0),
+        );
+        let magic = _mm512_set1_ps(super::MAGIC);
+        let mut t = 0;
+        while t < n {
+            let m = lanes(t);
+            let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v.as_ptr().add(t)), iv);
+            // NaN in the second operand passes through both, as in f32::clamp.
+            let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
+            let r = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
+            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
+            let i = _mm512_maskz_cvtps_epi32(ok, r);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut _, m, i);
+            t += 16;
+        }
+        scale
+    }
+}

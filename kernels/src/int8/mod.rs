@@ -105,24 +105,46 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Symmetric quantisation of one slice: returns `(scale, values)`.
-fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+/// Symmetric quantisation of one slice: returns `(scale, values)`. The model
+/// every vectorised activation quantiser reproduces bit for bit.
+pub(crate) fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
     // Written so both loops vectorise: `f32::round` is a libm call per value
     // on baseline x86-64, which made this a tenth of an int8 prefill.
-    let amax = v
-        .iter()
-        .fold(0.0f32, |a, x| if x.abs() > a { x.abs() } else { a });
-    let scale = amax / 127.0;
-    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-    // Adding and removing 1.5 * 2^23 rounds to nearest (ties to even) any
-    // |y| <= 2^22; y is clamped to [-127, 127] first.
-    const MAGIC: f32 = 12_582_912.0;
+    let amax = v.iter().fold(0.0f32, |a, &x| abs_max(a, x));
+    let (scale, inv) = scales(amax);
     for (o, &x) in out.iter_mut().zip(v) {
-        let y = (x * inv).clamp(-127.0, 127.0);
-        // `as` saturates and maps NaN to 0, so this can never be UB or -128.
-        *o = ((y + MAGIC) - MAGIC) as i8;
+        *o = quantize_one(x, inv);
     }
     scale
+}
+
+/// One step of the `max |x|` fold: NaN never wins a comparison, so it is skipped.
+#[inline(always)]
+pub(crate) fn abs_max(a: f32, x: f32) -> f32 {
+    if x.abs() > a {
+        x.abs()
+    } else {
+        a
+    }
+}
+
+/// `(scale, 1 / scale)` for a slice whose largest magnitude is `amax`.
+#[inline(always)]
+pub(crate) fn scales(amax: f32) -> (f32, f32) {
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    (amax / 127.0, inv)
+}
+
+/// Adding and removing 1.5 * 2^23 rounds to nearest (ties to even) any
+/// |y| <= 2^22; y is clamped to [-127, 127] first.
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+
+/// One value: `round(clamp(x * inv))`, NaN to 0.
+#[inline(always)]
+pub(crate) fn quantize_one(x: f32, inv: f32) -> i8 {
+    let y = (x * inv).clamp(-127.0, 127.0);
+    // `as` saturates and maps NaN to 0, so this can never be UB or -128.
+    ((y + MAGIC) - MAGIC) as i8
 }
 
 /// Quantises activations `x[m, k]` per row and per group, the way every int8
@@ -134,24 +156,73 @@ pub fn quantize_activations(
     k: usize,
     group_size: usize,
 ) -> (Vec<i8>, Vec<f32>) {
-    assert_eq!(x.len(), m * k, "int8: x shape");
+    let mut q = vec![0i8; m * padded_k(k)];
+    let mut s = vec![0.0f32; m * group_count(k, group_size)];
+    quantize_activations_into(x, m, k, group_size, &mut q, &mut s);
+    (q, s)
+}
+
+/// [`quantize_activations`] into caller buffers (`q: [m, padded_k(k)]`,
+/// `s: [m, groups]`, every value overwritten) at the active ISA level.
+pub fn quantize_activations_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    q: &mut [i8],
+    s: &mut [f32],
+) {
+    quantize_activations_with(active(), x, m, k, group_size, q, s)
+}
+
+/// [`quantize_activations_into`] at a chosen level; every level gives the
+/// same bits as the scalar `quantize_slice`. Panics if the CPU cannot run
+/// `isa`.
+pub fn quantize_activations_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    q: &mut [i8],
+    s: &mut [f32],
+) {
+    crate::f32::check_isa(isa);
     let kp = padded_k(k);
     let groups = group_count(k, group_size);
+    assert_eq!(x.len(), m * k, "int8: x shape");
+    assert_eq!(q.len(), m * kp, "int8: q shape");
+    assert_eq!(s.len(), m * groups, "int8: s shape");
     let gs = if group_size == 0 {
         k.max(1)
     } else {
         group_size
     };
-    let mut q = vec![0i8; m * kp];
-    let mut s = vec![0.0f32; m * groups];
     for i in 0..m {
+        let (xr, qr) = (&x[i * k..(i + 1) * k], &mut q[i * kp..(i + 1) * kp]);
+        qr[k..].fill(0);
         for g in 0..groups {
             let (a, b) = (g * gs, ((g + 1) * gs).min(k));
-            s[i * groups + g] =
-                quantize_slice(&x[i * k + a..i * k + b], &mut q[i * kp + a..i * kp + b]);
+            let (xs, qs) = (&xr[a..b], &mut qr[a..b]);
+            s[i * groups + g] = match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL; qs is as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs) },
+                // SAFETY: check_isa verified AVX2; qs is as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
+                _ => quantize_slice(xs, qs),
+            };
         }
     }
-    (q, s)
+}
+
+thread_local! {
+    /// Activation buffers reused across calls on this thread, so a decode
+    /// step allocates nothing. Taken out while in use (not borrowed): a call
+    /// nested through rayon work stealing then finds them empty and grows its
+    /// own instead of panicking.
+    static SCRATCH: std::cell::Cell<(Vec<i8>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
@@ -513,18 +584,28 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32],
     if m == 0 {
         return;
     }
-    let (xq, sx) = quantize_activations(x, m, k, w.group_size);
+    let (kp, groups) = (w.padded_k(), w.groups());
+    let (mut xq, mut sx) = SCRATCH.take();
+    if xq.len() < m * kp {
+        xq.resize(m * kp, 0);
+    }
+    if sx.len() < m * groups {
+        sx.resize(m * groups, 0.0);
+    }
+    let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
+    quantize_activations_with(isa, x, m, k, w.group_size, q, s);
     let a = Acts {
-        q: &xq,
-        s: &sx,
+        q,
+        s,
         m,
-        kp: w.padded_k(),
-        groups: w.groups(),
+        kp,
+        groups,
     };
     let parallel = par::worth_parallel(m, k, n);
     par::for_col_chunks(y, m, n, CHUNK, parallel, add, |j0, j1, out| {
         chunk(isa, &a, w, j0, j1, out, add)
     });
+    SCRATCH.set((xq, sx));
 }
 
 /// Quantised activations, shaped for the kernels.
