@@ -3,8 +3,9 @@
 //! instruction advances 16 dot products by 4 inputs with no horizontal sums.
 //!
 //! * VNNI: `vpdpbusd` multiplies u8 by s8, so activations go in as `x + 128`
-//!   (a sign-bit flip) and `128 * row_sum` is subtracted per group; wrapping i32
-//!   arithmetic makes that exact (module docs of `int8`).
+//!   (a sign-bit flip, done once when they are quantised: `Acts::flipped`) and
+//!   `128 * row_sum` is subtracted per group; wrapping i32 arithmetic makes
+//!   that exact (module docs of `int8`).
 //! * Plain AVX-512BW: `vpmaddubsw` on `|x|` and `w` negated where `x < 0` (a
 //!   masked subtract stands in for the missing 512-bit `vpsignb`), then `vpmaddwd`
 //!   by ones. Pair sums are at most 2 * 127 * 127 < 2^15, so nothing saturates.
@@ -107,7 +108,6 @@ unsafe fn vnni_rows<const R: usize>(
     // i + r < m. row_sums has the same shape as scales (see epilogue).
     unsafe {
         let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
-        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
         let mut y = [_mm512_setzero_ps(); R];
         for g in 0..a.groups {
             let (kb0, kb1) = w.group_blocks(g);
@@ -120,7 +120,7 @@ unsafe fn vnni_rows<const R: usize>(
                 for (c, acc) in acc4.iter_mut().enumerate() {
                     let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
                     for r in 0..R {
-                        let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb + c)), flip);
+                        let u = _mm512_set1_epi32(x4(a, i + r, kb + c));
                         acc[r] = _mm512_dpbusd_epi32(acc[r], u, wv);
                     }
                 }
@@ -129,7 +129,7 @@ unsafe fn vnni_rows<const R: usize>(
             while kb < kb1 {
                 let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
                 for r in 0..R {
-                    let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
+                    let u = _mm512_set1_epi32(x4(a, i + r, kb));
                     acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
                 }
                 kb += 1;
@@ -191,10 +191,12 @@ unsafe fn bw_rows<const R: usize>(
 /// comparison), then the same multiply, clamp (NaN kept, as `f32::clamp`
 /// does), magic-number rounding and NaN-to-0 conversion per lane.
 ///
+/// With `flip` the bytes stored are `q ^ 0x80`, the VNNI kernel's input.
+///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL; `out.len() >= v.len()`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f32 {
     let n = v.len();
     assert!(out.len() >= n);
     let lanes = |t: usize| -> u16 {
@@ -221,6 +223,7 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
             _mm512_set1_ps(127.0),
         );
         let magic = _mm512_set1_ps(super::MAGIC);
+        let flip = _mm512_set1_epi32(if flip { 0x80 } else { 0 });
         let mut t = 0;
         while t < n {
             let m = lanes(t);
@@ -229,7 +232,7 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
             let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
             let r = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
             let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
-            let i = _mm512_maskz_cvtps_epi32(ok, r);
+            let i = _mm512_xor_si512(_mm512_maskz_cvtps_epi32(ok, r), flip);
             _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut _, m, i);
             t += 16;
         }
