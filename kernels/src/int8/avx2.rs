@@ -7,7 +7,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx512::dispatch_rows;
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -19,7 +19,7 @@ pub(crate) unsafe fn tile(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
@@ -31,7 +31,7 @@ unsafe fn rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let np = w.padded_n();
     // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data

@@ -13,7 +13,7 @@
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 use std::arch::x86_64::*;
 
 /// The 4 activation bytes of k-block `kb` of row `i`, as one i32.
@@ -41,17 +41,22 @@ pub(crate) use dispatch_rows;
 
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/VNNI. `t < padded_n / 16`, `i + r <= a.m`,
-/// `1 <= r <= 4`, and `a` must match `w` (checked by `int8::chunk`).
+/// `1 <= r <= 4` or `r == 8`, and `a` must match `w` (checked by `int8::chunk`).
 pub(crate) unsafe fn tile_vnni(
     a: &Acts<'_>,
     w: &Int8View<'_>,
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { dispatch_rows!(vnni_rows, a, w, t, i, r, out) }
+    unsafe {
+        match r {
+            super::ROW_BLOCK_WIDE => vnni_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
+            _ => dispatch_rows!(vnni_rows, a, w, t, i, r, out),
+        }
+    }
 }
 
 /// # Safety
@@ -62,7 +67,7 @@ pub(crate) unsafe fn tile_bw(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe { dispatch_rows!(bw_rows, a, w, t, i, r, out) }
@@ -99,7 +104,7 @@ unsafe fn vnni_rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let np = w.padded_n();
     // SAFETY: the tile spans bytes [t * 16 * kp, (t + 1) * 16 * kp) of data,
@@ -116,6 +121,16 @@ unsafe fn vnni_rows<const R: usize>(
             // Integer addition is associative, so the split changes no bit.
             let mut acc4 = [[_mm512_setzero_si512(); R]; 4];
             let mut kb = kb0;
+            // Eight rows are eight chains already; 4 x 8 accumulators would
+            // not fit the 32 registers.
+            while R > 4 && kb < kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                for r in 0..R {
+                    let u = _mm512_set1_epi32(x4(a, i + r, kb));
+                    acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
+                }
+                kb += 1;
+            }
             while kb + 4 <= kb1 {
                 for (c, acc) in acc4.iter_mut().enumerate() {
                     let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
@@ -156,7 +171,7 @@ unsafe fn bw_rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: same bounds as vnni_rows.
     unsafe {

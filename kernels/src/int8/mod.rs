@@ -57,6 +57,12 @@ pub const MAX_K: usize = 1 << 17;
 const CHUNK: usize = 4 * TILE_N;
 /// Activation rows processed together against one weight tile (register blocking).
 pub(crate) const ROW_BLOCK: usize = 4;
+/// Rows per block of the VNNI kernel when that many remain: its single
+/// `vpdpbusd` per row and k-block leaves registers for 8 rows, and each weight
+/// load then serves twice as many.
+pub(crate) const ROW_BLOCK_WIDE: usize = 8;
+/// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
+pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
 /// `k` rounded up to a multiple of [`K_BLOCK`].
 pub fn padded_k(k: usize) -> usize {
@@ -665,12 +671,16 @@ fn chunk(
     );
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
     let cw = j1 - j0;
-    let mut tmp = [[0.0f32; TILE_N]; ROW_BLOCK];
+    let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
     for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = (a.m - i).min(ROW_BLOCK);
+            let r = if isa == Isa::Avx512Vnni && a.m - i >= ROW_BLOCK_WIDE {
+                ROW_BLOCK_WIDE
+            } else {
+                (a.m - i).min(ROW_BLOCK)
+            };
             match isa {
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.
