@@ -125,6 +125,57 @@ fn attention(c: &mut Criterion) {
             );
         }
     }
+    // The shapes of t5-efficient-tiny (4 heads x 64): an encoder prefill over
+    // 128 tokens (W3, bidirectional bias) and a decoder step over 32 keys.
+    let (heads, d) = (4usize, 64usize);
+    let inner = heads * d;
+    for (tq, tk) in [(128usize, 128usize), (1, 32)] {
+        let q = fill(tq * inner, 10);
+        let kk = fill(tk * inner, 11);
+        let v = fill(tk * inner, 12);
+        let span = tq + tk - 1;
+        let bias = fill(heads * span, 13);
+        let att = Attention {
+            heads,
+            d_kv: d,
+            tq,
+            tk,
+            q: &q,
+            k: &kk,
+            v: &v,
+            bias: Some(RelBias {
+                values: &bias,
+                span,
+                offset: tq as isize - 1,
+            }),
+            key_mask: None,
+            causal: None,
+        };
+        let mut out = vec![0.0f32; tq * inner];
+        let id = format!("h4x64/tq{tq}/tk{tk}");
+        g.throughput(Throughput::Elements((tq * tk * inner) as u64));
+        g.bench_function(BenchmarkId::new("scalar-twin", &id), |b| {
+            b.iter(|| att.run_scalar(black_box(&mut out)))
+        });
+        for isa in isas() {
+            g.bench_function(BenchmarkId::new(isa.name(), &id), |b| {
+                b.iter(|| att.run_with(isa, black_box(&mut out)))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// Per-row activation quantisation, run before every int8 product.
+fn quantize(c: &mut Criterion) {
+    let mut g = c.benchmark_group("quantize");
+    for (m, k) in [(1usize, 256usize), (128, 256), (128, 1024)] {
+        let x = fill(m * k, 14);
+        g.throughput(Throughput::Elements((m * k) as u64));
+        g.bench_function(format!("activations/m{m}/k{k}"), |b| {
+            b.iter(|| int8::quantize_activations(black_box(&x), m, k, 0))
+        });
+    }
     g.finish();
 }
 
@@ -152,5 +203,5 @@ fn load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, prefill, attention, load);
+criterion_group!(benches, gemv, prefill, attention, quantize, load);
 criterion_main!(benches);

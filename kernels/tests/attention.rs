@@ -43,8 +43,11 @@ fn case() -> impl Strategy<Value = Case> {
     (
         1usize..=3,
         prop_oneof![Just(64usize), Just(1), 1usize..=80],
-        1usize..=6,
-        1usize..=300,
+        // Query blocks are 8 rows in register groups of 4 (2 on AVX2): single
+        // queries, partial groups, partial blocks and several blocks.
+        prop_oneof![1usize..=6, Just(8), Just(9), 1usize..=21],
+        // Key tiles are 64 keys in groups of 4, 8 or 16: tails of each.
+        prop_oneof![1usize..=300, Just(64), Just(65), Just(128)],
         any::<bool>(),
         any::<bool>(),
         prop_oneof![Just(None), (0usize..300).prop_map(Some)],
@@ -110,7 +113,7 @@ fn attention<'a>(c: &Case, dt: &'a Data) -> Attention<'a> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
     fn attention_matches_reference(c in case()) {
@@ -169,10 +172,11 @@ proptest! {
     }
 }
 
-/// Large enough to be split over threads; bits must not depend on the count.
+/// Large enough to be split over threads (by query block, and by head for a
+/// single query); bits must not depend on the count.
 #[test]
 fn attention_is_identical_across_thread_counts() {
-    let c = Case {
+    let prefill = Case {
         heads: 8,
         d: 64,
         tq: 48,
@@ -183,8 +187,21 @@ fn attention_is_identical_across_thread_counts() {
         scale: 1.0,
         seed: 5,
     };
-    let dt = data(&c);
-    let att = attention(&c, &dt);
+    let step = Case {
+        tq: 1,
+        tk: 2100,
+        causal: Some(2099),
+        seed: 6,
+        ..prefill.clone()
+    };
+    for c in [prefill, step] {
+        identical_across_thread_counts(&c);
+    }
+}
+
+fn identical_across_thread_counts(c: &Case) {
+    let dt = data(c);
+    let att = attention(c, &dt);
     for isa in isas() {
         let run = |threads| {
             with_threads(threads, || {

@@ -103,6 +103,36 @@ proptest! {
         }
     }
 
+    /// Activation quantisation is vectorised per level; every level must give
+    /// the scalar twin's bytes and scales exactly, including for NaN, infinite
+    /// and -0.0 inputs, any group size and every tail length.
+    #[test]
+    fn quantize_activations_is_bit_identical_across_levels(
+        m in 1usize..=5, k in 1usize..=300, gs in group_size(), fx in fill_strategy(),
+        specials in 0usize..4, seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let mut x = matrix(&mut rng, fx, m, k, 1e6);
+        for _ in 0..specials * k / 8 {
+            let at = rng.below(m * k);
+            x[at] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 127.5, -0.5][rng.below(6)];
+        }
+        let (kp, groups) = (int8::padded_k(k), int8::group_count(k, gs));
+        let quant = |isa: Isa| {
+            // Stale contents must not leak through: start from garbage.
+            let (mut q, mut s) = (vec![0x55i8; m * kp], vec![f32::NAN; m * groups]);
+            int8::quantize_activations_with(isa, &x, m, k, gs, &mut q, &mut s);
+            (q, s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+        };
+        let want = quant(Isa::Scalar);
+        for isa in isas() {
+            prop_assert_eq!(&quant(isa), &want, "{} (m={} k={} gs={})", isa, m, k, gs);
+        }
+        let (q, s) = int8::quantize_activations(&x, m, k, gs);
+        prop_assert_eq!(q, want.0);
+        prop_assert_eq!(s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), want.1);
+    }
+
     #[test]
     fn quantize_error_norms_bound_the_dequantised_rows(
         n in 1usize..=20, k in 1usize..=200, gs in group_size(), fw in fill_strategy(), seed in any::<u64>()

@@ -7,7 +7,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx512::dispatch_rows;
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -19,7 +19,7 @@ pub(crate) unsafe fn tile(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
@@ -31,7 +31,7 @@ unsafe fn rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let np = w.padded_n();
     // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data
@@ -74,5 +74,61 @@ unsafe fn rows<const R: usize>(
             _mm256_storeu_ps(out[r].as_mut_ptr(), y[r][0]);
             _mm256_storeu_ps(out[r].as_mut_ptr().add(8), y[r][1]);
         }
+    }
+}
+
+/// [`super::quantize_slice`] 8 lanes at a time, bit for bit (see the AVX-512
+/// twin for why each step matches); the last `n % 8` values take the scalar
+/// steps themselves.
+///
+/// # Safety
+/// The CPU must have AVX2; `out.len() >= v.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n);
+    let n8 = n / 8 * 8;
+    // SAFETY: vector loads read [t, t + 8) with t + 8 <= n8 <= n; the 8-byte
+    // stores write out[t..t + 8], inside `out` as out.len() >= n.
+    unsafe {
+        let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+        let mut mx = _mm256_setzero_ps();
+        for t in (0..n8).step_by(8) {
+            let x = _mm256_and_ps(_mm256_loadu_ps(v.as_ptr().add(t)), abs);
+            // vmaxps returns its second operand when either is NaN.
+            mx = _mm256_max_ps(x, mx);
+        }
+        let h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
+        let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps::<1>(h, h)));
+        let amax = v[n8..].iter().fold(amax, |a, &x| super::abs_max(a, x));
+        let (scale, inv) = super::scales(amax);
+        let (iv, lo, hi) = (
+            _mm256_set1_ps(inv),
+            _mm256_set1_ps(-127.0),
+            _mm256_set1_ps(127.0),
+        );
+        let magic = _mm256_set1_ps(super::MAGIC);
+        for t in (0..n8).step_by(8) {
+            let y = _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(t)), iv);
+            // NaN in the second operand passes through both, as in f32::clamp.
+            let y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
+            let r = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
+            let ok = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+            let i = _mm256_and_si256(_mm256_cvtps_epi32(r), ok);
+            // Values are in [-127, 127]: both packs are exact.
+            let w = _mm256_packs_epi32(i, i);
+            let b = _mm256_packs_epi16(w, w);
+            let lo4 = _mm256_castsi256_si128(b);
+            let hi4 = _mm256_extracti128_si256::<1>(b);
+            _mm_storel_epi64(
+                out.as_mut_ptr().add(t) as *mut __m128i,
+                _mm_unpacklo_epi32(lo4, hi4),
+            );
+        }
+        for t in n8..n {
+            out[t] = super::quantize_one(v[t], inv);
+        }
+        scale
     }
 }

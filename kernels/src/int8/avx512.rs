@@ -3,8 +3,9 @@
 //! instruction advances 16 dot products by 4 inputs with no horizontal sums.
 //!
 //! * VNNI: `vpdpbusd` multiplies u8 by s8, so activations go in as `x + 128`
-//!   (a sign-bit flip) and `128 * row_sum` is subtracted per group; wrapping i32
-//!   arithmetic makes that exact (module docs of `int8`).
+//!   (a sign-bit flip, done once when they are quantised: `Acts::flipped`) and
+//!   `128 * row_sum` is subtracted per group; wrapping i32 arithmetic makes
+//!   that exact (module docs of `int8`).
 //! * Plain AVX-512BW: `vpmaddubsw` on `|x|` and `w` negated where `x < 0` (a
 //!   masked subtract stands in for the missing 512-bit `vpsignb`), then `vpmaddwd`
 //!   by ones. Pair sums are at most 2 * 127 * 127 < 2^15, so nothing saturates.
@@ -12,7 +13,7 @@
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 use std::arch::x86_64::*;
 
 /// The 4 activation bytes of k-block `kb` of row `i`, as one i32.
@@ -40,17 +41,22 @@ pub(crate) use dispatch_rows;
 
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/VNNI. `t < padded_n / 16`, `i + r <= a.m`,
-/// `1 <= r <= 4`, and `a` must match `w` (checked by `int8::chunk`).
+/// `1 <= r <= 4` or `r == 8`, and `a` must match `w` (checked by `int8::chunk`).
 pub(crate) unsafe fn tile_vnni(
     a: &Acts<'_>,
     w: &Int8View<'_>,
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { dispatch_rows!(vnni_rows, a, w, t, i, r, out) }
+    unsafe {
+        match r {
+            super::ROW_BLOCK_WIDE => vnni_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
+            _ => dispatch_rows!(vnni_rows, a, w, t, i, r, out),
+        }
+    }
 }
 
 /// # Safety
@@ -61,7 +67,7 @@ pub(crate) unsafe fn tile_bw(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe { dispatch_rows!(bw_rows, a, w, t, i, r, out) }
@@ -98,7 +104,7 @@ unsafe fn vnni_rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let np = w.padded_n();
     // SAFETY: the tile spans bytes [t * 16 * kp, (t + 1) * 16 * kp) of data,
@@ -107,7 +113,6 @@ unsafe fn vnni_rows<const R: usize>(
     // i + r < m. row_sums has the same shape as scales (see epilogue).
     unsafe {
         let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
-        let flip = _mm512_set1_epi32(0x8080_8080u32 as i32);
         let mut y = [_mm512_setzero_ps(); R];
         for g in 0..a.groups {
             let (kb0, kb1) = w.group_blocks(g);
@@ -116,11 +121,21 @@ unsafe fn vnni_rows<const R: usize>(
             // Integer addition is associative, so the split changes no bit.
             let mut acc4 = [[_mm512_setzero_si512(); R]; 4];
             let mut kb = kb0;
+            // Eight rows are eight chains already; 4 x 8 accumulators would
+            // not fit the 32 registers.
+            while R > 4 && kb < kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                for r in 0..R {
+                    let u = _mm512_set1_epi32(x4(a, i + r, kb));
+                    acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
+                }
+                kb += 1;
+            }
             while kb + 4 <= kb1 {
                 for (c, acc) in acc4.iter_mut().enumerate() {
                     let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
                     for r in 0..R {
-                        let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb + c)), flip);
+                        let u = _mm512_set1_epi32(x4(a, i + r, kb + c));
                         acc[r] = _mm512_dpbusd_epi32(acc[r], u, wv);
                     }
                 }
@@ -129,7 +144,7 @@ unsafe fn vnni_rows<const R: usize>(
             while kb < kb1 {
                 let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
                 for r in 0..R {
-                    let u = _mm512_xor_si512(_mm512_set1_epi32(x4(a, i + r, kb)), flip);
+                    let u = _mm512_set1_epi32(x4(a, i + r, kb));
                     acc4[0][r] = _mm512_dpbusd_epi32(acc4[0][r], u, wv);
                 }
                 kb += 1;
@@ -156,7 +171,7 @@ unsafe fn bw_rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: same bounds as vnni_rows.
     unsafe {
@@ -183,5 +198,59 @@ unsafe fn bw_rows<const R: usize>(
         for r in 0..R {
             _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
         }
+    }
+}
+
+/// [`super::quantize_slice`] 16 lanes at a time, bit for bit: `max |x|` is
+/// exact in any order (NaN lanes lose every `vmaxps` as they lose the scalar
+/// comparison), then the same multiply, clamp (NaN kept, as `f32::clamp`
+/// does), magic-number rounding and NaN-to-0 conversion per lane.
+///
+/// With `flip` the bytes stored are `q ^ 0x80`, the VNNI kernel's input.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL; `out.len() >= v.len()`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n);
+    let lanes = |t: usize| -> u16 {
+        if n - t >= 16 {
+            u16::MAX
+        } else {
+            ((1u32 << (n - t)) - 1) as u16
+        }
+    };
+    // SAFETY: every access is masked to lanes [t, n) of `v` / `out`.
+    unsafe {
+        let mut mx = _mm512_setzero_ps();
+        let mut t = 0;
+        while t < n {
+            let x = _mm512_maskz_loadu_ps(lanes(t), v.as_ptr().add(t));
+            // vmaxps returns its second operand when either is NaN.
+            mx = _mm512_max_ps(_mm512_abs_ps(x), mx);
+            t += 16;
+        }
+        let (scale, inv) = super::scales(_mm512_reduce_max_ps(mx));
+        let (iv, lo, hi) = (
+            _mm512_set1_ps(inv),
+            _mm512_set1_ps(-127.0),
+            _mm512_set1_ps(127.0),
+        );
+        let magic = _mm512_set1_ps(super::MAGIC);
+        let flip = _mm512_set1_epi32(if flip { 0x80 } else { 0 });
+        let mut t = 0;
+        while t < n {
+            let m = lanes(t);
+            let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v.as_ptr().add(t)), iv);
+            // NaN in the second operand passes through both, as in f32::clamp.
+            let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
+            let r = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
+            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
+            let i = _mm512_xor_si512(_mm512_maskz_cvtps_epi32(ok, r), flip);
+            _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut _, m, i);
+            t += 16;
+        }
+        scale
     }
 }

@@ -57,6 +57,12 @@ pub const MAX_K: usize = 1 << 17;
 const CHUNK: usize = 4 * TILE_N;
 /// Activation rows processed together against one weight tile (register blocking).
 pub(crate) const ROW_BLOCK: usize = 4;
+/// Rows per block of the VNNI kernel when that many remain: its single
+/// `vpdpbusd` per row and k-block leaves registers for 8 rows, and each weight
+/// load then serves twice as many.
+pub(crate) const ROW_BLOCK_WIDE: usize = 8;
+/// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
+pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
 /// `k` rounded up to a multiple of [`K_BLOCK`].
 pub fn padded_k(k: usize) -> usize {
@@ -105,24 +111,46 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Symmetric quantisation of one slice: returns `(scale, values)`.
-fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+/// Symmetric quantisation of one slice: returns `(scale, values)`. The model
+/// every vectorised activation quantiser reproduces bit for bit.
+pub(crate) fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
     // Written so both loops vectorise: `f32::round` is a libm call per value
     // on baseline x86-64, which made this a tenth of an int8 prefill.
-    let amax = v
-        .iter()
-        .fold(0.0f32, |a, x| if x.abs() > a { x.abs() } else { a });
-    let scale = amax / 127.0;
-    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-    // Adding and removing 1.5 * 2^23 rounds to nearest (ties to even) any
-    // |y| <= 2^22; y is clamped to [-127, 127] first.
-    const MAGIC: f32 = 12_582_912.0;
+    let amax = v.iter().fold(0.0f32, |a, &x| abs_max(a, x));
+    let (scale, inv) = scales(amax);
     for (o, &x) in out.iter_mut().zip(v) {
-        let y = (x * inv).clamp(-127.0, 127.0);
-        // `as` saturates and maps NaN to 0, so this can never be UB or -128.
-        *o = ((y + MAGIC) - MAGIC) as i8;
+        *o = quantize_one(x, inv);
     }
     scale
+}
+
+/// One step of the `max |x|` fold: NaN never wins a comparison, so it is skipped.
+#[inline(always)]
+pub(crate) fn abs_max(a: f32, x: f32) -> f32 {
+    if x.abs() > a {
+        x.abs()
+    } else {
+        a
+    }
+}
+
+/// `(scale, 1 / scale)` for a slice whose largest magnitude is `amax`.
+#[inline(always)]
+pub(crate) fn scales(amax: f32) -> (f32, f32) {
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    (amax / 127.0, inv)
+}
+
+/// Adding and removing 1.5 * 2^23 rounds to nearest (ties to even) any
+/// |y| <= 2^22; y is clamped to [-127, 127] first.
+pub(crate) const MAGIC: f32 = 12_582_912.0;
+
+/// One value: `round(clamp(x * inv))`, NaN to 0.
+#[inline(always)]
+pub(crate) fn quantize_one(x: f32, inv: f32) -> i8 {
+    let y = (x * inv).clamp(-127.0, 127.0);
+    // `as` saturates and maps NaN to 0, so this can never be UB or -128.
+    ((y + MAGIC) - MAGIC) as i8
 }
 
 /// Quantises activations `x[m, k]` per row and per group, the way every int8
@@ -134,24 +162,90 @@ pub fn quantize_activations(
     k: usize,
     group_size: usize,
 ) -> (Vec<i8>, Vec<f32>) {
-    assert_eq!(x.len(), m * k, "int8: x shape");
+    let mut q = vec![0i8; m * padded_k(k)];
+    let mut s = vec![0.0f32; m * group_count(k, group_size)];
+    quantize_activations_into(x, m, k, group_size, &mut q, &mut s);
+    (q, s)
+}
+
+/// [`quantize_activations`] into caller buffers (`q: [m, padded_k(k)]`,
+/// `s: [m, groups]`, every value overwritten) at the active ISA level.
+pub fn quantize_activations_into(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    q: &mut [i8],
+    s: &mut [f32],
+) {
+    quantize_activations_with(active(), x, m, k, group_size, q, s)
+}
+
+/// [`quantize_activations_into`] at a chosen level; every level gives the
+/// same bits as the scalar `quantize_slice`. Panics if the CPU cannot run
+/// `isa`.
+pub fn quantize_activations_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    q: &mut [i8],
+    s: &mut [f32],
+) {
+    quantize_rows(isa, x, m, k, group_size, q, s, false)
+}
+
+/// [`quantize_activations_with`], storing `q ^ 0x80` (`q + 128` as u8, the
+/// VNNI kernel's input) when `flip`, which needs an AVX-512 level.
+#[allow(clippy::too_many_arguments)]
+fn quantize_rows(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    q: &mut [i8],
+    s: &mut [f32],
+    flip: bool,
+) {
+    crate::f32::check_isa(isa);
+    assert!(!flip || matches!(isa, Isa::Avx512 | Isa::Avx512Vnni));
     let kp = padded_k(k);
     let groups = group_count(k, group_size);
+    assert_eq!(x.len(), m * k, "int8: x shape");
+    assert_eq!(q.len(), m * kp, "int8: q shape");
+    assert_eq!(s.len(), m * groups, "int8: s shape");
     let gs = if group_size == 0 {
         k.max(1)
     } else {
         group_size
     };
-    let mut q = vec![0i8; m * kp];
-    let mut s = vec![0.0f32; m * groups];
     for i in 0..m {
+        let (xr, qr) = (&x[i * k..(i + 1) * k], &mut q[i * kp..(i + 1) * kp]);
+        qr[k..].fill(if flip { i8::MIN } else { 0 });
         for g in 0..groups {
             let (a, b) = (g * gs, ((g + 1) * gs).min(k));
-            s[i * groups + g] =
-                quantize_slice(&x[i * k + a..i * k + b], &mut q[i * kp + a..i * kp + b]);
+            let (xs, qs) = (&xr[a..b], &mut qr[a..b]);
+            s[i * groups + g] = match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL; qs is as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, flip) },
+                // SAFETY: check_isa verified AVX2; qs is as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
+                _ => quantize_slice(xs, qs),
+            };
         }
     }
-    (q, s)
+}
+
+thread_local! {
+    /// Activation buffers reused across calls on this thread, so a decode
+    /// step allocates nothing. Taken out while in use (not borrowed): a call
+    /// nested through rayon work stealing then finds them empty and grows its
+    /// own instead of panicking.
+    static SCRATCH: std::cell::Cell<(Vec<i8>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
@@ -521,18 +615,33 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32],
     if m == 0 {
         return;
     }
-    let (xq, sx) = quantize_activations(x, m, k, w.group_size);
+    let (kp, groups) = (w.padded_k(), w.groups());
+    let (mut xq, mut sx) = SCRATCH.take();
+    if xq.len() < m * kp {
+        xq.resize(m * kp, 0);
+    }
+    if sx.len() < m * groups {
+        sx.resize(m * groups, 0.0);
+    }
+    let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
+    // vpdpbusd takes unsigned activations: flip the sign bits (x + 128) as
+    // they are quantised rather than on every broadcast in the tile loop
+    // (measured ~5% on int8 prefill).
+    let flipped = isa == Isa::Avx512Vnni;
+    quantize_rows(isa, x, m, k, w.group_size, q, s, flipped);
     let a = Acts {
-        q: &xq,
-        s: &sx,
+        q,
+        s,
         m,
-        kp: w.padded_k(),
-        groups: w.groups(),
+        kp,
+        groups,
+        flipped,
     };
     let parallel = par::worth_parallel(m, k, n);
     par::for_col_chunks(y, m, n, CHUNK, parallel, add, |j0, j1, out| {
         chunk(isa, &a, w, j0, j1, out, add)
     });
+    SCRATCH.set((xq, sx));
 }
 
 /// Quantised activations, shaped for the kernels.
@@ -544,6 +653,9 @@ pub(crate) struct Acts<'a> {
     pub m: usize,
     pub kp: usize,
     pub groups: usize,
+    /// `q` holds `x ^ 0x80` (`x + 128` as u8), the VNNI kernel's input; only
+    /// that kernel takes it, every other takes plain `x`.
+    pub flipped: bool,
 }
 
 /// Computes outputs `[j0, j1)` for all rows into `out[m, j1 - j0]` (added to
@@ -560,14 +672,23 @@ fn chunk(
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.q.len() == a.m * a.kp && a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
+    assert_eq!(
+        a.flipped,
+        isa == Isa::Avx512Vnni,
+        "int8: activation encoding"
+    );
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
     let cw = j1 - j0;
-    let mut tmp = [[0.0f32; TILE_N]; ROW_BLOCK];
+    let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
     for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = (a.m - i).min(ROW_BLOCK);
+            let r = if isa == Isa::Avx512Vnni && a.m - i >= ROW_BLOCK_WIDE {
+                ROW_BLOCK_WIDE
+            } else {
+                (a.m - i).min(ROW_BLOCK)
+            };
             match isa {
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.

@@ -6,7 +6,7 @@
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 use crate::neon_intrinsics::*;
 
 /// Whether the NEON int8 kernel may run: on aarch64 it needs `sdot` (dotprod);
@@ -21,7 +21,7 @@ pub(crate) fn tile(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     // SAFETY: on aarch64 dispatch only picks this level when the CPU has
     // dotprod (`int8::linear_with`); elsewhere these are plain-Rust emulations.
@@ -42,7 +42,7 @@ unsafe fn rows<const R: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let np = w.padded_n();
     // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data

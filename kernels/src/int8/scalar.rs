@@ -1,6 +1,6 @@
 //! Plain int8 tile kernel: the twin every SIMD level must match bit for bit.
 
-use super::{Acts, Int8View, K_BLOCK, ROW_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
 
 /// Rows `i..i + r` of the activations against tile `t`: writes `out[0..r]`.
 pub(crate) fn tile(
@@ -9,7 +9,7 @@ pub(crate) fn tile(
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [[f32; TILE_N]; ROW_BLOCK],
+    out: &mut TileOut,
 ) {
     let (kp, np) = (a.kp, w.padded_n());
     let base = t * TILE_N * kp;
