@@ -72,7 +72,7 @@ fn count_step_allocations(m: &T5Model, rows: usize, steps: usize, exact: bool) -
         .collect();
     let mut scratch = t5edge::model::DecodeScratch::new();
     let mut toks = vec![m.config.decoder_start_token_id; rows];
-    let mut cert_buf = Vec::new();
+    let mut cert_buf = t5edge::model::certified::CertScratch::default();
     let d = m.config.d_model;
     let mut step = |toks: &mut Vec<u32>, scratch: &mut t5edge::model::DecodeScratch| {
         m.decode_step(toks, &mut caches, scratch).unwrap();

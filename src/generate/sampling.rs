@@ -134,7 +134,7 @@ pub(crate) fn decode_loop(
     let mut active: Vec<usize> = (0..prompts.len()).collect();
     let mut toks: Vec<u32> = Vec::with_capacity(prompts.len());
     let mut scratch = DecodeScratch::new();
-    let mut cert_logits = Vec::new();
+    let mut cert_logits = crate::model::certified::CertScratch::default();
     // Certified greedy never materialises the logits: the int8 head and its
     // bound pick the token (validate() allows only EOS suppression with it).
     let certified = match (&model.lm_head.certified, opts.exact && rngs.is_none()) {

@@ -25,6 +25,15 @@ use t5edge_kernels::int8::{self, PackedInt8};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
+/// Reusable buffers of [`CertifiedHead::argmax_with`]: the int8 logits and
+/// the quantized activation.
+#[derive(Default)]
+pub struct CertScratch {
+    y: Vec<f32>,
+    qx: Vec<i8>,
+    sx: Vec<f32>,
+}
+
 pub struct CertifiedHead {
     /// The full-precision head rows `[vocab, d_model]`.
     pub full: Linear,
@@ -59,22 +68,26 @@ impl CertifiedHead {
     /// scaled hidden state, skipping id `banned`. Returns the id and how many
     /// rows were re-scored.
     pub fn argmax(&self, h: &[f32], banned: Option<usize>) -> (usize, usize) {
-        self.argmax_with(h, banned, &mut Vec::new())
+        self.argmax_with(h, banned, &mut CertScratch::default())
     }
 
-    /// [`CertifiedHead::argmax`] with `y` as reusable room for the int8 logits.
+    /// [`CertifiedHead::argmax`] working in `buf`, which a decode loop keeps
+    /// across steps so a step allocates nothing.
     pub fn argmax_with(
         &self,
         h: &[f32],
         banned: Option<usize>,
-        y: &mut Vec<f32>,
+        buf: &mut CertScratch,
     ) -> (usize, usize) {
         let (n, k) = (self.full.n, self.full.k);
         let view = self.q.view();
+        let CertScratch { y, qx, sx } = buf;
         y.resize(n, 0.0);
         int8::linear(h, 1, k, &view, y);
         // The activation exactly as the kernel quantized it.
-        let (qx, sx) = int8::quantize_activations(h, 1, k, self.group_size);
+        qx.resize(int8::padded_k(k), 0);
+        sx.resize(int8::group_count(k, self.group_size), 0.0);
+        int8::quantize_activations_into(h, 1, k, self.group_size, qx, sx);
         let gs = if self.group_size == 0 {
             k
         } else {
