@@ -13,6 +13,7 @@ and the real T5 tokenizer files (--tokenizer-dir) for its converter.
 
   --quick         a handful of points, to check the plumbing
   --no-peers      t5edge only
+  --repeat N      N processes per point (rounds over the grid), the median one shown
   --resume        keep the points already in the raw JSON, run the rest
   --render        only rewrite SCALING.md and the chart from the raw JSON
 """
@@ -254,8 +255,13 @@ def main():
                     help="real T5 tokenizer files for CTranslate2's converter")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="processes per point, in rounds over the whole grid so a burst of load hits one round, "
+                         "not every run of one point; the tables show the median process")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--render", action="store_true")
+    ap.add_argument("--notes", default=os.path.join(HERE, "results", "scaling", "notes.md"),
+                    help="hand-written observations included in SCALING.md when the file exists")
     ap.add_argument("--raw", default=os.path.join(HERE, "results", "scaling", "scaling.json"))
     ap.add_argument("--doc", default=os.path.join(REPO, "docs", "SCALING.md"))
     ap.add_argument("--chart", default=os.path.join(REPO, "docs", "scaling.svg"))
@@ -284,13 +290,13 @@ def main():
             "loadavg_start": loadavg(), "threads": a.threads, "commit": git("rev-parse", "--short=12", "HEAD"),
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
             "t5edge": os.path.relpath(a.t5edge, REPO) if a.t5edge.startswith(REPO + "/") else a.t5edge,
-            "models": a.models, "peers": peers,
+            "models": a.models, "peers": peers, "repeat": a.repeat,
             "command": " ".join(shlex.quote(x) for x in ["python3", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)]
                                 + sys.argv[1:])}
     if a.resume and os.path.exists(a.raw):
         with open(a.raw) as f:
             old = json.load(f)
-        done = {key(r): r for r in old["rows"] if "error" not in r}
+        done = {(key(r), r.get("rep", 0)): r for r in old["rows"] if "error" not in r}
         meta["loadavg_start"] = old["meta"].get("loadavg_start", meta["loadavg_start"])
         meta["date"] = old["meta"].get("date", meta["date"])
     if peers:
@@ -301,14 +307,16 @@ def main():
             log("ctranslate2 version:", e)
     rows = []
     t_start = time.time()
-    for i, p in enumerate(pts):
-        if key(p) in done:
-            rows.append(done[key(p)])
+    todo = [(rep, p) for rep in range(a.repeat) for p in pts]
+    for i, (rep, p) in enumerate(todo):
+        if (key(p), rep) in done:
+            rows.append(done[(key(p), rep)])
             continue
         r = study.one(p)
+        r["rep"] = rep
         rows.append(r)
         log("[%d/%d %4.0fs] %-6s %-7s %-6s %-5s %-4s b=%s n=%s t=%s  %s" % (
-            i + 1, len(pts), time.time() - t_start, r["sweep"], r["engine"], short(r["preset"]), r["dtype"],
+            i + 1, len(todo), time.time() - t_start, r["sweep"], r["engine"], short(r["preset"]), r["dtype"],
             r["workload"], r.get("batch"), r.get("input_len"), r.get("new_tokens"),
             r.get("error") or "%.1f ms, %.0f tok/s" % (r["median_ms"], r["tokens_per_s"])))
         meta["loadavg_end"] = loadavg()
@@ -347,8 +355,27 @@ def find(rows, **kw):
     return None
 
 
+def summarize(raw):
+    """One row per point: the process whose median is the median of the
+    processes' medians, with their spread."""
+    groups = {}
+    for r in raw:
+        if "error" not in r:
+            groups.setdefault(key(r), []).append(r)
+    out = []
+    for rs in groups.values():
+        rs = sorted(rs, key=lambda r: r["median_ms"])
+        mid = dict(rs[(len(rs) - 1) // 2])
+        mid["procs"] = len(rs)
+        mid["spread"] = (rs[-1]["median_ms"] - rs[0]["median_ms"]) / mid["median_ms"] if len(rs) > 1 else None
+        out.append(mid)
+    done = set(groups)
+    out += [r for r in raw if "error" in r and key(r) not in done]
+    return out
+
+
 def write_doc(a, data):
-    meta, rows = data["meta"], data["rows"]
+    meta, rows = data["meta"], summarize(data["rows"])
     L = []
     L.append("# How cost grows: model size, input length, batch")
     L.append("")
@@ -358,11 +385,24 @@ def write_doc(a, data):
              "size and batch sweeps. Written by `bench/scaling.py` (raw results: "
              "`bench/results/scaling/scaling.json`, every point's command line included).")
     L.append("")
+    procs = max([r.get("procs") or 1 for r in rows] or [1])
+    spreads = sorted(r["spread"] for r in rows if r.get("spread") is not None)
+    noise = ""
+    if spreads:
+        noise = (" Across the %d processes of a point, the medians differ by %.0f %% of the shown one at the "
+                 "median point and by up to %.0f %% at the worst one."
+                 % (procs, 100 * spreads[len(spreads) // 2], 100 * spreads[-1]))
     L.append("**Read these for the shape of the growth, not as records.** The machine is a shared 2-core "
-             "VM and other engineers were building on it during the run (load average below); each point is "
-             "one process and its median, with few runs for the big points. Differences under ~20 % between "
-             "neighbouring cells are within the noise.")
+             "VM and other engineers were building and benchmarking on it during the run (load average "
+             "below). Each point ran in %s, in rounds over the whole grid; the table shows the process whose "
+             "median is the median, and each process ran few timed runs for the big points (runs and warmup "
+             "per point in the raw JSON).%s"
+             % ("one process" if procs == 1 else "%d processes" % procs, noise))
     L.append("")
+    if os.path.exists(a.notes):
+        with open(a.notes) as f:
+            L.append(f.read().strip())
+        L.append("")
     L.append("| | |")
     L.append("|---|---|")
     for k, label in (("date", "date"), ("cpu", "CPU"), ("nproc", "cores"), ("kernel", "kernel"),
@@ -547,7 +587,7 @@ def panel(x0, y0, w, h, title, xlabel, ylabel, series, xticks):
                 continue
             y = Y(v)
             out.append('<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>' % (x0, y, x0 + w, y))
-            lab = ("%g" % v) if v < 1e5 else "%.0e" % v
+            lab = ("%g" % v) if v < 1e4 else "%gk" % (v / 1000)
             out.append('<text x="%d" y="%.1f" font-size="10" text-anchor="end">%s</text>' % (x0 - 4, y + 3, lab))
     for v, lab in xticks:
         x = X(v)
