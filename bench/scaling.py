@@ -126,6 +126,14 @@ def git(*args):
         return ""
 
 
+def dump(path, data):
+    """The raw results, one point per line: small, and diffs stay readable."""
+    with open(path, "w") as f:
+        f.write('{"meta": %s,\n "rows": [\n' % json.dumps(data["meta"]))
+        f.write(",\n".join("  " + json.dumps(r) for r in data["rows"]))
+        f.write("\n]}\n")
+
+
 def last_json(text):
     for line in reversed(text.strip().splitlines()):
         if line.strip().startswith("{"):
@@ -320,13 +328,11 @@ def main():
             r["workload"], r.get("batch"), r.get("input_len"), r.get("new_tokens"),
             r.get("error") or "%.1f ms, %.0f tok/s" % (r["median_ms"], r["tokens_per_s"])))
         meta["loadavg_end"] = loadavg()
-        with open(a.raw, "w") as f:
-            json.dump({"meta": meta, "rows": rows}, f, indent=1)
+        dump(a.raw, {"meta": meta, "rows": rows})
     meta["loadavg_end"] = loadavg()
     meta["total_s"] = round(time.time() - t_start)
     data = {"meta": meta, "rows": rows}
-    with open(a.raw, "w") as f:
-        json.dump(data, f, indent=1)
+    dump(a.raw, data)
     write_doc(a, data)
 
 
