@@ -280,6 +280,115 @@ fn cli_refuses_bad_environment_and_arguments() {
 }
 
 #[test]
+fn bench_refuses_bad_shapes() {
+    let bench = |extra: &[&str]| {
+        let mut a = vec![
+            "bench",
+            "--model",
+            model_dir(),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ];
+        a.extend_from_slice(extra);
+        run_cli(&a, None, &[])
+    };
+    for (what, args, needles) in [
+        (
+            "batch 0",
+            &["--batch", "0"][..],
+            &["--batch", "at least 1"][..],
+        ),
+        (
+            "batch huge",
+            &["--batch", "100000"],
+            &["--batch 100000", "limit"],
+        ),
+        (
+            "len 0",
+            &["--input-len", "0"],
+            &["--input-len", "at least 1"],
+        ),
+        (
+            "len huge",
+            &["--input-len", "65537"],
+            &["65537", "limit of 65536"],
+        ),
+        (
+            "batch x len",
+            &["--batch", "64", "--input-len", "65536"],
+            &["4194304 input tokens", "limit"],
+        ),
+        ("len negative", &["--input-len", "-3"], &["-3"]),
+        (
+            "len not a number",
+            &["--input-len", "many"],
+            &["--input-len"],
+        ),
+        (
+            "new tokens huge",
+            &["--new-tokens", "1000000"],
+            &["1000000", "limit"],
+        ),
+    ] {
+        assert_one_line_error(what, &bench(args), needles);
+    }
+    // --model and --preset name two different models.
+    assert_one_line_error(
+        "preset and model",
+        &run_cli(
+            &[
+                "bench",
+                "--model",
+                model_dir(),
+                "--preset",
+                "t5-efficient-tiny",
+            ],
+            None,
+            &[],
+        ),
+        &["--preset", "--model"],
+    );
+    assert_one_line_error(
+        "preset traversal",
+        &run_cli(&["bench", "--preset", "../x"], None, &[]),
+        &["../x", "preset"],
+    );
+    assert_one_line_error(
+        "unknown preset",
+        &run_cli(&["bench", "--preset", "t5-efficient-huge"], None, &[]),
+        &["huge"],
+    );
+
+    // A good reshaped run: the w3 ids fold into this model's 512-id vocabulary
+    // and the JSON carries the shape.
+    let out = bench(&[
+        "--batch",
+        "3",
+        "--input-len",
+        "40",
+        "--new-tokens",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["batch"], 3);
+    assert_eq!(v["input_len"], 40);
+    assert_eq!(v["input_tokens"], 120);
+    assert_eq!(v["new_tokens"], 2);
+    assert_eq!(v["tokens_per_run"], 6);
+    // Without --input-len the workload's own ids are used, and this small
+    // vocabulary cannot take them: a clear refusal, not an out-of-range read.
+    assert_one_line_error(
+        "w1 ids out of vocab",
+        &bench(&["--workload", "w1", "--batch", "2"]),
+        &["13959", "vocab_size 512"],
+    );
+}
+
+#[test]
 fn cli_survives_a_closed_stdout() {
     // A reader that goes away must not make the writer panic.
     use std::process::{Command, Stdio};

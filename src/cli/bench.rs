@@ -5,6 +5,14 @@
 //! W3: the encoder alone on one 128-token input.
 //! Inputs are the token ids in bench/workloads.json (genuine T5 vocabulary), so
 //! any checkpoint of the family, synthetic or real, gets the same work.
+//!
+//! `--input-len`, `--batch` and `--new-tokens` reshape the chosen workload for
+//! scaling studies (bench/scaling.py). With `--input-len N` every sequence is
+//! the w3 text's ids without its `</s>`, cycled from an offset of 7 x its
+//! index in the batch (so rows differ) and cut to N-1, then `</s>`; ids at or
+//! above the model's vocab_size fold into [3, vocab_size), past the special
+//! ids. Without it, `--batch B` takes the workload's own sequences, repeated
+//! in turn until there are B.
 
 use super::common::ModelArgs;
 use crate::generate::{greedy, GenerateOptions};
@@ -30,9 +38,66 @@ pub struct Args {
     runs: usize,
     #[arg(long, default_value_t = 5)]
     warmup: usize,
+    /// Encoder input of N ids per sequence (deterministic, see the module docs).
+    #[arg(long, value_name = "N")]
+    input_len: Option<usize>,
+    /// B sequences per run.
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
+    /// Exactly T greedy tokens per sequence; 0 times the encoder alone.
+    #[arg(long, value_name = "T")]
+    new_tokens: Option<usize>,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// Relative positions let T5 take any length, but the attention scores of one
+/// head grow with its square: past this a run is a mistake, not a benchmark.
+const MAX_INPUT_LEN: usize = 65536;
+/// Room for W2-sized batches and more, well short of exhausting memory on
+/// bookkeeping alone.
+const MAX_BATCH: usize = 4096;
+/// Activations scale with batch x length: a bound on the product keeps a
+/// typo from asking for tens of GB.
+const MAX_BATCH_TOKENS: usize = 1 << 20;
+
+/// Refuses shape flags that cannot make a sensible run; called before the
+/// (possibly long) model load so a typo fails at once.
+fn check_shape(a: &Args, workload_batch: usize) -> Result<()> {
+    let max_new = crate::generate::Limits::default().max_new_tokens_limit;
+    if let Some(t) = a.new_tokens.filter(|&t| t > max_new) {
+        return Err(Error::Request(format!(
+            "--new-tokens {t} is above the limit of {max_new}"
+        )));
+    }
+    match a.batch {
+        Some(0) => return Err(Error::Request("--batch must be at least 1".into())),
+        Some(b) if b > MAX_BATCH => {
+            return Err(Error::Request(format!(
+                "--batch {b} is above the limit of {MAX_BATCH}"
+            )))
+        }
+        _ => {}
+    }
+    if let Some(n) = a.input_len {
+        if n == 0 {
+            return Err(Error::Request("--input-len must be at least 1".into()));
+        }
+        if n > MAX_INPUT_LEN {
+            return Err(Error::Request(format!(
+                "--input-len {n} is above the limit of {MAX_INPUT_LEN}"
+            )));
+        }
+        let b = a.batch.unwrap_or(workload_batch);
+        if b * n > MAX_BATCH_TOKENS {
+            return Err(Error::Request(format!(
+                "--batch {b} x --input-len {n} = {} input tokens is above the limit of {MAX_BATCH_TOKENS}",
+                b * n
+            )));
+        }
+    }
+    Ok(())
 }
 
 struct Workload {
@@ -77,16 +142,61 @@ fn workload(name: &str) -> Result<Workload> {
     })
 }
 
+/// Applies `--input-len`, `--batch` and `--new-tokens` (checked by
+/// check_shape) to `w`.
+fn reshape(w: &mut Workload, a: &Args, vocab: usize) -> Result<()> {
+    if let Some(t) = a.new_tokens {
+        w.new_tokens = t;
+    }
+    let batch = a.batch.unwrap_or(w.batch.len());
+    if let Some(n) = a.input_len {
+        if vocab <= 3 {
+            return Err(Error::Request(format!(
+                "--input-len needs a vocabulary past the 3 special ids; this model has {vocab}"
+            )));
+        }
+        let src = workload("w3")?.batch.remove(0);
+        let (&eos, body) = src.split_last().unwrap_or((&1, &[]));
+        let fold = |id: u32| {
+            if (id as usize) < vocab {
+                id
+            } else {
+                3 + ((id as usize - 3) % (vocab - 3)) as u32
+            }
+        };
+        w.batch = (0..batch)
+            .map(|b| {
+                let mut ids: Vec<u32> = body
+                    .iter()
+                    .cycle()
+                    .skip(7 * b)
+                    .take(n - 1)
+                    .map(|&i| fold(i))
+                    .collect();
+                ids.push(fold(eos));
+                ids
+            })
+            .collect();
+    } else if batch != w.batch.len() {
+        let own = std::mem::take(&mut w.batch);
+        w.batch = own.iter().cycle().take(batch).cloned().collect();
+    }
+    Ok(())
+}
+
 fn run_once(model: &T5Model, w: &Workload, exact: bool) -> Result<usize> {
     let refs: Vec<&[u32]> = w.batch.iter().map(|s| &s[..]).collect();
     if w.new_tokens == 0 {
         let out = model.encode_batch(&refs)?;
         return Ok(out.iter().map(|o| o.len()).sum::<usize>() / model.config.d_model);
     }
-    let opts = GenerateOptions::default()
+    let mut opts = GenerateOptions::default()
         .max_new_tokens(w.new_tokens)
         .min_new_tokens(w.new_tokens)
         .exact(exact);
+    // The length was bounded by reshape (MAX_INPUT_LEN): a long input is the
+    // point of the run here, not a request to refuse.
+    opts.limits.max_input_tokens = opts.limits.max_input_tokens.max(MAX_INPUT_LEN);
     Ok(greedy(model, &refs, &opts)?.iter().map(|o| o.len()).sum())
 }
 
@@ -109,7 +219,8 @@ pub fn run(a: Args) -> Result<()> {
     if a.runs == 0 {
         return Err(Error::Request("--runs must be at least 1".into()));
     }
-    let w = workload(&a.workload)?;
+    let mut w = workload(&a.workload)?;
+    check_shape(&a, w.batch.len())?;
     let t0 = Instant::now();
     let (model, dir) = a.model.load(&a.dtype, a.exact)?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -118,6 +229,7 @@ pub fn run(a: Args) -> Result<()> {
         (f, true) => format!("{f} body, certified int8 head"),
         (f, false) => f.to_string(),
     };
+    reshape(&mut w, &a, model.config.vocab_size)?;
     for b in &w.batch {
         if let Some(&bad) = b.iter().find(|&&i| i as usize >= model.config.vocab_size) {
             return Err(Error::Request(format!(
@@ -143,6 +255,8 @@ pub fn run(a: Args) -> Result<()> {
     let threads = rayon::current_num_threads();
     let isa = t5edge_kernels::dispatch::active();
     let rss = peak_rss_mb();
+    let input_len = w.batch.iter().map(Vec::len).max().unwrap_or(0);
+    let input_tokens: usize = w.batch.iter().map(Vec::len).sum();
     if a.json {
         out!(
             "{}",
@@ -150,13 +264,16 @@ pub fn run(a: Args) -> Result<()> {
                 "workload": a.workload, "dtype": dtype, "model": dir, "threads": threads, "isa": isa.name(),
                 "runs": a.runs, "warmup": a.warmup, "median_ms": median, "p90_ms": p90, "min_ms": min,
                 "tokens_per_s": tokens_per_s, "tokens_per_run": tokens, "load_ms": load_ms, "peak_rss_mb": rss,
+                "preset": a.model.preset, "batch": w.batch.len(), "input_len": input_len,
+                "input_tokens": input_tokens, "new_tokens": w.new_tokens,
             })
         )?;
     } else {
         out!(
-            "workload   {} ({} sequences, {} tokens per run)",
+            "workload   {} ({} sequences of up to {input_len} ids, {} new tokens each; {} tokens per run)",
             a.workload,
             w.batch.len(),
+            w.new_tokens,
             tokens
         )?;
         out!(

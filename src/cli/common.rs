@@ -14,8 +14,13 @@ pub struct ModelArgs {
     /// google/t5-efficient-tiny-nl2 found in the local Hugging Face cache
     /// ($HF_HOME/hub). Without it, a synthetic t5-efficient-tiny-nl2 (random
     /// weights, seed 0) is generated once and used.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preset")]
     pub model: Option<PathBuf>,
+    /// Instead of --model: the synthetic checkpoint of a `t5edge synth` preset
+    /// (random weights, seed 0), e.g. t5-efficient-base; written into the
+    /// cache on first use and reused after.
+    #[arg(long)]
+    pub preset: Option<String>,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -93,7 +98,7 @@ impl ModelArgs {
                 }
                 Ok(d.clone())
             }
-            None => default_model(),
+            None => synth_model(self.preset.as_deref().unwrap_or(DEFAULT_PRESET)),
         }
     }
 }
@@ -113,8 +118,21 @@ pub fn setup(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The synthetic default checkpoint, generated on first use into the cache.
-pub fn default_model() -> Result<PathBuf> {
+/// The synthetic checkpoint of `preset` (seed 0) in the cache ($T5EDGE_CACHE,
+/// else $XDG_CACHE_HOME/t5edge, else ~/.cache/t5edge), written on first use.
+pub fn synth_model(preset: &str) -> Result<PathBuf> {
+    // The name becomes a directory name: keep it to what presets are made of,
+    // so nothing like `../` reaches the path.
+    if preset.is_empty()
+        || !preset
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::Request(format!(
+            "--preset {preset:?} is not a preset name (see t5edge synth --help)"
+        )));
+    }
+    let cfg = crate::synth::preset(preset).map_err(Error::Request)?;
     let base = std::env::var_os("T5EDGE_CACHE")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("t5edge")))
@@ -122,10 +140,12 @@ pub fn default_model() -> Result<PathBuf> {
             std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("t5edge"))
         })
         .unwrap_or_else(|| std::env::temp_dir().join("t5edge"));
-    let dir = base.join(format!("synth-{DEFAULT_PRESET}-seed0"));
+    let dir = base.join(format!("synth-{preset}-seed0"));
     if !dir.join("model.safetensors").is_file() {
-        eprintln!("no --model given: writing the synthetic {DEFAULT_PRESET} (random weights, seed 0) to {}", dir.display());
-        let cfg = crate::synth::preset(DEFAULT_PRESET).map_err(Error::Other)?;
+        eprintln!(
+            "writing the synthetic {preset} (random weights, seed 0) to {}",
+            dir.display()
+        );
         crate::synth::write_checkpoint(
             &dir,
             &cfg,
@@ -137,7 +157,7 @@ pub fn default_model() -> Result<PathBuf> {
         )?;
     } else {
         eprintln!(
-            "no --model given: using the synthetic {DEFAULT_PRESET} (random weights, seed 0) at {}",
+            "using the synthetic {preset} (random weights, seed 0) at {}",
             dir.display()
         );
     }
