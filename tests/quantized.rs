@@ -275,3 +275,123 @@ fn certified_greedy_needs_full_precision_and_matches_f32() {
         .to_string()
         .contains("full-precision"));
 }
+
+/// `--int8-ffn-out` puts every FFN output projection in int8 (the default
+/// keeps them f16), through `quantize` and through conversion at load alike,
+/// and is refused where it cannot apply.
+#[test]
+fn int8_ffn_out_quantizes_wo_too() {
+    let out = TempDir::new("qffnout");
+    let dir = out.join("q");
+    let base = base_checkpoint().to_str().unwrap();
+    let q_dir = dir.to_str().unwrap();
+    let ok = run_cli(
+        &[
+            "quantize",
+            "--model",
+            base,
+            "--dtype",
+            "int8",
+            "--int8-ffn-out",
+            "--out",
+            q_dir,
+            "--no-check",
+        ],
+        None,
+        &[],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let q = T5Model::load(&dir).unwrap();
+    let wo = |m: &T5Model| -> Vec<WeightFormat> {
+        let enc = m.encoder.blocks.iter().map(|b| b.ffn.wo.format());
+        enc.chain(m.decoder.blocks.iter().map(|b| b.ffn.wo.format()))
+            .collect()
+    };
+    assert!(
+        wo(&q).iter().all(|&f| f == WeightFormat::Int8),
+        "{:?}",
+        wo(&q)
+    );
+    // The default keeps them f16.
+    let plain = quantized_dir(WeightFormat::Int8, 0, "qffnplain");
+    let p = T5Model::load(&plain.join("q")).unwrap();
+    assert!(
+        wo(&p).iter().all(|&f| f == WeightFormat::F16),
+        "{:?}",
+        wo(&p)
+    );
+    // The file computes what the same policy computes in memory.
+    let mut conv = T5Model::load(base_checkpoint()).unwrap();
+    let mut policy = FormatPolicy::for_dtype(WeightFormat::Int8);
+    policy.ffn_out = WeightFormat::Int8;
+    conv.convert(policy).unwrap();
+    conv.embed = q.embed.clone();
+    assert_eq!(logits(&q), logits(&conv));
+    let reference = logits(&T5Model::load(base_checkpoint()).unwrap());
+    let e = rel_err(&logits(&q), &reference);
+    assert!(e <= INT8_LOGIT_REL, "rel logit err {e}");
+
+    for (args, needles) in [
+        (
+            vec![
+                "generate",
+                "--model",
+                base,
+                "--dtype",
+                "f16",
+                "--int8-ffn-out",
+                "--input-ids",
+                "5,6,1",
+            ],
+            vec!["--int8-ffn-out", "--dtype int8"],
+        ),
+        (
+            vec![
+                "generate",
+                "--model",
+                q_dir,
+                "--int8-ffn-out",
+                "--input-ids",
+                "5,6,1",
+            ],
+            vec!["t5edge quantize"],
+        ),
+        (
+            vec![
+                "quantize",
+                "--model",
+                base,
+                "--dtype",
+                "f16",
+                "--int8-ffn-out",
+                "--out",
+                "unused",
+            ],
+            vec!["--int8-ffn-out"],
+        ),
+    ] {
+        let o = run_cli(&args, None, &[]);
+        assert_one_line_error(&args.join(" "), &o, &needles);
+    }
+    let o = run_cli(
+        &[
+            "generate",
+            "--model",
+            base,
+            "--dtype",
+            "int8",
+            "--int8-ffn-out",
+            "--input-ids",
+            "5,6,1",
+            "--max-new-tokens",
+            "3",
+        ],
+        None,
+        &[],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -24,6 +24,11 @@ pub struct ModelArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
+    /// of f16 (faster prefill; less accurate where wo's inputs carry
+    /// outliers, docs/QUANTIZATION.md).
+    #[arg(long)]
+    pub int8_ffn_out: bool,
     /// Read weights into memory instead of mapping them (safe against the file
     /// being truncated while in use, at the cost of start-up time and memory).
     #[arg(long)]
@@ -61,6 +66,12 @@ impl ModelArgs {
                     dir.display()
                 )));
             }
+            if self.int8_ffn_out {
+                return Err(Error::Request(format!(
+                    "{}: a quantized directory keeps the formats it was written with; pass --int8-ffn-out to `t5edge quantize` instead",
+                    dir.display()
+                )));
+            }
             if fmt != WeightFormat::F32 && fmt != stored {
                 return Err(Error::Request(format!(
                     "{} holds {} weights; drop --dtype or pass --dtype {}",
@@ -69,10 +80,18 @@ impl ModelArgs {
                     stored.name()
                 )));
             }
+        } else if self.int8_ffn_out && (fmt != WeightFormat::Int8 || exact) {
+            return Err(Error::Request(
+                "--int8-ffn-out goes with --dtype int8 (without --exact)".into(),
+            ));
         } else if exact {
             model.enable_certified_head(0)?;
         } else if fmt != WeightFormat::F32 {
-            model.convert(crate::model::FormatPolicy::for_dtype(fmt))?;
+            let mut policy = crate::model::FormatPolicy::for_dtype(fmt);
+            if self.int8_ffn_out {
+                policy.ffn_out = WeightFormat::Int8;
+            }
+            model.convert(policy)?;
         }
         Ok((model, dir))
     }

@@ -19,6 +19,12 @@ pub struct Args {
     /// The output directory (model.safetensors, config.json and the tokenizer files).
     #[arg(long)]
     out: PathBuf,
+    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
+    /// of f16. Faster prefill, the whole model in int8 as ONNX Runtime and
+    /// CTranslate2 have it; less accurate where wo's inputs carry outliers
+    /// (docs/QUANTIZATION.md).
+    #[arg(long)]
+    int8_ffn_out: bool,
     /// Replace an existing OUT.
     #[arg(long)]
     force: bool,
@@ -32,22 +38,25 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     setup(a.threads)?;
     let dtype = parse_dtype(&a.dtype)?;
+    let mut opts = QuantizeOptions::new(dtype, a.group_size);
+    if a.int8_ffn_out {
+        if dtype != crate::model::WeightFormat::Int8 {
+            return Err(crate::Error::Request(
+                "--int8-ffn-out goes with --dtype int8".into(),
+            ));
+        }
+        opts.policy.ffn_out = dtype;
+    }
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let w = quantize(
-        &a.model,
-        &a.out,
-        QuantizeOptions::new(dtype, a.group_size),
-        a.force,
-        |i, n, name| {
-            bar.set_length(n as u64);
-            bar.set_position(i as u64 + 1);
-            bar.set_message(name.to_string());
-        },
-    );
+    let w = quantize(&a.model, &a.out, opts, a.force, |i, n, name| {
+        bar.set_length(n as u64);
+        bar.set_position(i as u64 + 1);
+        bar.set_message(name.to_string());
+    });
     bar.finish_and_clear();
     let w = w?;
     let mb = |b: u64| b as f64 / 1e6;
