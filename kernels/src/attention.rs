@@ -381,10 +381,10 @@ impl VecOps for Avx2Ops {
             // SAFETY: forwarded contract; rows r0.. of the block are in bounds.
             unsafe {
                 match nq - r0 {
-                    1 => x86::pv256::<1>(p, r0, v, d, nk, out, os),
-                    2 => x86::pv256::<2>(p, r0, v, d, nk, out, os),
-                    3 => x86::pv256::<3>(p, r0, v, d, nk, out, os),
-                    _ => x86::pv256::<4>(p, r0, v, d, nk, out, os),
+                    1 => x86::pv256::<1, 8>(p, r0, v, d, nk, out, os),
+                    2 => x86::pv256::<2, 4>(p, r0, v, d, nk, out, os),
+                    3 => x86::pv256::<3, 2>(p, r0, v, d, nk, out, os),
+                    _ => x86::pv256::<4, 2>(p, r0, v, d, nk, out, os),
                 }
             }
             r0 += 4;
@@ -597,16 +597,35 @@ mod x86 {
                         acc[r][u] = _mm512_maskz_loadu_ps(m[u], o.wrapping_add(16 * u));
                     }
                 }
-                for c in 0..nk {
+                let load = |c: usize| -> [__m512; 4] {
                     let vp = v.row(c).add(t);
-                    let vv: [__m512; 4] = std::array::from_fn(|u| {
-                        _mm512_maskz_loadu_ps(m[u], vp.wrapping_add(16 * u))
-                    });
+                    std::array::from_fn(|u| _mm512_maskz_loadu_ps(m[u], vp.wrapping_add(16 * u)))
+                };
+                let mut c = 0;
+                // One row alone is 4 FMA chains, latency-bound: odd keys go
+                // to a second set of accumulators, added at the end.
+                let mut odd = [_mm512_setzero_ps(); 4];
+                while R == 1 && c + 2 <= nk {
+                    let (v0, v1) = (load(c), load(c + 1));
+                    let (p0, p1) = (_mm512_set1_ps(p[r0][c]), _mm512_set1_ps(p[r0][c + 1]));
+                    for u in 0..4 {
+                        acc[0][u] = _mm512_fmadd_ps(p0, v0[u], acc[0][u]);
+                        odd[u] = _mm512_fmadd_ps(p1, v1[u], odd[u]);
+                    }
+                    c += 2;
+                }
+                for c in c..nk {
+                    let vv = load(c);
                     for r in 0..R {
                         let pb = _mm512_set1_ps(p[r0 + r][c]);
                         for u in 0..4 {
                             acc[r][u] = _mm512_fmadd_ps(pb, vv[u], acc[r][u]);
                         }
+                    }
+                }
+                if R == 1 {
+                    for u in 0..4 {
+                        acc[0][u] = _mm512_add_ps(acc[0][u], odd[u]);
                     }
                 }
                 for r in 0..R {
@@ -746,12 +765,13 @@ mod x86 {
         }
     }
 
-    /// [`pv512`] for 8 lanes: `R` rows x 16 dims per pass.
+    /// [`pv512`] for 8 lanes: `R` rows x `8 NV` dims per pass (`R * NV == 8`
+    /// accumulators: fewer rows get more independent chains).
     ///
     /// # Safety
     /// As `VecOps::pv` with AVX2 + FMA, and `r0 + R <= nq`.
     #[inline(always)]
-    pub(super) unsafe fn pv256<const R: usize>(
+    pub(super) unsafe fn pv256<const R: usize, const NV: usize>(
         p: &Tile,
         r0: usize,
         v: Rows<'_>,
@@ -765,33 +785,33 @@ mod x86 {
         while t < d {
             // SAFETY: as in pv512 (vmaskmovps touches only the enabled lanes).
             unsafe {
-                let m: [__m256i; 2] = std::array::from_fn(|u| mask8(d.saturating_sub(t + 8 * u)));
-                let mut acc = [[_mm256_setzero_ps(); 2]; R];
+                let m: [__m256i; NV] = std::array::from_fn(|u| mask8(d.saturating_sub(t + 8 * u)));
+                let mut acc = [[_mm256_setzero_ps(); NV]; R];
                 for r in 0..R {
                     let o = op.add((r0 + r) * os + t);
-                    for u in 0..2 {
+                    for u in 0..NV {
                         acc[r][u] = _mm256_maskload_ps(o.wrapping_add(8 * u), m[u]);
                     }
                 }
                 for c in 0..nk {
                     let vp = v.row(c).add(t);
-                    let vv: [__m256; 2] =
+                    let vv: [__m256; NV] =
                         std::array::from_fn(|u| _mm256_maskload_ps(vp.wrapping_add(8 * u), m[u]));
                     for r in 0..R {
                         let pb = _mm256_set1_ps(p[r0 + r][c]);
-                        for u in 0..2 {
+                        for u in 0..NV {
                             acc[r][u] = _mm256_fmadd_ps(pb, vv[u], acc[r][u]);
                         }
                     }
                 }
                 for r in 0..R {
                     let o = op.add((r0 + r) * os + t);
-                    for u in 0..2 {
+                    for u in 0..NV {
                         _mm256_maskstore_ps(o.wrapping_add(8 * u), m[u], acc[r][u]);
                     }
                 }
             }
-            t += 16;
+            t += 8 * NV;
         }
     }
 

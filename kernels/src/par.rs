@@ -52,30 +52,64 @@ pub(crate) fn for_col_chunks<F>(
         return;
     }
     let chunks = n.div_ceil(chunk);
-    let y_in: &[f32] = y;
+    let y_ptr = SharedOut(y.as_mut_ptr());
     let compute = |c: usize| {
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(n);
         let cw = j1 - j0;
-        let mut out = vec![0.0f32; m * cw];
+        // A buffer reused across calls on this thread (taken out, so a call
+        // nested through work stealing grows its own instead of panicking):
+        // no allocation, memset or fresh pages per chunk.
+        let mut buf = CHUNK_OUT.take();
+        if buf.len() < m * cw {
+            buf.resize(m * cw, 0.0);
+        }
+        let out = &mut buf[..m * cw];
+        let y = y_ptr.get();
         if load_y {
             for i in 0..m {
-                out[i * cw..(i + 1) * cw].copy_from_slice(&y_in[i * n + j0..i * n + j1]);
+                // SAFETY: columns [j0, j1) of row i are inside y (j1 <= n,
+                // i < m, y.len() == m * n) and only this task touches them.
+                let src = unsafe { std::slice::from_raw_parts(y.add(i * n + j0), cw) };
+                out[i * cw..(i + 1) * cw].copy_from_slice(src);
             }
         }
-        f(j0, j1, &mut out);
-        out
-    };
-    let parts: Vec<Vec<f32>> = if parallel {
-        (0..chunks).into_par_iter().map(compute).collect()
-    } else {
-        (0..chunks).map(compute).collect()
-    };
-    for (c, out) in parts.iter().enumerate() {
-        let j0 = c * chunk;
-        let cw = out.len() / m;
+        f(j0, j1, out);
         for i in 0..m {
-            y[i * n + j0..i * n + j0 + cw].copy_from_slice(&out[i * cw..(i + 1) * cw]);
+            // SAFETY: as above; the chunks' column ranges are disjoint, so no
+            // two tasks write the same element and nobody else reads y meanwhile
+            // (the caller's &mut y is held until every task has finished).
+            let dst = unsafe { std::slice::from_raw_parts_mut(y.add(i * n + j0), cw) };
+            dst.copy_from_slice(&out[i * cw..(i + 1) * cw]);
         }
+        CHUNK_OUT.set(buf);
+    };
+    if parallel {
+        (0..chunks).into_par_iter().for_each(compute);
+    } else {
+        (0..chunks).for_each(compute);
     }
+}
+
+/// `y`'s base pointer, shared by tasks that write disjoint column ranges.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+impl SharedOut {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather
+    /// than the raw pointer field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+// SAFETY: the pointer is only dereferenced in for_col_chunks, on disjoint
+// element ranges of a buffer that outlives every task (see the SAFETY notes
+// there).
+unsafe impl Send for SharedOut {}
+// SAFETY: as for Send.
+unsafe impl Sync for SharedOut {}
+
+thread_local! {
+    /// Per-thread chunk output buffer of [`for_col_chunks`].
+    static CHUNK_OUT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
