@@ -30,6 +30,7 @@ PY = sys.executable
 # (key, engine, variant, runner or None for t5edge, label)
 VARIANTS = [
     ("t5edge-int8", "t5edge", "int8", None, "t5edge int8 (quantized dir)"),
+    ("t5edge-int8-all", "t5edge", "int8-all", None, "t5edge int8 --int8-ffn-out (all layers int8, as the peers)"),
     ("t5edge-int8-load", "t5edge", "int8-load", None, "t5edge int8 (converted at load)"),
     ("t5edge-int8-exact", "t5edge", "int8-exact", None, "t5edge int8 --exact"),
     ("t5edge-f32", "t5edge", "f32", None, "t5edge f32"),
@@ -86,10 +87,10 @@ class Harness:
 
     # ---- command lines -------------------------------------------------
     def t5edge_model(self, variant):
-        return self.quant_dir if variant == "int8" else self.a.model
+        return {"int8": self.quant_dir, "int8-all": self.quant_dir_all}.get(variant, self.a.model)
 
     def t5edge_flags(self, variant):
-        return {"f32": ["--dtype", "f32"], "int8": ["--dtype", "int8"], "int8-load": ["--dtype", "int8"],
+        return {"f32": ["--dtype", "f32"], "int8": ["--dtype", "int8"], "int8-all": [], "int8-load": ["--dtype", "int8"],
                 "int8-exact": ["--dtype", "int8", "--exact"]}[variant]
 
     def runner_cmd(self, runner, variant, *mode):
@@ -127,6 +128,12 @@ class Harness:
                 raise SystemExit("t5edge quantize failed: " + p.stderr[-2000:])
             prep["t5edge-int8"] = {"prepare_ms": (time.perf_counter() - t0) * 1000.0,
                                    "summary": (p.stdout + p.stderr).strip().splitlines()[-2:]}
+            self.quant_dir_all = os.path.join(self.a.cache, "t5edge-int8-all")
+            p = subprocess.run([self.a.t5edge, "quantize", "--model", self.a.model, "--dtype", "int8",
+                                "--int8-ffn-out", "--out", self.quant_dir_all, "--force", "--threads",
+                                str(self.a.threads)], capture_output=True, text=True, env=self.env)
+            if p.returncode != 0:
+                raise SystemExit("t5edge quantize --int8-ffn-out failed: " + p.stderr[-2000:])
         for v in variants:
             if v[3] is None:
                 continue
