@@ -7,7 +7,6 @@
 //! memory instead of O(heads · tq · tk).
 
 use crate::dispatch::{active, Isa};
-use rayon::prelude::*;
 
 /// Keys scored per block: one max and at most one rescale of the accumulator per
 /// block instead of per key, and a score buffer that stays in L1.
@@ -390,7 +389,7 @@ impl Attention<'_> {
 
     /// Runs the key-blocked kernel at a chosen level. Each (query, head) output is
     /// computed by one task in a fixed order, so the bits do not depend on the
-    /// number of rayon threads. Panics if the CPU cannot run `isa`
+    /// number of threads or the pool backend. Panics if the CPU cannot run `isa`
     /// (`Isa::Neon` off aarch64 runs the emulated NEON dot product).
     pub fn run_with(&self, isa: Isa, out: &mut [f32]) {
         self.check(out);
@@ -402,7 +401,7 @@ impl Attention<'_> {
         let work = self.tq * self.heads * self.tk * d;
         // One task per BLOCK_Q query rows of one head keeps task overhead low
         // for decoder steps (tq = 1) and prefill alike.
-        let body = |(idx, o): (usize, &mut [f32])| {
+        let body = |idx: usize, o: &mut [f32]| {
             let (i, h) = (idx / self.heads, idx % self.heads);
             match isa {
                 // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
@@ -415,11 +414,8 @@ impl Attention<'_> {
                 _ => query::<ScalarOps>(self, h, i, o),
             }
         };
-        if work >= crate::par::PAR_MIN_MACS && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(d).enumerate().for_each(body);
-        } else {
-            out.chunks_mut(d).enumerate().for_each(body);
-        }
+        let parallel = crate::par::worth_parallel_macs(work);
+        crate::par::for_chunks_mut(out, d, parallel, body);
     }
 
     /// The original per-key online-softmax kernel in plain scalar Rust: the twin

@@ -1,6 +1,7 @@
 //! AVX2 f16-weight GEMV: 8 halves widened per F16C `vcvtph2ps`, four FMA chains.
 
 use crate::f32::avx2::{hsum, tail_mask};
+use crate::par::ColBlock;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -48,12 +49,11 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C (checked by dispatch).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

@@ -1,5 +1,6 @@
 //! AVX-512 f16-weight GEMV: 16 halves widened per `vcvtph2ps`, four FMA chains.
 
+use crate::par::ColBlock;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -46,12 +47,11 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f16]) -> f32 {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }
