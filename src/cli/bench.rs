@@ -135,14 +135,15 @@ pub fn run(a: Args) -> Result<()> {
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     let (median, p90, min) = (pct(0.5), pct(0.9), times[0]);
     let tokens_per_s = tokens as f64 / (median / 1e3);
-    let threads = rayon::current_num_threads();
+    let threads = t5edge_kernels::pool::current_threads();
+    let pool = t5edge_kernels::pool::current_backend().name();
     let isa = t5edge_kernels::dispatch::active();
     let rss = peak_rss_mb();
     if a.json {
         out!(
             "{}",
             serde_json::json!({
-                "workload": a.workload, "dtype": a.dtype, "model": dir, "threads": threads, "isa": isa.name(),
+                "workload": a.workload, "dtype": a.dtype, "model": dir, "threads": threads, "pool": pool, "isa": isa.name(),
                 "runs": a.runs, "warmup": a.warmup, "median_ms": median, "p90_ms": p90, "min_ms": min,
                 "tokens_per_s": tokens_per_s, "tokens_per_run": tokens, "load_ms": load_ms, "peak_rss_mb": rss,
             })
@@ -155,7 +156,7 @@ pub fn run(a: Args) -> Result<()> {
             tokens
         )?;
         out!(
-            "model      {} ({}, {} threads, {isa})",
+            "model      {} ({}, {} threads ({pool}), {isa})",
             dir.display(),
             a.dtype,
             threads
