@@ -9,10 +9,13 @@ use crate::pool;
 use std::marker::PhantomData;
 
 /// Below this many multiply-adds a call stays on the calling thread. Waking a
-/// worker costs microseconds when it is idle and far more when the core is busy
-/// (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores against
-/// 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big FFNs,
-/// prefill) are split.
+/// rayon worker costs microseconds when it is idle and far more when the core
+/// is busy (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores
+/// against 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big
+/// FFNs, prefill) are split. Rechecked with the spin pool, whose workers are
+/// already awake: splitting the int8 1024x256 GEMV cost 4.1 us against 3.0 us
+/// on one thread (rayon: 25 us), and W1 got slower with the threshold at 128K,
+/// so it stays.
 pub(crate) const PAR_MIN_MACS: usize = 1 << 20;
 
 /// Whether an `m x k x n` product is worth spreading over threads.
@@ -22,7 +25,19 @@ pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {
 
 /// Whether a region of `macs` multiply-adds is worth spreading over threads.
 pub(crate) fn worth_parallel_macs(macs: usize) -> bool {
-    macs >= PAR_MIN_MACS && pool::current_threads() > 1
+    macs >= par_min_macs() && pool::current_threads() > 1
+}
+
+/// [`PAR_MIN_MACS`], or `T5EDGE_PAR_MIN_MACS` (read once) to measure another
+/// threshold without rebuilding.
+fn par_min_macs() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("T5EDGE_PAR_MIN_MACS")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(PAR_MIN_MACS)
+    })
 }
 
 /// A pointer tasks share to write disjoint parts of one `&mut [f32]`.

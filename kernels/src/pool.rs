@@ -13,7 +13,8 @@
 //! Which thread runs which task can vary from run to run; what a task computes
 //! cannot, which is why results are bit-identical for any thread count.
 //!
-//! `T5EDGE_POOL=rayon|spin` picks the backend for the process (read once),
+//! `T5EDGE_POOL=rayon|spin` picks the backend for the process (read once;
+//! [`DEFAULT_BACKEND`] when unset),
 //! `T5EDGE_THREADS` (else `RAYON_NUM_THREADS`, else the number of cores) sizes
 //! the spin pool, `T5EDGE_SPIN_US` / `T5EDGE_SPIN_HOT_US` set how long its
 //! workers poll (see [`DEFAULT_SPIN`], [`DEFAULT_HOT`]).
@@ -38,6 +39,10 @@ pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 /// with 20 us and 10.6 ms for rayon, load average ~5 on 2 cores); yielding
 /// keeps the worker ready without starving anyone.
 pub const DEFAULT_HOT: Duration = Duration::from_micros(20);
+
+/// A gap this long between two polls of a spinning worker means it was
+/// descheduled; it then parks rather than keep competing for a busy core.
+const PREEMPTED: Duration = Duration::from_micros(30);
 
 /// Which threads run parallel regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -222,8 +227,10 @@ where
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
     tasks: usize,
-    /// Tasks claimed per atomic increment: a few microseconds of work, so the
-    /// shared counter is touched a few dozen times per region, not per task.
+    /// Tasks claimed per atomic increment (~1/64 of a thread's share: ~1 us of
+    /// the LM head). Larger grains touch the counter less but a worker that is
+    /// preempted while holding one makes the caller wait for it to be
+    /// rescheduled, which on a loaded machine cost more than the atomics.
     grain: usize,
     next: Padded<AtomicUsize>,
     panicked: AtomicBool,
@@ -356,7 +363,7 @@ impl Pool {
         let job = Job {
             f: &f,
             tasks,
-            grain: (tasks / (self.threads * 16)).max(1),
+            grain: (tasks / (self.threads * 64)).max(1),
             next: Padded(AtomicUsize::new(0)),
             panicked: AtomicBool::new(false),
         };
@@ -460,6 +467,7 @@ fn worker(s: &Shared) {
 /// then yielding), then parks. Returns the new epoch.
 fn wait_for_epoch(s: &Shared, seen: u64) -> u64 {
     let start = Instant::now();
+    let mut last = Duration::ZERO;
     let mut polls = 0u32;
     let mut yielding = false;
     loop {
@@ -470,19 +478,22 @@ fn wait_for_epoch(s: &Shared, seen: u64) -> u64 {
         polls = polls.wrapping_add(1);
         if yielding {
             std::thread::yield_now();
-            if start.elapsed() >= s.spin {
-                break;
-            }
         } else {
             std::hint::spin_loop();
-            // Reading the clock costs ~20 ns; once per 64 polls is plenty.
-            if polls.is_multiple_of(64) {
-                let t = start.elapsed();
-                if t >= s.spin {
-                    break;
-                }
-                yielding = t >= s.hot;
+        }
+        // Reading the clock costs ~20 ns; once per 64 busy polls is plenty.
+        if yielding || polls.is_multiple_of(64) {
+            let t = start.elapsed();
+            // A long gap between two polls means another thread had this core:
+            // the machine is oversubscribed, where polling only takes CPU from
+            // others and, worse, makes the scheduler treat us as a hog that is
+            // preempted in the middle of the next job's tasks (the caller then
+            // waits a whole time slice for it). Sleep instead.
+            if t >= s.spin || t - last >= PREEMPTED {
+                break;
             }
+            last = t;
+            yielding = t >= s.hot;
         }
     }
     let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
