@@ -6,7 +6,8 @@
 //! microseconds, so every step paid a wakeup (and perf showed ~10% of the time
 //! in the scheduler). The spin pool keeps its workers polling an epoch counter
 //! for [`DEFAULT_SPIN`] after each job, so back-to-back sub-millisecond regions
-//! start without a syscall, and parks them only when the process goes quiet.
+//! start without a syscall, and parks them when the process goes quiet (or
+//! when a worker finds it was descheduled: the machine has no core to spare).
 //!
 //! Either way the caller hands over a task count and `f(task)`; how the work is
 //! cut into tasks is the caller's business and must depend only on shapes.
@@ -76,8 +77,11 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// The backend used when `T5EDGE_POOL` is unset.
-pub const DEFAULT_BACKEND: Backend = Backend::Rayon;
+/// The backend used when `T5EDGE_POOL` is unset: the spin pool won 19 of 20
+/// alternating W1 int8 runs against rayon (median 6.3 vs 7.0 ms) and did not
+/// lose W2 or W3 overall, though it can on an oversubscribed machine
+/// (kernels/BENCH.md, "rayon vs persistent pool").
+pub const DEFAULT_BACKEND: Backend = Backend::Spin;
 
 /// Reads `T5EDGE_POOL`: the backend it names, the default when unset, or an
 /// error message naming the bad value.
