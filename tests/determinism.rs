@@ -1,5 +1,5 @@
-//! Same input, same bits: across runs, across rayon pool sizes, and across
-//! threads sharing one model.
+//! Same input, same bits: across runs, across pool sizes and backends (rayon,
+//! the kernels' spin pool), and across threads sharing one model.
 
 mod support;
 
@@ -50,6 +50,13 @@ fn bit_identical_across_runs_and_pool_sizes() {
             .build()
             .unwrap();
         assert_eq!(pool.install(|| run(&m)), reference, "{n} threads differ");
+        // The same model under the persistent spin pool (T5EDGE_POOL=spin).
+        let spin = t5edge_kernels::pool::Pool::new(n);
+        assert_eq!(
+            spin.install(|| run(&m)),
+            reference,
+            "spin pool, {n} threads"
+        );
     }
 }
 

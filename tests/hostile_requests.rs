@@ -238,6 +238,12 @@ fn cli_refuses_bad_environment_and_arguments() {
         &[("T5EDGE_ISA", "bogus")],
     );
     assert_one_line_error("isa bogus", &bogus, &["T5EDGE_ISA", "bogus"]);
+    let pool = run_cli(
+        &["generate", "--model", model_dir(), "--input-ids", "5"],
+        None,
+        &[("T5EDGE_POOL", "openmp")],
+    );
+    assert_one_line_error("pool bogus", &pool, &["T5EDGE_POOL", "openmp", "rayon"]);
     if cfg!(target_arch = "x86_64") {
         let neon = run_cli(
             &["generate", "--model", model_dir(), "--input-ids", "5"],

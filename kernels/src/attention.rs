@@ -7,7 +7,6 @@
 //! memory instead of O(heads · tq · tk).
 
 use crate::dispatch::{active, Isa};
-use rayon::prelude::*;
 
 /// Query rows per block: every K row loaded for the score tile and every V row
 /// loaded for the P·V step serves this many queries, not one.
@@ -1038,8 +1037,8 @@ impl Attention<'_> {
     /// Runs the blocked kernel at a chosen level. Tasks are fixed by the shapes
     /// alone: with `tq == 1` one per head, otherwise one per block of
     /// [`BLOCK_Q`] query rows (all heads); each output is computed by one task
-    /// in a fixed order, so the bits do not depend on the number of rayon
-    /// threads. Panics if the CPU cannot run `isa` (`Isa::Neon` off aarch64
+    /// in a fixed order, so the bits do not depend on the number of
+    /// threads or the pool backend. Panics if the CPU cannot run `isa` (`Isa::Neon` off aarch64
     /// runs the emulated NEON intrinsics).
     pub fn run_with(&self, isa: Isa, out: &mut [f32]) {
         self.check(out);
@@ -1061,7 +1060,7 @@ impl Attention<'_> {
         };
         // A decoder step has one query: split it by head instead.
         let chunk = if self.tq == 1 { d } else { BLOCK_Q * inner };
-        let body = |(b, o): (usize, &mut [f32])| {
+        let body = |b: usize, o: &mut [f32]| {
             if self.tq == 1 {
                 one(b, 0, 1, o)
             } else {
@@ -1072,11 +1071,8 @@ impl Attention<'_> {
             }
         };
         let work = self.tq * self.heads * self.tk * d;
-        if work >= crate::par::PAR_MIN_MACS && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(chunk).enumerate().for_each(body);
-        } else {
-            out.chunks_mut(chunk).enumerate().for_each(body);
-        }
+        let parallel = crate::par::worth_parallel_macs(work);
+        crate::par::for_chunks_mut(out, chunk, parallel, body);
     }
 
     /// The original per-key online-softmax kernel in plain scalar Rust: the twin

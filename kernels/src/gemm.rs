@@ -3,10 +3,10 @@
 //!
 //! gemm's own `Parallelism::Rayon` is not used: how it splits work can depend on
 //! the thread count. Instead each block of y is one single-threaded gemm call whose
-//! shape depends only on (m, n), and blocks are spread over rayon.
+//! shape depends only on (m, n), and blocks are spread over the threads of
+//! `crate::pool`.
 
 use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
 
 /// Rows of y per block: small enough that prefill of a few dozen tokens still
 /// yields several blocks, large enough to amortise gemm's packing of w.
@@ -35,12 +35,6 @@ pub(crate) enum Weights<'a> {
     F16(&'a [half::f16]),
 }
 
-struct SendPtr(*mut f32);
-// SAFETY: the pointer is only used to write disjoint blocks of one `&mut [f32]`
-// that outlives the parallel loop (see `run`).
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
-
 /// `y = x · wᵀ`. Shapes must already be checked.
 pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &mut [f32]) {
     assert!(x.len() == m * k && y.len() == m * n);
@@ -57,13 +51,12 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
     }
     let rbs = m.div_ceil(ROW_BLOCK);
     let cbs = n.div_ceil(COL_BLOCK);
-    let yp = SendPtr(y.as_mut_ptr());
+    let yp = crate::par::SyncPtr(y.as_mut_ptr());
     let block = |rb: usize, j0: usize, bn: usize, wb: &[f32]| {
         let i0 = rb * ROW_BLOCK;
         let bm = (m - i0).min(ROW_BLOCK);
         assert!(j0 + bn <= n && wb.len() == bn * k);
         let xb = &x[i0 * k..(i0 + bm) * k];
-        let yp = &yp;
         // SAFETY: dst is the [i0, i0+bm) x [j0, j0+bn) block of y (row stride n),
         // inside y because i0 + bm <= m and j0 + bn <= n; blocks are disjoint, so
         // no two tasks write the same element, and y outlives this loop. lhs is
@@ -75,7 +68,7 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
                 bm,
                 bn,
                 k,
-                yp.0.add(i0 * n + j0),
+                yp.get().add(i0 * n + j0),
                 1,
                 n as isize,
                 false,
@@ -123,9 +116,5 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
             block(rb, j0, bn, wb);
         }
     };
-    if crate::par::worth_parallel(m, k, n) {
-        (0..tasks).into_par_iter().for_each(task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    crate::pool::for_each(tasks, crate::par::worth_parallel(m, k, n), task);
 }

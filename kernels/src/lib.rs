@@ -14,8 +14,8 @@
 //! emulation so the NEON logic is tested on x86 (see `kernels/NEON.md`).
 //!
 //! # Determinism
-//! Threading (rayon, above ~1M multiply-adds) splits outputs into chunks fixed
-//! by the shape; each output is computed by one task in a fixed order, so results
+//! Threading (rayon or the persistent spin pool, see [`pool`]; above ~1M
+//! multiply-adds) splits outputs into chunks fixed by the shape; each output is computed by one task in a fixed order, so results
 //! are bit-identical for any thread count. int8 results are moreover
 //! bit-identical across all levels (exact integer dot products, same f32
 //! epilogue); f32/f16 results differ between levels in the last bits.
@@ -39,6 +39,8 @@ pub mod int8;
 pub(crate) mod neon_intrinsics;
 pub mod ops;
 mod par;
+pub mod pool;
 pub mod reference;
 
 pub use dispatch::Isa;
+pub use par::for_chunks_mut;

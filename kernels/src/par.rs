@@ -1,115 +1,142 @@
 //! Splitting a layer's outputs across threads without changing a single bit.
 //!
 //! Every output value is computed by exactly one task, and the chunking depends
-//! only on the problem shape (never on the number of threads), so a result is
-//! bit-identical whether rayon runs it on 1 thread or 64.
+//! only on the problem shape (never on the number of threads or on the
+//! backend, see `pool`), so a result is bit-identical whether it runs on 1
+//! thread or 64.
 
-use rayon::prelude::*;
+use crate::pool;
+use std::marker::PhantomData;
 
 /// Below this many multiply-adds a call stays on the calling thread. Waking a
-/// worker costs microseconds when it is idle and far more when the core is busy
-/// (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores against
-/// 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big FFNs,
-/// prefill) are split.
+/// rayon worker costs microseconds when it is idle and far more when the core
+/// is busy (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores
+/// against 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big
+/// FFNs, prefill) are split. Rechecked with the spin pool, whose workers are
+/// already awake: splitting the int8 1024x256 GEMV cost 4.1 us against 3.0 us
+/// on one thread (rayon: 25 us), and W1 got slower with the threshold at 128K,
+/// so it stays.
 pub(crate) const PAR_MIN_MACS: usize = 1 << 20;
 
 /// Whether an `m x k x n` product is worth spreading over threads.
 pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {
-    m.saturating_mul(k).saturating_mul(n) >= PAR_MIN_MACS && rayon::current_num_threads() > 1
+    worth_parallel_macs(m.saturating_mul(k).saturating_mul(n))
+}
+
+/// Whether a region of `macs` multiply-adds is worth spreading over threads.
+pub(crate) fn worth_parallel_macs(macs: usize) -> bool {
+    macs >= par_min_macs() && pool::current_threads() > 1
+}
+
+/// [`PAR_MIN_MACS`], or `T5EDGE_PAR_MIN_MACS` (read once) to measure another
+/// threshold without rebuilding.
+fn par_min_macs() -> usize {
+    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("T5EDGE_PAR_MIN_MACS")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(PAR_MIN_MACS)
+    })
+}
+
+/// A pointer tasks share to write disjoint parts of one `&mut [f32]`.
+#[derive(Clone, Copy)]
+pub(crate) struct SyncPtr(pub *mut f32);
+// SAFETY: every user derives only disjoint regions from it per task (argued at
+// each use), and the slice it came from is mutably borrowed for the whole
+// parallel region, so no other access can race with the tasks' writes.
+unsafe impl Sync for SyncPtr {}
+// SAFETY: as for Sync.
+unsafe impl Send for SyncPtr {}
+
+impl SyncPtr {
+    /// Through a method, so closures capture the whole (Sync) wrapper rather
+    /// than its raw-pointer field.
+    #[inline]
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// One task's `[rows, width]` block of a row-major `[rows, stride]` output:
+/// row `i` is `y[i * stride + j0 .. i * stride + j0 + width]`, written in place.
+pub(crate) struct ColBlock<'a> {
+    /// `&y[j0]`.
+    ptr: *mut f32,
+    rows: usize,
+    width: usize,
+    stride: usize,
+    _y: PhantomData<&'a mut [f32]>,
+}
+
+impl ColBlock<'_> {
+    /// Row `i` of the block. Borrowing `self` mutably means one block never
+    /// hands out two live rows, so the slices it gives are never aliased.
+    #[inline]
+    pub(crate) fn row(&mut self, i: usize) -> &mut [f32] {
+        assert!(i < self.rows);
+        // SAFETY: `for_col_chunks` built the block with j0 + width <= stride and
+        // rows * stride == y.len(), so the row lies inside y; no other task's
+        // block covers these columns (chunks are disjoint) and this block hands
+        // out one row at a time (see above).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.width) }
+    }
 }
 
 /// Runs `f(j0, j1, out)` for fixed chunks `[j0, j1)` of `chunk` output columns,
-/// where `out` is a chunk-local `[m, j1 - j0]` row-major buffer that is then
-/// copied into the `[m, n]` output `y`. With `load_y`, `out` starts as that
-/// block of `y` (for kernels that accumulate into y); otherwise its contents
-/// are unspecified and `f` must overwrite them.
+/// where `out` is the `[m, j1 - j0]` block of the `[m, n]` output `y`, written
+/// in place (so it starts out holding y's values, for kernels that accumulate).
+/// No allocation and no copy, whatever `m`.
 pub(crate) fn for_col_chunks<F>(
     y: &mut [f32],
     m: usize,
     n: usize,
     chunk: usize,
     parallel: bool,
-    load_y: bool,
     f: F,
 ) where
-    F: Fn(usize, usize, &mut [f32]) + Sync,
+    F: Fn(usize, usize, &mut ColBlock<'_>) + Sync,
 {
     assert!(chunk > 0 && y.len() == m * n);
     if m == 0 || n == 0 {
         return;
     }
-    if m == 1 {
-        // One row: the chunk-local buffer *is* a slice of y, no copy needed.
-        let run = |(c, out): (usize, &mut [f32])| {
-            let j0 = c * chunk;
-            f(j0, j0 + out.len(), out)
-        };
-        if parallel {
-            y.par_chunks_mut(chunk).enumerate().for_each(run);
-        } else {
-            y.chunks_mut(chunk).enumerate().for_each(run);
-        }
-        return;
-    }
-    let chunks = n.div_ceil(chunk);
-    let y_ptr = SharedOut(y.as_mut_ptr());
-    let compute = |c: usize| {
+    let base = SyncPtr(y.as_mut_ptr());
+    pool::for_each(n.div_ceil(chunk), parallel, |c| {
         let j0 = c * chunk;
         let j1 = (j0 + chunk).min(n);
-        let cw = j1 - j0;
-        // A buffer reused across calls on this thread (taken out, so a call
-        // nested through work stealing grows its own instead of panicking):
-        // no allocation, memset or fresh pages per chunk.
-        let mut buf = CHUNK_OUT.take();
-        if buf.len() < m * cw {
-            buf.resize(m * cw, 0.0);
-        }
-        let out = &mut buf[..m * cw];
-        let y = y_ptr.get();
-        if load_y {
-            for i in 0..m {
-                // SAFETY: columns [j0, j1) of row i are inside y (j1 <= n,
-                // i < m, y.len() == m * n) and only this task touches them.
-                let src = unsafe { std::slice::from_raw_parts(y.add(i * n + j0), cw) };
-                out[i * cw..(i + 1) * cw].copy_from_slice(src);
-            }
-        }
-        f(j0, j1, out);
-        for i in 0..m {
-            // SAFETY: as above; the chunks' column ranges are disjoint, so no
-            // two tasks write the same element and nobody else reads y meanwhile
-            // (the caller's &mut y is held until every task has finished).
-            let dst = unsafe { std::slice::from_raw_parts_mut(y.add(i * n + j0), cw) };
-            dst.copy_from_slice(&out[i * cw..(i + 1) * cw]);
-        }
-        CHUNK_OUT.set(buf);
-    };
-    if parallel {
-        (0..chunks).into_par_iter().for_each(compute);
-    } else {
-        (0..chunks).for_each(compute);
-    }
+        let mut block = ColBlock {
+            // SAFETY: j0 < n <= y.len(), so the offset stays inside y. Chunk c
+            // owns columns [j0, j1) of every row, disjoint from every other
+            // chunk's, and `y` stays mutably borrowed until all tasks are done.
+            ptr: unsafe { base.get().add(j0) },
+            rows: m,
+            width: j1 - j0,
+            stride: n,
+            _y: PhantomData,
+        };
+        f(j0, j1, &mut block)
+    });
 }
 
-/// `y`'s base pointer, shared by tasks that write disjoint column ranges.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-
-impl SharedOut {
-    /// Through a method, so closures capture the whole (Sync) wrapper rather
-    /// than the raw pointer field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-// SAFETY: the pointer is only dereferenced in for_col_chunks, on disjoint
-// element ranges of a buffer that outlives every task (see the SAFETY notes
-// there).
-unsafe impl Send for SharedOut {}
-// SAFETY: as for Send.
-unsafe impl Sync for SharedOut {}
-
-thread_local! {
-    /// Per-thread chunk output buffer of [`for_col_chunks`].
-    static CHUNK_OUT: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+/// Runs `f(c, part)` over the consecutive `len`-long parts of `out`, in
+/// parallel when asked (on the backend [`crate::pool`] selects): the threaded
+/// twin of `out.chunks_mut(len).enumerate()`.
+pub fn for_chunks_mut<F>(out: &mut [f32], len: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    assert!(len > 0);
+    let total = out.len();
+    let base = SyncPtr(out.as_mut_ptr());
+    pool::for_each(total.div_ceil(len), parallel, |c| {
+        let a = c * len;
+        let b = (a + len).min(total);
+        // SAFETY: [a, b) lies inside `out` (a < total), parts of different c
+        // are disjoint, and `out` stays mutably borrowed until all tasks finish.
+        f(c, unsafe {
+            std::slice::from_raw_parts_mut(base.get().add(a), b - a)
+        })
+    });
 }

@@ -111,20 +111,19 @@ fn float_linear_is_identical_across_thread_counts() {
     for m in [1usize, 3, 40] {
         let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
         for isa in isas() {
-            let run = |threads| {
-                with_threads(threads, || {
-                    let mut y = vec![0.0f32; m * n];
-                    lf32::linear_with(isa, &x, m, k, &w, n, &mut y);
-                    let mut yh = vec![0.0f32; m * n];
-                    lf16::linear_with(isa, &x, m, k, &wh, n, &mut yh);
-                    (y, yh)
-                })
-            };
-            let (a, ah) = run(1);
-            let (b, bh) = run(3);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&a), bits(&b), "f32 {isa} m={m}");
-            assert_eq!(bits(&ah), bits(&bh), "f16 {isa} m={m}");
+            let runs = on_every_pool(|| {
+                let mut y = vec![0.0f32; m * n];
+                lf32::linear_with(isa, &x, m, k, &w, n, &mut y);
+                let mut yh = vec![0.0f32; m * n];
+                lf16::linear_with(isa, &x, m, k, &wh, n, &mut yh);
+                (bits(&y), bits(&yh))
+            });
+            let (_, (a, ah)) = &runs[0];
+            for (pool, (b, bh)) in &runs[1..] {
+                assert_eq!(a, b, "f32 {isa} m={m} {pool}");
+                assert_eq!(ah, bh, "f16 {isa} m={m} {pool}");
+            }
         }
     }
 }

@@ -285,18 +285,19 @@ fn int8_linear_is_identical_across_thread_counts() {
         let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
         for m in [1usize, 6] {
             let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+            let resid = matrix(&mut rng, Fill::Uniform, m, n, 1.0);
             for isa in isas() {
                 let a = with_threads(1, || run(isa, &x, m, k, &p.view()));
-                let b = with_threads(3, || run(isa, &x, m, k, &p.view()));
-                assert_eq!(a, b, "{isa} m={m} gs={gs}");
-                // The threaded linear_add path (chunk buffers loaded from y).
-                let resid = matrix(&mut rng, Fill::Uniform, m, n, 1.0);
-                let mut c = resid.clone();
-                with_threads(3, || {
-                    int8::linear_add_with(isa, &x, m, k, &p.view(), &mut c)
-                });
                 let want: Vec<f32> = resid.iter().zip(&a).map(|(r, y)| r + y).collect();
-                assert_eq!(c, want, "{isa} m={m} gs={gs} linear_add");
+                for (pool, (b, c)) in on_every_pool(|| {
+                    // linear_add accumulates into y in place, in each task's block.
+                    let mut c = resid.clone();
+                    int8::linear_add_with(isa, &x, m, k, &p.view(), &mut c);
+                    (run(isa, &x, m, k, &p.view()), c)
+                }) {
+                    assert_eq!(a, b, "{isa} m={m} gs={gs} {pool}");
+                    assert_eq!(c, want, "{isa} m={m} gs={gs} {pool} linear_add");
+                }
             }
         }
     }

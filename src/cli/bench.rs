@@ -252,7 +252,8 @@ pub fn run(a: Args) -> Result<()> {
     let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
     let (median, p90, min) = (pct(0.5), pct(0.9), times[0]);
     let tokens_per_s = tokens as f64 / (median / 1e3);
-    let threads = rayon::current_num_threads();
+    let threads = t5edge_kernels::pool::current_threads();
+    let pool = t5edge_kernels::pool::current_backend().name();
     let isa = t5edge_kernels::dispatch::active();
     let rss = peak_rss_mb();
     let input_len = w.batch.iter().map(Vec::len).max().unwrap_or(0);
@@ -261,7 +262,7 @@ pub fn run(a: Args) -> Result<()> {
         out!(
             "{}",
             serde_json::json!({
-                "workload": a.workload, "dtype": dtype, "model": dir, "threads": threads, "isa": isa.name(),
+                "workload": a.workload, "dtype": dtype, "model": dir, "threads": threads, "pool": pool, "isa": isa.name(),
                 "runs": a.runs, "warmup": a.warmup, "median_ms": median, "p90_ms": p90, "min_ms": min,
                 "tokens_per_s": tokens_per_s, "tokens_per_run": tokens, "load_ms": load_ms, "peak_rss_mb": rss,
                 "preset": a.model.preset, "batch": w.batch.len(), "input_len": input_len,
@@ -277,7 +278,7 @@ pub fn run(a: Args) -> Result<()> {
             tokens
         )?;
         out!(
-            "model      {} ({}, {} threads, {isa})",
+            "model      {} ({}, {} threads ({pool}), {isa})",
             dir.display(),
             dtype,
             threads

@@ -122,17 +122,19 @@ impl ModelArgs {
     }
 }
 
-/// Validates `T5EDGE_ISA` and sizes the thread pool.
+/// Validates `T5EDGE_ISA` and `T5EDGE_POOL` and sizes the thread pools.
 pub fn setup(threads: Option<usize>) -> Result<()> {
     t5edge_kernels::dispatch::from_env()?;
+    t5edge_kernels::pool::from_env().map_err(Error::Other)?;
     if let Some(n) = threads {
         if n == 0 {
             return Err(Error::Request("--threads must be at least 1".into()));
         }
-        // A second call (tests driving the CLI in-process) keeps the first pool.
+        // A second call (tests driving the CLI in-process) keeps the first pools.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build_global();
+        t5edge_kernels::pool::set_global_threads(n);
     }
     Ok(())
 }

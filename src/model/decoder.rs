@@ -11,7 +11,6 @@ use super::kv_cache::SeqCache;
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
-use rayon::prelude::*;
 use t5edge_kernels::ops;
 
 #[derive(Clone)]
@@ -195,13 +194,12 @@ fn per_sequence<F>(
         .zip(caches)
         .map(|(&t, c)| t * (c.len + t).max(c.enc_len) * inner)
         .sum();
-    if uniform && caches.len() > 1 && work >= PAR_ATTENTION_MACS && rayon::current_num_threads() > 1
-    {
-        q.par_chunks(tq * inner)
-            .zip(ctx.par_chunks_mut(tq * inner))
-            .zip(caches.par_iter())
-            .enumerate()
-            .for_each(|(s, ((q, out), c))| f(s, c, q, out));
+    let threads = t5edge_kernels::pool::current_threads();
+    if uniform && caches.len() > 1 && work >= PAR_ATTENTION_MACS && threads > 1 {
+        let len = tq * inner;
+        t5edge_kernels::for_chunks_mut(ctx, len, true, |s, out| {
+            f(s, &caches[s], &q[s * len..(s + 1) * len], out)
+        });
         return;
     }
     let mut start = 0;

@@ -1,6 +1,7 @@
 //! AVX2 f16-weight GEMV: 8 halves widened per F16C `vcvtph2ps`, four FMA chains.
 
 use crate::f32::avx2::{hsum, tail_mask};
+use crate::par::ColBlock;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -106,22 +107,21 @@ const ROWS: usize = 2;
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C (checked by dispatch).
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     assert!(x.len() >= m * k);
-    let cw = w.len() / k;
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         let mut i = 0;
         while i + ROWS <= m {
             // SAFETY: same target features; rows i..i + ROWS lie inside x.
             let d = unsafe { dots::<ROWS>(x, i, k, wr) };
             for (r, v) in d.into_iter().enumerate() {
-                out[(i + r) * cw + jj] = v;
+                out.row(i + r)[jj] = v;
             }
             i += ROWS;
         }
         for i in i..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

@@ -1,5 +1,6 @@
 //! AVX-512 f16-weight GEMV: 16 halves widened per `vcvtph2ps`, four FMA chains.
 
+use crate::par::ColBlock;
 use half::f16;
 use std::arch::x86_64::*;
 
@@ -102,22 +103,21 @@ const ROWS: usize = 4;
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     assert!(x.len() >= m * k);
-    let cw = w.len() / k;
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         let mut i = 0;
         while i + ROWS <= m {
             // SAFETY: same target features; rows i..i + ROWS lie inside x.
             let d = unsafe { dots::<ROWS>(x, i, k, wr) };
             for (r, v) in d.into_iter().enumerate() {
-                out[(i + r) * cw + jj] = v;
+                out.row(i + r)[jj] = v;
             }
             i += ROWS;
         }
         for i in i..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

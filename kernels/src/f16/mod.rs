@@ -15,6 +15,7 @@ pub mod scalar;
 
 use crate::dispatch::{active, Isa};
 use crate::f32::FloatWeight;
+use crate::par::ColBlock;
 use half::f16;
 
 /// From this many activation rows on, f16 weights go to gemm. Below it the
@@ -40,12 +41,12 @@ impl FloatWeight for f16 {
     fn gemm_weights(w: &[f16]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F16(w)
     }
-    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
         gemv_chunk(isa, x, m, k, w, out)
     }
 }
 
-fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
+fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     match isa {
         // SAFETY: `check_isa` verified the CPU has AVX2 + FMA + F16C.
         #[cfg(target_arch = "x86_64")]

@@ -2,6 +2,7 @@
 //! `half` (which uses `fcvtl` on aarch64 with the fp16 extension): Rust's
 //! `vcvt_f32_f16` needs the unstable `f16` type. The arithmetic is the NEON f32 dot.
 
+use crate::par::ColBlock;
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
@@ -24,11 +25,10 @@ pub(crate) fn dot(a: &[f32], b: &[f16]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ`.
-pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
-            out[i * cw + jj] = dot(&x[i * k..(i + 1) * k], wr);
+            out.row(i)[jj] = dot(&x[i * k..(i + 1) * k], wr);
         }
     }
 }

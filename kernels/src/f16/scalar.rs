@@ -1,5 +1,6 @@
 //! Plain f16-weight linear: the twin of the SIMD paths.
 
+use crate::par::ColBlock;
 use half::f16;
 
 /// Sequential dot product of f32 activations with f16 weights, in f32.
@@ -9,11 +10,10 @@ pub fn dot(a: &[f32], b: &[f16]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for one chunk of weight rows.
-pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f16], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
-            out[i * cw + jj] = dot(&x[i * k..(i + 1) * k], wr);
+            out.row(i)[jj] = dot(&x[i * k..(i + 1) * k], wr);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! AVX2 + FMA f32 GEMV: four independent 8-lane FMA chains per dot product and a
 //! `vmaskmovps` tail.
 
+use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
 /// A lane mask with the first `rem` (< 8) lanes on.
@@ -79,12 +80,11 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must have AVX2 and FMA (checked by dispatch).
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

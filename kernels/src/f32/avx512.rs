@@ -2,6 +2,7 @@
 //! loop is bound by loads rather than FMA latency, and a masked load for the tail
 //! instead of a scalar loop.
 
+use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
 /// # Safety
@@ -62,12 +63,11 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
             // SAFETY: same target features as this function.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

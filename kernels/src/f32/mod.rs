@@ -6,7 +6,7 @@
 //!
 //! Determinism: every output is computed by one task with a summation order
 //! fixed by (ISA, k) on the GEMV path and by (ISA, m, n, k) on the gemm path, so
-//! results are bit-identical for any rayon thread count. The two paths round
+//! results are bit-identical for any thread count and pool backend. The two paths round
 //! differently, so a row's bits can depend on how many rows share the call.
 
 #[cfg(target_arch = "x86_64")]
@@ -17,7 +17,7 @@ pub(crate) mod neon;
 pub mod scalar;
 
 use crate::dispatch::{active, Isa};
-use crate::par;
+use crate::par::{self, ColBlock};
 
 /// From this many activation rows on, SIMD levels use the gemm crate (which picks
 /// its own vector width at run time) instead of the GEMV kernels.
@@ -45,7 +45,7 @@ pub(crate) trait FloatWeight: Sized + Sync {
     /// From this many activation rows on, SIMD levels hand the product to gemm.
     const GEMM_MIN_M: usize;
     fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
-    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut [f32]);
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut ColBlock<'_>);
 }
 
 impl FloatWeight for f32 {
@@ -53,7 +53,7 @@ impl FloatWeight for f32 {
     fn gemm_weights(w: &[f32]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F32(w)
     }
-    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
         gemv_chunk(isa, x, m, k, w, out)
     }
 }
@@ -83,12 +83,12 @@ pub(crate) fn float_linear<W: FloatWeight>(
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, false, |j0, j1, out| {
+    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
         W::gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
 }
 
-fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
+fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     match isa {
         // SAFETY: `check_isa` verified the CPU has AVX2 + FMA.
         #[cfg(target_arch = "x86_64")]

@@ -1,6 +1,7 @@
 //! NEON f32 GEMV (real on aarch64, emulated elsewhere; see `neon_intrinsics`).
 
 use crate::neon_intrinsics::*;
+use crate::par::ColBlock;
 
 /// Four 4-lane FMA chains, then 4-wide steps, then a scalar tail.
 ///
@@ -39,12 +40,11 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ`.
-pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
             // SAFETY: NEON is baseline on aarch64; elsewhere this is the emulation.
-            out[i * cw + jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Plain f32 linear: the twin every f32 SIMD path is checked against.
 
+use crate::par::ColBlock;
+
 /// Sequential dot product, left to right.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -16,11 +18,10 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32])
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for one chunk of weight rows.
-pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut [f32]) {
-    let cw = w.len() / k;
+pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         for i in 0..m {
-            out[i * cw + jj] = dot(&x[i * k..(i + 1) * k], wr);
+            out.row(i)[jj] = dot(&x[i * k..(i + 1) * k], wr);
         }
     }
 }

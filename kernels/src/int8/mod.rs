@@ -44,7 +44,7 @@ pub(crate) mod neon;
 pub mod scalar;
 
 use crate::dispatch::{active, Isa};
-use crate::par;
+use crate::par::{self, ColBlock};
 
 /// Output rows per tile of the packed layout.
 pub const TILE_N: usize = 16;
@@ -638,7 +638,7 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32],
         flipped,
     };
     let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, CHUNK, parallel, add, |j0, j1, out| {
+    par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
         chunk(isa, &a, w, j0, j1, out, add)
     });
     SCRATCH.set((xq, sx));
@@ -658,15 +658,15 @@ pub(crate) struct Acts<'a> {
     pub flipped: bool,
 }
 
-/// Computes outputs `[j0, j1)` for all rows into `out[m, j1 - j0]` (added to
-/// what `out` holds when `add`).
+/// Computes outputs `[j0, j1)` for all rows into their block `out` of y
+/// (added to what y holds when `add`).
 fn chunk(
     isa: Isa,
     a: &Acts<'_>,
     w: &Int8View<'_>,
     j0: usize,
     j1: usize,
-    out: &mut [f32],
+    out: &mut ColBlock<'_>,
     add: bool,
 ) {
     // The kernels index with raw pointers; these are the facts they rely on.
@@ -678,7 +678,6 @@ fn chunk(
         "int8: activation encoding"
     );
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
-    let cw = j1 - j0;
     let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
     for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
         let valid = (j1 - t * TILE_N).min(TILE_N);
@@ -704,8 +703,8 @@ fn chunk(
                 _ => scalar::tile(a, w, t, i, r, &mut tmp),
             }
             for (rr, row) in tmp.iter().enumerate().take(r) {
-                let o = (i + rr) * cw + t * TILE_N - j0;
-                let dst = &mut out[o..o + valid];
+                let o = t * TILE_N - j0;
+                let dst = &mut out.row(i + rr)[o..o + valid];
                 if add {
                     dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
                 } else {

@@ -5,6 +5,7 @@
 
 use proptest::prelude::*;
 use t5edge_kernels::dispatch;
+use t5edge_kernels::pool::{self, Backend};
 use t5edge_kernels::Isa;
 
 /// splitmix64: fast, and good enough to fill test matrices.
@@ -100,11 +101,24 @@ pub fn isas() -> Vec<Isa> {
     v
 }
 
-/// Runs `f` on a dedicated rayon pool of `threads` threads.
+/// Runs `f` on a dedicated rayon pool of `threads` threads (with the kernels
+/// routed to rayon, whatever `T5EDGE_POOL` says).
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .expect("thread pool")
-        .install(f)
+        .install(|| pool::with_backend(Backend::Rayon, f))
+}
+
+/// Runs `f` under every backend with 1, 2 and 3 threads; returns each result
+/// with a label naming the configuration.
+pub fn on_every_pool<R: Send>(f: impl Fn() -> R + Sync) -> Vec<(String, R)> {
+    let mut out = Vec::new();
+    for threads in [1, 2, 3] {
+        out.push((format!("rayon/{threads}"), with_threads(threads, &f)));
+        let spin = pool::Pool::new(threads);
+        out.push((format!("spin/{threads}"), spin.install(&f)));
+    }
+    out
 }

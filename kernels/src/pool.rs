@@ -1,0 +1,617 @@
+//! Who runs a parallel region: rayon, or a small persistent pool whose workers
+//! spin for a while after each job.
+//!
+//! A batch-1 decode step takes ~0.2 ms and its one large layer (the LM head)
+//! ~0.1 ms of that. Rayon's idle workers go to sleep on a futex within
+//! microseconds, so every step paid a wakeup (and perf showed ~10% of the time
+//! in the scheduler). The spin pool keeps its workers polling an epoch counter
+//! for [`DEFAULT_SPIN`] after each job, so back-to-back sub-millisecond regions
+//! start without a syscall, and parks them when the process goes quiet (or
+//! when a worker finds it was descheduled: the machine has no core to spare).
+//!
+//! Either way the caller hands over a task count and `f(task)`; how the work is
+//! cut into tasks is the caller's business and must depend only on shapes.
+//! Which thread runs which task can vary from run to run; what a task computes
+//! cannot, which is why results are bit-identical for any thread count.
+//!
+//! `T5EDGE_POOL=rayon|spin` picks the backend for the process (read once;
+//! [`DEFAULT_BACKEND`] when unset),
+//! `T5EDGE_THREADS` (else `RAYON_NUM_THREADS`, else the number of cores) sizes
+//! the spin pool, `T5EDGE_SPIN_US` / `T5EDGE_SPIN_HOT_US` set how long its
+//! workers poll (see [`DEFAULT_SPIN`], [`DEFAULT_HOT`]).
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long a spin-pool worker polls for the next job before parking. Longer
+/// than the gap between two LM-head GEMVs of a tiny-model decode step
+/// (~0.1-0.2 ms), short enough that an idle process stops burning a core
+/// almost at once.
+pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
+
+/// For how much of [`DEFAULT_SPIN`] a worker polls with `spin_loop` alone; after
+/// that it calls `sched_yield` between polls. On a machine with more runnable
+/// threads than cores a pure spinner took CPU time from our own caller
+/// (measured: W1 int8 13.5 ms with 200 us of pure spinning against 10.3 ms
+/// with 20 us and 10.6 ms for rayon, load average ~5 on 2 cores); yielding
+/// keeps the worker ready without starving anyone.
+pub const DEFAULT_HOT: Duration = Duration::from_micros(20);
+
+/// A gap this long between two polls of a spinning worker means it was
+/// descheduled; it then parks rather than keep competing for a busy core.
+const PREEMPTED: Duration = Duration::from_micros(30);
+
+/// Which threads run parallel regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// rayon's global pool (or the one installed with `ThreadPool::install`).
+    Rayon,
+    /// The persistent spin-then-park pool of this module.
+    Spin,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Rayon => "rayon",
+            Backend::Spin => "spin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "rayon" => Some(Backend::Rayon),
+            "spin" => Some(Backend::Spin),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The backend used when `T5EDGE_POOL` is unset: the spin pool won 19 of 20
+/// alternating W1 int8 runs against rayon (median 6.3 vs 7.0 ms) and did not
+/// lose W2 or W3 overall, though it can on an oversubscribed machine
+/// (kernels/BENCH.md, "rayon vs persistent pool").
+pub const DEFAULT_BACKEND: Backend = Backend::Spin;
+
+/// Reads `T5EDGE_POOL`: the backend it names, the default when unset, or an
+/// error message naming the bad value.
+pub fn from_env() -> Result<Backend, String> {
+    match std::env::var("T5EDGE_POOL") {
+        Ok(s) if !s.trim().is_empty() => Backend::parse(&s)
+            .ok_or_else(|| format!("T5EDGE_POOL={s:?} is not a thread pool; use rayon or spin")),
+        _ => Ok(DEFAULT_BACKEND),
+    }
+}
+
+/// The process-wide backend, from `T5EDGE_POOL` on first use (an invalid value
+/// means the default; call [`from_env`] first to report it).
+pub fn backend() -> Backend {
+    static B: OnceLock<Backend> = OnceLock::new();
+    *B.get_or_init(|| from_env().unwrap_or(DEFAULT_BACKEND))
+}
+
+static GLOBAL_THREADS: OnceLock<usize> = OnceLock::new();
+static GLOBAL: OnceLock<Pool> = OnceLock::new();
+
+/// Sizes the global spin pool (counting the calling thread). Like rayon's
+/// `build_global`, only the first setting counts: returns false if the size
+/// was already fixed (by an earlier call or by the pool's first use).
+pub fn set_global_threads(threads: usize) -> bool {
+    GLOBAL_THREADS.set(threads.max(1)).is_ok()
+}
+
+fn env_threads() -> usize {
+    let var = |name| {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n > 0)
+    };
+    var("T5EDGE_THREADS")
+        .or_else(|| var("RAYON_NUM_THREADS"))
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+}
+
+fn env_micros(name: &str, default: Duration) -> Duration {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_micros)
+        .unwrap_or(default)
+}
+
+/// The process-wide spin pool, started on first use.
+pub fn global() -> &'static Pool {
+    GLOBAL.get_or_init(|| {
+        Pool::build(
+            *GLOBAL_THREADS.get_or_init(env_threads),
+            env_micros("T5EDGE_SPIN_HOT_US", DEFAULT_HOT),
+            env_micros("T5EDGE_SPIN_US", DEFAULT_SPIN),
+        )
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Rayon,
+    Spin(*const Pool),
+}
+
+thread_local! {
+    /// Set by [`Pool::install`] / [`with_backend`] for the calling thread.
+    static ROUTE: Cell<Option<Route>> = const { Cell::new(None) };
+    /// True on spin-pool workers and on a caller while it runs its share of a
+    /// job: a parallel region started from inside a task runs inline, so a
+    /// pool never waits on itself.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Restores the previous route when a scope ends, also on unwinding.
+struct RouteGuard(Option<Route>);
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        ROUTE.with(|r| r.set(self.0));
+    }
+}
+
+fn with_route<R>(route: Route, f: impl FnOnce() -> R) -> R {
+    let _restore = RouteGuard(ROUTE.with(|r| r.replace(Some(route))));
+    f()
+}
+
+/// Runs `f` with this thread's parallel regions on `b` (the global spin pool
+/// for [`Backend::Spin`]; rayon's current pool for [`Backend::Rayon`]),
+/// whatever `T5EDGE_POOL` says. For comparing backends in one process.
+pub fn with_backend<R>(b: Backend, f: impl FnOnce() -> R) -> R {
+    match b {
+        Backend::Rayon => with_route(Route::Rayon, f),
+        Backend::Spin => with_route(Route::Spin(global()), f),
+    }
+}
+
+fn route() -> Route {
+    ROUTE.with(|r| r.get()).unwrap_or_else(|| match backend() {
+        Backend::Rayon => Route::Rayon,
+        Backend::Spin => Route::Spin(global()),
+    })
+}
+
+/// Threads a parallel region started here would use.
+pub fn current_threads() -> usize {
+    match route() {
+        Route::Rayon => rayon::current_num_threads(),
+        // SAFETY: a Spin route holds either the 'static global pool or a pool
+        // borrowed by `Pool::install` for as long as the route is set (the
+        // guard resets it before that borrow ends).
+        Route::Spin(p) => unsafe { &*p }.threads(),
+    }
+}
+
+/// The name of the backend a parallel region started here would use.
+pub fn current_backend() -> Backend {
+    match route() {
+        Route::Rayon => Backend::Rayon,
+        Route::Spin(_) => Backend::Spin,
+    }
+}
+
+/// Runs `f(t)` for every `t` in `0..tasks` exactly once, on several threads when
+/// `parallel`, and returns when all have finished.
+pub(crate) fn for_each<F>(tasks: usize, parallel: bool, f: F)
+where
+    F: Fn(usize) + Sync,
+{
+    if !parallel || tasks <= 1 || IN_TASK.with(|t| t.get()) {
+        (0..tasks).for_each(f);
+        return;
+    }
+    match route() {
+        Route::Rayon => {
+            use rayon::prelude::*;
+            (0..tasks).into_par_iter().for_each(&f)
+        }
+        // SAFETY: as in `current_threads`.
+        Route::Spin(p) => unsafe { &*p }.run(tasks, f),
+    }
+}
+
+/// One parallel region, on the stack of the thread that started it.
+struct Job<'a> {
+    f: &'a (dyn Fn(usize) + Sync),
+    tasks: usize,
+    /// Tasks claimed per atomic increment (~1/64 of a thread's share: ~1 us of
+    /// the LM head). Larger grains touch the counter less but a worker that is
+    /// preempted while holding one makes the caller wait for it to be
+    /// rescheduled, which on a loaded machine cost more than the atomics.
+    grain: usize,
+    next: Padded<AtomicUsize>,
+    panicked: AtomicBool,
+}
+
+impl Job<'_> {
+    fn work(&self) {
+        loop {
+            let start = self.next.0.fetch_add(self.grain, Ordering::Relaxed);
+            if start >= self.tasks {
+                return;
+            }
+            for t in start..(start + self.grain).min(self.tasks) {
+                (self.f)(t);
+            }
+        }
+    }
+}
+
+/// Keeps the hot atomics on separate cache lines (adjacent-line prefetch
+/// makes 128 the safe distance).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Shared {
+    /// Bumped once per published job (and at shutdown); what idle workers poll.
+    epoch: Padded<AtomicU64>,
+    /// The current job, null when none. Points at a `Job` on the caller's
+    /// stack whose lifetime was erased; see `Pool::run` for why that is sound.
+    job: Padded<AtomicPtr<Job<'static>>>,
+    /// Workers between "about to read `job`" and "done with that job".
+    refs: Padded<AtomicUsize>,
+    /// Workers parked (or about to park) on `wake`.
+    sleeping: AtomicUsize,
+    lock: Mutex<()>,
+    wake: Condvar,
+    shutdown: AtomicBool,
+    /// Poll with `spin_loop` this long, then with `sched_yield` ...
+    hot: Duration,
+    /// ... until this long after the last job, then park.
+    spin: Duration,
+}
+
+/// A persistent pool: `threads - 1` workers plus the thread that calls
+/// [`Pool::run`]. Workers spin for the pool's spin time after each job, then
+/// park until the next one.
+pub struct Pool {
+    shared: Arc<Shared>,
+    threads: usize,
+    /// Held by the one caller whose job is running; other callers (another
+    /// user thread, or a region started inside a task) run inline instead of
+    /// waiting, so nothing can deadlock on the pool.
+    busy: AtomicBool,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Pool {
+    /// A pool of `threads` threads (the caller included) with the default spin.
+    pub fn new(threads: usize) -> Pool {
+        Pool::with_spin(threads, DEFAULT_SPIN)
+    }
+
+    /// A pool whose workers poll for `spin` after each job before parking.
+    pub fn with_spin(threads: usize, spin: Duration) -> Pool {
+        Pool::build(threads, DEFAULT_HOT, spin)
+    }
+
+    fn build(threads: usize, hot: Duration, spin: Duration) -> Pool {
+        let shared = Arc::new(Shared {
+            epoch: Padded(AtomicU64::new(0)),
+            job: Padded(AtomicPtr::new(std::ptr::null_mut())),
+            refs: Padded(AtomicUsize::new(0)),
+            sleeping: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            hot,
+            spin,
+        });
+        let mut workers = Vec::new();
+        for i in 1..threads.max(1) {
+            let s = Arc::clone(&shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("t5edge-pool-{i}"))
+                .spawn(move || worker(&s));
+            // A pool with fewer workers computes the same results, so failing
+            // to spawn one is not worth failing the caller.
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(_) => break,
+            }
+        }
+        Pool {
+            shared,
+            threads: workers.len() + 1,
+            busy: AtomicBool::new(false),
+            workers,
+        }
+    }
+
+    /// Threads that run a job, the caller included.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Runs `f` with this thread's parallel regions on this pool.
+    pub fn install<R>(&self, f: impl FnOnce() -> R) -> R {
+        with_route(Route::Spin(self), f)
+    }
+
+    /// Runs `f(t)` for every `t` in `0..tasks` exactly once and returns when all
+    /// have finished. The calling thread works too. Runs inline when the pool
+    /// is already running another caller's job or when called from inside a
+    /// task. A panicking task panics the caller (after every task has ended).
+    pub fn run<F>(&self, tasks: usize, f: F)
+    where
+        F: Fn(usize) + Sync,
+    {
+        if tasks == 0 {
+            return;
+        }
+        if self.threads == 1
+            || tasks == 1
+            || IN_TASK.with(|t| t.get())
+            || self.busy.swap(true, Ordering::Acquire)
+        {
+            (0..tasks).for_each(f);
+            return;
+        }
+        let job = Job {
+            f: &f,
+            tasks,
+            grain: (tasks / (self.threads * 64)).max(1),
+            next: Padded(AtomicUsize::new(0)),
+            panicked: AtomicBool::new(false),
+        };
+        let s = &*self.shared;
+        {
+            // From here until `_finish` is dropped, workers may hold a pointer
+            // to `job`; its drop (also on unwinding) retracts the job and waits
+            // for them before `job` and `f` go out of scope.
+            let _finish = Finish { pool: self };
+            s.job
+                .0
+                .store((&job as *const Job<'_>).cast_mut().cast(), Ordering::SeqCst);
+            s.epoch.0.fetch_add(1, Ordering::SeqCst);
+            if s.sleeping.load(Ordering::SeqCst) > 0 {
+                let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+                s.wake.notify_all();
+            }
+            let _in_task = InTask::enter();
+            job.work();
+        }
+        if job.panicked.load(Ordering::Relaxed) {
+            panic!("a task of a t5edge-kernels pool job panicked");
+        }
+    }
+}
+
+/// The end of a job: retract it and wait until no worker can touch it.
+struct Finish<'a> {
+    pool: &'a Pool,
+}
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        let s = &*self.pool.shared;
+        s.job.0.store(std::ptr::null_mut(), Ordering::SeqCst);
+        // A worker that incremented `refs` before this load may hold the job;
+        // one that increments it later reads `job` after our null store (both
+        // sides SeqCst), so it cannot see this job.
+        let mut spins = 0u32;
+        while s.refs.0.load(Ordering::SeqCst) != 0 {
+            spins = spins.saturating_add(1);
+            if spins < 1 << 12 {
+                std::hint::spin_loop();
+            } else {
+                // A worker holding the job was preempted (a shared machine):
+                // let it run rather than burn our slice.
+                std::thread::yield_now();
+            }
+        }
+        self.pool.busy.store(false, Ordering::Release);
+    }
+}
+
+/// Marks the current thread as running a task until dropped.
+struct InTask(bool);
+
+impl InTask {
+    fn enter() -> InTask {
+        InTask(IN_TASK.with(|t| t.replace(true)))
+    }
+}
+
+impl Drop for InTask {
+    fn drop(&mut self) {
+        IN_TASK.with(|t| t.set(self.0));
+    }
+}
+
+fn worker(s: &Shared) {
+    let _in_task = InTask::enter();
+    // The epoch the pool was created with, not a fresh load: a worker that
+    // starts late must still see a shutdown (or job) published before it ran.
+    let mut seen = 0;
+    loop {
+        seen = wait_for_epoch(s, seen);
+        if s.shutdown.load(Ordering::SeqCst) {
+            return;
+        }
+        s.refs.0.fetch_add(1, Ordering::SeqCst);
+        let p = s.job.0.load(Ordering::SeqCst);
+        if !p.is_null() {
+            // SAFETY: `p` was published by a caller in `Pool::run` and read after
+            // our `refs` increment, so that caller's `Finish` (which nulls `job`
+            // and then waits for `refs == 0`, both SeqCst) cannot complete until
+            // our decrement below: the `Job` and the closure it borrows stay
+            // alive for every use in between. `Job` is only read through
+            // shared references (its mutable state is atomic), and `f` is
+            // `Sync`, so calling it from this thread is allowed.
+            let job = unsafe { &*p };
+            if catch_unwind(AssertUnwindSafe(|| job.work())).is_err() {
+                job.panicked.store(true, Ordering::Relaxed);
+            }
+        }
+        // Release: the caller's SeqCst load that sees the count drop to zero
+        // also sees every write our tasks made.
+        s.refs.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Waits until the epoch differs from `seen`: polls for the spin time (busy,
+/// then yielding), then parks. Returns the new epoch.
+fn wait_for_epoch(s: &Shared, seen: u64) -> u64 {
+    let start = Instant::now();
+    let mut last = Duration::ZERO;
+    let mut polls = 0u32;
+    let mut yielding = false;
+    loop {
+        let e = s.epoch.0.load(Ordering::Acquire);
+        if e != seen {
+            return e;
+        }
+        polls = polls.wrapping_add(1);
+        if yielding {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+        // Reading the clock costs ~20 ns; once per 64 busy polls is plenty.
+        if yielding || polls.is_multiple_of(64) {
+            let t = start.elapsed();
+            // A long gap between two polls means another thread had this core:
+            // the machine is oversubscribed, where polling only takes CPU from
+            // others and, worse, makes the scheduler treat us as a hog that is
+            // preempted in the middle of the next job's tasks (the caller then
+            // waits a whole time slice for it). Sleep instead.
+            if t >= s.spin || t - last >= PREEMPTED {
+                break;
+            }
+            last = t;
+            yielding = t >= s.hot;
+        }
+    }
+    let mut g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+    // The caller bumps `epoch` and then reads `sleeping` (SeqCst both): either it
+    // sees our increment and notifies under the lock we hold until `wait`
+    // releases it, or our epoch load below comes after its bump.
+    s.sleeping.fetch_add(1, Ordering::SeqCst);
+    let e = loop {
+        let e = s.epoch.0.load(Ordering::SeqCst);
+        if e != seen || s.shutdown.load(Ordering::SeqCst) {
+            break e;
+        }
+        g = s.wake.wait(g).unwrap_or_else(|e| e.into_inner());
+    };
+    s.sleeping.fetch_sub(1, Ordering::SeqCst);
+    e
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let s = &*self.shared;
+        s.shutdown.store(true, Ordering::SeqCst);
+        s.epoch.0.fetch_add(1, Ordering::SeqCst);
+        {
+            let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+            s.wake.notify_all();
+        }
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn counts(pool: &Pool, tasks: usize) -> Vec<u32> {
+        let hits: Vec<AtomicU32> = (0..tasks).map(|_| AtomicU32::new(0)).collect();
+        pool.run(tasks, |t| {
+            hits[t].fetch_add(1, Ordering::Relaxed);
+        });
+        hits.into_iter().map(|h| h.into_inner()).collect()
+    }
+
+    #[test]
+    fn every_task_runs_once() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            let mut s = 0x9e37_79b9_u32;
+            for _ in 0..200 {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                let tasks = (s % 2000) as usize;
+                assert!(counts(&pool, tasks).iter().all(|&c| c == 1), "{tasks}");
+            }
+            assert!(counts(&pool, 0).is_empty());
+        }
+    }
+
+    /// Workers that went to sleep (spin time 0) still pick up the next job.
+    #[test]
+    fn parked_workers_wake_up() {
+        let pool = Pool::with_spin(3, Duration::ZERO);
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_micros(200));
+            assert!(counts(&pool, 64).iter().all(|&c| c == 1));
+        }
+    }
+
+    #[test]
+    fn nested_regions_run_inline() {
+        let pool = Pool::new(2);
+        let total = AtomicUsize::new(0);
+        pool.install(|| {
+            pool.run(8, |_| {
+                for_each(8, true, |_| {
+                    total.fetch_add(1, Ordering::Relaxed);
+                })
+            })
+        });
+        assert_eq!(total.into_inner(), 64);
+    }
+
+    #[test]
+    fn concurrent_callers_share_one_pool() {
+        let pool = Pool::new(2);
+        std::thread::scope(|sc| {
+            for _ in 0..4 {
+                sc.spawn(|| {
+                    for tasks in 0..300 {
+                        assert!(counts(&pool, tasks).iter().all(|&c| c == 1));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
+    fn a_panicking_task_panics_the_caller_after_the_job() {
+        let pool = Pool::new(3);
+        let done = AtomicUsize::new(0);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            pool.run(100, |t| {
+                if t == 37 {
+                    panic!("task 37");
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            })
+        }));
+        assert!(r.is_err());
+        // The pool still works afterwards.
+        assert!(counts(&pool, 100).iter().all(|&c| c == 1));
+    }
+}
