@@ -296,7 +296,9 @@ def main():
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
             "loadavg_start": loadavg(), "threads": a.threads, "commit": git("rev-parse", "--short=12", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            # Only what the binary is built from: docs and results change during a study.
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "kernels",
+                              "Cargo.toml", "Cargo.lock")),
             "t5edge": os.path.relpath(a.t5edge, REPO) if a.t5edge.startswith(REPO + "/") else a.t5edge,
             "models": a.models, "peers": peers, "repeat": a.repeat,
             "command": " ".join(shlex.quote(x) for x in ["python3", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)]
@@ -399,7 +401,7 @@ def write_doc(a, data):
                  "median point and by up to %.0f %% at the worst one."
                  % (procs, 100 * spreads[len(spreads) // 2], 100 * spreads[-1]))
     L.append("**Read these for the shape of the growth, not as records.** The machine is a shared 2-core "
-             "VM and other engineers were building and benchmarking on it during the run (load average "
+             "VM that other engineers share (load average "
              "below). Each point ran in %s, in rounds over the whole grid; the table shows the process whose "
              "median is the median, and each process ran few timed runs for the big points (runs and warmup "
              "per point in the raw JSON).%s"
