@@ -84,3 +84,39 @@ fn concurrent_threads_sharing_one_model_match_sequential() {
         assert_eq!(h.join().unwrap(), reference);
     }
 }
+
+/// A batched decode step runs its sequences' attention calls in parallel
+/// once the batch's attention is big enough (model/decoder.rs,
+/// PAR_ATTENTION_MACS = 2^17): here 16 sequences x 150 encoder ids x inner 64
+/// = 153,600 multiply-adds of cross-attention per layer, above it. One thread
+/// takes the serial path, three the parallel one: same bits.
+#[test]
+fn parallel_batched_attention_matches_serial() {
+    let m = T5Model::load(base_checkpoint()).unwrap();
+    assert_eq!(m.config.inner_dim(), 64, "the threshold arithmetic above");
+    let prompts: Vec<Vec<u32>> = (0..16u32)
+        .map(|s| (0..150u32).map(|i| 3 + (i * 7 + s * 13) % 400).collect())
+        .collect();
+    let steps = |threads: usize| {
+        t5edge_kernels::pool::Pool::new(threads).install(|| {
+            let mut caches: Vec<_> = prompts
+                .iter()
+                .map(|p| m.new_cache(&m.encode(p).unwrap(), 4))
+                .collect();
+            let mut scratch = t5edge::model::DecodeScratch::new();
+            let mut out = Vec::new();
+            let mut toks = vec![0u32; prompts.len()];
+            for step in 0..4u32 {
+                let h = m.decode_step(&toks, &mut caches, &mut scratch).unwrap();
+                out.extend(bits(h));
+                toks.iter_mut()
+                    .enumerate()
+                    .for_each(|(s, t)| *t = 5 + (s as u32 + step) % 50);
+            }
+            out
+        })
+    };
+    let serial = steps(1);
+    assert_eq!(steps(3), serial);
+    assert_eq!(steps(2), serial);
+}
