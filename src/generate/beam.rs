@@ -71,16 +71,17 @@ pub fn beam_search(
     let mut fin_done: Vec<bool> = vec![false; nb];
     let mut unsatisfied = true;
     let mut cur_len = prompt_len;
+    let mut scratch = crate::model::DecodeScratch::new();
+    let mut toks: Vec<u32> = Vec::with_capacity(nb);
 
     loop {
         // a. logits of every running beam's last token.
-        let toks: Vec<[u32; 1]> = running
-            .iter()
-            .map(|s| [*s.last().unwrap_or(&start)])
-            .collect();
-        let tok_refs: Vec<&[u32]> = toks.iter().map(|t| &t[..]).collect();
-        let hidden = model.decode_hidden(&tok_refs, &mut caches)?;
-        let mut lp_all = model.logits(&hidden);
+        // The model step works in a scratch kept across steps; the beam
+        // bookkeeping below is HF's, per step, on num_beams-sized vectors.
+        toks.clear();
+        toks.extend(running.iter().map(|s| *s.last().unwrap_or(&start)));
+        model.decode_step(&toks, &mut caches, &mut scratch)?;
+        let lp_all = model.step_logits(&mut scratch);
         // b. log-softmax, processors, accumulate.
         for (b, row) in lp_all.chunks_exact_mut(vocab).enumerate() {
             processors::log_softmax(row);
@@ -89,7 +90,7 @@ pub fn beam_search(
             row.iter_mut().for_each(|v| *v += base);
         }
         // c. top 2*num_beams continuations over all beams.
-        let top = top_indices(&lp_all, k);
+        let top = top_indices(lp_all, k);
         let cand_scores: Vec<f32> = top.iter().map(|&i| lp_all[i]).collect();
         let cand_beam: Vec<usize> = top.iter().map(|&i| i / vocab).collect();
         let cand_tok: Vec<u32> = top.iter().map(|&i| (i % vocab) as u32).collect();
