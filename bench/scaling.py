@@ -28,6 +28,10 @@ import subprocess
 import sys
 import time
 
+# The peers harness's helpers (standard library only).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers"))
+import common  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 PEERS = os.path.join(HERE, "peers")
@@ -99,25 +103,6 @@ def key(p):
 
 
 # ---- machine and build ---------------------------------------------------
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
 
 def git(*args):
     try:
@@ -224,7 +209,7 @@ class Study:
 
     def one(self, p):
         row = dict(p)
-        row["loadavg"] = loadavg()
+        row["loadavg"] = common.loadavg()
         t0 = time.time()
         if p["engine"] == "t5edge":
             cmd = self.t5edge_cmd(p)
@@ -294,8 +279,8 @@ def main():
                 pts.append(dict(p, engine="ct2"))
     done = {}
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_start": loadavg(), "threads": a.threads, "commit": git("rev-parse", "--short=12", "HEAD"),
+            "cpu": common.cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_start": common.loadavg(), "threads": a.threads, "commit": git("rev-parse", "--short=12", "HEAD"),
             # Only what the binary is built from: docs and results change during a study.
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "kernels",
                               "Cargo.toml", "Cargo.lock")),
@@ -329,9 +314,9 @@ def main():
             i + 1, len(todo), time.time() - t_start, r["sweep"], r["engine"], short(r["preset"]), r["dtype"],
             r["workload"], r.get("batch"), r.get("input_len"), r.get("new_tokens"),
             r.get("error") or "%.1f ms, %.0f tok/s" % (r["median_ms"], r["tokens_per_s"])))
-        meta["loadavg_end"] = loadavg()
+        meta["loadavg_end"] = common.loadavg()
         dump(a.raw, {"meta": meta, "rows": rows})
-    meta["loadavg_end"] = loadavg()
+    meta["loadavg_end"] = common.loadavg()
     meta["total_s"] = round(time.time() - t_start)
     data = {"meta": meta, "rows": rows}
     dump(a.raw, data)

@@ -13,6 +13,7 @@ Modes:
 import argparse
 import json
 import os
+import platform
 import resource
 import statistics
 import sys
@@ -216,3 +217,22 @@ def logit_scale_fit(rows, ref_rows):
     r = np.asarray(ref_rows, dtype=np.float64)[: a.shape[0], : a.shape[1]]
     ok = np.isfinite(a) & (np.abs(a) < 1e30)
     return float(np.sum(a[ok] * r[ok]) / np.sum(a[ok] * a[ok]))
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"

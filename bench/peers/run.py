@@ -281,25 +281,6 @@ class Harness:
         return out
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def loadavg():
-    try:
-        with open("/proc/loadavg") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "?"
-
-
 def summarize(rows):
     """The process whose median is the (low) median of the per-process medians
     over the repeats, reported as is, plus the spread of those medians."""
@@ -523,8 +504,8 @@ def main():
     h = Harness(a)
     wl = h.wl
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_start": loadavg(), "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
+            "cpu": common.cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
+            "loadavg_start": common.loadavg(), "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
             "repeat": a.repeat, "cold_runs": a.cold_runs, "model": a.model, "new_tokens": wl["w1"]["new_tokens"],
             "w1_len": len(wl["w1"]["ids"]), "w2_batch": len(wl["w2"]["ids"]), "w3_len": len(wl["w3"]["ids"]),
             "command": " ".join(shlex.quote(x) for x in
@@ -537,7 +518,7 @@ def main():
     res = h.bench(variants, workloads)
     cold = {} if a.no_cold else h.cold(variants)
     acc = {} if a.no_accuracy else h.accuracy(variants)
-    meta["loadavg_end"] = loadavg()
+    meta["loadavg_end"] = common.loadavg()
     summary = {}
     for key, per in res.items():
         s = {w: summarize(rows) for w, rows in per.items() if rows}
