@@ -22,11 +22,31 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
         x.len() == weight.len() && x.len() == out.len(),
         "rms_norm: length mismatch"
     );
-    let ss: f32 = x.iter().map(|v| v * v).sum();
-    let inv = 1.0 / (ss / x.len() as f32 + eps).sqrt();
+    let inv = 1.0 / (sum_squares(x) / x.len() as f32 + eps).sqrt();
     for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
         *o = w * (v * inv);
     }
+}
+
+/// `Σ x²` in 16 interleaved partial sums added in a fixed order: the compiler
+/// keeps them in one vector register, where a single running sum is a
+/// `d`-long chain of dependent adds (RMSNorm was 6% of a 128-token prefill).
+/// The order depends only on the length, so every ISA and thread count gets
+/// the same bits.
+fn sum_squares(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for &v in rest {
+        s += v * v;
+    }
+    s
 }
 
 /// RMSNorm over `rows` rows of width `weight.len()`.

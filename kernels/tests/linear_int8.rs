@@ -144,6 +144,12 @@ proptest! {
         for j in 0..n {
             let d = v.dequantize_row(j);
             prop_assert_eq!(d.len(), k);
+            // Value by value, straight from the layout's index formula.
+            let g = |t: usize| if gs == 0 { 0 } else { t / gs };
+            for (t, &dt) in d.iter().enumerate() {
+                let q = v.data()[int8::packed_index(j, t, v.padded_k())] as f32;
+                prop_assert_eq!(dt, v.scales()[g(t) * v.padded_n() + j] * q, "row {} col {}", j, t);
+            }
             let (mut e2, mut scale2) = (0.0f64, 0.0f64);
             for t in 0..k {
                 let e = w[j * k + t] as f64 - d[t] as f64;

@@ -576,8 +576,16 @@ impl<'a> Int8View<'a> {
         } else {
             self.group_size
         };
-        for (kk, o) in out.iter_mut().enumerate() {
-            *o = self.scales[(kk / gs) * np + j] * self.data[packed_index(j, kk, kp)] as f32;
+        // Row j's 4 values of each k-block sit together, one k-block every 64
+        // bytes (the module docs' layout): walk them instead of recomputing
+        // the packed index per value (the encoder's embedding lookup is this).
+        let base = packed_index(j, 0, kp);
+        for (kb, o4) in out.chunks_mut(K_BLOCK).enumerate() {
+            let src = &self.data[base + kb * TILE_N * K_BLOCK..][..o4.len()];
+            let s = self.scales[(kb * K_BLOCK / gs) * np + j];
+            for (o, &q) in o4.iter_mut().zip(src) {
+                *o = s * q as f32;
+            }
         }
     }
 }
