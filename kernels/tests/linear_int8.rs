@@ -308,3 +308,37 @@ fn int8_linear_is_identical_across_thread_counts() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Q, K and V share one quantisation of their input: the same bits as
+    /// three separate calls, at every level.
+    #[test]
+    fn linear_many_matches_separate_calls(
+        m in 1usize..=12, k in 1usize..=200, gs in group_size(),
+        ns in prop::collection::vec(1usize..=40, 1..=3), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+        let packs: Vec<PackedInt8> = ns
+            .iter()
+            .map(|&n| PackedInt8::quantize(&matrix(&mut rng, Fill::Uniform, n, k, 1.0), n, k, gs).unwrap())
+            .collect();
+        let views: Vec<Int8View<'_>> = packs.iter().map(|p| p.view()).collect();
+        let refs: Vec<&Int8View<'_>> = views.iter().collect();
+        for isa in isas() {
+            let mut ys: Vec<Vec<f32>> = ns.iter().map(|&n| vec![f32::NAN; m * n]).collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+            int8::linear_many_with(isa, &x, m, k, &refs, &mut outs);
+            for (v, y) in views.iter().zip(&ys) {
+                let one = run(isa, &x, m, k, v);
+                prop_assert_eq!(
+                    y.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    one.iter().map(|f| f.to_bits()).collect::<Vec<_>>(),
+                    "{} m={} k={} gs={}", isa, m, k, gs
+                );
+            }
+        }
+    }
+}

@@ -8,6 +8,7 @@
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
 use super::kv_cache::SeqCache;
+use super::linear::Linear;
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
@@ -100,9 +101,7 @@ impl Decoder {
                 sized(k, rows * inner),
                 sized(v, rows * inner),
             );
-            a.q.forward(normed, rows, q);
-            a.k.forward(normed, rows, k);
-            a.v.forward(normed, rows, v);
+            Linear::forward_qkv(normed, rows, (&a.q, q), (&a.k, k), (&a.v, v));
             let ctx = sized(ctx, rows * inner);
             let mut start = 0;
             for (&tq, cache) in tqs.iter().zip(caches.iter_mut()) {

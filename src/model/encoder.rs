@@ -6,6 +6,7 @@
 
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
+use super::linear::Linear;
 use super::position_bias::PositionBias;
 use super::Stack;
 use crate::weights::F32Data;
@@ -38,12 +39,19 @@ impl Encoder {
         for block in &self.blocks {
             ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, &mut normed);
             let a = &block.attn;
-            let (q, k, v) = (
-                a.q.apply(&normed, rows),
-                a.k.apply(&normed, rows),
-                a.v.apply(&normed, rows),
-            );
             let inner = a.inner();
+            let (mut q, mut k, mut v) = (
+                vec![0.0f32; rows * inner],
+                vec![0.0f32; rows * inner],
+                vec![0.0f32; rows * inner],
+            );
+            Linear::forward_qkv(
+                &normed,
+                rows,
+                (&a.q, &mut q),
+                (&a.k, &mut k),
+                (&a.v, &mut v),
+            );
             let mut ctx = vec![0.0f32; rows * inner];
             let mut start = 0;
             for (&t, bias) in lens.iter().zip(&biases) {

@@ -116,6 +116,39 @@ impl Linear {
         }
     }
 
+    /// `yq, yk, yv = x · qᵀ, x · kᵀ, x · vᵀ`: when all three are int8 with
+    /// one group size they share one quantisation of `x`; otherwise they run
+    /// one by one. The same bits as three [`Linear::forward`] calls, and no
+    /// allocation (a decode step calls it).
+    pub fn forward_qkv(
+        x: &[f32],
+        m: usize,
+        (q, yq): (&Linear, &mut [f32]),
+        (k, yk): (&Linear, &mut [f32]),
+        (v, yv): (&Linear, &mut [f32]),
+    ) {
+        fn int8(l: &Linear) -> Option<k::int8::Int8View<'_>> {
+            match &l.weight {
+                LinearWeight::Int8(w) => Some(w.view()),
+                _ => None,
+            }
+        }
+        if let (Some(wq), Some(wk), Some(wv)) = (int8(q), int8(k), int8(v)) {
+            let gs = wq.group_size();
+            if wk.group_size() == gs
+                && wv.group_size() == gs
+                && wk.k() == wq.k()
+                && wv.k() == wq.k()
+            {
+                k::int8::linear_many(x, m, wq.k(), &[&wq, &wk, &wv], &mut [yq, yk, yv]);
+                return;
+            }
+        }
+        q.forward(x, m, yq);
+        k.forward(x, m, yk);
+        v.forward(x, m, yv);
+    }
+
     /// Allocating convenience for `forward`.
     pub fn apply(&self, x: &[f32], m: usize) -> Vec<f32> {
         let mut y = vec![0.0; m * self.n];

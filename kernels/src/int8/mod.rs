@@ -615,15 +615,57 @@ pub fn linear_add_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>
 }
 
 fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32], add: bool) {
+    run_many(isa, x, m, k, &[w], &mut [y], add)
+}
+
+/// `y_i = x · w_iᵀ` for several weights that read the same input (an
+/// attention layer's Q, K and V) at the active level: `x` is quantised once
+/// instead of once per weight. Bit-identical to separate [`linear`] calls.
+/// Panics if the weights disagree on `k` or group size.
+pub fn linear_many(x: &[f32], m: usize, k: usize, ws: &[&Int8View<'_>], ys: &mut [&mut [f32]]) {
+    linear_many_with(active(), x, m, k, ws, ys)
+}
+
+/// [`linear_many`] at a chosen level.
+pub fn linear_many_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    ws: &[&Int8View<'_>],
+    ys: &mut [&mut [f32]],
+) {
+    run_many(isa, x, m, k, ws, ys, false)
+}
+
+fn run_many(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    ws: &[&Int8View<'_>],
+    ys: &mut [&mut [f32]],
+    add: bool,
+) {
     crate::f32::check_isa(isa);
-    let n = w.n;
-    assert_eq!(k, w.k, "int8 linear: x has k = {k}, weights have {}", w.k);
+    assert_eq!(
+        ws.len(),
+        ys.len(),
+        "int8 linear_many: one output per weight"
+    );
+    let Some(gs) = ws.first().map(|w| w.group_size) else {
+        return;
+    };
+    for (w, y) in ws.iter().zip(ys.iter()) {
+        assert_eq!(k, w.k, "int8 linear: x has k = {k}, weights have {}", w.k);
+        assert_eq!(w.group_size, gs, "int8 linear_many: group sizes differ");
+        assert_eq!(y.len(), m * w.n, "int8 linear: y shape");
+    }
     assert_eq!(x.len(), m * k, "int8 linear: x shape");
-    assert_eq!(y.len(), m * n, "int8 linear: y shape");
     if m == 0 {
         return;
     }
-    let (kp, groups) = (w.padded_k(), w.groups());
+    let (kp, groups) = (padded_k(k), group_count(k, gs));
     let (mut xq, mut sx) = SCRATCH.take();
     if xq.len() < m * kp {
         xq.resize(m * kp, 0);
@@ -636,7 +678,7 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32],
     // they are quantised rather than on every broadcast in the tile loop
     // (measured ~5% on int8 prefill).
     let flipped = isa == Isa::Avx512Vnni;
-    quantize_rows(isa, x, m, k, w.group_size, q, s, flipped);
+    quantize_rows(isa, x, m, k, gs, q, s, flipped);
     let a = Acts {
         q,
         s,
@@ -645,10 +687,13 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32],
         groups,
         flipped,
     };
-    let parallel = par::worth_parallel(m, k, n);
-    par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
-        chunk(isa, &a, w, j0, j1, out, add)
-    });
+    for (w, y) in ws.iter().zip(ys.iter_mut()) {
+        let n = w.n;
+        let parallel = par::worth_parallel(m, k, n);
+        par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
+            chunk(isa, &a, w, j0, j1, out, add)
+        });
+    }
     SCRATCH.set((xq, sx));
 }
 
