@@ -72,9 +72,7 @@ impl Decoder {
         for ((b, &tq), c) in biases.iter_mut().zip(tqs).zip(caches.iter()) {
             // The bias grows by a position each step: size it for the whole
             // run once, as the cache was.
-            let most = c.capacity.max(c.len + tq) + tq;
-            b.values
-                .reserve(self.heads * most.saturating_sub(b.values.len() / self.heads.max(1)));
+            b.reserve(self.heads, c.capacity.max(c.len + tq) + tq);
             b.fill(
                 self.rel_bias.as_slice(),
                 self.heads,

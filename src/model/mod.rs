@@ -197,20 +197,13 @@ impl T5Model {
         let mut tqs = std::mem::take(&mut scratch.tqs);
         tqs.clear();
         tqs.resize(tokens.len(), 1);
-        let out = self.decode_packed(tokens, &tqs, caches, scratch);
+        let step = self
+            .decode_packed(tokens, &tqs, caches, scratch)
+            .map(|_| ());
         // Hand the (now sized) buffer back whether or not the step succeeded.
-        let keep = tqs;
-        match out {
-            Ok(_) => {
-                scratch.tqs = keep;
-                let rows = tokens.len() * self.config.d_model;
-                Ok(&scratch.x[..rows])
-            }
-            Err(e) => {
-                scratch.tqs = keep;
-                Err(e)
-            }
-        }
+        scratch.tqs = tqs;
+        step?;
+        Ok(&scratch.x[..tokens.len() * self.config.d_model])
     }
 
     /// `tqs[s]` positions of sequence `s`, packed in `ids`.

@@ -53,6 +53,12 @@ impl PositionBias {
         }
     }
 
+    /// Room for a bias `span` wide (allocates only if it is not there yet).
+    pub fn reserve(&mut self, heads: usize, span: usize) {
+        let want = heads * span;
+        self.values.reserve(want.saturating_sub(self.values.len()));
+    }
+
     /// `table` is the `[num_buckets, heads]` embedding of the stack's layer 0.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
