@@ -71,3 +71,109 @@ pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut Co
         }
     }
 }
+
+/// Weights the prefill kernel can widen to 16 f32 lanes in one step.
+pub(crate) trait Wide: Copy {
+    /// Lanes `[0, 16)` of `p[0..16]` as f32, lanes outside `mask` zero and
+    /// not read.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW (+ F16C for f16); the masked lanes lie inside one slice.
+    unsafe fn load16(p: *const Self, mask: u16) -> __m512;
+    /// The GEMV dot product, for the ragged edges of a block.
+    ///
+    /// # Safety
+    /// As `load16`; equal lengths.
+    unsafe fn dot(x: &[f32], w: &[Self]) -> f32;
+}
+
+impl Wide for f32 {
+    #[inline(always)]
+    unsafe fn load16(p: *const f32, mask: u16) -> __m512 {
+        // SAFETY: forwarded contract.
+        unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { dot(x, w) }
+    }
+}
+
+impl Wide for half::f16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const half::f16, mask: u16) -> __m512 {
+        // SAFETY: forwarded contract; f16 is a transparent u16.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[half::f16]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { crate::f16::avx512::dot(x, w) }
+    }
+}
+
+/// A 4 x 4 block of `y`: x rows `i0..i0 + 4` against weight rows `c0..c0 + 4`
+/// of `w`, one FMA chain per output, 16 inputs a step. Each widened weight
+/// vector and each x vector feeds four FMAs, so a prefill-sized product is
+/// bound by the FMAs rather than the loads.
+///
+/// # Safety
+/// AVX-512 F/BW/VL plus FMA (and F16C for f16 weights); `x` holds at least
+/// `(i0 + 4) * k` values and `w` at least `(c0 + 4) * k`.
+#[inline(always)]
+unsafe fn block4x4<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) -> [[f32; 4]; 4] {
+    debug_assert!(x.len() >= (i0 + 4) * k && w.len() >= (c0 + 4) * k);
+    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+    // SAFETY (all loads below): row r of x and row c of w are read inside
+    // their k values: full loads at t with t + 16 <= k, masked lanes < k - t.
+    unsafe {
+        let px = x.as_ptr().add(i0 * k);
+        let pw = w.as_ptr().add(c0 * k);
+        let mut t = 0;
+        while t < k {
+            let mask = if t + 16 <= k {
+                u16::MAX
+            } else {
+                ((1u32 << (k - t)) - 1) as u16
+            };
+            let wv: [__m512; 4] = std::array::from_fn(|c| W::load16(pw.add(c * k + t), mask));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(xv, wv[c], *a);
+                }
+            }
+            t += 16;
+        }
+    }
+    acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
+}
+
+/// The prefill form of the GEMV (from `GEMM_MIN_M` rows): 4 x 4 output
+/// blocks, the ragged edges by the GEMV dot product. Writes `out[m, w.len() / k]`.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: &mut ColBlock<'_>) {
+    assert!(x.len() >= m * k && k > 0);
+    let cw = w.len() / k;
+    let (m4, c4) = (m / 4 * 4, cw / 4 * 4);
+    for i in (0..m4).step_by(4) {
+        for c in (0..c4).step_by(4) {
+            // SAFETY: same target features; rows i..i + 4 and c..c + 4 exist.
+            let b = unsafe { block4x4(x, i, k, w, c) };
+            for (r, row) in b.iter().enumerate() {
+                out.row(i + r)[c..c + 4].copy_from_slice(row);
+            }
+        }
+    }
+    for i in 0..m {
+        let cols = if i < m4 { c4..cw } else { 0..cw };
+        for c in cols {
+            // SAFETY: same target features as this function.
+            out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
+        }
+    }
+}

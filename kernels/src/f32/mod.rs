@@ -41,15 +41,39 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize,
 
 /// A float weight format the GEMV / gemm split below can run: f32, or f16
 /// widened in registers.
+/// A kernel computing one column chunk: `(x, m, k, w_chunk, out)`.
+pub(crate) type ChunkFn<W> = fn(&[f32], usize, usize, &[W], &mut ColBlock<'_>);
+
+/// f32 prefill on AVX-512: 4 x 4 register blocks (kernels/BENCH.md: faster
+/// here than the gemm crate, which runs its 256-bit kernels).
+#[cfg(target_arch = "x86_64")]
+fn avx512_prefill(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
+    // SAFETY: `prefill_chunk` hands this out only at the AVX-512 levels, which
+    // `check_isa` verified the CPU has (with AVX2/FMA/F16C).
+    unsafe { avx512::gemm(x, m, k, w, out) }
+}
+
 pub(crate) trait FloatWeight: Sized + Sync {
     /// From this many activation rows on, SIMD levels hand the product to gemm.
     const GEMM_MIN_M: usize;
     fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
     fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut ColBlock<'_>);
+    /// Our own prefill kernel at `isa`, used instead of the gemm crate from
+    /// `GEMM_MIN_M` rows; `None` leaves prefill to gemm.
+    fn prefill_chunk(_isa: Isa) -> Option<ChunkFn<Self>> {
+        None
+    }
 }
 
 impl FloatWeight for f32 {
     const GEMM_MIN_M: usize = GEMM_MIN_M;
+    fn prefill_chunk(isa: Isa) -> Option<ChunkFn<f32>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => Some(avx512_prefill),
+            _ => None,
+        }
+    }
     fn gemm_weights(w: &[f32]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F32(w)
     }
@@ -78,11 +102,19 @@ pub(crate) fn float_linear<W: FloatWeight>(
         y.fill(0.0);
         return;
     }
-    if m >= W::GEMM_MIN_M && crate::gemm::native(isa) {
-        crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
-        return;
-    }
     let parallel = par::worth_parallel(m, k, n);
+    if m >= W::GEMM_MIN_M {
+        if let Some(f) = W::prefill_chunk(isa) {
+            par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+                f(x, m, k, &w[j0 * k..j1 * k], out)
+            });
+            return;
+        }
+        if crate::gemm::native(isa) {
+            crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
+            return;
+        }
+    }
     par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
         W::gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
