@@ -145,7 +145,7 @@ proptest! {
             let d = v.dequantize_row(j);
             prop_assert_eq!(d.len(), k);
             // Value by value, straight from the layout's index formula.
-            let g = |t: usize| if gs == 0 { 0 } else { t / gs };
+            let g = |t: usize| t.checked_div(gs).unwrap_or(0);
             for (t, &dt) in d.iter().enumerate() {
                 let q = v.data()[int8::packed_index(j, t, v.padded_k())] as f32;
                 prop_assert_eq!(dt, v.scales()[g(t) * v.padded_n() + j] * q, "row {} col {}", j, t);
