@@ -2,10 +2,12 @@
 //!
 //! Batch-1 decode is a GEMV over weight rows (each output is one dot product of
 //! a contiguous weight row with x), which streams memory and wants its own
-//! kernel; for `m >= GEMM_MIN_M` (prefill) the gemm crate does the work.
+//! kernel; for `m >= GEMM_MIN_M` (prefill) the AVX-512 levels run 4x4
+//! register blocks (`avx512::gemm`, shared with f16 weights) and the others
+//! hand the product to the gemm crate.
 //!
 //! Determinism: every output is computed by one task with a summation order
-//! fixed by (ISA, k) on the GEMV path and by (ISA, m, n, k) on the gemm path, so
+//! fixed by (ISA, k) on the GEMV and block paths and by (ISA, m, n, k) on the gemm path, so
 //! results are bit-identical for any thread count and pool backend. The two paths round
 //! differently, so a row's bits can depend on how many rows share the call.
 
