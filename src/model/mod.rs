@@ -245,7 +245,7 @@ impl T5Model {
 
     /// The hidden states as the head multiplies them (tied heads rescale).
     pub fn head_input(&self, hidden: &[f32]) -> Vec<f32> {
-        hidden.iter().map(|v| v * self.lm_head.scale).collect()
+        self.scale_for_head(hidden, &mut Vec::new()).to_vec()
     }
 
     /// Switches greedy decoding with `exact` to the certified int8 head: the
@@ -271,11 +271,7 @@ impl T5Model {
     /// [`T5Model::logits`] into `scratch`'s logits buffer (no allocation once
     /// it has been sized).
     pub fn logits_into<'s>(&self, hidden: &[f32], scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
-        let h = self.scale_for_head(hidden, &mut scratch.head_in);
-        let rows = hidden.len() / self.config.d_model;
-        let out = scratch::sized(&mut scratch.logits, rows * self.lm_head.linear.n);
-        self.lm_head.linear.forward(h, rows, out);
-        out
+        self.head_into(hidden, &mut scratch.head_in, &mut scratch.logits)
     }
 
     /// Logits of the hidden states the last [`T5Model::decode_step`] left in
@@ -284,8 +280,19 @@ impl T5Model {
         let DecodeScratch {
             x, head_in, logits, ..
         } = scratch;
-        let h = self.scale_for_head(x, head_in);
-        let rows = x.len() / self.config.d_model;
+        self.head_into(x, head_in, logits)
+    }
+
+    /// The head over `hidden` into `logits`, `head_in` holding the rescaled
+    /// input of a tied head.
+    fn head_into<'s>(
+        &self,
+        hidden: &[f32],
+        head_in: &'s mut Vec<f32>,
+        logits: &'s mut Vec<f32>,
+    ) -> &'s mut [f32] {
+        let h = self.scale_for_head(hidden, head_in);
+        let rows = hidden.len() / self.config.d_model;
         let out = scratch::sized(logits, rows * self.lm_head.linear.n);
         self.lm_head.linear.forward(h, rows, out);
         out
