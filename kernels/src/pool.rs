@@ -276,6 +276,8 @@ struct Shared {
     hot: Duration,
     /// ... until this long after the last job, then park.
     spin: Duration,
+    /// Workers that have started running (see `Pool::build`).
+    started: AtomicUsize,
 }
 
 /// A persistent pool: `threads - 1` workers plus the thread that calls
@@ -313,6 +315,7 @@ impl Pool {
             shutdown: AtomicBool::new(false),
             hot,
             spin,
+            started: AtomicUsize::new(0),
         });
         let mut workers = Vec::new();
         for i in 1..threads.max(1) {
@@ -326,6 +329,13 @@ impl Pool {
                 Ok(h) => workers.push(h),
                 Err(_) => break,
             }
+        }
+        // A spawned thread runs std's start-up (which allocates) whenever the
+        // scheduler first gives it a core; on a loaded machine that was in the
+        // middle of a later decode step, which then allocated
+        // (tests/no_alloc.rs). A pool is ready only once every worker runs.
+        while shared.started.load(Ordering::Acquire) < workers.len() {
+            std::thread::yield_now();
         }
         Pool {
             shared,
@@ -438,6 +448,7 @@ impl Drop for InTask {
 
 fn worker(s: &Shared) {
     let _in_task = InTask::enter();
+    s.started.fetch_add(1, Ordering::Release);
     // The epoch the pool was created with, not a fresh load: a worker that
     // starts late must still see a shutdown (or job) published before it ran.
     let mut seen = 0;
