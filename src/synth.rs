@@ -10,6 +10,7 @@
 
 use crate::config::T5Config;
 use crate::error::{Error, Result};
+use crate::generate::rng::splitmix64;
 use crate::weights::writer::{self, OutTensor};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -112,16 +113,6 @@ pub fn with_overrides(
         json[k] = v;
     }
     T5Config::from_json(&json.to_string())
-}
-
-/// One step of splitmix64 (Steele, Lea, Flood 2014): advances `state` and
-/// returns 64 well-mixed bits. Shared by the synthetic weights and sampling.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 /// splitmix64: tiny, fast, and the same on every platform.

@@ -1,6 +1,7 @@
 //! A decoding step allocates nothing once its buffers are sized: the decode
-//! loop's promise (preallocated KV cache and scratch), checked by counting
-//! every heap allocation the process makes while steps run.
+//! loop's promise (preallocated KV cache and scratch, reused processor and
+//! warper buffers), checked by counting every heap allocation the process
+//! makes while the library's own loop runs steps.
 //!
 //! One test function on purpose: the counter is process-wide, so a second test
 //! running in parallel would be counted too.
@@ -8,11 +9,13 @@
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use support::*;
+use t5edge::generate::generate_stream_batch;
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::synth::{with_overrides, write_checkpoint, SynthOptions};
-use t5edge::T5Model;
+use t5edge::{GenerateOptions, T5Model};
 
 struct Counting;
 
@@ -52,54 +55,43 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Heap allocations made while `f` runs (on any thread).
-fn allocations(f: impl FnOnce()) -> usize {
-    ALLOCS.store(0, Ordering::SeqCst);
-    COUNTING.store(true, Ordering::SeqCst);
-    f();
-    COUNTING.store(false, Ordering::SeqCst);
-    ALLOCS.load(Ordering::SeqCst)
-}
+/// Warm-up steps before counting, and counted steps.
+const WARM: usize = 3;
+const STEPS: usize = 8;
 
-/// Steps `rows` sequences greedily: 3 warm-up steps, then `steps` counted ones.
-fn count_step_allocations(m: &T5Model, rows: usize, steps: usize, exact: bool) -> usize {
+/// Runs the library's own decode loop (`generate_stream_batch`, the loop
+/// behind `generate`) on `rows` prompts and returns the heap allocations made
+/// on any thread from row 0's `WARM`-th token to its `WARM + STEPS`-th: that
+/// window holds `STEPS` whole steps (model, processors, warpers, the draw or
+/// the certified pick, and every row's bookkeeping). EOS is suppressed so no
+/// row ends inside the window.
+fn count_step_allocations(m: &T5Model, rows: usize, opts: &GenerateOptions) -> usize {
     let prompts: Vec<Vec<u32>> = (0..rows as u32)
         .map(|r| (3 + r..20 + 3 * r).collect())
         .collect();
-    let mut caches: Vec<_> = prompts
-        .iter()
-        .map(|p| m.new_cache(&m.encode(p).unwrap(), 3 + steps))
-        .collect();
-    let mut scratch = t5edge::model::DecodeScratch::new();
-    let mut toks = vec![m.config.decoder_start_token_id; rows];
-    let mut cert_buf = t5edge::model::certified::CertScratch::default();
-    let d = m.config.d_model;
-    let mut step = |toks: &mut Vec<u32>, scratch: &mut t5edge::model::DecodeScratch| {
-        m.decode_step(toks, &mut caches, scratch).unwrap();
-        if exact {
-            let head = m.lm_head.certified.as_ref().unwrap();
-            let h = m.step_head_input(scratch);
-            for (i, t) in toks.iter_mut().enumerate() {
-                *t = head
-                    .argmax_with(&h[i * d..(i + 1) * d], None, &mut cert_buf)
-                    .0 as u32;
-            }
-        } else {
-            let v = m.config.vocab_size;
-            let logits = m.step_logits(scratch);
-            for (i, t) in toks.iter_mut().enumerate() {
-                *t = t5edge_kernels::ops::argmax(&logits[i * v..(i + 1) * v]).unwrap() as u32;
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| &p[..]).collect();
+    let n = WARM + STEPS + 1;
+    let opts = opts.clone().max_new_tokens(n).min_new_tokens(n);
+    let mut row0 = 0usize;
+    let out = generate_stream_batch(m, &prompts, &opts, |row, _| {
+        if row == 0 {
+            row0 += 1;
+            if row0 == WARM {
+                ALLOCS.store(0, Ordering::SeqCst);
+                COUNTING.store(true, Ordering::SeqCst);
+            } else if row0 == WARM + STEPS {
+                COUNTING.store(false, Ordering::SeqCst);
             }
         }
-    };
-    for _ in 0..3 {
-        step(&mut toks, &mut scratch);
-    }
-    allocations(|| {
-        for _ in 0..steps {
-            step(&mut toks, &mut scratch);
-        }
+        ControlFlow::Continue(())
     })
+    .unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    assert!(
+        out.iter().all(|o| o.len() == n),
+        "every row runs all {n} steps"
+    );
+    ALLOCS.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -144,13 +136,31 @@ fn decode_steps_allocate_nothing_once_warm() {
             if exact {
                 m.enable_certified_head(0).unwrap();
             }
-            for rows in [1, 3] {
-                let n = count_step_allocations(&m, rows, 8, exact);
-                if n != 0 {
-                    failures.push(format!(
-                        "{name} {} exact={exact} rows={rows}: {n} allocations in 8 steps",
-                        fmt.name()
-                    ));
+            let greedy = GenerateOptions::default().exact(exact);
+            // Every processor and warper on, so each one's working memory is
+            // in the window.
+            let sampling = GenerateOptions::default()
+                .do_sample(true)
+                .seed(5)
+                .temperature(0.7)
+                .top_k(40)
+                .top_p(0.9)
+                .repetition_penalty(1.3)
+                .no_repeat_ngram_size(2);
+            let modes: &[(&str, &GenerateOptions)] = if exact {
+                &[("greedy", &greedy)]
+            } else {
+                &[("greedy", &greedy), ("sampling", &sampling)]
+            };
+            for (mode, opts) in modes {
+                for rows in [1, 3] {
+                    let n = count_step_allocations(&m, rows, opts);
+                    if n != 0 {
+                        failures.push(format!(
+                            "{name} {} exact={exact} {mode} rows={rows}: {n} allocations in {STEPS} steps",
+                            fmt.name()
+                        ));
+                    }
                 }
             }
         }

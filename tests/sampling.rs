@@ -48,7 +48,7 @@ fn warpers_match_hf() {
             .top_k(o["top_k"].as_u64().unwrap_or(0) as usize)
             .top_p(o["top_p"].as_f64().unwrap_or(1.0) as f32)
             .temperature(o["temperature"].as_f64().unwrap_or(1.0) as f32);
-        processors::warp(&mut row, &opts);
+        processors::warp(&mut row, &opts, &mut Default::default());
         assert_rows(
             &format!("warper case {n} {o}"),
             &row,
@@ -59,7 +59,13 @@ fn warpers_match_hf() {
         let mut row = floats(&case["scores"]);
         let o = &case["options"];
         let opts = options_from_hf(o);
-        processors::process(&mut row, &ids(&case["seq"]), &opts, 1_000_000);
+        processors::process(
+            &mut row,
+            &ids(&case["seq"]),
+            &opts,
+            1_000_000,
+            &mut Default::default(),
+        );
         assert_rows(
             &format!("processor case {n} {o}"),
             &row,
@@ -162,7 +168,7 @@ fn sampled_tokens_follow_the_warped_distribution() {
     let mut rng = t5edge::generate::DecodeRng::new(9, 0);
     for _ in 0..n {
         let mut row = logits.clone();
-        processors::warp(&mut row, &opts);
+        processors::warp(&mut row, &opts, &mut Default::default());
         *counts
             .entry(rng.categorical(&row).unwrap())
             .or_insert(0usize) += 1;

@@ -73,6 +73,7 @@ pub fn beam_search(
     let mut cur_len = prompt_len;
     let mut scratch = crate::model::DecodeScratch::new();
     let mut toks: Vec<u32> = Vec::with_capacity(nb);
+    let mut proc_scratch = processors::Scratch::default();
 
     loop {
         // a. logits of every running beam's last token.
@@ -85,7 +86,7 @@ pub fn beam_search(
         // b. log-softmax, processors, accumulate.
         for (b, row) in lp_all.chunks_exact_mut(vocab).enumerate() {
             processors::log_softmax(row);
-            processors::process(row, &running[b], opts, eos);
+            processors::process(row, &running[b], opts, eos, &mut proc_scratch);
             let base = running_scores[b];
             row.iter_mut().for_each(|v| *v += base);
         }

@@ -23,15 +23,18 @@
 //! ```
 
 mod beam;
+mod decode_loop;
 mod greedy;
 pub mod processors;
+pub mod rng;
 mod sampling;
 mod stream;
 
 pub use beam::{beam_search, Hypothesis};
 pub use greedy::greedy;
-pub use sampling::{sample, DecodeRng};
-pub use stream::generate_stream;
+pub use rng::DecodeRng;
+pub use sampling::sample;
+pub use stream::{generate_stream, generate_stream_batch};
 
 use crate::model::T5Model;
 use crate::{Error, Result};

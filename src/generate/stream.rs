@@ -1,6 +1,7 @@
 //! Streaming: a callback sees each token the moment it is chosen.
 
-use super::sampling::{decode_loop, DecodeRng};
+use super::decode_loop::decode_loop;
+use super::rng::DecodeRng;
 use super::GenerateOptions;
 use crate::model::T5Model;
 use crate::Result;
@@ -57,4 +58,37 @@ pub fn generate_stream(
     let rngs = opts.do_sample.then(|| vec![DecodeRng::new(opts.seed, 0)]);
     let mut out = decode_loop(model, &[prompt], opts, rngs, &mut |_, id| on_token(id))?;
     Ok(out.remove(0))
+}
+
+/// Generates for a batch of prompts with greedy or sampling decoding, calling
+/// `on_token(row, id)` with each new token of row `row` as soon as it is
+/// chosen; [`ControlFlow::Break`] ends that row after the token. Rows are
+/// decoded together (the same batching as [`super::generate`]) and each gets
+/// the ids it would get alone. Every row samples from stream 0 of the seed,
+/// as [`super::sample`] does. Beam search is refused: its tokens are known
+/// only at the end (use [`generate_stream`]).
+///
+/// Between two calls of `on_token`, the decode loop allocates nothing once
+/// its buffers are sized.
+pub fn generate_stream_batch(
+    model: &T5Model,
+    prompts: &[&[u32]],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
+    opts.check(prompts)?;
+    if opts.num_beams > 1 {
+        return Err(crate::Error::Request(
+            "streaming a batch needs greedy or sampling decoding (num_beams 1)".into(),
+        ));
+    }
+    if opts.num_return_sequences > 1 {
+        return Err(crate::Error::Request(
+            "streaming a batch returns one sequence per prompt (num_return_sequences 1)".into(),
+        ));
+    }
+    let rngs = opts
+        .do_sample
+        .then(|| vec![DecodeRng::new(opts.seed, 0); prompts.len()]);
+    decode_loop(model, prompts, opts, rngs, &mut on_token)
 }
