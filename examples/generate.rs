@@ -26,6 +26,8 @@ fn tiny_model(dir: &std::path::Path) -> t5edge::Result<()> {
         &t5edge::synth::SynthOptions {
             seed: 1,
             norm_jitter: 0.2,
+            // A random tied model otherwise repeats <pad>, which shows no text.
+            zero_pad_row: true,
         },
         true,
     )
@@ -41,9 +43,13 @@ fn main() -> t5edge::Result<()> {
 fn run(model: Option<String>, text: Option<String>) -> t5edge::Result<()> {
     let tmp = tempfile::tempdir().map_err(|e| t5edge::Error::Other(e.to_string()))?;
     let dir = match model {
-        Some(m) if std::path::Path::new(&m).is_dir() => m.into(),
-        Some(m) => t5edge::hub::resolve(&m)?,
+        Some(m) => t5edge::hub::locate(m.as_ref())?,
         None => {
+            eprintln!(
+                "no model given: a tiny random-weight T5, so the text below is gibberish.\n\
+                 For real text: huggingface-cli download google/flan-t5-small --local-dir flan-t5-small\n\
+                 then: cargo run --release --example generate -- flan-t5-small \"translate English to German: hello\""
+            );
             tiny_model(tmp.path())?;
             tmp.path().to_path_buf()
         }
@@ -82,7 +88,7 @@ fn run(model: Option<String>, text: Option<String>) -> t5edge::Result<()> {
         tok.decode(generate(&model, &[&ids], &sampling)?[0].best())?
     );
 
-    print!("stream:  ");
+    print!("stream (token ids as they come): ");
     let ids_out = generate_stream(&model, &ids, &greedy, |id| {
         print!("{id} ");
         ControlFlow::Continue(())

@@ -28,6 +28,7 @@ fn main() -> t5edge::Result<()> {
                 &t5edge::synth::SynthOptions {
                     seed: 5,
                     norm_jitter: 0.2,
+                    ..Default::default()
                 },
                 true,
             )?;

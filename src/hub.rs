@@ -73,6 +73,28 @@ pub fn resolve_in(cache: &Path, model_id: &str) -> Result<PathBuf> {
 
 /// Finds `model_id` in the local Hugging Face cache ([`cache_dir`]),
 /// downloading it there first when built with the `hub` feature.
+/// What a user names a model by: a checkpoint directory, or failing that a
+/// hub id found in the cache ([`resolve`]). Errors say which was expected.
+pub fn locate(model: &Path) -> Result<PathBuf> {
+    let as_str = model.to_str().unwrap_or("");
+    if !model.is_dir() && looks_like_model_id(as_str) {
+        return resolve(as_str);
+    }
+    if !model.exists() {
+        return Err(Error::Other(format!(
+            "{}: no such directory (expected a T5 checkpoint directory)",
+            model.display()
+        )));
+    }
+    if !model.is_dir() {
+        return Err(Error::Other(format!(
+            "{}: not a directory (expected a T5 checkpoint directory)",
+            model.display()
+        )));
+    }
+    Ok(model.to_path_buf())
+}
+
 pub fn resolve(model_id: &str) -> Result<PathBuf> {
     let cache = cache_dir().ok_or_else(|| {
         Error::Other(format!(

@@ -102,6 +102,17 @@ pub fn with_overrides(
         let (k, v) = o
             .split_once('=')
             .ok_or_else(|| format!("override {o:?} is not key=value"))?;
+        // Only a field the config has: a typo must not vanish silently.
+        if json.get(k).is_none() {
+            let known: Vec<&str> = json
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            return Err(format!(
+                "override {o:?}: {k:?} is not a T5 config field (known: {})",
+                known.join(", ")
+            ));
+        }
         let v =
             serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
         if k == "feed_forward_proj" {
@@ -145,20 +156,30 @@ pub struct SynthOptions {
     /// Multiply each RMSNorm weight by `1 + jitter * N(0,1)` (HF inits them to
     /// exactly 1, which makes greedy output of a tied model degenerate).
     pub norm_jitter: f32,
+    /// Zero the `<pad>` row (id 0) of `shared.weight`. A tied random model
+    /// greedily repeats `<pad>`, the decoder start token, whose own embedding
+    /// dominates its logits; with that row zero its greedy text shows words
+    /// (the embedded default of the CLI sets it). Off: HF's init.
+    pub zero_pad_row: bool,
 }
 
 /// The tensors of a random checkpoint, in HF names and shapes.
 pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
     let mut rng = Rng::new(opts.seed);
     let (d, inner, ff, v) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff, cfg.vocab_size);
-    let mut out = Vec::new();
+    // The embedding first, drawn as `normal` below draws (std 1).
+    let mut shared: Vec<f32> = (0..v * d).map(|_| rng.normal() as f32).collect();
+    if opts.zero_pad_row {
+        shared[..d].fill(0.0);
+    }
+    let mut out = vec![OutTensor::f32("shared.weight", vec![v, d], &shared)];
+    drop(shared);
     let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
         let n: usize = shape.iter().product();
         let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
         out.push(OutTensor::f32(name, shape, &vals));
     };
     let df = d as f64;
-    normal("shared.weight".into(), vec![v, d], 1.0, &mut rng);
     let mut norms: Vec<String> = Vec::new();
     for (stack, layers) in [
         ("encoder", cfg.num_layers),
@@ -301,6 +322,14 @@ pub fn tokenizer_json(model_vocab: usize) -> serde_json::Value {
         vocab.push((format!("\u{2581}{c}"), -8.5));
     }
     let n_extra = 100.min(model_vocab.saturating_sub(vocab.len()));
+    // Pseudo-words fill the rest of the model's rows, so every id the model
+    // can produce decodes to something visible. Their score is far below any
+    // spelling from single characters, so they never change how text
+    // encodes.
+    let fill = model_vocab.saturating_sub(vocab.len() + n_extra);
+    for i in 0..fill {
+        vocab.push((format!("\u{2581}{}", pseudo_word(i)), -100.0));
+    }
     let base = vocab.len();
     let mut added = vec![];
     for (id, s) in ["<pad>", "</s>", "<unk>"].iter().enumerate() {
@@ -331,6 +360,17 @@ pub fn tokenizer_json(model_vocab: usize) -> serde_json::Value {
         "decoder": meta,
         "model": {"type": "Unigram", "unk_id": 2, "vocab": vocab, "byte_fallback": false}
     })
+}
+
+/// The `i`-th of 343,000 distinct pronounceable three-syllable words.
+fn pseudo_word(i: usize) -> String {
+    const C: &[u8] = b"bdfgklmnprstvz";
+    const V: &[u8] = b"aeiou";
+    let syllable = |s: usize| [C[s % 14] as char, V[s / 14 % 5] as char];
+    [i % 70, i / 70 % 70, i / 4900 % 70]
+        .iter()
+        .flat_map(|&s| syllable(s))
+        .collect()
 }
 
 fn added_token(id: usize, content: &str) -> serde_json::Value {

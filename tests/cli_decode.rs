@@ -24,6 +24,7 @@ fn tiny_model(dir: &Path) -> T5Model {
     let opts = t5edge::synth::SynthOptions {
         seed: 5,
         norm_jitter: 0.2,
+        ..Default::default()
     };
     t5edge::synth::write_checkpoint(dir, &cfg, &opts, false).unwrap();
     T5Model::load(dir).unwrap()

@@ -24,6 +24,7 @@ fn micro() -> &'static (T5Config, Vec<u8>, T5Model) {
             &synth::SynthOptions {
                 seed: 1,
                 norm_jitter: 0.1,
+                ..Default::default()
             },
         );
         let bytes = writer::serialize(&t, &Default::default());

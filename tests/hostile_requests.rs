@@ -215,21 +215,21 @@ fn cli_limits() {
 
 #[test]
 fn cli_refuses_bad_environment_and_arguments() {
-    assert_one_line_error(
+    assert_usage_error(
         "threads 0",
         &gen(&["--threads", "0", "--input-ids", "5"]),
-        &["--threads"],
+        &["'0'", "--threads", "at least 1"],
     );
-    assert_one_line_error(
+    assert_usage_error(
         "threads abc",
         &gen(&["--threads", "abc", "--input-ids", "5"]),
-        &["--threads"],
+        &["'abc'", "--threads"],
     );
-    assert_one_line_error("unknown flag", &gen(&["--frobnicate"]), &["--frobnicate"]);
-    assert_one_line_error(
+    assert_usage_error("unknown flag", &gen(&["--frobnicate"]), &["--frobnicate"]);
+    assert_usage_error(
         "dtype",
         &gen(&["--dtype", "int3", "--input-ids", "5"]),
-        &["int3"],
+        &["int3", "--dtype", "f32, f16 or int8"],
     );
 
     let bogus = run_cli(
@@ -338,10 +338,10 @@ fn bench_refuses_bad_shapes() {
             &["1000000", "limit"],
         ),
     ] {
-        assert_one_line_error(what, &bench(args), needles);
+        assert_cli_error(what, &bench(args), needles);
     }
     // --model and --preset name two different models.
-    assert_one_line_error(
+    assert_usage_error(
         "preset and model",
         &run_cli(
             &[

@@ -121,6 +121,7 @@ fn decode_steps_allocate_nothing_once_warm() {
             &SynthOptions {
                 seed: 3,
                 norm_jitter: 0.1,
+                ..Default::default()
             },
             false,
         )

@@ -361,6 +361,19 @@ fn int8_ffn_out_quantizes_wo_too() {
             vec!["t5edge quantize"],
         ),
         (
+            // Asking for f32 does not silently run the int8 weights.
+            vec![
+                "generate",
+                "--model",
+                q_dir,
+                "--dtype",
+                "f32",
+                "--input-ids",
+                "5,6,1",
+            ],
+            vec!["holds int8 weights", "not f32", "--dtype"],
+        ),
+        (
             vec![
                 "quantize",
                 "--model",

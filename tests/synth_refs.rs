@@ -40,6 +40,7 @@ fn synth(args: &[String], dir: &Path) {
         &SynthOptions {
             seed,
             norm_jitter: jitter,
+            ..Default::default()
         },
         true,
     )

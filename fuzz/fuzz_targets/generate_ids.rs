@@ -21,8 +21,7 @@ fn model() -> &'static T5Model {
             &cfg,
             &synth::SynthOptions {
                 seed: 3,
-                norm_jitter: 0.1,
-            },
+                norm_jitter: 0.1, ..Default::default() },
         );
         let bytes = writer::serialize(&t, &Default::default());
         let f = TensorFile::from_bytes(Path::new("micro"), &bytes).unwrap();

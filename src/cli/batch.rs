@@ -1,119 +1,44 @@
 //! `t5edge generate --input prompts.jsonl --output results.jsonl`.
 //!
 //! Each input line is a JSON object, `{"text": ...}` or `{"input_ids": [...]}`,
-//! with optional per-line options overriding the command line's. Each output
-//! line answers the input line at the same position: `{"ids", "text", ...}` or
-//! `{"error": ...}`; a bad line never aborts the file. Requests with the same
+//! with optional per-line options overriding the command line's (the
+//! library's [`GenerateRequest`]). Each output line answers the input line at
+//! the same position: `{"ids", "text", ...}` or `{"error": ...}` naming the
+//! file and line; a bad line, a blank one included, never aborts the file. Requests with the same
 //! options are sorted by length and decoded in batches; the output is written
 //! through a temp file and a rename.
 
 use super::generate::result_json;
-use crate::generate::{generate, EarlyStopping, GenerateOptions};
+use crate::generate::{generate, GenerateOptions, GenerateRequest};
 use crate::{Error, Result, T5Model, Tokenizer};
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// One request line. Options absent here come from the command line.
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-struct Request {
-    text: Option<String>,
-    input_ids: Option<Vec<u32>>,
-    max_new_tokens: Option<usize>,
-    min_new_tokens: Option<usize>,
-    num_beams: Option<usize>,
-    length_penalty: Option<f32>,
-    early_stopping: Option<serde_json::Value>,
-    no_repeat_ngram_size: Option<usize>,
-    num_return_sequences: Option<usize>,
-    do_sample: Option<bool>,
-    temperature: Option<f32>,
-    top_k: Option<usize>,
-    top_p: Option<f32>,
-    seed: Option<u64>,
-    repetition_penalty: Option<f32>,
-}
-
-impl Request {
-    fn options(&self, base: &GenerateOptions) -> Result<GenerateOptions> {
-        let mut o = base.clone();
-        macro_rules! take {
-            ($($f:ident),*) => { $(if let Some(v) = self.$f { o = o.$f(v); })* };
-        }
-        take!(
-            max_new_tokens,
-            min_new_tokens,
-            num_beams,
-            length_penalty,
-            no_repeat_ngram_size,
-            num_return_sequences,
-            do_sample,
-            temperature,
-            top_k,
-            top_p,
-            seed,
-            repetition_penalty
-        );
-        if let Some(v) = &self.early_stopping {
-            let s = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            o = o.early_stopping(s.parse::<EarlyStopping>().map_err(Error::Request)?);
-        }
-        o.validate()?;
-        Ok(o)
-    }
-}
-
-/// Parses one line into its prompt ids and options.
+/// Parses line `lineno` (1-based) of `input` into its prompt ids and
+/// options; errors name the file and line.
 fn parse_line(
     line: &str,
     base: &GenerateOptions,
+    model: &T5Model,
     tok: Option<&Tokenizer>,
-    vocab: usize,
 ) -> Result<(Vec<u32>, GenerateOptions)> {
-    let req: Request = serde_json::from_str(line)
-        .map_err(|e| Error::Request(format!("invalid JSON request: {e}")))?;
-    let opts = req.options(base)?;
-    let ids = match (&req.input_ids, &req.text) {
-        (Some(_), Some(_)) => {
-            return Err(Error::Request(
-                "give either text or input_ids, not both".into(),
-            ))
-        }
-        (Some(ids), None) => ids.clone(),
-        (None, Some(text)) => match tok {
-            Some(t) => t.encode(text)?,
-            None => {
-                return Err(Error::Request(
-                    "text needs the checkpoint's tokenizer.json (give input_ids)".into(),
-                ))
-            }
-        },
-        (None, None) => {
-            return Err(Error::Request(
-                "the request has neither text nor input_ids".into(),
-            ))
-        }
+    if line.trim().is_empty() {
+        return Err(Error::Request(
+            "blank line: no request (each line is one JSON object)".into(),
+        ));
+    }
+    let req = GenerateRequest::from_json(line, base)?;
+    let ids = req.prompt.ids(model, tok, &req.options)?;
+    Ok((ids, req.options))
+}
+
+/// `e` as the error of line `i` (0-based) of `input`.
+fn at_line(input: &Path, i: usize, e: Error) -> Error {
+    let msg = match e {
+        Error::Request(m) => m,
+        other => other.to_string(),
     };
-    if ids.is_empty() {
-        return Err(Error::Request("input_ids is empty".into()));
-    }
-    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-        return Err(Error::Request(format!(
-            "token id {bad} is not below vocab_size {vocab}"
-        )));
-    }
-    if ids.len() > opts.limits.max_input_tokens {
-        return Err(Error::Request(format!(
-            "the prompt has {} tokens, above the limit of {}",
-            ids.len(),
-            opts.limits.max_input_tokens
-        )));
-    }
-    Ok((ids, opts))
+    Error::Request(format!("{} line {}: {msg}", input.display(), i + 1))
 }
 
 fn error_json(e: &Error) -> serde_json::Value {
@@ -132,13 +57,12 @@ pub fn run(
 ) -> Result<()> {
     let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
     let lines: Vec<&str> = text.lines().collect();
-    let vocab = model.config.vocab_size;
     let mut results: Vec<Option<serde_json::Value>> = vec![None; lines.len()];
     // Parse everything first; group the good requests by their options.
     let mut parsed: Vec<Option<Vec<u32>>> = vec![None; lines.len()];
     let mut groups: BTreeMap<String, (GenerateOptions, Vec<usize>)> = BTreeMap::new();
     for (i, line) in lines.iter().enumerate() {
-        match parse_line(line, base, tok, vocab) {
+        match parse_line(line, base, model, tok) {
             Ok((ids, opts)) => {
                 parsed[i] = Some(ids);
                 groups
@@ -147,7 +71,7 @@ pub fn run(
                     .1
                     .push(i);
             }
-            Err(e) => results[i] = Some(error_json(&e)),
+            Err(e) => results[i] = Some(error_json(&at_line(input, i, e))),
         }
     }
     let todo: usize = groups.values().map(|(_, v)| v.len()).sum();
@@ -184,7 +108,7 @@ pub fn run(
                             Ok(g) => {
                                 result_json(p, &g[0], tok, &opts).unwrap_or_else(|e| error_json(&e))
                             }
-                            Err(e) => error_json(&e),
+                            Err(e) => error_json(&at_line(input, i, e)),
                         });
                     }
                 }

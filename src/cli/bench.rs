@@ -28,8 +28,8 @@ pub struct Args {
     /// w1 (latency), w2 (throughput) or w3 (encoder).
     #[arg(long, default_value = "w1")]
     workload: String,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    weights: super::common::WeightArgs,
     /// With --dtype int8: full-precision body, int8 LM head whose every greedy
     /// pick is certified equal to the full-precision argmax.
     #[arg(long)]
@@ -222,7 +222,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut w = workload(&a.workload)?;
     check_shape(&a, w.batch.len())?;
     let t0 = Instant::now();
-    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
+    let (model, dir) = a.model.load(a.weights.spec(a.exact))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     // What runs, not what was asked: a quantized directory brings its own format.
     let dtype = match (model.body_format().name(), a.exact) {

@@ -1,5 +1,6 @@
 //! What several subcommands share: finding the model, threads, reading input.
 
+use crate::model::{LoadSpec, WeightFormat};
 use crate::weights::LoadOptions;
 use crate::{Error, Result, T5Model, Tokenizer};
 use clap::Args as ClapArgs;
@@ -12,8 +13,8 @@ pub const DEFAULT_PRESET: &str = "t5-efficient-tiny-nl2";
 pub struct ModelArgs {
     /// A Hugging Face T5 checkpoint directory, or a model id such as
     /// google/t5-efficient-tiny-nl2 found in the local Hugging Face cache
-    /// ($HF_HOME/hub). Without it, a synthetic t5-efficient-tiny-nl2 (random
-    /// weights, seed 0) is generated once and used.
+    /// ($HF_HOME/hub). Default: a synthetic t5-efficient-tiny-nl2 (random
+    /// weights: its text is gibberish), written once into $T5EDGE_CACHE.
     #[arg(long, conflicts_with = "preset")]
     pub model: Option<PathBuf>,
     /// Instead of --model: the synthetic checkpoint of a `t5edge synth` preset
@@ -21,104 +22,79 @@ pub struct ModelArgs {
     /// cache on first use and reused after.
     #[arg(long)]
     pub preset: Option<String>,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: $T5EDGE_THREADS, else all cores).
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
-    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
-    /// of f16 (faster prefill; less accurate where wo's inputs carry
-    /// outliers, docs/QUANTIZATION.md).
-    #[arg(long)]
-    pub int8_ffn_out: bool,
     /// Read weights into memory instead of mapping them (safe against the file
     /// being truncated while in use, at the cost of start-up time and memory).
     #[arg(long)]
     pub no_mmap: bool,
 }
 
-impl ModelArgs {
-    /// Sets up threads and the ISA check, then resolves and loads the model,
-    /// converting it to the weight format `dtype` names.
-    ///
-    /// With `exact` (`--dtype int8 --exact`), everything upstream of the logits
-    /// stays in full precision and the head becomes the certified int8 head.
-    /// A quantized directory carries its own format: `dtype` must then be its
-    /// dtype or the default f32.
-    pub fn load(&self, dtype: &str, exact: bool) -> Result<(T5Model, PathBuf)> {
-        use crate::model::WeightFormat;
-        let fmt = parse_dtype(dtype)?;
-        if exact && fmt != WeightFormat::Int8 {
-            return Err(Error::Request("--exact goes with --dtype int8".into()));
+/// The weight format to run in: what `generate`, `forward` and `bench` take.
+#[derive(ClapArgs, Clone, Debug)]
+pub struct WeightArgs {
+    /// Weight format to run in: f32, f16 or int8 (default: as stored: f32 for
+    /// a Hugging Face checkpoint, its own for a quantized directory).
+    #[arg(long, value_parser = parse_dtype)]
+    pub dtype: Option<WeightFormat>,
+    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
+    /// of f16 (faster prefill; less accurate where wo's inputs carry
+    /// outliers, docs/QUANTIZATION.md).
+    #[arg(long)]
+    pub int8_ffn_out: bool,
+}
+
+impl WeightArgs {
+    /// The load spec these flags (and `--exact`, where a command has it) ask for.
+    pub fn spec(&self, exact: bool) -> LoadSpec {
+        LoadSpec {
+            dtype: self.dtype,
+            exact,
+            int8_ffn_out: self.int8_ffn_out,
+            ..LoadSpec::default()
         }
+    }
+}
+
+impl ModelArgs {
+    /// Sets up threads and the ISA check, then resolves the model and loads
+    /// it as `spec` says (the library's rules: [`LoadSpec`]).
+    pub fn load(&self, spec: LoadSpec) -> Result<(T5Model, PathBuf)> {
+        spec.validate_named(&flag_names)?;
         setup(self.threads)?;
         let dir = self.dir()?;
-        let mut model = T5Model::load_with(
-            &dir,
-            LoadOptions {
+        let spec = LoadSpec {
+            files: LoadOptions {
                 mmap: !self.no_mmap,
             },
-        )?;
-        let stored = model.lm_head.linear.format();
-        if stored != WeightFormat::F32 {
-            // A quantized directory: its format was chosen at quantize time.
-            if exact {
-                return Err(Error::Request(format!(
-                    "{}: --exact needs the full-precision checkpoint, not a quantized one",
-                    dir.display()
-                )));
-            }
-            if self.int8_ffn_out {
-                return Err(Error::Request(format!(
-                    "{}: a quantized directory keeps the formats it was written with; pass --int8-ffn-out to `t5edge quantize` instead",
-                    dir.display()
-                )));
-            }
-            if fmt != WeightFormat::F32 && fmt != stored {
-                return Err(Error::Request(format!(
-                    "{} holds {} weights; drop --dtype or pass --dtype {}",
-                    dir.display(),
-                    stored.name(),
-                    stored.name()
-                )));
-            }
-        } else if self.int8_ffn_out && (fmt != WeightFormat::Int8 || exact) {
-            return Err(Error::Request(
-                "--int8-ffn-out goes with --dtype int8 (without --exact)".into(),
-            ));
-        } else if exact {
-            model.enable_certified_head(0)?;
-        } else if fmt != WeightFormat::F32 {
-            let mut policy = crate::model::FormatPolicy::for_dtype(fmt);
-            if self.int8_ffn_out {
-                policy.ffn_out = WeightFormat::Int8;
-            }
-            model.convert(policy)?;
-        }
+            ..spec
+        };
+        let model = T5Model::load_spec_named(&dir, &spec, &flag_names)?;
         Ok((model, dir))
     }
 
     pub fn dir(&self) -> Result<PathBuf> {
         match &self.model {
-            Some(d) => {
-                let as_str = d.to_str().unwrap_or("");
-                if !d.is_dir() && crate::hub::looks_like_model_id(as_str) {
-                    return crate::hub::resolve(as_str);
-                }
-                if !d.exists() {
-                    return Err(Error::Other(format!(
-                        "{}: no such directory (--model expects a T5 checkpoint directory)",
-                        d.display()
-                    )));
-                }
-                if !d.is_dir() {
-                    return Err(Error::Other(format!(
-                        "{}: not a directory (--model expects a T5 checkpoint directory)",
-                        d.display()
-                    )));
-                }
-                Ok(d.clone())
-            }
-            None => synth_model(self.preset.as_deref().unwrap_or(DEFAULT_PRESET)),
+            Some(d) => crate::hub::locate(d),
+            None => match &self.preset {
+                Some(p) => synth_model(p, false),
+                None => default_model(),
+            },
         }
+    }
+}
+
+/// A load option as its flag: `int8_ffn_out` is `--int8-ffn-out`.
+fn flag_names(name: &str) -> String {
+    format!("--{}", name.replace('_', "-"))
+}
+
+fn parse_threads(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err("not a whole number of threads".into()),
     }
 }
 
@@ -127,9 +103,6 @@ pub fn setup(threads: Option<usize>) -> Result<()> {
     t5edge_kernels::dispatch::from_env()?;
     t5edge_kernels::pool::from_env().map_err(Error::Other)?;
     if let Some(n) = threads {
-        if n == 0 {
-            return Err(Error::Request("--threads must be at least 1".into()));
-        }
         // A second call (tests driving the CLI in-process) keeps the first pools.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -139,9 +112,21 @@ pub fn setup(threads: Option<usize>) -> Result<()> {
     Ok(())
 }
 
-/// The synthetic checkpoint of `preset` (seed 0) in the cache ($T5EDGE_CACHE,
-/// else $XDG_CACHE_HOME/t5edge, else ~/.cache/t5edge), written on first use.
-pub fn synth_model(preset: &str) -> Result<PathBuf> {
+/// The model used when no --model or --preset is given: the synthetic
+/// t5-efficient-tiny-nl2 with a zero `<pad>` row, so that its greedy text
+/// shows words (gibberish, the weights being random) instead of padding.
+fn default_model() -> Result<PathBuf> {
+    let dir = synth_model(DEFAULT_PRESET, true)?;
+    eprintln!(
+        "note: no --model given: this is a synthetic model with random weights, so its text is gibberish.\n      For real text, download a checkpoint (e.g. `huggingface-cli download google/flan-t5-small --local-dir flan-t5-small`) and pass --model flan-t5-small"
+    );
+    Ok(dir)
+}
+
+/// The synthetic checkpoint of `preset` (seed 0; `demo`: with a zero `<pad>`
+/// embedding row) in the cache ($T5EDGE_CACHE, else $XDG_CACHE_HOME/t5edge,
+/// else ~/.cache/t5edge), written on first use.
+pub fn synth_model(preset: &str, demo: bool) -> Result<PathBuf> {
     // The name becomes a directory name: keep it to what presets are made of,
     // so nothing like `../` reaches the path.
     if preset.is_empty()
@@ -161,7 +146,10 @@ pub fn synth_model(preset: &str) -> Result<PathBuf> {
             std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("t5edge"))
         })
         .unwrap_or_else(|| std::env::temp_dir().join("t5edge"));
-    let dir = base.join(format!("synth-{preset}-seed0"));
+    let dir = base.join(format!(
+        "synth-{preset}-seed0{}",
+        if demo { "-demo" } else { "" }
+    ));
     if !dir.join("model.safetensors").is_file() {
         eprintln!(
             "writing the synthetic {preset} (random weights, seed 0) to {}",
@@ -173,6 +161,7 @@ pub fn synth_model(preset: &str) -> Result<PathBuf> {
             &crate::synth::SynthOptions {
                 seed: 0,
                 norm_jitter: 0.0,
+                zero_pad_row: demo,
             },
             true,
         )?;
@@ -185,24 +174,29 @@ pub fn synth_model(preset: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Parses `1,2,3` into ids (`flag` names the option in errors).
+/// Parses `1,2,3` into ids (`flag` names the option in errors). Every entry
+/// must be an id: `1,,2` is refused rather than read as `1,2`.
 pub fn parse_ids(flag: &str, s: &str) -> Result<Vec<u32>> {
-    let ids = s
-        .split(',')
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-        .map(|t| {
+    if s.trim().is_empty() {
+        return Err(Error::Request(format!("{flag} is empty")));
+    }
+    s.split(',')
+        .map(str::trim)
+        .enumerate()
+        .map(|(i, t)| {
+            if t.is_empty() {
+                return Err(Error::Request(format!(
+                    "{flag}: entry {} of {s:?} is empty (ids are separated by single commas)",
+                    i + 1
+                )));
+            }
             t.parse::<u32>().map_err(|_| {
                 Error::Request(format!(
                     "{flag}: {t:?} is not a token id (a non-negative integer below 2^32)"
                 ))
             })
         })
-        .collect::<Result<Vec<u32>>>()?;
-    if ids.is_empty() {
-        return Err(Error::Request(format!("{flag} is empty")));
-    }
-    Ok(ids)
+        .collect()
 }
 
 /// The prompt's ids: from `--input-ids`, or the tokenized TEXT (`-` reads stdin).
@@ -234,7 +228,12 @@ pub fn prompt_ids(
 }
 
 fn read_stdin() -> Result<String> {
-    use std::io::Read;
+    use std::io::{IsTerminal, Read};
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "reading the prompt from the terminal: type it, then press Ctrl-D (or pass TEXT or --input-ids)"
+        );
+    }
     let mut buf = Vec::new();
     std::io::stdin()
         .read_to_end(&mut buf)
@@ -247,11 +246,7 @@ fn read_stdin() -> Result<String> {
     })
 }
 
-/// Parses `--dtype`.
-pub fn parse_dtype(dtype: &str) -> Result<crate::model::WeightFormat> {
-    crate::model::WeightFormat::parse(dtype).ok_or_else(|| {
-        Error::Request(format!(
-            "--dtype {dtype} is not a weight format; use f32, f16 or int8"
-        ))
-    })
+/// Parses `--dtype` (clap reports the error with the flag and its value).
+pub fn parse_dtype(dtype: &str) -> std::result::Result<WeightFormat, String> {
+    WeightFormat::parse(dtype).ok_or_else(|| "not a weight format; use f32, f16 or int8".into())
 }

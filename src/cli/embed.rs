@@ -21,7 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load("f32", false)?;
+    let (model, dir) = a.model.load(Default::default())?;
     let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     let e = crate::embed::embed(&model, &[&ids], a.normalize)?.remove(0);
     if a.json {

@@ -1,6 +1,6 @@
 //! `t5edge forward`: teacher-forced decoder logits, reduced to the top k per position.
 
-use super::common::{parse_ids, prompt_ids, ModelArgs};
+use super::common::{parse_ids, prompt_ids, ModelArgs, WeightArgs};
 use crate::generate::Limits;
 use crate::{Error, Result};
 use t5edge_kernels::ops::top_k;
@@ -9,8 +9,8 @@ use t5edge_kernels::ops::top_k;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    weights: WeightArgs,
     /// Comma-separated decoder input ids (teacher forcing), starting with the decoder start token.
     #[arg(long)]
     decoder_ids: String,
@@ -28,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load(&a.dtype, false)?;
+    let (model, dir) = a.model.load(a.weights.spec(false))?;
     let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     let dec = parse_ids("--decoder-ids", &a.decoder_ids)?;
     if a.top_k == 0 {

@@ -1,8 +1,8 @@
 //! `t5edge generate`: greedy, beam search or sampling from text or ids; one
 //! prompt (optionally streamed) or a JSONL file of prompts.
 
-use super::common::{prompt_ids, ModelArgs};
-use crate::generate::{generate, generate_stream, EarlyStopping, GenerateOptions, Generation};
+use super::common::{prompt_ids, ModelArgs, WeightArgs};
+use crate::generate::{generate, generate_stream, GenerateOptions, Generation};
 use crate::{Error, Result, Tokenizer};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -12,15 +12,15 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Weight format to run in (f32, f16, int8; a quantized directory carries its own).
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    #[command(flatten)]
+    weights: WeightArgs,
     /// With --dtype int8: full-precision body, int8 LM head whose every greedy
     /// pick is certified equal to the full-precision argmax (docs/EXACT.md).
     #[arg(long)]
     exact: bool,
+    /// The decoding options: HF's GenerationConfig names in kebab case.
     #[command(flatten)]
-    pub(super) decode: DecodeArgs,
+    decode: GenerateOptions,
     /// Print one JSON object with input_ids, ids and text (plus sequences and
     /// scores when more than one sequence is returned or beams are used).
     #[arg(long)]
@@ -29,9 +29,10 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["json", "input"])]
     stream: bool,
     /// A JSONL file of requests, one per line: {"text": ...} or
-    /// {"input_ids": [...]}, with optional per-line options (max_new_tokens,
-    /// num_beams, ...). Results go to --output, one line per input line.
-    #[arg(long, requires = "output")]
+    /// {"input_ids": [...]}, with optional per-line options under HF's names
+    /// (max_new_tokens, num_beams, ...). Results go to --output, one line per
+    /// input line; a blank line gets an error line, keeping the two aligned.
+    #[arg(long, requires = "output", conflicts_with_all = ["text", "input_ids", "json"])]
     input: Option<PathBuf>,
     /// Where --input's results go (JSONL; written atomically).
     #[arg(long, requires = "input")]
@@ -40,80 +41,13 @@ pub struct Args {
     #[arg(long)]
     force: bool,
     /// Greedy/sampling requests of --input decoded together per batch.
-    #[arg(long, default_value_t = 16)]
-    batch_size: usize,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
+    batch_size: u16,
     /// Comma-separated encoder input ids (instead of TEXT).
     #[arg(long)]
     input_ids: Option<String>,
     /// The prompt; `-` (or nothing) reads stdin.
     text: Option<String>,
-}
-
-/// The decoding flags, HF's `GenerationConfig` names in kebab case.
-#[derive(clap::Args, Clone, Debug)]
-pub(super) struct DecodeArgs {
-    #[arg(long, default_value_t = 32)]
-    max_new_tokens: usize,
-    #[arg(long, default_value_t = 0)]
-    min_new_tokens: usize,
-    /// Beam width (> 1: beam search).
-    #[arg(long, default_value_t = 1)]
-    num_beams: usize,
-    /// Beam scores are divided by length ^ this.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    length_penalty: f32,
-    /// Beam search stop rule: false (HF's default heuristic), true (stop when
-    /// num_beams hypotheses are done; the bare flag), or never.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
-    early_stopping: EarlyStopping,
-    /// Never repeat an n-gram of this size (0 = off).
-    #[arg(long, default_value_t = 0)]
-    no_repeat_ngram_size: usize,
-    /// Sequences returned per prompt (beam search or sampling).
-    #[arg(long, default_value_t = 1)]
-    num_return_sequences: usize,
-    /// Sample instead of greedy decoding.
-    #[arg(long)]
-    do_sample: bool,
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    /// Top-k filter when sampling (0 = off).
-    #[arg(long, default_value_t = 50)]
-    top_k: usize,
-    /// Nucleus (top-p) filter when sampling (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Seed of the sampling RNG (reproducible whatever the thread count).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Refuse prompts longer than this many tokens (bounds memory and time).
-    #[arg(long, default_value_t = crate::generate::Limits::default().max_input_tokens)]
-    max_input_tokens: usize,
-}
-
-impl DecodeArgs {
-    pub(super) fn options(&self) -> GenerateOptions {
-        GenerateOptions::default()
-            .max_new_tokens(self.max_new_tokens)
-            .min_new_tokens(self.min_new_tokens)
-            .num_beams(self.num_beams)
-            .length_penalty(self.length_penalty)
-            .early_stopping(self.early_stopping)
-            .no_repeat_ngram_size(self.no_repeat_ngram_size)
-            .num_return_sequences(self.num_return_sequences)
-            .do_sample(self.do_sample)
-            .temperature(self.temperature)
-            .top_k(self.top_k)
-            .top_p(self.top_p)
-            .seed(self.seed)
-            .repetition_penalty(self.repetition_penalty)
-            .limits(crate::generate::Limits {
-                max_input_tokens: self.max_input_tokens,
-                ..Default::default()
-            })
-    }
 }
 
 fn join_ids(ids: &[u32]) -> String {
@@ -152,11 +86,12 @@ pub(super) fn result_json(
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let opts = a.decode.options().exact(a.exact);
+    let opts = a.decode.clone().exact(a.exact);
     opts.validate()?;
+    let spec = a.weights.spec(a.exact);
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         crate::weights::writer::check_clobber(output, a.force)?;
-        let (model, dir) = a.model.load(&a.dtype, a.exact)?;
+        let (model, dir) = a.model.load(spec)?;
         let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
         return super::batch::run(
             &model,
@@ -165,10 +100,10 @@ pub fn run(a: Args) -> Result<()> {
             input,
             output,
             a.force,
-            a.batch_size.max(1),
+            a.batch_size.into(),
         );
     }
-    let (model, dir) = a.model.load(&a.dtype, a.exact)?;
+    let (model, dir) = a.model.load(spec)?;
     let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
     if a.stream {
         return stream(&model, &ids, tok.as_ref(), &opts);

@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let (model, dir) = a.model.load("f32", false)?;
+    let (model, dir) = a.model.load(Default::default())?;
     let store = crate::weights::WeightStore::open_dir(
         &dir,
         crate::weights::LoadOptions {

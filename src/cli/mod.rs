@@ -1,5 +1,7 @@
 //! The command line: one file per subcommand, each a thin layer over the library.
-//! Errors print as one line on stderr with a non-zero exit.
+//! Our own errors print as one line on stderr (exit 1); mistakes in the
+//! arguments get clap's whole message (what is wrong, the usage, a suggestion
+//! for a typo; exit 2); bare `t5edge` prints the help.
 
 /// `println!` that returns an error instead of panicking when stdout is gone
 /// (`t5edge inspect | head -1` closes the pipe early).
@@ -21,12 +23,14 @@ mod quantize;
 mod synth;
 
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 
 #[derive(Parser)]
 #[command(
     name = "t5edge",
     version,
-    about = "Fast CPU inference for the T5 encoder-decoder family"
+    about = "Fast CPU inference for the T5 encoder-decoder family",
+    arg_required_else_help = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,20 +61,20 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
+            // Help asked for (or bare `t5edge`) goes to stdout and succeeds;
+            // a mistake keeps clap's message whole: it names the argument,
+            // suggests the flag meant and shows the usage.
+            let asked = matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            );
+            if asked {
+                let _ = write!(std::io::stdout(), "{}", e.render());
                 return 0;
             }
-            // clap's message is several lines (usage, a tip); keep the first,
-            // which says what is wrong, so every failure is one line.
-            let msg = e.to_string();
-            let first = msg
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            eprintln!("error: {first} (see t5edge --help)");
+            let _ = e.print();
             return 2;
         }
     };

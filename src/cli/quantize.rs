@@ -1,6 +1,7 @@
 //! `t5edge quantize`: an HF checkpoint in, an int8 or f16 directory out.
 
-use super::common::{parse_dtype, setup};
+use super::common::setup;
+use crate::model::WeightFormat;
 use crate::quantize::{accuracy, quantize, QuantizeOptions};
 use crate::{Result, T5Model};
 use std::path::PathBuf;
@@ -11,8 +12,8 @@ pub struct Args {
     #[arg(long)]
     model: PathBuf,
     /// int8 or f16.
-    #[arg(long)]
-    dtype: String,
+    #[arg(long, value_parser = parse_quantized_dtype)]
+    dtype: WeightFormat,
     /// int8 scale group along the input dimension (0 = one scale per output row; else a multiple of 4).
     #[arg(long, default_value_t = 0)]
     group_size: usize,
@@ -31,16 +32,25 @@ pub struct Args {
     /// Skip the accuracy summary against the source.
     #[arg(long)]
     no_check: bool,
-    #[arg(long)]
-    threads: Option<usize>,
+    /// Worker threads (default: $T5EDGE_THREADS, else all cores).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+}
+
+/// What quantize writes: int8 or f16 (f32 is what it reads).
+fn parse_quantized_dtype(s: &str) -> std::result::Result<WeightFormat, String> {
+    match WeightFormat::parse(s) {
+        Some(f) if f != WeightFormat::F32 => Ok(f),
+        _ => Err("quantize writes int8 or f16".into()),
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
-    setup(a.threads)?;
-    let dtype = parse_dtype(&a.dtype)?;
+    setup(a.threads.map(usize::from))?;
+    let dtype = a.dtype;
     let mut opts = QuantizeOptions::new(dtype, a.group_size);
     if a.int8_ffn_out {
-        if dtype != crate::model::WeightFormat::Int8 {
+        if dtype != WeightFormat::Int8 {
             return Err(crate::Error::Request(
                 "--int8-ffn-out goes with --dtype int8".into(),
             ));

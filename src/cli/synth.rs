@@ -34,6 +34,7 @@ pub fn run(a: Args) -> Result<()> {
         &SynthOptions {
             seed: a.seed,
             norm_jitter: a.norm_jitter,
+            ..Default::default()
         },
         a.force,
     )?;

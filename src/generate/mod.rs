@@ -26,12 +26,14 @@ mod beam;
 mod decode_loop;
 mod greedy;
 pub mod processors;
+mod request;
 pub mod rng;
 mod sampling;
 mod stream;
 
 pub use beam::{beam_search, Hypothesis};
 pub use greedy::greedy;
+pub use request::{GenerateRequest, Prompt};
 pub use rng::DecodeRng;
 pub use sampling::sample;
 pub use stream::{generate_stream, generate_stream_batch};
@@ -41,10 +43,15 @@ use crate::{Error, Result};
 
 /// Bounds that keep a request from exhausting memory or time: a prompt longer
 /// than `max_input_tokens` or a `max_new_tokens` above `max_new_tokens_limit` is
-/// refused with a clear error instead of running out of memory.
-#[derive(Clone, Copy, Debug)]
+/// refused with a clear error instead of running out of memory. Set by whoever
+/// serves requests (the CLI's `--max-input-tokens`), never by a request itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::Args)]
 pub struct Limits {
+    /// Refuse prompts longer than this many tokens (bounds memory and time).
+    #[arg(long, default_value_t = Limits::default().max_input_tokens)]
     pub max_input_tokens: usize,
+    /// Refuse a max_new_tokens above this.
+    #[arg(skip = Limits::default().max_new_tokens_limit)]
     pub max_new_tokens_limit: usize,
 }
 
@@ -71,6 +78,41 @@ pub enum EarlyStopping {
     Never,
 }
 
+impl EarlyStopping {
+    /// HF's spelling: `false`, `true` or `"never"`.
+    fn to_json(self) -> serde_json::Value {
+        match self {
+            EarlyStopping::Heuristic => false.into(),
+            EarlyStopping::Finished => true.into(),
+            EarlyStopping::Never => "never".into(),
+        }
+    }
+}
+
+impl serde::Serialize for EarlyStopping {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EarlyStopping {
+    /// `true`, `false` or `"never"`, as HF's `GenerationConfig` takes it (the
+    /// strings `"true"`/`"false"` are accepted too).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::Bool(b) => Ok(if b {
+                EarlyStopping::Finished
+            } else {
+                EarlyStopping::Heuristic
+            }),
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "early_stopping {other}: expected true, false or \"never\""
+            ))),
+        }
+    }
+}
+
 impl std::str::FromStr for EarlyStopping {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
@@ -85,45 +127,76 @@ impl std::str::FromStr for EarlyStopping {
     }
 }
 
-/// What to generate. Names and defaults follow HF's `GenerationConfig`; build
-/// it with the chained setters: `GenerateOptions::default().num_beams(4)`.
-#[derive(Clone, Debug)]
+/// What to generate: the one request type of every front end. Names and
+/// defaults follow HF's `GenerationConfig`.
+///
+/// - In Rust, build it with the chained setters:
+///   `GenerateOptions::default().num_beams(4)`.
+/// - The CLI's decoding flags are its fields in kebab case (`--num-beams 4`;
+///   this struct is the `clap` argument group).
+/// - JSON (a JSONL line, an HTTP body) uses HF's names (`{"num_beams": 4}`);
+///   unknown fields are refused, absent ones keep their value
+///   ([`GenerateOptions::overlay`]).
+///
+/// `limits` and `exact` are not part of a request: whoever serves requests
+/// sets the limits, and `exact` follows how the model was loaded.
+#[derive(Clone, Debug, PartialEq, clap::Args, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct GenerateOptions {
     /// At most this many new tokens (EOS included).
+    #[arg(long, default_value_t = 32)]
     pub max_new_tokens: usize,
     /// EOS is suppressed until this many tokens exist, as HF's
     /// `MinNewTokensLengthLogitsProcessor` does.
+    #[arg(long, default_value_t = 0)]
     pub min_new_tokens: usize,
     /// Beam width; `> 1` selects beam search.
+    #[arg(long, default_value_t = 1)]
     pub num_beams: usize,
     /// Beam scores are divided by `generated_len ^ length_penalty`.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub length_penalty: f32,
-    /// When beam search stops (HF's `early_stopping`).
+    /// When beam search stops (HF's `early_stopping`): false (a heuristic),
+    /// true (once num_beams hypotheses are done; the bare flag) or never.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", default_value = "false")]
     pub early_stopping: EarlyStopping,
     /// Never repeat an n-gram of this size (0 = off).
+    #[arg(long, default_value_t = 0)]
     pub no_repeat_ngram_size: usize,
     /// How many sequences each prompt returns (`<= num_beams` for beam search;
     /// independent samples when sampling; 1 for greedy).
+    #[arg(long, default_value_t = 1)]
     pub num_return_sequences: usize,
     /// Sample from the (warped) distribution instead of taking the argmax.
+    #[arg(long)]
     pub do_sample: bool,
     /// Sampling temperature (HF: applied only when sampling).
+    #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
     /// Keep the `top_k` most likely tokens when sampling (0 = off; HF's default 50).
+    #[arg(long, default_value_t = 50)]
     pub top_k: usize,
     /// Nucleus sampling mass (1.0 = off).
+    #[arg(long, default_value_t = 1.0)]
     pub top_p: f32,
     /// HF's `repetition_penalty` (1.0 = off).
+    #[arg(long, default_value_t = 1.0)]
     pub repetition_penalty: f32,
     /// Seed of the sampling RNG: the same seed gives the same tokens, whatever
     /// the thread count or batch.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// The end-of-sequence id (`None`: the model config's `eos_token_id`).
+    /// The end-of-sequence id (default: the model config's `eos_token_id`).
+    #[arg(long)]
     pub eos_token_id: Option<u32>,
     /// Request bounds.
+    #[command(flatten)]
+    #[serde(skip)]
     pub limits: Limits,
     /// Greedy only: pick each token with the certified int8 head when the
     /// model has one ([`crate::T5Model::enable_certified_head`]).
+    #[arg(skip)]
+    #[serde(skip)]
     pub exact: bool,
 }
 
@@ -194,6 +267,32 @@ impl GenerateOptions {
 
     setter!(/// Sets [`GenerateOptions::exact`].
         exact: bool);
+
+    /// These options with the fields of a JSON object put over them (HF's
+    /// names; a JSONL line's or an HTTP body's options): absent fields keep
+    /// their value here, unknown ones and values of the wrong type are refused
+    /// naming the field. `limits` and `exact` are kept. The result is
+    /// validated.
+    pub fn overlay(
+        &self,
+        fields: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<GenerateOptions> {
+        let mut merged = match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(Error::Other(
+                    "generate options do not form a JSON object".into(),
+                ))
+            }
+        };
+        merged.extend(fields);
+        let mut o: GenerateOptions = serde_json::from_value(serde_json::Value::Object(merged))
+            .map_err(|e| Error::Request(e.to_string()))?;
+        o.limits = self.limits;
+        o.exact = self.exact;
+        o.validate()?;
+        Ok(o)
+    }
 
     /// Refuses option combinations HF refuses and requests above the limits.
     pub fn validate(&self) -> Result<()> {

@@ -13,6 +13,7 @@ pub mod ffn;
 pub mod kv_cache;
 pub mod linear;
 mod load;
+mod load_spec;
 pub mod position_bias;
 pub mod scratch;
 
@@ -21,6 +22,7 @@ pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
 pub use linear::{Linear, LinearWeight, WeightFormat};
+pub use load_spec::{field_names, LoadSpec, OptionNames};
 pub use scratch::DecodeScratch;
 
 use crate::config::T5Config;
@@ -82,7 +84,8 @@ pub struct T5Model {
 }
 
 impl T5Model {
-    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+    /// Refuses ids at or above `vocab_size`, naming the first.
+    pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let v = self.config.vocab_size;
         if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
             return Err(Error::Request(format!(

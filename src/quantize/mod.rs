@@ -102,6 +102,10 @@ pub fn quantize(
             "quantize writes int8 or f16; f32 is the source format".into(),
         ));
     }
+    if opts.dtype == WeightFormat::Int8 {
+        t5edge_kernels::int8::check_group_size(opts.group_size)
+            .map_err(|e| Error::Request(format!("--group-size: {e}")))?;
+    }
     if out.exists() && !force {
         return Err(Error::Other(format!(
             "{} exists; pass --force to replace it",

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// How to bring a checkpoint's bytes into memory.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadOptions {
     /// Map files (instant start, shared page cache). Off: read them into the heap,
     /// which is immune to the file being truncated while in use.

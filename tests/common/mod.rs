@@ -129,6 +129,7 @@ pub fn decode_synth_model() -> (tempfile::TempDir, t5edge::T5Model) {
         &t5edge::synth::SynthOptions {
             seed: 1,
             norm_jitter: 0.2,
+            ..Default::default()
         },
         false,
     )

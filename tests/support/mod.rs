@@ -72,6 +72,7 @@ pub fn base_checkpoint() -> &'static Path {
             &SynthOptions {
                 seed: 7,
                 norm_jitter: 0.1,
+                ..Default::default()
             },
             true,
         )
@@ -210,6 +211,38 @@ pub fn assert_one_line_error(what: &str, out: &Output, needles: &[&str]) -> Stri
         );
     }
     lines[0].to_string()
+}
+
+/// Asserts `out` is the argument parser's refusal: exit 2, clap's whole
+/// message (its first line `error: ...` naming each of `needles`, then the
+/// usage or a pointer to --help), no panic. Returns the first line.
+pub fn assert_usage_error(what: &str, out: &Output, needles: &[&str]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{what}: panicked:\n{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+    let first = stderr.lines().next().unwrap_or("");
+    assert!(first.starts_with("error: "), "{what}: {stderr}");
+    for n in needles {
+        assert!(
+            first.contains(n),
+            "{what}: {first:?} does not mention {n:?}"
+        );
+    }
+    assert!(
+        stderr.contains("Usage: t5edge") || stderr.contains("try '--help'"),
+        "{what}: neither usage nor a pointer to --help:\n{stderr}"
+    );
+    first.to_string()
+}
+
+/// Our own error (one line, exit 1) or the argument parser's (exit 2, with
+/// the usage), whichever `out` is, naming each of `needles`.
+pub fn assert_cli_error(what: &str, out: &Output, needles: &[&str]) -> String {
+    if out.status.code() == Some(2) {
+        assert_usage_error(what, out, needles)
+    } else {
+        assert_one_line_error(what, out, needles)
+    }
 }
 
 /// A library error as text, asserting it contains each of `needles`.

@@ -83,6 +83,18 @@ pub fn group_count(k: usize, group_size: usize) -> usize {
     }
 }
 
+/// Refuses a scale group size the packed layout cannot hold: 0 (one scale
+/// per row) or a multiple of the k-block.
+pub fn check_group_size(group_size: usize) -> Result<(), String> {
+    if group_size.is_multiple_of(K_BLOCK) {
+        Ok(())
+    } else {
+        Err(format!(
+            "int8: group_size {group_size} must be 0 or a multiple of {K_BLOCK}"
+        ))
+    }
+}
+
 fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
     if n == 0 || k == 0 {
         return Err(format!("int8: empty weight matrix {n}x{k}"));
@@ -92,11 +104,7 @@ fn check_dims(n: usize, k: usize, group_size: usize) -> Result<(), String> {
             "int8: k = {k} exceeds the supported maximum {MAX_K}"
         ));
     }
-    if !group_size.is_multiple_of(K_BLOCK) {
-        return Err(format!(
-            "int8: group_size {group_size} must be 0 or a multiple of {K_BLOCK}"
-        ));
-    }
+    check_group_size(group_size)?;
     // n comes from a file header: make sure every size derived from it below
     // (np, np * kp, groups * np) is representable before anything uses it.
     let too_large = || format!("int8: {n}x{k} is too large");
