@@ -22,13 +22,26 @@ const SHARED_MODELS: [&str; 2] = ["t5-efficient-tiny-nl2-synth", "t5-v1_1-gated-
 
 fn main() -> t5edge::Result<()> {
     t5edge_kernels::dispatch::from_env().map_err(|e| t5edge::Error::Other(e.to_string()))?;
-    let mut dirs: Vec<PathBuf> = std::env::args().skip(1).map(PathBuf::from).collect();
+    // (heading, directory) per table.
+    let mut dirs: Vec<(String, PathBuf)> = std::env::args()
+        .skip(1)
+        .map(|d| {
+            let d = PathBuf::from(d);
+            let name = d
+                .file_name()
+                .map_or_else(|| d.display().to_string(), |n| n.to_string_lossy().into());
+            (name, d)
+        })
+        .collect();
     // Keeps a synthesized checkpoint alive until the end.
     let mut _tmp = None;
     if dirs.is_empty() {
         let models = shared_root().join("models");
-        let shared: Vec<PathBuf> = SHARED_MODELS.iter().map(|m| models.join(m)).collect();
-        if shared.iter().all(|d| d.join("config.json").is_file()) {
+        let shared: Vec<(String, PathBuf)> = SHARED_MODELS
+            .iter()
+            .map(|m| (m.to_string(), models.join(m)))
+            .collect();
+        if shared.iter().all(|(_, d)| d.join("config.json").is_file()) {
             dirs = shared;
         } else {
             eprintln!(
@@ -39,19 +52,19 @@ fn main() -> t5edge::Result<()> {
             );
             let tmp = tempfile::tempdir().map_err(|e| t5edge::Error::Other(e.to_string()))?;
             synth_gated(tmp.path())?;
-            dirs.push(tmp.path().to_path_buf());
+            dirs.push((
+                "synthesized gated t5-efficient-tiny-nl2 (vocab 2000, seed 5)".into(),
+                tmp.path().to_path_buf(),
+            ));
             _tmp = Some(tmp);
         }
     }
     let isa = t5edge_kernels::dispatch::active();
     let features = t5edge_kernels::dispatch::features().names().join(" ");
-    for (i, dir) in dirs.iter().enumerate() {
+    for (i, (name, dir)) in dirs.iter().enumerate() {
         if i > 0 {
             println!();
         }
-        let name = dir
-            .file_name()
-            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into());
         println!("{name}, ISA level {isa}, CPU {} ({features}):", cpu_model());
         println!();
         table(dir)?;
