@@ -27,6 +27,30 @@
 //! println!("{:?}", out[0].best());
 //! # Ok::<(), t5edge::Error>(())
 //! ```
+//!
+//! From a checkpoint directory and text, as in the README (`no_run`: it needs
+//! a real checkpoint in `t5-tiny`; `cargo test --doc` compiles it):
+//!
+//! ```no_run
+//! use t5edge::model::{FormatPolicy, WeightFormat};
+//! use t5edge::{embed, generate, GenerateOptions, T5Model, Tokenizer};
+//!
+//! fn main() -> t5edge::Result<()> {
+//!     let dir = std::path::Path::new("t5-tiny"); // a Hugging Face T5 checkpoint directory
+//!     let mut model = T5Model::load(dir)?;
+//!     model.convert(FormatPolicy::for_dtype(WeightFormat::Int8))?; // what --dtype int8 does
+//!     let tok = Tokenizer::from_dir(dir, model.config.vocab_size)?;
+//!     let ids = tok.encode("translate English to German: The house is wonderful.")?;
+//!
+//!     let opts = GenerateOptions::default().max_new_tokens(32).num_beams(4);
+//!     let out = generate(&model, &[&ids], &opts)?;
+//!     println!("{}", tok.decode(out[0].best())?);
+//!
+//!     let e = embed(&model, &[&ids], true)?; // mean-pooled encoder states, L2-normalized
+//!     println!("{} dimensions", e[0].len());
+//!     Ok(())
+//! }
+//! ```
 
 pub mod config;
 pub mod embed;

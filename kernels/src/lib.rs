@@ -7,26 +7,75 @@
 //! linear weights are `[n, k]` (out x in), as Hugging Face stores them, so
 //! `y[m, n] = x[m, k] · w[n, k]ᵀ`.
 //!
+//! | module | what it computes |
+//! |---|---|
+//! | [`f32`](mod@f32) | `y = x · wᵀ` with f32 weights: GEMV kernels for decode, register blocks or the gemm crate for prefill |
+//! | [`f16`](mod@f16) | the same with f16 weights widened in registers (f32 arithmetic) |
+//! | [`int8`] | int8 weights with per-row (or per-group) scales, activations quantised per token, exact i32 dot products |
+//! | [`attention`] | fused online-softmax attention with relative-position bias, key mask and causal offset |
+//! | [`ops`] | RMSNorm, activations, gated products, residual adds, argmax, top-k |
+//! | [`dispatch`] | CPU feature detection and the ISA level ([`Isa`]), `T5EDGE_ISA` |
+//! | [`pool`] | who runs parallel regions: a persistent spin pool or rayon, `T5EDGE_POOL` |
+//! | [`reference`](mod@reference) | f64 twins of the kernels, the oracle of the tests |
+//!
+//! ```
+//! use t5edge_kernels::{f32, Isa};
+//! // y[1, 2] = x[1, 3] · w[2, 3]ᵀ
+//! let (x, w) = ([1.0, 2.0, 3.0], [1.0, 0.0, 0.0, 0.5, 0.5, 0.5]);
+//! let mut y = [0.0; 2];
+//! f32::linear(&x, 1, 3, &w, 2, &mut y); // at the active level
+//! assert_eq!(y, [1.0, 3.0]);
+//! f32::linear_with(Isa::Scalar, &x, 1, 3, &w, 2, &mut y); // at a chosen level
+//! assert_eq!(y, [1.0, 3.0]);
+//! ```
+//!
 //! # Levels and dispatch
-//! Every kernel has `fn op(..)` (runs at [`dispatch::active`]) and
-//! `fn op_with(isa, ..)`. A level the CPU lacks panics (it would be undefined
-//! behaviour), except `Isa::Neon` off aarch64, which runs the plain-Rust NEON
-//! emulation so the NEON logic is tested on x86 (see `kernels/NEON.md`).
+//! The levels ([`Isa`]), lowest first:
+//!
+//! * `scalar`: plain Rust, no explicit SIMD; the twin every other path is
+//!   checked against, and what runs where nothing better is detected.
+//! * `avx2`: AVX2 + FMA + F16C (x86-64-v3).
+//! * `avx512`: AVX-512 F/BW/VL on top of those.
+//! * `avx512vnni`: AVX-512 with VNNI (`vpdpbusd`) for the int8 dot products.
+//! * `neon`: AArch64 NEON, with `sdot` where the CPU has dotprod. Off aarch64
+//!   it exists only as a plain-Rust emulation of the intrinsics, so the NEON
+//!   logic runs in the x86 tests (`kernels/NEON.md` says what has not run on
+//!   real ARM hardware).
+//!
+//! The CPU is detected once ([`dispatch::features`]); [`dispatch::active`] is
+//! the level kernels run at: the best one the CPU has ([`dispatch::best`]), or
+//! the one `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|neon` names. A forced
+//! level the CPU lacks is refused ([`dispatch::from_env`] reports it), never
+//! silently downgraded, so a test or benchmark that names a path runs it.
+//! Every kernel has `fn op(..)`, which runs at [`dispatch::active`], and
+//! `fn op_with(isa, ..)`. A level the CPU lacks panics there (it would be
+//! undefined behaviour), except `Isa::Neon` off aarch64, which runs the
+//! emulation.
 //!
 //! # Determinism
 //! Threading (rayon or the persistent spin pool, see [`pool`]; above ~1M
-//! multiply-adds) splits outputs into chunks fixed by the shape; each output is computed by one task in a fixed order, so results
-//! are bit-identical for any thread count. int8 results are moreover
-//! bit-identical across all levels (exact integer dot products, same f32
-//! epilogue); f32/f16 results differ between levels in the last bits.
+//! multiply-adds) splits outputs into chunks fixed by the shape; each output is
+//! computed by one task in a fixed order, so results are bit-identical for any
+//! thread count and either pool backend.
 //!
-//! # Accuracy (what `tests/` checks against the f64 `reference`)
+//! Across levels, only the int8 products are bit-identical (exact integer dot
+//! products, the same f32 epilogue in the same order). f32 and f16-weight
+//! products and attention sum in a different order at each level (vector
+//! width, accumulator count, blocking; the softmax's exp is a vectorised
+//! polynomial at the SIMD levels), so their results differ between levels in
+//! the last bits, each within the budget below. A model built on them gives
+//! logits that differ between levels in the last bits too, and argmax at small
+//! margins can differ.
+//!
+//! # Accuracy (what `tests/` checks against the f64 [`reference`](mod@reference))
+//! These are the error budgets the proptests hold every level to:
+//!
 //! * f32 and f16-weight linear: `|y - y_ref| <= gamma_(k+2) · sum|x_i||w_i|`,
 //!   `gamma_n = n u / (1 - n u)`, `u = 2^-24` (f16 weights widen exactly; against
 //!   the original f32 weights add `2^-11 |w_i|` per term for the f16 rounding).
 //! * int8: `sum_i (|x_i| s_w/2 + |w_i| s_x/2 + s_x s_w/4)` from the half-step
 //!   rounding of both operands, plus `(groups + 4) u` of the magnitude for the
-//!   f32 epilogue.
+//!   f32 epilogue; and bit-identical to the scalar twin at every level.
 //! * attention: a convex combination of values, within
 //!   `(e^(2P) - 1 + (2 tk + d + 16) u) · max|v|`, `P` the score error.
 

@@ -25,7 +25,10 @@ use half::f16;
 /// of resident memory. Measured in kernels/BENCH.md.
 pub const F16_GEMM_MIN_M: usize = 32;
 
-/// `y = x · wᵀ` at the active ISA level.
+/// `y = x · wᵀ` at the active ISA level ([`crate::dispatch::active`]):
+/// `x` is `[m, k]` f32, `w` is `[n, k]` f16 (out x in), `y` is `[m, n]` f32.
+///
+/// Panics if the shapes disagree.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
     linear_with(active(), x, m, k, w, n, y)
 }

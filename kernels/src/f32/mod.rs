@@ -10,6 +10,9 @@
 //! fixed by (ISA, k) on the GEMV and block paths and by (ISA, m, n, k) on the gemm path, so
 //! results are bit-identical for any thread count and pool backend. The two paths round
 //! differently, so a row's bits can depend on how many rows share the call.
+//! The order differs between ISA levels (vector width, accumulators, blocking),
+//! so results differ between levels in the last bits, within the budget the
+//! crate docs state; only the int8 kernels are bit-identical across levels.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -21,14 +24,19 @@ pub mod scalar;
 use crate::dispatch::{active, Isa};
 use crate::par::{self, ColBlock};
 
-/// From this many activation rows on, SIMD levels use the gemm crate (which picks
-/// its own vector width at run time) instead of the GEMV kernels.
+/// From this many activation rows on, SIMD levels take the prefill path
+/// instead of the GEMV kernels: 4x4 register blocks at the AVX-512 levels, the
+/// gemm crate (which picks its own vector width at run time) at AVX2 and on
+/// aarch64. The scalar level and the NEON emulation always run the GEMV.
 pub const GEMM_MIN_M: usize = 8;
 
 /// Weight rows per GEMV task: 64 rows x k floats stays in L2 for d_model-sized k.
 pub(crate) const GEMV_CHUNK: usize = 64;
 
-/// `y = x · wᵀ` at the active ISA level.
+/// `y = x · wᵀ` at the active ISA level ([`crate::dispatch::active`]):
+/// `x` is `[m, k]`, `w` is `[n, k]` (out x in), `y` is `[m, n]`, all row-major.
+///
+/// Panics if the shapes disagree.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
     linear_with(active(), x, m, k, w, n, y)
 }

@@ -8,6 +8,9 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
+/// `y[m, n] = x[m, k] · w[n, k]ᵀ`, each output one [`dot`] of a weight row, no
+/// threads: the scalar level's arithmetic, for tests and benchmarks. Panics if
+/// a slice is shorter than its shape says.
 pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
     for i in 0..m {
         let xr = &x[i * k..(i + 1) * k];
