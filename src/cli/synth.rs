@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// t5-efficient-SIZE[-VARIATIONS] (tiny, mini, small, base, large; nlN, elN,
-    /// dlN, ffN, dmN, kvN, nhN) or t5-v1_1-gated-tiny.
+    /// t5-efficient-SIZE[-VARIATIONS] (tiny, mini, small, base, large, xl,
+    /// xxl; nlN, elN, dlN, ffN, dmN, kvN, nhN) or t5-v1_1-gated-tiny.
     #[arg(long, default_value = super::common::DEFAULT_PRESET)]
     preset: String,
     #[arg(long, default_value_t = 0)]
