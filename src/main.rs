@@ -1,6 +1,11 @@
 //! The `t5edge` command line: a thin layer over the library.
 
 fn main() {
+    // The kernels' settings from the environment, before anything uses them.
+    if let Err(e) = t5edge::runtime::configure_from_env() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
     if std::env::var_os("T5EDGE_NO_MALLOPT").is_none() {
         tune_allocator();
     }

@@ -13,6 +13,13 @@
 //! behaviour), except `Isa::Neon` off aarch64, which runs the plain-Rust NEON
 //! emulation so the NEON logic is tested on x86 (see `kernels/NEON.md`).
 //!
+//! # Configuration
+//! This crate reads no environment variable. The application sets the level
+//! ([`dispatch::force`]), the thread pool ([`pool::set_backend`],
+//! [`pool::configure_spin`], [`pool::set_global_threads`]) and the threading
+//! threshold ([`par::set_min_macs`]); t5edge does it from `T5EDGE_*`
+//! variables in its `runtime` module.
+//!
 //! # Determinism
 //! Threading (rayon or the persistent spin pool, see [`pool`]; above ~1M
 //! multiply-adds) splits outputs into chunks fixed by the shape; each output is computed by one task in a fixed order, so results
@@ -38,7 +45,7 @@ mod gemm;
 pub mod int8;
 pub(crate) mod neon_intrinsics;
 pub mod ops;
-mod par;
+pub mod par;
 pub mod pool;
 pub mod reference;
 
