@@ -21,7 +21,7 @@ use t5edge::T5Model;
 const SHARED_MODELS: [&str; 2] = ["t5-efficient-tiny-nl2-synth", "t5-v1_1-gated-synth"];
 
 fn main() -> t5edge::Result<()> {
-    t5edge_kernels::dispatch::from_env().map_err(|e| t5edge::Error::Other(e.to_string()))?;
+    t5edge::runtime::configure_from_env()?;
     // (heading, directory) per table.
     let mut dirs: Vec<(String, PathBuf)> = std::env::args()
         .skip(1)

@@ -38,6 +38,9 @@ pub enum Error {
     Request(String),
     #[error("{0}")]
     Cpu(#[from] t5edge_kernels::dispatch::IsaError),
+    /// An environment variable the library reads (`runtime`) has a bad value.
+    #[error("{var}={msg}")]
+    Env { var: &'static str, msg: String },
     #[error("{0}")]
     Other(String),
 }

@@ -14,6 +14,10 @@
 //! - [`T5Model::forward`] for teacher-forced logits;
 //! - [`Tokenizer`] for text to ids and back.
 //!
+//! The kernels' process-wide settings (`T5EDGE_ISA`, `T5EDGE_POOL`,
+//! `T5EDGE_THREADS`, ...) are read from the environment in one place,
+//! [`runtime::configure_from_env`], which [`T5Model::load`] calls.
+//!
 //! ```
 //! use t5edge::{generate, GenerateOptions, T5Model};
 //! # let dir = tempfile::tempdir().unwrap();
@@ -59,6 +63,7 @@ pub mod generate;
 pub mod hub;
 pub mod model;
 pub mod quantize;
+pub mod runtime;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

@@ -16,15 +16,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The base sizes of the T5-Efficient family (Tay et al., 2021).
-const BASES: [(&str, [usize; 6]); 7] = [
-    // name: d_model, d_ff, d_kv, heads, layers (each side), unused
-    ("tiny", [256, 1024, 64, 4, 4, 0]),
-    ("mini", [384, 1536, 64, 8, 4, 0]),
-    ("small", [512, 2048, 64, 8, 6, 0]),
-    ("base", [768, 3072, 64, 12, 12, 0]),
-    ("large", [1024, 4096, 64, 16, 24, 0]),
-    ("xl", [1024, 16384, 128, 32, 24, 0]),
-    ("xxl", [1024, 65536, 128, 128, 24, 0]),
+const BASES: [(&str, [usize; 5]); 7] = [
+    // name: d_model, d_ff, d_kv, heads, layers (each side)
+    ("tiny", [256, 1024, 64, 4, 4]),
+    ("mini", [384, 1536, 64, 8, 4]),
+    ("small", [512, 2048, 64, 8, 6]),
+    ("base", [768, 3072, 64, 12, 12]),
+    ("large", [1024, 4096, 64, 16, 24]),
+    ("xl", [1024, 16384, 128, 32, 24]),
+    ("xxl", [1024, 65536, 128, 128, 24]),
 ];
 
 /// The config of a named preset: `t5-efficient-SIZE[-VAR...]` where each VAR is
@@ -49,7 +49,7 @@ pub fn preset(name: &str) -> std::result::Result<T5Config, String> {
         .ok_or_else(|| format!("unknown preset {name:?}: expected t5-efficient-SIZE[-VARIATIONS] or t5-v1_1-gated-tiny"))?;
     let mut parts = rest.split('-');
     let size = parts.next().unwrap_or("");
-    let (_, [d, ff, kv, nh, nl, _]) = BASES
+    let (_, [d, ff, kv, nh, nl]) = BASES
         .iter()
         .find(|(n, _)| *n == size)
         .ok_or_else(|| format!("unknown size {size:?} in preset {name:?}: use tiny, mini, small, base, large, xl or xxl"))?;

@@ -4,7 +4,7 @@
 //! Quick run of the headline shape (see kernels/BENCH.md):
 //! `cargo bench -p t5edge-kernels --bench kernels -- 'gemv/.*/32128x256' --warm-up-time 1 --measurement-time 2`
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use half::f16;
 use std::hint::black_box;
 use t5edge_kernels::attention::{Attention, RelBias};
@@ -204,4 +204,37 @@ fn load(c: &mut Criterion) {
 }
 
 criterion_group!(benches, gemv, prefill, attention, quantize, load);
-criterion_main!(benches);
+
+/// This binary is an application of the kernels, so it reads the knobs
+/// kernels/BENCH.md varies itself (the kernels read no environment; t5edge
+/// does the same in `src/runtime.rs`): `T5EDGE_POOL`, `T5EDGE_THREADS`,
+/// `T5EDGE_SPIN_US`, `T5EDGE_PAR_MIN_MACS`.
+fn configure_from_env() {
+    use t5edge_kernels::{par, pool};
+    let var = |k: &str| std::env::var(k).ok().filter(|s| !s.trim().is_empty());
+    let num = |k: &str| {
+        var(k).map(|s| {
+            s.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{k}={s:?}: not a number"))
+        })
+    };
+    if let Some(s) = var("T5EDGE_POOL") {
+        pool::set_backend(pool::Backend::parse(&s).expect("T5EDGE_POOL: rayon or spin"));
+    }
+    let d = pool::SpinConfig::default();
+    pool::configure_spin(pool::SpinConfig {
+        threads: num("T5EDGE_THREADS").map(|n| n as usize),
+        spin: num("T5EDGE_SPIN_US").map_or(d.spin, std::time::Duration::from_micros),
+        ..d
+    });
+    if let Some(n) = num("T5EDGE_PAR_MIN_MACS") {
+        par::set_min_macs(n as usize);
+    }
+}
+
+fn main() {
+    configure_from_env();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -1,9 +1,11 @@
 //! CPU feature detection, done once, and the choice of ISA level.
 //!
-//! Every dispatched kernel asks [`active`] (a cached load) which level to run.
-//! `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|neon` forces a level; a level the
-//! CPU lacks is refused with a message rather than silently downgraded, so a
-//! benchmark or test that names a path really runs it.
+//! Every dispatched kernel asks [`active`] (a cached load) which level to run:
+//! the best this CPU has unless the application [`force`]d one (t5edge reads
+//! `T5EDGE_ISA` at its edge, `t5edge::runtime`, and hands the level over; this
+//! crate reads no environment). A level the CPU lacks is refused with a
+//! message rather than silently downgraded, so a benchmark or test that names
+//! a path really runs it.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -169,11 +171,11 @@ impl fmt::Display for IsaError {
         match self {
             IsaError::Unknown(s) => write!(
                 f,
-                "T5EDGE_ISA={s:?} is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
+                "{s:?} is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
             ),
             IsaError::Unsupported(i) => write!(
                 f,
-                "T5EDGE_ISA={i} was requested but this CPU lacks it (detected: {})",
+                "{i} was requested but this CPU lacks it (detected: {})",
                 features().names().join(", ")
             ),
         }
@@ -184,34 +186,29 @@ impl std::error::Error for IsaError {}
 
 static ACTIVE: AtomicU8 = AtomicU8::new(0);
 
-/// Reads `T5EDGE_ISA` and returns the level it asks for, or the best level when unset.
-pub fn from_env() -> Result<Isa, IsaError> {
-    match std::env::var("T5EDGE_ISA") {
-        Ok(s) if !s.trim().is_empty() => {
-            let isa = Isa::parse(&s).ok_or(IsaError::Unknown(s))?;
-            if isa.supported() {
-                Ok(isa)
-            } else {
-                Err(IsaError::Unsupported(isa))
-            }
-        }
-        _ => Ok(best()),
+/// The level named `name` (as [`Isa::parse`] reads it) if this CPU runs it:
+/// what an application checks a requested level with before [`force`].
+pub fn requested(name: &str) -> Result<Isa, IsaError> {
+    let isa = Isa::parse(name).ok_or_else(|| IsaError::Unknown(name.to_string()))?;
+    if isa.supported() {
+        Ok(isa)
+    } else {
+        Err(IsaError::Unsupported(isa))
     }
 }
 
-/// The level kernels run at. Initialised from `T5EDGE_ISA` (falling back to the
-/// best level if the variable is invalid; call [`from_env`] first to report that).
+/// The level kernels run at: the one [`force`]d, else the best this CPU has.
 pub fn active() -> Isa {
     if let Some(i) = Isa::from_code(ACTIVE.load(Ordering::Relaxed)) {
         return i;
     }
-    let isa = from_env().unwrap_or_else(|_| best());
+    let isa = best();
     ACTIVE.store(isa.code(), Ordering::Relaxed);
     isa
 }
 
-/// Forces a level for the whole process (tests and benches). Refuses a level the
-/// CPU cannot run.
+/// Sets the level for the whole process (the application's choice, e.g. from
+/// `T5EDGE_ISA`; benches). Refuses a level the CPU cannot run.
 pub fn force(isa: Isa) -> Result<(), IsaError> {
     if !isa.supported() {
         return Err(IsaError::Unsupported(isa));

@@ -45,12 +45,19 @@
 //! The CPU is detected once ([`dispatch::features`]); [`dispatch::active`] is
 //! the level kernels run at: the best one the CPU has ([`dispatch::best`]), or
 //! the one `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|neon` names. A forced
-//! level the CPU lacks is refused ([`dispatch::from_env`] reports it), never
+//! level the CPU lacks is refused ([`dispatch::requested`] reports it), never
 //! silently downgraded, so a test or benchmark that names a path runs it.
 //! Every kernel has `fn op(..)`, which runs at [`dispatch::active`], and
 //! `fn op_with(isa, ..)`. A level the CPU lacks panics there (it would be
 //! undefined behaviour), except `Isa::Neon` off aarch64, which runs the
 //! emulation.
+//!
+//! # Configuration
+//! This crate reads no environment variable. The application sets the level
+//! ([`dispatch::force`]), the thread pool ([`pool::set_backend`],
+//! [`pool::configure_spin`], [`pool::set_global_threads`]) and the threading
+//! threshold ([`par::set_min_macs`]); t5edge does it from `T5EDGE_*`
+//! variables in its `runtime` module.
 //!
 //! # Determinism
 //! Threading (rayon or the persistent spin pool, see [`pool`]; above ~1M
@@ -87,7 +94,7 @@ mod gemm;
 pub mod int8;
 pub(crate) mod neon_intrinsics;
 pub mod ops;
-mod par;
+pub mod par;
 pub mod pool;
 pub mod reference;
 

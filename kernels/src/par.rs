@@ -7,6 +7,7 @@
 
 use crate::pool;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many multiply-adds a call stays on the calling thread. Waking a
 /// rayon worker costs microseconds when it is idle and far more when the core
@@ -16,7 +17,7 @@ use std::marker::PhantomData;
 /// already awake: splitting the int8 1024x256 GEMV cost 4.1 us against 3.0 us
 /// on one thread (rayon: 25 us), and W1 got slower with the threshold at 128K,
 /// so it stays.
-pub(crate) const PAR_MIN_MACS: usize = 1 << 20;
+pub const PAR_MIN_MACS: usize = 1 << 20;
 
 /// Whether an `m x k x n` product is worth spreading over threads.
 pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {
@@ -28,16 +29,18 @@ pub(crate) fn worth_parallel_macs(macs: usize) -> bool {
     macs >= par_min_macs() && pool::current_threads() > 1
 }
 
-/// [`PAR_MIN_MACS`], or `T5EDGE_PAR_MIN_MACS` (read once) to measure another
-/// threshold without rebuilding.
+static MIN_MACS: AtomicUsize = AtomicUsize::new(PAR_MIN_MACS);
+
+/// Sets the threshold (e.g. from `T5EDGE_PAR_MIN_MACS`, to measure another
+/// without rebuilding): from `macs` multiply-adds on, a call may be split
+/// across threads. Where the split falls never changes a result bit.
+pub fn set_min_macs(macs: usize) {
+    MIN_MACS.store(macs, Ordering::Relaxed);
+}
+
+/// [`PAR_MIN_MACS`], or what [`set_min_macs`] set.
 fn par_min_macs() -> usize {
-    static V: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *V.get_or_init(|| {
-        std::env::var("T5EDGE_PAR_MIN_MACS")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(PAR_MIN_MACS)
-    })
+    MIN_MACS.load(Ordering::Relaxed)
 }
 
 /// A pointer tasks share to write disjoint parts of one `&mut [f32]`.

@@ -14,15 +14,17 @@
 //! Which thread runs which task can vary from run to run; what a task computes
 //! cannot, which is why results are bit-identical for any thread count.
 //!
-//! `T5EDGE_POOL=rayon|spin` picks the backend for the process (read once;
-//! [`DEFAULT_BACKEND`] when unset),
-//! `T5EDGE_THREADS` (else `RAYON_NUM_THREADS`, else the number of cores) sizes
-//! the spin pool, `T5EDGE_SPIN_US` / `T5EDGE_SPIN_HOT_US` set how long its
-//! workers poll (see [`DEFAULT_SPIN`], [`DEFAULT_HOT`]).
+//! The application configures it (this crate reads no environment; t5edge
+//! reads `T5EDGE_POOL`, `T5EDGE_THREADS` and `T5EDGE_SPIN_US` /
+//! `T5EDGE_SPIN_HOT_US` in `t5edge::runtime`): [`set_backend`] picks the
+//! backend ([`DEFAULT_BACKEND`] otherwise), [`configure_spin`] sizes the spin
+//! pool and sets how long its workers poll ([`DEFAULT_SPIN`], [`DEFAULT_HOT`];
+//! the number of cores otherwise) before it starts, and
+//! [`set_global_threads`] fixes its size over both.
 
 use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -77,31 +79,72 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// The backend used when `T5EDGE_POOL` is unset: the spin pool won 19 of 20
-/// alternating W1 int8 runs against rayon (median 6.3 vs 7.0 ms) and did not
-/// lose W2 or W3 overall, though it can on an oversubscribed machine
+/// The backend used unless the application sets another: the spin pool won
+/// 19 of 20 alternating W1 int8 runs against rayon (median 6.3 vs 7.0 ms) and
+/// did not lose W2 or W3 overall, though it can on an oversubscribed machine
 /// (kernels/BENCH.md, "rayon vs persistent pool").
 pub const DEFAULT_BACKEND: Backend = Backend::Spin;
 
-/// Reads `T5EDGE_POOL`: the backend it names, the default when unset, or an
-/// error message naming the bad value.
-pub fn from_env() -> Result<Backend, String> {
-    match std::env::var("T5EDGE_POOL") {
-        Ok(s) if !s.trim().is_empty() => Backend::parse(&s)
-            .ok_or_else(|| format!("T5EDGE_POOL={s:?} is not a thread pool; use rayon or spin")),
-        _ => Ok(DEFAULT_BACKEND),
+/// The backend set with [`set_backend`]: 0 unset, else `1 + Backend as u8`.
+static BACKEND: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the process-wide backend (e.g. from `T5EDGE_POOL`) for parallel
+/// regions started from now on.
+pub fn set_backend(b: Backend) {
+    BACKEND.store(1 + b as u8, Ordering::Relaxed);
+}
+
+/// The process-wide backend: the one [`set_backend`] chose, else
+/// [`DEFAULT_BACKEND`].
+pub fn backend() -> Backend {
+    match BACKEND.load(Ordering::Relaxed) {
+        1 => Backend::Rayon,
+        2 => Backend::Spin,
+        _ => DEFAULT_BACKEND,
     }
 }
 
-/// The process-wide backend, from `T5EDGE_POOL` on first use (an invalid value
-/// means the default; call [`from_env`] first to report it).
-pub fn backend() -> Backend {
-    static B: OnceLock<Backend> = OnceLock::new();
-    *B.get_or_init(|| from_env().unwrap_or(DEFAULT_BACKEND))
+/// How the global spin pool is set up when it starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpinConfig {
+    /// Threads, counting the caller (`None`: the number of cores). An
+    /// explicit [`set_global_threads`] wins.
+    pub threads: Option<usize>,
+    /// How long a worker polls with `spin_loop` alone ([`DEFAULT_HOT`]).
+    pub hot: Duration,
+    /// How long a worker polls before parking ([`DEFAULT_SPIN`]).
+    pub spin: Duration,
 }
 
+impl Default for SpinConfig {
+    fn default() -> Self {
+        SpinConfig {
+            threads: None,
+            hot: DEFAULT_HOT,
+            spin: DEFAULT_SPIN,
+        }
+    }
+}
+
+static SPIN_CONFIG: Mutex<SpinConfig> = Mutex::new(SpinConfig {
+    threads: None,
+    hot: DEFAULT_HOT,
+    spin: DEFAULT_SPIN,
+});
 static GLOBAL_THREADS: OnceLock<usize> = OnceLock::new();
 static GLOBAL: OnceLock<Pool> = OnceLock::new();
+
+/// Sets up the global spin pool (e.g. from `T5EDGE_THREADS` and
+/// `T5EDGE_SPIN_US`). Returns false, changing nothing, if the pool has
+/// already started.
+pub fn configure_spin(config: SpinConfig) -> bool {
+    let mut c = SPIN_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+    if GLOBAL.get().is_some() {
+        return false;
+    }
+    *c = config;
+    true
+}
 
 /// Sizes the global spin pool (counting the calling thread). Like rayon's
 /// `build_global`, only the first setting counts: returns false if the size
@@ -110,35 +153,19 @@ pub fn set_global_threads(threads: usize) -> bool {
     GLOBAL_THREADS.set(threads.max(1)).is_ok()
 }
 
-fn env_threads() -> usize {
-    let var = |name| {
-        std::env::var(name)
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&n| n > 0)
-    };
-    var("T5EDGE_THREADS")
-        .or_else(|| var("RAYON_NUM_THREADS"))
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
-}
-
-fn env_micros(name: &str, default: Duration) -> Duration {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map(Duration::from_micros)
-        .unwrap_or(default)
-}
-
 /// The process-wide spin pool, started on first use.
 pub fn global() -> &'static Pool {
     GLOBAL.get_or_init(|| {
-        Pool::build(
-            *GLOBAL_THREADS.get_or_init(env_threads),
-            env_micros("T5EDGE_SPIN_HOT_US", DEFAULT_HOT),
-            env_micros("T5EDGE_SPIN_US", DEFAULT_SPIN),
-        )
+        // Held while starting, so a concurrent `configure_spin` either lands
+        // before or reports that it came too late.
+        let c = SPIN_CONFIG.lock().unwrap_or_else(|e| e.into_inner());
+        let cores = || {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        };
+        let threads = *GLOBAL_THREADS.get_or_init(|| c.threads.unwrap_or_else(cores).max(1));
+        Pool::build(threads, c.hot, c.spin)
     })
 }
 
@@ -173,7 +200,7 @@ fn with_route<R>(route: Route, f: impl FnOnce() -> R) -> R {
 
 /// Runs `f` with this thread's parallel regions on `b` (the global spin pool
 /// for [`Backend::Spin`]; rayon's current pool for [`Backend::Rayon`]),
-/// whatever `T5EDGE_POOL` says. For comparing backends in one process.
+/// whatever the process-wide backend is. For comparing backends in one process.
 pub fn with_backend<R>(b: Backend, f: impl FnOnce() -> R) -> R {
     match b {
         Backend::Rayon => with_route(Route::Rayon, f),

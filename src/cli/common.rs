@@ -100,8 +100,7 @@ fn parse_threads(s: &str) -> std::result::Result<usize, String> {
 
 /// Validates `T5EDGE_ISA` and `T5EDGE_POOL` and sizes the thread pools.
 pub fn setup(threads: Option<usize>) -> Result<()> {
-    t5edge_kernels::dispatch::from_env()?;
-    t5edge_kernels::pool::from_env().map_err(Error::Other)?;
+    crate::runtime::configure_from_env()?;
     if let Some(n) = threads {
         // A second call (tests driving the CLI in-process) keeps the first pools.
         let _ = rayon::ThreadPoolBuilder::new()

@@ -158,16 +158,4 @@ impl Linear {
         self.forward(x, m, &mut y);
         y
     }
-
-    /// Bytes of weight data this layer reads per call.
-    pub fn weight_bytes(&self) -> usize {
-        match &self.weight {
-            LinearWeight::F32(_) => self.n * self.k * 4,
-            LinearWeight::F16(_) => self.n * self.k * 2,
-            LinearWeight::Int8(w) => {
-                let v = w.view();
-                v.data().len() + 4 * (v.scales().len() + v.row_sums().len())
-            }
-        }
-    }
 }

@@ -118,6 +118,7 @@ impl T5Model {
     }
 
     pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<T5Model> {
+        crate::runtime::configure_from_env()?;
         let config = T5Config::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open_dir(dir, opts)?;
         Self::from_store(config, &store)

@@ -246,11 +246,6 @@ impl T5Model {
         Ok(&s.x[..ids.len() * self.config.d_model])
     }
 
-    /// The hidden states as the head multiplies them (tied heads rescale).
-    pub fn head_input(&self, hidden: &[f32]) -> Vec<f32> {
-        self.scale_for_head(hidden, &mut Vec::new()).to_vec()
-    }
-
     /// Switches greedy decoding with `exact` to the certified int8 head: the
     /// full-precision head is kept for re-scoring. Fails if the head is not f32.
     pub fn enable_certified_head(&mut self, group_size: usize) -> Result<()> {

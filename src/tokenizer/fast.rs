@@ -124,11 +124,6 @@ impl T5Fast {
         (self.piece_bytes(id) == s).then_some(id)
     }
 
-    /// Ids that may appear in encodings and decodings: all below this.
-    pub fn max_id(&self) -> u32 {
-        self.len().saturating_sub(1) as u32
-    }
-
     // ---- parsing -------------------------------------------------------
 
     /// Parses just what is needed from `tokenizer.json`.

@@ -9,4 +9,4 @@ pub mod writer;
 
 pub use file::{Backing, DType, TensorFile, TensorInfo};
 pub use store::{LoadOptions, WeightStore};
-pub use tensor::{cast_slice, F16Data, F32Data, Int8Data, MappedInt8};
+pub use tensor::{F16Data, F32Data, Int8Data, MappedInt8};

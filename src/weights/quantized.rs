@@ -71,8 +71,9 @@ pub fn info(file: &TensorFile) -> Result<Option<QuantizedInfo>> {
 }
 
 /// The int8 matrix `name` (`X.weight` without the suffix parts) of shape
-/// `[n, k]`, if the store holds one; every part checked against the shape and
-/// every byte scanned once.
+/// `[n, k]`, if the store holds one; every part checked against the shape,
+/// then the bytes handed to the kernels (`Int8View::from_bytes`, the format's
+/// owner) to be scanned once, with the tensor named in their error.
 pub fn int8(
     store: &WeightStore,
     name: &str,

@@ -4,6 +4,7 @@
 use super::file::Backing;
 use half::f16;
 use std::sync::Arc;
+use t5edge_kernels::int8::Int8View;
 
 /// f32 values, mapped or owned.
 #[derive(Clone)]
@@ -115,9 +116,6 @@ pub enum Int8Data {
     Mapped(Arc<MappedInt8>),
 }
 
-/// Data, scales, row sums and error norms of an int8 matrix, borrowed.
-type Int8Parts<'a> = (&'a [i8], &'a [f32], &'a [i32], &'a [f32]);
-
 /// The byte ranges of a mapped int8 matrix's parts, validated once at load.
 pub struct MappedInt8 {
     pub backing: Arc<Backing>,
@@ -130,224 +128,40 @@ pub struct MappedInt8 {
     pub err_norms: std::ops::Range<usize>,
 }
 
+/// Data, scales, row sums and error norms of an int8 matrix, as bytes.
+type Int8Bytes<'a> = (&'a [u8], &'a [u8], &'a [u8], &'a [u8]);
+
 impl MappedInt8 {
-    fn parts(&self) -> Option<Int8Parts<'_>> {
+    fn bytes(&self) -> Option<Int8Bytes<'_>> {
         let b = self.backing.bytes();
         Some((
-            t5edge_kernels::int8::i8_from_bytes(b.get(self.data.clone())?),
-            cast_slice::<f32>(b.get(self.scales.clone())?)?,
-            cast_slice::<i32>(b.get(self.row_sums.clone())?)?,
-            cast_slice::<f32>(b.get(self.err_norms.clone())?)?,
+            b.get(self.data.clone())?,
+            b.get(self.scales.clone())?,
+            b.get(self.row_sums.clone())?,
+            b.get(self.err_norms.clone())?,
         ))
     }
 
-    /// Validates the parts fully (every byte scanned: -128 values, padding,
-    /// row sums against the data) and returns the matrix.
+    /// Has the kernels validate the parts fully (every byte scanned: -128
+    /// values, padding, row sums against the data) and returns the matrix.
     pub fn validate(self) -> Result<MappedInt8, String> {
         let (d, s, r, e) = self
-            .parts()
+            .bytes()
             .ok_or("int8 parts are out of range or misaligned")?;
-        validate_int8(self.n, self.k, self.group_size, d, s, r, e)?;
+        Int8View::from_bytes(self.n, self.k, self.group_size, d, s, r, e)?;
         Ok(self)
     }
 }
 
-/// The checks of the kernels' `Int8View::from_parts` (same errors, found in
-/// the same order), but scanning the packed data a 64-byte k-block at a time
-/// with no per-byte index arithmetic: several times faster, which is most of
-/// a quantized model's start-up.
-pub fn validate_int8(
-    n: usize,
-    k: usize,
-    group_size: usize,
-    data: &[i8],
-    scales: &[f32],
-    row_sums: &[i32],
-    err_norms: &[f32],
-) -> Result<(), String> {
-    use t5edge_kernels::int8::{group_count, padded_k, padded_n, Int8View, K_BLOCK, TILE_N};
-    // Dimensions and part lengths (cheap), with the kernels' messages.
-    if let Err(e) =
-        Int8View::from_validated_parts(n, k, group_size, data, scales, row_sums, err_norms)
-    {
-        // The full check words length errors part by part: let it speak.
-        Int8View::from_parts(n, k, group_size, data, scales, row_sums, err_norms)?;
-        return Err(e);
-    }
-    if let Some(i) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
-        return Err(format!(
-            "int8: scale {i} is {} (must be finite and >= 0)",
-            scales[i]
-        ));
-    }
-    if let Some(i) = err_norms.iter().position(|s| !s.is_finite() || *s < 0.0) {
-        return Err(format!("int8: err_norm {i} is {}", err_norms[i]));
-    }
-    let (kp, np) = (padded_k(k), padded_n(n));
-    let gs = if group_size == 0 { kp } else { group_size };
-    let groups = group_count(k, group_size);
-    const BLK: usize = TILE_N * K_BLOCK;
-    let mut sums = vec![0i32; groups * np];
-    for (t, tile) in data.chunks_exact(TILE_N * kp).enumerate() {
-        let mut acc = [0i32; TILE_N];
-        let mut g = 0;
-        let flush = |acc: &mut [i32; TILE_N], g: usize, sums: &mut [i32]| {
-            for (r, a) in acc.iter_mut().enumerate() {
-                sums[g * np + t * TILE_N + r] += *a;
-                *a = 0;
-            }
-        };
-        let pad_rows = (t + 1) * TILE_N > n;
-        for (kb, blk) in tile.chunks_exact(BLK).enumerate() {
-            let bg = kb * K_BLOCK / gs;
-            if bg != g {
-                flush(&mut acc, g, &mut sums);
-                g = bg;
-            }
-            let mut min = i8::MAX;
-            for (r, q) in blk.chunks_exact(K_BLOCK).enumerate() {
-                acc[r] += q.iter().map(|&v| v as i32).sum::<i32>();
-                min = min.min(q.iter().copied().min().unwrap_or(0));
-            }
-            let has_pad = pad_rows || (kb + 1) * K_BLOCK > k;
-            if min == i8::MIN || has_pad {
-                // Rare (padding edges, or an error): the exact per-byte rule.
-                for (w, &v) in blk.iter().enumerate() {
-                    let (j, kk) = (t * TILE_N + w / K_BLOCK, kb * K_BLOCK + w % K_BLOCK);
-                    if v == i8::MIN {
-                        return Err(format!(
-                            "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
-                        ));
-                    }
-                    if (j >= n || kk >= k) && v != 0 {
-                        return Err(format!(
-                            "int8: padding weight ({j}, {kk}) is {v}, must be 0"
-                        ));
-                    }
-                }
-            }
-        }
-        flush(&mut acc, g, &mut sums);
-    }
-    if let Some(i) = (0..sums.len()).find(|&i| sums[i] != row_sums[i]) {
-        return Err(format!(
-            "int8: row_sums[{i}] is {} but the data sums to {}",
-            row_sums[i], sums[i]
-        ));
-    }
-    Ok(())
-}
-
 impl Int8Data {
-    pub fn view(&self) -> t5edge_kernels::int8::Int8View<'_> {
+    pub fn view(&self) -> Int8View<'_> {
         match self {
             Int8Data::Owned(p) => p.view(),
             Int8Data::Mapped(m) => {
                 // `validate` ran at construction on these same immutable bytes.
-                let (d, s, r, e) = m.parts().expect("int8 parts validated at load");
-                t5edge_kernels::int8::Int8View::from_validated_parts(
-                    m.n,
-                    m.k,
-                    m.group_size,
-                    d,
-                    s,
-                    r,
-                    e,
-                )
-                .expect("int8 parts validated at load")
-            }
-        }
-    }
-}
-
-/// Reinterprets aligned little-endian bytes as `T` (f32 or i32); `None` when
-/// misaligned or not a whole number of elements.
-pub fn cast_slice<T: Plain>(b: &[u8]) -> Option<&[T]> {
-    let size = std::mem::size_of::<T>();
-    if !b.len().is_multiple_of(size)
-        || !(b.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>())
-    {
-        return None;
-    }
-    // SAFETY: alignment and length were checked just above; `T: Plain` is only
-    // implemented for f32 and i32, for which every bit pattern is valid; the
-    // result borrows `b`, so it cannot outlive the bytes.
-    Some(unsafe { std::slice::from_raw_parts(b.as_ptr() as *const T, b.len() / size) })
-}
-
-/// Types for which any bytes are a valid value.
-pub trait Plain: Copy {}
-impl Plain for f32 {}
-impl Plain for i32 {}
-
-#[cfg(test)]
-mod int8_validation_tests {
-    use super::validate_int8;
-    use t5edge_kernels::int8::{Int8View, PackedInt8};
-
-    /// The fast scan says exactly what the kernels' scan says, on valid
-    /// matrices and on every kind of corruption.
-    #[test]
-    fn fast_scan_agrees_with_the_kernels() {
-        let mut seed = 7u64;
-        let mut rnd = move |m: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % m as u64) as usize
-        };
-        for &(n, k, gs) in &[
-            (1, 1, 0),
-            (17, 9, 0),
-            (33, 70, 8),
-            (16, 64, 32),
-            (50, 130, 4),
-            (5, 3, 0),
-        ] {
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                .collect();
-            let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
-            let v = p.view();
-            let (d, s, r, e) = (
-                v.data().to_vec(),
-                v.scales().to_vec(),
-                v.row_sums().to_vec(),
-                v.err_norms().to_vec(),
-            );
-            let both = |d: &[i8], s: &[f32], r: &[i32], e: &[f32]| {
-                let want = Int8View::from_parts(n, k, gs, d, s, r, e).map(|_| ());
-                assert_eq!(validate_int8(n, k, gs, d, s, r, e), want, "{n}x{k}/{gs}");
-            };
-            both(&d, &s, &r, &e);
-            for _ in 0..300 {
-                let (mut d2, mut s2, mut r2, mut e2) = (d.clone(), s.clone(), r.clone(), e.clone());
-                match rnd(6) {
-                    0 => {
-                        let i = rnd(d2.len());
-                        d2[i] = i8::MIN;
-                    }
-                    1 => {
-                        let i = rnd(d2.len());
-                        d2[i] = d2[i].wrapping_add(1 + rnd(3) as i8);
-                    }
-                    2 => {
-                        let i = rnd(r2.len());
-                        r2[i] += 1;
-                    }
-                    3 => {
-                        let i = rnd(s2.len());
-                        s2[i] = if rnd(2) == 0 { f32::NAN } else { -1.0 };
-                    }
-                    4 => {
-                        let i = rnd(e2.len());
-                        e2[i] = f32::INFINITY;
-                    }
-                    _ => {
-                        d2.pop();
-                    }
-                }
-                both(&d2, &s2, &r2, &e2);
+                let (d, s, r, e) = m.bytes().expect("int8 parts validated at load");
+                Int8View::from_validated_bytes(m.n, m.k, m.group_size, d, s, r, e)
+                    .expect("int8 parts validated at load")
             }
         }
     }

@@ -8,18 +8,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(a, b)| a * b).sum()
 }
 
-/// `y[m, n] = x[m, k] · w[n, k]ᵀ`, each output one [`dot`] of a weight row, no
-/// threads: the scalar level's arithmetic, for tests and benchmarks. Panics if
-/// a slice is shorter than its shape says.
-pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
-    for i in 0..m {
-        let xr = &x[i * k..(i + 1) * k];
-        for (j, yv) in y[i * n..(i + 1) * n].iter_mut().enumerate() {
-            *yv = dot(xr, &w[j * k..(j + 1) * k]);
-        }
-    }
-}
-
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for one chunk of weight rows.
 pub(crate) fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
     for (jj, wr) in w.chunks_exact(k).enumerate() {

@@ -35,11 +35,16 @@
 //! `groups = 1` when `group_size == 0`, else `ceil(k / group_size)`; `group_size`
 //! must be a multiple of 4 so groups never split a k-block, and group `g` covers
 //! inputs `[g * group_size, min((g + 1) * group_size, kp))`.
+//!
+//! This crate owns the format: [`Int8View::from_bytes`] takes a file's four
+//! parts as bytes and checks everything above (`format.rs`); a loader only
+//! finds the bytes and names the tensor in the error.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
+mod format;
 pub(crate) mod neon;
 pub mod scalar;
 
@@ -397,8 +402,8 @@ impl<'a> Int8View<'a> {
     /// value range (no -128), zero padding, finite non-negative scales and norms,
     /// and that `row_sums` really are the row sums (the VNNI path relies on them;
     /// a wrong one would silently differ from the other levels). One pass over
-    /// the data (~1 GB/s measured: ~7 ms for the 8 MB T5 LM head); never
-    /// panics, returns what is wrong.
+    /// the data, a 64-byte k-block at a time (the scan is most of a quantized
+    /// model's start-up); never panics, returns the first thing that is wrong.
     pub fn from_parts(
         n: usize,
         k: usize,
@@ -409,65 +414,43 @@ impl<'a> Int8View<'a> {
         err_norms: &'a [f32],
     ) -> Result<Self, String> {
         let view = Self::from_validated_parts(n, k, group_size, data, scales, row_sums, err_norms)?;
-        let (kp, np, groups) = (view.padded_k(), view.padded_n(), view.groups());
-        if let Some(i) = scales.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(format!(
-                "int8: scale {i} is {} (must be finite and >= 0)",
-                scales[i]
-            ));
-        }
-        if let Some(i) = err_norms.iter().position(|s| !s.is_finite() || *s < 0.0) {
-            return Err(format!("int8: err_norm {i} is {}", err_norms[i]));
-        }
-        let gs = if group_size == 0 { kp } else { group_size };
-        let mut sums = vec![0i32; groups * np];
-        // Walk the layout block by block (no per-byte index arithmetic): this
-        // runs over every weight byte of a model at load time.
-        let kbc = kp / K_BLOCK;
-        const BLK: usize = TILE_N * K_BLOCK;
-        for (b, blk) in data.chunks_exact(BLK).enumerate() {
-            let (t, kb) = (b / kbc, b % kbc);
-            if blk.contains(&i8::MIN) {
-                let at = blk.iter().position(|&v| v == i8::MIN).unwrap_or(0);
-                let (j, kk) = (t * TILE_N + at / K_BLOCK, kb * K_BLOCK + at % K_BLOCK);
-                return Err(format!(
-                    "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
-                ));
-            }
-            let g = kb * K_BLOCK / gs;
-            for (r, quad) in blk.chunks_exact(K_BLOCK).enumerate() {
-                let j = t * TILE_N + r;
-                let real = if j < n {
-                    k.saturating_sub(kb * K_BLOCK).min(K_BLOCK)
-                } else {
-                    0
-                };
-                if let Some(pos) = quad[real..].iter().position(|&v| v != 0) {
-                    let kk = kb * K_BLOCK + real + pos;
-                    return Err(format!(
-                        "int8: padding weight ({j}, {kk}) is {}, must be 0",
-                        quad[real + pos]
-                    ));
-                }
-                // |sum| <= k * 127 < 2^31 since k <= MAX_K.
-                sums[g * np + j] += quad.iter().map(|&v| v as i32).sum::<i32>();
-            }
-        }
-        if let Some(i) = (0..sums.len()).find(|&i| sums[i] != row_sums[i]) {
-            return Err(format!(
-                "int8: row_sums[{i}] is {} but the data sums to {}",
-                row_sums[i], sums[i]
-            ));
-        }
-        Ok(Int8View {
-            n,
-            k,
-            group_size,
-            data,
-            scales,
-            row_sums,
-            err_norms,
-        })
+        format::scan(n, k, group_size, data, scales, row_sums, err_norms)?;
+        Ok(view)
+    }
+
+    /// [`Int8View::from_parts`] over raw little-endian bytes, e.g. the four
+    /// sections of a mapped file (`data` as i8, `scales` and `err_norms` as
+    /// f32, `row_sums` as i32): refused if an f32/i32 part is misaligned or not
+    /// a whole number of values, then validated in full.
+    pub fn from_bytes(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: &'a [u8],
+        scales: &'a [u8],
+        row_sums: &'a [u8],
+        err_norms: &'a [u8],
+    ) -> Result<Self, String> {
+        let (d, s, r, e) =
+            format::cast_parts(data, scales, row_sums, err_norms).ok_or(format::BAD_BYTES)?;
+        Self::from_parts(n, k, group_size, d, s, r, e)
+    }
+
+    /// Re-borrows bytes that already passed [`Int8View::from_bytes`] (kept
+    /// immutable since), checking only alignment and lengths, as
+    /// [`Int8View::from_validated_parts`] does.
+    pub fn from_validated_bytes(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: &'a [u8],
+        scales: &'a [u8],
+        row_sums: &'a [u8],
+        err_norms: &'a [u8],
+    ) -> Result<Self, String> {
+        let (d, s, r, e) =
+            format::cast_parts(data, scales, row_sums, err_norms).ok_or(format::BAD_BYTES)?;
+        Self::from_validated_parts(n, k, group_size, d, s, r, e)
     }
 
     /// Re-borrows parts that already passed [`Int8View::from_parts`] (the same

@@ -1,0 +1,305 @@
+//! AVX-512 attention tile kernels: 16-lane score blocks with one transposing
+//! reduction, P·V row blocks, row max and the vector `exp`, behind the
+//! `#[target_feature]` entry point [`block`] (the caller checked the CPU).
+
+// Register arrays indexed by row and key read more plainly than zips.
+#![allow(clippy::needless_range_loop)]
+
+use super::avx2::{C1, C2, HI, LO, LOG2E, P};
+use super::blocked::{self, Rows, Tile, VecOps};
+use super::Attention;
+use std::arch::x86_64::*;
+
+/// Vector `exp` on 16 lanes: the scheme of `avx2::exp256`, with `scalef` for `2^n`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) fn exp512(x: __m512) -> __m512 {
+    let x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(LO)), _mm512_set1_ps(HI));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C1), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(C2), r);
+    let mut y = _mm512_set1_ps(P[0]);
+    for c in &P[1..] {
+        y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(*c));
+    }
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    _mm512_scalef_ps(y, n)
+}
+
+struct Avx512Ops;
+impl VecOps for Avx512Ops {
+    #[inline(always)]
+    unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
+        // SAFETY: forwarded contract (AVX-512 checked by run_with).
+        unsafe {
+            if nq == 1 {
+                scores512::<1, 16>(q, k, d, nq, nk, tile)
+            } else {
+                scores512::<4, 4>(q, k, d, nq, nk, tile)
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn pv(
+        p: &Tile,
+        v: Rows<'_>,
+        d: usize,
+        nq: usize,
+        nk: usize,
+        out: &mut [f32],
+        os: usize,
+    ) {
+        let mut r0 = 0;
+        while r0 < nq {
+            // SAFETY: forwarded contract; rows r0.. of the block are in bounds.
+            unsafe {
+                match nq - r0 {
+                    1 => pv512::<1>(p, r0, v, d, nk, out, os),
+                    2 => pv512::<2>(p, r0, v, d, nk, out, os),
+                    3 => pv512::<3>(p, r0, v, d, nk, out, os),
+                    _ => pv512::<4>(p, r0, v, d, nk, out, os),
+                }
+            }
+            r0 += 4;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn row_max(s: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { row_max512(s) }
+    }
+
+    #[inline(always)]
+    unsafe fn exp_row(s: &mut [f32], m: f32) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { exp_row512(s, m) }
+    }
+}
+
+/// [`blocked::block`] with the AVX-512 kernels inlined.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) unsafe fn block(a: &Attention<'_>, h: usize, i0: usize, nq: usize, out: &mut [f32]) {
+    blocked::block::<Avx512Ops>(a, h, i0, nq, out)
+}
+
+/// First `n` lanes (n may exceed 16).
+#[inline(always)]
+fn mask16(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
+/// Sixteen vectors to one: lane `i` is the sum of `v[i]`'s lanes (pairs
+/// within 128-bit lanes, then quads, then across the four 128-bit lanes).
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn reduce16(v: &[__m512; 16]) -> __m512 {
+    // SAFETY: register-only AVX-512F operations.
+    unsafe {
+        let t: [__m512; 8] = std::array::from_fn(|i| {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b))
+        });
+        let u: [__m512; 4] = std::array::from_fn(|i| {
+            let (a, b) = (_mm512_castps_pd(t[2 * i]), _mm512_castps_pd(t[2 * i + 1]));
+            _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            )
+        });
+        let x: [__m512; 2] = std::array::from_fn(|i| {
+            let (a, b) = (u[2 * i], u[2 * i + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            )
+        });
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(x[0], x[1]),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(x[0], x[1]),
+        )
+    }
+}
+
+/// An `R x C` (`R * C == 16`) block of dot products: per 16 dims, R query
+/// loads and C key loads feed R·C FMAs; one transposing reduction then
+/// yields all 16 scores in one vector.
+///
+/// # Safety
+/// As `VecOps::scores` with AVX-512F; `BLOCK_Q % R == 0`, `KEY_BLOCK % C == 0`.
+#[inline(always)]
+unsafe fn scores512<const R: usize, const C: usize>(
+    q: Rows<'_>,
+    k: Rows<'_>,
+    d: usize,
+    nq: usize,
+    nk: usize,
+    tile: &mut Tile,
+) {
+    debug_assert!(R * C == 16);
+    for r0 in (0..nq).step_by(R) {
+        // Rows past the block repeat its last row: full register blocks.
+        // SAFETY: the clamped rows are < nq.
+        let qp: [*const f32; R] = std::array::from_fn(|r| unsafe { q.row((r0 + r).min(nq - 1)) });
+        for c0 in (0..nk).step_by(C) {
+            // SAFETY: the clamped rows are < nk.
+            let kp: [*const f32; C] =
+                std::array::from_fn(|c| unsafe { k.row((c0 + c).min(nk - 1)) });
+            // SAFETY: masked loads touch only lanes [t, min(t + 16, d)) of
+            // rows inside their slices (the pointers are formed only for
+            // t < d); the stores write tile[r0 + r][c0..c0 + C] with
+            // r0 + r < BLOCK_Q and c0 + C <= KEY_BLOCK.
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 16];
+                let mut t = 0;
+                while t < d {
+                    let m = mask16(d - t);
+                    let qv: [__m512; R] =
+                        std::array::from_fn(|r| _mm512_maskz_loadu_ps(m, qp[r].add(t)));
+                    for c in 0..C {
+                        let kv = _mm512_maskz_loadu_ps(m, kp[c].add(t));
+                        for r in 0..R {
+                            acc[r * C + c] = _mm512_fmadd_ps(qv[r], kv, acc[r * C + c]);
+                        }
+                    }
+                    t += 16;
+                }
+                let mut s = [0.0f32; 16];
+                _mm512_storeu_ps(s.as_mut_ptr(), reduce16(&acc));
+                for r in 0..R {
+                    tile[r0 + r][c0..c0 + C].copy_from_slice(&s[r * C..(r + 1) * C]);
+                }
+            }
+        }
+    }
+}
+
+/// `R` output rows from `r0`, 64 dims per pass: 4·R accumulators stay in
+/// registers over the whole key tile, and each V load serves R queries.
+///
+/// # Safety
+/// As `VecOps::pv` with AVX-512F, and `r0 + R <= nq`.
+#[inline(always)]
+unsafe fn pv512<const R: usize>(
+    p: &Tile,
+    r0: usize,
+    v: Rows<'_>,
+    d: usize,
+    nk: usize,
+    out: &mut [f32],
+    os: usize,
+) {
+    let op = out.as_mut_ptr();
+    let mut t = 0;
+    while t < d {
+        let m: [u16; 4] = std::array::from_fn(|u| mask16(d.saturating_sub(t + 16 * u)));
+        // SAFETY: masked accesses touch only lanes < d of rows r0 + r < nq
+        // (out) and c < nk (v); pointers past a row's end are formed with
+        // wrapping_add and only under an all-zero mask, which reads nothing.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 4]; R];
+            for r in 0..R {
+                let o = op.add((r0 + r) * os + t);
+                for u in 0..4 {
+                    acc[r][u] = _mm512_maskz_loadu_ps(m[u], o.wrapping_add(16 * u));
+                }
+            }
+            let load = |c: usize| -> [__m512; 4] {
+                let vp = v.row(c).add(t);
+                std::array::from_fn(|u| _mm512_maskz_loadu_ps(m[u], vp.wrapping_add(16 * u)))
+            };
+            let mut c = 0;
+            // One row alone is 4 FMA chains, latency-bound: odd keys go
+            // to a second set of accumulators, added at the end.
+            let mut odd = [_mm512_setzero_ps(); 4];
+            while R == 1 && c + 2 <= nk {
+                let (v0, v1) = (load(c), load(c + 1));
+                let (p0, p1) = (_mm512_set1_ps(p[r0][c]), _mm512_set1_ps(p[r0][c + 1]));
+                for u in 0..4 {
+                    acc[0][u] = _mm512_fmadd_ps(p0, v0[u], acc[0][u]);
+                    odd[u] = _mm512_fmadd_ps(p1, v1[u], odd[u]);
+                }
+                c += 2;
+            }
+            for c in c..nk {
+                let vv = load(c);
+                for r in 0..R {
+                    let pb = _mm512_set1_ps(p[r0 + r][c]);
+                    for u in 0..4 {
+                        acc[r][u] = _mm512_fmadd_ps(pb, vv[u], acc[r][u]);
+                    }
+                }
+            }
+            if R == 1 {
+                for u in 0..4 {
+                    acc[0][u] = _mm512_add_ps(acc[0][u], odd[u]);
+                }
+            }
+            for r in 0..R {
+                let o = op.add((r0 + r) * os + t);
+                for u in 0..4 {
+                    _mm512_mask_storeu_ps(o.wrapping_add(16 * u), m[u], acc[r][u]);
+                }
+            }
+        }
+        t += 64;
+    }
+}
+
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn row_max512(s: &[f32]) -> f32 {
+    let n = s.len();
+    // SAFETY: masked loads touch only lanes < n - t of s.
+    unsafe {
+        let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut t = 0;
+        while t < n {
+            let x = _mm512_mask_loadu_ps(mv, mask16(n - t), s.as_ptr().add(t));
+            mv = _mm512_max_ps(mv, x);
+            t += 16;
+        }
+        _mm512_reduce_max_ps(mv)
+    }
+}
+
+/// # Safety
+/// AVX-512F (and AVX2 + FMA, which the vector exp's target features name).
+#[inline(always)]
+unsafe fn exp_row512(s: &mut [f32], m: f32) -> f32 {
+    let n = s.len();
+    // SAFETY: masked accesses touch only lanes < n - t of s.
+    unsafe {
+        let (mv, ninf) = (_mm512_set1_ps(m), _mm512_set1_ps(f32::NEG_INFINITY));
+        let mut sum = _mm512_setzero_ps();
+        let mut t = 0;
+        while t < n {
+            let k = mask16(n - t);
+            let x = _mm512_maskz_loadu_ps(k, s.as_ptr().add(t));
+            // Masked keys (-inf) weigh exactly 0: the vector exp clamps its
+            // input and would give ~1e-38.
+            let live = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(k, x, ninf);
+            let e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(x, mv)));
+            _mm512_mask_storeu_ps(s.as_mut_ptr().add(t), k, e);
+            sum = _mm512_add_ps(sum, e);
+            t += 16;
+        }
+        _mm512_reduce_add_ps(sum)
+    }
+}

@@ -1,0 +1,211 @@
+//! The kernels' process-wide settings, read from the environment here, at the
+//! edge: the binary's `main` and [`T5Model::load`](crate::T5Model::load) call
+//! [`configure_from_env`]; `t5edge-kernels` itself reads no variable and takes
+//! these through its API (`dispatch::force`, `pool::set_backend`,
+//! `pool::configure_spin`, `par::set_min_macs`).
+//!
+//! | variable | effect |
+//! |---|---|
+//! | `T5EDGE_ISA` | `scalar`, `avx2`, `avx512`, `avx512vnni` or `neon`: the kernels' level (a level the CPU lacks is an error); unset: the best the CPU has |
+//! | `T5EDGE_POOL` | `spin` (default) or `rayon`: who runs parallel regions |
+//! | `T5EDGE_THREADS` | a whole number >= 1: the spin pool's threads (`--threads` wins); unset: `RAYON_NUM_THREADS`, else the number of cores |
+//! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
+//! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
+//!
+//! An empty variable counts as unset.
+
+use crate::error::{Error, Result};
+use std::sync::OnceLock;
+use std::time::Duration;
+use t5edge_kernels::dispatch::{self, Isa};
+use t5edge_kernels::par;
+use t5edge_kernels::pool::{self, Backend, SpinConfig};
+
+/// What the environment asks of the kernels; `None` leaves the kernels' default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnvConfig {
+    pub isa: Option<Isa>,
+    pub pool: Option<Backend>,
+    pub threads: Option<usize>,
+    pub spin: Option<Duration>,
+    pub spin_hot: Option<Duration>,
+    pub par_min_macs: Option<usize>,
+}
+
+impl EnvConfig {
+    /// Reads the variables through `get` (`std::env::var` for the process's
+    /// own). A bad `T5EDGE_ISA`, `T5EDGE_POOL` or `T5EDGE_THREADS` is an error
+    /// naming the variable; the tuning knobs (`T5EDGE_SPIN_US`,
+    /// `T5EDGE_SPIN_HOT_US`, `T5EDGE_PAR_MIN_MACS`, and `RAYON_NUM_THREADS`,
+    /// which is rayon's) fall back to the default when unreadable.
+    pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<EnvConfig> {
+        Self::read(get).map_err(env_error)
+    }
+
+    /// Hands the settings to the kernels. The spin pool's size and polling
+    /// are fixed when it starts: settings arriving after its first use (or
+    /// after an explicit `pool::set_global_threads`) leave it as it is.
+    pub fn apply(&self) -> Result<()> {
+        self.hand_over().map_err(env_error)
+    }
+
+    fn read(get: impl Fn(&str) -> Option<String>) -> Result<EnvConfig, Bad> {
+        let var = |name: &str| get(name).filter(|s| !s.trim().is_empty());
+        let number = |name: &str| var(name).and_then(|s| s.trim().parse::<u64>().ok());
+        let isa = match var("T5EDGE_ISA") {
+            Some(s) => Some(dispatch::requested(&s).map_err(|e| ("T5EDGE_ISA", e.to_string()))?),
+            None => None,
+        };
+        let pool = match var("T5EDGE_POOL") {
+            Some(s) => Some(Backend::parse(&s).ok_or_else(|| {
+                (
+                    "T5EDGE_POOL",
+                    format!("{s:?} is not a thread pool; use rayon or spin"),
+                )
+            })?),
+            None => None,
+        };
+        let threads = match var("T5EDGE_THREADS") {
+            Some(s) => Some(parse_threads(&s).ok_or_else(|| {
+                (
+                    "T5EDGE_THREADS",
+                    format!("{s:?} is not a thread count; use a whole number of at least 1"),
+                )
+            })?),
+            None => var("RAYON_NUM_THREADS").and_then(|s| parse_threads(&s)),
+        };
+        Ok(EnvConfig {
+            isa,
+            pool,
+            threads,
+            spin: number("T5EDGE_SPIN_US").map(Duration::from_micros),
+            spin_hot: number("T5EDGE_SPIN_HOT_US").map(Duration::from_micros),
+            par_min_macs: number("T5EDGE_PAR_MIN_MACS").and_then(|n| usize::try_from(n).ok()),
+        })
+    }
+
+    fn hand_over(&self) -> Result<(), Bad> {
+        if let Some(isa) = self.isa {
+            dispatch::force(isa).map_err(|e| ("T5EDGE_ISA", e.to_string()))?;
+        }
+        if let Some(b) = self.pool {
+            pool::set_backend(b);
+        }
+        let defaults = SpinConfig::default();
+        pool::configure_spin(SpinConfig {
+            threads: self.threads.or(defaults.threads),
+            hot: self.spin_hot.unwrap_or(defaults.hot),
+            spin: self.spin.unwrap_or(defaults.spin),
+        });
+        if let Some(n) = self.par_min_macs {
+            par::set_min_macs(n);
+        }
+        Ok(())
+    }
+}
+
+/// A refused variable: its name and what is wrong with its value.
+type Bad = (&'static str, String);
+
+fn env_error((var, msg): Bad) -> Error {
+    Error::Env { var, msg }
+}
+
+/// A thread count: a whole number of at least 1 (surrounding spaces allowed).
+fn parse_threads(s: &str) -> Option<usize> {
+    s.trim().parse::<usize>().ok().filter(|&n| n > 0)
+}
+
+/// Reads the kernels' settings from the process environment and applies
+/// them (the variables are listed above), once per process: later calls
+/// return the first call's outcome. The error names the variable and value.
+pub fn configure_from_env() -> Result<()> {
+    static DONE: OnceLock<Result<(), Bad>> = OnceLock::new();
+    DONE.get_or_init(|| EnvConfig::read(|name| std::env::var(name).ok())?.hand_over())
+        .clone()
+        .map_err(env_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(vars: &[(&str, &str)]) -> Result<EnvConfig> {
+        EnvConfig::parse(|name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        })
+    }
+
+    fn err(vars: &[(&str, &str)]) -> String {
+        parse(vars).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unset_and_empty_mean_the_defaults() {
+        assert_eq!(parse(&[]).unwrap(), EnvConfig::default());
+        let empty = parse(&[
+            ("T5EDGE_ISA", ""),
+            ("T5EDGE_POOL", " "),
+            ("T5EDGE_THREADS", ""),
+        ]);
+        assert_eq!(empty.unwrap(), EnvConfig::default());
+    }
+
+    #[test]
+    fn thread_counts_must_be_whole_and_positive() {
+        let ok = parse(&[("T5EDGE_THREADS", " 3 ")]).unwrap();
+        assert_eq!(ok.threads, Some(3));
+        for bad in ["0", "abc", "-2", "1.5"] {
+            assert_eq!(
+                err(&[("T5EDGE_THREADS", bad)]),
+                format!("T5EDGE_THREADS={bad:?} is not a thread count; use a whole number of at least 1")
+            );
+        }
+        // T5EDGE_THREADS wins over RAYON_NUM_THREADS, which stays lenient (rayon's own).
+        let both = parse(&[("T5EDGE_THREADS", "2"), ("RAYON_NUM_THREADS", "5")]).unwrap();
+        assert_eq!(both.threads, Some(2));
+        assert_eq!(
+            parse(&[("RAYON_NUM_THREADS", "5")]).unwrap().threads,
+            Some(5)
+        );
+        assert_eq!(parse(&[("RAYON_NUM_THREADS", "x")]).unwrap().threads, None);
+    }
+
+    #[test]
+    fn bad_levels_and_pools_name_the_variable() {
+        assert_eq!(
+            err(&[("T5EDGE_ISA", "bogus")]),
+            "T5EDGE_ISA=\"bogus\" is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
+        );
+        assert_eq!(
+            err(&[("T5EDGE_POOL", "openmp")]),
+            "T5EDGE_POOL=\"openmp\" is not a thread pool; use rayon or spin"
+        );
+        if let Some(missing) = Isa::ALL.into_iter().find(|i| !i.supported()) {
+            let e = err(&[("T5EDGE_ISA", missing.name())]);
+            assert!(
+                e.starts_with(&format!(
+                    "T5EDGE_ISA={missing} was requested but this CPU lacks it"
+                )),
+                "{e}"
+            );
+        }
+        let c = parse(&[("T5EDGE_ISA", " Scalar "), ("T5EDGE_POOL", "rayon")]).unwrap();
+        assert_eq!((c.isa, c.pool), (Some(Isa::Scalar), Some(Backend::Rayon)));
+    }
+
+    #[test]
+    fn tuning_knobs_are_read_leniently() {
+        let c = parse(&[
+            ("T5EDGE_SPIN_US", "50"),
+            ("T5EDGE_SPIN_HOT_US", "x"),
+            ("T5EDGE_PAR_MIN_MACS", "4096"),
+        ])
+        .unwrap();
+        assert_eq!(c.spin, Some(Duration::from_micros(50)));
+        assert_eq!(c.spin_hot, None);
+        assert_eq!(c.par_min_macs, Some(4096));
+    }
+}
