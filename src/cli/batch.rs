@@ -8,7 +8,6 @@
 //! options are sorted by length and decoded in batches; the output is written
 //! through a temp file and a rename.
 
-use super::generate::result_json;
 use crate::generate::{generate, GenerateOptions, GenerateRequest};
 use crate::{Error, Result, T5Model, Tokenizer};
 use std::collections::BTreeMap;
@@ -98,16 +97,16 @@ pub fn run(
                 Ok(gens) => {
                     for ((&i, g), p) in group.iter().zip(&gens).zip(&prompts) {
                         results[i] =
-                            Some(result_json(p, g, tok, &opts).unwrap_or_else(|e| error_json(&e)));
+                            Some(g.to_json(p, tok, &opts).unwrap_or_else(|e| error_json(&e)));
                     }
                 }
                 // Attribute a batch failure to the requests that cause it.
                 Err(_) => {
                     for (&i, p) in group.iter().zip(&prompts) {
                         results[i] = Some(match generate(model, &[p], &opts) {
-                            Ok(g) => {
-                                result_json(p, &g[0], tok, &opts).unwrap_or_else(|e| error_json(&e))
-                            }
+                            Ok(g) => g[0]
+                                .to_json(p, tok, &opts)
+                                .unwrap_or_else(|e| error_json(&e)),
                             Err(e) => error_json(&at_line(input, i, e)),
                         });
                     }

@@ -2,7 +2,7 @@
 //! prompt (optionally streamed) or a JSONL file of prompts.
 
 use super::common::{prompt_ids, ModelArgs, WeightArgs};
-use crate::generate::{generate, generate_stream, GenerateOptions, Generation};
+use crate::generate::{generate, generate_stream, GenerateOptions};
 use crate::{Error, Result, Tokenizer};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -57,34 +57,6 @@ fn join_ids(ids: &[u32]) -> String {
         .join(",")
 }
 
-/// The JSON result of one prompt: `ids`/`text` of the best sequence, plus
-/// `sequences` (ids), `texts` and `scores` when there is more than one
-/// sequence or beam search ran.
-pub(super) fn result_json(
-    input_ids: &[u32],
-    g: &Generation,
-    tok: Option<&Tokenizer>,
-    opts: &GenerateOptions,
-) -> Result<serde_json::Value> {
-    let text = |ids: &[u32]| -> Result<Option<String>> { tok.map(|t| t.decode(ids)).transpose() };
-    let mut v = serde_json::json!({
-        "input_ids": input_ids,
-        "ids": g.best(),
-        "text": text(g.best())?,
-    });
-    if opts.num_beams > 1 || g.sequences.len() > 1 {
-        v["sequences"] = serde_json::json!(g.sequences);
-        if tok.is_some() {
-            let texts: Result<Vec<_>> = g.sequences.iter().map(|s| text(s)).collect();
-            v["texts"] = serde_json::json!(texts?);
-        }
-        if let Some(s) = &g.scores {
-            v["scores"] = serde_json::json!(s);
-        }
-    }
-    Ok(v)
-}
-
 pub fn run(a: Args) -> Result<()> {
     let opts = a.decode.clone().exact(a.exact);
     opts.validate()?;
@@ -118,7 +90,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     if a.json {
-        out!("{}", result_json(&ids, &g, tok.as_ref(), &opts)?)?;
+        out!("{}", g.to_json(&ids, tok.as_ref(), &opts)?)?;
     } else {
         for s in &g.sequences {
             match &tok {

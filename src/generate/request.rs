@@ -1,8 +1,8 @@
 //! A generation request as the JSON front ends receive it (a JSONL line, an
 //! HTTP body): the prompt, as text or ids, and [`GenerateOptions`] fields
-//! under HF's names.
+//! under HF's names; and the JSON they answer with.
 
-use super::GenerateOptions;
+use super::{GenerateOptions, Generation};
 use crate::{Error, Result, T5Model, Tokenizer};
 
 /// What to encode: text for the checkpoint's tokenizer, or token ids.
@@ -102,6 +102,38 @@ impl GenerateRequest {
         };
         let options = base.overlay(fields)?;
         Ok(GenerateRequest { prompt, options })
+    }
+}
+
+impl Generation {
+    /// The JSON answer to one prompt: `input_ids`, and `ids`/`text` of the
+    /// best sequence (`text` null without a tokenizer), plus `sequences`
+    /// (ids), `texts` and `scores` when there is more than one sequence or
+    /// beam search ran.
+    pub fn to_json(
+        &self,
+        input_ids: &[u32],
+        tok: Option<&Tokenizer>,
+        opts: &GenerateOptions,
+    ) -> Result<serde_json::Value> {
+        let text =
+            |ids: &[u32]| -> Result<Option<String>> { tok.map(|t| t.decode(ids)).transpose() };
+        let mut v = serde_json::json!({
+            "input_ids": input_ids,
+            "ids": self.best(),
+            "text": text(self.best())?,
+        });
+        if opts.num_beams > 1 || self.sequences.len() > 1 {
+            v["sequences"] = serde_json::json!(self.sequences);
+            if tok.is_some() {
+                let texts: Result<Vec<_>> = self.sequences.iter().map(|s| text(s)).collect();
+                v["texts"] = serde_json::json!(texts?);
+            }
+            if let Some(s) = &self.scores {
+                v["scores"] = serde_json::json!(s);
+            }
+        }
+        Ok(v)
     }
 }
 
