@@ -233,3 +233,46 @@ fn jsonl_errors_name_the_files_line() {
         "{e}"
     );
 }
+
+#[test]
+fn a_prompt_read_from_a_terminal_gets_a_hint() {
+    // `script` gives the command a terminal; its own stdin is empty, so the
+    // prompt read there ends at once.
+    let has_script = std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_script {
+        eprintln!("skipped: no `script` (util-linux) to give t5edge a terminal");
+        return;
+    }
+    let cmd = format!(
+        "{} generate --model {} --max-new-tokens 2",
+        env!("CARGO_BIN_EXE_t5edge"),
+        base_checkpoint().display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let all = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        all.contains("reading the prompt from the terminal") && all.contains("Ctrl-D"),
+        "{all}"
+    );
+    // Piped stdin is not a terminal: no hint.
+    let piped = run_cli(
+        &[
+            "generate",
+            "--model",
+            base_checkpoint().to_str().unwrap(),
+            "--max-new-tokens",
+            "2",
+        ],
+        Some(b"hello"),
+        &[],
+    );
+    assert!(piped.status.success(), "{}", stderr(&piped));
+    assert!(!stderr(&piped).contains("reading the prompt"));
+}
