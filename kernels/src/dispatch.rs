@@ -27,6 +27,7 @@ pub enum Isa {
 }
 
 impl Isa {
+    /// Every level, lowest first.
     pub const ALL: [Isa; 5] = [
         Isa::Scalar,
         Isa::Avx2,
@@ -35,6 +36,7 @@ impl Isa {
         Isa::Neon,
     ];
 
+    /// The level's name, as `T5EDGE_ISA` spells it.
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -45,6 +47,7 @@ impl Isa {
         }
     }
 
+    /// The level `s` names (case and surrounding spaces ignored).
     pub fn parse(s: &str) -> Option<Isa> {
         Isa::ALL
             .into_iter()
@@ -81,16 +84,27 @@ impl fmt::Display for Isa {
 /// The CPU features the kernels care about, as std's runtime detection reports them.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuFeatures {
+    /// AVX2.
     pub avx2: bool,
+    /// FMA3.
     pub fma: bool,
+    /// F16C (f16 <-> f32 conversion).
     pub f16c: bool,
+    /// AVX-512 Foundation.
     pub avx512f: bool,
+    /// AVX-512 byte and word instructions.
     pub avx512bw: bool,
+    /// AVX-512 on 128- and 256-bit vectors.
     pub avx512vl: bool,
+    /// AVX-512 VNNI (`vpdpbusd`).
     pub avx512vnni: bool,
+    /// AVX-VNNI (the 256-bit VEX form).
     pub avxvnni: bool,
+    /// AArch64 Advanced SIMD.
     pub neon: bool,
+    /// AArch64 dot product (`sdot`).
     pub dotprod: bool,
+    /// AArch64 half-precision arithmetic.
     pub fp16: bool,
 }
 
@@ -162,7 +176,9 @@ pub fn best() -> Isa {
 /// Why a forced level was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IsaError {
+    /// The name is no level's.
     Unknown(String),
+    /// The level exists but this CPU cannot run it.
     Unsupported(Isa),
 }
 

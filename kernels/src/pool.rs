@@ -57,6 +57,7 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name `T5EDGE_POOL` uses.
     pub fn name(self) -> &'static str {
         match self {
             Backend::Rayon => "rayon",
@@ -64,6 +65,7 @@ impl Backend {
         }
     }
 
+    /// The backend `s` names.
     pub fn parse(s: &str) -> Option<Backend> {
         match s.trim().to_ascii_lowercase().as_str() {
             "rayon" => Some(Backend::Rayon),

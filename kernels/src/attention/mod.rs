@@ -24,12 +24,17 @@ use blocked::BLOCK_Q;
 /// Relative-position bias: `bias(h, i, j) = values[h * span + (j - i + offset)]`.
 #[derive(Clone, Copy, Debug)]
 pub struct RelBias<'a> {
+    /// `[heads, span]`: head `h`'s bias for each relative distance.
     pub values: &'a [f32],
+    /// Distances per head: the row length of `values`.
     pub span: usize,
+    /// Added to `key - query` to index a row: the distance stored first is
+    /// `-offset`.
     pub offset: isize,
 }
 
 impl RelBias<'_> {
+    /// The bias of head `h` for query `i` and key `j`.
     #[inline]
     pub fn get(&self, h: usize, i: usize, j: usize) -> f32 {
         let idx = j as isize - i as isize + self.offset;
@@ -41,13 +46,23 @@ impl RelBias<'_> {
 /// One attention call. `q` is `[tq, heads * d_kv]`, `k` and `v` are
 /// `[tk, heads * d_kv]`, `out` is `[tq, heads * d_kv]`, all row-major.
 pub struct Attention<'a> {
+    /// Attention heads.
     pub heads: usize,
+    /// Width of one head's query, key and value.
     pub d_kv: usize,
+    /// Queries (rows of `q`).
     pub tq: usize,
+    /// Keys and values (rows of `k` and `v` that take part).
     pub tk: usize,
+    /// `[tq, heads * d_kv]`, heads side by side in a row.
     pub q: &'a [f32],
+    /// `[>= tk, heads * d_kv]`: only the first `tk` rows are read (a KV cache
+    /// may hold room for more).
     pub k: &'a [f32],
+    /// Laid out as `k`.
     pub v: &'a [f32],
+    /// T5's relative-position bias, added to the scores (no `1/sqrt(d)`
+    /// scaling: T5 has none).
     pub bias: Option<RelBias<'a>>,
     /// `key_mask[j] == false` hides key `j` from every query (padding).
     pub key_mask: Option<&'a [bool]>,
@@ -89,7 +104,7 @@ impl Attention<'_> {
 
     /// Runs the blocked kernel at a chosen level. Tasks are fixed by the shapes
     /// alone: with `tq == 1` one per head, otherwise one per block of
-    /// [`BLOCK_Q`] query rows (all heads); each output is computed by one task
+    /// `BLOCK_Q` (8) query rows (all heads); each output is computed by one task
     /// in a fixed order, so the bits do not depend on the number of
     /// threads or the pool backend. Panics if the CPU cannot run `isa` (`Isa::Neon` off aarch64
     /// runs the emulated NEON intrinsics).

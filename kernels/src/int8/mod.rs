@@ -493,21 +493,27 @@ impl<'a> Int8View<'a> {
         })
     }
 
+    /// Output features (weight rows).
     pub fn n(&self) -> usize {
         self.n
     }
+    /// Input features.
     pub fn k(&self) -> usize {
         self.k
     }
+    /// Scale group along k (0: one scale per row).
     pub fn group_size(&self) -> usize {
         self.group_size
     }
+    /// Scale groups per row.
     pub fn groups(&self) -> usize {
         group_count(self.k, self.group_size)
     }
+    /// k rounded up to the k-block.
     pub fn padded_k(&self) -> usize {
         padded_k(self.k)
     }
+    /// n rounded up to the tile.
     pub fn padded_n(&self) -> usize {
         padded_n(self.n)
     }
