@@ -123,11 +123,6 @@ pub fn add_inplace(y: &mut [f32], x: &[f32]) {
     }
 }
 
-/// `y *= s`.
-pub fn scale_inplace(y: &mut [f32], s: f32) {
-    y.iter_mut().for_each(|v| *v *= s);
-}
-
 /// Index of the largest value; the lowest index wins ties (as torch's argmax does)
 /// and NaN never wins. Returns `None` for an empty or all-NaN slice.
 pub fn argmax(x: &[f32]) -> Option<usize> {
@@ -190,21 +185,6 @@ pub fn top_k(x: &[f32], k: usize) -> Vec<(usize, f32)> {
         top.truncate(k);
     }
     top
-}
-
-/// Numerically stable softmax in place.
-pub fn softmax_inplace(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return;
-    }
-    let mut sum = 0.0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    x.iter_mut().for_each(|v| *v *= inv);
 }
 
 #[cfg(test)]
