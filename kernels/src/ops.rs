@@ -22,7 +22,8 @@
 //! * GELU (tanh and erf forms) and SiLU use a vectorised `exp` and are within
 //!   named error budgets of the f64 reference, as is the scalar twin; every
 //!   SIMD level runs the same operation sequence (fused multiply-adds
-//!   included), so their results agree bit for bit, and an element's result
+//!   included), so their results should agree bit for bit (the tests check
+//!   it wherever two vector levels run on one CPU), and an element's result
 //!   does not depend on its position in the slice (tails go through the same
 //!   vector code on a partial load).
 //!
@@ -443,8 +444,9 @@ fn relu_v<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 }
 
 /// `e^x` for every lane (Cephes `expf`): `x = n ln2 + r`, `|r| <= ln2/2`,
-/// `e^r` by a degree-7 polynomial, `2^n` built in the exponent bits. Within
-/// 2 ulp on `[-87, 88.3]`; `+inf` from ~88.4 on (`n = 128` is the infinity
+/// `e^r` by a degree-7 polynomial, `2^n` built in the exponent bits (about
+/// 2 ulp on `[-87, 88.3]`, Cephes' figure; the activations' budgets are what
+/// the tests check); `+inf` from ~88.4 on (`n = 128` is the infinity
 /// exponent; a little early, where e^x still fits, which the activations
 /// cannot tell: they divide by `1 + e^x`) and exactly 0 below -87, so the
 /// activations' far tails give exact zeros as the scalar twins do, never the
