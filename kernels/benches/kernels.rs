@@ -9,6 +9,7 @@ use half::f16;
 use std::hint::black_box;
 use t5edge_kernels::attention::{Attention, RelBias};
 use t5edge_kernels::int8::{self, PackedInt8};
+use t5edge_kernels::ops::{self, Activation};
 use t5edge_kernels::{dispatch, f16 as lf16, f32 as lf32, Isa};
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
@@ -179,6 +180,50 @@ fn quantize(c: &mut Criterion) {
     g.finish();
 }
 
+/// The small row ops per level (pulp backends; `scalar` is the plain twin), at
+/// the default model's shapes (t5-efficient-tiny: d_model 256, d_ff 1024): a
+/// 128-token prefill (W3) and the 32128-entry vocabulary.
+fn row_ops(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ops");
+    let (m, d, ff, vocab) = (128usize, 256usize, 1024usize, 32128usize);
+    let x = fill(m * d, 21);
+    let w = fill(d, 22);
+    let gate = fill(m * ff, 23);
+    let up = fill(m * ff, 24);
+    let logits = fill(vocab, 25);
+    for isa in isas() {
+        let mut out = vec![0.0f32; m * d];
+        g.throughput(Throughput::Elements((m * d) as u64));
+        g.bench_function(format!("rms_norm/{isa}/m{m}xd{d}"), |b| {
+            b.iter(|| ops::rms_norm_rows_with(isa, black_box(&x), &w, 1e-6, &mut out))
+        });
+        g.bench_function(format!("add/{isa}/m{m}xd{d}"), |b| {
+            b.iter(|| ops::add_inplace_with(isa, &mut out, black_box(&x)))
+        });
+        g.throughput(Throughput::Elements((m * ff) as u64));
+        // ReLU is idempotent: in place, no copy per iteration (the default
+        // model's ungated FFN).
+        let mut h = gate.clone();
+        g.bench_function(format!("relu/{isa}/m{m}xff{ff}"), |b| {
+            b.iter(|| ops::activate_inplace_with(isa, Activation::Relu, black_box(&mut h)))
+        });
+        for act in [Activation::Relu, Activation::GeluNew, Activation::GeluErf] {
+            let mut h = gate.clone();
+            g.bench_function(format!("gated_{act:?}/{isa}/m{m}xff{ff}"), |b| {
+                b.iter(|| {
+                    h.copy_from_slice(&gate);
+                    ops::gated_inplace_with(isa, act, &mut h, black_box(&up))
+                })
+            });
+        }
+        g.throughput(Throughput::Elements(vocab as u64));
+        g.bench_function(format!("argmax/{isa}/{vocab}"), |b| {
+            b.iter(|| ops::argmax_with(isa, black_box(&logits)))
+        });
+    }
+    g.finish();
+}
+
 /// Validating untrusted packed int8 parts touches every byte once at load time.
 fn load(c: &mut Criterion) {
     let mut g = c.benchmark_group("load");
@@ -203,7 +248,7 @@ fn load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, prefill, attention, quantize, load);
+criterion_group!(benches, gemv, prefill, attention, quantize, row_ops, load);
 
 /// This binary is an application of the kernels, so it reads the knobs
 /// kernels/BENCH.md varies itself (the kernels read no environment; t5edge

@@ -59,3 +59,38 @@ pub fn attention_head(
     }
     out
 }
+
+/// RMSNorm of each `weight.len()`-wide row in f64: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32) -> Vec<f64> {
+    let d = weight.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(d) {
+        let ms = row.iter().map(|&v| v as f64 * v as f64).sum::<f64>() / d as f64;
+        let inv = 1.0 / (ms + eps as f64).sqrt();
+        out.extend(
+            row.iter()
+                .zip(weight)
+                .map(|(&v, &w)| w as f64 * v as f64 * inv),
+        );
+    }
+    out
+}
+
+/// `gelu_new`, the tanh approximation, in f64.
+pub fn gelu_new(x: f32) -> f64 {
+    let x = x as f64;
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+}
+
+/// Exact GELU `x · Φ(x)` in f64, `Φ` from libm's `erfc` (no cancellation for x < 0).
+pub fn gelu_erf(x: f32) -> f64 {
+    let x = x as f64;
+    x * 0.5 * libm::erfc(-x / std::f64::consts::SQRT_2)
+}
+
+/// SiLU `x / (1 + e^-x)` in f64.
+pub fn silu(x: f32) -> f64 {
+    let x = x as f64;
+    x / (1.0 + (-x).exp())
+}
