@@ -110,13 +110,13 @@ ci_test() {
     local e=(-p t5edge --test synth_refs --test shared_goldens)
     local filters=("$@")
     [ ${#filters[@]} -eq 0 ] && filters=("${E2E_TESTS[@]}")
-    log "building the aarch64 test binaries (release)"
+    # Kernels first (small, fail fast), then the engine.
     timed nice -n 10 "${CARGO[@]}" test --release --target "$TARGET" "${k[@]}" --no-run
-    timed nice -n 10 "${CARGO[@]}" test --release --target "$TARGET" "${e[@]}" --no-run
     use_cpu max
     timed "${CARGO[@]}" test --release --target "$TARGET" "${k[@]}" -- "$@"
     use_cpu cortex-a53
     timed "${CARGO[@]}" test --release --target "$TARGET" "${k[@]}" -- "$@"
+    timed nice -n 10 "${CARGO[@]}" test --release --target "$TARGET" "${e[@]}" --no-run
     use_cpu max
     timed "${CARGO[@]}" test --release --target "$TARGET" "${e[@]}" -- "${filters[@]}"
 }
