@@ -2,6 +2,8 @@
 //! directories, safetensors surgery, and running the built CLI.
 #![allow(dead_code)]
 
+// tests/tokenizer_parity.rs also loads it through `mod common`: one definition, two modules.
+#[allow(clippy::duplicate_mod)]
 #[path = "../common/cli.rs"]
 mod cli;
 pub use cli::t5edge_command;
