@@ -5,14 +5,16 @@
 #   tools/cross-aarch64.sh test       what CI runs (.ci/run): the kernel proptests on
 #                                     `-cpu max` (NEON + dotprod + fp16) and on
 #                                     `-cpu cortex-a53` (no dotprod, no fp16: the
-#                                     fallbacks), then the engine against HF
-#                                     (tests/synth_refs.rs, tests/shared_goldens.rs,
-#                                     which also runs the aarch64 `t5edge` binary)
+#                                     fallbacks), then the engine against HF on
+#                                     `-cpu max` (E2E_TESTS below: the synthetic
+#                                     references, f32 logits and the aarch64
+#                                     `t5edge` binary's greedy ids on ../shared)
 #   tools/cross-aarch64.sh build      target/aarch64-unknown-linux-gnu/release/t5edge
 #   tools/cross-aarch64.sh all-tests  `cargo test --workspace --release` under emulation
-#                                     (slow: ~18 min build + ~15 min run on 2 cores; not in CI)
+#                                     (slow: tens of minutes on 2 cores; not in CI)
 #
-# Extra arguments after `test`/`all-tests` go to the test binaries (e.g. a test name filter).
+# Extra arguments after `test`/`all-tests` go to the test binaries (test name
+# filters; for `test` they replace E2E_TESTS).
 # QEMU_CPU_MODEL (default `max`) picks the emulated CPU for `all-tests`.
 #
 # Nothing here touches native builds: the linker and the runner are set through
@@ -67,7 +69,8 @@ rust_std() {
         log "rustup could not add $TARGET; falling back to Debian's rustc-web"
     fi
     apt_install rustc-web cargo-web libstd-rust-web-dev:arm64
-    # rustc-web installs /usr/bin/rustc and /usr/bin/cargo (check: dpkg -L rustc-web cargo-web).
+    # rustc-web ships /usr/bin/rustc, cargo-web /usr/bin/cargo (dpkg -c; 1.96 in
+    # bookworm-security). Not exercised here: rustup worked on the CI machine.
     export RUSTC=/usr/bin/rustc
     CARGO=(/usr/bin/cargo)
 }
