@@ -2,8 +2,11 @@
 //! --stream, JSONL batch files (1,000 lines with invalid ones), embed, and
 //! hub-id resolution in a fake Hugging Face cache.
 
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::t5edge_command;
 use std::path::Path;
-use std::process::Command;
 use t5edge::generate::{generate, GenerateOptions};
 use t5edge::T5Model;
 
@@ -31,10 +34,7 @@ fn tiny_model(dir: &Path) -> T5Model {
 }
 
 fn t5edge(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_t5edge"))
-        .args(args)
-        .output()
-        .unwrap()
+    t5edge_command().args(args).output().unwrap()
 }
 
 fn ok_stdout(args: &[&str]) -> String {
@@ -354,7 +354,7 @@ fn hub_ids_resolve_in_a_fake_cache() {
     assert!(!t5edge::hub::looks_like_model_id("/abs/path"));
     // The CLI finds it through HF_HOME.
     let run = |home: &Path| {
-        Command::new(env!("CARGO_BIN_EXE_t5edge"))
+        t5edge_command()
             .args([
                 "generate",
                 "--model",

@@ -397,8 +397,8 @@ fn bench_refuses_bad_shapes() {
 #[test]
 fn cli_survives_a_closed_stdout() {
     // A reader that goes away must not make the writer panic.
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_t5edge"))
+    use std::process::Stdio;
+    let mut child = t5edge_command()
         .args(["inspect", "--model", model_dir()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::cli::t5edge_command;
 use common::{assert_close, shared_dir, Arrays};
 use t5edge::generate::{greedy, GenerateOptions};
 use t5edge::T5Model;
@@ -316,6 +317,79 @@ fn quantized_forward_within_budgets() {
             }
             eprintln!("{m} {fmt:?}: worst top-8 logit error {worst:.2e} of max |logit|");
             assert!(worst <= budget, "{m} {fmt:?}: {worst} over {budget}");
+        }
+    }
+}
+
+/// The built `t5edge` binary end to end (run through `T5EDGE_TEST_RUNNER`, so
+/// the cross-built aarch64 binary runs under qemu in tools/cross-aarch64.sh):
+/// `generate` gives HF's 32 greedy ids on every golden prompt in f32, f16 and
+/// `int8 --exact`. One process per model and format reads every prompt from a
+/// JSONL file and decodes each alone (`--batch-size 1`, as `--input-ids` would).
+#[test]
+fn cli_greedy_ids_match_hf_in_every_dtype() {
+    let Some(shared) = shared_dir("cli_greedy_ids_match_hf_in_every_dtype") else {
+        return;
+    };
+    let dtypes: [&[&str]; 3] = [
+        &["--dtype", "f32"],
+        &["--dtype", "f16"],
+        &["--dtype", "int8", "--exact"],
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    for m in MODELS {
+        let model = shared.join("models").join(m);
+        let gdir = shared.join("goldens").join(m);
+        let g = Arrays::open(&gdir.join("goldens.safetensors"));
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(gdir.join("manifest.json")).unwrap())
+                .unwrap();
+        let names: Vec<&str> = manifest["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        let input = tmp.path().join(format!("{m}.jsonl"));
+        let lines: Vec<String> = names
+            .iter()
+            .map(|p| {
+                serde_json::json!({ "input_ids": g.ids(&format!("{p}.input_ids")) }).to_string()
+            })
+            .collect();
+        std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+        for dtype in dtypes {
+            let output = tmp.path().join("out.jsonl");
+            let out = t5edge_command()
+                .args(["generate", "--model", model.to_str().unwrap()])
+                .args(dtype)
+                .args(["--max-new-tokens", "32", "--min-new-tokens", "32"])
+                .args(["--batch-size", "1", "--force", "--input"])
+                .arg(&input)
+                .arg("--output")
+                .arg(&output)
+                .output()
+                .unwrap();
+            let what = format!("{m} {}", dtype.join(" "));
+            assert!(
+                out.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let results = std::fs::read_to_string(&output).unwrap();
+            let results: Vec<serde_json::Value> = results
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            assert_eq!(results.len(), names.len(), "{what}: one result per prompt");
+            for (p, r) in names.iter().zip(&results) {
+                assert_eq!(
+                    ids_of(&r["ids"]),
+                    g.ids(&format!("{p}.greedy_ids"))[1..],
+                    "{what} {p}: greedy ids"
+                );
+            }
+            eprintln!("{what}: {} prompts, 32/32 greedy ids each", names.len());
         }
     }
 }

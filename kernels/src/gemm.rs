@@ -6,8 +6,6 @@
 //! shape depends only on (m, n), and blocks are spread over the threads of
 //! `crate::pool`.
 
-use half::slice::HalfFloatSliceExt;
-
 /// Rows of y per block: small enough that prefill of a few dozen tokens still
 /// yields several blocks, large enough to amortise gemm's packing of w.
 const ROW_BLOCK: usize = 64;
@@ -105,9 +103,8 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
         let wb: &[f32] = match w {
             Weights::F32(w) => &w[j0 * k..(j0 + bn) * k],
             Weights::F16(w) => {
-                // half widens slices with F16C when the CPU has it.
                 let mut buf = vec![0.0f32; bn * k];
-                w[j0 * k..(j0 + bn) * k].convert_to_f32_slice(&mut buf);
+                widen(&w[j0 * k..(j0 + bn) * k], &mut buf);
                 conv = buf;
                 &conv
             }
@@ -117,4 +114,14 @@ pub(crate) fn run(x: &[f32], m: usize, k: usize, w: Weights<'_>, n: usize, y: &m
         }
     };
     crate::pool::for_each(tasks, crate::par::worth_parallel(m, k, n), task);
+}
+
+/// f16 weights to f32, exactly: `fcvtl` in NEON registers on aarch64 (every
+/// aarch64 CPU has it; `half` uses it only with the fp16 arithmetic
+/// extension and converts in software otherwise), `half`'s F16C path elsewhere.
+fn widen(src: &[half::f16], dst: &mut [f32]) {
+    #[cfg(target_arch = "aarch64")]
+    crate::f16::neon::widen(src, dst);
+    #[cfg(not(target_arch = "aarch64"))]
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
 }

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use half::f16;
 use proptest::prelude::*;
-use t5edge_kernels::{f16 as lf16, f32 as lf32, reference};
+use t5edge_kernels::{f16 as lf16, f32 as lf32, reference, Isa};
 
 /// f32 unit roundoff. Any summation order of k products, fused or not, is within
 /// `(k + 1) u / (1 - (k + 1) u) * sum |x_i w_i|` of the exact sum (Higham, the
@@ -96,6 +96,31 @@ proptest! {
                 prop_assert!(err32 <= budget,
                     "{isa} vs f32 weights: out {t}: {} vs {} (err {err32:e}, budget {budget:e})", y[t], r32[t]);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Error budget: bit-identical. The NEON f16 GEMV widens 16 weights in
+    /// registers (`fcvtl`, exact) and then sums in exactly the order of the
+    /// NEON f32 GEMV, so on the widened weights the two give the same bits.
+    #[test]
+    fn f16_neon_gemv_is_the_f32_neon_gemv_of_the_widened_weights(
+        m in 1usize..lf32::GEMM_MIN_M, n in 1usize..=40, k in 1usize..=300,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e6);
+        let w: Vec<f16> = matrix(&mut rng, fw, n, k, 6e4).iter().map(|&v| f16::from_f32(v)).collect();
+        let wq: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let (mut yh, mut y) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+        lf16::linear_with(Isa::Neon, &x, m, k, &w, n, &mut yh);
+        lf32::linear_with(Isa::Neon, &x, m, k, &wq, n, &mut y);
+        for t in 0..m * n {
+            prop_assert_eq!(yh[t].to_bits(), y[t].to_bits(),
+                "m={} n={} k={} out {}: f16 {} vs f32 {}", m, n, k, t, yh[t], y[t]);
         }
     }
 }

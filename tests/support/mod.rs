@@ -2,9 +2,15 @@
 //! directories, safetensors surgery, and running the built CLI.
 #![allow(dead_code)]
 
+// tests/tokenizer_parity.rs also loads it through `mod common`: one definition, two modules.
+#[allow(clippy::duplicate_mod)]
+#[path = "../common/cli.rs"]
+mod cli;
+pub use cli::t5edge_command;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use t5edge::synth::{preset, with_overrides, write_checkpoint, SynthOptions};
@@ -161,7 +167,7 @@ pub fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, se
 /// Runs the built `t5edge` with `args`, optional stdin bytes and extra env.
 pub fn run_cli(args: &[&str], stdin: Option<&[u8]>, env: &[(&str, &str)]) -> Output {
     let cache = std::env::temp_dir().join(format!("t5edge-test-cache-{}", std::process::id()));
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_t5edge"));
+    let mut cmd = t5edge_command();
     cmd.args(args)
         .env_remove("T5EDGE_ISA")
         .env("T5EDGE_CACHE", cache)
