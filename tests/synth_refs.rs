@@ -141,3 +141,58 @@ fn synthesized_checkpoints_match_hf() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `t5edge encode --json` prints HF's `last_hidden_state`, one row of
+/// d_model values per input token, within the same 1e-4 as the library.
+#[test]
+fn encode_command_prints_hf_encoder_states() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+            .unwrap();
+    for (name, case) in manifest["cases"].as_object().unwrap() {
+        let dir = std::env::temp_dir().join(format!("t5edge-encode-{name}-{}", std::process::id()));
+        let args: Vec<String> = case["synth_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        synth(&args, &dir);
+        let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
+        for (p, pc) in case["prompts"].as_object().unwrap() {
+            let input: Vec<String> = pc["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            let out = common::cli::t5edge_command()
+                .args(["encode", "--json", "--model"])
+                .arg(&dir)
+                .args(["--input-ids", &input.join(",")])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["input_ids"].as_array().unwrap().len(), input.len());
+            let rows = v["states"].as_array().unwrap();
+            assert_eq!(rows.len(), input.len(), "{name}/{p}: one row per token");
+            let states: Vec<f32> = rows
+                .iter()
+                .flat_map(|r| r.as_array().unwrap().iter())
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            assert_close(
+                &format!("{name}/{p} encode --json"),
+                &states,
+                &g.f32(&format!("{p}.encoder_hidden")),
+                1e-4,
+            );
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

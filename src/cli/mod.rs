@@ -16,6 +16,7 @@ mod batch;
 mod bench;
 mod common;
 mod embed;
+mod encode;
 mod forward;
 mod generate;
 mod inspect;
@@ -43,6 +44,8 @@ enum Cmd {
     Generate(generate::Args),
     /// Mean-pooled encoder embedding of a prompt.
     Embed(embed::Args),
+    /// The encoder's last hidden states, one row per input token.
+    Encode(encode::Args),
     /// Teacher-forced decoder logits: the top-k ids and values at each position.
     Forward(forward::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
@@ -81,6 +84,7 @@ pub fn main() -> i32 {
     let result = match cli.cmd {
         Cmd::Generate(a) => generate::run(a),
         Cmd::Embed(a) => embed::run(a),
+        Cmd::Encode(a) => encode::run(a),
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Synth(a) => synth::run(a),
