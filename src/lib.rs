@@ -64,6 +64,7 @@ pub mod hub;
 pub mod model;
 pub mod quantize;
 pub mod runtime;
+pub mod score;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

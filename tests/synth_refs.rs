@@ -196,3 +196,89 @@ fn encode_command_prints_hf_encoder_states() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// `t5edge score --json`: the last target token's log-probability is HF's
+/// log-softmax of its teacher-forced logits (1e-4 absolute), one value per
+/// target token, summed into `logprob`.
+#[test]
+fn score_command_matches_hf_log_softmax() {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+            .unwrap();
+    for (name, case) in manifest["cases"].as_object().unwrap() {
+        let dir = std::env::temp_dir().join(format!("t5edge-score-{name}-{}", std::process::id()));
+        let args: Vec<String> = case["synth_args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        synth(&args, &dir);
+        let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
+        let dec: Vec<u64> = case["decoder_input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            dec[0], 0,
+            "{name}: the decoder input starts with the start token"
+        );
+        for (p, pc) in case["prompts"].as_object().unwrap() {
+            let input: Vec<String> = pc["input_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            let last = g.f32(&format!("{p}.tf_logits_last"));
+            let max = last.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
+            let lse = max
+                + last
+                    .iter()
+                    .map(|&x| (x as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            // The target continues the reference decoder input by one token.
+            for t in [5usize, last.len() - 1] {
+                let mut target: Vec<String> = dec[1..].iter().map(|x| x.to_string()).collect();
+                target.push(t.to_string());
+                let out = common::cli::t5edge_command()
+                    .args(["score", "--json", "--model"])
+                    .arg(&dir)
+                    .args(["--input-ids", &input.join(",")])
+                    .args(["--target-ids", &target.join(",")])
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let lps: Vec<f64> = v["token_logprobs"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap())
+                    .collect();
+                assert_eq!(lps.len(), target.len(), "{name}/{p}: one per target token");
+                let want = last[t] as f64 - lse;
+                let got = *lps.last().unwrap();
+                assert!(
+                    (got - want).abs() <= 1e-4,
+                    "{name}/{p} token {t}: log p {got} vs HF {want}"
+                );
+                assert!(lps.iter().all(|&l| l <= 0.0 && l.is_finite()));
+                let sum: f64 = lps.iter().sum();
+                let total = v["logprob"].as_f64().unwrap();
+                assert!((total - sum).abs() <= 1e-3, "{total} vs {sum}");
+            }
+        }
+        let model = T5Model::load(&dir).unwrap();
+        let e = t5edge::score::score(&model, &[5, 1], &[]).unwrap_err();
+        assert!(e.to_string().contains("the target has no tokens"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -21,6 +21,7 @@ mod forward;
 mod generate;
 mod inspect;
 mod quantize;
+mod score;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +49,8 @@ enum Cmd {
     Encode(encode::Args),
     /// Teacher-forced decoder logits: the top-k ids and values at each position.
     Forward(forward::Args),
+    /// log p(target | source) per target token and summed (teacher forcing).
+    Score(score::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
     Inspect(inspect::Args),
     /// Quantize an HF checkpoint to an int8 or f16 directory that maps with no repacking.
@@ -87,6 +90,7 @@ pub fn main() -> i32 {
         Cmd::Encode(a) => encode::run(a),
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
+        Cmd::Score(a) => score::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Quantize(a) => quantize::run(a),
