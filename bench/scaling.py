@@ -244,7 +244,7 @@ def main():
                     help="cache of synthetic checkpoints and CTranslate2 conversions (T5EDGE_CACHE)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--peers-python", default=os.path.join(PEERS, ".venv", "bin", "python"))
-    ap.add_argument("--tokenizer-dir", default="/work/shared/models/t5-efficient-tiny-nl2-synth",
+    ap.add_argument("--tokenizer-dir", default=os.path.join(os.path.dirname(REPO), "shared", "models", "t5-efficient-tiny-nl2-synth"),
                     help="real T5 tokenizer files for CTranslate2's converter")
     ap.add_argument("--no-peers", action="store_true")
     ap.add_argument("--quick", action="store_true")

@@ -24,7 +24,8 @@ T_PROCESS_START = time.perf_counter()
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 DEFAULT_WORKLOADS = os.path.join(REPO, "bench", "workloads.json")
-DEFAULT_MODEL = "/work/shared/models/t5-efficient-tiny-nl2-synth"
+# The reference material lives beside the repository (../shared).
+DEFAULT_MODEL = os.path.join(os.path.dirname(REPO), "shared", "models", "t5-efficient-tiny-nl2-synth")
 
 
 def parse_args(variants, extra=None):
