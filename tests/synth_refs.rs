@@ -19,6 +19,37 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/refs")
 }
 
+fn manifest() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
+        .unwrap()
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+fn csv(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Writes the checkpoint of reference case `name` (its `synth_args`) into a
+/// temp directory of its own, named by `tag`.
+fn synth_case(tag: &str, name: &str, case: &serde_json::Value) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("t5edge-{tag}-{name}-{}", std::process::id()));
+    let args: Vec<String> = case["synth_args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    synth(&args, &dir);
+    dir
+}
+
 /// Replays `t5edge synth` arguments through the library.
 fn synth(args: &[String], dir: &Path) {
     let (mut p, mut seed, mut jitter, mut sets) = (String::new(), 0u64, 0f32, Vec::new());
@@ -57,25 +88,9 @@ fn sha256(path: &Path) -> String {
 
 #[test]
 fn synthesized_checkpoints_match_hf() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
-            .unwrap();
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
+    let manifest = manifest();
     for (name, case) in manifest["cases"].as_object().unwrap() {
-        let dir = std::env::temp_dir().join(format!("t5edge-refs-{name}-{}", std::process::id()));
-        let args: Vec<String> = case["synth_args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-        synth(&args, &dir);
+        let dir = synth_case("refs", name, case);
         assert_eq!(
             sha256(&dir.join("model.safetensors")),
             case["model_sha256"].as_str().unwrap(),
@@ -146,30 +161,16 @@ fn synthesized_checkpoints_match_hf() {
 /// d_model values per input token, within the same 1e-4 as the library.
 #[test]
 fn encode_command_prints_hf_encoder_states() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = manifest();
     for (name, case) in manifest["cases"].as_object().unwrap() {
-        let dir = std::env::temp_dir().join(format!("t5edge-encode-{name}-{}", std::process::id()));
-        let args: Vec<String> = case["synth_args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-        synth(&args, &dir);
+        let dir = synth_case("encode", name, case);
         let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
         for (p, pc) in case["prompts"].as_object().unwrap() {
-            let input: Vec<String> = pc["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_string())
-                .collect();
+            let input = ids(&pc["input_ids"]);
             let out = common::cli::t5edge_command()
                 .args(["encode", "--json", "--model"])
                 .arg(&dir)
-                .args(["--input-ids", &input.join(",")])
+                .args(["--input-ids", &csv(&input)])
                 .output()
                 .unwrap();
             assert!(
@@ -202,36 +203,17 @@ fn encode_command_prints_hf_encoder_states() {
 /// target token, summed into `logprob`.
 #[test]
 fn score_command_matches_hf_log_softmax() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("manifest.json")).unwrap())
-            .unwrap();
+    let manifest = manifest();
     for (name, case) in manifest["cases"].as_object().unwrap() {
-        let dir = std::env::temp_dir().join(format!("t5edge-score-{name}-{}", std::process::id()));
-        let args: Vec<String> = case["synth_args"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect();
-        synth(&args, &dir);
+        let dir = synth_case("score", name, case);
         let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
-        let dec: Vec<u64> = case["decoder_input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect();
+        let dec = ids(&case["decoder_input_ids"]);
         assert_eq!(
             dec[0], 0,
             "{name}: the decoder input starts with the start token"
         );
         for (p, pc) in case["prompts"].as_object().unwrap() {
-            let input: Vec<String> = pc["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_string())
-                .collect();
+            let input = ids(&pc["input_ids"]);
             let last = g.f32(&format!("{p}.tf_logits_last"));
             let max = last.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x as f64));
             let lse = max
@@ -242,13 +224,13 @@ fn score_command_matches_hf_log_softmax() {
                     .ln();
             // The target continues the reference decoder input by one token.
             for t in [5usize, last.len() - 1] {
-                let mut target: Vec<String> = dec[1..].iter().map(|x| x.to_string()).collect();
-                target.push(t.to_string());
+                let mut target = dec[1..].to_vec();
+                target.push(t as u32);
                 let out = common::cli::t5edge_command()
                     .args(["score", "--json", "--model"])
                     .arg(&dir)
-                    .args(["--input-ids", &input.join(",")])
-                    .args(["--target-ids", &target.join(",")])
+                    .args(["--input-ids", &csv(&input)])
+                    .args(["--target-ids", &csv(&target)])
                     .output()
                     .unwrap();
                 assert!(

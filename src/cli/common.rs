@@ -198,30 +198,38 @@ pub fn parse_ids(flag: &str, s: &str) -> Result<Vec<u32>> {
         .collect()
 }
 
-/// The prompt's ids: from `--input-ids`, or the tokenized TEXT (`-` reads stdin).
-pub fn prompt_ids(
-    input_ids: &Option<String>,
-    text: &Option<String>,
-    dir: &Path,
-    vocab: usize,
-) -> Result<(Vec<u32>, Option<Tokenizer>)> {
-    match (input_ids, text) {
-        (Some(_), Some(_)) => Err(Error::Request(
-            "give either --input-ids or TEXT, not both".into(),
-        )),
-        (Some(ids), None) => {
-            let ids = parse_ids("--input-ids", ids)?;
-            let tok = Tokenizer::from_dir(dir, vocab).ok();
-            Ok((ids, tok))
-        }
-        (None, t) => {
-            let text = match t.as_deref() {
-                Some("-") | None => read_stdin()?,
-                Some(t) => t.to_string(),
-            };
-            // An empty prompt is a lone `</s>`, as HF's tokenizer makes it.
-            let tok = Tokenizer::from_dir(dir, vocab)?;
-            Ok((tok.encode(&text)?, Some(tok)))
+/// The encoder input every prompt-taking command reads.
+#[derive(ClapArgs, Clone, Debug)]
+pub struct PromptArgs {
+    /// Comma-separated encoder input ids (instead of TEXT).
+    #[arg(long)]
+    pub input_ids: Option<String>,
+    /// The prompt; `-` (or nothing) reads stdin.
+    pub text: Option<String>,
+}
+
+impl PromptArgs {
+    /// The prompt's ids: from `--input-ids`, or the tokenized TEXT (`-` reads
+    /// stdin), with the checkpoint's tokenizer when there is one.
+    pub fn ids(&self, dir: &Path, vocab: usize) -> Result<(Vec<u32>, Option<Tokenizer>)> {
+        match (&self.input_ids, &self.text) {
+            (Some(_), Some(_)) => Err(Error::Request(
+                "give either --input-ids or TEXT, not both".into(),
+            )),
+            (Some(ids), None) => {
+                let ids = parse_ids("--input-ids", ids)?;
+                let tok = Tokenizer::from_dir(dir, vocab).ok();
+                Ok((ids, tok))
+            }
+            (None, t) => {
+                let text = match t.as_deref() {
+                    Some("-") | None => read_stdin()?,
+                    Some(t) => t.to_string(),
+                };
+                // An empty prompt is a lone `</s>`, as HF's tokenizer makes it.
+                let tok = Tokenizer::from_dir(dir, vocab)?;
+                Ok((tok.encode(&text)?, Some(tok)))
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `t5edge embed`: the mean-pooled encoder embedding of one prompt.
 
-use super::common::{prompt_ids, ModelArgs};
+use super::common::{ModelArgs, PromptArgs};
 use crate::Result;
 
 #[derive(clap::Args)]
@@ -13,16 +13,13 @@ pub struct Args {
     /// Print {"embedding": [...]} (otherwise comma-separated values).
     #[arg(long)]
     json: bool,
-    /// Comma-separated encoder input ids (instead of TEXT).
-    #[arg(long)]
-    input_ids: Option<String>,
-    /// The text; `-` (or nothing) reads stdin.
-    text: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(Default::default())?;
-    let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
     let e = crate::embed::embed(&model, &[&ids], a.normalize)?.remove(0);
     if a.json {
         out!("{}", serde_json::json!({ "embedding": e }))?;

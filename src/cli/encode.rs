@@ -1,6 +1,6 @@
 //! `t5edge encode`: the encoder's last hidden states, one row per input token.
 
-use super::common::{prompt_ids, ModelArgs, WeightArgs};
+use super::common::{ModelArgs, PromptArgs, WeightArgs};
 use crate::generate::Limits;
 use crate::{Error, Result};
 
@@ -18,16 +18,13 @@ pub struct Args {
     /// Refuse inputs longer than this many tokens.
     #[arg(long, default_value_t = Limits::default().max_input_tokens)]
     max_input_tokens: usize,
-    /// Comma-separated encoder input ids (instead of TEXT).
-    #[arg(long)]
-    input_ids: Option<String>,
-    /// The text; `-` (or nothing) reads stdin.
-    text: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(a.weights.spec(false))?;
-    let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
     if ids.len() > a.max_input_tokens {
         return Err(Error::Request(format!(
             "the prompt has {} tokens, above the limit of {} (--max-input-tokens)",

@@ -1,6 +1,6 @@
 //! `t5edge forward`: teacher-forced decoder logits, reduced to the top k per position.
 
-use super::common::{parse_ids, prompt_ids, ModelArgs, WeightArgs};
+use super::common::{parse_ids, ModelArgs, PromptArgs, WeightArgs};
 use crate::generate::Limits;
 use crate::{Error, Result};
 use t5edge_kernels::ops::top_k;
@@ -22,14 +22,13 @@ pub struct Args {
     /// Print {"top_ids": [[...]], "top_logits": [[...]]}.
     #[arg(long)]
     json: bool,
-    #[arg(long)]
-    input_ids: Option<String>,
-    text: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(a.weights.spec(false))?;
-    let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
     let dec = parse_ids("--decoder-ids", &a.decoder_ids)?;
     if a.top_k == 0 {
         return Err(Error::Request("--top-k must be at least 1".into()));

@@ -1,7 +1,7 @@
 //! `t5edge generate`: greedy, beam search or sampling from text or ids; one
 //! prompt (optionally streamed) or a JSONL file of prompts.
 
-use super::common::{prompt_ids, ModelArgs, WeightArgs};
+use super::common::{ModelArgs, PromptArgs, WeightArgs};
 use crate::generate::{generate, generate_stream, GenerateOptions};
 use crate::{Error, Result, Tokenizer};
 use std::io::Write;
@@ -43,11 +43,8 @@ pub struct Args {
     /// Greedy/sampling requests of --input decoded together per batch.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..))]
     batch_size: u16,
-    /// Comma-separated encoder input ids (instead of TEXT).
-    #[arg(long)]
-    input_ids: Option<String>,
-    /// The prompt; `-` (or nothing) reads stdin.
-    text: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 fn join_ids(ids: &[u32]) -> String {
@@ -76,7 +73,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let (model, dir) = a.model.load(spec)?;
-    let (ids, tok) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let (ids, tok) = a.prompt.ids(&dir, model.config.vocab_size)?;
     if a.stream {
         return stream(&model, &ids, tok.as_ref(), &opts);
     }

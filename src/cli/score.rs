@@ -1,6 +1,6 @@
 //! `t5edge score`: log p(target | source), per target token and summed.
 
-use super::common::{parse_ids, prompt_ids, ModelArgs, WeightArgs};
+use super::common::{parse_ids, ModelArgs, PromptArgs, WeightArgs};
 use crate::{Error, Result, Tokenizer};
 
 #[derive(clap::Args)]
@@ -19,16 +19,13 @@ pub struct Args {
     /// Print {"token_logprobs": [...], "logprob": x}.
     #[arg(long)]
     json: bool,
-    /// Comma-separated encoder input ids (instead of TEXT).
-    #[arg(long)]
-    input_ids: Option<String>,
-    /// The source text; `-` (or nothing) reads stdin.
-    text: Option<String>,
+    #[command(flatten)]
+    prompt: PromptArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(a.weights.spec(false))?;
-    let (ids, _) = prompt_ids(&a.input_ids, &a.text, &dir, model.config.vocab_size)?;
+    let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
     let target = match (&a.target_ids, &a.target) {
         (Some(t), None) => parse_ids("--target-ids", t)?,
         (None, Some(text)) => {
