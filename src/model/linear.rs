@@ -24,9 +24,6 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// Every format, in the order error messages list them.
-    pub const ALL: [WeightFormat; 3] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::Int8];
-
     pub fn parse(s: &str) -> Option<WeightFormat> {
         match s {
             "f32" | "fp32" => Some(WeightFormat::F32),
