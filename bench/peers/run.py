@@ -16,6 +16,7 @@ import os
 import platform
 import shlex
 import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,9 @@ def run(cmd, env, timeout):
     wall = (time.perf_counter() - t0) * 1000.0
     if p.returncode != 0:
         tail = (p.stderr or p.stdout).strip().splitlines()[-6:]
+        if p.returncode == -signal.SIGILL:
+            tail.insert(0, "SIGILL: built for instructions this CPU or VM refuses "
+                        "(rebuild: bench/peers/setup.sh without LLAMACPP_NATIVE=1)")
         raise RuntimeError("exit %d: %s" % (p.returncode, " | ".join(tail)))
     return last_json(p.stdout), wall
 
