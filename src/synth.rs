@@ -115,10 +115,18 @@ pub fn with_overrides(
         }
         let v =
             serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        if k == "model_type" {
+            // The class names follow the new type (unless set too).
+            if let Some(m) = json.as_object_mut() {
+                m.insert("architectures".into(), serde_json::Value::Null);
+            }
+        }
         if k == "feed_forward_proj" {
-            // Let the activation follow the new projection, as in a fresh HF config.
+            // Let the activation and gating follow the new projection, as in
+            // a fresh HF config.
             if let Some(m) = json.as_object_mut() {
                 m.remove("dense_act_fn");
+                m.remove("is_gated_act");
             }
         }
         json[k] = v;
@@ -161,6 +169,10 @@ pub struct SynthOptions {
     /// dominates its logits; with that row zero its greedy text shows words
     /// (the embedded default of the CLI sets it). Off: HF's init.
     pub zero_pad_row: bool,
+    /// Write no decoder and no head, as HF's `T5EncoderModel` saves a
+    /// checkpoint. The encoder's tensors are those of the full checkpoint of
+    /// the same seed (the decoder's values are drawn and dropped).
+    pub encoder_only: bool,
 }
 
 /// The tensors of a random checkpoint, in HF names and shapes.
@@ -176,6 +188,14 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
     drop(shared);
     let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
         let n: usize = shape.iter().product();
+        let dropped =
+            opts.encoder_only && (name.starts_with("decoder.") || name == "lm_head.weight");
+        if dropped {
+            (0..n).for_each(|_| {
+                rng.normal();
+            });
+            return;
+        }
         let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
         out.push(OutTensor::f32(name, shape, &vals));
     };
@@ -217,7 +237,8 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
                     (inner as f64).powf(-0.5),
                     &mut rng,
                 );
-                if i == 0 && li == 0 {
+                // umT5: every self-attention layer has its own table.
+                if li == 0 && (i == 0 || cfg.model_type.per_layer_bias()) {
                     normal(
                         format!("{p}.relative_attention_bias.weight"),
                         vec![cfg.relative_attention_num_buckets, cfg.num_heads],
@@ -267,7 +288,9 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
         let vals: Vec<f32> = (0..d)
             .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
             .collect();
-        out.push(OutTensor::f32(name, vec![d], &vals));
+        if !(opts.encoder_only && name.starts_with("decoder.")) {
+            out.push(OutTensor::f32(name, vec![d], &vals));
+        }
     }
     out
 }
@@ -296,6 +319,10 @@ pub fn write_checkpoint(
     )?;
     let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
     writer::write_atomic(&dir.join("tokenizer.json"), force, |w| w.write_all(&tok))?;
+    let mut cfg = cfg.clone();
+    if opts.encoder_only {
+        cfg.architectures = vec![cfg.class_name(true)];
+    }
     let cfg_json = serde_json::to_vec_pretty(&cfg.to_hf_json()).unwrap_or_default();
     writer::write_atomic(&dir.join("config.json"), force, |w| w.write_all(&cfg_json))?;
     Ok(())

@@ -78,7 +78,7 @@ pub fn run(a: Args) -> Result<()> {
         return stream(&model, &ids, tok.as_ref(), &opts);
     }
     let g = generate(&model, &[&ids], &opts)?.remove(0);
-    if let Some(h) = &model.lm_head.certified {
+    if let Some(h) = model.lm_head.as_ref().and_then(|h| h.certified.as_ref()) {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let (steps, rows) = (load(&h.steps), load(&h.rescored));
         eprintln!(
