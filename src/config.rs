@@ -468,6 +468,70 @@ mod tests {
         assert_eq!(c.activation, Activation::Silu);
     }
 
+    /// HF's MT5Config and UMT5Config defaults, not T5Config's, for absent
+    /// fields; umT5 alone has a bias table per layer.
+    #[test]
+    fn mt5_and_umt5_defaults_follow_hf() {
+        for (t, tied) in [("mt5", false), ("umt5", true)] {
+            let c = T5Config::from_json(&format!(r#"{{"model_type":"{t}"}}"#)).unwrap();
+            assert_eq!(
+                (
+                    c.vocab_size,
+                    c.d_ff,
+                    c.num_layers,
+                    c.num_decoder_layers,
+                    c.num_heads
+                ),
+                (250112, 1024, 8, 8, 6),
+                "{t}"
+            );
+            assert!(c.gated && c.activation == Activation::GeluNew, "{t}");
+            assert_eq!(c.tie_word_embeddings, tied, "{t}");
+            assert_eq!(c.model_type.per_layer_bias(), t == "umt5");
+            assert_eq!(
+                c.class_name(true),
+                format!("{}EncoderModel", t.to_uppercase())
+            );
+        }
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-silu"}"#).unwrap();
+        assert!(c.gated && c.activation == Activation::Silu);
+        assert_eq!(c.class_name(false), "T5ForConditionalGeneration");
+    }
+
+    /// A saved `is_gated_act` wins over `feed_forward_proj`, as in HF.
+    #[test]
+    fn saved_is_gated_act_wins() {
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"relu","is_gated_act":true}"#).unwrap();
+        assert!(c.gated && c.activation == Activation::Relu);
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-gelu","is_gated_act":false}"#)
+            .unwrap();
+        assert!(!c.gated);
+        // Round trip through the HF JSON keeps the kind.
+        let c =
+            T5Config::from_json(r#"{"model_type":"umt5","architectures":["UMT5EncoderModel"]}"#)
+                .unwrap();
+        let back = T5Config::from_json(&c.to_hf_json().to_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    #[test]
+    fn task_heads_are_refused_by_name() {
+        for a in [
+            "T5ForSequenceClassification",
+            "MT5ForQuestionAnswering",
+            "UMT5ForTokenClassification",
+        ] {
+            let e = T5Config::from_json(&format!(r#"{{"architectures":["{a}"]}}"#)).unwrap_err();
+            assert!(e.contains(a) && e.contains("task heads"), "{e}");
+        }
+        for a in ["T5Model", "T5EncoderModel", "MT5ForConditionalGeneration"] {
+            assert!(T5Config::from_json(&format!(r#"{{"architectures":["{a}"]}}"#)).is_ok());
+        }
+        assert!(T5Config::from_json(r#"{"architectures":"T5Model"}"#)
+            .unwrap_err()
+            .contains("architectures"));
+    }
+
     #[test]
     fn bad_fields_are_named() {
         for (json, field) in [

@@ -61,6 +61,8 @@ pub fn run(a: Args) -> Result<()> {
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         crate::weights::writer::check_clobber(output, a.force)?;
         let (model, dir) = a.model.load(spec)?;
+        // Once, not as an error line per request.
+        model.require_decoder()?;
         let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
         return super::batch::run(
             &model,
@@ -73,6 +75,7 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let (model, dir) = a.model.load(spec)?;
+    model.require_decoder()?;
     let (ids, tok) = a.prompt.ids(&dir, model.config.vocab_size)?;
     if a.stream {
         return stream(&model, &ids, tok.as_ref(), &opts);
