@@ -155,6 +155,14 @@ impl Rng {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
+
+    /// Skips `n` draws of [`Rng::normal`] in O(1): splitmix64's state only
+    /// adds its constant per draw, and a normal takes two.
+    pub fn skip_normals(&mut self, n: u64) {
+        self.0 = self
+            .0
+            .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(n.wrapping_mul(2)));
+    }
 }
 
 /// Options beyond the config.
@@ -191,9 +199,7 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
         let dropped =
             opts.encoder_only && (name.starts_with("decoder.") || name == "lm_head.weight");
         if dropped {
-            (0..n).for_each(|_| {
-                rng.normal();
-            });
+            rng.skip_normals(n as u64);
             return;
         }
         let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
@@ -430,6 +436,55 @@ mod tests {
         );
         assert!(preset("t5-efficient-huge").unwrap_err().contains("huge"));
         assert!(preset("t5-efficient-tiny-zz3").unwrap_err().contains("zz3"));
+    }
+
+    /// An encoder-only checkpoint is the full one minus decoder and head.
+    #[test]
+    fn encoder_only_is_the_full_checkpoint_without_decoder() {
+        let cfg = preset("t5-efficient-tiny-nl2").unwrap();
+        let sets = [
+            "d_model=32",
+            "d_ff=48",
+            "num_heads=2",
+            "d_kv=8",
+            "vocab_size=64",
+        ];
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        for extra in [
+            "tie_word_embeddings=true",
+            "tie_word_embeddings=false",
+            "model_type=umt5",
+        ] {
+            let mut all = sets.clone();
+            all.push(extra.into());
+            let cfg = with_overrides(&cfg, &all).unwrap();
+            let mut opts = SynthOptions {
+                seed: 2,
+                norm_jitter: 0.3,
+                ..Default::default()
+            };
+            let full = tensors(&cfg, &opts);
+            opts.encoder_only = true;
+            let enc = tensors(&cfg, &opts);
+            let kept: Vec<&OutTensor> = full
+                .iter()
+                .filter(|t| !t.name.starts_with("decoder.") && t.name != "lm_head.weight")
+                .collect();
+            assert_eq!(enc.len(), kept.len(), "{extra}");
+            for (a, b) in enc.iter().zip(kept) {
+                assert_eq!((&a.name, &a.data), (&b.name, &b.data), "{extra}");
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_normals_lands_where_drawing_them_does() {
+        let (mut a, mut b) = (Rng::new(4), Rng::new(4));
+        for _ in 0..1001 {
+            a.normal();
+        }
+        b.skip_normals(1001);
+        assert_eq!(a.normal(), b.normal());
     }
 
     #[test]
