@@ -514,6 +514,31 @@ mod tests {
         assert_eq!(back, c);
     }
 
+    /// A umT5-XXL text encoder's config.json as diffusers pipelines ship it
+    /// (UMT5EncoderModel), plus keys HF's UMT5 code does not read at
+    /// inference (`is_encoder_decoder`, `output_past`, `scalable_attention`,
+    /// `torch_dtype`), which are ignored as HF ignores them.
+    #[test]
+    fn a_umt5_xxl_text_encoder_config_reads() {
+        let c = T5Config::from_json(
+            r#"{"architectures": ["UMT5EncoderModel"], "classifier_dropout": 0.0, "d_ff": 10240,
+                "d_kv": 64, "d_model": 4096, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new",
+                "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
+                "initializer_factor": 1.0, "is_encoder_decoder": true, "is_gated_act": true,
+                "layer_norm_epsilon": 1e-06, "model_type": "umt5", "num_decoder_layers": 24,
+                "num_heads": 64, "num_layers": 24, "output_past": true, "pad_token_id": 0,
+                "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32,
+                "scalable_attention": true, "tie_word_embeddings": false,
+                "tokenizer_class": "T5Tokenizer", "torch_dtype": "bfloat16", "use_cache": true,
+                "vocab_size": 256384}"#,
+        )
+        .unwrap();
+        assert_eq!(c.model_type, ModelType::Umt5);
+        assert!(c.gated && c.activation == Activation::GeluNew && !c.tie_word_embeddings);
+        assert_eq!((c.d_model, c.num_heads, c.vocab_size), (4096, 64, 256384));
+        assert_eq!(c.class_name(true), "UMT5EncoderModel");
+    }
+
     #[test]
     fn task_heads_are_refused_by_name() {
         for a in [
