@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""mT5- and umT5-style tokenizers and HF's ids for them (tests/tokenizer_kinds.rs).
+"""mT5- and umT5-style tokenizers, and ByT5's, with HF's ids for them
+(tests/tokenizer_kinds.rs).
 
 The real google/mt5-* and google/umt5-* tokenizers are not ours to ship, so
 this trains two small SentencePiece Unigram models the way theirs were made
@@ -20,7 +21,7 @@ import tempfile
 
 import numpy as np
 import sentencepiece as spm
-from transformers import T5Tokenizer, T5TokenizerFast
+from transformers import ByT5Tokenizer, T5Tokenizer, T5TokenizerFast
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(os.path.dirname(os.path.dirname(HERE)), "tests", "fixtures", "tokenizers")
@@ -40,6 +41,29 @@ TEXTS = [
     "mixed: abc где 中 ä",
     "<extra_id_0> x <extra_id_1>y",
 ]
+
+
+# ByT5 ships no tokenizer.json: its tokenizer is HF's ByT5Tokenizer itself.
+BYT5_TEXTS = TEXTS + [
+    "a </s> b", "a</s>b", "x<pad>y", "\t<unk>\n z", "</s></s>", "end </s>", "<extra_id_124>", "<extra_id_125>",
+    "<extra_id_007>", "<extra_id_>", "<extra_id_3", "  lead and trail  ", "",
+]
+# Ids to decode: bytes that are not valid UTF-8, sentinels, specials, ids past the vocabulary.
+BYT5_DECODE = [[0xC3 + 3, 0x28 + 3, 104], [107, 108, 1, 0, 300, 2, 383], [0xF0 + 3, 0x9F + 3, 104 + 3], [400, 3]]
+
+
+def byt5_refs():
+    t = ByT5Tokenizer()
+    cases = [{"text": x, "ids": t(x).input_ids, "decoded": t.decode(t(x).input_ids, skip_special_tokens=True)}
+             for x in BYT5_TEXTS]
+    decodes = []
+    for ids in BYT5_DECODE:
+        try:
+            text = t.decode(ids, skip_special_tokens=True)
+        except Exception:  # ids past the vocabulary: HF raises, t5edge skips them
+            continue
+        decodes.append({"ids": ids, "decoded": text})
+    return {"tokenizer_len": len(t), "extra_ids": 125, "cases": cases, "decodes": decodes}
 
 
 def corpus(path):
@@ -96,6 +120,8 @@ def main():
                                    "tokenizer_len": len(fast), "cases": cases}
             same = sum(c["ids"] == c["slow_ids"] for c in cases)
             print(f"{name}: {len(fast)} ids, fast == slow on {same}/{len(cases)} texts")
+    refs["byt5"] = byt5_refs()
+    print(f"byt5: {len(refs['byt5']['cases'])} texts, {len(refs['byt5']['decodes'])} decodes")
     with open(os.path.join(OUT, "refs.json"), "w") as f:
         json.dump(refs, f, indent=1, ensure_ascii=False)
 
