@@ -40,7 +40,7 @@ fn steps(c: &mut Criterion) {
         let enc = m
             .encode(&(0..26u32).map(|i| 100 + i).collect::<Vec<_>>())
             .unwrap();
-        let mut base = m.new_cache(&enc, 64);
+        let mut base = m.new_cache(&enc, 64).unwrap();
         for t in 0..16u32 {
             m.decode_hidden(&[&[t + 5]], std::slice::from_mut(&mut base))
                 .unwrap();
@@ -53,7 +53,7 @@ fn steps(c: &mut Criterion) {
                     let h = m
                         .decode_hidden(&[&[42]], std::slice::from_mut(&mut c))
                         .unwrap();
-                    m.logits(&h)
+                    m.logits(&h).unwrap()
                 },
                 criterion::BatchSize::SmallInput,
             )
@@ -61,7 +61,7 @@ fn steps(c: &mut Criterion) {
         let h = vec![0.5f32; m.config.d_model];
         g.bench_function(
             BenchmarkId::new(format!("lm_head/{name}"), m.config.vocab_size),
-            |b| b.iter(|| m.logits(&h)),
+            |b| b.iter(|| m.logits(&h).unwrap()),
         );
     }
     g.finish();

@@ -13,8 +13,50 @@ use t5edge_kernels::ops::Activation;
 /// every product of two dimensions far from overflowing usize.
 const MAX_DIM: usize = 1 << 20;
 
+/// Which member of the family a checkpoint is (`model_type`). They share the
+/// T5 code path; what differs is below and in the defaults of an absent field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelType {
+    /// T5 v1.0, v1.1, flan, T5-Efficient: layer 0 of each stack holds the
+    /// relative-attention bias every layer of the stack uses.
+    #[default]
+    T5,
+    /// mT5: T5 v1.1's computation; HF's `MT5Config` defaults differ (250,112
+    /// vocabulary, gated-gelu, untied head).
+    Mt5,
+    /// umT5: every self-attention layer (encoder and decoder) has its own
+    /// relative-attention bias; cross-attention has none.
+    Umt5,
+}
+
+impl ModelType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelType::T5 => "t5",
+            ModelType::Mt5 => "mt5",
+            ModelType::Umt5 => "umt5",
+        }
+    }
+
+    /// HF's class prefix: `T5`, `MT5`, `UMT5`.
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            ModelType::T5 => "T5",
+            ModelType::Mt5 => "MT5",
+            ModelType::Umt5 => "UMT5",
+        }
+    }
+
+    /// Whether each self-attention layer has its own bias table (umT5).
+    pub fn per_layer_bias(self) -> bool {
+        self == ModelType::Umt5
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct T5Config {
+    pub model_type: ModelType,
     pub vocab_size: usize,
     pub d_model: usize,
     pub d_kv: usize,
@@ -33,6 +75,9 @@ pub struct T5Config {
     pub decoder_start_token_id: u32,
     pub eos_token_id: u32,
     pub pad_token_id: u32,
+    /// HF's `architectures`, as saved (informational: whether the decoder
+    /// exists is read from the tensors, see `T5Model::is_encoder_only`).
+    pub architectures: Vec<String>,
 }
 
 /// The raw JSON, with HF's defaults. Numbers are read as i64/f64 so a negative or
@@ -51,6 +96,8 @@ struct Raw {
     layer_norm_epsilon: Option<serde_json::Value>,
     feed_forward_proj: Option<serde_json::Value>,
     dense_act_fn: Option<serde_json::Value>,
+    is_gated_act: Option<serde_json::Value>,
+    architectures: Option<serde_json::Value>,
     tie_word_embeddings: Option<serde_json::Value>,
     decoder_start_token_id: Option<serde_json::Value>,
     eos_token_id: Option<serde_json::Value>,
@@ -71,12 +118,46 @@ impl T5Config {
     /// Parses and validates config JSON; the error names the offending field.
     pub fn from_json(text: &str) -> std::result::Result<T5Config, String> {
         let raw: Raw = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
-        if let Some(t) = &raw.model_type {
-            let t = t.as_str().unwrap_or("");
-            if !matches!(t, "t5" | "mt5" | "umt5" | "") {
-                return Err(format!("model_type {t:?} is not a T5 model"));
+        let model_type = match raw.model_type.as_ref().map(|t| t.as_str().unwrap_or("?")) {
+            None | Some("t5") | Some("") => ModelType::T5,
+            Some("mt5") => ModelType::Mt5,
+            Some("umt5") => ModelType::Umt5,
+            Some(t) => {
+                return Err(format!(
+                    "model_type {t:?} is not a T5 model (t5, mt5 or umt5)"
+                ))
             }
+        };
+        let architectures = match &raw.architectures {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(|x| x.as_str().map(String::from)).collect())
+                .ok_or("field architectures must be a list of class names")?,
+        };
+        // The heads HF adds on top of the stacks (classification, QA) keep
+        // the stacks under `transformer.` and replace the LM head: not ours.
+        if let Some(a) = architectures.iter().find(|a| {
+            [
+                "ForSequenceClassification",
+                "ForTokenClassification",
+                "ForQuestionAnswering",
+            ]
+            .iter()
+            .any(|h| a.ends_with(h))
+        }) {
+            return Err(format!(
+                "architectures {a:?}: task heads are not supported; t5edge runs {p}ForConditionalGeneration, {p}Model and {p}EncoderModel checkpoints",
+                p = model_type.class_prefix()
+            ));
         }
+        // HF's MT5Config and UMT5Config differ from T5Config in the defaults
+        // of these fields (a config.json may omit any of them).
+        let (def_vocab, def_ff, def_layers, def_heads, def_proj, def_tied) = match model_type {
+            ModelType::T5 => (32128, 2048, 6, 8, "relu", true),
+            ModelType::Mt5 => (250112, 1024, 8, 6, "gated-gelu", false),
+            ModelType::Umt5 => (250112, 1024, 8, 6, "gated-gelu", true),
+        };
         let dim = |v: &Option<serde_json::Value>,
                    name: &str,
                    default: Option<usize>|
@@ -122,17 +203,17 @@ impl T5Config {
                 }
             }
         };
-        let num_layers = dim(&raw.num_layers, "num_layers", Some(6))?;
+        let num_layers = dim(&raw.num_layers, "num_layers", Some(def_layers))?;
         let pad_token_id = token(&raw.pad_token_id, "pad_token_id", 0)?;
         let feed_forward_proj = match &raw.feed_forward_proj {
-            None => "relu".to_string(),
+            None => def_proj.to_string(),
             Some(v) => v
                 .as_str()
                 .ok_or("field feed_forward_proj must be a string")?
                 .to_string(),
         };
         let parts: Vec<&str> = feed_forward_proj.split('-').collect();
-        let (gated, act_name) = match parts.as_slice() {
+        let (mut gated, act_name) = match parts.as_slice() {
             [a] => (false, *a),
             ["gated", a] => (true, *a),
             _ => {
@@ -153,6 +234,13 @@ impl T5Config {
                 .ok_or("field dense_act_fn must be a string")?
                 .to_string();
         }
+        // A saved `is_gated_act` wins over the projection's name, as
+        // `dense_act_fn` does (HF sets leftover keys after deriving both).
+        if let Some(v) = &raw.is_gated_act {
+            gated = v
+                .as_bool()
+                .ok_or("field is_gated_act must be true or false")?;
+        }
         let activation = match act_name.as_str() {
             "relu" => Activation::Relu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluNew,
@@ -172,23 +260,24 @@ impl T5Config {
             ));
         }
         let tie_word_embeddings = match &raw.tie_word_embeddings {
-            None => true,
+            None => def_tied,
             Some(v) => v
                 .as_bool()
                 .ok_or("field tie_word_embeddings must be true or false")?,
         };
         let cfg = T5Config {
-            vocab_size: dim(&raw.vocab_size, "vocab_size", Some(32128))?,
+            model_type,
+            vocab_size: dim(&raw.vocab_size, "vocab_size", Some(def_vocab))?,
             d_model: dim(&raw.d_model, "d_model", Some(512))?,
             d_kv: dim(&raw.d_kv, "d_kv", Some(64))?,
-            d_ff: dim(&raw.d_ff, "d_ff", Some(2048))?,
+            d_ff: dim(&raw.d_ff, "d_ff", Some(def_ff))?,
             num_layers,
             num_decoder_layers: dim(
                 &raw.num_decoder_layers,
                 "num_decoder_layers",
                 Some(num_layers),
             )?,
-            num_heads: dim(&raw.num_heads, "num_heads", Some(8))?,
+            num_heads: dim(&raw.num_heads, "num_heads", Some(def_heads))?,
             relative_attention_num_buckets: dim(
                 &raw.relative_attention_num_buckets,
                 "relative_attention_num_buckets",
@@ -211,6 +300,7 @@ impl T5Config {
             )?,
             eos_token_id: token(&raw.eos_token_id, "eos_token_id", 1)?,
             pad_token_id,
+            architectures,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -298,11 +388,28 @@ impl T5Config {
         self.num_heads * self.d_kv
     }
 
-    /// Writes the config as HF `config.json`.
+    /// HF's class for this checkpoint: `{T5,MT5,UMT5}EncoderModel` when
+    /// `encoder_only`, else `...ForConditionalGeneration`.
+    pub fn class_name(&self, encoder_only: bool) -> String {
+        let suffix = if encoder_only {
+            "EncoderModel"
+        } else {
+            "ForConditionalGeneration"
+        };
+        format!("{}{suffix}", self.model_type.class_prefix())
+    }
+
+    /// Writes the config as HF `config.json`. Its `architectures` is the one
+    /// read, else this type's `ForConditionalGeneration` class.
     pub fn to_hf_json(&self) -> serde_json::Value {
+        let architectures = if self.architectures.is_empty() {
+            vec![self.class_name(false)]
+        } else {
+            self.architectures.clone()
+        };
         serde_json::json!({
-            "architectures": ["T5ForConditionalGeneration"],
-            "model_type": "t5",
+            "architectures": architectures,
+            "model_type": self.model_type.name(),
             "vocab_size": self.vocab_size,
             "d_model": self.d_model,
             "d_kv": self.d_kv,
@@ -359,6 +466,95 @@ mod tests {
         let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-gelu","dense_act_fn":"silu"}"#)
             .unwrap();
         assert_eq!(c.activation, Activation::Silu);
+    }
+
+    /// HF's MT5Config and UMT5Config defaults, not T5Config's, for absent
+    /// fields; umT5 alone has a bias table per layer.
+    #[test]
+    fn mt5_and_umt5_defaults_follow_hf() {
+        for (t, tied) in [("mt5", false), ("umt5", true)] {
+            let c = T5Config::from_json(&format!(r#"{{"model_type":"{t}"}}"#)).unwrap();
+            assert_eq!(
+                (
+                    c.vocab_size,
+                    c.d_ff,
+                    c.num_layers,
+                    c.num_decoder_layers,
+                    c.num_heads
+                ),
+                (250112, 1024, 8, 8, 6),
+                "{t}"
+            );
+            assert!(c.gated && c.activation == Activation::GeluNew, "{t}");
+            assert_eq!(c.tie_word_embeddings, tied, "{t}");
+            assert_eq!(c.model_type.per_layer_bias(), t == "umt5");
+            assert_eq!(
+                c.class_name(true),
+                format!("{}EncoderModel", t.to_uppercase())
+            );
+        }
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-silu"}"#).unwrap();
+        assert!(c.gated && c.activation == Activation::Silu);
+        assert_eq!(c.class_name(false), "T5ForConditionalGeneration");
+    }
+
+    /// A saved `is_gated_act` wins over `feed_forward_proj`, as in HF.
+    #[test]
+    fn saved_is_gated_act_wins() {
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"relu","is_gated_act":true}"#).unwrap();
+        assert!(c.gated && c.activation == Activation::Relu);
+        let c = T5Config::from_json(r#"{"feed_forward_proj":"gated-gelu","is_gated_act":false}"#)
+            .unwrap();
+        assert!(!c.gated);
+        // Round trip through the HF JSON keeps the kind.
+        let c =
+            T5Config::from_json(r#"{"model_type":"umt5","architectures":["UMT5EncoderModel"]}"#)
+                .unwrap();
+        let back = T5Config::from_json(&c.to_hf_json().to_string()).unwrap();
+        assert_eq!(back, c);
+    }
+
+    /// A umT5-XXL text encoder's config.json as diffusers pipelines ship it
+    /// (UMT5EncoderModel), plus keys HF's UMT5 code does not read at
+    /// inference (`is_encoder_decoder`, `output_past`, `scalable_attention`,
+    /// `torch_dtype`), which are ignored as HF ignores them.
+    #[test]
+    fn a_umt5_xxl_text_encoder_config_reads() {
+        let c = T5Config::from_json(
+            r#"{"architectures": ["UMT5EncoderModel"], "classifier_dropout": 0.0, "d_ff": 10240,
+                "d_kv": 64, "d_model": 4096, "decoder_start_token_id": 0, "dense_act_fn": "gelu_new",
+                "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "gated-gelu",
+                "initializer_factor": 1.0, "is_encoder_decoder": true, "is_gated_act": true,
+                "layer_norm_epsilon": 1e-06, "model_type": "umt5", "num_decoder_layers": 24,
+                "num_heads": 64, "num_layers": 24, "output_past": true, "pad_token_id": 0,
+                "relative_attention_max_distance": 128, "relative_attention_num_buckets": 32,
+                "scalable_attention": true, "tie_word_embeddings": false,
+                "tokenizer_class": "T5Tokenizer", "torch_dtype": "bfloat16", "use_cache": true,
+                "vocab_size": 256384}"#,
+        )
+        .unwrap();
+        assert_eq!(c.model_type, ModelType::Umt5);
+        assert!(c.gated && c.activation == Activation::GeluNew && !c.tie_word_embeddings);
+        assert_eq!((c.d_model, c.num_heads, c.vocab_size), (4096, 64, 256384));
+        assert_eq!(c.class_name(true), "UMT5EncoderModel");
+    }
+
+    #[test]
+    fn task_heads_are_refused_by_name() {
+        for a in [
+            "T5ForSequenceClassification",
+            "MT5ForQuestionAnswering",
+            "UMT5ForTokenClassification",
+        ] {
+            let e = T5Config::from_json(&format!(r#"{{"architectures":["{a}"]}}"#)).unwrap_err();
+            assert!(e.contains(a) && e.contains("task heads"), "{e}");
+        }
+        for a in ["T5Model", "T5EncoderModel", "MT5ForConditionalGeneration"] {
+            assert!(T5Config::from_json(&format!(r#"{{"architectures":["{a}"]}}"#)).is_ok());
+        }
+        assert!(T5Config::from_json(r#"{"architectures":"T5Model"}"#)
+            .unwrap_err()
+            .contains("architectures"));
     }
 
     #[test]

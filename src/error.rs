@@ -36,6 +36,12 @@ pub enum Error {
     Tokenizer { path: PathBuf, msg: String },
     #[error("invalid request: {0}")]
     Request(String),
+    /// A decoder path (generate, score, forward) on a checkpoint without a
+    /// decoder.
+    #[error(
+        "{path} is an encoder-only checkpoint ({class}): no decoder tensors; use encode or embed"
+    )]
+    EncoderOnly { path: PathBuf, class: String },
     #[error("{0}")]
     Cpu(#[from] t5edge_kernels::dispatch::IsaError),
     /// An environment variable the library reads (`runtime`) has a bad value.

@@ -18,6 +18,7 @@ pub struct Score {
 /// decoder reads `[start] + target[..n-1]` and position `i` scores
 /// `target[i]`.
 pub fn score(model: &T5Model, source: &[u32], target: &[u32]) -> Result<Score> {
+    model.require_decoder()?;
     if target.is_empty() {
         return Err(Error::Request("the target has no tokens to score".into()));
     }

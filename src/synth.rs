@@ -115,10 +115,18 @@ pub fn with_overrides(
         }
         let v =
             serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        if k == "model_type" {
+            // The class names follow the new type (unless set too).
+            if let Some(m) = json.as_object_mut() {
+                m.insert("architectures".into(), serde_json::Value::Null);
+            }
+        }
         if k == "feed_forward_proj" {
-            // Let the activation follow the new projection, as in a fresh HF config.
+            // Let the activation and gating follow the new projection, as in
+            // a fresh HF config.
             if let Some(m) = json.as_object_mut() {
                 m.remove("dense_act_fn");
+                m.remove("is_gated_act");
             }
         }
         json[k] = v;
@@ -147,6 +155,14 @@ impl Rng {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
+
+    /// Skips `n` draws of [`Rng::normal`] in O(1): splitmix64's state only
+    /// adds its constant per draw, and a normal takes two.
+    pub fn skip_normals(&mut self, n: u64) {
+        self.0 = self
+            .0
+            .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(n.wrapping_mul(2)));
+    }
 }
 
 /// Options beyond the config.
@@ -161,6 +177,10 @@ pub struct SynthOptions {
     /// dominates its logits; with that row zero its greedy text shows words
     /// (the embedded default of the CLI sets it). Off: HF's init.
     pub zero_pad_row: bool,
+    /// Write no decoder and no head, as HF's `T5EncoderModel` saves a
+    /// checkpoint. The encoder's tensors are those of the full checkpoint of
+    /// the same seed (the decoder's values are drawn and dropped).
+    pub encoder_only: bool,
 }
 
 /// The tensors of a random checkpoint, in HF names and shapes.
@@ -176,6 +196,12 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
     drop(shared);
     let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
         let n: usize = shape.iter().product();
+        let dropped =
+            opts.encoder_only && (name.starts_with("decoder.") || name == "lm_head.weight");
+        if dropped {
+            rng.skip_normals(n as u64);
+            return;
+        }
         let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
         out.push(OutTensor::f32(name, shape, &vals));
     };
@@ -217,7 +243,8 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
                     (inner as f64).powf(-0.5),
                     &mut rng,
                 );
-                if i == 0 && li == 0 {
+                // umT5: every self-attention layer has its own table.
+                if li == 0 && (i == 0 || cfg.model_type.per_layer_bias()) {
                     normal(
                         format!("{p}.relative_attention_bias.weight"),
                         vec![cfg.relative_attention_num_buckets, cfg.num_heads],
@@ -267,7 +294,9 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
         let vals: Vec<f32> = (0..d)
             .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
             .collect();
-        out.push(OutTensor::f32(name, vec![d], &vals));
+        if !(opts.encoder_only && name.starts_with("decoder.")) {
+            out.push(OutTensor::f32(name, vec![d], &vals));
+        }
     }
     out
 }
@@ -296,6 +325,10 @@ pub fn write_checkpoint(
     )?;
     let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
     writer::write_atomic(&dir.join("tokenizer.json"), force, |w| w.write_all(&tok))?;
+    let mut cfg = cfg.clone();
+    if opts.encoder_only {
+        cfg.architectures = vec![cfg.class_name(true)];
+    }
     let cfg_json = serde_json::to_vec_pretty(&cfg.to_hf_json()).unwrap_or_default();
     writer::write_atomic(&dir.join("config.json"), force, |w| w.write_all(&cfg_json))?;
     Ok(())
@@ -403,6 +436,55 @@ mod tests {
         );
         assert!(preset("t5-efficient-huge").unwrap_err().contains("huge"));
         assert!(preset("t5-efficient-tiny-zz3").unwrap_err().contains("zz3"));
+    }
+
+    /// An encoder-only checkpoint is the full one minus decoder and head.
+    #[test]
+    fn encoder_only_is_the_full_checkpoint_without_decoder() {
+        let cfg = preset("t5-efficient-tiny-nl2").unwrap();
+        let sets = [
+            "d_model=32",
+            "d_ff=48",
+            "num_heads=2",
+            "d_kv=8",
+            "vocab_size=64",
+        ];
+        let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+        for extra in [
+            "tie_word_embeddings=true",
+            "tie_word_embeddings=false",
+            "model_type=umt5",
+        ] {
+            let mut all = sets.clone();
+            all.push(extra.into());
+            let cfg = with_overrides(&cfg, &all).unwrap();
+            let mut opts = SynthOptions {
+                seed: 2,
+                norm_jitter: 0.3,
+                ..Default::default()
+            };
+            let full = tensors(&cfg, &opts);
+            opts.encoder_only = true;
+            let enc = tensors(&cfg, &opts);
+            let kept: Vec<&OutTensor> = full
+                .iter()
+                .filter(|t| !t.name.starts_with("decoder.") && t.name != "lm_head.weight")
+                .collect();
+            assert_eq!(enc.len(), kept.len(), "{extra}");
+            for (a, b) in enc.iter().zip(kept) {
+                assert_eq!((&a.name, &a.data), (&b.name, &b.data), "{extra}");
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_normals_lands_where_drawing_them_does() {
+        let (mut a, mut b) = (Rng::new(4), Rng::new(4));
+        for _ in 0..1001 {
+            a.normal();
+        }
+        b.skip_normals(1001);
+        assert_eq!(a.normal(), b.normal());
     }
 
     #[test]

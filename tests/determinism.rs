@@ -101,7 +101,7 @@ fn parallel_batched_attention_matches_serial() {
         t5edge_kernels::pool::Pool::new(threads).install(|| {
             let mut caches: Vec<_> = prompts
                 .iter()
-                .map(|p| m.new_cache(&m.encode(p).unwrap(), 4))
+                .map(|p| m.new_cache(&m.encode(p).unwrap(), 4).unwrap())
                 .collect();
             let mut scratch = t5edge::model::DecodeScratch::new();
             let mut out = Vec::new();

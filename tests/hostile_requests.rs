@@ -69,7 +69,7 @@ fn library_refuses_bad_requests() {
 
     // The low-level decoder API: an empty step or a cache of another shape.
     let enc = m.encode(&[5, 1]).unwrap();
-    let mut caches = [m.new_cache(&enc, 4)];
+    let mut caches = [m.new_cache(&enc, 4).unwrap()];
     err_contains(
         "empty step",
         m.decode_hidden(&[&[]], &mut caches),

@@ -97,8 +97,8 @@ fn count_step_allocations(m: &T5Model, rows: usize, opts: &GenerateOptions) -> u
 #[test]
 fn decode_steps_allocate_nothing_once_warm() {
     // A vocabulary large enough for the LM head to be split across threads
-    // (the parallel path is where per-call buffers used to hide), tied and
-    // untied-gated variants.
+    // (the parallel path is where per-call buffers used to hide), tied,
+    // untied-gated and umT5 variants.
     let base = tiny_config();
     let shapes = [
         ("tied-relu", vec!["vocab_size=32128".to_string()]),
@@ -106,6 +106,16 @@ fn decode_steps_allocate_nothing_once_warm() {
             "gated",
             vec![
                 "vocab_size=32128".into(),
+                "feed_forward_proj=gated-gelu".into(),
+                "tie_word_embeddings=false".into(),
+            ],
+        ),
+        // umT5 refills a bias per layer each step, in the same buffers.
+        (
+            "umt5",
+            vec![
+                "vocab_size=32128".into(),
+                "model_type=umt5".into(),
                 "feed_forward_proj=gated-gelu".into(),
                 "tie_word_embeddings=false".into(),
             ],

@@ -51,7 +51,7 @@ fn quantized_files_compute_what_conversion_computes() {
     ] {
         let out = quantized_dir(dtype, group, "qsame");
         let q = T5Model::load(&out.join("q")).unwrap();
-        assert_eq!(q.lm_head.linear.format(), dtype);
+        assert_eq!(q.lm_head.as_ref().unwrap().linear.format(), dtype);
         // The mapped file and in-memory conversion run the same kernels on the
         // same packed bytes: bit-identical logits (the embedding lookup differs:
         // the file keeps it quantized, so compare with that too).
@@ -308,8 +308,15 @@ fn int8_ffn_out_quantizes_wo_too() {
     let q = T5Model::load(&dir).unwrap();
     let wo = |m: &T5Model| -> Vec<WeightFormat> {
         let enc = m.encoder.blocks.iter().map(|b| b.ffn.wo.format());
-        enc.chain(m.decoder.blocks.iter().map(|b| b.ffn.wo.format()))
-            .collect()
+        enc.chain(
+            m.decoder
+                .as_ref()
+                .unwrap()
+                .blocks
+                .iter()
+                .map(|b| b.ffn.wo.format()),
+        )
+        .collect()
     };
     assert!(
         wo(&q).iter().all(|&f| f == WeightFormat::Int8),

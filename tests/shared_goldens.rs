@@ -179,10 +179,10 @@ fn incremental_decoding_matches_teacher_forcing() {
         let ids = c.g.ids(&format!("{p}.input_ids"));
         let golden = c.g.f32(&format!("{p}.tf_long_logits"));
         let enc = c.model.encode(&ids).unwrap();
-        let mut cache = [c.model.new_cache(&enc, long.len())];
+        let mut cache = [c.model.new_cache(&enc, long.len()).unwrap()];
         for (pos, &t) in long.iter().enumerate() {
             let h = c.model.decode_hidden(&[&[t]], &mut cache).unwrap();
-            let l = c.model.logits(&h);
+            let l = c.model.logits(&h).unwrap();
             assert_close(
                 &format!("{m}/{p} step {pos}"),
                 &l,
@@ -193,7 +193,7 @@ fn incremental_decoding_matches_teacher_forcing() {
         // And the greedy steps' full logits.
         let steps = c.g.f32(&format!("{p}.greedy_step_logits"));
         let greedy_ids = c.g.ids(&format!("{p}.greedy_ids"));
-        let mut cache = [c.model.new_cache(&enc, 32)];
+        let mut cache = [c.model.new_cache(&enc, 32).unwrap()];
         for pos in 0..32 {
             let h = c
                 .model
@@ -201,7 +201,7 @@ fn incremental_decoding_matches_teacher_forcing() {
                 .unwrap();
             assert_close(
                 &format!("{m}/{p} greedy step {pos}"),
-                &c.model.logits(&h),
+                &c.model.logits(&h).unwrap(),
                 &steps[pos * v..(pos + 1) * v],
                 LOGIT_REL,
             );
@@ -281,7 +281,14 @@ fn certified_int8_greedy_matches_hf_exactly() {
                 "{m}/{p}: certified greedy ids"
             );
         }
-        let head = c.model.lm_head.certified.as_ref().unwrap();
+        let head = c
+            .model
+            .lm_head
+            .as_ref()
+            .unwrap()
+            .certified
+            .as_ref()
+            .unwrap();
         let steps = head.steps.load(std::sync::atomic::Ordering::Relaxed);
         assert!(steps >= 32 * prompts(&c).len() as u64);
     }

@@ -2,7 +2,9 @@
 //! (tests/fixtures/refs, written by tools/refs/make_refs.py): runs anywhere,
 //! no ../shared needed. Covers tied/relu, gated-gelu untied with unequal
 //! depths, and exact-gelu with few buckets, a short max distance and
-//! num_heads x d_kv != d_model.
+//! num_heads x d_kv != d_model; the family's other checkpoint kinds: an
+//! encoder-only checkpoint (HF's T5EncoderModel, gated-silu), umT5 (a bias
+//! table per layer) and its UMT5EncoderModel, and mT5.
 
 mod common;
 
@@ -50,11 +52,21 @@ fn synth_case(tag: &str, name: &str, case: &serde_json::Value) -> PathBuf {
     dir
 }
 
+/// Whether reference case `case` is an encoder-only checkpoint.
+fn encoder_only(case: &serde_json::Value) -> bool {
+    case["encoder_only"].as_bool().unwrap_or(false)
+}
+
 /// Replays `t5edge synth` arguments through the library.
 fn synth(args: &[String], dir: &Path) {
     let (mut p, mut seed, mut jitter, mut sets) = (String::new(), 0u64, 0f32, Vec::new());
+    let mut encoder_only = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--encoder-only" {
+            encoder_only = true;
+            continue;
+        }
         let v = it.next().unwrap().clone();
         match a.as_str() {
             "--preset" => p = v,
@@ -71,6 +83,7 @@ fn synth(args: &[String], dir: &Path) {
         &SynthOptions {
             seed,
             norm_jitter: jitter,
+            encoder_only,
             ..Default::default()
         },
         true,
@@ -103,17 +116,50 @@ fn synthesized_checkpoints_match_hf() {
             "{name}"
         );
         let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
+        assert_eq!(model.is_encoder_only(), encoder_only(case), "{name}");
+        let hf_class = case["hf_class"].as_str().unwrap();
+        assert_eq!(
+            model.config.class_name(model.is_encoder_only()),
+            hf_class,
+            "{name}"
+        );
+        for (p, pc) in case["prompts"].as_object().unwrap() {
+            let input = ids(&pc["input_ids"]);
+            assert_close(
+                &format!("{name}/{p} encoder"),
+                &model.encode(&input).unwrap(),
+                &g.f32(&format!("{p}.encoder_hidden")),
+                1e-4,
+            );
+        }
+        if encoder_only(case) {
+            // Every decoder path refuses, naming the checkpoint and its class.
+            let want = format!(
+                "is an encoder-only checkpoint ({hf_class}): no decoder tensors; use encode or embed"
+            );
+            let opts = GenerateOptions::default().max_new_tokens(2);
+            let errors = [
+                model.forward(&[5, 1], &[0]).unwrap_err(),
+                t5edge::score::score(&model, &[5, 1], &[7]).unwrap_err(),
+                greedy(&model, &[&[5, 1]], &opts).unwrap_err(),
+                t5edge::generate(&model, &[&[5, 1]], &opts.clone().num_beams(2)).unwrap_err(),
+                model
+                    .new_cache(&model.encode(&[5, 1]).unwrap(), 2)
+                    .err()
+                    .unwrap(),
+                model.logits(&vec![0.0; model.config.d_model]).unwrap_err(),
+            ];
+            for e in errors {
+                assert!(e.to_string().contains(&want), "{name}: {e}");
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
         let dec = ids(&case["decoder_input_ids"]);
         let v = model.config.vocab_size;
         for (p, pc) in case["prompts"].as_object().unwrap() {
             let input = ids(&pc["input_ids"]);
             let what = format!("{name}/{p}");
-            assert_close(
-                &format!("{what} encoder"),
-                &model.encode(&input).unwrap(),
-                &g.f32(&format!("{p}.encoder_hidden")),
-                1e-4,
-            );
             let logits = model.forward(&input, &dec).unwrap();
             assert_close(
                 &format!("{what} last logits"),
@@ -205,6 +251,9 @@ fn encode_command_prints_hf_encoder_states() {
 fn score_command_matches_hf_log_softmax() {
     let manifest = manifest();
     for (name, case) in manifest["cases"].as_object().unwrap() {
+        if encoder_only(case) {
+            continue; // refused: encoder_only_checkpoints_refuse_decoding
+        }
         let dir = synth_case("score", name, case);
         let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
         let dec = ids(&case["decoder_input_ids"]);
@@ -263,4 +312,156 @@ fn score_command_matches_hf_log_softmax() {
         assert!(e.to_string().contains("the target has no tokens"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+fn run(args: &[&str], dir: &Path) -> std::process::Output {
+    common::cli::t5edge_command()
+        .args(args)
+        .arg("--model")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
+/// Through the binary, an encoder-only checkpoint: `generate`, `score` and
+/// `forward` each fail with the one error naming it; `embed` is the mean of
+/// HF's `last_hidden_state` rows; `inspect` says what it is; `quantize`
+/// writes an int8 and an f16 directory that are encoder-only too and encode
+/// close to HF (within the quantization error, not 1e-4).
+#[test]
+fn encoder_only_checkpoints_refuse_decoding() {
+    let manifest = manifest();
+    for (name, case) in manifest["cases"].as_object().unwrap() {
+        if !encoder_only(case) {
+            continue;
+        }
+        let dir = synth_case("enc-only", name, case);
+        let hf_class = case["hf_class"].as_str().unwrap();
+        let want = format!(
+            "model.safetensors is an encoder-only checkpoint ({hf_class}): no decoder tensors; use encode or embed"
+        );
+        for args in [
+            &["generate", "--input-ids", "5,6,1"][..],
+            &["generate", "--num-beams", "2", "--input-ids", "5,6,1"],
+            &[
+                "generate",
+                "--dtype",
+                "int8",
+                "--exact",
+                "--input-ids",
+                "5,6,1",
+            ],
+            &["score", "--input-ids", "5,6,1", "--target-ids", "7,8"],
+            &["forward", "--input-ids", "5,6,1", "--decoder-ids", "0,7"],
+        ] {
+            let out = run(args, &dir);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{name} {args:?}: {err}");
+            assert!(err.contains(&want), "{name} {args:?}: {err}");
+            assert_eq!(
+                err.trim().lines().count(),
+                1,
+                "{name} {args:?}: one line: {err}"
+            );
+        }
+        let g = Arrays::open(&fixtures().join(format!("{name}.safetensors")));
+        let pc = &case["prompts"]["nine"];
+        let input = ids(&pc["input_ids"]);
+        let hf = g.f32("nine.encoder_hidden");
+        let d = hf.len() / input.len();
+        let mean: Vec<f32> = (0..d)
+            .map(|j| {
+                (0..input.len()).map(|i| hf[i * d + j] as f64).sum::<f64>() as f32
+                    / input.len() as f32
+            })
+            .collect();
+        let out = run(&["embed", "--json", "--input-ids", &csv(&input)], &dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e: Vec<f32> = v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&format!("{name} embed"), &e, &mean, 1e-4);
+
+        let out = run(&["inspect", "--json"], &dir);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["encoder_only"], true, "{name}");
+        assert_eq!(v["class"], hf_class, "{name}");
+        assert_eq!(v["parameters"], case["num_parameters"], "{name}");
+
+        for (dtype, tol) in [("int8", 5e-2f32), ("f16", 1e-2)] {
+            let q = dir.with_extension(dtype);
+            let out = common::cli::t5edge_command()
+                .args(["quantize", "--dtype", dtype, "--force", "--model"])
+                .arg(&dir)
+                .arg("--out")
+                .arg(&q)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name} quantize {dtype}: {err}");
+            assert!(err.contains("encoder states max rel err"), "{err}");
+            let m = T5Model::load(&q).unwrap();
+            assert!(m.is_encoder_only(), "{name} {dtype}");
+            assert_close(
+                &format!("{name} {dtype} encoder"),
+                &m.encode(&input).unwrap(),
+                &hf,
+                tol,
+            );
+            let out = run(&["score", "--input-ids", "5,1", "--target-ids", "7"], &q);
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("is an encoder-only checkpoint"),
+                "{name} {dtype}"
+            );
+            let _ = std::fs::remove_dir_all(&q);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// A umT5 checkpoint whose config says `t5` would silently use layer 0's
+/// bias everywhere; with `umt5` every layer's table is read, and a missing
+/// one is named.
+#[test]
+fn umt5_needs_every_layers_bias() {
+    let manifest = manifest();
+    let case = &manifest["cases"]["umt5"];
+    let dir = synth_case("umt5-bias", "umt5", case);
+    let model = T5Model::load(&dir).unwrap();
+    assert_eq!(model.encoder.rel_bias.len(), model.config.num_layers);
+    let dec = model.decoder.as_ref().unwrap();
+    assert_eq!(dec.rel_bias.len(), model.config.num_decoder_layers);
+    // Drop decoder layer 2's table: the loader names it.
+    let st = dir.join("model.safetensors");
+    let file = t5edge::weights::TensorFile::open(&st, false).unwrap();
+    let gone = "decoder.block.2.layer.0.SelfAttention.relative_attention_bias.weight";
+    let kept: Vec<t5edge::weights::writer::OutTensor> = file
+        .tensors
+        .iter()
+        .filter(|(n, _)| n.as_str() != gone)
+        .map(|(n, info)| t5edge::weights::writer::OutTensor {
+            name: n.clone(),
+            dtype: info.dtype,
+            shape: info.shape.clone(),
+            data: file.tensor_bytes(info).to_vec(),
+        })
+        .collect();
+    drop(file);
+    t5edge::weights::writer::write_safetensors(&st, &kept, &Default::default(), true).unwrap();
+    let e = T5Model::load(&dir).err().unwrap().to_string();
+    assert!(e.contains(gone) && e.contains("is missing"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

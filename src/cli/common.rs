@@ -161,6 +161,7 @@ pub fn synth_model(preset: &str, demo: bool) -> Result<PathBuf> {
                 seed: 0,
                 norm_jitter: 0.0,
                 zero_pad_row: demo,
+                ..Default::default()
             },
             true,
         )?;

@@ -28,6 +28,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(a.weights.spec(false))?;
+    model.require_decoder()?;
     let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
     let dec = parse_ids("--decoder-ids", &a.decoder_ids)?;
     if a.top_k == 0 {

@@ -61,6 +61,8 @@ pub fn run(a: Args) -> Result<()> {
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
         crate::weights::writer::check_clobber(output, a.force)?;
         let (model, dir) = a.model.load(spec)?;
+        // Once, not as an error line per request.
+        model.require_decoder()?;
         let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
         return super::batch::run(
             &model,
@@ -73,12 +75,13 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let (model, dir) = a.model.load(spec)?;
+    model.require_decoder()?;
     let (ids, tok) = a.prompt.ids(&dir, model.config.vocab_size)?;
     if a.stream {
         return stream(&model, &ids, tok.as_ref(), &opts);
     }
     let g = generate(&model, &[&ids], &opts)?.remove(0);
-    if let Some(h) = &model.lm_head.certified {
+    if let Some(h) = model.lm_head.as_ref().and_then(|h| h.certified.as_ref()) {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let (steps, rows) = (load(&h.steps), load(&h.rescored));
         eprintln!(

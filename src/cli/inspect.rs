@@ -62,6 +62,8 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::json!({
                 "model": dir,
                 "config": model.config,
+                "class": model.config.class_name(model.is_encoder_only()),
+                "encoder_only": model.is_encoder_only(),
                 "parameters": model.num_parameters(),
                 "dtypes": tensors,
                 "non_finite": non_finite,
@@ -73,31 +75,52 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
     let c = &model.config;
+    let encoder_only = model.is_encoder_only();
     out!("model       {}", dir.display())?;
     out!(
-        "shape       d_model {} d_ff {} heads {} x d_kv {} layers {}+{} vocab {}",
+        "class       {}{}",
+        c.class_name(encoder_only),
+        if encoder_only {
+            " (encoder only: no decoder tensors; encode and embed work, decoding refuses)"
+        } else {
+            ""
+        }
+    )?;
+    let layers = if encoder_only {
+        format!("{} (encoder)", c.num_layers)
+    } else {
+        format!("{}+{}", c.num_layers, c.num_decoder_layers)
+    };
+    out!(
+        "shape       d_model {} d_ff {} heads {} x d_kv {} layers {layers} vocab {}",
         c.d_model,
         c.d_ff,
         c.num_heads,
         c.d_kv,
-        c.num_layers,
-        c.num_decoder_layers,
         c.vocab_size
     )?;
     out!(
-        "ffn         {} ({}), lm head {}",
+        "ffn         {} ({}{}), lm head {}",
         c.feed_forward_proj,
+        if c.gated { "gated " } else { "" },
         format!("{:?}", c.activation).to_lowercase(),
-        if c.tie_word_embeddings {
+        if encoder_only {
+            "none"
+        } else if c.tie_word_embeddings {
             "tied, d_model^-0.5 rescale"
         } else {
             "untied"
         }
     )?;
     out!(
-        "buckets     {} (max distance {}), eps {:e}",
+        "buckets     {} (max distance {}){}, eps {:e}",
         c.relative_attention_num_buckets,
         c.relative_attention_max_distance,
+        if c.model_type.per_layer_bias() {
+            ", a table per layer (umT5)"
+        } else {
+            ", layer 0's table shared"
+        },
         c.layer_norm_epsilon
     )?;
     out!("parameters  {}", model.num_parameters())?;

@@ -87,10 +87,17 @@ pub fn run(a: Args) -> Result<()> {
             &accuracy::builtin_prompts(src.config.vocab_size),
             32,
         )?;
-        eprintln!(
-            "accuracy on {} built-in prompts: logits max rel err {:.2e}, mean {:.2e}; greedy agrees on {}/{} tokens before the first difference",
-            acc.prompts, acc.max_rel_err, acc.mean_rel_err, acc.greedy_agree, acc.greedy_total
-        );
+        if src.is_encoder_only() {
+            eprintln!(
+                "accuracy on {} built-in prompts (encoder-only): encoder states max rel err {:.2e}, mean {:.2e}",
+                acc.prompts, acc.max_rel_err, acc.mean_rel_err
+            );
+        } else {
+            eprintln!(
+                "accuracy on {} built-in prompts: logits max rel err {:.2e}, mean {:.2e}; greedy agrees on {}/{} tokens before the first difference",
+                acc.prompts, acc.max_rel_err, acc.mean_rel_err, acc.greedy_agree, acc.greedy_total
+            );
+        }
     }
     Ok(())
 }

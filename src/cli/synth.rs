@@ -15,6 +15,11 @@ pub struct Args {
     /// Override a config field, e.g. --set feed_forward_proj=gated-gelu --set vocab_size=1000.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Write an encoder-only checkpoint, as HF's T5EncoderModel saves one
+    /// (no decoder, no head; the encoder equals the full checkpoint's of
+    /// the same seed). The family member is `--set model_type=t5|mt5|umt5`.
+    #[arg(long)]
+    encoder_only: bool,
     /// Jitter RMSNorm weights by this relative standard deviation (0 = HF's init of all ones).
     #[arg(long, default_value_t = 0.0)]
     norm_jitter: f32,
@@ -34,6 +39,7 @@ pub fn run(a: Args) -> Result<()> {
         &SynthOptions {
             seed: a.seed,
             norm_jitter: a.norm_jitter,
+            encoder_only: a.encoder_only,
             ..Default::default()
         },
         a.force,

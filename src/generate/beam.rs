@@ -42,6 +42,7 @@ pub fn beam_search(
     opts: &GenerateOptions,
 ) -> Result<Vec<Hypothesis>> {
     opts.check(&[prompt])?;
+    model.require_decoder()?;
     let cfg = &model.config;
     let (nb, vocab, eos) = (opts.num_beams, cfg.vocab_size, opts.eos(model));
     let k = 2 * nb;
@@ -60,7 +61,7 @@ pub fn beam_search(
     }
 
     let enc = model.encode(prompt)?;
-    let first = model.new_cache(&enc, opts.max_new_tokens);
+    let first = model.new_cache(&enc, opts.max_new_tokens)?;
     drop(enc);
     let mut caches: Vec<SeqCache> = vec![first; nb];
     let mut running: Vec<Vec<u32>> = vec![vec![start]; nb];
@@ -82,7 +83,7 @@ pub fn beam_search(
         toks.clear();
         toks.extend(running.iter().map(|s| *s.last().unwrap_or(&start)));
         model.decode_step(&toks, &mut caches, &mut scratch)?;
-        let lp_all = model.step_logits(&mut scratch);
+        let lp_all = model.step_logits(&mut scratch)?;
         // b. log-softmax, processors, accumulate.
         for (b, row) in lp_all.chunks_exact_mut(vocab).enumerate() {
             processors::log_softmax(row);

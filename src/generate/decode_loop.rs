@@ -26,13 +26,14 @@ pub(crate) fn decode_loop(
     mut rngs: Option<Vec<DecodeRng>>,
     on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
 ) -> Result<Vec<Vec<u32>>> {
+    let (_, head) = model.require_decoder()?;
     let cfg = &model.config;
     let eos = opts.eos(model);
     let enc = model.encode_batch(prompts)?;
-    let mut caches: Vec<_> = enc
+    let mut caches = enc
         .iter()
         .map(|e| model.new_cache(e, opts.max_new_tokens))
-        .collect();
+        .collect::<Result<Vec<_>>>()?;
     drop(enc);
     // Each row's decoder input so far, starting with the decoder start token.
     let mut seqs: Vec<Vec<u32>> = (0..prompts.len())
@@ -50,7 +51,7 @@ pub(crate) fn decode_loop(
     let mut proc_scratch = Scratch::default();
     // Certified greedy never materialises the logits: the int8 head and its
     // bound pick the token (validate() allows only EOS suppression with it).
-    let certified = match (&model.lm_head.certified, opts.exact && rngs.is_none()) {
+    let certified = match (&head.certified, opts.exact && rngs.is_none()) {
         (Some(head), true) => Some(head),
         _ => None,
     };
@@ -68,7 +69,7 @@ pub(crate) fn decode_loop(
         model.decode_step(&toks, &mut caches, &mut scratch)?;
         let mut keep = 0;
         if let Some(head) = certified {
-            let head_in = model.step_head_input(&mut scratch);
+            let head_in = model.step_head_input(&mut scratch)?;
             for i in 0..active.len() {
                 let s = active[i];
                 let banned = (seqs[s].len() - 1 < opts.min_new_tokens).then_some(eos as usize);
@@ -82,7 +83,7 @@ pub(crate) fn decode_loop(
                 }
             }
         } else {
-            let logits = model.step_logits(&mut scratch);
+            let logits = model.step_logits(&mut scratch)?;
             for i in 0..active.len() {
                 let s = active[i];
                 let l = &mut logits[i * vocab..(i + 1) * vocab];

@@ -86,7 +86,8 @@ impl T5Model {
                 &format!("encoder block {i} wo"),
             )?;
         }
-        for (i, b) in self.decoder.blocks.iter_mut().enumerate() {
+        let blocks = self.decoder.iter_mut().flat_map(|d| d.blocks.iter_mut());
+        for (i, b) in blocks.enumerate() {
             for a in [&mut b.self_attn, &mut b.cross_attn] {
                 for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
                     conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
@@ -108,7 +109,9 @@ impl T5Model {
                 &format!("decoder block {i} wo"),
             )?;
         }
-        conv(&mut self.lm_head.linear, policy.lm_head, g, "lm_head")?;
+        if let Some(head) = &mut self.lm_head {
+            conv(&mut head.linear, policy.lm_head, g, "lm_head")?;
+        }
         Ok(())
     }
 }

@@ -73,16 +73,6 @@ impl Decoder {
             // The bias grows by a position each step: size it for the whole
             // run once, as the cache was.
             b.reserve(self.heads, c.capacity.max(c.len + tq) + tq);
-            b.fill(
-                self.rel_bias.as_slice(),
-                self.heads,
-                self.num_buckets,
-                self.max_distance,
-                false,
-                tq,
-                c.len + tq,
-                c.len,
-            );
         }
         let normed = sized(normed, rows * d);
         let proj = sized(proj, rows * d);
@@ -90,6 +80,13 @@ impl Decoder {
             st.push(x.to_vec());
         }
         for (l, block) in self.blocks.iter().enumerate() {
+            // Layer 0's bias serves every layer of a T5 stack; umT5 layers
+            // each have their own (refilled in place: no allocation).
+            if let Some(table) = self.bias_table(l) {
+                for ((b, &tq), c) in biases.iter_mut().zip(tqs).zip(caches.iter()) {
+                    self.fill_bias(b, table, false, tq, c.len + tq, c.len);
+                }
+            }
             // Causal self-attention over the cache.
             ops::rms_norm_rows(x, block.self_norm.as_slice(), self.eps, normed);
             let a = &block.self_attn;

@@ -31,12 +31,19 @@ impl Encoder {
         let d = self.d_model;
         let rows: usize = lens.iter().sum();
         debug_assert_eq!(x.len(), rows * d);
-        let biases: Vec<PositionBias> = lens.iter().map(|&t| self.bias(true, t, t, 0)).collect();
+        let mut biases: Vec<PositionBias> = lens.iter().map(|_| PositionBias::empty()).collect();
         let mut normed = vec![0.0f32; x.len()];
         if let Some(s) = states.as_deref_mut() {
             s.push(x.to_vec());
         }
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
+            // Layer 0's bias serves every layer of a T5 stack; umT5 layers
+            // each have their own.
+            if let Some(table) = self.bias_table(layer) {
+                for (b, &t) in biases.iter_mut().zip(lens) {
+                    self.fill_bias(b, table, true, t, t, 0);
+                }
+            }
             ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, &mut normed);
             let a = &block.attn;
             let inner = a.inner();

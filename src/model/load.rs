@@ -94,13 +94,26 @@ impl Loader<'_> {
 
     fn stack<B>(&self, which: &str, blocks: Vec<B>) -> Result<Stack<B>> {
         let c = self.cfg;
+        // T5 and mT5 keep one table, in layer 0; umT5 one in every layer.
+        let tables = if c.model_type.per_layer_bias() {
+            blocks.len()
+        } else {
+            1
+        };
+        let rel_bias = (0..tables)
+            .map(|i| {
+                self.store.f32(
+                    &format!(
+                        "{which}.block.{i}.layer.0.SelfAttention.relative_attention_bias.weight"
+                    ),
+                    &[c.relative_attention_num_buckets, c.num_heads],
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Stack {
             blocks,
             final_norm: self.norm(&format!("{which}.final_layer_norm"))?,
-            rel_bias: self.store.f32(
-                &format!("{which}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"),
-                &[c.relative_attention_num_buckets, c.num_heads],
-            )?,
+            rel_bias,
             heads: c.num_heads,
             num_buckets: c.relative_attention_num_buckets,
             max_distance: c.relative_attention_max_distance,
@@ -166,6 +179,19 @@ impl T5Model {
                 ffn: l.ffn(&format!("{p}.1"))?,
             });
         }
+        let encoder: Encoder = l.stack("encoder", enc_blocks)?;
+        // HF's T5EncoderModel saves no decoder tensor (and no head): such a
+        // checkpoint encodes, and the decoder paths refuse it.
+        if !store.names().any(|n| n.starts_with("decoder.")) {
+            return Ok(T5Model {
+                config,
+                embed,
+                encoder,
+                decoder: None,
+                lm_head: None,
+                source: store.path(),
+            });
+        }
         let mut dec_blocks = Vec::with_capacity(config.num_decoder_layers);
         for i in 0..config.num_decoder_layers {
             let p = format!("decoder.block.{i}.layer");
@@ -178,7 +204,6 @@ impl T5Model {
                 ffn: l.ffn(&format!("{p}.2"))?,
             });
         }
-        let encoder: Encoder = l.stack("encoder", enc_blocks)?;
         let decoder: Decoder = l.stack("decoder", dec_blocks)?;
         let lm_head = if config.tie_word_embeddings {
             LmHead {
@@ -197,8 +222,9 @@ impl T5Model {
             config,
             embed,
             encoder,
-            decoder,
-            lm_head,
+            decoder: Some(decoder),
+            lm_head: Some(lm_head),
+            source: store.path(),
         })
     }
 }

@@ -86,7 +86,12 @@ impl T5Model {
         spec.validate_named(names)?;
         let (exact, ffn, dtype) = (names("exact"), names("int8_ffn_out"), names("dtype"));
         let mut model = T5Model::load_with(dir, spec.files)?;
-        let stored = model.lm_head.linear.format();
+        // The head's format tells a quantized directory (the embedding's,
+        // for an encoder-only one: quantize gives it the head's format).
+        let stored = match &model.lm_head {
+            Some(h) => h.linear.format(),
+            None => model.embed.format(),
+        };
         if stored != WeightFormat::F32 {
             // A quantized directory: its formats were chosen at quantize time.
             if spec.exact {

@@ -29,14 +29,17 @@ use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::weights::F32Data;
 use position_bias::PositionBias;
+use std::path::PathBuf;
 
 /// A stack of blocks (encoder or decoder) and what they share.
 #[derive(Clone)]
 pub struct Stack<B> {
     pub blocks: Vec<B>,
     pub final_norm: F32Data,
-    /// Layer 0's `[num_buckets, heads]` relative-attention-bias table.
-    pub rel_bias: F32Data,
+    /// The `[num_buckets, heads]` relative-attention-bias tables of the
+    /// self-attention layers: one, layer 0's, whose bias every layer reuses
+    /// (T5, mT5), or one per layer (umT5).
+    pub rel_bias: Vec<F32Data>,
     pub heads: usize,
     pub num_buckets: usize,
     pub max_distance: usize,
@@ -45,9 +48,30 @@ pub struct Stack<B> {
 }
 
 impl<B> Stack<B> {
-    fn bias(&self, bidirectional: bool, tq: usize, tk: usize, past: usize) -> PositionBias {
-        PositionBias::new(
-            self.rel_bias.as_slice(),
+    /// The table layer `layer` computes its bias from, or `None` when it
+    /// reuses the bias of the layer before (every layer but 0 of a T5 stack).
+    fn bias_table(&self, layer: usize) -> Option<&[f32]> {
+        match self.rel_bias.len() {
+            1 if layer > 0 => None,
+            1 => Some(self.rel_bias[0].as_slice()),
+            _ => self.rel_bias.get(layer).map(|t| t.as_slice()),
+        }
+    }
+
+    /// Fills `b` with the bias `table` gives `tq` queries from absolute
+    /// position `past` against `tk` keys.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_bias(
+        &self,
+        b: &mut PositionBias,
+        table: &[f32],
+        bidirectional: bool,
+        tq: usize,
+        tk: usize,
+        past: usize,
+    ) {
+        b.fill(
+            table,
             self.heads,
             self.num_buckets,
             self.max_distance,
@@ -55,7 +79,7 @@ impl<B> Stack<B> {
             tq,
             tk,
             past,
-        )
+        );
     }
 }
 
@@ -79,11 +103,35 @@ pub struct T5Model {
     /// weight format (rows are looked up, never multiplied).
     pub embed: Linear,
     pub encoder: Encoder,
-    pub decoder: Decoder,
-    pub lm_head: LmHead,
+    /// `None` for an encoder-only checkpoint (HF's `T5EncoderModel`): it has
+    /// no decoder tensors, and every decoder path refuses it
+    /// ([`T5Model::require_decoder`]).
+    pub decoder: Option<Decoder>,
+    /// `None` exactly when `decoder` is.
+    pub lm_head: Option<LmHead>,
+    /// The checkpoint as errors name it (its weight file or index).
+    pub source: PathBuf,
 }
 
 impl T5Model {
+    /// Whether the checkpoint has no decoder (HF's `T5EncoderModel` and
+    /// kin): `encode` and `embed` work, decoding refuses.
+    pub fn is_encoder_only(&self) -> bool {
+        self.decoder.is_none()
+    }
+
+    /// The decoder and LM head, or the error every decoder path gives an
+    /// encoder-only checkpoint.
+    pub fn require_decoder(&self) -> Result<(&Decoder, &LmHead)> {
+        match (&self.decoder, &self.lm_head) {
+            (Some(d), Some(h)) => Ok((d, h)),
+            _ => Err(Error::EncoderOnly {
+                path: self.source.clone(),
+                class: self.config.class_name(true),
+            }),
+        }
+    }
+
     /// Refuses ids at or above `vocab_size`, naming the first.
     pub fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let v = self.config.vocab_size;
@@ -161,15 +209,13 @@ impl T5Model {
     }
 
     /// A fresh decoder cache for one sequence whose encoder output is `enc`.
-    pub fn new_cache(&self, enc: &[f32], capacity: usize) -> SeqCache {
+    /// Refuses an encoder-only checkpoint.
+    pub fn new_cache(&self, enc: &[f32], capacity: usize) -> Result<SeqCache> {
+        let (decoder, _) = self.require_decoder()?;
         let d = self.config.d_model;
-        let mut c = SeqCache::new(
-            self.config.num_decoder_layers,
-            self.config.inner_dim(),
-            capacity,
-        );
-        self.decoder.prepare_cross(enc, enc.len() / d, &mut c);
-        c
+        let mut c = SeqCache::new(decoder.blocks.len(), self.config.inner_dim(), capacity);
+        decoder.prepare_cross(enc, enc.len() / d, &mut c);
+        Ok(c)
     }
 
     /// Feeds `tokens[s]` (one or more new decoder positions) to each sequence `s`
@@ -220,8 +266,9 @@ impl T5Model {
         if tqs.len() != caches.len() {
             return Err(Error::Request("one token list per cache".into()));
         }
+        let (decoder, _) = self.require_decoder()?;
         self.check_ids(ids)?;
-        let (layers, inner) = (self.decoder.blocks.len(), self.config.inner_dim());
+        let (layers, inner) = (decoder.blocks.len(), self.config.inner_dim());
         for c in caches.iter() {
             let fits = |v: &Vec<Vec<f32>>, rows: usize| {
                 v.len() == layers && v.iter().all(|l| l.len() == rows * inner)
@@ -242,39 +289,47 @@ impl T5Model {
             s.biases
                 .resize_with(tqs.len(), position_bias::PositionBias::empty);
         }
-        self.decoder.forward(tqs, caches, None, s);
+        decoder.forward(tqs, caches, None, s);
         Ok(&s.x[..ids.len() * self.config.d_model])
     }
 
     /// Switches greedy decoding with `exact` to the certified int8 head: the
     /// full-precision head is kept for re-scoring. Fails if the head is not f32.
     pub fn enable_certified_head(&mut self, group_size: usize) -> Result<()> {
-        if self.lm_head.linear.format() != WeightFormat::F32 {
+        self.require_decoder()?;
+        let Some(lm_head) = self.lm_head.as_mut() else {
+            return Ok(());
+        };
+        if lm_head.linear.format() != WeightFormat::F32 {
             return Err(Error::Request(
                 "--exact needs the full-precision checkpoint (the head is already quantized); point --model at the original".into(),
             ));
         }
-        let h = certified::CertifiedHead::new(&self.lm_head.linear, group_size)
-            .map_err(Error::Other)?;
-        self.lm_head.certified = Some(std::sync::Arc::new(h));
+        let h = certified::CertifiedHead::new(&lm_head.linear, group_size).map_err(Error::Other)?;
+        lm_head.certified = Some(std::sync::Arc::new(h));
         Ok(())
     }
 
     /// Logits `[rows, vocab]` from final decoder hidden states `[rows, d_model]`.
-    pub fn logits(&self, hidden: &[f32]) -> Vec<f32> {
+    /// Refuses an encoder-only checkpoint (it has no head).
+    pub fn logits(&self, hidden: &[f32]) -> Result<Vec<f32>> {
         let mut s = DecodeScratch::new();
-        self.logits_into(hidden, &mut s).to_vec()
+        Ok(self.logits_into(hidden, &mut s)?.to_vec())
     }
 
     /// [`T5Model::logits`] into `scratch`'s logits buffer (no allocation once
     /// it has been sized).
-    pub fn logits_into<'s>(&self, hidden: &[f32], scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
+    pub fn logits_into<'s>(
+        &self,
+        hidden: &[f32],
+        scratch: &'s mut DecodeScratch,
+    ) -> Result<&'s mut [f32]> {
         self.head_into(hidden, &mut scratch.head_in, &mut scratch.logits)
     }
 
     /// Logits of the hidden states the last [`T5Model::decode_step`] left in
     /// `scratch`, `[rows, vocab]`.
-    pub fn step_logits<'s>(&self, scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
+    pub fn step_logits<'s>(&self, scratch: &'s mut DecodeScratch) -> Result<&'s mut [f32]> {
         let DecodeScratch {
             x, head_in, logits, ..
         } = scratch;
@@ -288,32 +343,21 @@ impl T5Model {
         hidden: &[f32],
         head_in: &'s mut Vec<f32>,
         logits: &'s mut Vec<f32>,
-    ) -> &'s mut [f32] {
-        let h = self.scale_for_head(hidden, head_in);
+    ) -> Result<&'s mut [f32]> {
+        let (_, head) = self.require_decoder()?;
+        let h = scale_for_head(head, hidden, head_in);
         let rows = hidden.len() / self.config.d_model;
-        let out = scratch::sized(logits, rows * self.lm_head.linear.n);
-        self.lm_head.linear.forward(h, rows, out);
-        out
+        let out = scratch::sized(logits, rows * head.linear.n);
+        head.linear.forward(h, rows, out);
+        Ok(out)
     }
 
     /// The hidden states the last [`T5Model::decode_step`] left in `scratch`,
     /// as the head multiplies them.
-    pub fn step_head_input<'s>(&self, scratch: &'s mut DecodeScratch) -> &'s [f32] {
+    pub fn step_head_input<'s>(&self, scratch: &'s mut DecodeScratch) -> Result<&'s [f32]> {
+        let (_, head) = self.require_decoder()?;
         let DecodeScratch { x, head_in, .. } = scratch;
-        self.scale_for_head(x, head_in)
-    }
-
-    /// `hidden` as the head multiplies it: rescaled into `buf` for a tied head,
-    /// else `hidden` itself.
-    fn scale_for_head<'a>(&self, hidden: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
-        if self.lm_head.scale == 1.0 {
-            return hidden;
-        }
-        let h = scratch::sized(buf, hidden.len());
-        h.iter_mut()
-            .zip(hidden)
-            .for_each(|(o, &v)| *o = v * self.lm_head.scale);
-        h
+        Ok(scale_for_head(head, x, head_in))
     }
 
     /// Teacher-forced decoder: logits `[dec_ids.len(), vocab]` for the encoder
@@ -322,10 +366,11 @@ impl T5Model {
         if dec_ids.is_empty() {
             return Err(Error::Request("decoder input has no tokens".into()));
         }
+        self.require_decoder()?;
         let enc = self.encode(input_ids)?;
-        let mut cache = [self.new_cache(&enc, dec_ids.len())];
+        let mut cache = [self.new_cache(&enc, dec_ids.len())?];
         let h = self.decode_hidden(&[dec_ids], &mut cache)?;
-        Ok(self.logits(&h))
+        self.logits(&h)
     }
 
     /// Decoder hidden states of every layer for teacher forcing (HF's
@@ -338,15 +383,15 @@ impl T5Model {
         if dec_ids.is_empty() {
             return Err(Error::Request("decoder input has no tokens".into()));
         }
+        let (decoder, _) = self.require_decoder()?;
         let enc = self.encode(input_ids)?;
         self.check_ids(dec_ids)?;
-        let mut cache = [self.new_cache(&enc, dec_ids.len())];
+        let mut cache = [self.new_cache(&enc, dec_ids.len())?];
         let mut s = DecodeScratch::new();
         self.embed_into(dec_ids, &mut s.x);
         s.biases.push(position_bias::PositionBias::empty());
         let mut states = Vec::new();
-        self.decoder
-            .forward(&[dec_ids.len()], &mut cache, Some(&mut states), &mut s);
+        decoder.forward(&[dec_ids.len()], &mut cache, Some(&mut states), &mut s);
         Ok(states)
     }
 
@@ -357,25 +402,50 @@ impl T5Model {
             .blocks
             .first()
             .map(|b| b.attn.q.format())
-            .or_else(|| self.decoder.blocks.first().map(|b| b.self_attn.q.format()))
-            .unwrap_or(self.lm_head.linear.format())
+            .or_else(|| {
+                let d = self.decoder.as_ref()?;
+                d.blocks.first().map(|b| b.self_attn.q.format())
+            })
+            .or_else(|| self.lm_head.as_ref().map(|h| h.linear.format()))
+            .unwrap_or(self.embed.format())
     }
 
     /// Number of distinct parameters (the tied embedding counted once), as HF's
-    /// `num_parameters()` reports it.
+    /// `num_parameters()` reports it (for an encoder-only checkpoint, as
+    /// `T5EncoderModel`'s).
     pub fn num_parameters(&self) -> usize {
         let c = &self.config;
         let (d, inner, ff) = (c.d_model, c.inner_dim(), c.d_ff);
         let attn = 4 * d * inner;
         let ffn = if c.gated { 3 * d * ff } else { 2 * d * ff };
-        let bias = c.relative_attention_num_buckets * c.num_heads;
-        let enc = c.num_layers * (attn + ffn + 2 * d) + bias + d;
-        let dec = c.num_decoder_layers * (2 * attn + ffn + 3 * d) + bias + d;
-        let head = if c.tie_word_embeddings {
+        let table = c.relative_attention_num_buckets * c.num_heads;
+        let enc_bias = table * self.encoder.rel_bias.len();
+        let enc = c.num_layers * (attn + ffn + 2 * d) + enc_bias + d;
+        let dec = match &self.decoder {
+            None => 0,
+            Some(dec) => {
+                let bias = table * dec.rel_bias.len();
+                c.num_decoder_layers * (2 * attn + ffn + 3 * d) + bias + d
+            }
+        };
+        let head = if c.tie_word_embeddings || self.lm_head.is_none() {
             0
         } else {
             c.vocab_size * d
         };
         c.vocab_size * d + enc + dec + head
     }
+}
+
+/// `hidden` as `head` multiplies it: rescaled into `buf` for a tied head,
+/// else `hidden` itself.
+fn scale_for_head<'a>(head: &LmHead, hidden: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if head.scale == 1.0 {
+        return hidden;
+    }
+    let h = scratch::sized(buf, hidden.len());
+    h.iter_mut()
+        .zip(hidden)
+        .for_each(|(o, &v)| *o = v * head.scale);
+    h
 }

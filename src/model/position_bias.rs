@@ -1,7 +1,8 @@
 //! T5's bucketed relative-position bias.
 //!
 //! Each stack's layer 0 holds a `[num_buckets, num_heads]` table; every layer of
-//! the stack reuses the bias it gives. The encoder buckets both directions; the
+//! the stack reuses the bias it gives (umT5: every self-attention layer has a
+//! table of its own, `Stack::rel_bias`). The encoder buckets both directions; the
 //! decoder only looks back, and its buckets are *unidirectional*: using the
 //! bidirectional formula there (as candle does) gives the wrong bucket for every
 //! distance and logits that drift from HF's as the sequence grows.
@@ -59,7 +60,8 @@ impl PositionBias {
         self.values.reserve(want.saturating_sub(self.values.len()));
     }
 
-    /// `table` is the `[num_buckets, heads]` embedding of the stack's layer 0.
+    /// `table` is a `[num_buckets, heads]` bias embedding (the stack's layer
+    /// 0's, or the layer's own in umT5).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         table: &[f32],

@@ -1,6 +1,7 @@
 //! How far a quantized model is from its source, on a few fixed prompts:
 //! teacher-forced logit error along the source's greedy path, and how many
-//! greedy tokens agree before the first divergence.
+//! greedy tokens agree before the first divergence (an encoder-only
+//! checkpoint: the error of its encoder states).
 
 use crate::generate::{greedy, GenerateOptions};
 use crate::{Result, T5Model};
@@ -31,7 +32,8 @@ pub fn builtin_prompts(vocab: usize) -> Vec<Vec<u32>> {
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Accuracy {
-    /// Largest `max|Δlogit| / max|logit|` over all positions.
+    /// Largest `max|Δlogit| / max|logit|` over all positions (encoder-only:
+    /// the same of the encoder's output rows).
     pub max_rel_err: f64,
     /// Mean of that ratio over positions.
     pub mean_rel_err: f64,
@@ -57,6 +59,21 @@ pub fn compare(
         ..Default::default()
     };
     let mut rows = 0usize;
+    if reference.is_encoder_only() {
+        // No decoder to compare: the encoder's last hidden states, row by row.
+        let d = reference.config.d_model;
+        for p in prompts {
+            let (er, ec) = (reference.encode(p)?, candidate.encode(p)?);
+            for (a, b) in er.chunks_exact(d).zip(ec.chunks_exact(d)) {
+                let rel = rel_err(a, b);
+                acc.max_rel_err = acc.max_rel_err.max(rel);
+                acc.mean_rel_err += rel;
+                rows += 1;
+            }
+        }
+        acc.mean_rel_err /= rows.max(1) as f64;
+        return Ok(acc);
+    }
     for p in prompts {
         let gold = greedy(reference, &[p], &opts)?.remove(0);
         let mine = greedy(candidate, &[p], &opts)?.remove(0);
@@ -66,9 +83,7 @@ pub fn compare(
         dec.extend_from_slice(&gold[..gold.len().saturating_sub(1)]);
         let (lr, lc) = (reference.forward(p, &dec)?, candidate.forward(p, &dec)?);
         for (a, b) in lr.chunks_exact(v).zip(lc.chunks_exact(v)) {
-            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
-            let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
-            let rel = d / scale.max(1e-30);
+            let rel = rel_err(a, b);
             acc.max_rel_err = acc.max_rel_err.max(rel);
             acc.mean_rel_err += rel;
             rows += 1;
@@ -76,4 +91,11 @@ pub fn compare(
     }
     acc.mean_rel_err /= rows.max(1) as f64;
     Ok(acc)
+}
+
+/// `max|a - b| / max|a|` of one row.
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let scale = a.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
+    let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) as f64;
+    d / scale.max(1e-30)
 }

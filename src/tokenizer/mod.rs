@@ -4,12 +4,17 @@
 //! `T5TokenizerFast` does); decoding skips special tokens. Sentinels
 //! `<extra_id_N>` are added tokens and come through whole.
 //!
+//! ByT5 checkpoints ship no `tokenizer.json` (HF's `ByT5Tokenizer` is
+//! Python code): [`byt5::ByT5`] is it, chosen when the directory's
+//! `tokenizer_config.json` or `config.json` names it.
+//!
 //! T5's own pipeline goes through [`fast::T5Fast`] (loads in about a
 //! millisecond from the `tokenizer.t5edge` cache, exact to the `tokenizers`
 //! crate on printable-ASCII text, tested against it in
 //! `tests/tokenizer_parity.rs`); other text and other pipelines go through the
 //! `tokenizers` crate, loaded only when first needed.
 
+pub mod byt5;
 pub mod fast;
 
 use crate::error::{Error, Result};
@@ -20,6 +25,8 @@ use std::sync::OnceLock;
 pub use fast::CACHE_NAME;
 
 pub struct Tokenizer {
+    /// ByT5's byte tokenizer; when set, nothing else is used.
+    byt5: Option<byt5::ByT5>,
     fast: Option<T5Fast>,
     /// The crate's tokenizer: loaded at once without a fast path, else lazily.
     slow: OnceLock<std::result::Result<tokenizers::Tokenizer, String>>,
@@ -45,6 +52,7 @@ impl Tokenizer {
                     )));
                 }
                 return Ok(Tokenizer {
+                    byt5: None,
                     fast: Some(fast),
                     slow: OnceLock::new(),
                     path: path.to_path_buf(),
@@ -74,6 +82,7 @@ impl Tokenizer {
         let slow = OnceLock::new();
         let _ = slow.set(Ok(inner));
         Ok(Tokenizer {
+            byt5: None,
             fast: None,
             slow,
             path: path.to_path_buf(),
@@ -84,6 +93,25 @@ impl Tokenizer {
     pub fn from_dir(dir: &Path, vocab_size: usize) -> Result<Tokenizer> {
         let p = dir.join("tokenizer.json");
         if !p.is_file() {
+            if let Some(extra) = byt5::detect(dir) {
+                let t = byt5::ByT5::new(extra);
+                let path = dir.join("tokenizer_config.json");
+                if t.len() > vocab_size {
+                    return Err(Error::Tokenizer {
+                        path,
+                        msg: format!(
+                            "ByT5Tokenizer with {extra} extra ids has {} tokens but the model has only {vocab_size} rows",
+                            t.len()
+                        ),
+                    });
+                }
+                return Ok(Tokenizer {
+                    byt5: Some(t),
+                    fast: None,
+                    slow: OnceLock::new(),
+                    path,
+                });
+            }
             return Err(Error::Tokenizer {
                 path: p,
                 msg: "not found: text input needs the checkpoint's tokenizer.json (or pass --input-ids)".into(),
@@ -126,11 +154,17 @@ impl Tokenizer {
     /// The fast path's ids, `None` when it does not cover `text` (or there is
     /// no fast path).
     pub fn encode_fast(&self, text: &str) -> Option<Vec<u32>> {
+        if let Some(b) = &self.byt5 {
+            return Some(b.encode(text));
+        }
         self.fast.as_ref()?.encode(text)
     }
 
     /// Text of `ids`, special tokens skipped. Ids the vocabulary lacks are skipped too.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        if let Some(b) = &self.byt5 {
+            return Ok(b.decode(ids));
+        }
         if let Some(f) = &self.fast {
             return Ok(f.decode(ids));
         }
@@ -144,6 +178,9 @@ impl Tokenizer {
 
     /// The piece of one id, for streaming and debugging.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
+        if let Some(b) = &self.byt5 {
+            return b.piece(id);
+        }
         match &self.fast {
             Some(f) => f.piece(id).map(str::to_owned),
             None => self.slow().ok()?.id_to_token(id),
@@ -151,6 +188,9 @@ impl Tokenizer {
     }
 
     pub fn vocab_size(&self) -> usize {
+        if let Some(b) = &self.byt5 {
+            return b.len();
+        }
         match &self.fast {
             Some(f) => f.len(),
             None => self.slow().map_or(0, |t| t.get_vocab_size(true)),

@@ -20,7 +20,8 @@ import tempfile
 import numpy as np
 import torch
 from safetensors.numpy import save_file
-from transformers import T5ForConditionalGeneration
+from transformers import (MT5ForConditionalGeneration, T5EncoderModel, T5ForConditionalGeneration,
+                          UMT5EncoderModel, UMT5ForConditionalGeneration)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -43,6 +44,38 @@ CASES = {
         "--set", "d_ff=96", "--set", "num_heads=2", "--set", "d_kv=48",
         "--set", "relative_attention_num_buckets=16", "--set", "relative_attention_max_distance=20",
     ],
+    "t5-encoder-only": [
+        "--preset", "t5-efficient-tiny-el2-dl2", "--seed", "11", "--norm-jitter", "0.2", "--encoder-only",
+        "--set", "feed_forward_proj=gated-silu", "--set", "vocab_size=700", "--set", "d_model=64",
+        "--set", "d_ff=160", "--set", "num_heads=4", "--set", "d_kv=16",
+    ],
+    "umt5": [
+        "--preset", "t5-efficient-tiny-el2-dl3", "--seed", "5", "--norm-jitter", "0.2",
+        "--set", "model_type=umt5", "--set", "feed_forward_proj=gated-gelu", "--set", "tie_word_embeddings=false",
+        "--set", "vocab_size=800", "--set", "d_model=96", "--set", "d_ff=192", "--set", "num_heads=6",
+        "--set", "d_kv=16", "--set", "relative_attention_num_buckets=16", "--set", "relative_attention_max_distance=40",
+    ],
+    "umt5-encoder-only": [
+        "--preset", "t5-efficient-tiny-el3-dl1", "--seed", "6", "--norm-jitter", "0.2", "--encoder-only",
+        "--set", "model_type=umt5", "--set", "feed_forward_proj=gated-gelu", "--set", "tie_word_embeddings=false",
+        "--set", "vocab_size=600", "--set", "d_model=64", "--set", "d_ff=128", "--set", "num_heads=4",
+        "--set", "d_kv=16",
+    ],
+    "mt5": [
+        "--preset", "t5-efficient-tiny-nl2", "--seed", "8", "--norm-jitter", "0.2",
+        "--set", "model_type=mt5", "--set", "feed_forward_proj=gated-gelu", "--set", "tie_word_embeddings=false",
+        "--set", "vocab_size=1200", "--set", "d_model=64", "--set", "d_ff=128", "--set", "num_heads=4",
+        "--set", "d_kv=16",
+    ],
+}
+
+# HF's class for a checkpoint: (model_type, encoder-only) -> class.
+CLASSES = {
+    ("t5", False): T5ForConditionalGeneration,
+    ("t5", True): T5EncoderModel,
+    ("mt5", False): MT5ForConditionalGeneration,
+    ("umt5", False): UMT5ForConditionalGeneration,
+    ("umt5", True): UMT5EncoderModel,
 }
 
 GREEDY_STEPS = 16
@@ -77,7 +110,9 @@ def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
     manifest = {
-        "how": "HF transformers T5ForConditionalGeneration, fp32, eager attention, torch CPU, no_grad. "
+        "how": "HF transformers (the case's class: T5ForConditionalGeneration, T5EncoderModel, MT5ForConditionalGeneration, "
+        "UMT5ForConditionalGeneration, UMT5EncoderModel), fp32, eager attention, torch CPU, no_grad. "
+        "Encoder-only cases have encoder states only. "
         "Greedy: generate(max_new_tokens=16, min_new_tokens=16, do_sample=False, num_beams=1, use_cache=False) (HF 4.57 cache indexing fails when the decoder is deeper than the encoder).",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                      "numpy": np.__version__},
@@ -86,15 +121,34 @@ def main():
     for name, args in CASES.items():
         with tempfile.TemporaryDirectory() as d:
             subprocess.run([t5edge, "synth", *args, "--out", d, "--force"], check=True)
-            model = T5ForConditionalGeneration.from_pretrained(d, attn_implementation="eager").eval()
+            with open(os.path.join(d, "config.json")) as f:
+                saved = json.load(f)
+            encoder_only = "--encoder-only" in args
+            cls = CLASSES[(saved["model_type"], encoder_only)]
+            model = cls.from_pretrained(d, attn_implementation="eager").eval()
+            # Every tensor of the file is one the class has, and it has no other.
+            from safetensors import safe_open
+            with safe_open(os.path.join(d, "model.safetensors"), "pt") as f:
+                names = set(f.keys())
+            expected = set(model.state_dict().keys()) - {"encoder.embed_tokens.weight", "decoder.embed_tokens.weight"}
+            if model.config.tie_word_embeddings:
+                expected.discard("lm_head.weight")
+            assert names == expected, (name, sorted(names ^ expected)[:8])
             cfg = model.config
             arrays = {}
             case = {"synth_args": args, "model_sha256": sha256(os.path.join(d, "model.safetensors")),
-                    "prompts": {}, "decoder_input_ids": decoder_input(cfg.vocab_size)}
-            dec = torch.tensor([case["decoder_input_ids"]])
+                    "hf_class": cls.__name__, "encoder_only": encoder_only, "prompts": {}}
+            if not encoder_only:
+                case["decoder_input_ids"] = decoder_input(cfg.vocab_size)
+                dec = torch.tensor([case["decoder_input_ids"]])
             with torch.no_grad():
                 for p, ids in prompts(cfg.vocab_size).items():
                     inp = torch.tensor([ids])
+                    if encoder_only:
+                        enc = model(input_ids=inp).last_hidden_state
+                        arrays[f"{p}.encoder_hidden"] = enc[0].numpy().astype(np.float32)
+                        case["prompts"][p] = {"input_ids": ids}
+                        continue
                     enc = model.encoder(input_ids=inp).last_hidden_state
                     out = model(input_ids=inp, decoder_input_ids=dec)
                     logits = out.logits[0]

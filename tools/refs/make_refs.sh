@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates tests/fixtures/refs with HF transformers from PyPI (CPU torch).
+# Regenerates tests/fixtures/refs and tests/fixtures/tokenizers with HF transformers from PyPI (CPU torch).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=tools/refs/.venv
@@ -9,3 +9,4 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 cargo build --release --bin t5edge
 "$venv/bin/python" tools/refs/make_refs.py target/release/t5edge
+"$venv/bin/python" tools/refs/make_tokenizer_refs.py
