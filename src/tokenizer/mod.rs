@@ -11,6 +11,7 @@
 //! `tokenizers` crate, loaded only when first needed.
 
 pub mod fast;
+mod stream;
 
 use crate::error::{Error, Result};
 use fast::T5Fast;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use fast::CACHE_NAME;
+pub use stream::TextStream;
 
 pub struct Tokenizer {
     fast: Option<T5Fast>,
