@@ -80,10 +80,13 @@ pub fn quantize(
 /// `t5edge synth`): `preset` a T5-Efficient shape such as
 /// "t5-efficient-tiny-nl2" (or "t5-v1_1-gated-tiny"), `set` a list of
 /// "key=value" config overrides, `norm_jitter` the spread of the layer-norm
-/// weights around 1. Existing files are refused unless `force=True`.
+/// weights around 1, `zero_pad_row` zeroes the `<pad>` embedding row (as the
+/// default model has it, so greedy text shows words rather than padding).
+/// Existing files are refused unless `force=True`.
 /// Returns `out`.
 #[pyfunction]
-#[pyo3(signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), force=false))]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, force=false))]
 pub fn synth(
     py: Python<'_>,
     out: PathBuf,
@@ -91,6 +94,7 @@ pub fn synth(
     seed: u64,
     norm_jitter: f32,
     set: Vec<String>,
+    zero_pad_row: bool,
     force: bool,
 ) -> PyResult<PathBuf> {
     py.detach(|| {
@@ -100,7 +104,7 @@ pub fn synth(
             let opts = t5edge::synth::SynthOptions {
                 seed,
                 norm_jitter,
-                ..Default::default()
+                zero_pad_row,
             };
             t5edge::synth::write_checkpoint(&out, &cfg, &opts, force)?;
             Ok(out.clone())
