@@ -86,7 +86,10 @@ pub fn quantize(
 /// Returns `out`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, force=false))]
+#[pyo3(
+    signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, force=false),
+    text_signature = "(out, *, preset=\"t5-efficient-tiny-nl2\", seed=0, norm_jitter=0.0, set=(), zero_pad_row=False, force=False)"
+)]
 pub fn synth(
     py: Python<'_>,
     out: PathBuf,
