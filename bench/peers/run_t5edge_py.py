@@ -28,9 +28,11 @@ def prepare():
     if args.variant != "int8":
         return {}
     out = quant_dir()
+    rel = os.path.relpath(out, common.REPO)  # no machine path in the results
     if os.path.exists(os.path.join(out, "model.safetensors")):
-        return {"cached": True, "dir": out}
-    return {"cached": False, **t5edge.quantize(args.model, out, dtype="int8")}
+        return {"cached": True, "dir": rel}
+    w = t5edge.quantize(args.model, out, dtype="int8")
+    return {"cached": False, "dir": rel, "out_bytes": w["out_bytes"], "source_bytes": w["source_bytes"]}
 
 
 def load(wl):

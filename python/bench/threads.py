@@ -42,22 +42,27 @@ def main():
             return m.generate(p, max_new_tokens=n, min_new_tokens=n, return_ids=True).ids
 
         job(prompts[0])  # warm up
-        serial_s, par_s = [], []
+        serial_s, par_s, serial_cpu, par_cpu = [], [], [], []
         for _ in range(a.rounds):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             serial = [job(p) for p in prompts]
             serial_s.append(time.perf_counter() - t0)
+            serial_cpu.append((time.process_time() - c0) / serial_s[-1])
             with ThreadPoolExecutor(a.workers) as ex:
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 par = list(ex.map(job, prompts))
                 par_s.append(time.perf_counter() - t0)
+                par_cpu.append((time.process_time() - c0) / par_s[-1])
             assert par == serial, "threads changed the results"
         s, p = statistics.median(serial_s), statistics.median(par_s)
         key = "threads=%s" % threads
+        # CPU seconds per wall second: how many cores the process kept busy
+        # (spin-pool workers polling count too).
         out[key] = {"pool_threads": m.threads, "serial_s": serial_s, "threaded_s": par_s,
-                    "speedup": s / p}
-        print("%-13s serial %.3f s, %d Python threads %.3f s: %.2fx (median of %d rounds; results identical)"
-              % (key, s, a.workers, p, s / p, a.rounds))
+                    "speedup": s / p, "serial_cores": serial_cpu, "threaded_cores": par_cpu}
+        print("%-13s serial %.3f s (%.2f cores busy), %d Python threads %.3f s (%.2f cores busy): %.2fx "
+              "(median of %d rounds; results identical)"
+              % (key, s, statistics.median(serial_cpu), a.workers, p, statistics.median(par_cpu), s / p, a.rounds))
     out["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     print(json.dumps(out))
 

@@ -76,7 +76,7 @@ fn resolve(model: Option<&Path>, preset: Option<&str>) -> Outcome<PathBuf> {
         (Some(m), None) => t5edge::hub::locate(m).map_err(|e| {
             // The library's message; the class says it is missing.
             let kind = if m.exists() {
-                Kind::Error
+                Kind::File
             } else {
                 Kind::NotFound
             };

@@ -50,7 +50,7 @@ pub fn quantize(
             }
             let src = t5edge::hub::locate(&model).map_err(|e| {
                 let kind = if model.exists() {
-                    Kind::Error
+                    Kind::File
                 } else {
                     Kind::NotFound
                 };

@@ -52,6 +52,11 @@ def test_files(tmp_path, tiny):
         t5edge.T5(missing)
     assert isinstance(e.value, t5edge.NotFoundError)
     assert str(missing) in str(e.value) and "no such directory" in str(e.value)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(OSError, match="not a directory") as e:
+        t5edge.T5(a_file)
+    assert isinstance(e.value, t5edge.FileError)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text("{not json")
