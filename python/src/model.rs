@@ -266,7 +266,7 @@ impl T5 {
     /// iterator stops it at the next token.
     #[pyo3(
         signature = (input, /, **options),
-        text_signature = "($self, input, /, *, max_new_tokens=32, min_new_tokens=0, num_beams=1, do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, seed=0, ...)"
+        text_signature = "($self, input, /, *, max_new_tokens=32, min_new_tokens=0, num_beams=1, length_penalty=1.0, early_stopping=False, no_repeat_ngram_size=0, do_sample=False, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0, seed=0, eos_token_id=None)"
     )]
     fn generate_stream(
         &self,
