@@ -67,7 +67,7 @@ def test_dropping_a_stream_stops_its_work(decode_synth):
         deadline = time.monotonic() + 30
         while threads_now() > base and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert threads_now() == base, how
+        assert threads_now() <= base, how  # (a collected model's pool may end meanwhile)
 
 
 def test_tokenizer(tiny):
