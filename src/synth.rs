@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::generate::rng::splitmix64;
 use crate::weights::writer::{self, OutTensor};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The base sizes of the T5-Efficient family (Tay et al., 2021).
 const BASES: [(&str, [usize; 5]); 7] = [
@@ -409,6 +409,63 @@ fn pseudo_word(i: usize) -> String {
 fn added_token(id: usize, content: &str) -> serde_json::Value {
     serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
                        "rstrip": false, "normalized": false, "special": true})
+}
+
+/// The preset of the model the front ends run when given none (the CLI
+/// without `--model`, Python's `T5()`), written by [`cached`] in its demo form.
+pub const DEFAULT_PRESET: &str = "t5-efficient-tiny-nl2";
+
+/// The synthetic checkpoint of `preset` (seed 0; `demo`: with a zero `<pad>`
+/// embedding row) in the cache ($T5EDGE_CACHE, else $XDG_CACHE_HOME/t5edge,
+/// else ~/.cache/t5edge), written on first use: what the front ends run
+/// without a model (the CLI's default and `--preset`, Python's `T5()`).
+pub fn cached(preset: &str, demo: bool) -> Result<PathBuf> {
+    // The name becomes a directory name: keep it to what presets are made of,
+    // so nothing like `../` reaches the path.
+    if preset.is_empty()
+        || !preset
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::Request(format!(
+            "preset {preset:?} is not a preset name (see t5edge synth --help)"
+        )));
+    }
+    let cfg = self::preset(preset).map_err(Error::Request)?;
+    let base = std::env::var_os("T5EDGE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("t5edge")))
+        .or_else(|| {
+            std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("t5edge"))
+        })
+        .unwrap_or_else(|| std::env::temp_dir().join("t5edge"));
+    let dir = base.join(format!(
+        "synth-{preset}-seed0{}",
+        if demo { "-demo" } else { "" }
+    ));
+    if !dir.join("model.safetensors").is_file() {
+        eprintln!(
+            "writing the synthetic {preset} (random weights, seed 0) to {}",
+            dir.display()
+        );
+        write_checkpoint(
+            &dir,
+            &cfg,
+            &SynthOptions {
+                seed: 0,
+                norm_jitter: 0.0,
+                zero_pad_row: demo,
+                ..Default::default()
+            },
+            true,
+        )?;
+    } else {
+        eprintln!(
+            "using the synthetic {preset} (random weights, seed 0) at {}",
+            dir.display()
+        );
+    }
+    Ok(dir)
 }
 
 #[cfg(test)]

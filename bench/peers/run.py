@@ -35,6 +35,8 @@ VARIANTS = [
     ("t5edge-int8-load", "t5edge", "int8-load", None, "t5edge int8 (converted at load)"),
     ("t5edge-int8-exact", "t5edge", "int8-exact", None, "t5edge int8 --exact"),
     ("t5edge-f32", "t5edge", "f32", None, "t5edge f32"),
+    ("t5edge-py-int8", "t5edge-py", "int8", "run_t5edge_py.py", "t5edge int8 via Python (quantized dir)"),
+    ("t5edge-py-f32", "t5edge-py", "f32", "run_t5edge_py.py", "t5edge f32 via Python"),
     ("hf-fp32", "hf", "fp32", "run_hf.py", "HF transformers fp32 (eager)"),
     ("ct2-float32", "ct2", "float32", "run_ct2.py", "CTranslate2 float32"),
     ("ct2-int8", "ct2", "int8", "run_ct2.py", "CTranslate2 int8"),
@@ -44,7 +46,7 @@ VARIANTS = [
     ("llamacpp-f32", "llamacpp", "f32", "run_llamacpp.py", "llama.cpp f32 (GGUF)"),
     ("llamacpp-q8_0", "llamacpp", "q8_0", "run_llamacpp.py", "llama.cpp q8_0 (GGUF)"),
 ]
-ENGINES = ["t5edge", "hf", "ct2", "ort", "llamacpp"]
+ENGINES = ["t5edge", "t5edge-py", "hf", "ct2", "ort", "llamacpp"]
 WORKLOADS = ["w1", "w2", "w3"]
 
 

@@ -20,6 +20,9 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip
 "$venv/bin/python" -m pip install -r "$here/requirements.txt"
+# t5edge itself through its Python package (python/), built from this checkout
+# (the t5edge-py rows of run.py).
+"$venv/bin/python" -m pip install "$here/../../python"
 
 spec="$(grep -E '^llama-cpp-python==' "$here/requirements-llamacpp.txt")"
 ver="${spec#llama-cpp-python==}"

@@ -6,8 +6,8 @@ use crate::{Error, Result, T5Model, Tokenizer};
 use clap::Args as ClapArgs;
 use std::path::{Path, PathBuf};
 
-/// The preset and seed of the embedded default model.
-pub const DEFAULT_PRESET: &str = "t5-efficient-tiny-nl2";
+/// The preset of the embedded default model.
+pub use crate::synth::DEFAULT_PRESET;
 
 #[derive(ClapArgs, Clone, Debug)]
 pub struct ModelArgs {
@@ -122,56 +122,9 @@ fn default_model() -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// The synthetic checkpoint of `preset` (seed 0; `demo`: with a zero `<pad>`
-/// embedding row) in the cache ($T5EDGE_CACHE, else $XDG_CACHE_HOME/t5edge,
-/// else ~/.cache/t5edge), written on first use.
+/// The synthetic checkpoint of `preset` in the cache ([`crate::synth::cached`]).
 pub fn synth_model(preset: &str, demo: bool) -> Result<PathBuf> {
-    // The name becomes a directory name: keep it to what presets are made of,
-    // so nothing like `../` reaches the path.
-    if preset.is_empty()
-        || !preset
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        return Err(Error::Request(format!(
-            "--preset {preset:?} is not a preset name (see t5edge synth --help)"
-        )));
-    }
-    let cfg = crate::synth::preset(preset).map_err(Error::Request)?;
-    let base = std::env::var_os("T5EDGE_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|p| PathBuf::from(p).join("t5edge")))
-        .or_else(|| {
-            std::env::var_os("HOME").map(|p| PathBuf::from(p).join(".cache").join("t5edge"))
-        })
-        .unwrap_or_else(|| std::env::temp_dir().join("t5edge"));
-    let dir = base.join(format!(
-        "synth-{preset}-seed0{}",
-        if demo { "-demo" } else { "" }
-    ));
-    if !dir.join("model.safetensors").is_file() {
-        eprintln!(
-            "writing the synthetic {preset} (random weights, seed 0) to {}",
-            dir.display()
-        );
-        crate::synth::write_checkpoint(
-            &dir,
-            &cfg,
-            &crate::synth::SynthOptions {
-                seed: 0,
-                norm_jitter: 0.0,
-                zero_pad_row: demo,
-                ..Default::default()
-            },
-            true,
-        )?;
-    } else {
-        eprintln!(
-            "using the synthetic {preset} (random weights, seed 0) at {}",
-            dir.display()
-        );
-    }
-    Ok(dir)
+    crate::synth::cached(preset, demo)
 }
 
 /// Parses `1,2,3` into ids (`flag` names the option in errors). Every entry

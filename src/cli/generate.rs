@@ -3,6 +3,7 @@
 
 use super::common::{ModelArgs, PromptArgs, WeightArgs};
 use crate::generate::{generate, generate_stream, GenerateOptions};
+use crate::tokenizer::TextStream;
 use crate::{Error, Result, Tokenizer};
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -120,29 +121,22 @@ fn stream(
 ) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut so_far: Vec<u32> = Vec::new();
-    let mut printed = String::new();
+    let mut text = tok.map(TextStream::new);
+    let mut first = true;
     let mut failure: Option<Error> = None;
     generate_stream(model, ids, opts, |id| {
-        so_far.push(id);
-        let piece = match tok {
-            Some(t) => match t.decode(&so_far) {
-                // Print only once the text extends what is already out (a
-                // piece can change how earlier ones decode, e.g. spacing).
-                Ok(text) if text.starts_with(&printed) => {
-                    let p = text[printed.len()..].to_string();
-                    printed = text;
-                    p
-                }
-                Ok(_) => String::new(),
+        let piece = match text.as_mut() {
+            Some(t) => match t.push(id) {
+                Ok(p) => p,
                 Err(e) => {
                     failure = Some(e);
                     return ControlFlow::Break(());
                 }
             },
-            None if so_far.len() == 1 => id.to_string(),
+            None if first => id.to_string(),
             None => format!(",{id}"),
         };
+        first = false;
         if out
             .write_all(piece.as_bytes())
             .and_then(|_| out.flush())

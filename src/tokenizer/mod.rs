@@ -16,6 +16,7 @@
 
 pub mod byt5;
 pub mod fast;
+mod stream;
 
 use crate::error::{Error, Result};
 use fast::T5Fast;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 pub use fast::CACHE_NAME;
+pub use stream::TextStream;
 
 pub struct Tokenizer {
     /// ByT5's byte tokenizer; when set, nothing else is used.
