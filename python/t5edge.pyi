@@ -248,6 +248,7 @@ def synth(
     norm_jitter: float = 0.0,
     set: Sequence[str] = (),
     zero_pad_row: bool = False,
+    encoder_only: bool = False,
     force: bool = False,
 ) -> pathlib.Path:
     """Writes a deterministic random-weight Hugging Face checkpoint (as `t5edge synth`)."""

@@ -470,7 +470,9 @@ impl T5 {
             "config": m.config,
             "parameters": m.num_parameters(),
             "dtype": m.body_format().name(),
-            "lm_head": m.lm_head.linear.format().name(),
+            // None for an encoder-only checkpoint, which has no head.
+            "lm_head": m.lm_head.as_ref().map(|h| h.linear.format().name()),
+            "encoder_only": m.decoder.is_none(),
             "exact": self.inner.exact,
             "tokenizer": self.inner.tok.is_some(),
             "isa": t5edge_kernels::dispatch::active().name(),

@@ -81,14 +81,15 @@ pub fn quantize(
 /// "t5-efficient-tiny-nl2" (or "t5-v1_1-gated-tiny"), `set` a list of
 /// "key=value" config overrides, `norm_jitter` the spread of the layer-norm
 /// weights around 1, `zero_pad_row` zeroes the `<pad>` embedding row (as the
-/// default model has it, so greedy text shows words rather than padding).
-/// Existing files are refused unless `force=True`.
+/// default model has it, so greedy text shows words rather than padding),
+/// `encoder_only` leaves out the decoder and head (as HF's `T5EncoderModel`
+/// saves). Existing files are refused unless `force=True`.
 /// Returns `out`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(
-    signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, force=false),
-    text_signature = "(out, *, preset=\"t5-efficient-tiny-nl2\", seed=0, norm_jitter=0.0, set=(), zero_pad_row=False, force=False)"
+    signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, encoder_only=false, force=false),
+    text_signature = "(out, *, preset=\"t5-efficient-tiny-nl2\", seed=0, norm_jitter=0.0, set=(), zero_pad_row=False, encoder_only=False, force=False)"
 )]
 pub fn synth(
     py: Python<'_>,
@@ -98,6 +99,7 @@ pub fn synth(
     norm_jitter: f32,
     set: Vec<String>,
     zero_pad_row: bool,
+    encoder_only: bool,
     force: bool,
 ) -> PyResult<PathBuf> {
     py.detach(|| {
@@ -108,6 +110,7 @@ pub fn synth(
                 seed,
                 norm_jitter,
                 zero_pad_row,
+                encoder_only,
             };
             t5edge::synth::write_checkpoint(&out, &cfg, &opts, force)?;
             Ok(out.clone())
