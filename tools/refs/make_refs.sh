@@ -9,3 +9,4 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 cargo build --release --bin t5edge
 "$venv/bin/python" tools/refs/make_refs.py target/release/t5edge
+"$venv/bin/python" tools/refs/make_rerank_refs.py target/release/t5edge
