@@ -109,7 +109,10 @@ pub fn relevance(
         p[i] = 1.0 / (1.0 + (f - t).exp());
     })
     .map_err(|e| match e {
-        Error::Request(m) => Error::Request(m.replacen("pair ", "document ", 1)),
+        // forced_logits counts pairs; here each pair is a document.
+        Error::Request(m) if m.starts_with("pair ") => {
+            Error::Request(format!("document {}", &m["pair ".len()..]))
+        }
         other => other,
     })?;
     Ok(p)

@@ -478,7 +478,7 @@ fn rerank_matches_hf_p_true() {
 
 /// `rerank` through the binary on a synthetic tokenizer (two of its words as
 /// labels): plain and JSON output agree, and a documents file with a bad line
-/// is refused naming the line.
+/// is refused naming the line; `score`'s empty targets.
 #[test]
 fn rerank_command_output_and_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -545,6 +545,17 @@ fn rerank_command_output_and_errors() {
         let e = err(&run(&a, dir.path()));
         assert!(e.contains(want), "{e}");
     }
+    // score: an empty target is one clear error, as text or as ids.
+    let e = err(&run(
+        &["score", "--input-ids", "5,1", "--target", ""],
+        dir.path(),
+    ));
+    assert!(e.contains("the target has no tokens to score"), "{e}");
+    let e = err(&run(
+        &["score", "--input-ids", "5,1", "--target-ids", ""],
+        dir.path(),
+    ));
+    assert!(e.contains("--target-ids is empty"), "{e}");
     let e = err(&run(&["rerank", "--query", "q", "doc"], dir.path()));
     assert!(
         e.contains("\u{2581}true") && e.contains("not a token"),
