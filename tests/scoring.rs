@@ -280,6 +280,29 @@ fn encode_files_read_back() {
     .unwrap();
     let e = err(&run(&["encode", "--json", "--input", inp], dir.path()));
     assert!(e.contains("in.jsonl line 5: unknown field `oops`"), "{e}");
+    // Past 512 tokens: T5's relative buckets take any length; the limit is
+    // the command line's, and a line over it is named.
+    let long: Vec<u32> = (0..600).map(|i| 3 + i % 900).chain([1]).collect();
+    let lines = format!(
+        "{{\"input_ids\": [5, 1]}}\n{}\n",
+        serde_json::json!({ "input_ids": long })
+    );
+    std::fs::write(&input, lines).unwrap();
+    let v = ok(&run(&["encode", "--json", "--input", inp], dir.path()));
+    let second: serde_json::Value = serde_json::from_str(v.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(second["states"].as_array().unwrap().len(), 601);
+    let e = err(&run(
+        &[
+            "encode",
+            "--json",
+            "--input",
+            inp,
+            "--max-input-tokens",
+            "600",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("in.jsonl line 2:") && e.contains("600"), "{e}");
 }
 
 /// The committed HF references (tools/refs/make_refs.py) for one case.
