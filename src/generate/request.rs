@@ -330,6 +330,39 @@ mod tests {
     }
 
     #[test]
+    fn score_pairs_encode_inputs_and_documents_parse() {
+        let r = ScoreRequest::from_json(r#"{"source": "a", "target_ids": [5]}"#, false).unwrap();
+        assert_eq!(r.source, Prompt::Text("a".into()));
+        assert_eq!(r.target, Prompt::Ids(vec![5]));
+        assert!(!r.append_eos);
+        let r = ScoreRequest::from_json(
+            r#"{"source_ids": [1], "target": "b", "append_eos": true}"#,
+            false,
+        )
+        .unwrap();
+        assert!(r.append_eos);
+        let err = |j: &str| ScoreRequest::from_json(j, false).unwrap_err().to_string();
+        assert!(err(r#"{"source": "a"}"#).contains("neither target nor target_ids"));
+        assert!(err(r#"{"source": "a", "target": "b", "x": 1}"#).contains("unknown field `x`"));
+        assert!(err(r#"{"source": "a", "target": "b", "append_eos": 1}"#).contains("true or false"));
+        assert!(err(r#"{"source": "a", "source_ids": [1], "target": "b"}"#)
+            .contains("either source or source_ids"));
+        assert_eq!(
+            Prompt::from_json(r#"{"input_ids": [3, 1]}"#).unwrap(),
+            Prompt::Ids(vec![3, 1])
+        );
+        assert!(Prompt::from_json(r#"{"text": "a", "num_beams": 2}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `num_beams`"));
+        assert_eq!(document_from_json(r#"{"text": "d"}"#).unwrap(), "d");
+        assert!(document_from_json(r#""d""#)
+            .unwrap_err()
+            .to_string()
+            .contains("a document is a JSON object"));
+    }
+
+    #[test]
     fn cli_defaults_are_the_library_defaults() {
         use clap::Parser;
         #[derive(Parser)]
