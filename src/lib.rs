@@ -10,7 +10,10 @@
 //! - [`generate()`] with a [`GenerateOptions`] builder (greedy, beam search or
 //!   sampling, HF's option names and semantics), or [`generate_stream`] for a
 //!   callback per token;
-//! - [`embed()`] for mean-pooled encoder embeddings;
+//! - [`embed()`] for mean-pooled encoder embeddings, [`encode::encode_padded`]
+//!   for every token's encoder state;
+//! - [`score::score_batch`] for log p(target | source), [`rerank::rerank`]
+//!   for monoT5-style relevance;
 //! - [`T5Model::forward`] for teacher-forced logits;
 //! - [`Tokenizer`] for text to ids and back.
 //!
@@ -58,11 +61,13 @@
 
 pub mod config;
 pub mod embed;
+pub mod encode;
 pub mod error;
 pub mod generate;
 pub mod hub;
 pub mod model;
 pub mod quantize;
+pub mod rerank;
 pub mod runtime;
 pub mod score;
 pub mod synth;

@@ -8,6 +8,7 @@
 //! options are sorted by length and decoded in batches; the output is written
 //! through a temp file and a rename.
 
+use super::common::at_line;
 use crate::generate::{generate, GenerateOptions, GenerateRequest};
 use crate::{Error, Result, T5Model, Tokenizer};
 use std::collections::BTreeMap;
@@ -31,16 +32,7 @@ fn parse_line(
     Ok((ids, req.options))
 }
 
-/// `e` as the error of line `i` (0-based) of `input`.
-fn at_line(input: &Path, i: usize, e: Error) -> Error {
-    let msg = match e {
-        Error::Request(m) => m,
-        other => other.to_string(),
-    };
-    Error::Request(format!("{} line {}: {msg}", input.display(), i + 1))
-}
-
-fn error_json(e: &Error) -> serde_json::Value {
+pub(super) fn error_json(e: &Error) -> serde_json::Value {
     serde_json::json!({ "error": e.to_string() })
 }
 

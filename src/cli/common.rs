@@ -188,6 +188,42 @@ impl PromptArgs {
     }
 }
 
+/// The lines of a text file (a JSONL batch, a list of documents), without
+/// their line ends; a line that is not UTF-8 is refused with its number.
+pub fn read_lines(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            String::from_utf8(l.to_vec()).map_err(|e| {
+                at_line(
+                    path,
+                    i,
+                    Error::Request(format!(
+                        "not valid UTF-8 (byte {})",
+                        e.utf8_error().valid_up_to()
+                    )),
+                )
+            })
+        })
+        .collect()
+}
+
+/// `e` as the error of line `i` (0-based) of `file`.
+pub fn at_line(file: &Path, i: usize, e: Error) -> Error {
+    let msg = match e {
+        Error::Request(m) => m,
+        other => other.to_string(),
+    };
+    Error::Request(format!("{} line {}: {msg}", file.display(), i + 1))
+}
+
 fn read_stdin() -> Result<String> {
     use std::io::{IsTerminal, Read};
     if std::io::stdin().is_terminal() {

@@ -21,6 +21,7 @@ mod forward;
 mod generate;
 mod inspect;
 mod quantize;
+mod rerank;
 mod score;
 mod synth;
 
@@ -45,12 +46,14 @@ enum Cmd {
     Generate(generate::Args),
     /// Mean-pooled encoder embedding of a prompt.
     Embed(embed::Args),
-    /// The encoder's last hidden states, one row per input token.
+    /// The encoder's last hidden states, one row per input token, for one input or a batch (JSON, .safetensors, .npy).
     Encode(encode::Args),
     /// Teacher-forced decoder logits: the top-k ids and values at each position.
     Forward(forward::Args),
-    /// log p(target | source) per target token and summed (teacher forcing).
+    /// log p(target | source) per target token and summed (teacher forcing), one pair or a JSONL file.
     Score(score::Args),
+    /// Documents sorted by a monoT5-style model's p(true) for a query.
+    Rerank(rerank::Args),
     /// Print a checkpoint's config, parameter count, tensors and the CPU features in use.
     Inspect(inspect::Args),
     /// Quantize an HF checkpoint to an int8 or f16 directory that maps with no repacking.
@@ -91,6 +94,7 @@ pub fn main() -> i32 {
         Cmd::Forward(a) => forward::run(a),
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Score(a) => score::run(a),
+        Cmd::Rerank(a) => rerank::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Quantize(a) => quantize::run(a),

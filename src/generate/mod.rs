@@ -33,7 +33,7 @@ mod stream;
 
 pub use beam::{beam_search, Hypothesis};
 pub use greedy::greedy;
-pub use request::{GenerateRequest, Prompt};
+pub use request::{document_from_json, GenerateRequest, Prompt, ScoreRequest};
 pub use rng::DecodeRng;
 pub use sampling::sample;
 pub use stream::{generate_stream, generate_stream_batch};

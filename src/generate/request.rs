@@ -56,53 +56,203 @@ impl GenerateRequest {
     /// doubled prompt, an unknown field, a value of the wrong type or out of
     /// range.
     pub fn from_json(json: &str, base: &GenerateOptions) -> Result<GenerateRequest> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            // serde says "at line 1 column N": the line is the request's own,
-            // which only misleads in a file; the caller names the line.
-            let msg = e.to_string();
-            let msg = msg
-                .rsplit_once(" at line ")
-                .map_or(msg.as_str(), |(m, _)| m);
-            Error::Request(format!("invalid JSON (column {}): {msg}", e.column()))
-        })?;
-        Self::from_value(value, base)
+        Self::from_value(parse_json(json)?, base)
     }
 
     /// [`GenerateRequest::from_json`] for an already parsed value.
     pub fn from_value(value: serde_json::Value, base: &GenerateOptions) -> Result<GenerateRequest> {
-        let serde_json::Value::Object(mut fields) = value else {
-            return Err(Error::Request(
-                "a request is a JSON object: {\"text\": ...} or {\"input_ids\": [...]}".into(),
-            ));
-        };
-        let text = fields.remove("text");
-        let ids = fields.remove("input_ids");
-        let prompt = match (text, ids) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Request(
-                    "give either text or input_ids, not both".into(),
-                ))
-            }
-            (Some(serde_json::Value::String(t)), None) => Prompt::Text(t),
-            (Some(other), None) => {
-                return Err(Error::Request(format!(
-                    "text must be a string, found {other}"
-                )))
-            }
-            (None, Some(v)) => Prompt::Ids(serde_json::from_value(v).map_err(|e| {
-                Error::Request(format!(
-                    "input_ids must be a list of token ids (integers from 0 to 2^32-1): {e}"
-                ))
-            })?),
-            (None, None) => {
-                return Err(Error::Request(
-                    "the request has neither text nor input_ids".into(),
-                ))
-            }
-        };
+        let mut fields = object(
+            value,
+            "a request is a JSON object: {\"text\": ...} or {\"input_ids\": [...]}",
+        )?;
+        let prompt = Prompt::take(&mut fields, "text", "input_ids")?;
         let options = base.overlay(fields)?;
         Ok(GenerateRequest { prompt, options })
     }
+}
+
+/// Parses one JSON request. serde says "at line 1 column N": the line is the
+/// request's own, which only misleads in a file, so only the column is kept;
+/// the caller names the line.
+pub fn parse_json(json: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(json).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg
+            .rsplit_once(" at line ")
+            .map_or(msg.as_str(), |(m, _)| m);
+        Error::Request(format!("invalid JSON (column {}): {msg}", e.column()))
+    })
+}
+
+type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// `value` as an object, else the error `what`.
+fn object(value: serde_json::Value, what: &str) -> Result<Fields> {
+    match value {
+        serde_json::Value::Object(f) => Ok(f),
+        _ => Err(Error::Request(what.into())),
+    }
+}
+
+/// Refuses the fields left over once a request has taken its own.
+fn no_more_fields(fields: Fields, known: &str) -> Result<()> {
+    match fields.keys().next() {
+        Some(k) => Err(Error::Request(format!(
+            "unknown field `{k}`, expected {known}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+impl Prompt {
+    /// Takes a prompt out of `fields`: the string field `text` or the id list
+    /// `ids` (exactly one of them), e.g. `"text"`/`"input_ids"` for a
+    /// generation request, `"source"`/`"source_ids"` for a score pair.
+    pub fn take(fields: &mut Fields, text: &str, ids: &str) -> Result<Prompt> {
+        match (fields.remove(text), fields.remove(ids)) {
+            (Some(_), Some(_)) => Err(Error::Request(format!(
+                "give either {text} or {ids}, not both"
+            ))),
+            (Some(serde_json::Value::String(t)), None) => Ok(Prompt::Text(t)),
+            (Some(other), None) => Err(Error::Request(format!(
+                "{text} must be a string, found {other}"
+            ))),
+            (None, Some(v)) => Ok(Prompt::Ids(serde_json::from_value(v).map_err(|e| {
+                Error::Request(format!(
+                    "{ids} must be a list of token ids (integers from 0 to 2^32-1): {e}"
+                ))
+            })?)),
+            (None, None) => Err(Error::Request(format!(
+                "the request has neither {text} nor {ids}"
+            ))),
+        }
+    }
+
+    /// One encoder input of a JSONL file (`t5edge encode --input`):
+    /// `{"text": ...}` or `{"input_ids": [...]}`, nothing else.
+    pub fn from_json(json: &str) -> Result<Prompt> {
+        let mut fields = object(
+            parse_json(json)?,
+            "an input is a JSON object: {\"text\": ...} or {\"input_ids\": [...]}",
+        )?;
+        let p = Prompt::take(&mut fields, "text", "input_ids")?;
+        no_more_fields(fields, "text or input_ids")?;
+        Ok(p)
+    }
+
+    /// The ids of a score target: given ids as they are; text tokenized
+    /// without the `</s>` the tokenizer closes it with, unless `append_eos`
+    /// (given ids get it appended too). Checked against the model; an empty
+    /// target is refused, there being nothing to score.
+    pub fn target_ids(
+        &self,
+        model: &T5Model,
+        tok: Option<&Tokenizer>,
+        append_eos: bool,
+    ) -> Result<Vec<u32>> {
+        let eos = model.config.eos_token_id;
+        let mut ids = match self {
+            Prompt::Ids(ids) => ids.clone(),
+            Prompt::Text(text) => {
+                let Some(t) = tok else {
+                    return Err(Error::Request(
+                        "a text target needs the checkpoint's tokenizer.json (give target ids)"
+                            .into(),
+                    ));
+                };
+                let mut ids = t.encode(text)?;
+                if ids.last() == Some(&eos) {
+                    ids.pop();
+                }
+                ids
+            }
+        };
+        if append_eos {
+            ids.push(eos);
+        }
+        if ids.is_empty() {
+            return Err(Error::Request("the target has no tokens to score".into()));
+        }
+        model.check_ids(&ids)?;
+        Ok(ids)
+    }
+}
+
+/// One pair of `t5edge score --input`: `{"source": ..., "target": ...}`, or
+/// `source_ids` / `target_ids` lists instead of either text, plus
+/// `"append_eos": true` to score the target's closing `</s>` too.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScoreRequest {
+    pub source: Prompt,
+    pub target: Prompt,
+    pub append_eos: bool,
+}
+
+impl ScoreRequest {
+    /// Parses one JSONL line; `append_eos` is the command line's default.
+    pub fn from_json(json: &str, append_eos: bool) -> Result<ScoreRequest> {
+        let mut fields = object(
+            parse_json(json)?,
+            "a pair is a JSON object: {\"source\": ..., \"target\": ...}",
+        )?;
+        let source = Prompt::take(&mut fields, "source", "source_ids")?;
+        let target = Prompt::take(&mut fields, "target", "target_ids")?;
+        let append_eos = match fields.remove("append_eos") {
+            None => append_eos,
+            Some(serde_json::Value::Bool(b)) => b,
+            Some(other) => {
+                return Err(Error::Request(format!(
+                    "append_eos must be true or false, found {other}"
+                )))
+            }
+        };
+        no_more_fields(
+            fields,
+            "source, source_ids, target, target_ids or append_eos",
+        )?;
+        Ok(ScoreRequest {
+            source,
+            target,
+            append_eos,
+        })
+    }
+
+    /// The source's and the target's ids, checked (see [`Prompt::ids`] and
+    /// [`Prompt::target_ids`]).
+    pub fn ids(
+        &self,
+        model: &T5Model,
+        tok: Option<&Tokenizer>,
+        opts: &GenerateOptions,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
+        let source = self.source.ids(model, tok, opts)?;
+        let target = self.target.target_ids(model, tok, self.append_eos)?;
+        Ok((source, target))
+    }
+}
+
+/// One document of a `t5edge rerank --documents` file: a JSONL line
+/// `{"text": ...}` (documents are text: they go into the template).
+pub fn document_from_json(json: &str) -> Result<String> {
+    let mut fields = object(
+        parse_json(json)?,
+        "a document is a JSON object: {\"text\": ...}",
+    )?;
+    let text = match fields.remove("text") {
+        Some(serde_json::Value::String(t)) => t,
+        Some(other) => {
+            return Err(Error::Request(format!(
+                "text must be a string, found {other}"
+            )))
+        }
+        None => {
+            return Err(Error::Request(
+                "the document has no text field: {\"text\": ...}".into(),
+            ))
+        }
+    };
+    no_more_fields(fields, "text")?;
+    Ok(text)
 }
 
 impl Generation {
@@ -177,6 +327,39 @@ mod tests {
         // limits and exact are the server's, not the request's.
         assert!(err(r#"{"text": "a", "limits": {}}"#).contains("unknown field `limits`"));
         assert!(err(r#"{"text": "a", "exact": true}"#).contains("unknown field `exact`"));
+    }
+
+    #[test]
+    fn score_pairs_encode_inputs_and_documents_parse() {
+        let r = ScoreRequest::from_json(r#"{"source": "a", "target_ids": [5]}"#, false).unwrap();
+        assert_eq!(r.source, Prompt::Text("a".into()));
+        assert_eq!(r.target, Prompt::Ids(vec![5]));
+        assert!(!r.append_eos);
+        let r = ScoreRequest::from_json(
+            r#"{"source_ids": [1], "target": "b", "append_eos": true}"#,
+            false,
+        )
+        .unwrap();
+        assert!(r.append_eos);
+        let err = |j: &str| ScoreRequest::from_json(j, false).unwrap_err().to_string();
+        assert!(err(r#"{"source": "a"}"#).contains("neither target nor target_ids"));
+        assert!(err(r#"{"source": "a", "target": "b", "x": 1}"#).contains("unknown field `x`"));
+        assert!(err(r#"{"source": "a", "target": "b", "append_eos": 1}"#).contains("true or false"));
+        assert!(err(r#"{"source": "a", "source_ids": [1], "target": "b"}"#)
+            .contains("either source or source_ids"));
+        assert_eq!(
+            Prompt::from_json(r#"{"input_ids": [3, 1]}"#).unwrap(),
+            Prompt::Ids(vec![3, 1])
+        );
+        assert!(Prompt::from_json(r#"{"text": "a", "num_beams": 2}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `num_beams`"));
+        assert_eq!(document_from_json(r#"{"text": "d"}"#).unwrap(), "d");
+        assert!(document_from_json(r#""d""#)
+            .unwrap_err()
+            .to_string()
+            .contains("a document is a JSON object"));
     }
 
     #[test]

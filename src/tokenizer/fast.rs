@@ -112,6 +112,11 @@ impl T5Fast {
         std::str::from_utf8(b).ok()
     }
 
+    /// The id of the vocabulary piece `piece` (last of duplicates).
+    pub fn token_id(&self, piece: &str) -> Option<u32> {
+        self.lookup(piece.as_bytes())
+    }
+
     fn piece_bytes(&self, id: u32) -> &[u8] {
         let i = id as usize;
         &self.blob[self.offs[i] as usize..self.offs[i + 1] as usize]

@@ -189,6 +189,14 @@ impl Tokenizer {
         }
     }
 
+    /// The id of a vocabulary piece as the vocabulary spells it (`▁true`).
+    pub fn token_to_id(&self, piece: &str) -> Option<u32> {
+        match &self.fast {
+            Some(f) => f.token_id(piece),
+            None => self.slow().ok()?.token_to_id(piece),
+        }
+    }
+
     pub fn vocab_size(&self) -> usize {
         if let Some(b) = &self.byt5 {
             return b.len();

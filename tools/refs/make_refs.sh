@@ -10,3 +10,4 @@ fi
 cargo build --release --bin t5edge
 "$venv/bin/python" tools/refs/make_refs.py target/release/t5edge
 "$venv/bin/python" tools/refs/make_tokenizer_refs.py
+"$venv/bin/python" tools/refs/make_rerank_refs.py target/release/t5edge
