@@ -213,6 +213,17 @@ class T5:
     def score(self, source: _Input, target: _Input, /) -> Score: ...  # type: ignore[overload-overlap]
     @overload
     def score(self, source: list[str] | list[_Ids], target: list[str] | list[_Ids], /) -> list[Score]: ...
+    def rerank(
+        self,
+        query: str,
+        documents: list[str],
+        /,
+        *,
+        template: str | None = None,
+        true_token: str | None = None,
+        false_token: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Documents sorted by monoT5's p(true), best first: dicts with index, score, text."""
     @property
     def tokenizer(self) -> Tokenizer | None: ...
     @property

@@ -149,7 +149,8 @@ impl From<t5edge::Error> for Failure {
     fn from(e: t5edge::Error) -> Failure {
         use t5edge::Error as E;
         let kind = match &e {
-            E::Request(_) | E::Env { .. } => Kind::Request,
+            // Asking an encoder-only checkpoint to decode is a bad request of it.
+            E::Request(_) | E::Env { .. } | E::EncoderOnly { .. } => Kind::Request,
             E::Io { source, .. } => match source.kind() {
                 std::io::ErrorKind::NotFound => Kind::NotFound,
                 std::io::ErrorKind::AlreadyExists => Kind::Exists,

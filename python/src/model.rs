@@ -377,11 +377,9 @@ impl T5 {
             guarded(|| {
                 let ids = inner.ids(&src.prompts, &GenerateOptions::default())?;
                 let eos = inner.model.config.eos_token_id;
-                src.prompts
+                tgt.prompts
                     .iter()
-                    .zip(&ids)
-                    .zip(&tgt.prompts)
-                    .map(|((_, s), t)| {
+                    .map(|t| {
                         let target = match t {
                             Prompt::Ids(t) => t.clone(),
                             Prompt::Text(text) => {
@@ -394,9 +392,19 @@ impl T5 {
                                 t
                             }
                         };
-                        Ok(inner.run(|| t5edge::score::score(&inner.model, s, &target))?)
+                        Ok(target)
                     })
                     .collect::<Outcome<Vec<_>>>()
+                    .and_then(|targets| {
+                        // One batched pass over every pair (sources packed
+                        // through the encoder, targets through the decoder).
+                        let pairs: Vec<(&[u32], &[u32])> = ids
+                            .iter()
+                            .zip(&targets)
+                            .map(|(s, t)| (s.as_slice(), t.as_slice()))
+                            .collect();
+                        Ok(inner.run(|| t5edge::score::score_batch(&inner.model, &pairs))?)
+                    })
             })
         })?;
         answer(py, src.single, scores, |s| {
@@ -409,6 +417,52 @@ impl T5 {
             )?
             .into_any())
         })
+    }
+
+    /// Sorts `documents` (a list of str) by relevance to `query`, as monoT5
+    /// does: the model reads `template` with both filled in ("Query: {query}
+    /// Document: {document} Relevant:" by default) and the score is
+    /// p(`true_token`) against p(`false_token`) at the first decoder step.
+    /// Returns a list of dicts `{"index", "score", "text"}`, best first; all
+    /// documents run as one batch.
+    #[pyo3(signature = (query, documents, /, *, template=None, true_token=None, false_token=None))]
+    fn rerank(
+        &self,
+        py: Python<'_>,
+        query: String,
+        documents: Vec<String>,
+        template: Option<String>,
+        true_token: Option<String>,
+        false_token: Option<String>,
+    ) -> PyResult<Py<PyAny>> {
+        let mut opts = t5edge::rerank::RerankOptions::default();
+        if let Some(t) = template {
+            opts.template = t;
+        }
+        if let Some(t) = true_token {
+            opts.true_token = t;
+        }
+        if let Some(t) = false_token {
+            opts.false_token = t;
+        }
+        let inner = &*self.inner;
+        let ranked = py.detach(|| {
+            guarded(|| {
+                let tok =
+                    inner.tokenizer("rerank needs text: the checkpoint has no tokenizer.json")?;
+                Ok(inner
+                    .run(|| t5edge::rerank::rerank(&inner.model, tok, &query, &documents, &opts))?)
+            })
+        })?;
+        let out = PyList::empty(py);
+        for r in ranked {
+            let d = PyDict::new(py);
+            d.set_item("index", r.index)?;
+            d.set_item("score", r.score)?;
+            d.set_item("text", &documents[r.index])?;
+            out.append(d)?;
+        }
+        Ok(out.into_any().unbind())
     }
 
     /// The checkpoint's tokenizer (`None` when the directory has no

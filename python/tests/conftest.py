@@ -49,6 +49,9 @@ def synth_from_args(args, out):
     kw = {"preset": None, "seed": 0, "norm_jitter": 0.0, "set": []}
     it = iter(args)
     for flag in it:
+        if flag == "--encoder-only":
+            kw["encoder_only"] = True
+            continue
         value = next(it)
         if flag == "--preset":
             kw["preset"] = value
@@ -76,6 +79,12 @@ def cases(tmp_path_factory):
         d = synth_from_args(case["synth_args"], tmp_path_factory.mktemp(name))
         out[name] = (Path(d), case, read_safetensors(FIXTURES / "refs" / (name + ".safetensors")))
     return out
+
+
+@pytest.fixture(scope="session")
+def decoder_cases(cases):
+    """The cases with a decoder (encoder-only checkpoints cannot generate or score)."""
+    return {k: v for k, v in cases.items() if not v[1].get("encoder_only")}
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,8 @@ def cli_ids(cli, model, ids, n, variant):
     return json.loads(out)["ids"]
 
 
-def test_greedy_ids_equal_the_cli_on_the_reference_checkpoints(cli, cases):
-    for name, (d, case, _) in cases.items():
+def test_greedy_ids_equal_the_cli_on_the_reference_checkpoints(cli, decoder_cases):
+    for name, (d, case, _) in decoder_cases.items():
         for v in VARIANTS:
             m = t5edge.T5(d, **v)
             for p, pc in case["prompts"].items():

@@ -15,8 +15,8 @@ def test_synthesized_checkpoints_are_the_references(cases):
         assert t5edge.T5(d).num_parameters() == case["num_parameters"], name
 
 
-def test_greedy_ids_match_hf(cases):
-    for name, (d, case, _) in cases.items():
+def test_greedy_ids_match_hf(decoder_cases):
+    for name, (d, case, _) in decoder_cases.items():
         m = t5edge.T5(d)
         prompts = case["prompts"]
         inputs = [pc["input_ids"] for pc in prompts.values()]
@@ -69,8 +69,8 @@ def test_embeddings_are_hf_states_mean_pooled(cases):
         assert_close(name + " embed alone", one, e[0], 1e-5)
 
 
-def test_score_is_hf_log_softmax(cases):
-    for name, (d, case, ref) in cases.items():
+def test_score_is_hf_log_softmax(decoder_cases):
+    for name, (d, case, ref) in decoder_cases.items():
         m = t5edge.T5(d)
         dec = case["decoder_input_ids"]
         for p, pc in case["prompts"].items():
@@ -112,3 +112,46 @@ def test_greedy_and_sampling_options_match_hf(decode_synth, config):
     got = m.generate(refs["prompts"], return_ids=True, **cfg["options"])
     for g, want in zip(got, cfg["results"]):
         assert g.ids == want, config
+
+
+def test_rerank_matches_hf_p_true(tmp_path):
+    """monoT5 reranking against HF's p(true) (tests/fixtures/rerank_refs.json,
+    tools/refs/make_rerank_refs.py). Text in needs the real T5 tokenizer,
+    which only ../shared has."""
+    import json
+    import shutil
+
+    from conftest import FIXTURES, SHARED, synth_from_args
+
+    refs = json.loads((FIXTURES / "rerank_refs.json").read_text())
+    tok = SHARED / "tokenizers" / "t5" / "tokenizer.json"
+    if not tok.is_file():
+        pytest.skip("no real T5 tokenizer at %s (../shared)" % tok)
+    d = synth_from_args(refs["synth_args"], tmp_path)
+    assert sha256(tmp_path / "model.safetensors") == refs["model_sha256"]
+    shutil.copy(tok, tmp_path / "tokenizer.json")
+    m = t5edge.T5(d)
+    for q in refs["queries"]:
+        texts = [doc["text"] for doc in q["documents"]]
+        got = m.rerank(q["query"], texts)
+        assert [r["score"] for r in got] == sorted((r["score"] for r in got), reverse=True)
+        assert sorted(r["index"] for r in got) == list(range(len(texts)))
+        for r in got:
+            assert r["text"] == texts[r["index"]]
+            want = q["documents"][r["index"]]["p_true"]
+            assert abs(r["score"] - want) <= 1e-5, (q["query"], r["index"], r["score"], want)
+
+
+def test_encoder_only_checkpoint_encodes_and_refuses_to_generate(cases):
+    only = [v for v in cases.values() if v[1].get("encoder_only")]
+    assert only, "the references include an encoder-only checkpoint"
+    for d, case, ref in only:
+        m = t5edge.T5(d)
+        pc = next(iter(case["prompts"].values()))
+        states, _ = m.encode(pc["input_ids"])
+        p = next(iter(case["prompts"]))
+        assert_close("encoder-only states", states.ravel(), ref[p + ".encoder_hidden"].ravel(), 1e-4)
+        with pytest.raises(t5edge.RequestError, match="encoder-only"):
+            m.generate(pc["input_ids"], max_new_tokens=2)
+        with pytest.raises(t5edge.RequestError, match="encoder-only"):
+            m.score(pc["input_ids"], [5, 6])
