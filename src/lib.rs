@@ -65,6 +65,7 @@ pub mod model;
 pub mod quantize;
 pub mod runtime;
 pub mod score;
+pub mod serve;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

@@ -13,6 +13,16 @@ pub struct Score {
     pub logprob: f64,
 }
 
+/// A target given as text, as [`score`] wants it: tokenized, without the
+/// `</s>` the tokenizer appends (scoring adds none).
+pub fn target_ids(tok: &crate::Tokenizer, text: &str, eos: u32) -> Result<Vec<u32>> {
+    let mut t = tok.encode(text)?;
+    if t.last() == Some(&eos) {
+        t.pop();
+    }
+    Ok(t)
+}
+
 /// Scores `target` (as given: no `</s>` is appended) after the decoder start
 /// token, as HF's teacher-forced `log_softmax(logits)` gathers it: the
 /// decoder reads `[start] + target[..n-1]` and position `i` scores

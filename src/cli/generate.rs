@@ -117,28 +117,15 @@ fn stream(
 ) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut so_far: Vec<u32> = Vec::new();
-    let mut printed = String::new();
+    let mut pieces = crate::generate::TextStream::new();
     let mut failure: Option<Error> = None;
     generate_stream(model, ids, opts, |id| {
-        so_far.push(id);
-        let piece = match tok {
-            Some(t) => match t.decode(&so_far) {
-                // Print only once the text extends what is already out (a
-                // piece can change how earlier ones decode, e.g. spacing).
-                Ok(text) if text.starts_with(&printed) => {
-                    let p = text[printed.len()..].to_string();
-                    printed = text;
-                    p
-                }
-                Ok(_) => String::new(),
-                Err(e) => {
-                    failure = Some(e);
-                    return ControlFlow::Break(());
-                }
-            },
-            None if so_far.len() == 1 => id.to_string(),
-            None => format!(",{id}"),
+        let piece = match pieces.push(id, tok) {
+            Ok(p) => p,
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
         };
         if out
             .write_all(piece.as_bytes())

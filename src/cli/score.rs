@@ -30,12 +30,7 @@ pub fn run(a: Args) -> Result<()> {
         (Some(t), None) => parse_ids("--target-ids", t)?,
         (None, Some(text)) => {
             let tok = Tokenizer::from_dir(&dir, model.config.vocab_size)?;
-            let mut t = tok.encode(text)?;
-            // The tokenizer closes text with </s>; a target is scored as given.
-            if t.last() == Some(&model.config.eos_token_id) {
-                t.pop();
-            }
-            t
+            crate::score::target_ids(&tok, text, model.config.eos_token_id)?
         }
         _ => {
             return Err(Error::Request(

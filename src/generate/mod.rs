@@ -22,8 +22,8 @@
 //! # Ok::<(), t5edge::Error>(())
 //! ```
 
+mod batch;
 mod beam;
-mod decode_loop;
 mod greedy;
 pub mod processors;
 mod request;
@@ -31,12 +31,13 @@ pub mod rng;
 mod sampling;
 mod stream;
 
+pub use batch::{DecodeBatch, Finished, Prefilled};
 pub use beam::{beam_search, Hypothesis};
 pub use greedy::greedy;
-pub use request::{GenerateRequest, Prompt};
+pub use request::{parse_json, GenerateRequest, Prompt};
 pub use rng::DecodeRng;
 pub use sampling::sample;
-pub use stream::{generate_stream, generate_stream_batch};
+pub use stream::{generate_stream, generate_stream_batch, TextStream};
 
 use crate::model::T5Model;
 use crate::{Error, Result};

@@ -42,42 +42,13 @@ impl Prompt {
     }
 }
 
-/// One request: `{"text": ...}` or `{"input_ids": [...]}` plus any
-/// [`GenerateOptions`] field (`{"input_ids": [37, 1], "num_beams": 4}`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct GenerateRequest {
-    pub prompt: Prompt,
-    pub options: GenerateOptions,
-}
-
-impl GenerateRequest {
-    /// Parses a JSON object; options it does not give come from `base`.
-    /// Errors name what is wrong: JSON syntax (with the column), a missing or
-    /// doubled prompt, an unknown field, a value of the wrong type or out of
-    /// range.
-    pub fn from_json(json: &str, base: &GenerateOptions) -> Result<GenerateRequest> {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
-            // serde says "at line 1 column N": the line is the request's own,
-            // which only misleads in a file; the caller names the line.
-            let msg = e.to_string();
-            let msg = msg
-                .rsplit_once(" at line ")
-                .map_or(msg.as_str(), |(m, _)| m);
-            Error::Request(format!("invalid JSON (column {}): {msg}", e.column()))
-        })?;
-        Self::from_value(value, base)
-    }
-
-    /// [`GenerateRequest::from_json`] for an already parsed value.
-    pub fn from_value(value: serde_json::Value, base: &GenerateOptions) -> Result<GenerateRequest> {
-        let serde_json::Value::Object(mut fields) = value else {
-            return Err(Error::Request(
-                "a request is a JSON object: {\"text\": ...} or {\"input_ids\": [...]}".into(),
-            ));
-        };
+impl Prompt {
+    /// Takes the prompt out of a request's fields: `text` (a string) or
+    /// `input_ids` (a list of ids), exactly one of them.
+    pub fn take(fields: &mut serde_json::Map<String, serde_json::Value>) -> Result<Prompt> {
         let text = fields.remove("text");
         let ids = fields.remove("input_ids");
-        let prompt = match (text, ids) {
+        Ok(match (text, ids) {
             (Some(_), Some(_)) => {
                 return Err(Error::Request(
                     "give either text or input_ids, not both".into(),
@@ -99,7 +70,48 @@ impl GenerateRequest {
                     "the request has neither text nor input_ids".into(),
                 ))
             }
+        })
+    }
+}
+
+/// Parses a request body as JSON; a syntax error says where, by column (the
+/// line is the request's own, which only misleads in a file; the caller
+/// names the line).
+pub fn parse_json(json: &str) -> Result<serde_json::Value> {
+    serde_json::from_str(json).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg
+            .rsplit_once(" at line ")
+            .map_or(msg.as_str(), |(m, _)| m);
+        Error::Request(format!("invalid JSON (column {}): {msg}", e.column()))
+    })
+}
+
+/// One request: `{"text": ...}` or `{"input_ids": [...]}` plus any
+/// [`GenerateOptions`] field (`{"input_ids": [37, 1], "num_beams": 4}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    pub prompt: Prompt,
+    pub options: GenerateOptions,
+}
+
+impl GenerateRequest {
+    /// Parses a JSON object; options it does not give come from `base`.
+    /// Errors name what is wrong: JSON syntax (with the column), a missing or
+    /// doubled prompt, an unknown field, a value of the wrong type or out of
+    /// range.
+    pub fn from_json(json: &str, base: &GenerateOptions) -> Result<GenerateRequest> {
+        Self::from_value(parse_json(json)?, base)
+    }
+
+    /// [`GenerateRequest::from_json`] for an already parsed value.
+    pub fn from_value(value: serde_json::Value, base: &GenerateOptions) -> Result<GenerateRequest> {
+        let serde_json::Value::Object(mut fields) = value else {
+            return Err(Error::Request(
+                "a request is a JSON object: {\"text\": ...} or {\"input_ids\": [...]}".into(),
+            ));
         };
+        let prompt = Prompt::take(&mut fields)?;
         let options = base.overlay(fields)?;
         Ok(GenerateRequest { prompt, options })
     }

@@ -1,6 +1,6 @@
 //! Streaming: a callback sees each token the moment it is chosen.
 
-use super::decode_loop::decode_loop;
+use super::batch::decode_loop;
 use super::rng::DecodeRng;
 use super::GenerateOptions;
 use crate::model::T5Model;
@@ -91,4 +91,45 @@ pub fn generate_stream_batch(
         .do_sample
         .then(|| vec![DecodeRng::new(opts.seed, 0); prompts.len()]);
     decode_loop(model, prompts, opts, rngs, &mut on_token)
+}
+
+/// Turns a stream of token ids into pieces of text: each call gives what the
+/// decoded prefix grew by. A piece is given only once the text extends what
+/// is already out (a token can change how earlier ones decode, e.g. spacing),
+/// so the pieces always add up to a prefix of the final text. Without a
+/// tokenizer the pieces are the ids, comma-separated.
+#[derive(Default)]
+pub struct TextStream {
+    ids: Vec<u32>,
+    text: String,
+}
+
+impl TextStream {
+    pub fn new() -> TextStream {
+        TextStream::default()
+    }
+
+    /// Adds `id`; returns the new piece (possibly empty).
+    pub fn push(&mut self, id: u32, tok: Option<&crate::Tokenizer>) -> Result<String> {
+        self.ids.push(id);
+        Ok(match tok {
+            Some(t) => {
+                let text = t.decode(&self.ids)?;
+                if text.starts_with(&self.text) {
+                    let piece = text[self.text.len()..].to_string();
+                    self.text = text;
+                    piece
+                } else {
+                    String::new()
+                }
+            }
+            None if self.ids.len() == 1 => id.to_string(),
+            None => format!(",{id}"),
+        })
+    }
+
+    /// The ids pushed so far.
+    pub fn ids(&self) -> &[u32] {
+        &self.ids
+    }
 }

@@ -296,6 +296,31 @@ impl T5Model {
         out
     }
 
+    /// Both outputs of the head for the last [`T5Model::decode_step`]: the
+    /// hidden states as the head multiplies them and, when `logits`, the
+    /// `[rows, vocab]` logits. A batch whose rows pick tokens differently (the
+    /// certified head for some, the logits for others) needs both at once.
+    pub fn step_head<'s>(
+        &self,
+        scratch: &'s mut DecodeScratch,
+        logits: bool,
+    ) -> (&'s [f32], Option<&'s mut [f32]>) {
+        let DecodeScratch {
+            x,
+            head_in,
+            logits: out,
+            ..
+        } = scratch;
+        let h = self.scale_for_head(x, head_in);
+        if !logits {
+            return (h, None);
+        }
+        let rows = h.len() / self.config.d_model;
+        let out = scratch::sized(out, rows * self.lm_head.linear.n);
+        self.lm_head.linear.forward(h, rows, out);
+        (h, Some(out))
+    }
+
     /// The hidden states the last [`T5Model::decode_step`] left in `scratch`,
     /// as the head multiplies them.
     pub fn step_head_input<'s>(&self, scratch: &'s mut DecodeScratch) -> &'s [f32] {
