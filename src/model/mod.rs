@@ -21,7 +21,7 @@ pub use convert::FormatPolicy;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
-pub use linear::{Linear, LinearWeight, WeightFormat};
+pub use linear::{Linear, LinearWeight, Rows, WeightFormat};
 pub use load_spec::{field_names, LoadSpec, OptionNames};
 pub use scratch::DecodeScratch;
 
@@ -269,7 +269,12 @@ impl T5Model {
     /// [`T5Model::logits`] into `scratch`'s logits buffer (no allocation once
     /// it has been sized).
     pub fn logits_into<'s>(&self, hidden: &[f32], scratch: &'s mut DecodeScratch) -> &'s mut [f32] {
-        self.head_into(hidden, &mut scratch.head_in, &mut scratch.logits)
+        self.head_into(
+            hidden,
+            &mut scratch.head_in,
+            &mut scratch.logits,
+            Rows::Free,
+        )
     }
 
     /// Logits of the hidden states the last [`T5Model::decode_step`] left in
@@ -278,7 +283,7 @@ impl T5Model {
         let DecodeScratch {
             x, head_in, logits, ..
         } = scratch;
-        self.head_into(x, head_in, logits)
+        self.head_into(x, head_in, logits, Rows::Invariant)
     }
 
     /// The head over `hidden` into `logits`, `head_in` holding the rescaled
@@ -288,11 +293,12 @@ impl T5Model {
         hidden: &[f32],
         head_in: &'s mut Vec<f32>,
         logits: &'s mut Vec<f32>,
+        mode: Rows,
     ) -> &'s mut [f32] {
         let h = self.scale_for_head(hidden, head_in);
         let rows = hidden.len() / self.config.d_model;
         let out = scratch::sized(logits, rows * self.lm_head.linear.n);
-        self.lm_head.linear.forward(h, rows, out);
+        self.lm_head.linear.forward_rows(h, rows, out, mode);
         out
     }
 
@@ -317,7 +323,9 @@ impl T5Model {
         }
         let rows = h.len() / self.config.d_model;
         let out = scratch::sized(out, rows * self.lm_head.linear.n);
-        self.lm_head.linear.forward(h, rows, out);
+        self.lm_head
+            .linear
+            .forward_rows(h, rows, out, Rows::Invariant);
         (h, Some(out))
     }
 
