@@ -28,6 +28,9 @@ fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
 
+/// `f(x, m, y)`: a linear layer over `m` rows of `x`.
+type Product<'a> = dyn Fn(&[f32], usize, &mut [f32]) + 'a;
+
 /// Row `at` of the batch's output and the same row computed alone.
 fn row_in_batch_and_alone(
     m: usize,
@@ -35,7 +38,7 @@ fn row_in_batch_and_alone(
     n: usize,
     k: usize,
     x: &[f32],
-    f: &dyn Fn(&[f32], usize, &mut [f32]),
+    f: &Product<'_>,
 ) -> (Vec<u32>, Vec<u32>) {
     let mut y = vec![f32::NAN; m * n];
     f(x, m, &mut y);
