@@ -51,7 +51,10 @@ def offline(a, w):
         + model_args(a),
         capture_output=True, text=True, check=True,
     ).stdout
-    return json.loads(out)
+    d = json.loads(out)
+    # No machine paths in recorded results: the checkpoint by name.
+    d["model"] = os.path.basename(str(d.get("model") or ""))
+    return d
 
 
 def cli_ids(a, ids):
