@@ -26,8 +26,8 @@ pub struct Args {
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     max_batch: u32,
     /// Generation requests waiting for a slot at most; beyond, 429 with Retry-After.
-    #[arg(long, default_value_t = 256)]
-    max_queue: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    max_queue: u32,
     /// Refuse prompts longer than this many tokens (400).
     #[arg(long, default_value_t = Limits::default().max_input_tokens)]
     max_input_tokens: usize,
@@ -68,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
         .unwrap_or_else(|| "t5".into());
     let cfg = ServeConfig {
         max_batch: a.max_batch as usize,
-        max_queue: a.max_queue,
+        max_queue: a.max_queue as usize,
         request_timeout: Duration::from_secs_f64(a.request_timeout),
         max_body_bytes: a.max_body_bytes,
         options,
