@@ -16,6 +16,17 @@ use std::time::{Duration, Instant};
 /// A small synthetic checkpoint with a tokenizer (words, not padding: the
 /// `<pad>` row is zero).
 fn model_dir() -> tempfile::TempDir {
+    model_dir_with_vocab(2000)
+}
+
+/// The tests that need a request to outlast a few round trips use T5's
+/// vocabulary size: the LM head then makes a step take a fraction of a
+/// millisecond even on a fast machine, so 8192 tokens take seconds.
+fn slow_model_dir() -> tempfile::TempDir {
+    model_dir_with_vocab(32128)
+}
+
+fn model_dir_with_vocab(vocab: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
     let cfg = t5edge::synth::with_overrides(
@@ -25,7 +36,7 @@ fn model_dir() -> tempfile::TempDir {
             "d_ff=128".into(),
             "num_heads=2".into(),
             "d_kv=16".into(),
-            "vocab_size=2000".into(),
+            format!("vocab_size={vocab}"),
         ],
     )
     .unwrap();
@@ -354,11 +365,11 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn a_full_queue_gets_429_and_a_gone_client_frees_its_slot() {
-    let dir = model_dir();
+    let dir = slow_model_dir();
     let s = Server::start(dir.path(), &["--max-batch", "1", "--max-queue", "1"]);
     // A streaming request holds the only slot.
     let blocker = ureq::post(&s.url("/v1/generate"))
-        .send_string(&long(8000, true))
+        .send_string(&long(8192, true))
         .unwrap();
     let mut blocker = BufReader::new(blocker.into_reader());
     let mut first = String::new();
@@ -379,20 +390,20 @@ fn a_full_queue_gets_429_and_a_gone_client_frees_its_slot() {
         other => panic!("expected 429, got {other:?}"),
     }
     // The blocker's client goes away: its slot frees at the next step and
-    // the queued request is answered long before 8000 tokens.
+    // the queued request is answered long before 8192 tokens.
     drop(blocker);
     assert_eq!(queued.join().unwrap(), 200);
     wait_for("the cancellation", || {
         s.metric("t5edge_requests_total{endpoint=\"generate\",outcome=\"cancelled\"}") == 1.0
     });
-    assert!(s.metric("t5edge_generated_tokens_total") < 8000.0);
+    assert!(s.metric("t5edge_generated_tokens_total") < 8192.0);
 }
 
 #[test]
 fn timeouts_and_panics_fail_only_their_request() {
-    let dir = model_dir();
+    let dir = slow_model_dir();
     let s = Server::start(dir.path(), &["--request-timeout", "0.3", "--inject-faults"]);
-    let (status, v) = s.post("/v1/generate", &long(8000, false));
+    let (status, v) = s.post("/v1/generate", &long(8192, false));
     assert_eq!(status, 504, "{v}");
     assert!(v["error"].as_str().unwrap().contains("timed out"));
     let r = ureq::post(&s.url("/v1/generate"))
