@@ -70,6 +70,7 @@ pub mod quantize;
 pub mod rerank;
 pub mod runtime;
 pub mod score;
+pub mod serve;
 pub mod synth;
 pub mod tokenizer;
 pub mod weights;

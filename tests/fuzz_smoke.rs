@@ -167,6 +167,55 @@ proptest! {
     }
 }
 
+/// The serve_requests target's entry: every endpoint's body parser and the
+/// JSONL line's; what parses is a request the library accepts.
+fn parse_request(which: u8, body: &str) {
+    use t5edge::generate::GenerateRequest;
+    use t5edge::serve::requests;
+    let base = GenerateOptions::default();
+    match which % 6 {
+        0 => {
+            if let Ok(g) = requests::generate(body, &base) {
+                assert!(g.request.options.validate().is_ok());
+            }
+        }
+        1 => {
+            if let Ok(e) = requests::embeddings(body) {
+                assert!(!e.inputs.is_empty());
+            }
+        }
+        2 => drop(requests::encode(body)),
+        3 => drop(requests::score(body)),
+        5 => {
+            if let Ok(r) = requests::rerank(body) {
+                assert!(!r.documents.is_empty());
+            }
+        }
+        _ => {
+            if let Ok(r) = GenerateRequest::from_json(body, &base) {
+                assert!(r.options.validate().is_ok());
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn request_bodies_never_panic(
+        which in any::<u8>(),
+        body in "\\{(\"(text|input_ids|input|target|target_ids|stream|model|encoding_format|user|max_new_tokens|min_new_tokens|num_beams|num_return_sequences|do_sample|temperature|top_k|top_p|repetition_penalty|no_repeat_ngram_size|early_stopping|seed|eos_token_id|length_penalty|x)\": *(-?[0-9]{1,21}(\\.[0-9]{1,3})?(e[0-9]{1,3})?|\"[a-z ]{0,8}\"|true|false|null|\\[(-?[0-9]{1,11},?|\"[a-z]{0,3}\",?|\\[[0-9,]{0,6}\\],?){0,4}\\]|\\{\\}),? *){0,5}\\}?"
+    ) {
+        parse_request(which, &body);
+    }
+
+    #[test]
+    fn random_request_bytes_never_panic(which in any::<u8>(), bytes in prop::collection::vec(any::<u8>(), 0..120)) {
+        parse_request(which, &String::from_utf8_lossy(&bytes));
+    }
+}
+
 #[test]
 fn micro_checkpoint_is_valid_to_start_from() {
     // The mutations start from a file that loads and runs.

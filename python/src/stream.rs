@@ -55,14 +55,14 @@ impl GenerateStream {
             .spawn(move || {
                 let done: Outcome<()> = guarded(|| {
                     let tok = inner.tokenizer("no text")?;
-                    let mut text = TextStream::new(tok);
+                    let mut text = TextStream::new();
                     let mut failed = None;
                     inner.run(|| {
                         t5edge::generate_stream(&inner.model, &ids, &opts, |id| {
                             if flag.load(Ordering::Relaxed) {
                                 return ControlFlow::Break(());
                             }
-                            match text.push(id) {
+                            match text.push(id, Some(tok)) {
                                 Ok(p) if p.is_empty() => ControlFlow::Continue(()),
                                 // A send fails once the iterator is gone.
                                 Ok(p) => match tx.send(Msg::Piece(p)) {

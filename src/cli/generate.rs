@@ -121,22 +121,16 @@ fn stream(
 ) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut text = tok.map(TextStream::new);
-    let mut first = true;
+    let mut pieces = TextStream::new();
     let mut failure: Option<Error> = None;
     generate_stream(model, ids, opts, |id| {
-        let piece = match text.as_mut() {
-            Some(t) => match t.push(id) {
-                Ok(p) => p,
-                Err(e) => {
-                    failure = Some(e);
-                    return ControlFlow::Break(());
-                }
-            },
-            None if first => id.to_string(),
-            None => format!(",{id}"),
+        let piece = match pieces.push(id, tok) {
+            Ok(p) => p,
+            Err(e) => {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
         };
-        first = false;
         if out
             .write_all(piece.as_bytes())
             .and_then(|_| out.flush())

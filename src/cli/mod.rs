@@ -23,6 +23,7 @@ mod inspect;
 mod quantize;
 mod rerank;
 mod score;
+mod serve;
 mod synth;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +61,8 @@ enum Cmd {
     Quantize(quantize::Args),
     /// Time the fixed workloads (w1 latency, w2 throughput, w3 encoder).
     Bench(bench::Args),
+    /// Serve the model over HTTP with continuous batching (docs/SERVE.md).
+    Serve(serve::Args),
     /// Write a deterministic random-weight checkpoint of a T5-Efficient shape.
     Synth(synth::Args),
 }
@@ -95,6 +98,7 @@ pub fn main() -> i32 {
         Cmd::Inspect(a) => inspect::run(a),
         Cmd::Score(a) => score::run(a),
         Cmd::Rerank(a) => rerank::run(a),
+        Cmd::Serve(a) => serve::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Quantize(a) => quantize::run(a),

@@ -16,7 +16,7 @@ pub fn greedy(
     opts: &GenerateOptions,
 ) -> Result<Vec<Vec<u32>>> {
     opts.check(prompts)?;
-    super::decode_loop::decode_loop(model, prompts, opts, None, &mut |_, _| {
+    super::batch::decode_loop(model, prompts, opts, None, &mut |_, _| {
         ControlFlow::Continue(())
     })
 }

@@ -22,8 +22,8 @@
 //! # Ok::<(), t5edge::Error>(())
 //! ```
 
+mod batch;
 mod beam;
-mod decode_loop;
 mod greedy;
 pub mod processors;
 mod request;
@@ -31,9 +31,10 @@ pub mod rng;
 mod sampling;
 mod stream;
 
+pub use batch::{DecodeBatch, Finished, Prefilled};
 pub use beam::{beam_search, Hypothesis};
 pub use greedy::greedy;
-pub use request::{document_from_json, GenerateRequest, Prompt, ScoreRequest};
+pub use request::{document_from_json, parse_json, GenerateRequest, Prompt, ScoreRequest};
 pub use rng::DecodeRng;
 pub use sampling::sample;
 pub use stream::{generate_stream, generate_stream_batch};

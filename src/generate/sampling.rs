@@ -1,7 +1,7 @@
 //! Multinomial sampling over a batch: HF's logits processors and warpers,
 //! then a draw from the softmax, one RNG stream per row.
 
-use super::decode_loop::decode_loop;
+use super::batch::decode_loop;
 use super::rng::DecodeRng;
 use super::GenerateOptions;
 use crate::model::T5Model;

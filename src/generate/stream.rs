@@ -1,6 +1,6 @@
 //! Streaming: a callback sees each token the moment it is chosen.
 
-use super::decode_loop::decode_loop;
+use super::batch::decode_loop;
 use super::rng::DecodeRng;
 use super::GenerateOptions;
 use crate::model::T5Model;

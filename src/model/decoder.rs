@@ -8,7 +8,7 @@
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
 use super::kv_cache::SeqCache;
-use super::linear::Linear;
+use super::linear::{Linear, Rows};
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
@@ -76,6 +76,13 @@ impl Decoder {
         }
         let normed = sized(normed, rows * d);
         let proj = sized(proj, rows * d);
+        // A decode step (one new position per sequence) gives each sequence
+        // the bits it gets alone, whatever shares the batch.
+        let mode = if tqs.iter().all(|&t| t == 1) {
+            Rows::Invariant
+        } else {
+            Rows::Free
+        };
         if let Some(st) = states.as_deref_mut() {
             st.push(x.to_vec());
         }
@@ -96,7 +103,7 @@ impl Decoder {
                 sized(k, rows * inner),
                 sized(v, rows * inner),
             );
-            Linear::forward_qkv(normed, rows, (&a.q, q), (&a.k, k), (&a.v, v));
+            Linear::forward_qkv(normed, rows, mode, (&a.q, q), (&a.k, k), (&a.v, v));
             let ctx = sized(ctx, rows * inner);
             let mut start = 0;
             for (&tq, cache) in tqs.iter().zip(caches.iter_mut()) {
@@ -118,13 +125,13 @@ impl Decoder {
                 };
                 a.attend(input, out)
             });
-            a.o.forward(ctx, rows, proj);
+            a.o.forward_rows(ctx, rows, proj, mode);
             ops::add_inplace(x, proj);
 
             // Cross-attention: no position bias; the encoder output has no padding.
             ops::rms_norm_rows(x, block.cross_norm.as_slice(), self.eps, normed);
             let c = &block.cross_attn;
-            c.q.forward(normed, rows, q);
+            c.q.forward_rows(normed, rows, q, mode);
             per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
                 let input = AttnInput {
                     q,
@@ -137,11 +144,13 @@ impl Decoder {
                 };
                 c.attend(input, out)
             });
-            c.o.forward(ctx, rows, proj);
+            c.o.forward_rows(ctx, rows, proj, mode);
             ops::add_inplace(x, proj);
 
             ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, normed);
-            block.ffn.forward_into(normed, rows, ffn_h, ffn_u, proj);
+            block
+                .ffn
+                .forward_into(normed, rows, ffn_h, ffn_u, proj, mode);
             ops::add_inplace(x, proj);
             // HF records each block's input; its last entry is the normed output.
             if let Some(st) = states.as_deref_mut() {

@@ -6,7 +6,7 @@
 
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
-use super::linear::Linear;
+use super::linear::{Linear, Rows};
 use super::position_bias::PositionBias;
 use super::Stack;
 use crate::weights::F32Data;
@@ -55,6 +55,7 @@ impl Encoder {
             Linear::forward_qkv(
                 &normed,
                 rows,
+                Rows::Free,
                 (&a.q, &mut q),
                 (&a.k, &mut k),
                 (&a.v, &mut v),

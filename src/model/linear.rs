@@ -42,6 +42,16 @@ impl WeightFormat {
     }
 }
 
+/// Whether a product's rows may round differently with the number of rows
+/// (`Free`: the fastest kernel for the shape, e.g. a GEMM for prefill) or
+/// must each give the bits they give alone (`Invariant`: what a decode step
+/// runs, so that a request's tokens do not depend on what shares its batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    Free,
+    Invariant,
+}
+
 #[derive(Clone)]
 pub struct Linear {
     /// Output features (rows of the weight).
@@ -109,9 +119,24 @@ impl Linear {
 
     /// `y[m, n] = x[m, k] · wᵀ`.
     pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        self.forward_rows(x, m, y, Rows::Free)
+    }
+
+    /// [`Linear::forward`], with `rows` saying whether each row's bits must be
+    /// those it gets alone.
+    pub fn forward_rows(&self, x: &[f32], m: usize, y: &mut [f32], rows: Rows) {
+        let inv = rows == Rows::Invariant;
         match &self.weight {
+            LinearWeight::F32(w) if inv => {
+                k::f32::linear_invariant(x, m, self.k, w.as_slice(), self.n, y)
+            }
             LinearWeight::F32(w) => k::f32::linear(x, m, self.k, w.as_slice(), self.n, y),
+            LinearWeight::F16(w) if inv => {
+                k::f16::linear_invariant(x, m, self.k, w.as_slice(), self.n, y)
+            }
             LinearWeight::F16(w) => k::f16::linear(x, m, self.k, w.as_slice(), self.n, y),
+            // Per-row activation scales and exact integer dot products: a
+            // row's bits never depend on the others (kernels/src/int8).
             LinearWeight::Int8(w) => k::int8::linear(x, m, self.k, &w.view(), y),
         }
     }
@@ -123,6 +148,7 @@ impl Linear {
     pub fn forward_qkv(
         x: &[f32],
         m: usize,
+        rows: Rows,
         (q, yq): (&Linear, &mut [f32]),
         (k, yk): (&Linear, &mut [f32]),
         (v, yv): (&Linear, &mut [f32]),
@@ -144,9 +170,9 @@ impl Linear {
                 return;
             }
         }
-        q.forward(x, m, yq);
-        k.forward(x, m, yk);
-        v.forward(x, m, yv);
+        q.forward_rows(x, m, yq, rows);
+        k.forward_rows(x, m, yk, rows);
+        v.forward_rows(x, m, yv, rows);
     }
 
     /// Allocating convenience for `forward`.

@@ -21,7 +21,7 @@ pub use convert::FormatPolicy;
 pub use decoder::Decoder;
 pub use encoder::Encoder;
 pub use kv_cache::SeqCache;
-pub use linear::{Linear, LinearWeight, WeightFormat};
+pub use linear::{Linear, LinearWeight, Rows, WeightFormat};
 pub use load_spec::{field_names, LoadSpec, OptionNames};
 pub use scratch::DecodeScratch;
 
@@ -324,7 +324,12 @@ impl T5Model {
         hidden: &[f32],
         scratch: &'s mut DecodeScratch,
     ) -> Result<&'s mut [f32]> {
-        self.head_into(hidden, &mut scratch.head_in, &mut scratch.logits)
+        self.head_into(
+            hidden,
+            &mut scratch.head_in,
+            &mut scratch.logits,
+            Rows::Free,
+        )
     }
 
     /// Logits of the hidden states the last [`T5Model::decode_step`] left in
@@ -333,7 +338,7 @@ impl T5Model {
         let DecodeScratch {
             x, head_in, logits, ..
         } = scratch;
-        self.head_into(x, head_in, logits)
+        self.head_into(x, head_in, logits, Rows::Invariant)
     }
 
     /// The head over `hidden` into `logits`, `head_in` holding the rescaled
@@ -343,13 +348,40 @@ impl T5Model {
         hidden: &[f32],
         head_in: &'s mut Vec<f32>,
         logits: &'s mut Vec<f32>,
+        mode: Rows,
     ) -> Result<&'s mut [f32]> {
         let (_, head) = self.require_decoder()?;
         let h = scale_for_head(head, hidden, head_in);
         let rows = hidden.len() / self.config.d_model;
         let out = scratch::sized(logits, rows * head.linear.n);
-        head.linear.forward(h, rows, out);
+        head.linear.forward_rows(h, rows, out, mode);
         Ok(out)
+    }
+
+    /// Both outputs of the head for the last [`T5Model::decode_step`]: the
+    /// hidden states as the head multiplies them and, when `logits`, the
+    /// `[rows, vocab]` logits. A batch whose rows pick tokens differently (the
+    /// certified head for some, the logits for others) needs both at once.
+    pub fn step_head<'s>(
+        &self,
+        scratch: &'s mut DecodeScratch,
+        logits: bool,
+    ) -> Result<(&'s [f32], Option<&'s mut [f32]>)> {
+        let (_, head) = self.require_decoder()?;
+        let DecodeScratch {
+            x,
+            head_in,
+            logits: out,
+            ..
+        } = scratch;
+        let h = scale_for_head(head, x, head_in);
+        if !logits {
+            return Ok((h, None));
+        }
+        let rows = h.len() / self.config.d_model;
+        let out = scratch::sized(out, rows * head.linear.n);
+        head.linear.forward_rows(h, rows, out, Rows::Invariant);
+        Ok((h, Some(out)))
     }
 
     /// The hidden states the last [`T5Model::decode_step`] left in `scratch`,

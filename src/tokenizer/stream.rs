@@ -1,6 +1,6 @@
 //! Text as it is generated: the pieces a streaming front end (the CLI's
-//! `--stream`, Python's `generate_stream`, an HTTP server) hands out, one
-//! token at a time.
+//! `--stream`, Python's `generate_stream`, the server's SSE events) hands
+//! out, one token at a time.
 
 use super::Tokenizer;
 use crate::Result;
@@ -13,25 +13,34 @@ use crate::Result;
 /// with a later token. The concatenated pieces are the decoded text of the
 /// ids pushed so far whenever the decoding of a prefix is a prefix of the
 /// decoding of the whole, which holds for T5's tokenizer.
-pub struct TextStream<'t> {
-    tok: &'t Tokenizer,
+///
+/// The tokenizer is passed to each push rather than held, so a stream can
+/// live where a borrow cannot (an async response body that owns its state).
+/// Without a tokenizer the pieces are the ids, comma-separated.
+#[derive(Default)]
+pub struct TextStream {
     ids: Vec<u32>,
     out: String,
 }
 
-impl<'t> TextStream<'t> {
-    pub fn new(tok: &'t Tokenizer) -> TextStream<'t> {
-        TextStream {
-            tok,
-            ids: Vec::new(),
-            out: String::new(),
-        }
+impl TextStream {
+    pub fn new() -> TextStream {
+        TextStream::default()
     }
 
     /// Adds one id; returns the new text it releases (possibly empty).
-    pub fn push(&mut self, id: u32) -> Result<String> {
+    pub fn push(&mut self, id: u32, tok: Option<&Tokenizer>) -> Result<String> {
         self.ids.push(id);
-        let text = self.tok.decode(&self.ids)?;
+        let Some(tok) = tok else {
+            let piece = if self.ids.len() == 1 {
+                id.to_string()
+            } else {
+                format!(",{id}")
+            };
+            self.out.push_str(&piece);
+            return Ok(piece);
+        };
+        let text = tok.decode(&self.ids)?;
         Ok(match text.strip_prefix(self.out.as_str()) {
             Some(piece) => {
                 let piece = piece.to_string();

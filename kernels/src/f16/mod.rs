@@ -36,7 +36,27 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32])
 /// `y = x · wᵀ` at a chosen ISA level. Panics if the shapes disagree or the CPU
 /// cannot run `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
-    crate::f32::float_linear(isa, x, m, k, w, n, y)
+    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+}
+
+/// [`linear`] with every row's bits those of the same row alone: always the
+/// row-blocked GEMV, whose per-row arithmetic is [`crate::f32::linear_invariant`]'s
+/// kind (see there).
+pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[f16], n: usize, y: &mut [f32]) {
+    linear_invariant_with(active(), x, m, k, w, n, y)
+}
+
+/// [`linear_invariant`] at a chosen ISA level (panics as [`linear_with`]).
+pub fn linear_invariant_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f16],
+    n: usize,
+    y: &mut [f32],
+) {
+    crate::f32::float_linear(isa, x, m, k, w, n, y, true)
 }
 
 impl FloatWeight for f16 {

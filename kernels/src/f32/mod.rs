@@ -9,7 +9,9 @@
 //! Determinism: every output is computed by one task with a summation order
 //! fixed by (ISA, k) on the GEMV and block paths and by (ISA, m, n, k) on the gemm path, so
 //! results are bit-identical for any thread count and pool backend. The two paths round
-//! differently, so a row's bits can depend on how many rows share the call.
+//! differently, so with [`linear`] a row's bits can depend on how many rows
+//! share the call; [`linear_invariant`] always takes the GEMV path, where they
+//! cannot (kernels/tests/batch_invariance.rs).
 //! The order differs between ISA levels (vector width, accumulators, blocking),
 //! so results differ between levels in the last bits, within the budget the
 //! crate docs state; only the int8 kernels are bit-identical across levels.
@@ -46,7 +48,29 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32])
 /// Panics if the shapes disagree or the CPU cannot run `isa`. `Isa::Neon` off
 /// aarch64 runs the plain-Rust emulation of the NEON kernel (for tests).
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
-    float_linear(isa, x, m, k, w, n, y)
+    float_linear(isa, x, m, k, w, n, y, false)
+}
+
+/// [`linear`] with every row's bits those of the same row alone (`m = 1`),
+/// whatever the other rows and their number: always the GEMV kernels, whose
+/// summation order depends only on (ISA, k). What a decode step of a batch
+/// that requests join and leave runs, so that a request's answer does not
+/// depend on what shares its batch.
+pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
+    linear_invariant_with(active(), x, m, k, w, n, y)
+}
+
+/// [`linear_invariant`] at a chosen ISA level (panics as [`linear_with`]).
+pub fn linear_invariant_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    y: &mut [f32],
+) {
+    float_linear(isa, x, m, k, w, n, y, true)
 }
 
 /// A float weight format the GEMV / gemm split below can run: f32, or f16
@@ -93,7 +117,9 @@ impl FloatWeight for f32 {
 }
 
 /// The one driver of both float formats: shape and ISA checks, the gemm path
-/// for prefill-sized `m`, else GEMV chunks of rows (threaded when it pays).
+/// for prefill-sized `m` unless `invariant`, else GEMV chunks of rows
+/// (threaded when it pays).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn float_linear<W: FloatWeight>(
     isa: Isa,
     x: &[f32],
@@ -102,6 +128,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
     w: &[W],
     n: usize,
     y: &mut [f32],
+    invariant: bool,
 ) {
     check_shapes(x.len(), m, k, w.len(), n, y.len());
     check_isa(isa);
@@ -113,7 +140,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    if m >= W::GEMM_MIN_M {
+    if m >= W::GEMM_MIN_M && !invariant {
         if let Some(f) = W::prefill_chunk(isa) {
             par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
                 f(x, m, k, &w[j0 * k..j1 * k], out)

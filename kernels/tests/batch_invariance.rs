@@ -1,0 +1,158 @@
+//! Batch invariance: a row's output bits are those it gets alone, whatever
+//! other rows share the call and however many, for every weight format and
+//! every ISA level. A server that lets requests join and leave a running
+//! decode batch relies on this for a request's answer to equal the command
+//! line's for the same request (docs/SERVE.md).
+//!
+//! The float formats promise it on their `linear_invariant` path (always the
+//! GEMV kernels); int8 promises it everywhere (per-row activation scales and
+//! exact integer dot products); the row ops work row by row.
+
+mod common;
+
+use common::*;
+use half::f16;
+use proptest::prelude::*;
+use t5edge_kernels::int8::{self, PackedInt8};
+use t5edge_kernels::{f16 as lf16, f32 as lf32, ops};
+
+/// A batch of `m` rows holding `row` at position `at`, the others random:
+/// m crosses the f32 GEMM threshold (8), the f16 one (32) and the int8 row
+/// blocks (4, 8).
+fn batch() -> impl Strategy<Value = (usize, usize, usize, usize, u64)> {
+    (1usize..=40, 1usize..=70, 1usize..=300, any::<u64>())
+        .prop_flat_map(|(m, n, k, seed)| (Just(m), 0..m, Just(n), Just(k), Just(seed)))
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// `f(x, m, y)`: a linear layer over `m` rows of `x`.
+type Product<'a> = dyn Fn(&[f32], usize, &mut [f32]) + 'a;
+
+/// Row `at` of the batch's output and the same row computed alone.
+fn row_in_batch_and_alone(
+    m: usize,
+    at: usize,
+    n: usize,
+    k: usize,
+    x: &[f32],
+    f: &Product<'_>,
+) -> (Vec<u32>, Vec<u32>) {
+    let mut y = vec![f32::NAN; m * n];
+    f(x, m, &mut y);
+    let mut alone = vec![f32::NAN; n];
+    f(&x[at * k..(at + 1) * k], 1, &mut alone);
+    (bits(&y[at * n..(at + 1) * n]), bits(&alone))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn f32_rows_do_not_depend_on_the_batch(
+        (m, at, n, k, seed) in batch(), fx in fill_strategy(), fw in fill_strategy()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w = matrix(&mut rng, fw, n, k, 1e12);
+        for isa in isas() {
+            let f = |x: &[f32], m: usize, y: &mut [f32]| {
+                lf32::linear_invariant_with(isa, x, m, k, &w, n, y)
+            };
+            let (in_batch, alone) = row_in_batch_and_alone(m, at, n, k, &x, &f);
+            prop_assert_eq!(&in_batch, &alone, "{} m={} row {}", isa, m, at);
+            // Alone, the invariant path is the plain one (a batch of one).
+            let mut plain = vec![f32::NAN; n];
+            lf32::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
+            prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+        }
+    }
+
+    #[test]
+    fn f16_rows_do_not_depend_on_the_batch(
+        (m, at, n, k, seed) in batch(), fx in fill_strategy(), fw in fill_strategy()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 6e4);
+        let w: Vec<f16> = matrix(&mut rng, fw, n, k, 6e4)
+            .iter()
+            .map(|&v| f16::from_f32(v))
+            .collect();
+        for isa in isas() {
+            let f = |x: &[f32], m: usize, y: &mut [f32]| {
+                lf16::linear_invariant_with(isa, x, m, k, &w, n, y)
+            };
+            let (in_batch, alone) = row_in_batch_and_alone(m, at, n, k, &x, &f);
+            prop_assert_eq!(&in_batch, &alone, "{} m={} row {}", isa, m, at);
+            let mut plain = vec![f32::NAN; n];
+            lf16::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
+            prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+        }
+    }
+
+    #[test]
+    fn int8_rows_do_not_depend_on_the_batch(
+        (m, at, n, k, seed) in batch(), gs in prop_oneof![Just(0usize), Just(4), Just(32)],
+        fx in fill_strategy(), fw in fill_strategy()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w = matrix(&mut rng, fw, n, k, 1e12);
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        let v = p.view();
+        for isa in isas() {
+            // The plain entry point: int8 is invariant on every path.
+            let f = |x: &[f32], m: usize, y: &mut [f32]| int8::linear_with(isa, x, m, k, &v, y);
+            let (in_batch, alone) = row_in_batch_and_alone(m, at, n, k, &x, &f);
+            prop_assert_eq!(&in_batch, &alone, "{} m={} row {}", isa, m, at);
+        }
+    }
+
+    #[test]
+    fn rms_norm_rows_do_not_depend_on_the_batch(
+        (m, at, _n, d, seed) in batch(), fx in fill_strategy()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, d, 1e6);
+        let w = matrix(&mut rng, Fill::Uniform, 1, d, 1.0);
+        for isa in isas() {
+            let mut y = vec![f32::NAN; m * d];
+            ops::rms_norm_rows_with(isa, &x, &w, 1e-6, &mut y);
+            let mut alone = vec![f32::NAN; d];
+            ops::rms_norm_rows_with(isa, &x[at * d..(at + 1) * d], &w, 1e-6, &mut alone);
+            prop_assert_eq!(bits(&y[at * d..(at + 1) * d]), bits(&alone), "{}", isa);
+        }
+    }
+}
+
+/// The thread count does not matter either: a batch split across workers
+/// gives each row the bits of the row alone on one thread.
+#[test]
+fn f32_rows_do_not_depend_on_the_thread_count() {
+    let (m, n, k) = (24, 300, 96);
+    let mut rng = Rng(7);
+    let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let alone: Vec<Vec<u32>> = (0..m)
+        .map(|i| {
+            let mut y = vec![0.0; n];
+            with_threads(1, || {
+                lf32::linear_invariant(&x[i * k..(i + 1) * k], 1, k, &w, n, &mut y)
+            });
+            bits(&y)
+        })
+        .collect();
+    for threads in [1, 2, 4] {
+        let mut y = vec![0.0; m * n];
+        with_threads(threads, || lf32::linear_invariant(&x, m, k, &w, n, &mut y));
+        for (i, a) in alone.iter().enumerate() {
+            assert_eq!(
+                &bits(&y[i * n..(i + 1) * n]),
+                a,
+                "{threads} threads, row {i}"
+            );
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! A decode batch that rows join and leave between steps: the one token loop
+//! of greedy, sampling and certified greedy decoding, step by step.
+//!
+//! [`super::generate`] and [`super::generate_stream_batch`] fill a batch once
+//! and step it until it is empty; a server keeps one running and lets
+//! newcomers join between steps ("continuous batching"): a finished row
+//! leaves at the step that finished it, a cancelled one ([`DecodeBatch::remove`])
+//! at once, and a newcomer whose encoder pass ([`Prefilled::new`]) is done
+//! joins before the next step. Rows share only the decoder's linear layers
+//! (attention, position bias and caches are per row), and every row carries
+//! its own options, processors and random stream, so a row's tokens are the
+//! ones it gets alone whatever shares its steps, as long as the kernels'
+//! per-row arithmetic does not depend on the number of rows (see the kernels
+//! crate's notes on batch invariance).
+
+use super::processors::{self, Scratch};
+use super::rng::DecodeRng;
+use super::GenerateOptions;
+use crate::model::certified::CertScratch;
+use crate::model::{DecodeScratch, SeqCache, T5Model};
+use crate::Result;
+use std::ops::ControlFlow;
+use t5edge_kernels::ops;
+
+/// A prompt after its encoder pass: the decoder cache with the cross-attention
+/// keys and values, ready to join a [`DecodeBatch`]. Made without the batch,
+/// so a caller may prefill on any thread.
+pub struct Prefilled {
+    cache: SeqCache,
+}
+
+impl Prefilled {
+    /// Runs the encoder over `prompt` alone (the same bits as a batch of one)
+    /// and sizes the cache for `opts.max_new_tokens` positions. Checks the
+    /// prompt and the options.
+    pub fn new(model: &T5Model, prompt: &[u32], opts: &GenerateOptions) -> Result<Prefilled> {
+        opts.check(&[prompt])?;
+        model.require_decoder()?;
+        let enc = model.encode(prompt)?;
+        Ok(Prefilled {
+            cache: model.new_cache(&enc, opts.max_new_tokens)?,
+        })
+    }
+}
+
+/// One running row.
+struct Row {
+    key: u64,
+    /// The decoder input so far, starting with the decoder start token.
+    seq: Vec<u32>,
+    opts: GenerateOptions,
+    eos: u32,
+    /// `Some` when sampling.
+    rng: Option<DecodeRng>,
+    /// Picks its tokens with the model's certified int8 head.
+    certified: bool,
+}
+
+/// A row that left the batch: its key and generated ids (without the decoder
+/// start token; ending with EOS when one was produced).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Finished {
+    pub key: u64,
+    pub ids: Vec<u32>,
+}
+
+/// The running batch. Once a step has sized its buffers and while no row
+/// joins, a step allocates nothing (tests/no_alloc.rs).
+pub struct DecodeBatch<'m> {
+    model: &'m T5Model,
+    rows: Vec<Row>,
+    /// `caches[i]` is `rows[i]`'s: the decoder takes the caches as one slice.
+    caches: Vec<SeqCache>,
+    toks: Vec<u32>,
+    scratch: DecodeScratch,
+    proc_scratch: Scratch,
+    cert: CertScratch,
+}
+
+impl<'m> DecodeBatch<'m> {
+    /// An empty batch over `model`.
+    pub fn new(model: &'m T5Model) -> DecodeBatch<'m> {
+        DecodeBatch {
+            model,
+            rows: Vec::new(),
+            caches: Vec::new(),
+            toks: Vec::new(),
+            scratch: DecodeScratch::new(),
+            proc_scratch: Scratch::default(),
+            cert: CertScratch::default(),
+        }
+    }
+
+    /// Room for `n` rows without reallocating.
+    pub fn reserve(&mut self, n: usize) {
+        self.rows.reserve(n);
+        self.caches.reserve(n);
+        self.toks.reserve(n);
+    }
+
+    /// Rows running.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// No row running.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Adds a prefilled prompt as row `key`: sampling from `rng` when one is
+    /// given (a request alone samples from [`DecodeRng::new`]`(seed, 0)`),
+    /// else greedy; beam search is not a row-wise strategy and is refused. Returns it at once as finished when `max_new_tokens` is 0.
+    pub fn join(
+        &mut self,
+        key: u64,
+        pre: Prefilled,
+        opts: &GenerateOptions,
+        rng: Option<DecodeRng>,
+    ) -> Result<Option<Finished>> {
+        opts.validate()?;
+        if opts.num_beams > 1 {
+            return Err(crate::Error::Request(
+                "a decode batch runs greedy or sampling rows (num_beams 1)".into(),
+            ));
+        }
+        if opts.max_new_tokens == 0 {
+            return Ok(Some(Finished {
+                key,
+                ids: Vec::new(),
+            }));
+        }
+        let (_, head) = self.model.require_decoder()?;
+        let certified = opts.exact && rng.is_none() && head.certified.is_some();
+        let mut seq = Vec::with_capacity(opts.max_new_tokens + 1);
+        seq.push(self.model.config.decoder_start_token_id);
+        self.rows.push(Row {
+            key,
+            seq,
+            eos: opts.eos(self.model),
+            opts: opts.clone(),
+            rng,
+            certified,
+        });
+        self.caches.push(pre.cache);
+        Ok(None)
+    }
+
+    /// Takes row `key` out (a cancelled request); its ids so far, or `None`
+    /// if no such row runs.
+    pub fn remove(&mut self, key: u64) -> Option<Vec<u32>> {
+        let i = self.rows.iter().position(|r| r.key == key)?;
+        self.caches.remove(i);
+        let mut seq = self.rows.remove(i).seq;
+        seq.remove(0);
+        Some(seq)
+    }
+
+    /// The keys of the running rows, in batch order.
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.rows.iter().map(|r| r.key)
+    }
+
+    /// One decode step of every row: each feeds its last token, gets its next
+    /// (processors, then argmax, a draw or the certified pick), and
+    /// `on_token(key, id)` sees it at once; `Break` ends that row after the
+    /// token. Rows that end (EOS, `max_new_tokens`, `Break`) leave the batch
+    /// and are pushed to `finished`, the others keep their order.
+    pub fn step(
+        &mut self,
+        on_token: &mut dyn FnMut(u64, u32) -> ControlFlow<()>,
+        finished: &mut Vec<Finished>,
+    ) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let model = self.model;
+        let cfg = &model.config;
+        self.toks.clear();
+        self.toks.extend(
+            self.rows
+                .iter()
+                .map(|r| *r.seq.last().unwrap_or(&cfg.decoder_start_token_id)),
+        );
+        model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
+        let (vocab, d) = (cfg.vocab_size, cfg.d_model);
+        let need_logits = self.rows.iter().any(|r| !r.certified);
+        let (_, lm_head) = model.require_decoder()?;
+        let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
+        let mut keep = 0;
+        for i in 0..self.rows.len() {
+            let r = &mut self.rows[i];
+            let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
+                (Some(head), true, _) => {
+                    // validate() allows only EOS suppression with exact.
+                    let banned =
+                        (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
+                    head.argmax_with(&head_in[i * d..(i + 1) * d], banned, &mut self.cert)
+                        .0 as u32
+                }
+                (_, _, Some(all)) => {
+                    let l = &mut all[i * vocab..(i + 1) * vocab];
+                    processors::process(l, &r.seq, &r.opts, r.eos, &mut self.proc_scratch);
+                    match r.rng.as_mut() {
+                        Some(rng) => {
+                            processors::warp(l, &r.opts, &mut self.proc_scratch);
+                            rng.categorical(l)
+                        }
+                        None => ops::argmax(l),
+                    }
+                    .unwrap_or(r.eos as usize) as u32
+                }
+                (_, _, None) => unreachable!("logits are computed for every uncertified row"),
+            };
+            r.seq.push(next);
+            let go_on = on_token(r.key, next).is_continue();
+            let more = r.seq.len() - 1 < r.opts.max_new_tokens;
+            if next != r.eos && go_on && more {
+                // Swapping kept rows forward preserves their order.
+                self.rows.swap(keep, i);
+                self.caches.swap(keep, i);
+                keep += 1;
+            }
+        }
+        // Rows past `keep` have ended; their caches are dropped here.
+        for r in self.rows.drain(keep..) {
+            let mut ids = r.seq;
+            ids.remove(0);
+            finished.push(Finished { key: r.key, ids });
+        }
+        self.caches.truncate(keep);
+        Ok(())
+    }
+}
+
+/// The whole-batch loop: every prompt joins at once (one encoder pass for the
+/// batch, as before) and the batch steps until it is empty; row `s` samples
+/// from `rngs[s]`. Returns each row's ids in prompt order.
+pub(crate) fn decode_loop(
+    model: &T5Model,
+    prompts: &[&[u32]],
+    opts: &GenerateOptions,
+    rngs: Option<Vec<DecodeRng>>,
+    on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
+) -> Result<Vec<Vec<u32>>> {
+    model.require_decoder()?;
+    let enc = model.encode_batch(prompts)?;
+    let mut batch = DecodeBatch::new(model);
+    batch.reserve(prompts.len());
+    let mut out = vec![Vec::new(); prompts.len()];
+    let mut finished = Vec::with_capacity(prompts.len());
+    let mut rngs = rngs.map(|r| r.into_iter());
+    for (s, e) in enc.iter().enumerate() {
+        let pre = Prefilled {
+            cache: model.new_cache(e, opts.max_new_tokens)?,
+        };
+        let rng = rngs.as_mut().and_then(|r| r.next());
+        if let Some(f) = batch.join(s as u64, pre, opts, rng)? {
+            out[s] = f.ids;
+        }
+    }
+    drop(enc);
+    while !batch.is_empty() {
+        batch.step(&mut |k, id| on_token(k as usize, id), &mut finished)?;
+    }
+    for f in finished {
+        out[f.key as usize] = f.ids;
+    }
+    Ok(out)
+}
