@@ -61,6 +61,7 @@ pub mod embed;
 pub mod error;
 pub mod generate;
 pub mod hub;
+pub mod memory;
 pub mod model;
 pub mod quantize;
 pub mod runtime;
