@@ -28,6 +28,7 @@ fn tiny_model(dir: &std::path::Path) -> t5edge::Result<()> {
             norm_jitter: 0.2,
             // A random tied model otherwise repeats <pad>, which shows no text.
             zero_pad_row: true,
+            ..Default::default()
         },
         true,
     )

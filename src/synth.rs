@@ -11,7 +11,9 @@
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::rng::splitmix64;
-use crate::weights::writer::{self, OutTensor};
+use crate::model::WeightFormat;
+use crate::weights::writer::{self, OutTensor, PlannedTensor};
+use crate::weights::DType;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -161,23 +163,45 @@ pub struct SynthOptions {
     /// dominates its logits; with that row zero its greedy text shows words
     /// (the embedded default of the CLI sets it). Off: HF's init.
     pub zero_pad_row: bool,
+    /// The dtype every tensor is stored in: f32 (`None`), or f16 / bf16, the
+    /// same draws rounded to nearest, as `save_pretrained` writes a model
+    /// loaded in that dtype.
+    pub dtype: Option<WeightFormat>,
 }
 
-/// The tensors of a random checkpoint, in HF names and shapes.
-pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
-    let mut rng = Rng::new(opts.seed);
+/// How one tensor's values are drawn.
+#[derive(Clone, Copy)]
+enum Init {
+    /// `N(0, 1)`, the embedding (with the `<pad>` row zeroed if asked).
+    Embedding,
+    /// `N(0, std^2)`.
+    Normal(f64),
+    /// `1 + jitter · N(0, 1)`: an RMSNorm weight.
+    Norm,
+}
+
+/// A tensor of the checkpoint: name, shape and how it is drawn.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    init: Init,
+}
+
+/// Every tensor of a random checkpoint, in HF names and shapes, in the order
+/// they are drawn from the one generator (which is also the file's order).
+fn specs(cfg: &T5Config) -> Vec<Spec> {
     let (d, inner, ff, v) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff, cfg.vocab_size);
-    // The embedding first, drawn as `normal` below draws (std 1).
-    let mut shared: Vec<f32> = (0..v * d).map(|_| rng.normal() as f32).collect();
-    if opts.zero_pad_row {
-        shared[..d].fill(0.0);
-    }
-    let mut out = vec![OutTensor::f32("shared.weight", vec![v, d], &shared)];
-    drop(shared);
-    let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
-        let n: usize = shape.iter().product();
-        let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-        out.push(OutTensor::f32(name, shape, &vals));
+    let mut out = vec![Spec {
+        name: "shared.weight".into(),
+        shape: vec![v, d],
+        init: Init::Embedding,
+    }];
+    let mut normal = |name: String, shape: Vec<usize>, std: f64| {
+        out.push(Spec {
+            name,
+            shape,
+            init: Init::Normal(std),
+        })
     };
     let df = d as f64;
     let mut norms: Vec<String> = Vec::new();
@@ -197,32 +221,19 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
                     format!("{p}.q.weight"),
                     vec![inner, d],
                     (df * cfg.d_kv as f64).powf(-0.5),
-                    &mut rng,
                 );
-                normal(
-                    format!("{p}.k.weight"),
-                    vec![inner, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
-                normal(
-                    format!("{p}.v.weight"),
-                    vec![inner, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.k.weight"), vec![inner, d], df.powf(-0.5));
+                normal(format!("{p}.v.weight"), vec![inner, d], df.powf(-0.5));
                 normal(
                     format!("{p}.o.weight"),
                     vec![d, inner],
                     (inner as f64).powf(-0.5),
-                    &mut rng,
                 );
                 if i == 0 && li == 0 {
                     normal(
                         format!("{p}.relative_attention_bias.weight"),
                         vec![cfg.relative_attention_num_buckets, cfg.num_heads],
                         df.powf(-0.5),
-                        &mut rng,
                     );
                 }
                 norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
@@ -230,56 +241,111 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
             let li = if stack == "encoder" { 1 } else { 2 };
             let p = format!("{stack}.block.{i}.layer.{li}.DenseReluDense");
             if cfg.gated {
-                normal(
-                    format!("{p}.wi_0.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
-                normal(
-                    format!("{p}.wi_1.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.wi_0.weight"), vec![ff, d], df.powf(-0.5));
+                normal(format!("{p}.wi_1.weight"), vec![ff, d], df.powf(-0.5));
             } else {
-                normal(
-                    format!("{p}.wi.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.wi.weight"), vec![ff, d], df.powf(-0.5));
             }
             normal(
                 format!("{p}.wo.weight"),
                 vec![d, ff],
                 (ff as f64).powf(-0.5),
-                &mut rng,
             );
             norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
         }
         norms.push(format!("{stack}.final_layer_norm.weight"));
     }
     if !cfg.tie_word_embeddings {
-        normal("lm_head.weight".into(), vec![v, d], 1.0, &mut rng);
+        normal("lm_head.weight".into(), vec![v, d], 1.0);
     }
     for name in norms {
-        let vals: Vec<f32> = (0..d)
-            .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
-            .collect();
-        out.push(OutTensor::f32(name, vec![d], &vals));
+        out.push(Spec {
+            name,
+            shape: vec![d],
+            init: Init::Norm,
+        });
     }
     out
 }
 
+/// Draws one tensor's values, continuing `rng`.
+fn draw(spec: &Spec, rng: &mut Rng, opts: &SynthOptions) -> Vec<f32> {
+    let n: usize = spec.shape.iter().product();
+    match spec.init {
+        Init::Embedding => {
+            let mut v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
+            if opts.zero_pad_row {
+                let d = spec.shape[1];
+                v[..d].fill(0.0);
+            }
+            v
+        }
+        Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
+        Init::Norm => (0..n)
+            .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
+            .collect(),
+    }
+}
+
+/// The dtype `opts` asks for, checked: f32, f16 or bf16.
+fn out_dtype(opts: &SynthOptions) -> Result<DType> {
+    match opts.dtype {
+        None | Some(WeightFormat::F32) => Ok(DType::F32),
+        Some(WeightFormat::F16) => Ok(DType::F16),
+        Some(WeightFormat::Bf16) => Ok(DType::BF16),
+        Some(other) => Err(Error::Request(format!(
+            "synth writes f32, f16 or bf16 checkpoints, not {} (quantize one instead)",
+            other.name()
+        ))),
+    }
+}
+
+/// `v` as little-endian bytes of `dtype`.
+fn encode(v: &[f32], dtype: DType) -> Vec<u8> {
+    match dtype {
+        DType::F16 => v
+            .iter()
+            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+            .collect(),
+        DType::BF16 => v
+            .iter()
+            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+            .collect(),
+        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+/// The tensors of a random checkpoint, in HF names and shapes, all in memory
+/// (small models and tests; [`write_checkpoint`] streams instead).
+pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
+    let mut rng = Rng::new(opts.seed);
+    let dtype = out_dtype(opts).unwrap_or(DType::F32);
+    specs(cfg)
+        .into_iter()
+        .map(|s| {
+            let v = draw(&s, &mut rng, opts);
+            OutTensor {
+                data: encode(&v, dtype),
+                name: s.name,
+                dtype,
+                shape: s.shape,
+            }
+        })
+        .collect()
+}
+
 /// Writes `config.json`, `model.safetensors` and a synthetic `tokenizer.json`
 /// into `dir` (created if needed). Existing files are kept unless `force`.
+/// The weights are drawn and written one tensor at a time (atomically, as
+/// one file): memory stays that of the largest tensor, so a T5-XXL shape
+/// writes on a machine that could not hold it in f32.
 pub fn write_checkpoint(
     dir: &Path,
     cfg: &T5Config,
     opts: &SynthOptions,
     force: bool,
 ) -> Result<()> {
+    let dtype = out_dtype(opts)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     for f in files {
@@ -288,15 +354,36 @@ pub fn write_checkpoint(
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     meta.insert("t5edge_synth_seed".to_string(), opts.seed.to_string());
-    writer::write_safetensors(
-        &dir.join("model.safetensors"),
-        &tensors(cfg, opts),
-        &meta,
-        force,
-    )?;
+    let specs = specs(cfg);
+    let plan: Vec<PlannedTensor> = specs
+        .iter()
+        .map(|s| PlannedTensor {
+            name: s.name.clone(),
+            dtype,
+            shape: s.shape.clone(),
+            bytes: s.shape.iter().product::<usize>() * dtype.size(),
+        })
+        .collect();
+    let mut rng = Rng::new(opts.seed);
+    let path = dir.join("model.safetensors");
+    writer::write_streaming(&path, force, &plan, &meta, |i, w| {
+        let v = draw(&specs[i], &mut rng, opts);
+        w.write_all(&encode(&v, dtype))
+            .map_err(|e| Error::io(&path, e))
+    })?;
     let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
     writer::write_atomic(&dir.join("tokenizer.json"), force, |w| w.write_all(&tok))?;
-    let cfg_json = serde_json::to_vec_pretty(&cfg.to_hf_json()).unwrap_or_default();
+    let mut cfg_json = cfg.to_hf_json();
+    if dtype != DType::F32 {
+        // What `save_pretrained` records for a model in that dtype.
+        let name = if dtype == DType::BF16 {
+            "bfloat16"
+        } else {
+            "float16"
+        };
+        cfg_json["torch_dtype"] = name.into();
+    }
+    let cfg_json = serde_json::to_vec_pretty(&cfg_json).unwrap_or_default();
     writer::write_atomic(&dir.join("config.json"), force, |w| w.write_all(&cfg_json))?;
     Ok(())
 }

@@ -53,6 +53,7 @@ fn synth_case(tag: &str, name: &str, case: &serde_json::Value) -> PathBuf {
 /// Replays `t5edge synth` arguments through the library.
 fn synth(args: &[String], dir: &Path) {
     let (mut p, mut seed, mut jitter, mut sets) = (String::new(), 0u64, 0f32, Vec::new());
+    let mut dtype = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = it.next().unwrap().clone();
@@ -61,6 +62,7 @@ fn synth(args: &[String], dir: &Path) {
             "--seed" => seed = v.parse().unwrap(),
             "--norm-jitter" => jitter = v.parse().unwrap(),
             "--set" => sets.push(v),
+            "--dtype" => dtype = t5edge::model::WeightFormat::parse(&v),
             other => panic!("unknown synth arg {other}"),
         }
     }
@@ -71,6 +73,7 @@ fn synth(args: &[String], dir: &Path) {
         &SynthOptions {
             seed,
             norm_jitter: jitter,
+            dtype,
             ..Default::default()
         },
         true,

@@ -43,6 +43,13 @@ CASES = {
         "--set", "d_ff=96", "--set", "num_heads=2", "--set", "d_kv=48",
         "--set", "relative_attention_num_buckets=16", "--set", "relative_attention_max_distance=20",
     ],
+    # The gated case stored in bf16: HF loads it in float32 (the bf16 values
+    # widened exactly), which is what t5edge computes from the mapped bf16.
+    "gated-bf16": [
+        "--preset", "t5-efficient-tiny-el3-dl2", "--seed", "7", "--norm-jitter", "0.2",
+        "--set", "feed_forward_proj=gated-gelu", "--set", "tie_word_embeddings=false",
+        "--set", "vocab_size=1000", "--set", "num_heads=8", "--set", "d_kv=32", "--dtype", "bf16",
+    ],
 }
 
 GREEDY_STEPS = 16
@@ -77,7 +84,7 @@ def main():
     torch.set_num_threads(2)
     os.makedirs(OUT, exist_ok=True)
     manifest = {
-        "how": "HF transformers T5ForConditionalGeneration, fp32, eager attention, torch CPU, no_grad. "
+        "how": "HF transformers T5ForConditionalGeneration, fp32 (bf16 checkpoints widened to fp32 at load), eager attention, torch CPU, no_grad. "
         "Greedy: generate(max_new_tokens=16, min_new_tokens=16, do_sample=False, num_beams=1, use_cache=False) (HF 4.57 cache indexing fails when the decoder is deeper than the encoder).",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                      "numpy": np.__version__},
@@ -86,7 +93,8 @@ def main():
     for name, args in CASES.items():
         with tempfile.TemporaryDirectory() as d:
             subprocess.run([t5edge, "synth", *args, "--out", d, "--force"], check=True)
-            model = T5ForConditionalGeneration.from_pretrained(d, attn_implementation="eager").eval()
+            model = T5ForConditionalGeneration.from_pretrained(
+                d, attn_implementation="eager", dtype=torch.float32).eval()
             cfg = model.config
             arrays = {}
             case = {"synth_args": args, "model_sha256": sha256(os.path.join(d, "model.safetensors")),
