@@ -145,6 +145,12 @@ impl Rng {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
+    /// The generator `calls` draws of [`Rng::next_u64`] ahead (splitmix64's
+    /// state is a counter), without drawing them.
+    pub fn skipped(&self, calls: u64) -> Rng {
+        Rng(self.0.wrapping_add(calls.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+
     pub fn normal(&mut self) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
@@ -268,23 +274,45 @@ fn specs(cfg: &T5Config) -> Vec<Spec> {
     out
 }
 
-/// Draws one tensor's values, continuing `rng`.
-fn draw(spec: &Spec, rng: &mut Rng, opts: &SynthOptions) -> Vec<f32> {
+/// Values per parallel piece of a tensor's draws.
+const PIECE: usize = 1 << 16;
+
+/// Draws one tensor's values, continuing `rng`, as little-endian bytes of
+/// `dtype`. Each value takes two draws of the generator, so the piece
+/// starting at value `i` starts `2 i` draws ahead ([`Rng::skipped`]): the
+/// pieces are drawn in parallel and the bytes are those of drawing in order.
+fn draw(spec: &Spec, rng: &mut Rng, opts: &SynthOptions, dtype: DType) -> Vec<u8> {
+    use rayon::prelude::*;
     let n: usize = spec.shape.iter().product();
-    match spec.init {
-        Init::Embedding => {
-            let mut v: Vec<f32> = (0..n).map(|_| rng.normal() as f32).collect();
-            if opts.zero_pad_row {
-                let d = spec.shape[1];
-                v[..d].fill(0.0);
+    let size = dtype.size();
+    let mut bytes = vec![0u8; n * size];
+    let base = Rng(rng.0);
+    bytes
+        .par_chunks_mut(PIECE * size)
+        .enumerate()
+        .for_each(|(p, out)| {
+            let mut r = base.skipped(2 * (p * PIECE) as u64);
+            for o in out.chunks_exact_mut(size) {
+                let z = r.normal();
+                let v = match spec.init {
+                    Init::Embedding => z as f32,
+                    Init::Normal(std) => (z * std) as f32,
+                    Init::Norm => (1.0 + opts.norm_jitter as f64 * z) as f32,
+                };
+                match dtype {
+                    DType::F16 => o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    DType::BF16 => o.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                    _ => o.copy_from_slice(&v.to_le_bytes()),
+                }
             }
-            v
-        }
-        Init::Normal(std) => (0..n).map(|_| (rng.normal() * std) as f32).collect(),
-        Init::Norm => (0..n)
-            .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
-            .collect(),
+        });
+    *rng = base.skipped(2 * n as u64);
+    if matches!(spec.init, Init::Embedding) && opts.zero_pad_row {
+        // Zero is all-zero bytes in every dtype.
+        let d = spec.shape[1];
+        bytes[..d * size].fill(0);
     }
+    bytes
 }
 
 /// The dtype `opts` asks for, checked: f32, f16 or bf16.
@@ -300,21 +328,6 @@ fn out_dtype(opts: &SynthOptions) -> Result<DType> {
     }
 }
 
-/// `v` as little-endian bytes of `dtype`.
-fn encode(v: &[f32], dtype: DType) -> Vec<u8> {
-    match dtype {
-        DType::F16 => v
-            .iter()
-            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-            .collect(),
-        DType::BF16 => v
-            .iter()
-            .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-            .collect(),
-        _ => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
-}
-
 /// The tensors of a random checkpoint, in HF names and shapes, all in memory
 /// (small models and tests; [`write_checkpoint`] streams instead).
 pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
@@ -323,9 +336,9 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
     specs(cfg)
         .into_iter()
         .map(|s| {
-            let v = draw(&s, &mut rng, opts);
+            let data = draw(&s, &mut rng, opts, dtype);
             OutTensor {
-                data: encode(&v, dtype),
+                data,
                 name: s.name,
                 dtype,
                 shape: s.shape,
@@ -367,8 +380,7 @@ pub fn write_checkpoint(
     let mut rng = Rng::new(opts.seed);
     let path = dir.join("model.safetensors");
     writer::write_streaming(&path, force, &plan, &meta, |i, w| {
-        let v = draw(&specs[i], &mut rng, opts);
-        w.write_all(&encode(&v, dtype))
+        w.write_all(&draw(&specs[i], &mut rng, opts, dtype))
             .map_err(|e| Error::io(&path, e))
     })?;
     let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
