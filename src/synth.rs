@@ -148,7 +148,9 @@ impl Rng {
     /// The generator `calls` draws of [`Rng::next_u64`] ahead (splitmix64's
     /// state is a counter), without drawing them.
     pub fn skipped(&self, calls: u64) -> Rng {
-        Rng(self.0.wrapping_add(calls.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        Rng(self
+            .0
+            .wrapping_add(calls.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
     }
 
     pub fn normal(&mut self) -> f64 {
