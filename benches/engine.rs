@@ -24,7 +24,12 @@ fn steps(c: &mut Criterion) {
     let mut g = c.benchmark_group("engine");
     g.warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    for fmt in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Int8] {
+    for fmt in [
+        WeightFormat::F32,
+        WeightFormat::F16,
+        WeightFormat::Bf16,
+        WeightFormat::Int8,
+    ] {
         let m = model(fmt);
         let name = fmt.name();
         for t in [26usize, 128] {

@@ -17,7 +17,7 @@ __version__: str
 _Ids = Sequence[int] | npt.NDArray[np.integer[Any]]
 _Input = str | _Ids
 _PathLike = str | os.PathLike[str]
-_Dtype = Literal["f32", "f16", "int8"]
+_Dtype = Literal["f32", "f16", "bf16", "int8"]
 
 class Error(Exception):
     """Base class of every error t5edge raises; the message is the library's."""
@@ -260,6 +260,7 @@ def synth(
     set: Sequence[str] = (),
     zero_pad_row: bool = False,
     encoder_only: bool = False,
+    dtype: Literal["f32", "f16", "bf16"] | None = None,
     force: bool = False,
 ) -> pathlib.Path:
     """Writes a deterministic random-weight Hugging Face checkpoint (as `t5edge synth`)."""

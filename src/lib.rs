@@ -65,6 +65,7 @@ pub mod encode;
 pub mod error;
 pub mod generate;
 pub mod hub;
+pub mod memory;
 pub mod model;
 pub mod quantize;
 pub mod rerank;

@@ -11,7 +11,9 @@
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::generate::rng::splitmix64;
-use crate::weights::writer::{self, OutTensor};
+use crate::model::WeightFormat;
+use crate::weights::writer::{self, OutTensor, PlannedTensor};
+use crate::weights::DType;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -151,17 +153,22 @@ impl Rng {
         ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
     }
 
+    /// The generator `calls` draws of [`Rng::next_u64`] ahead (splitmix64's
+    /// state is a counter), without drawing them.
+    pub fn skipped(&self, calls: u64) -> Rng {
+        Rng(self
+            .0
+            .wrapping_add(calls.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+    }
+
     pub fn normal(&mut self) -> f64 {
         let (u, v) = (self.uniform(), self.uniform());
         (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
     }
 
-    /// Skips `n` draws of [`Rng::normal`] in O(1): splitmix64's state only
-    /// adds its constant per draw, and a normal takes two.
+    /// Skips `n` draws of [`Rng::normal`] in O(1) (a normal takes two).
     pub fn skip_normals(&mut self, n: u64) {
-        self.0 = self
-            .0
-            .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(n.wrapping_mul(2)));
+        *self = self.skipped(n.wrapping_mul(2));
     }
 }
 
@@ -181,29 +188,53 @@ pub struct SynthOptions {
     /// checkpoint. The encoder's tensors are those of the full checkpoint of
     /// the same seed (the decoder's values are drawn and dropped).
     pub encoder_only: bool,
+    /// The dtype every tensor is stored in: f32 (`None`), or f16 / bf16, the
+    /// same draws rounded to nearest, as `save_pretrained` writes a model
+    /// loaded in that dtype.
+    pub dtype: Option<WeightFormat>,
 }
 
-/// The tensors of a random checkpoint, in HF names and shapes.
-pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
-    let mut rng = Rng::new(opts.seed);
+/// How one tensor's values are drawn.
+#[derive(Clone, Copy)]
+enum Init {
+    /// `N(0, 1)`, the embedding (with the `<pad>` row zeroed if asked).
+    Embedding,
+    /// `N(0, std^2)`.
+    Normal(f64),
+    /// `1 + jitter · N(0, 1)`: an RMSNorm weight.
+    Norm,
+}
+
+/// A tensor of the checkpoint: name, shape and how it is drawn.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    init: Init,
+}
+
+/// Whether `opts` leaves the tensor out of the file: an encoder-only
+/// checkpoint has no decoder and no head. Its values are still "drawn" (the
+/// generator skips them in O(1)), so the encoder's tensors are those of the
+/// full checkpoint of the same seed.
+fn dropped(spec: &Spec, opts: &SynthOptions) -> bool {
+    opts.encoder_only && (spec.name.starts_with("decoder.") || spec.name == "lm_head.weight")
+}
+
+/// Every tensor of a random checkpoint, in HF names and shapes, in the order
+/// they are drawn from the one generator (which is also the file's order).
+fn specs(cfg: &T5Config) -> Vec<Spec> {
     let (d, inner, ff, v) = (cfg.d_model, cfg.inner_dim(), cfg.d_ff, cfg.vocab_size);
-    // The embedding first, drawn as `normal` below draws (std 1).
-    let mut shared: Vec<f32> = (0..v * d).map(|_| rng.normal() as f32).collect();
-    if opts.zero_pad_row {
-        shared[..d].fill(0.0);
-    }
-    let mut out = vec![OutTensor::f32("shared.weight", vec![v, d], &shared)];
-    drop(shared);
-    let mut normal = |name: String, shape: Vec<usize>, std: f64, rng: &mut Rng| {
-        let n: usize = shape.iter().product();
-        let dropped =
-            opts.encoder_only && (name.starts_with("decoder.") || name == "lm_head.weight");
-        if dropped {
-            rng.skip_normals(n as u64);
-            return;
-        }
-        let vals: Vec<f32> = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-        out.push(OutTensor::f32(name, shape, &vals));
+    let mut out = vec![Spec {
+        name: "shared.weight".into(),
+        shape: vec![v, d],
+        init: Init::Embedding,
+    }];
+    let mut normal = |name: String, shape: Vec<usize>, std: f64| {
+        out.push(Spec {
+            name,
+            shape,
+            init: Init::Normal(std),
+        })
     };
     let df = d as f64;
     let mut norms: Vec<String> = Vec::new();
@@ -223,25 +254,13 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
                     format!("{p}.q.weight"),
                     vec![inner, d],
                     (df * cfg.d_kv as f64).powf(-0.5),
-                    &mut rng,
                 );
-                normal(
-                    format!("{p}.k.weight"),
-                    vec![inner, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
-                normal(
-                    format!("{p}.v.weight"),
-                    vec![inner, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.k.weight"), vec![inner, d], df.powf(-0.5));
+                normal(format!("{p}.v.weight"), vec![inner, d], df.powf(-0.5));
                 normal(
                     format!("{p}.o.weight"),
                     vec![d, inner],
                     (inner as f64).powf(-0.5),
-                    &mut rng,
                 );
                 // umT5: every self-attention layer has its own table.
                 if li == 0 && (i == 0 || cfg.model_type.per_layer_bias()) {
@@ -249,7 +268,6 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
                         format!("{p}.relative_attention_bias.weight"),
                         vec![cfg.relative_attention_num_buckets, cfg.num_heads],
                         df.powf(-0.5),
-                        &mut rng,
                     );
                 }
                 norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
@@ -257,58 +275,122 @@ pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
             let li = if stack == "encoder" { 1 } else { 2 };
             let p = format!("{stack}.block.{i}.layer.{li}.DenseReluDense");
             if cfg.gated {
-                normal(
-                    format!("{p}.wi_0.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
-                normal(
-                    format!("{p}.wi_1.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.wi_0.weight"), vec![ff, d], df.powf(-0.5));
+                normal(format!("{p}.wi_1.weight"), vec![ff, d], df.powf(-0.5));
             } else {
-                normal(
-                    format!("{p}.wi.weight"),
-                    vec![ff, d],
-                    df.powf(-0.5),
-                    &mut rng,
-                );
+                normal(format!("{p}.wi.weight"), vec![ff, d], df.powf(-0.5));
             }
             normal(
                 format!("{p}.wo.weight"),
                 vec![d, ff],
                 (ff as f64).powf(-0.5),
-                &mut rng,
             );
             norms.push(format!("{stack}.block.{i}.layer.{li}.layer_norm.weight"));
         }
         norms.push(format!("{stack}.final_layer_norm.weight"));
     }
     if !cfg.tie_word_embeddings {
-        normal("lm_head.weight".into(), vec![v, d], 1.0, &mut rng);
+        normal("lm_head.weight".into(), vec![v, d], 1.0);
     }
     for name in norms {
-        let vals: Vec<f32> = (0..d)
-            .map(|_| (1.0 + opts.norm_jitter as f64 * rng.normal()) as f32)
-            .collect();
-        if !(opts.encoder_only && name.starts_with("decoder.")) {
-            out.push(OutTensor::f32(name, vec![d], &vals));
-        }
+        out.push(Spec {
+            name,
+            shape: vec![d],
+            init: Init::Norm,
+        });
     }
     out
 }
 
+/// Values per parallel piece of a tensor's draws.
+const PIECE: usize = 1 << 16;
+
+/// Draws one tensor's values, continuing `rng`, as little-endian bytes of
+/// `dtype`. Each value takes two draws of the generator, so the piece
+/// starting at value `i` starts `2 i` draws ahead ([`Rng::skipped`]): the
+/// pieces are drawn in parallel and the bytes are those of drawing in order.
+fn draw(spec: &Spec, rng: &mut Rng, opts: &SynthOptions, dtype: DType) -> Vec<u8> {
+    use rayon::prelude::*;
+    let n: usize = spec.shape.iter().product();
+    let size = dtype.size();
+    let mut bytes = vec![0u8; n * size];
+    let base = Rng(rng.0);
+    bytes
+        .par_chunks_mut(PIECE * size)
+        .enumerate()
+        .for_each(|(p, out)| {
+            let mut r = base.skipped(2 * (p * PIECE) as u64);
+            for o in out.chunks_exact_mut(size) {
+                let z = r.normal();
+                let v = match spec.init {
+                    Init::Embedding => z as f32,
+                    Init::Normal(std) => (z * std) as f32,
+                    Init::Norm => (1.0 + opts.norm_jitter as f64 * z) as f32,
+                };
+                match dtype {
+                    DType::F16 => o.copy_from_slice(&half::f16::from_f32(v).to_le_bytes()),
+                    DType::BF16 => o.copy_from_slice(&half::bf16::from_f32(v).to_le_bytes()),
+                    _ => o.copy_from_slice(&v.to_le_bytes()),
+                }
+            }
+        });
+    *rng = base.skipped(2 * n as u64);
+    if matches!(spec.init, Init::Embedding) && opts.zero_pad_row {
+        // Zero is all-zero bytes in every dtype.
+        let d = spec.shape[1];
+        bytes[..d * size].fill(0);
+    }
+    bytes
+}
+
+/// The dtype `opts` asks for, checked: f32, f16 or bf16.
+fn out_dtype(opts: &SynthOptions) -> Result<DType> {
+    match opts.dtype {
+        None | Some(WeightFormat::F32) => Ok(DType::F32),
+        Some(WeightFormat::F16) => Ok(DType::F16),
+        Some(WeightFormat::Bf16) => Ok(DType::BF16),
+        Some(other) => Err(Error::Request(format!(
+            "synth writes f32, f16 or bf16 checkpoints, not {} (quantize one instead)",
+            other.name()
+        ))),
+    }
+}
+
+/// The tensors of a random checkpoint, in HF names and shapes, all in memory
+/// (small models and tests; [`write_checkpoint`] streams instead).
+pub fn tensors(cfg: &T5Config, opts: &SynthOptions) -> Vec<OutTensor> {
+    let mut rng = Rng::new(opts.seed);
+    let dtype = out_dtype(opts).unwrap_or(DType::F32);
+    specs(cfg)
+        .into_iter()
+        .filter_map(|s| {
+            if dropped(&s, opts) {
+                rng.skip_normals(s.shape.iter().product::<usize>() as u64);
+                return None;
+            }
+            let data = draw(&s, &mut rng, opts, dtype);
+            Some(OutTensor {
+                data,
+                name: s.name,
+                dtype,
+                shape: s.shape,
+            })
+        })
+        .collect()
+}
+
 /// Writes `config.json`, `model.safetensors` and a synthetic `tokenizer.json`
 /// into `dir` (created if needed). Existing files are kept unless `force`.
+/// The weights are drawn and written one tensor at a time (atomically, as
+/// one file): memory stays that of the largest tensor, so a T5-XXL shape
+/// writes on a machine that could not hold it in f32.
 pub fn write_checkpoint(
     dir: &Path,
     cfg: &T5Config,
     opts: &SynthOptions,
     force: bool,
 ) -> Result<()> {
+    let dtype = out_dtype(opts)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let files = ["config.json", "model.safetensors", "tokenizer.json"];
     for f in files {
@@ -317,19 +399,49 @@ pub fn write_checkpoint(
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     meta.insert("t5edge_synth_seed".to_string(), opts.seed.to_string());
-    writer::write_safetensors(
-        &dir.join("model.safetensors"),
-        &tensors(cfg, opts),
-        &meta,
-        force,
-    )?;
+    // The generator's position at each kept tensor: dropped tensors between
+    // kept ones are skipped, not drawn.
+    let mut rng = Rng::new(opts.seed);
+    let mut specs_at: Vec<(Spec, Rng)> = Vec::new();
+    for s in specs(cfg) {
+        let n = s.shape.iter().product::<usize>() as u64;
+        if !dropped(&s, opts) {
+            specs_at.push((s, Rng(rng.0)));
+        }
+        rng.skip_normals(n);
+    }
+    let plan: Vec<PlannedTensor> = specs_at
+        .iter()
+        .map(|(s, _)| PlannedTensor {
+            name: s.name.clone(),
+            dtype,
+            shape: s.shape.clone(),
+            bytes: s.shape.iter().product::<usize>() * dtype.size(),
+        })
+        .collect();
+    let path = dir.join("model.safetensors");
+    writer::write_streaming(&path, force, &plan, &meta, |i, w| {
+        let (spec, at) = &specs_at[i];
+        w.write_all(&draw(spec, &mut Rng(at.0), opts, dtype))
+            .map_err(|e| Error::io(&path, e))
+    })?;
     let tok = serde_json::to_vec_pretty(&tokenizer_json(cfg.vocab_size)).unwrap_or_default();
     writer::write_atomic(&dir.join("tokenizer.json"), force, |w| w.write_all(&tok))?;
     let mut cfg = cfg.clone();
     if opts.encoder_only {
         cfg.architectures = vec![cfg.class_name(true)];
     }
-    let cfg_json = serde_json::to_vec_pretty(&cfg.to_hf_json()).unwrap_or_default();
+    let mut cfg_json = cfg.to_hf_json();
+    if dtype != DType::F32 {
+        // What `save_pretrained` records for a model in that dtype.
+        let name = if dtype == DType::BF16 {
+            "bfloat16"
+        } else {
+            "float16"
+        };
+        cfg_json["torch_dtype"] = name.into();
+    }
+    let cfg_json = serde_json::to_vec_pretty(&cfg_json).unwrap_or_default();
     writer::write_atomic(&dir.join("config.json"), force, |w| w.write_all(&cfg_json))?;
     Ok(())
 }

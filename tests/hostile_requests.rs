@@ -229,7 +229,7 @@ fn cli_refuses_bad_environment_and_arguments() {
     assert_usage_error(
         "dtype",
         &gen(&["--dtype", "int3", "--input-ids", "5"]),
-        &["int3", "--dtype", "f32, f16 or int8"],
+        &["int3", "--dtype", "f32, f16, bf16 or int8"],
     );
 
     let bogus = run_cli(

@@ -61,6 +61,7 @@ fn encoder_only(case: &serde_json::Value) -> bool {
 fn synth(args: &[String], dir: &Path) {
     let (mut p, mut seed, mut jitter, mut sets) = (String::new(), 0u64, 0f32, Vec::new());
     let mut encoder_only = false;
+    let mut dtype = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--encoder-only" {
@@ -73,6 +74,7 @@ fn synth(args: &[String], dir: &Path) {
             "--seed" => seed = v.parse().unwrap(),
             "--norm-jitter" => jitter = v.parse().unwrap(),
             "--set" => sets.push(v),
+            "--dtype" => dtype = t5edge::model::WeightFormat::parse(&v),
             other => panic!("unknown synth arg {other}"),
         }
     }
@@ -84,6 +86,7 @@ fn synth(args: &[String], dir: &Path) {
             seed,
             norm_jitter: jitter,
             encoder_only,
+            dtype,
             ..Default::default()
         },
         true,

@@ -5,12 +5,12 @@
 //! `cargo bench -p t5edge-kernels --bench kernels -- 'gemv/.*/32128x256' --warm-up-time 1 --measurement-time 2`
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use half::f16;
+use half::{bf16, f16};
 use std::hint::black_box;
 use t5edge_kernels::attention::{Attention, RelBias};
 use t5edge_kernels::int8::{self, PackedInt8};
 use t5edge_kernels::ops::{self, Activation};
-use t5edge_kernels::{dispatch, f16 as lf16, f32 as lf32, Isa};
+use t5edge_kernels::{bf16 as lbf16, dispatch, f16 as lf16, f32 as lf32, Isa};
 
 fn fill(len: usize, seed: u32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(2_654_435_761).max(1);
@@ -39,6 +39,7 @@ fn gemv(c: &mut Criterion) {
     for (n, k) in GEMV_SHAPES {
         let w = fill(n * k, 1);
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
         let wq = PackedInt8::quantize(&w, n, k, 0).expect("quantize");
         let x = fill(k, 2);
         let mut y = vec![0.0f32; n];
@@ -51,6 +52,9 @@ fn gemv(c: &mut Criterion) {
             g.throughput(Throughput::Bytes((n * k * 2) as u64));
             g.bench_function(BenchmarkId::new("f16", &id), |b| {
                 b.iter(|| lf16::linear_with(isa, black_box(&x), 1, k, &wh, n, &mut y))
+            });
+            g.bench_function(BenchmarkId::new("bf16", &id), |b| {
+                b.iter(|| lbf16::linear_with(isa, black_box(&x), 1, k, &wb, n, &mut y))
             });
             g.throughput(Throughput::Bytes(wq.view().data().len() as u64));
             g.bench_function(BenchmarkId::new("int8", &id), |b| {
@@ -66,6 +70,7 @@ fn prefill(c: &mut Criterion) {
     let (n, k) = (1024, 256);
     let w = fill(n * k, 3);
     let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
     let wq = PackedInt8::quantize(&w, n, k, 0).expect("quantize");
     let isa = dispatch::best();
     for m in [32usize, 128, 512] {
@@ -80,6 +85,9 @@ fn prefill(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("f16", &id), |b| {
             b.iter(|| lf16::linear_with(isa, black_box(&x), m, k, &wh, n, &mut y))
+        });
+        g.bench_function(BenchmarkId::new("bf16", &id), |b| {
+            b.iter(|| lbf16::linear_with(isa, black_box(&x), m, k, &wb, n, &mut y))
         });
         g.bench_function(BenchmarkId::new("int8", &id), |b| {
             b.iter(|| int8::linear_with(isa, black_box(&x), m, k, &wq.view(), &mut y))

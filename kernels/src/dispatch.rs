@@ -100,6 +100,8 @@ pub struct CpuFeatures {
     pub avx512vnni: bool,
     /// AVX-VNNI (the 256-bit VEX form).
     pub avxvnni: bool,
+    /// AVX-512 BF16 (`vdpbf16ps`): bf16 prefill at the AVX-512 levels.
+    pub avx512bf16: bool,
     /// AArch64 Advanced SIMD.
     pub neon: bool,
     /// AArch64 dot product (`sdot`).
@@ -120,6 +122,7 @@ impl CpuFeatures {
             (self.avx512vl, "avx512vl"),
             (self.avx512vnni, "avx512vnni"),
             (self.avxvnni, "avxvnni"),
+            (self.avx512bf16, "avx512bf16"),
             (self.neon, "neon"),
             (self.dotprod, "dotprod"),
             (self.fp16, "fp16"),
@@ -145,6 +148,7 @@ fn detect() -> CpuFeatures {
         avx512vl: is_x86_feature_detected!("avx512vl"),
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
         avxvnni: is_x86_feature_detected!("avxvnni"),
+        avx512bf16: is_x86_feature_detected!("avx512bf16"),
         ..Default::default()
     }
 }

@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`f32`](mod@f32) | `y = x · wᵀ` with f32 weights: GEMV kernels for decode, register blocks or the gemm crate for prefill |
 //! | [`f16`](mod@f16) | the same with f16 weights widened in registers (f32 arithmetic) |
+//! | [`bf16`](mod@bf16) | the same with bf16 weights (a 16-bit shift widens them; `vdpbf16ps` for prefill where the CPU has AVX-512 BF16) |
 //! | [`int8`] | int8 weights with per-row (or per-group) scales, activations quantised per token, exact i32 dot products |
 //! | [`attention`] | fused online-softmax attention with relative-position bias, key mask and causal offset |
 //! | [`ops`] | RMSNorm, activations, gated products, residual adds, argmax, top-k |
@@ -77,9 +78,13 @@
 //! # Accuracy (what `tests/` checks against the f64 [`reference`](mod@reference))
 //! These are the error budgets the proptests hold every level to:
 //!
-//! * f32 and f16-weight linear: `|y - y_ref| <= gamma_(k+2) · sum|x_i||w_i|`,
-//!   `gamma_n = n u / (1 - n u)`, `u = 2^-24` (f16 weights widen exactly; against
-//!   the original f32 weights add `2^-11 |w_i|` per term for the f16 rounding).
+//! * f32, f16 and bf16-weight linear: `|y - y_ref| <= gamma_(k+2) · sum|x_i||w_i|`,
+//!   `gamma_n = n u / (1 - n u)`, `u = 2^-24` (f16 and bf16 weights widen exactly; against
+//!   the original f32 weights add `2^-11 |w_i|` per term for the f16 rounding,
+//!   `2^-8 |w_i|` for bf16's). bf16 prefill with `vdpbf16ps` (AVX-512 BF16
+//!   CPUs) rounds the activations to bf16 too: `2^-8 · sum|x_i w_i|` more,
+//!   plus `2^-125 (sum|x_i| + sum|w_i| + k)` for its flushed denormals
+//!   ([`bf16::avx512bf16`]).
 //! * int8: `sum_i (|x_i| s_w/2 + |w_i| s_x/2 + s_x s_w/4)` from the half-step
 //!   rounding of both operands, plus `(groups + 4) u` of the magnitude for the
 //!   f32 epilogue; and bit-identical to the scalar twin at every level.
@@ -93,6 +98,7 @@
 #![warn(missing_docs)]
 
 pub mod attention;
+pub mod bf16;
 pub mod dispatch;
 pub mod f16;
 pub mod f32;

@@ -52,6 +52,24 @@ mod imp {
         out
     }
 
+    /// `ushll v.4s, v.4h, #16`: lanes 0..4 of `v`, read as bfloat16 bits,
+    /// widened to f32 (exact: a bf16 is the upper half of an f32).
+    #[inline]
+    pub fn vcvt_low_f32_bf16_bits(v: uint16x8_t) -> float32x4_t {
+        use core::arch::aarch64::{vget_low_u16, vreinterpretq_f32_u32, vshll_n_u16};
+        // SAFETY: register-only base Advanced SIMD instructions, which every
+        // aarch64 target has (NEON is baseline).
+        unsafe { vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(v))) }
+    }
+
+    /// `ushll2 v.4s, v.8h, #16`: lanes 4..8 widened, as above.
+    #[inline]
+    pub fn vcvt_high_f32_bf16_bits(v: uint16x8_t) -> float32x4_t {
+        use core::arch::aarch64::{vreinterpretq_f32_u32, vshll_high_n_u16};
+        // SAFETY: as `vcvt_low_f32_bf16_bits`.
+        unsafe { vreinterpretq_f32_u32(vshll_high_n_u16::<16>(v)) }
+    }
+
     /// `sdot v.4s, a.16b, b.16b`: lane l += sum of the 4 byte products 4l..4l+4.
     ///
     /// # Safety
@@ -117,6 +135,22 @@ mod imp {
     pub fn vcvt_high_f32_f16_bits(v: uint16x8_t) -> float32x4_t {
         float32x4_t(core::array::from_fn(|l| {
             half::f16::from_bits(v.0[4 + l]).to_f32()
+        }))
+    }
+
+    /// `ushll #16`: lanes 0..4 as bfloat16 bits, widened exactly.
+    #[inline]
+    pub fn vcvt_low_f32_bf16_bits(v: uint16x8_t) -> float32x4_t {
+        float32x4_t(core::array::from_fn(|l| {
+            f32::from_bits((v.0[l] as u32) << 16)
+        }))
+    }
+
+    /// `ushll2 #16`: lanes 4..8 as bfloat16 bits, widened exactly.
+    #[inline]
+    pub fn vcvt_high_f32_bf16_bits(v: uint16x8_t) -> float32x4_t {
+        float32x4_t(core::array::from_fn(|l| {
+            f32::from_bits((v.0[4 + l] as u32) << 16)
         }))
     }
 

@@ -83,13 +83,13 @@ pub fn quantize(
 /// weights around 1, `zero_pad_row` zeroes the `<pad>` embedding row (as the
 /// default model has it, so greedy text shows words rather than padding),
 /// `encoder_only` leaves out the decoder and head (as HF's `T5EncoderModel`
-/// saves). Existing files are refused unless `force=True`.
+/// saves), `dtype` stores the weights in "f32", "f16" or "bf16". Existing files are refused unless `force=True`.
 /// Returns `out`.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(
-    signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, encoder_only=false, force=false),
-    text_signature = "(out, *, preset=\"t5-efficient-tiny-nl2\", seed=0, norm_jitter=0.0, set=(), zero_pad_row=False, encoder_only=False, force=False)"
+    signature = (out, *, preset=t5edge::synth::DEFAULT_PRESET, seed=0, norm_jitter=0.0, set=Vec::new(), zero_pad_row=false, encoder_only=false, dtype=None, force=false),
+    text_signature = "(out, *, preset=\"t5-efficient-tiny-nl2\", seed=0, norm_jitter=0.0, set=(), zero_pad_row=False, encoder_only=False, dtype=None, force=False)"
 )]
 pub fn synth(
     py: Python<'_>,
@@ -100,17 +100,25 @@ pub fn synth(
     set: Vec<String>,
     zero_pad_row: bool,
     encoder_only: bool,
+    dtype: Option<String>,
     force: bool,
 ) -> PyResult<PathBuf> {
     py.detach(|| {
         guarded(|| {
             let cfg = t5edge::synth::preset(preset).map_err(Failure::request)?;
             let cfg = t5edge::synth::with_overrides(&cfg, &set).map_err(Failure::request)?;
+            let dtype = match dtype.as_deref() {
+                None => None,
+                Some(d) => Some(t5edge::model::WeightFormat::parse(d).ok_or_else(|| {
+                    Failure::request(format!("dtype {d:?} is not f32, f16 or bf16"))
+                })?),
+            };
             let opts = t5edge::synth::SynthOptions {
                 seed,
                 norm_jitter,
                 zero_pad_row,
                 encoder_only,
+                dtype,
             };
             t5edge::synth::write_checkpoint(&out, &cfg, &opts, force)?;
             Ok(out.clone())

@@ -61,6 +61,8 @@ def synth_from_args(args, out):
             kw["norm_jitter"] = float(value)
         elif flag == "--set":
             kw["set"].append(value)
+        elif flag == "--dtype":
+            kw["dtype"] = value
         else:
             raise ValueError("unknown synth argument " + flag)
     return t5edge.synth(str(out), force=True, **kw)

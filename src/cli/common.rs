@@ -34,8 +34,9 @@ pub struct ModelArgs {
 /// The weight format to run in: what `generate`, `forward` and `bench` take.
 #[derive(ClapArgs, Clone, Debug)]
 pub struct WeightArgs {
-    /// Weight format to run in: f32, f16 or int8 (default: as stored: f32 for
-    /// a Hugging Face checkpoint, its own for a quantized directory).
+    /// Weight format to run in: f32, f16, bf16 or int8 (default: as stored: a
+    /// Hugging Face checkpoint in its dtype, f16 and bf16 weights used
+    /// straight from the mapped file; a quantized directory in its own).
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<WeightFormat>,
     /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
@@ -245,5 +246,6 @@ fn read_stdin() -> Result<String> {
 
 /// Parses `--dtype` (clap reports the error with the flag and its value).
 pub fn parse_dtype(dtype: &str) -> std::result::Result<WeightFormat, String> {
-    WeightFormat::parse(dtype).ok_or_else(|| "not a weight format; use f32, f16 or int8".into())
+    WeightFormat::parse(dtype)
+        .ok_or_else(|| "not a weight format; use f32, f16, bf16 or int8".into())
 }

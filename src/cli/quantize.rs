@@ -40,7 +40,7 @@ pub struct Args {
 /// What quantize writes: int8 or f16 (f32 is what it reads).
 fn parse_quantized_dtype(s: &str) -> std::result::Result<WeightFormat, String> {
     match WeightFormat::parse(s) {
-        Some(f) if f != WeightFormat::F32 => Ok(f),
+        Some(f) if matches!(f, WeightFormat::Int8 | WeightFormat::F16) => Ok(f),
         _ => Err("quantize writes int8 or f16".into()),
     }
 }

@@ -23,6 +23,10 @@ pub struct Args {
     /// Jitter RMSNorm weights by this relative standard deviation (0 = HF's init of all ones).
     #[arg(long, default_value_t = 0.0)]
     norm_jitter: f32,
+    /// Store every tensor in f32, f16 or bf16 (the same draws, rounded);
+    /// written one tensor at a time, so any shape fits in memory.
+    #[arg(long, default_value = "f32", value_parser = super::common::parse_dtype)]
+    dtype: crate::model::WeightFormat,
     #[arg(long)]
     out: PathBuf,
     /// Replace existing files in OUT.
@@ -40,6 +44,7 @@ pub fn run(a: Args) -> Result<()> {
             seed: a.seed,
             norm_jitter: a.norm_jitter,
             encoder_only: a.encoder_only,
+            dtype: Some(a.dtype),
             ..Default::default()
         },
         a.force,

@@ -44,6 +44,15 @@ impl FormatPolicy {
     }
 }
 
+/// Bytes a layer of `n x k` weights takes in `f` (int8: data, scales, sums).
+fn layer_bytes(l: &Linear, f: WeightFormat) -> u64 {
+    let w = (l.n * l.k) as u64;
+    match f {
+        WeightFormat::Int8 => w + 12 * l.n as u64,
+        other => w * other.bytes_per_weight() as u64,
+    }
+}
+
 fn conv(l: &mut Linear, to: WeightFormat, group: usize, what: &str) -> Result<()> {
     *l = l
         .convert(to, group)
@@ -52,6 +61,65 @@ fn conv(l: &mut Linear, to: WeightFormat, group: usize, what: &str) -> Result<()
 }
 
 impl T5Model {
+    /// Every linear layer with the format `policy` gives it, and its name.
+    fn layers_with_formats(&self, policy: FormatPolicy) -> Vec<(&Linear, WeightFormat)> {
+        let mut out = Vec::new();
+        for b in &self.encoder.blocks {
+            for l in [&b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ffn.wi] {
+                out.push((l, policy.body));
+            }
+            if let Some(up) = &b.ffn.wi_up {
+                out.push((up, policy.body));
+            }
+            out.push((&b.ffn.wo, policy.ffn_out));
+        }
+        for b in self.decoder.iter().flat_map(|d| &d.blocks) {
+            for a in [&b.self_attn, &b.cross_attn] {
+                for l in [&a.q, &a.k, &a.v, &a.o] {
+                    out.push((l, policy.body));
+                }
+            }
+            out.push((&b.ffn.wi, policy.body));
+            if let Some(up) = &b.ffn.wi_up {
+                out.push((up, policy.body));
+            }
+            out.push((&b.ffn.wo, policy.ffn_out));
+        }
+        if let Some(head) = &self.lm_head {
+            out.push((&head.linear, policy.lm_head));
+        }
+        out
+    }
+
+    /// Refuses a conversion the machine has no memory for, before any of it
+    /// runs: the converted layers are new allocations (the mapped originals
+    /// are page cache, which the kernel can reclaim), plus the widest layer's
+    /// f32 copy that a conversion passes through. Says what it needs.
+    pub fn check_convert_fits(&self, dir: &std::path::Path, policy: FormatPolicy) -> Result<()> {
+        let mut needed = 0u64;
+        let mut widest = 0u64;
+        for (l, f) in self.layers_with_formats(policy) {
+            if l.format() != f {
+                needed += layer_bytes(l, f);
+                widest = widest.max((l.n * l.k * 4) as u64);
+            }
+        }
+        if needed == 0 {
+            return Ok(());
+        }
+        crate::memory::check_fits(
+            dir,
+            &format!(
+                "converting the weights to {} at load ({} converted, {} working copy)",
+                policy.body.name(),
+                crate::memory::gb(needed),
+                crate::memory::gb(widest)
+            ),
+            needed + widest,
+            "run it in the stored format (no --dtype), or convert it once with `t5edge quantize` (streams one tensor at a time) and load the result",
+        )
+    }
+
     /// Converts every linear layer as `policy` says (in place, from the current
     /// weights; the embedding lookup keeps its table).
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {

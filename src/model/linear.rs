@@ -1,6 +1,6 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
-use crate::weights::{F16Data, F32Data, Int8Data};
+use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data};
 use std::sync::Arc;
 use t5edge_kernels as k;
 use t5edge_kernels::int8::PackedInt8;
@@ -11,6 +11,9 @@ pub enum LinearWeight {
     F32(F32Data),
     /// Half-precision storage, widened in registers, f32 accumulation.
     F16(F16Data),
+    /// bfloat16 storage (mapped straight from a bf16 checkpoint), widened in
+    /// registers, f32 accumulation.
+    Bf16(Bf16Data),
     /// Symmetric int8 in the kernels' packed layout, dynamic int8 activations.
     Int8(Int8Data),
 }
@@ -20,6 +23,7 @@ pub enum LinearWeight {
 pub enum WeightFormat {
     F32,
     F16,
+    Bf16,
     Int8,
 }
 
@@ -28,8 +32,18 @@ impl WeightFormat {
         match s {
             "f32" | "fp32" => Some(WeightFormat::F32),
             "f16" | "fp16" => Some(WeightFormat::F16),
+            "bf16" => Some(WeightFormat::Bf16),
             "int8" | "i8" => Some(WeightFormat::Int8),
             _ => None,
+        }
+    }
+
+    /// Bytes per weight (int8: the data alone; scales and sums add ~1/k).
+    pub fn bytes_per_weight(self) -> usize {
+        match self {
+            WeightFormat::F32 => 4,
+            WeightFormat::F16 | WeightFormat::Bf16 => 2,
+            WeightFormat::Int8 => 1,
         }
     }
 
@@ -37,6 +51,7 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 => "f32",
             WeightFormat::F16 => "f16",
+            WeightFormat::Bf16 => "bf16",
             WeightFormat::Int8 => "int8",
         }
     }
@@ -75,6 +90,7 @@ impl Linear {
         match self.weight {
             LinearWeight::F32(_) => WeightFormat::F32,
             LinearWeight::F16(_) => WeightFormat::F16,
+            LinearWeight::Bf16(_) => WeightFormat::Bf16,
             LinearWeight::Int8(_) => WeightFormat::Int8,
         }
     }
@@ -94,6 +110,12 @@ impl Linear {
                     .collect::<Vec<_>>()
                     .into(),
             ),
+            WeightFormat::Bf16 => LinearWeight::Bf16(
+                w.iter()
+                    .map(|&v| half::bf16::from_f32(v))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
             WeightFormat::Int8 => LinearWeight::Int8(Int8Data::Owned(Arc::new(
                 PackedInt8::quantize(&w, self.n, self.k, group_size)?,
             ))),
@@ -105,11 +127,23 @@ impl Linear {
         })
     }
 
+    /// Whether the weights are a view of a mapped file (no copy of their own).
+    pub fn is_mapped(&self) -> bool {
+        match &self.weight {
+            LinearWeight::F32(w) => w.is_mapped(),
+            LinearWeight::F16(w) => w.is_mapped(),
+            LinearWeight::Bf16(w) => w.is_mapped(),
+            LinearWeight::Int8(Int8Data::Mapped(_)) => true,
+            LinearWeight::Int8(Int8Data::Owned(_)) => false,
+        }
+    }
+
     /// The weights as f32 `[n, k]` (dequantized for int8).
     pub fn to_f32(&self) -> Vec<f32> {
         match &self.weight {
             LinearWeight::F32(w) => w.as_slice().to_vec(),
             LinearWeight::F16(w) => w.as_slice().iter().map(|v| v.to_f32()).collect(),
+            LinearWeight::Bf16(w) => w.as_slice().iter().map(|v| v.to_f32()).collect(),
             LinearWeight::Int8(w) => {
                 let v = w.view();
                 (0..self.n).flat_map(|j| v.dequantize_row(j)).collect()
@@ -135,6 +169,10 @@ impl Linear {
                 k::f16::linear_invariant(x, m, self.k, w.as_slice(), self.n, y)
             }
             LinearWeight::F16(w) => k::f16::linear(x, m, self.k, w.as_slice(), self.n, y),
+            LinearWeight::Bf16(w) if inv => {
+                k::bf16::linear_invariant(x, m, self.k, w.as_slice(), self.n, y)
+            }
+            LinearWeight::Bf16(w) => k::bf16::linear(x, m, self.k, w.as_slice(), self.n, y),
             // Per-row activation scales and exact integer dot products: a
             // row's bits never depend on the others (kernels/src/int8).
             LinearWeight::Int8(w) => k::int8::linear(x, m, self.k, &w.view(), y),

@@ -11,7 +11,7 @@ use super::{LmHead, Stack, T5Model};
 use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::weights::quantized::{self, QuantizedInfo};
-use crate::weights::{DType, F16Data, LoadOptions, WeightStore};
+use crate::weights::{Bf16Data, DType, F16Data, LoadOptions, WeightStore};
 use std::path::Path;
 
 struct Loader<'a> {
@@ -22,7 +22,8 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     /// A linear layer `name` (HF name without `.weight`): packed int8 or f16
-    /// straight from a quantized file's map, else f32.
+    /// straight from a quantized file's map; else as stored: f32, f16 or bf16,
+    /// each a view of the mapped bytes (a copy only where they are misaligned).
     fn linear(&self, name: &str, n: usize, k: usize) -> Result<Linear> {
         if let Some(q) = &self.quantized {
             if let Some(w) = quantized::int8(self.store, name, n, k, q.group_size)? {
@@ -32,28 +33,23 @@ impl Loader<'_> {
                     weight: LinearWeight::Int8(w),
                 });
             }
-            let wname = format!("{name}.weight");
-            let (f, info) = self.store.info(&wname, &[n, k])?;
-            if info.dtype == DType::F16 {
-                let data = F16Data::mapped(&f.backing, info.start, n * k).unwrap_or_else(|| {
-                    f.tensor_bytes(info)
-                        .chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
-                        .collect::<Vec<_>>()
-                        .into()
-                });
-                return Ok(Linear {
-                    n,
-                    k,
-                    weight: LinearWeight::F16(data),
-                });
-            }
         }
-        Ok(Linear::f32(
-            n,
-            k,
-            self.store.f32(&format!("{name}.weight"), &[n, k])?,
-        ))
+        let wname = format!("{name}.weight");
+        let (f, info) = self.store.info(&wname, &[n, k])?;
+        let weight = match info.dtype {
+            DType::F16 => LinearWeight::F16(F16Data::mapped_or_copied(
+                &f.backing,
+                info.start,
+                f.tensor_bytes(info),
+            )),
+            DType::BF16 => LinearWeight::Bf16(Bf16Data::mapped_or_copied(
+                &f.backing,
+                info.start,
+                f.tensor_bytes(info),
+            )),
+            _ => LinearWeight::F32(self.store.f32(&wname, &[n, k])?),
+        };
+        Ok(Linear { n, k, weight })
     }
 
     fn attention(&self, prefix: &str) -> Result<AttentionWeights> {
@@ -131,10 +127,20 @@ impl T5Model {
     }
 
     pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<T5Model> {
+        Ok(Self::open(dir, opts)?.0)
+    }
+
+    /// [`T5Model::load_with`], and whether the directory is a t5edge
+    /// quantized checkpoint (whose formats are fixed).
+    pub(crate) fn open(dir: &Path, opts: LoadOptions) -> Result<(T5Model, bool)> {
         crate::runtime::configure_from_env()?;
         let config = T5Config::from_file(&dir.join("config.json"))?;
         let store = WeightStore::open_dir(dir, opts)?;
-        Self::from_store(config, &store)
+        let quantized = match store.files.first() {
+            Some(f) => quantized::info(f)?.is_some(),
+            None => false,
+        };
+        Ok((Self::from_store(config, &store)?, quantized))
     }
 
     /// Builds the model from an opened store, checking every tensor's shape.

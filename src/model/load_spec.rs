@@ -7,8 +7,9 @@ use crate::{Error, Result};
 use std::path::Path;
 
 /// What to load a checkpoint as. `LoadSpec::default()` runs the checkpoint as
-/// it is stored: f32 for a Hugging Face checkpoint (f16/bf16 tensors widened),
-/// its own formats for a directory written by `t5edge quantize`.
+/// it is stored: a Hugging Face checkpoint in its dtype (f32, or f16 / bf16
+/// weights used straight from the mapped file, widened in registers), a
+/// directory written by `t5edge quantize` in its own formats.
 ///
 /// ```no_run
 /// use t5edge::model::{LoadSpec, WeightFormat};
@@ -18,8 +19,9 @@ use std::path::Path;
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadSpec {
-    /// The weight format to run in; `None` keeps the stored one. A quantized
-    /// directory carries its own format: asking for another is an error.
+    /// The weight format to run in; `None` keeps the stored one (f32, f16 or
+    /// bf16 for a Hugging Face checkpoint). A quantized directory carries its
+    /// own format: asking for another is an error.
     pub dtype: Option<WeightFormat>,
     /// With `dtype` int8: the body stays in full precision and the LM head
     /// becomes the certified int8 head, whose every greedy pick is proven
@@ -85,14 +87,14 @@ impl T5Model {
     pub fn load_spec_named(dir: &Path, spec: &LoadSpec, names: OptionNames<'_>) -> Result<T5Model> {
         spec.validate_named(names)?;
         let (exact, ffn, dtype) = (names("exact"), names("int8_ffn_out"), names("dtype"));
-        let mut model = T5Model::load_with(dir, spec.files)?;
-        // The head's format tells a quantized directory (the embedding's,
-        // for an encoder-only one: quantize gives it the head's format).
-        let stored = match &model.lm_head {
-            Some(h) => h.linear.format(),
-            None => model.embed.format(),
-        };
-        if stored != WeightFormat::F32 {
+        let (mut model, quantized) = T5Model::open(dir, spec.files)?;
+        if quantized {
+            // The head's format names the directory's (the embedding's, for
+            // an encoder-only one: quantize gives it the head's format).
+            let stored = match &model.lm_head {
+                Some(h) => h.linear.format(),
+                None => model.embed.format(),
+            };
             // A quantized directory: its formats were chosen at quantize time.
             if spec.exact {
                 return Err(Error::Request(format!(
@@ -117,17 +119,27 @@ impl T5Model {
             }
             return Ok(model);
         }
+        // A Hugging Face checkpoint: its linear layers are in the dtype the
+        // file stores (views of the map for f16 and bf16).
         match spec.dtype {
             None | Some(WeightFormat::F32) if spec.int8_ffn_out => {
                 return Err(ffn_out_error(names))
             }
-            None | Some(WeightFormat::F32) => {}
-            Some(WeightFormat::Int8) if spec.exact => model.enable_certified_head(0)?,
+            None => {}
+            Some(WeightFormat::Int8) if spec.exact => {
+                // "Full precision" is the checkpoint's values in f32 (exact
+                // for f16/bf16 weights): the certified head re-scores in f32.
+                let policy = FormatPolicy::all(WeightFormat::F32);
+                model.check_convert_fits(dir, policy)?;
+                model.convert(policy)?;
+                model.enable_certified_head(0)?
+            }
             Some(fmt) => {
                 let mut policy = FormatPolicy::for_dtype(fmt);
                 if spec.int8_ffn_out {
                     policy.ffn_out = WeightFormat::Int8;
                 }
+                model.check_convert_fits(dir, policy)?;
                 model.convert(policy)?;
             }
         }

@@ -162,6 +162,10 @@ impl T5Model {
                     .iter_mut()
                     .zip(&w.as_slice()[r])
                     .for_each(|(o, v)| *o = v.to_f32()),
+                LinearWeight::Bf16(w) => row
+                    .iter_mut()
+                    .zip(&w.as_slice()[r])
+                    .for_each(|(o, v)| *o = v.to_f32()),
                 LinearWeight::Int8(w) => w.view().dequantize_row_into(id as usize, row),
             }
         }

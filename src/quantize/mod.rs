@@ -11,7 +11,7 @@ use crate::config::T5Config;
 use crate::error::{Error, Result};
 use crate::model::{FormatPolicy, WeightFormat};
 use crate::weights::quantized::*;
-use crate::weights::writer::{serialize, OutTensor};
+use crate::weights::writer::{self, PlannedTensor};
 use crate::weights::{DType, LoadOptions, WeightStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -80,16 +80,139 @@ fn format_for(
     })
 }
 
-/// sha256 over the source's weight files, in name order.
+/// sha256 over the source's weight files, in name order. Read in 64 MB
+/// pieces, each released behind the hash, so hashing a large checkpoint
+/// does not leave it all resident.
 fn source_hash(store: &WeightStore) -> String {
+    const PIECE: usize = 64 << 20;
     let mut h = Sha256::new();
     for f in &store.files {
-        h.update(f.bytes());
+        let bytes = f.bytes();
+        let mut at = 0;
+        while at < bytes.len() {
+            let end = (at + PIECE).min(bytes.len());
+            h.update(&bytes[at..end]);
+            f.backing.release(at..end);
+            at = end;
+        }
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Quantizes `src` into `out`. `progress` is told each tensor's name as it goes.
+/// One output tensor: a source tensor in a format, or a part of an int8 one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Plain,
+    Half,
+    Int8Data,
+    Int8Scales,
+    Int8RowSums,
+    Int8ErrNorms,
+}
+
+/// Which source tensor and part each output tensor is, with its header entry.
+struct Plan {
+    tensors: Vec<PlannedTensor>,
+    parts: Vec<(String, Part)>,
+}
+
+/// The output's tensors in file order: per source tensor in name order, an
+/// f32 tensor or an int8 matrix's data (a multiple of 64 bytes) and its f32/i32
+/// parts, so every f32/i32 part stays 4-aligned; the f16 tensors last (their
+/// sizes may be odd multiples of 2).
+fn plan(store: &WeightStore, cfg: &T5Config, opts: &QuantizeOptions) -> Plan {
+    use t5edge_kernels::int8::{group_count, padded_k, padded_n};
+    let has_shared = store.contains("shared.weight");
+    let mut p = Plan {
+        tensors: Vec::new(),
+        parts: Vec::new(),
+    };
+    let mut halves = Vec::new();
+    for name in store.names() {
+        let Some((_, info)) = store.get(name) else {
+            continue;
+        };
+        let shape = info.shape.clone();
+        let Some(fmt) = format_for(name, &shape, cfg, &opts.policy, has_shared) else {
+            continue;
+        };
+        let count: usize = shape.iter().product();
+        let push = |p: &mut Plan, out: String, dtype, shape, bytes, part| {
+            p.tensors.push(PlannedTensor {
+                name: out,
+                dtype,
+                shape,
+                bytes,
+            });
+            p.parts.push((name.to_string(), part));
+        };
+        match fmt {
+            WeightFormat::F32 => push(
+                &mut p,
+                name.into(),
+                DType::F32,
+                shape,
+                count * 4,
+                Part::Plain,
+            ),
+            WeightFormat::F16 | WeightFormat::Bf16 => halves.push((name.to_string(), shape, count)),
+            WeightFormat::Int8 => {
+                let (n, k) = (shape[0], shape[1]);
+                let (np, g) = (padded_n(n), group_count(k, opts.group_size));
+                let base = name.trim_end_matches(".weight");
+                let data = np * padded_k(k);
+                push(
+                    &mut p,
+                    format!("{base}{I8_SUFFIX}"),
+                    DType::I8,
+                    vec![data],
+                    data,
+                    Part::Int8Data,
+                );
+                push(
+                    &mut p,
+                    format!("{base}.weight.scales"),
+                    DType::F32,
+                    vec![g, np],
+                    g * np * 4,
+                    Part::Int8Scales,
+                );
+                push(
+                    &mut p,
+                    format!("{base}.weight.row_sums"),
+                    DType::I32,
+                    vec![g, np],
+                    g * np * 4,
+                    Part::Int8RowSums,
+                );
+                push(
+                    &mut p,
+                    format!("{base}.weight.err_norms"),
+                    DType::F32,
+                    vec![n],
+                    n * 4,
+                    Part::Int8ErrNorms,
+                );
+            }
+        }
+    }
+    for (name, shape, count) in halves {
+        p.tensors.push(PlannedTensor {
+            name: name.clone(),
+            dtype: DType::F16,
+            shape,
+            bytes: count * 2,
+        });
+        p.parts.push((name, Part::Half));
+    }
+    p
+}
+
+/// Quantizes `src` into `out`, one tensor at a time: each source tensor is
+/// read (widened to f32 if stored in half precision), converted and written
+/// before the next, and its mapped pages are released behind it, so memory
+/// stays that of the largest tensor whatever the model's size. `progress` is
+/// told each tensor's name as it goes.
 pub fn quantize(
     src: &Path,
     out: &Path,
@@ -97,10 +220,11 @@ pub fn quantize(
     force: bool,
     mut progress: impl FnMut(usize, usize, &str),
 ) -> Result<Written> {
-    if opts.dtype == WeightFormat::F32 {
-        return Err(Error::Request(
-            "quantize writes int8 or f16; f32 is the source format".into(),
-        ));
+    if opts.dtype == WeightFormat::F32 || opts.dtype == WeightFormat::Bf16 {
+        return Err(Error::Request(format!(
+            "quantize writes int8 or f16, not {}",
+            opts.dtype.name()
+        )));
     }
     if opts.dtype == WeightFormat::Int8 {
         t5edge_kernels::int8::check_group_size(opts.group_size)
@@ -127,82 +251,10 @@ pub fn quantize(
             src.display()
         )));
     }
-    // Checks every tensor the model needs, with the usual errors, before any work.
+    // Checks every tensor the model needs, with the usual errors, before any
+    // work (the layers are views of the map: nothing is widened here).
     crate::model::T5Model::from_store(cfg.clone(), &store)?;
-    let has_shared = store.contains("shared.weight");
-    let names: Vec<String> = store.names().map(String::from).collect();
-    let mut plain = Vec::new(); // F32 and I32: sizes are multiples of 4, keeps alignment
-    let mut halves = Vec::new();
-    let mut bytes = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        progress(i, names.len(), name);
-        let (_, info) = store.get(name).ok_or_else(|| Error::MissingTensor {
-            path: store.path(),
-            name: name.clone(),
-        })?;
-        let shape = info.shape.clone();
-        let Some(fmt) = format_for(name, &shape, &cfg, &opts.policy, has_shared) else {
-            continue;
-        };
-        let vals = store.f32(name, &shape)?;
-        let v = vals.as_slice();
-        if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-            return Err(Error::Format {
-                path: store.path(),
-                msg: format!("tensor {name:?} holds {} at index {bad}; refusing to quantize non-finite weights", v[bad]),
-            });
-        }
-        match fmt {
-            WeightFormat::F32 => plain.push(OutTensor::f32(name.clone(), shape, v)),
-            WeightFormat::F16 => halves.push(OutTensor {
-                name: name.clone(),
-                dtype: DType::F16,
-                shape,
-                data: v
-                    .iter()
-                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
-                    .collect(),
-            }),
-            WeightFormat::Int8 => {
-                let (n, k) = (shape[0], shape[1]);
-                let p =
-                    PackedInt8::quantize(v, n, k, opts.group_size).map_err(|e| Error::Format {
-                        path: store.path(),
-                        msg: format!("tensor {name:?}: {e}"),
-                    })?;
-                let q = p.view();
-                let np = q.padded_n();
-                let base = name.trim_end_matches(".weight");
-                let groups = q.groups();
-                plain.push(OutTensor::f32(
-                    format!("{base}.weight.scales"),
-                    vec![groups, np],
-                    q.scales(),
-                ));
-                plain.push(OutTensor {
-                    name: format!("{base}.weight.row_sums"),
-                    dtype: DType::I32,
-                    shape: vec![groups, np],
-                    data: q.row_sums().iter().flat_map(|x| x.to_le_bytes()).collect(),
-                });
-                plain.push(OutTensor::f32(
-                    format!("{base}.weight.err_norms"),
-                    vec![n],
-                    q.err_norms(),
-                ));
-                bytes.push(OutTensor {
-                    name: format!("{base}{I8_SUFFIX}"),
-                    dtype: DType::I8,
-                    shape: vec![q.data_bytes().len()],
-                    data: q.data_bytes().to_vec(),
-                });
-            }
-        }
-    }
-    let count = plain.len() + halves.len() + bytes.len();
-    let mut tensors = plain;
-    tensors.append(&mut halves);
-    tensors.append(&mut bytes);
+    let plan = plan(&store, &cfg, &opts);
     let mut meta = BTreeMap::new();
     meta.insert(FORMAT_KEY.to_string(), FORMAT_NAME.to_string());
     meta.insert(VERSION_KEY.to_string(), FORMAT_VERSION.to_string());
@@ -224,20 +276,123 @@ pub fn quantize(
         format!("t5edge {}", env!("CARGO_PKG_VERSION")),
     );
     meta.insert("format".to_string(), "pt".to_string());
-    let blob = serialize(&tensors, &meta);
     let source_bytes: u64 = store.files.iter().map(|f| f.bytes().len() as u64).sum();
-    let out_bytes = blob.len() as u64;
-    write_dir(src, out, force, &blob)?;
+    let out_bytes = writer::file_size(&plan.tensors, &meta);
+    let sources: Vec<&String> = {
+        let mut v: Vec<&String> = plan.parts.iter().map(|(s, _)| s).collect();
+        v.dedup();
+        v
+    };
+    let total = sources.len();
+    // The int8 matrix of the source tensor being written: its data and its
+    // three f32/i32 parts are consecutive output tensors.
+    let mut packed: Option<(String, PackedInt8)> = None;
+    let mut done = 0;
+    let write_model = |path: &Path| {
+        writer::write_streaming(path, false, &plan.tensors, &meta, |i, w| {
+            let (name, part) = (&plan.parts[i].0, plan.parts[i].1);
+            let io = |e| Error::io(path, e);
+            if matches!(part, Part::Plain | Part::Half | Part::Int8Data) {
+                progress(done.min(total.saturating_sub(1)), total, name);
+                done += 1;
+            }
+            match part {
+                Part::Plain | Part::Half => {
+                    let v = source_values(&store, name)?;
+                    let bytes: Vec<u8> = if part == Part::Plain {
+                        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+                    } else {
+                        v.iter()
+                            .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                            .collect()
+                    };
+                    w.write_all(&bytes).map_err(io)?;
+                }
+                Part::Int8Data => {
+                    let v = source_values(&store, name)?;
+                    let (n, k) = match store.get(name) {
+                        Some((_, info)) => (info.shape[0], info.shape[1]),
+                        None => return Err(Error::Other(format!("quantize: {name:?} vanished"))),
+                    };
+                    let p = PackedInt8::quantize(&v, n, k, opts.group_size).map_err(|e| {
+                        Error::Format {
+                            path: store.path(),
+                            msg: format!("tensor {name:?}: {e}"),
+                        }
+                    })?;
+                    w.write_all(p.view().data_bytes()).map_err(io)?;
+                    packed = Some((name.clone(), p));
+                }
+                Part::Int8Scales | Part::Int8RowSums | Part::Int8ErrNorms => {
+                    let p = match &packed {
+                        Some((n, p)) if n == name => p.view(),
+                        _ => {
+                            return Err(Error::Other(format!(
+                                "quantize: {name:?} parts out of order"
+                            )))
+                        }
+                    };
+                    let bytes: Vec<u8> = match part {
+                        Part::Int8Scales => {
+                            p.scales().iter().flat_map(|x| x.to_le_bytes()).collect()
+                        }
+                        Part::Int8RowSums => {
+                            p.row_sums().iter().flat_map(|x| x.to_le_bytes()).collect()
+                        }
+                        _ => p.err_norms().iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    };
+                    w.write_all(&bytes).map_err(io)?;
+                    if part == Part::Int8ErrNorms {
+                        packed = None;
+                    }
+                }
+            }
+            Ok(())
+        })
+    };
+    write_dir(src, out, force, write_model)?;
     Ok(Written {
         out: out.to_path_buf(),
         source_bytes,
         out_bytes,
-        tensors: count,
+        tensors: plan.tensors.len(),
     })
 }
 
+/// A source tensor's values as f32 (a view of the map for f32, a widened copy
+/// for f16/bf16), refused if any is not finite; its mapped pages are released
+/// once read, so a pass over the model keeps one tensor resident.
+fn source_values(store: &WeightStore, name: &str) -> Result<Vec<f32>> {
+    let (f, info) = store.get(name).ok_or_else(|| Error::MissingTensor {
+        path: store.path(),
+        name: name.to_string(),
+    })?;
+    let shape = info.shape.clone();
+    let range = info.start..info.end;
+    let vals = store.f32(name, &shape)?;
+    let v = vals.as_slice();
+    if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::Format {
+            path: store.path(),
+            msg: format!(
+                "tensor {name:?} holds {} at index {bad}; refusing to quantize non-finite weights",
+                v[bad]
+            ),
+        });
+    }
+    let out = v.to_vec();
+    drop(vals);
+    f.backing.release(range);
+    Ok(out)
+}
+
 /// Builds OUT as a sibling temporary directory, then renames it into place.
-fn write_dir(src: &Path, out: &Path, force: bool, blob: &[u8]) -> Result<()> {
+fn write_dir(
+    src: &Path,
+    out: &Path,
+    force: bool,
+    write_model: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     let parent = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -250,9 +405,7 @@ fn write_dir(src: &Path, out: &Path, force: bool, blob: &[u8]) -> Result<()> {
     let io = |p: &Path, e| Error::io(p, e);
     let build = || -> Result<()> {
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        crate::weights::writer::write_atomic(&tmp.join("model.safetensors"), false, |w| {
-            w.write_all(blob)
-        })?;
+        write_model(&tmp.join("model.safetensors"))?;
         let cfg_src = src.join("config.json");
         std::fs::copy(&cfg_src, tmp.join("config.json")).map_err(|e| io(&cfg_src, e))?;
         for f in COPIED {

@@ -82,6 +82,33 @@ impl Backing {
     }
 }
 
+impl Backing {
+    /// Lets the kernel drop the resident pages of `range` of a mapped file
+    /// (they are read again from the file if touched later): what a pass
+    /// that reads each tensor once (`quantize`) does behind itself, so its
+    /// resident memory stays that of one tensor. A no-op for heap copies
+    /// and off Unix.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        if let Backing::Mmap(m) = self {
+            let page = 4096;
+            let start = range.start.div_ceil(page) * page;
+            let end = range.end.min(m.len()) / page * page;
+            if end > start {
+                // SAFETY: the map is read-only and we never write its file,
+                // so dropping its pages only makes a later read fault them in
+                // again from the file with the same bytes: no slice anyone
+                // holds can observe a change.
+                let _ = unsafe {
+                    m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+                };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TensorInfo {
     pub dtype: DType,
@@ -127,6 +154,12 @@ impl TensorFile {
                     path: path.to_path_buf(),
                     msg: "file is larger than this platform can address".into(),
                 })?;
+            crate::memory::check_fits(
+                path,
+                "reading the file into memory instead of mapping it",
+                len as u64,
+                "map it instead (the default; --no-mmap turns it off)",
+            )?;
             let mut words = vec![0u64; len.div_ceil(8)];
             // SAFETY: the byte view covers exactly the words' memory (len <= 8 * words.len()).
             let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) };

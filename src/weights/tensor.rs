@@ -2,7 +2,7 @@
 //! aligned and already the type the kernels want, an owned copy otherwise.
 
 use super::file::Backing;
-use half::f16;
+use half::{bf16, f16};
 use std::sync::Arc;
 use t5edge_kernels::int8::Int8View;
 
@@ -60,51 +60,102 @@ impl From<Vec<f32>> for F32Data {
     }
 }
 
-/// f16 values, mapped or owned.
+/// A 16-bit float type the kernels read in place: IEEE half or bfloat16.
+/// Both are `#[repr(transparent)]` over `u16` and every bit pattern is a
+/// value, which is what lets a mapped byte range be viewed as a slice of them
+/// (sealed: no other type may claim that).
+pub trait Half16: sealed::Sealed + Copy + Send + Sync + 'static {
+    fn from_le_bytes(b: [u8; 2]) -> Self;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+impl Half16 for f16 {
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        f16::from_le_bytes(b)
+    }
+}
+
+impl Half16 for bf16 {
+    fn from_le_bytes(b: [u8; 2]) -> Self {
+        bf16::from_le_bytes(b)
+    }
+}
+
+/// 16-bit float values (f16 or bf16), mapped or owned.
 #[derive(Clone)]
-pub enum F16Data {
+pub enum HalfData<T: Half16> {
     Mapped {
         backing: Arc<Backing>,
         start: usize,
         len: usize,
     },
-    Owned(Arc<Vec<f16>>),
+    Owned(Arc<Vec<T>>),
 }
 
-impl F16Data {
-    pub fn mapped(backing: &Arc<Backing>, start: usize, len: usize) -> Option<F16Data> {
+/// IEEE half-precision weights.
+pub type F16Data = HalfData<f16>;
+/// bfloat16 weights.
+pub type Bf16Data = HalfData<bf16>;
+
+impl<T: Half16> HalfData<T> {
+    /// A zero-copy view if `bytes[start..]` is 2-byte aligned; `None` otherwise.
+    pub fn mapped(backing: &Arc<Backing>, start: usize, len: usize) -> Option<HalfData<T>> {
         let bytes = backing
             .bytes()
             .get(start..start.checked_add(len.checked_mul(2)?)?)?;
         (bytes.as_ptr() as usize)
-            .is_multiple_of(std::mem::align_of::<f16>())
-            .then(|| F16Data::Mapped {
+            .is_multiple_of(std::mem::align_of::<T>())
+            .then(|| HalfData::Mapped {
                 backing: backing.clone(),
                 start,
                 len,
             })
     }
 
-    pub fn as_slice(&self) -> &[f16] {
+    /// The view of [`HalfData::mapped`], or a copy of the little-endian bytes
+    /// when they are misaligned in the file (safetensors aligns nothing: a
+    /// writer that puts an odd-sized tensor first shifts every later one).
+    pub fn mapped_or_copied(backing: &Arc<Backing>, start: usize, bytes: &[u8]) -> HalfData<T> {
+        Self::mapped(backing, start, bytes.len() / 2).unwrap_or_else(|| {
+            HalfData::Owned(Arc::new(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| T::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ))
+        })
+    }
+
+    pub fn as_slice(&self) -> &[T] {
         match self {
-            F16Data::Mapped {
+            HalfData::Mapped {
                 backing,
                 start,
                 len,
             } => {
                 let bytes = &backing.bytes()[*start..*start + *len * 2];
                 // SAFETY: range and 2-byte alignment checked in `mapped`; the
-                // backing is immutable; every bit pattern is a valid f16.
-                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const f16, *len) }
+                // backing is immutable; `T` is f16 or bf16 (`Half16`), a
+                // transparent u16 for which every bit pattern is a value.
+                unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, *len) }
             }
-            F16Data::Owned(v) => v,
+            HalfData::Owned(v) => v,
         }
+    }
+
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, HalfData::Mapped { .. })
     }
 }
 
-impl From<Vec<f16>> for F16Data {
-    fn from(v: Vec<f16>) -> Self {
-        F16Data::Owned(Arc::new(v))
+impl<T: Half16> From<Vec<T>> for HalfData<T> {
+    fn from(v: Vec<T>) -> Self {
+        HalfData::Owned(Arc::new(v))
     }
 }
 

@@ -53,7 +53,7 @@ pub fn write_atomic(
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let f = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::new(f);
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         write(&mut w)?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
@@ -71,12 +71,21 @@ pub fn write_atomic(
     Ok(())
 }
 
-/// The safetensors bytes of `tensors`, in the order given, with header
-/// `metadata`. The header is padded with spaces so the data section starts
+/// A tensor to be written by [`write_streaming`]: its header entry, with the
+/// byte length its data will have.
+pub struct PlannedTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: usize,
+}
+
+/// The 8-byte length and the JSON header of a file holding `tensors` in the
+/// order given. The header is padded with spaces so the data section starts
 /// 8-aligned; safetensors allows no gaps between tensors, so a tensor stays
 /// aligned for zero-copy views when every tensor before it has a size that is
 /// a multiple of its alignment (callers order them so).
-pub fn serialize(tensors: &[OutTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+fn header(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert(
@@ -91,22 +100,101 @@ pub fn serialize(tensors: &[OutTensor], metadata: &BTreeMap<String, String>) -> 
             serde_json::json!({
                 "dtype": t.dtype.name(),
                 "shape": t.shape,
-                "data_offsets": [off, off + t.data.len()],
+                "data_offsets": [off, off + t.bytes],
             }),
         );
-        off += t.data.len();
+        off += t.bytes;
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap_or_default();
     while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
-    let mut out = Vec::with_capacity(8 + h.len() + off);
+    let mut out = Vec::with_capacity(8 + h.len());
     out.extend_from_slice(&(h.len() as u64).to_le_bytes());
     out.extend_from_slice(&h);
+    out
+}
+
+/// The size of the file [`write_streaming`] writes for `tensors`.
+pub fn file_size(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>) -> u64 {
+    header(tensors, metadata).len() as u64 + tensors.iter().map(|t| t.bytes as u64).sum::<u64>()
+}
+
+/// The safetensors bytes of `tensors`, in the order given, with header
+/// `metadata` (see [`header`] on alignment).
+pub fn serialize(tensors: &[OutTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
+    let plan: Vec<PlannedTensor> = tensors
+        .iter()
+        .map(|t| PlannedTensor {
+            name: t.name.clone(),
+            dtype: t.dtype,
+            shape: t.shape.clone(),
+            bytes: t.data.len(),
+        })
+        .collect();
+    let mut out = header(&plan, metadata);
     for t in tensors {
         out.extend_from_slice(&t.data);
     }
     out
+}
+
+/// Writes a safetensors file atomically one tensor at a time: the header
+/// from `tensors` (names, dtypes, shapes and byte lengths known up front),
+/// then `data(i, out)` for each tensor in order, which must write exactly
+/// `tensors[i].bytes` bytes. Memory stays that of the largest tensor the
+/// caller makes, never the file's. An error from `data` (or a wrong length)
+/// removes the temporary file and is returned as is.
+pub fn write_streaming(
+    path: &Path,
+    force: bool,
+    tensors: &[PlannedTensor],
+    metadata: &BTreeMap<String, String>,
+    mut data: impl FnMut(usize, &mut dyn Write) -> Result<()>,
+) -> Result<()> {
+    let mut failure: Option<Error> = None;
+    let result = write_atomic(path, force, |w| {
+        w.write_all(&header(tensors, metadata))?;
+        for (i, t) in tensors.iter().enumerate() {
+            let mut counted = Counted { inner: w, n: 0 };
+            if let Err(e) = data(i, &mut counted) {
+                failure = Some(e);
+                return Err(std::io::Error::other("tensor data failed"));
+            }
+            if counted.n != t.bytes {
+                failure = Some(Error::Other(format!(
+                    "{}: tensor {:?} wrote {} bytes, its header says {}",
+                    path.display(),
+                    t.name,
+                    counted.n,
+                    t.bytes
+                )));
+                return Err(std::io::Error::other("tensor length mismatch"));
+            }
+        }
+        Ok(())
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => result,
+    }
+}
+
+/// A writer that counts the bytes through it.
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: usize,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Serializes and writes atomically.

@@ -67,6 +67,13 @@ CASES = {
         "--set", "vocab_size=1200", "--set", "d_model=64", "--set", "d_ff=128", "--set", "num_heads=4",
         "--set", "d_kv=16",
     ],
+    # The gated case stored in bf16: HF loads it in float32 (the bf16 values
+    # widened exactly), which is what t5edge computes from the mapped bf16.
+    "gated-bf16": [
+        "--preset", "t5-efficient-tiny-el3-dl2", "--seed", "7", "--norm-jitter", "0.2",
+        "--set", "feed_forward_proj=gated-gelu", "--set", "tie_word_embeddings=false",
+        "--set", "vocab_size=1000", "--set", "num_heads=8", "--set", "d_kv=32", "--dtype", "bf16",
+    ],
 }
 
 # HF's class for a checkpoint: (model_type, encoder-only) -> class.
@@ -111,7 +118,7 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     manifest = {
         "how": "HF transformers (the case's class: T5ForConditionalGeneration, T5EncoderModel, MT5ForConditionalGeneration, "
-        "UMT5ForConditionalGeneration, UMT5EncoderModel), fp32, eager attention, torch CPU, no_grad. "
+        "UMT5ForConditionalGeneration, UMT5EncoderModel), fp32 (bf16 checkpoints widened to fp32 at load), eager attention, torch CPU, no_grad. "
         "Encoder-only cases have encoder states only. "
         "Greedy: generate(max_new_tokens=16, min_new_tokens=16, do_sample=False, num_beams=1, use_cache=False) (HF 4.57 cache indexing fails when the decoder is deeper than the encoder).",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
@@ -125,7 +132,7 @@ def main():
                 saved = json.load(f)
             encoder_only = "--encoder-only" in args
             cls = CLASSES[(saved["model_type"], encoder_only)]
-            model = cls.from_pretrained(d, attn_implementation="eager").eval()
+            model = cls.from_pretrained(d, attn_implementation="eager", dtype=torch.float32).eval()
             # Every tensor of the file is one the class has, and it has no other.
             from safetensors import safe_open
             with safe_open(os.path.join(d, "model.safetensors"), "pt") as f:

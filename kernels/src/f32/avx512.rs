@@ -113,6 +113,19 @@ impl Wide for half::f16 {
     }
 }
 
+impl Wide for half::bf16 {
+    #[inline(always)]
+    unsafe fn load16(p: *const half::bf16, mask: u16) -> __m512 {
+        // SAFETY: forwarded contract; bf16 is a transparent u16.
+        unsafe { crate::bf16::avx512::widen16(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[half::bf16]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { crate::bf16::avx512::dot(x, w) }
+    }
+}
+
 /// A 4 x 4 block of `y`: x rows `i0..i0 + 4` against weight rows `c0..c0 + 4`
 /// of `w`, one FMA chain per output, 16 inputs a step. Each widened weight
 /// vector and each x vector feeds four FMAs, so a prefill-sized product is

@@ -1,0 +1,137 @@
+//! Linear layers with bf16 weights: `y[m, n] = x[m, k] · w[n, k]ᵀ` where `w` is
+//! stored as bfloat16 (the upper half of an f32) and `x`, `y` are f32.
+//!
+//! Widening a bf16 is a 16-bit shift, exact, so every level widens in
+//! registers (AVX2 `vpmovzxwd` + `vpslld`, the same at 512 bits, NEON
+//! `ushll`) and runs the f32 arithmetic of the f16 path: the bytes streamed
+//! per MAC are halved, the sums are those of [`crate::f32`]. Checkpoints are
+//! stored in bf16, so a model can run from the mapped file with no widened
+//! copy of the layer.
+//!
+//! One exception, where the CPU has AVX-512 BF16: prefill-sized products
+//! (from [`BF16_GEMM_MIN_M`] rows) at the AVX-512 levels use `vdpbf16ps`,
+//! which multiplies bf16 pairs and accumulates in f32, twice the MACs per
+//! instruction of a widened FMA. It needs the activations in bf16 too, so
+//! they are rounded to bf16 (nearest even) first, as a framework running the
+//! model in bf16 does: its error budget adds that rounding
+//! ([`avx512bf16`]'s docs, kernels/tests/linear_bf16.rs). [`linear_widening_with`]
+//! runs the widening kernels only, whatever the CPU.
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512bf16;
+pub(crate) mod neon;
+pub mod scalar;
+
+use crate::dispatch::{active, Isa};
+use crate::f32::FloatWeight;
+use crate::par::ColBlock;
+use half::bf16;
+
+/// From this many activation rows on, bf16 weights take the prefill path
+/// (the gemm crate on widened blocks at AVX2 and on aarch64, register blocks
+/// at the AVX-512 levels): the threshold of f16 weights, whose widening
+/// costs the same (kernels/BENCH.md).
+pub const BF16_GEMM_MIN_M: usize = crate::f16::F16_GEMM_MIN_M;
+
+/// `y = x · wᵀ` at the active ISA level ([`crate::dispatch::active`]):
+/// `x` is `[m, k]` f32, `w` is `[n, k]` bf16 (out x in), `y` is `[m, n]` f32.
+///
+/// Panics if the shapes disagree.
+pub fn linear(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    linear_with(active(), x, m, k, w, n, y)
+}
+
+/// `y = x · wᵀ` at a chosen ISA level. At the AVX-512 levels a CPU with
+/// AVX-512 BF16 runs prefill with `vdpbf16ps` (activations rounded to bf16,
+/// see the module docs). Panics if the shapes disagree or the CPU cannot run
+/// `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
+pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if m >= BF16_GEMM_MIN_M
+        && matches!(isa, Isa::Avx512 | Isa::Avx512Vnni)
+        && avx512bf16::available()
+    {
+        crate::f32::check_shapes(x.len(), m, k, w.len(), n, y.len());
+        return avx512bf16::linear(x, m, k, w, n, y);
+    }
+    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+}
+
+/// [`linear`] with every row's bits those of the same row alone: always the
+/// row-blocked GEMV with weights widened in registers (never `vdpbf16ps`,
+/// never the prefill blocks), whose per-row arithmetic is
+/// [`crate::f32::linear_invariant`]'s kind (see there).
+pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    linear_invariant_with(active(), x, m, k, w, n, y)
+}
+
+/// [`linear_invariant`] at a chosen ISA level (panics as [`linear_with`]).
+pub fn linear_invariant_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    y: &mut [f32],
+) {
+    crate::f32::float_linear(isa, x, m, k, w, n, y, true)
+}
+
+/// `y = x · wᵀ` at `isa` with the weights widened in registers only (never
+/// `vdpbf16ps`): f32 arithmetic at every level, for tests and benches that
+/// compare the two.
+pub fn linear_widening_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    y: &mut [f32],
+) {
+    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+}
+
+impl FloatWeight for bf16 {
+    const GEMM_MIN_M: usize = BF16_GEMM_MIN_M;
+    fn gemm_weights(w: &[bf16]) -> crate::gemm::Weights<'_> {
+        crate::gemm::Weights::Bf16(w)
+    }
+    fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
+        gemv_chunk(isa, x, m, k, w, out)
+    }
+    fn prefill_chunk(isa: Isa) -> Option<crate::f32::ChunkFn<bf16>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 | Isa::Avx512Vnni => Some(avx512_prefill),
+            _ => None,
+        }
+    }
+}
+
+/// bf16 prefill on AVX-512 without AVX-512 BF16: the 4 x 4 register blocks
+/// of the f32 and f16 paths, widening each weight vector in registers.
+#[cfg(target_arch = "x86_64")]
+fn avx512_prefill(x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
+    // SAFETY: `prefill_chunk` hands this out only at the AVX-512 levels, which
+    // `check_isa` verified the CPU has (with AVX2/FMA/F16C).
+    unsafe { crate::f32::avx512::gemm(x, m, k, w, out) }
+}
+
+fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
+    match isa {
+        // SAFETY: `check_isa` verified the CPU has AVX2 + FMA + F16C.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
+        // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA/F16C).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::gemv(x, m, k, w, out) },
+        Isa::Neon => neon::gemv(x, m, k, w, out),
+        _ => scalar::gemv(x, m, k, w, out),
+    }
+}

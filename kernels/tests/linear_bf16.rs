@@ -1,0 +1,238 @@
+//! bf16-weight linear layers on every ISA level against the f64 reference,
+//! and the AVX-512 BF16 (`vdpbf16ps`) prefill where the CPU has it.
+
+mod common;
+
+use common::*;
+use half::bf16;
+use proptest::prelude::*;
+use t5edge_kernels::{bf16 as lbf16, f32 as lf32, reference, Isa};
+
+/// f32 unit roundoff; the gamma_n bound as in linear_float.rs.
+const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// Relative error of rounding an f32 to bf16 (half an ulp of its 8-bit
+/// significand): the weights' rounding against the original f32 weights.
+const BF16_REL_BUDGET: f64 = 1.0 / 256.0;
+
+/// The `vdpbf16ps` prefill rounds the activations to bf16 as well: `2^-8`
+/// relative per term (half an ulp is 2^-9; doubled for the slack of the
+/// flushed denormals' relative part), plus this absolute `2^-125` per unit of
+/// `sum|x_i| + sum|w_i| + k` for denormal inputs and partial sums flushed to zero.
+const DPBF16_REL_BUDGET: f64 = 1.0 / 256.0;
+const DPBF16_FLUSH_ABS: f64 = 2.350_988_701_644_575e-38; // 2^-125
+
+fn f32_budget(k: usize, abs_dot: f64) -> f64 {
+    let g = (k as f64 + 2.0) * F32_UNIT_ROUNDOFF;
+    g / (1.0 - g) * abs_dot + 1e-30
+}
+
+/// m crosses BF16_GEMM_MIN_M (32) and the 4- and 2-row blocks' remainders; k
+/// hits every tail of the 8/16/32/64-wide loops.
+fn bf16_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    (
+        prop_oneof![1usize..=12, 28usize..=36],
+        1usize..=40,
+        1usize..=300,
+    )
+}
+
+fn to_bf16(v: &[f32]) -> Vec<bf16> {
+    v.iter().map(|&x| bf16::from_f32(x)).collect()
+}
+
+fn widened(w: &[bf16]) -> Vec<f32> {
+    w.iter().map(|v| v.to_f32()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Error budget: against the widened weights (exact f32 values) only the f32
+    /// accumulation errs, `gamma_(k+2) · sum|x_i w_i|`; against the original f32
+    /// weights the bf16 rounding adds `2^-8 |x_i w_i|` per term.
+    #[test]
+    fn bf16_linear_matches_reference(
+        (m, n, k) in bf16_shape(), fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w32 = matrix(&mut rng, fw, n, k, 1e12);
+        let w = to_bf16(&w32);
+        let wq = widened(&w);
+        let r = reference::linear(&x, m, k, &wq, n);
+        let a = abs_dot(&x, m, k, &wq, n);
+        let r32 = reference::linear(&x, m, k, &w32, n);
+        let a32 = abs_dot(&x, m, k, &w32, n);
+        for isa in isas() {
+            let mut y = vec![f32::NAN; m * n];
+            lbf16::linear_widening_with(isa, &x, m, k, &w, n, &mut y);
+            for t in 0..m * n {
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= f32_budget(k, a[t]),
+                    "{isa} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {:e})",
+                    y[t], r[t], f32_budget(k, a[t]));
+                let budget = BF16_REL_BUDGET * a32[t] + f32_budget(k, a[t]);
+                let err32 = (y[t] as f64 - r32[t]).abs();
+                prop_assert!(err32 <= budget,
+                    "{isa} vs f32 weights: out {t}: {} vs {} (err {err32:e}, budget {budget:e})", y[t], r32[t]);
+            }
+        }
+    }
+
+    /// Error budget: bit-identical. The scalar and NEON bf16 GEMVs widen
+    /// exactly and then sum in the order of their f32 GEMV.
+    #[test]
+    fn bf16_gemv_is_the_f32_gemv_of_the_widened_weights(
+        m in 1usize..lf32::GEMM_MIN_M, n in 1usize..=40, k in 1usize..=300,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e6);
+        let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e6));
+        let wq = widened(&w);
+        for isa in isas() {
+            let (mut yb, mut y) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+            lbf16::linear_with(isa, &x, m, k, &w, n, &mut yb);
+            // The x86 bf16 GEMVs copy the f16 GEMVs' row blocking, which sums
+            // differently from the f32 GEMV: the budget test above covers them.
+            if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+                continue;
+            }
+            lf32::linear_with(isa, &x, m, k, &wq, n, &mut y);
+            for t in 0..m * n {
+                prop_assert_eq!(yb[t].to_bits(), y[t].to_bits(),
+                    "{} m={} n={} k={} out {}: bf16 {} vs f32 {}", isa, m, n, k, t, yb[t], y[t]);
+            }
+        }
+    }
+}
+
+/// `t5edge_kernels::bf16::linear_with` at the AVX-512 levels on a CPU with
+/// AVX-512 BF16 runs prefill with `vdpbf16ps`; everywhere else it is the
+/// widening path the test above checks.
+fn dp_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 {
+    let (i, j) = (t / n, t % n);
+    let xs: f64 = x[i * k..(i + 1) * k].iter().map(|v| v.abs() as f64).sum();
+    let ws: f64 = w[j * k..(j + 1) * k].iter().map(|v| v.abs() as f64).sum();
+    DPBF16_REL_BUDGET * a + f32_budget(2 * k, a) + DPBF16_FLUSH_ABS * (xs + ws + k as f64)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Error budget: `2^-8 · sum|x_i w_i| + gamma_(2k+2) · sum|x_i w_i| +
+    /// 2^-125 (sum|x_i| + sum|w_i| + k)` against the f64 product of the f32
+    /// activations and the bf16 weights (module docs of `bf16::avx512bf16`).
+    /// Skipped, saying so, on a CPU without AVX-512 BF16.
+    #[test]
+    fn bf16_dpbf16_prefill_matches_reference(
+        m in 1usize..=40, n in 1usize..=40, k in 1usize..=300,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !lbf16::avx512bf16::available() {
+                return Ok(());
+            }
+            let mut rng = Rng(seed);
+            let x = matrix(&mut rng, fx, m, k, 1e12);
+            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
+            let wq = widened(&w);
+            let r = reference::linear(&x, m, k, &wq, n);
+            let a = abs_dot(&x, m, k, &wq, n);
+            let mut y = vec![f32::NAN; m * n];
+            lbf16::avx512bf16::linear(&x, m, k, &w, n, &mut y);
+            let mut yd = vec![f32::NAN; m * n];
+            lbf16::linear_with(Isa::Avx512, &x, m, k, &w, n, &mut yd);
+            for t in 0..m * n {
+                let budget = dp_budget(&x, k, &wq, n, t, a[t]);
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= budget,
+                    "vdpbf16ps m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
+                let err = (yd[t] as f64 - r[t]).abs();
+                prop_assert!(err <= budget,
+                    "avx512 dispatch m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", yd[t], r[t]);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (m, n, k, fx, fw, seed);
+    }
+}
+
+#[test]
+fn dpbf16_availability_is_reported() {
+    #[cfg(target_arch = "x86_64")]
+    if !lbf16::avx512bf16::available() {
+        eprintln!(
+            "skipped: bf16_dpbf16_prefill_matches_reference needs AVX-512 BF16, which this CPU lacks (detected: {})",
+            t5edge_kernels::dispatch::features().names().join(", ")
+        );
+    }
+}
+
+/// Big enough to be split over threads on both the GEMV and the prefill path:
+/// the bits must not depend on the thread count.
+#[test]
+fn bf16_linear_is_identical_across_thread_counts() {
+    let (n, k) = (4000, 300);
+    let mut rng = Rng(7);
+    let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
+    for m in [1usize, 3, 40] {
+        let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+        for isa in isas() {
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let runs = on_every_pool(|| {
+                let mut y = vec![0.0f32; m * n];
+                lbf16::linear_with(isa, &x, m, k, &w, n, &mut y);
+                bits(&y)
+            });
+            for (pool, b) in &runs[1..] {
+                assert_eq!(&runs[0].1, b, "bf16 {isa} m={m} {pool}");
+            }
+        }
+    }
+}
+
+/// A GEMV row must not depend on how many other rows share the call, below
+/// the prefill threshold (batched beams rely on it).
+#[test]
+fn bf16_gemv_rows_do_not_depend_on_batch() {
+    let (n, k) = (37, 203);
+    let mut rng = Rng(11);
+    let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
+    let m = lbf16::BF16_GEMM_MIN_M - 1;
+    let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+    for isa in isas() {
+        let mut all = vec![0.0f32; m * n];
+        lbf16::linear_with(isa, &x, m, k, &w, n, &mut all);
+        for i in 0..m {
+            let mut one = vec![0.0f32; n];
+            lbf16::linear_with(isa, &x[i * k..(i + 1) * k], 1, k, &w, n, &mut one);
+            assert_eq!(one, all[i * n..(i + 1) * n], "bf16 {isa} row {i}");
+        }
+    }
+}
+
+/// Several prefill blocks in both directions (the gemm crate's 64 x 128
+/// blocks on widened weights at AVX2): against the reference, every level.
+#[test]
+fn bf16_prefill_spans_blocks() {
+    let (m, n, k) = (130, 300, 96);
+    let mut rng = Rng(5);
+    let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+    let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
+    let wq = widened(&w);
+    let r = reference::linear(&x, m, k, &wq, n);
+    let a = abs_dot(&x, m, k, &wq, n);
+    for isa in isas() {
+        let mut y = vec![f32::NAN; m * n];
+        lbf16::linear_widening_with(isa, &x, m, k, &w, n, &mut y);
+        for t in 0..m * n {
+            assert!(
+                (y[t] as f64 - r[t]).abs() <= f32_budget(k, a[t]),
+                "{isa} out {t}"
+            );
+        }
+    }
+}
