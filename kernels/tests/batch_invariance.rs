@@ -11,10 +11,10 @@
 mod common;
 
 use common::*;
-use half::f16;
+use half::{bf16, f16};
 use proptest::prelude::*;
 use t5edge_kernels::int8::{self, PackedInt8};
-use t5edge_kernels::{f16 as lf16, f32 as lf32, ops};
+use t5edge_kernels::{bf16 as lbf16, f16 as lf16, f32 as lf32, ops};
 
 /// A batch of `m` rows holding `row` at position `at`, the others random:
 /// m crosses the f32 GEMM threshold (8), the f16 one (32) and the int8 row
@@ -88,6 +88,30 @@ proptest! {
             prop_assert_eq!(&in_batch, &alone, "{} m={} row {}", isa, m, at);
             let mut plain = vec![f32::NAN; n];
             lf16::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
+            prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+        }
+    }
+
+    #[test]
+    fn bf16_rows_do_not_depend_on_the_batch(
+        (m, at, n, k, seed) in batch(), fx in fill_strategy(), fw in fill_strategy()
+    ) {
+        // Past the prefill threshold (32) a CPU with AVX-512 BF16 would take
+        // vdpbf16ps in `linear`; the invariant path never does.
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w: Vec<bf16> = matrix(&mut rng, fw, n, k, 1e12)
+            .iter()
+            .map(|&v| bf16::from_f32(v))
+            .collect();
+        for isa in isas() {
+            let f = |x: &[f32], m: usize, y: &mut [f32]| {
+                lbf16::linear_invariant_with(isa, x, m, k, &w, n, y)
+            };
+            let (in_batch, alone) = row_in_batch_and_alone(m, at, n, k, &x, &f);
+            prop_assert_eq!(&in_batch, &alone, "{} m={} row {}", isa, m, at);
+            let mut plain = vec![f32::NAN; n];
+            lbf16::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
             prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
         }
     }
