@@ -431,6 +431,38 @@ fn a_full_queue_gets_429_and_a_gone_client_frees_its_slot() {
     assert!(s.metric("t5edge_generated_tokens_total") < 8192.0);
 }
 
+/// A client that sends a non-streaming request and goes away: nothing is
+/// sent to it per token (the scheduler checks its channel instead), and its
+/// row still leaves at the next step.
+#[test]
+fn a_gone_non_streaming_client_frees_its_slot() {
+    use std::io::Write;
+    let dir = slow_model_dir();
+    let s = Server::start(dir.path(), &["--max-batch", "1"]);
+    let host = s.base.trim_start_matches("http://").to_string();
+    let body = long(8192, false);
+    let mut conn = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        conn,
+        "POST /v1/generate HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    wait_for("the row to run", || {
+        s.metric("t5edge_running_sequences") == 1.0
+    });
+    drop(conn);
+    wait_for("the cancellation", || {
+        s.metric("t5edge_requests_total{endpoint=\"generate\",outcome=\"cancelled\"}") == 1.0
+    });
+    assert!(s.metric("t5edge_generated_tokens_total") < 8192.0);
+    let (status, _) = s.post(
+        "/v1/generate",
+        r#"{"input_ids": [5, 1], "max_new_tokens": 3}"#,
+    );
+    assert_eq!(status, 200);
+}
+
 #[test]
 fn timeouts_and_panics_fail_only_their_request() {
     let dir = slow_model_dir();

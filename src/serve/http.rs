@@ -154,6 +154,7 @@ async fn generate(State(st): Shared, headers: HeaderMap, body: Body) -> Response
         opts: opts.clone(),
         events: tx,
         deadline: t0 + st.request_timeout,
+        stream: g.stream,
         panic_in_prefill: st.inject_faults
             && headers
                 .get("x-t5edge-fault")
