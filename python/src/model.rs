@@ -376,23 +376,12 @@ impl T5 {
         let scores = py.detach(|| {
             guarded(|| {
                 let ids = inner.ids(&src.prompts, &GenerateOptions::default())?;
-                let eos = inner.model.config.eos_token_id;
                 tgt.prompts
                     .iter()
                     .map(|t| {
-                        let target = match t {
-                            Prompt::Ids(t) => t.clone(),
-                            Prompt::Text(text) => {
-                                let mut t = inner
-                                    .tokenizer("a text target cannot be scored: give ids")?
-                                    .encode(text)?;
-                                if t.last() == Some(&eos) {
-                                    t.pop();
-                                }
-                                t
-                            }
-                        };
-                        Ok(target)
+                        // The library's rule for a score target (text without
+                        // its closing `</s>`, as `t5edge score --target`).
+                        Ok(t.target_ids(&inner.model, inner.tok.as_ref(), false)?)
                     })
                     .collect::<Outcome<Vec<_>>>()
                     .and_then(|targets| {
