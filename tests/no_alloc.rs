@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use support::*;
 use t5edge::generate::generate_stream_batch;
+use t5edge::model::screened::{Mode, ScreenedHead};
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::synth::{with_overrides, write_checkpoint, SynthOptions};
 use t5edge::{GenerateOptions, T5Model};
@@ -136,17 +137,22 @@ fn decode_steps_allocate_nothing_once_warm() {
             false,
         )
         .unwrap();
-        for (fmt, exact) in [
-            (WeightFormat::F32, false),
-            (WeightFormat::F16, false),
-            (WeightFormat::Int8, false),
-            (WeightFormat::F32, true),
+        // The int8 head's greedy picks both from its logits and through its
+        // int4 screen (built lazily, in the warm-up).
+        for (fmt, exact, screen) in [
+            (WeightFormat::F32, false, Mode::Off),
+            (WeightFormat::F16, false, Mode::Off),
+            (WeightFormat::Int8, false, Mode::Off),
+            (WeightFormat::Int8, false, Mode::On),
+            (WeightFormat::F32, true, Mode::Off),
         ] {
             let mut m = T5Model::load(dir.path()).unwrap();
             m.convert(FormatPolicy::for_dtype(fmt)).unwrap();
             if exact {
                 m.enable_certified_head(0).unwrap();
             }
+            m.lm_head.as_mut().unwrap().screen =
+                std::sync::Arc::new(ScreenedHead::with_mode(screen));
             let greedy = GenerateOptions::default().exact(exact);
             // Every processor and warper on, so each one's working memory is
             // in the window.
@@ -168,7 +174,7 @@ fn decode_steps_allocate_nothing_once_warm() {
                     let n = count_step_allocations(&m, rows, opts);
                     if n != 0 {
                         failures.push(format!(
-                            "{name} {} exact={exact} {mode} rows={rows}: {n} allocations in {STEPS} steps",
+                            "{name} {} exact={exact} screen={screen:?} {mode} rows={rows}: {n} allocations in {STEPS} steps",
                             fmt.name()
                         ));
                     }

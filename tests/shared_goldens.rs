@@ -400,3 +400,42 @@ fn cli_greedy_ids_match_hf_in_every_dtype() {
         }
     }
 }
+
+/// Screened int8 greedy (the LM head's 4-bit screen) gives exactly the full
+/// int8 head's ids on every golden prompt of both checkpoints, with and
+/// without EOS suppression.
+#[test]
+fn screened_int8_greedy_equals_the_int8_head() {
+    use std::sync::Arc;
+    use t5edge::model::screened::{Mode, ScreenedHead};
+    use t5edge::model::{FormatPolicy, WeightFormat};
+    for (m, c) in cases("screened_int8_greedy_equals_the_int8_head") {
+        let mut on = c.model.clone();
+        on.convert(FormatPolicy::for_dtype(WeightFormat::Int8))
+            .unwrap();
+        let mut off = on.clone();
+        on.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::On));
+        off.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Off));
+        for p in prompts(&c) {
+            let ids = c.g.ids(&format!("{p}.input_ids"));
+            for min_new in [0, 8] {
+                let opts = GenerateOptions::default()
+                    .max_new_tokens(32)
+                    .min_new_tokens(min_new);
+                let a = t5edge::generate::generate(&on, &[&ids], &opts).unwrap();
+                let b = t5edge::generate::generate(&off, &[&ids], &opts).unwrap();
+                assert_eq!(
+                    a[0].sequences, b[0].sequences,
+                    "{m} {p} min_new_tokens {min_new}"
+                );
+            }
+        }
+        let h = &on.lm_head.as_ref().unwrap().screen;
+        let load = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!(
+            "{m}: {} of {} picks decided by the screen",
+            load(&h.decided),
+            load(&h.steps)
+        );
+    }
+}

@@ -109,6 +109,7 @@ pub mod ops;
 pub mod par;
 pub mod pool;
 pub mod reference;
+pub mod screen;
 
 pub use dispatch::Isa;
 pub use par::for_chunks_mut;

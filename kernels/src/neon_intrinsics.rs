@@ -11,10 +11,19 @@
 #[cfg(target_arch = "aarch64")]
 mod imp {
     pub use core::arch::aarch64::{
-        float32x4_t, int32x4_t, int8x16_t, uint16x8_t, vaddq_f32, vaddvq_f32, vcvtq_f32_s32,
-        vdupq_n_f32, vdupq_n_s32, vfmaq_f32, vld1q_f32, vld1q_s8, vld1q_u16, vmulq_f32,
-        vreinterpretq_s8_s32, vst1q_f32,
+        float32x4_t, int32x4_t, int8x16_t, uint16x8_t, vaddq_f32, vaddvq_f32, vandq_s8,
+        vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_s8, vfmaq_f32, vld1q_f32, vld1q_s8,
+        vld1q_u16, vmulq_f32, vreinterpretq_s8_s32, vshrq_n_s8, vst1q_f32,
     };
+
+    /// The 4 lanes of `v` as an array (`st1`).
+    #[inline]
+    pub fn vst1q_s32_array(v: int32x4_t) -> [i32; 4] {
+        let mut o = [0i32; 4];
+        // SAFETY: `o` has room for 4 lanes; NEON is baseline on aarch64.
+        unsafe { core::arch::aarch64::vst1q_s32(o.as_mut_ptr(), v) };
+        o
+    }
 
     /// `fcvtl v.4s, v.4h`: lanes 0..4 of `v`, read as IEEE half-precision
     /// bits, widened to f32 (exact). ACLE's `vcvt_f32_f16` takes Rust's
@@ -229,6 +238,28 @@ mod imp {
     #[inline]
     pub fn vaddvq_f32(v: float32x4_t) -> f32 {
         (v.0[0] + v.0[1]) + (v.0[2] + v.0[3])
+    }
+
+    #[inline]
+    pub fn vdupq_n_s8(v: i8) -> int8x16_t {
+        int8x16_t([v; 16])
+    }
+
+    #[inline]
+    pub fn vandq_s8(a: int8x16_t, b: int8x16_t) -> int8x16_t {
+        int8x16_t(core::array::from_fn(|l| a.0[l] & b.0[l]))
+    }
+
+    /// `sshr`: arithmetic shift right of every byte by `N` (1..=8).
+    #[inline]
+    pub fn vshrq_n_s8<const N: i32>(a: int8x16_t) -> int8x16_t {
+        int8x16_t(a.0.map(|x| ((x as i32) >> N) as i8))
+    }
+
+    /// The 4 lanes of `v` as an array (`st1`).
+    #[inline]
+    pub fn vst1q_s32_array(v: int32x4_t) -> [i32; 4] {
+        v.0
     }
 }
 

@@ -84,10 +84,32 @@ pub fn run(a: Args) -> Result<()> {
     let g = generate(&model, &[&ids], &opts)?.remove(0);
     if let Some(h) = model.lm_head.as_ref().and_then(|h| h.certified.as_ref()) {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        let (steps, rows) = (load(&h.steps), load(&h.rescored));
+        let (steps, rows, screened) = (load(&h.steps), load(&h.rescored), load(&h.screened));
         eprintln!(
-            "exact: {steps} certified picks, {rows} rows re-scored in full precision ({:.1} per step)",
+            "exact: {steps} certified picks ({screened} from the int4 screen), {rows} rows re-scored in full precision ({:.1} per step)",
             rows as f64 / steps.max(1) as f64
+        );
+    }
+    if let Some(h) = model.lm_head.as_ref().filter(|h| h.screen.built()) {
+        if let Some((keep, s, f)) = h.screen.calibration() {
+            eprintln!(
+                "screen: measured {s:.0} us a pick screened, {f:.0} us with the full int8 head: {}",
+                if keep {
+                    "screening"
+                } else {
+                    "not screening (the ids are the same either way)"
+                }
+            );
+        }
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let (steps, decided, rows) = (
+            load(&h.screen.steps),
+            load(&h.screen.decided),
+            load(&h.screen.rescored),
+        );
+        eprintln!(
+            "screen: {decided} of {steps} picks decided by the int4 screen, {rows} rows re-scored in int8 ({:.1} per decided pick)",
+            rows as f64 / decided.max(1) as f64
         );
     }
     if a.json {

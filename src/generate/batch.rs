@@ -17,10 +17,12 @@ use super::processors::{self, Scratch};
 use super::rng::DecodeRng;
 use super::GenerateOptions;
 use crate::model::certified::CertScratch;
+use crate::model::Rows;
 use crate::model::{DecodeScratch, SeqCache, T5Model};
 use crate::Result;
 use std::ops::ControlFlow;
 use t5edge_kernels::ops;
+use t5edge_kernels::screen::ScreenScratch;
 
 /// A prompt after its encoder pass: the decoder cache with the cross-attention
 /// keys and values, ready to join a [`DecodeBatch`]. Made without the batch,
@@ -54,6 +56,9 @@ struct Row {
     rng: Option<DecodeRng>,
     /// Picks its tokens with the model's certified int8 head.
     certified: bool,
+    /// Greedy with no processor but EOS suppression: its pick may come from
+    /// the screen of an int8 head (the same id as the logits' argmax).
+    screened: bool,
 }
 
 /// A row that left the batch: its key and generated ids (without the decoder
@@ -75,6 +80,9 @@ pub struct DecodeBatch<'m> {
     scratch: DecodeScratch,
     proc_scratch: Scratch,
     cert: CertScratch,
+    screen: ScreenScratch,
+    /// One row's logits, for a screened row the screen left undecided.
+    row_logits: Vec<f32>,
 }
 
 impl<'m> DecodeBatch<'m> {
@@ -88,6 +96,8 @@ impl<'m> DecodeBatch<'m> {
             scratch: DecodeScratch::new(),
             proc_scratch: Scratch::default(),
             cert: CertScratch::default(),
+            screen: ScreenScratch::default(),
+            row_logits: Vec::new(),
         }
     }
 
@@ -132,6 +142,10 @@ impl<'m> DecodeBatch<'m> {
         }
         let (_, head) = self.model.require_decoder()?;
         let certified = opts.exact && rng.is_none() && head.certified.is_some();
+        let screened = !certified
+            && rng.is_none()
+            && opts.repetition_penalty == 1.0
+            && opts.no_repeat_ngram_size == 0;
         let mut seq = Vec::with_capacity(opts.max_new_tokens + 1);
         seq.push(self.model.config.decoder_start_token_id);
         self.rows.push(Row {
@@ -141,6 +155,7 @@ impl<'m> DecodeBatch<'m> {
             opts: opts.clone(),
             rng,
             certified,
+            screened,
         });
         self.caches.push(pre.cache);
         Ok(None)
@@ -184,33 +199,49 @@ impl<'m> DecodeBatch<'m> {
         );
         model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
-        let need_logits = self.rows.iter().any(|r| !r.certified);
+        // A batch of more rows reads the int8 head once for all of them, which
+        // costs less than a screen pass per row (docs/EXACT.md, "Screened").
+        let screen = self.rows.len() <= SCREEN_MAX_ROWS;
+        let need_logits = self
+            .rows
+            .iter()
+            .any(|r| !(r.certified || (screen && r.screened)));
         let (_, lm_head) = model.require_decoder()?;
         let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
         let mut keep = 0;
         for i in 0..self.rows.len() {
             let r = &mut self.rows[i];
+            let h = &head_in[i * d..(i + 1) * d];
+            // validate() allows only EOS suppression with exact; a screened
+            // row has no other processor.
+            let banned = (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
             let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
-                (Some(head), true, _) => {
-                    // validate() allows only EOS suppression with exact.
-                    let banned =
-                        (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
-                    head.argmax_with(&head_in[i * d..(i + 1) * d], banned, &mut self.cert)
-                        .0 as u32
-                }
-                (_, _, Some(all)) => {
-                    let l = &mut all[i * vocab..(i + 1) * vocab];
-                    processors::process(l, &r.seq, &r.opts, r.eos, &mut self.proc_scratch);
-                    match r.rng.as_mut() {
-                        Some(rng) => {
-                            processors::warp(l, &r.opts, &mut self.proc_scratch);
-                            rng.categorical(l)
+                (Some(head), true, _) => head.argmax_with(h, banned, &mut self.cert).0 as u32,
+                (_, _, Some(all)) => pick(
+                    &mut all[i * vocab..(i + 1) * vocab],
+                    r,
+                    &mut self.proc_scratch,
+                ),
+                (_, _, None) if r.screened => {
+                    let screen = &mut self.screen;
+                    match lm_head.screen.pick(
+                        &lm_head.linear,
+                        h,
+                        banned,
+                        screen,
+                        &mut self.row_logits,
+                    ) {
+                        Some(id) => id as u32,
+                        None => {
+                            let l = crate::model::scratch::sized(&mut self.row_logits, vocab);
+                            lm_head.linear.forward_rows(h, 1, l, Rows::Invariant);
+                            pick(l, r, &mut self.proc_scratch)
                         }
-                        None => ops::argmax(l),
                     }
-                    .unwrap_or(r.eos as usize) as u32
                 }
-                (_, _, None) => unreachable!("logits are computed for every uncertified row"),
+                (_, _, None) => unreachable!(
+                    "logits are computed for every row that is not certified or screened"
+                ),
             };
             r.seq.push(next);
             let go_on = on_token(r.key, next).is_continue();
@@ -231,6 +262,23 @@ impl<'m> DecodeBatch<'m> {
         self.caches.truncate(keep);
         Ok(())
     }
+}
+
+/// Rows up to which a step screens each greedy row's pick instead of
+/// computing the batch's logits.
+const SCREEN_MAX_ROWS: usize = 1;
+
+/// Row `r`'s next token from its logits `l`: processors, then argmax or a draw.
+fn pick(l: &mut [f32], r: &mut Row, scratch: &mut Scratch) -> u32 {
+    processors::process(l, &r.seq, &r.opts, r.eos, scratch);
+    match r.rng.as_mut() {
+        Some(rng) => {
+            processors::warp(l, &r.opts, scratch);
+            rng.categorical(l)
+        }
+        None => ops::argmax(l),
+    }
+    .unwrap_or(r.eos as usize) as u32
 }
 
 /// The whole-batch loop: every prompt joins at once (one encoder pass for the

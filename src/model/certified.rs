@@ -22,6 +22,7 @@ use crate::weights::Int8Data;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use t5edge_kernels::int8::{self, PackedInt8};
+use t5edge_kernels::screen::{self, Int4Screen, ScreenScratch, Widen};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
@@ -32,6 +33,7 @@ pub struct CertScratch {
     y: Vec<f32>,
     qx: Vec<i8>,
     sx: Vec<f32>,
+    screen: ScreenScratch,
 }
 
 pub struct CertifiedHead {
@@ -40,27 +42,39 @@ pub struct CertifiedHead {
     pub q: Int8Data,
     /// `‖w_j‖₂`, rounded up.
     pub row_norms: Vec<f64>,
+    /// The same, rounded up to f32, for the screen.
+    row_norms_f32: Vec<f32>,
+    /// The 4-bit screen of `q`: the candidates of a step come from it when it
+    /// leaves few, without the full int8 pass (module docs).
+    screen: Option<Int4Screen>,
     pub group_size: usize,
     /// Steps certified and rows re-scored, for reporting.
     pub steps: AtomicU64,
     pub rescored: AtomicU64,
+    /// Steps whose candidates came from the screen.
+    pub screened: AtomicU64,
 }
 
 impl CertifiedHead {
     pub fn new(full: &Linear, group_size: usize) -> Result<CertifiedHead, String> {
         let w = full.to_f32();
         let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
-        let row_norms = w
+        let row_norms: Vec<f64> = w
             .chunks_exact(full.k)
             .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() * (1.0 + 1e-12))
             .collect();
+        let row_norms_f32 = row_norms.iter().map(|&v| up(v)).collect();
+        let screen = Int4Screen::from_int8(&q.view()).ok();
         Ok(CertifiedHead {
             full: full.clone(),
             q: Int8Data::Owned(Arc::new(q)),
             row_norms,
+            row_norms_f32,
+            screen,
             group_size,
             steps: AtomicU64::new(0),
             rescored: AtomicU64::new(0),
+            screened: AtomicU64::new(0),
         })
     }
 
@@ -81,10 +95,13 @@ impl CertifiedHead {
     ) -> (usize, usize) {
         let (n, k) = (self.full.n, self.full.k);
         let view = self.q.view();
-        let CertScratch { y, qx, sx } = buf;
-        y.resize(n, 0.0);
-        int8::linear(h, 1, k, &view, y);
-        // The activation exactly as the kernel quantized it.
+        let CertScratch {
+            y,
+            qx,
+            sx,
+            screen: sbuf,
+        } = buf;
+        // The activation exactly as the kernel quantizes it.
         qx.resize(int8::padded_k(k), 0);
         sx.resize(int8::group_count(k, self.group_size), 0.0);
         int8::quantize_activations_into(h, 1, k, self.group_size, qx, sx);
@@ -101,6 +118,38 @@ impl CertifiedHead {
         }
         let (ex, xh) = (ex2.sqrt() * (1.0 + 1e-12), xh2.sqrt() * (1.0 + 1e-12));
         let fp = (view.groups() as f64 + 3.0) * U * (1.0 + 1e-9);
+        let full = match &self.full.weight {
+            super::LinearWeight::F32(w) => w.as_slice(),
+            // `new` always builds from f32 rows; other formats never reach here.
+            _ => &[],
+        };
+        // First the screen: B_j (below) is `a·‖w_j‖ + b·‖e_w‖` for this step's
+        // `a = ex + fp·xh` and `b = xh·(1 + fp)`, so the screen's interval of
+        // the int8 logit, widened by it, holds the full-precision logit.
+        if let Some(scr) = self
+            .screen
+            .as_ref()
+            .filter(|_| super::screened::env_choice() != Some(false))
+        {
+            let widen = Widen {
+                a: up((ex + fp * xh) * (1.0 + 1e-9)),
+                row_a: &self.row_norms_f32,
+                b: up(xh * (1.0 + fp) * (1.0 + 1e-9)),
+                row_b: view.err_norms(),
+            };
+            let isa = t5edge_kernels::dispatch::active();
+            if screen::candidates_with(isa, &view, scr, h, banned, Some(&widen), sbuf).is_ok() {
+                let rows = sbuf.candidates();
+                let best = rescore(full, h, k, rows.iter().copied());
+                self.steps.fetch_add(1, Ordering::Relaxed);
+                self.screened.fetch_add(1, Ordering::Relaxed);
+                self.rescored
+                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
+                return (best.unwrap_or(0), rows.len());
+            }
+        }
+        y.resize(n, 0.0);
+        int8::linear(h, 1, k, &view, y);
         let errs = view.err_norms();
         let bound = |j: usize| {
             let wn = self.row_norms[j];
@@ -114,27 +163,39 @@ impl CertifiedHead {
                 best_lower = best_lower.max(v as f64 - bound(j));
             }
         }
-        let full = match &self.full.weight {
-            super::LinearWeight::F32(w) => w.as_slice(),
-            // `new` always builds from f32 rows; other formats never reach here.
-            _ => &[],
-        };
-        let mut best: Option<(usize, f64)> = None;
         let mut count = 0;
-        for (j, &v) in y.iter().enumerate() {
+        let rows = y.iter().enumerate().filter_map(|(j, &v)| {
             // A non-finite int8 value proves nothing: re-score it too.
-            if !allowed(j) || (v.is_finite() && (v as f64 + bound(j)) < best_lower) {
-                continue;
-            }
-            count += 1;
-            let row = &full[j * k..(j + 1) * k];
-            let exact: f64 = row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum();
-            if best.is_none_or(|(_, b)| exact > b) {
-                best = Some((j, exact));
-            }
-        }
+            let out = !allowed(j) || (v.is_finite() && (v as f64 + bound(j)) < best_lower);
+            (!out).then_some(j)
+        });
+        let best = rescore(full, h, k, rows.inspect(|_| count += 1));
         self.steps.fetch_add(1, Ordering::Relaxed);
         self.rescored.fetch_add(count as u64, Ordering::Relaxed);
-        (best.map(|b| b.0).unwrap_or(0), count)
+        (best.unwrap_or(0), count)
+    }
+}
+
+/// The best of `rows` by the exact f64 dot product of the f32 `h` with the
+/// f32 row (ties to the lowest id: rows come ascending).
+fn rescore(full: &[f32], h: &[f32], k: usize, rows: impl Iterator<Item = usize>) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for j in rows {
+        let row = &full[j * k..(j + 1) * k];
+        let exact: f64 = row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum();
+        if best.is_none_or(|(_, b)| exact > b) {
+            best = Some((j, exact));
+        }
+    }
+    best.map(|b| b.0)
+}
+
+/// The smallest f32 not below `v`.
+fn up(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v {
+        f.next_up()
+    } else {
+        f
     }
 }

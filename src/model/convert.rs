@@ -179,6 +179,8 @@ impl T5Model {
         }
         if let Some(head) = &mut self.lm_head {
             conv(&mut head.linear, policy.lm_head, g, "lm_head")?;
+            // The screen (built lazily) belongs to the old weights.
+            head.screen = Default::default();
         }
         Ok(())
     }

@@ -216,12 +216,14 @@ impl T5Model {
                 linear: embed.clone(),
                 scale: (d as f64).powf(-0.5) as f32,
                 certified: None,
+                screen: Default::default(),
             }
         } else {
             LmHead {
                 linear: l.linear("lm_head", v, d)?,
                 scale: 1.0,
                 certified: None,
+                screen: Default::default(),
             }
         };
         Ok(T5Model {

@@ -16,6 +16,7 @@ mod load;
 mod load_spec;
 pub mod position_bias;
 pub mod scratch;
+pub mod screened;
 
 pub use convert::FormatPolicy;
 pub use decoder::Decoder;
@@ -92,6 +93,9 @@ pub struct LmHead {
     pub scale: f32,
     /// Set by [`T5Model::enable_certified_head`]: int8 scoring with exact re-scoring.
     pub certified: Option<std::sync::Arc<certified::CertifiedHead>>,
+    /// The 4-bit screen of an int8 head for greedy picks, built on first use
+    /// (a new one whenever `linear` changes).
+    pub screen: std::sync::Arc<screened::ScreenedHead>,
 }
 
 /// A loaded T5 model, ready to encode and decode. `Send + Sync`: one model can

@@ -1,0 +1,703 @@
+//! A 4-bit screen of an int8 weight matrix, and the argmax it speeds up: the
+//! greedy pick of an int8 LM head, **exactly** the argmax the full int8 head
+//! gives, from half the weight bytes plus a handful of int8 rows.
+//!
+//! # The screen
+//! Every int8 weight `p` (in `[-127, 127]`) is split as `p = 17·h + l` with
+//! `h = round(p / 17)` in `[-7, 7]` and `l` in `[-8, 8]`. The screen stores
+//! `u = h + 8` (in `[1, 15]`; 8 for padding) as a nibble, and per row and
+//! scale group the norm `‖l‖₂` (rounded up). With the activation quantised
+//! exactly as the int8 kernel quantises it (`q`, scale `s_x`), the kernel's
+//! exact i32 dot product of a group is `acc = 17·Σh·q + Σl·q`, and
+//! `|Σl·q| <= ‖l‖₂‖q‖₂` (Cauchy-Schwarz). So one pass over the nibbles gives,
+//! for every row, an interval that provably holds the int8 logit the full
+//! head would compute, f32 epilogue included (see [`bound`]).
+//!
+//! # The pick
+//! [`argmax_with`] screens every row in parallel, takes `λ` = the best lower
+//! end, and re-scores exactly (the int8 kernel's own integer dot and f32
+//! epilogue, so the same bits) every row whose upper end reaches `λ`; no other
+//! row can be the argmax. Ties go to the lowest id, as [`crate::ops::argmax`].
+//! When the intervals are too wide to leave few candidates (logits with tiny
+//! margins), it answers `None` and the caller runs the full head: the answer
+//! is the same either way, only the time differs.
+//!
+//! # Layout
+//! `kp8 = round_up(k, 8)`, `np8 = round_up(n, 8)`. Rows are taken 8 at a time
+//! (a *tile*), inputs 8 at a time (a *block*); a block of a tile is 32 bytes,
+//! byte `4·r + c` holding row `r`'s input `c` in its low nibble and input
+//! `4 + c` in its high nibble. Tiles follow each other, `kp8 / 8` blocks
+//! each. So a 32-byte load and two nibble masks give, per row, 4 + 4 inputs
+//! that `vpmaddubsw`/`vpdpbusd`/`sdot` sum into that row's lane against the
+//! 4 activation bytes broadcast to every lane, with no shuffles. A group size
+//! must be 0 or a multiple of 8 (a block never straddles two groups).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod neon;
+pub mod scalar;
+
+use crate::dispatch::{active, Isa};
+use crate::int8::{self, Int8View, K_BLOCK, TILE_N};
+use crate::par;
+
+/// Rows per screen tile.
+pub const TILE: usize = 8;
+/// Inputs per screen block.
+pub const BLOCK: usize = 8;
+/// Bytes of one block of one tile.
+pub const BLOCK_BYTES: usize = TILE * BLOCK / 2;
+/// The screen's step: `p = MULT·h + l`.
+pub const MULT: i32 = 17;
+/// The nibble offset: `u = h + OFFSET`.
+pub const OFFSET: i32 = 8;
+/// Rows per parallel task (8 tiles; ~500 tasks for a 32k vocabulary).
+const TASK_ROWS: usize = 64;
+/// Above this share of the rows as candidates, exact re-scoring one row at a
+/// time would cost more than the full head: answer `None` instead.
+const MAX_CANDIDATE_SHARE: usize = 512;
+
+/// The 4-bit screen of one int8 matrix (built from it, never stored).
+#[derive(Clone, Debug)]
+pub struct Int4Screen {
+    n: usize,
+    k: usize,
+    group_size: usize,
+    data: Vec<u8>,
+    /// `[groups, np8]`: `‖l‖₂` of each row's group, rounded up (0 for
+    /// padding rows), group-major so a tile's 8 rows are contiguous.
+    l_norms: Vec<f32>,
+}
+
+/// `k` rounded up to a whole block.
+pub fn padded_k(k: usize) -> usize {
+    k.div_ceil(BLOCK) * BLOCK
+}
+
+/// `(h, l)` with `p = MULT·h + l`, `|h| <= 7`, `|l| <= 8`.
+#[inline]
+pub fn split(p: i8) -> (i32, i32) {
+    let p = p as i32;
+    // Rounds half away from zero; p / 17 is never a half since 17 is odd.
+    let h = (2 * p + p.signum() * MULT) / (2 * MULT);
+    (h, p - MULT * h)
+}
+
+impl Int4Screen {
+    /// The screen of `w`, or why it has none (a group size that is not a
+    /// multiple of [`BLOCK`]). Built on the current pool's threads.
+    pub fn from_int8(w: &Int8View<'_>) -> Result<Int4Screen, String> {
+        let (n, k, gs) = (w.n(), w.k(), w.group_size());
+        if !gs.is_multiple_of(BLOCK) {
+            return Err(format!(
+                "screen: group size {gs} is not a multiple of {BLOCK}"
+            ));
+        }
+        let (kp, kp8, groups) = (w.padded_k(), padded_k(k), w.groups());
+        let tiles = n.div_ceil(TILE);
+        let tile_bytes = kp8 / BLOCK * BLOCK_BYTES;
+        // Padding rows and inputs keep u = 8 (h = 0): their sums are never
+        // read (rows) or meet a zero activation (inputs).
+        let mut data = vec![OFFSET as u8 * 0x11; tiles * tile_bytes];
+        let np8 = tiles * TILE;
+        let mut l_sq = vec![0u32; groups * np8];
+        let gsz = if gs == 0 { kp8 } else { gs };
+        let raw = w.data();
+        let per_task = 64;
+        let dp = SyncBytes(data.as_mut_ptr());
+        let lp = SyncU32(l_sq.as_mut_ptr());
+        crate::pool::for_each(
+            tiles.div_ceil(per_task),
+            par::worth_parallel_macs(n * k),
+            |task| {
+                for t in task * per_task..((task + 1) * per_task).min(tiles) {
+                    for r in 0..TILE {
+                        let j = t * TILE + r;
+                        if j >= n {
+                            break;
+                        }
+                        // Row j's int8 values: 4 per k-block, one k-block every 64 bytes.
+                        let base = int8::packed_index(j, 0, kp);
+                        for kk in 0..k {
+                            let p = raw[base + (kk / K_BLOCK) * TILE_N * K_BLOCK + kk % K_BLOCK];
+                            let (h, l) = split(p);
+                            let u = (h + OFFSET) as u8;
+                            let (b, c) = (kk / BLOCK, kk % BLOCK);
+                            let at = t * tile_bytes + b * BLOCK_BYTES + 4 * r + c % 4;
+                            // SAFETY: `at` < tiles * tile_bytes = data.len(); tile t is
+                            // written only by this task (tasks own disjoint tiles), and
+                            // data outlives the region.
+                            unsafe {
+                                let byte = dp.get().add(at);
+                                *byte = if c < 4 {
+                                    (*byte & 0xF0) | u
+                                } else {
+                                    (*byte & 0x0F) | (u << 4)
+                                };
+                            }
+                            // SAFETY: g * np8 + j < groups * np8; row j is this task's.
+                            unsafe {
+                                *lp.get().add((kk / gsz) * np8 + j) += (l * l) as u32;
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        let l_norms = l_sq.iter().map(|&s| round_up((s as f64).sqrt())).collect();
+        Ok(Int4Screen {
+            n,
+            k,
+            group_size: gs,
+            data,
+            l_norms,
+        })
+    }
+
+    /// Rows.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+    /// Inputs.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// Scale group size (0: one per row), as the int8 matrix's.
+    pub fn group_size(&self) -> usize {
+        self.group_size
+    }
+    /// Scale groups per row.
+    pub fn groups(&self) -> usize {
+        int8::group_count(self.k, self.group_size)
+    }
+    /// Bytes the screen reads per pass (the nibbles).
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+    /// Blocks `[b0, b1)` of group `g`.
+    #[inline]
+    pub(crate) fn group_blocks(&self, g: usize) -> (usize, usize) {
+        let kb = padded_k(self.k) / BLOCK;
+        if self.group_size == 0 {
+            (0, kb)
+        } else {
+            let per = self.group_size / BLOCK;
+            (g * per, ((g + 1) * per).min(kb))
+        }
+    }
+    /// The bytes of tile `t`.
+    #[inline]
+    pub(crate) fn tile_data(&self, t: usize) -> &[u8] {
+        let tb = padded_k(self.k) / BLOCK * BLOCK_BYTES;
+        &self.data[t * tb..(t + 1) * tb]
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SyncBytes(*mut u8);
+// SAFETY: tasks write disjoint tiles only (argued at the use).
+unsafe impl Sync for SyncBytes {}
+// SAFETY: as for Sync.
+unsafe impl Send for SyncBytes {}
+impl SyncBytes {
+    fn get(self) -> *mut u8 {
+        self.0
+    }
+}
+#[derive(Clone, Copy)]
+struct SyncU32(*mut u32);
+// SAFETY: tasks write disjoint rows only (argued at the use).
+unsafe impl Sync for SyncU32 {}
+// SAFETY: as for Sync.
+unsafe impl Send for SyncU32 {}
+impl SyncU32 {
+    fn get(self) -> *mut u32 {
+        self.0
+    }
+}
+
+/// The smallest f32 not below `v`.
+fn round_up(v: f64) -> f32 {
+    let f = v as f32;
+    if (f as f64) < v {
+        f.next_up()
+    } else {
+        f
+    }
+}
+
+/// Tiles a kernel call handles at once (they share the activation broadcasts).
+pub(crate) const MAX_T: usize = 4;
+
+/// `out[tt][r] = Σ u·q` over group `g`'s blocks for `nt <= MAX_T` tiles
+/// from `t` and one activation row `q` (`kp8` values, zero padded), at
+/// `isa`. Every level gives the same integers (they are exact).
+#[inline]
+fn tiles(
+    isa: Isa,
+    s: &Int4Screen,
+    q: &[i8],
+    g: usize,
+    t: usize,
+    nt: usize,
+    out: &mut [[i32; TILE]; MAX_T],
+) {
+    let (b0, b1) = s.group_blocks(g);
+    match isa {
+        // SAFETY: the level was checked (check_isa) and `q` holds kp8 values;
+        // tile_data bounds every weight read (see the kernel).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { avx512::tiles(s, q, b0, b1, t, nt, out) },
+        // SAFETY: as above (AVX2 is implied by every AVX-512 level here).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => unsafe { avx2::tiles(s, q, b0, b1, t, nt, out) },
+        Isa::Neon if neon::usable() => neon::tiles(s, q, b0, b1, t, nt, out),
+        _ => scalar::tiles(s, q, b0, b1, t, nt, out),
+    }
+}
+
+/// Screen sums `Σ u·q` of every row (`[groups, n]`) for one activation row
+/// `q` of `kp8` values at `isa`: what the tests compare across levels.
+pub fn sums_with(isa: Isa, s: &Int4Screen, q: &[i8]) -> Vec<i32> {
+    crate::f32::check_isa(isa);
+    assert_eq!(q.len(), padded_k(s.k), "screen: q length");
+    let mut out = vec![0i32; s.groups() * s.n];
+    let tiles_n = s.n.div_ceil(TILE);
+    let mut buf = [[0i32; TILE]; MAX_T];
+    for g in 0..s.groups() {
+        let mut t = 0;
+        while t < tiles_n {
+            let nt = (tiles_n - t).min(MAX_T);
+            tiles(isa, s, q, g, t, nt, &mut buf);
+            for (i, &v) in buf.as_flattened()[..nt * TILE].iter().enumerate() {
+                let j = t * TILE + i;
+                if j < s.n {
+                    out[g * s.n + j] = v;
+                }
+            }
+            t += nt;
+        }
+    }
+    out
+}
+
+/// Reusable buffers of [`argmax_with`], so a decode step allocates nothing.
+#[derive(Default)]
+pub struct ScreenScratch {
+    q: Vec<i8>,
+    s: Vec<f32>,
+    /// Per group: `Σq` and `‖q‖₂` (rounded up).
+    qsum: Vec<i64>,
+    qnorm: Vec<f32>,
+    /// Per task: its rows' upper ends, then its best lower and best upper.
+    bounds: Vec<f32>,
+    cands: Vec<usize>,
+}
+
+impl ScreenScratch {
+    /// The activation as the int8 kernels quantise it, from the last
+    /// [`candidates_with`]: values (`padded_k(k)` of them, zero padded) and
+    /// per-group scales.
+    pub fn activation(&self) -> (&[i8], &[f32]) {
+        (&self.q, &self.s)
+    }
+
+    /// The rows the last successful [`candidates_with`] left, ascending.
+    pub fn candidates(&self) -> &[usize] {
+        &self.cands
+    }
+}
+
+/// The outcome of one screened pick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// The argmax of the full int8 head, and how many rows were re-scored.
+    Id {
+        /// The row.
+        id: usize,
+        /// Rows re-scored exactly.
+        rescored: usize,
+    },
+    /// The screen left too many candidates (this many): run the full head.
+    Undecided {
+        /// Rows that could still win.
+        candidates: usize,
+    },
+}
+
+/// The relative slack that covers every f32 rounding between the exact
+/// integers and the compared bounds: the int8 kernel's epilogue (a conversion
+/// and two products per group, `G` group sums) and this module's own f32
+/// evaluation of the interval (a handful of operations). Each rounding is at
+/// most 2⁻²⁴ relative of a term no larger than `(|S| + E)·s_x·s_w`; this
+/// takes four times what they can add up to.
+fn slack(groups: usize) -> f32 {
+    (4 * groups + 32) as f32 * f32::EPSILON / 2.0
+}
+
+/// What the intervals of one activation row need: the screen, the
+/// quantised activation and its per-group `s_x`, `Σq` and `‖q‖₂`, the int8
+/// scales, and the slack `ρ`.
+struct Intervals<'a> {
+    s: &'a Int4Screen,
+    q: &'a [i8],
+    sx: &'a [f32],
+    qsum: &'a [i64],
+    qnorm: &'a [f32],
+    scales: &'a [f32],
+    np: usize,
+    rho: f32,
+    widen: Option<&'a Widen<'a>>,
+}
+
+impl Intervals<'_> {
+    /// The upper ends of the int8 logits of tiles `[t0, t1)` into `hi` (row
+    /// `(t − t0)·8 + r`; `-inf` for `banned` and rows past `n`, which are
+    /// never candidates), and the best lower and upper end among them, on
+    /// `isa`'s kernel; the arithmetic is compiled for AVX2 where the level
+    /// has it, so it runs 8 rows a vector.
+    fn task(
+        &self,
+        isa: Isa,
+        t0: usize,
+        t1: usize,
+        banned: Option<usize>,
+        hi: &mut [f32],
+    ) -> (f32, f32) {
+        #[cfg(target_arch = "x86_64")]
+        if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+            // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
+            return unsafe { self.task_avx2(isa, t0, t1, banned, hi) };
+        }
+        self.task_body(isa, t0, t1, banned, hi)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn task_avx2(
+        &self,
+        isa: Isa,
+        t0: usize,
+        t1: usize,
+        banned: Option<usize>,
+        hi: &mut [f32],
+    ) -> (f32, f32) {
+        self.task_body(isa, t0, t1, banned, hi)
+    }
+
+    /// Per group `g`, a row's screen sum `u` gives the exact screen value
+    /// `S = 17·(u − 8·Σq)` (in integer units of the product `c = s_x·s_w`),
+    /// and `|acc − S| <= E = ‖l‖₂‖q‖₂`, so the f32 epilogue of the true `acc`
+    /// lands within `c·(E + ρ(|S| + E))` of `S·c` (`ρ` = [`slack`]); the
+    /// groups' parts add.
+    #[inline(always)]
+    fn task_body(
+        &self,
+        isa: Isa,
+        t0: usize,
+        t1: usize,
+        banned: Option<usize>,
+        hi: &mut [f32],
+    ) -> (f32, f32) {
+        let n = self.s.n;
+        let np8 = n.div_ceil(TILE) * TILE;
+        let (j0, rows) = (t0 * TILE, (t1 - t0) * TILE);
+        let mut mid = [0.0f32; TASK_ROWS];
+        let mut rad = [0.0f32; TASK_ROWS];
+        let mut sums = [0i32; TASK_ROWS];
+        let mut buf = [[0i32; TILE]; MAX_T];
+        for g in 0..self.qsum.len() {
+            let mut t = t0;
+            while t < t1 {
+                let nt = (t1 - t).min(MAX_T);
+                tiles(isa, self.s, self.q, g, t, nt, &mut buf);
+                sums[(t - t0) * TILE..][..nt * TILE]
+                    .copy_from_slice(&buf.as_flattened()[..nt * TILE]);
+                t += nt;
+            }
+            // Whole tiles: np (a multiple of 16) and np8 cover them.
+            let sw = &self.scales[g * self.np + j0..][..rows];
+            let ln = &self.s.l_norms[g * np8 + j0..][..rows];
+            let (sx, qn, rho) = (self.sx[g], self.qnorm[g], self.rho);
+            // u − 8Σq = Σh·q, |Σh·q| <= 7·127·k, so 17 times it fits an
+            // i32 for every k up to int8::MAX_K (1.98e9 at 2^17).
+            let off = (OFFSET as i64 * self.qsum[g]) as i32;
+            let rows_iter = mid
+                .iter_mut()
+                .zip(rad.iter_mut())
+                .zip(sums.iter().zip(sw.iter().zip(ln)));
+            for ((m, r), (&u, (&w, &l))) in rows_iter {
+                let sv = (MULT * (u - off)) as f32;
+                let c = sx * w;
+                let e = l * qn;
+                *m += sv * c;
+                *r += c * (e + rho * (sv.abs() + e));
+            }
+        }
+        if let Some(wd) = self.widen {
+            let (a, b) = (wd.a * (1.0 + 1e-6), wd.b * (1.0 + 1e-6));
+            let (ra, rb) = (&wd.row_a[j0..], &wd.row_b[j0..]);
+            for ((r, &x), &y) in rad.iter_mut().zip(ra).zip(rb) {
+                *r += a * x + b * y;
+            }
+        }
+        let hi = &mut hi[..rows];
+        let mut lo = [0.0f32; TASK_ROWS];
+        for (((l, h), &m), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&mid).zip(&rad) {
+            (*l, *h) = (m - r, m + r);
+        }
+        // The banned row and padding rows past n are never candidates.
+        if let Some(b) = banned.filter(|b| (j0..j0 + rows).contains(b)) {
+            (lo[b - j0], hi[b - j0]) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        }
+        let valid = rows.min(n - j0);
+        lo[valid..rows].fill(f32::NEG_INFINITY);
+        hi[valid..].fill(f32::NEG_INFINITY);
+        // Eight independent running maxima (the bounds of finite scales are
+        // finite, never NaN), so the loop vectorises.
+        let (mut best_lo, mut best_hi) = ([f32::NEG_INFINITY; TILE], [f32::NEG_INFINITY; TILE]);
+        for (lc, hc) in lo[..rows].chunks_exact(TILE).zip(hi.chunks_exact(TILE)) {
+            for r in 0..TILE {
+                best_lo[r] = if lc[r] > best_lo[r] {
+                    lc[r]
+                } else {
+                    best_lo[r]
+                };
+                best_hi[r] = if hc[r] > best_hi[r] {
+                    hc[r]
+                } else {
+                    best_hi[r]
+                };
+            }
+        }
+        let fold = |v: [f32; TILE]| {
+            v.iter()
+                .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+        };
+        (fold(best_lo), fold(best_hi))
+    }
+}
+
+/// The exact int8 logit of row `j` for the quantised activation, with the
+/// int8 kernels' epilogue (`0.0`, then per group `(acc·s_x)·s_w`, in order):
+/// the same bits as [`int8::linear`]'s output `j` at every level.
+pub fn exact_logit(w: &Int8View<'_>, q: &[i8], sx: &[f32], j: usize) -> f32 {
+    let (kp, np) = (w.padded_k(), w.padded_n());
+    let data = w.data();
+    let base = int8::packed_index(j, 0, kp);
+    let mut y = 0.0f32;
+    for (g, &sxg) in sx.iter().enumerate().take(w.groups()) {
+        let (kb0, kb1) = group_k_blocks(w, g);
+        let mut acc = 0i32;
+        for kb in kb0..kb1 {
+            let p = &data[base + kb * TILE_N * K_BLOCK..][..K_BLOCK];
+            let x = &q[kb * K_BLOCK..(kb + 1) * K_BLOCK];
+            acc += p
+                .iter()
+                .zip(x)
+                .map(|(&a, &b)| a as i32 * b as i32)
+                .sum::<i32>();
+        }
+        y += (acc as f32 * sxg) * w.scales()[g * np + j];
+    }
+    y
+}
+
+/// The int8 k-blocks of group `g` (as the int8 kernels walk them).
+fn group_k_blocks(w: &Int8View<'_>, g: usize) -> (usize, usize) {
+    let kp = w.padded_k();
+    if w.group_size() == 0 {
+        (0, kp / K_BLOCK)
+    } else {
+        let a = g * w.group_size();
+        (a / K_BLOCK, (a + w.group_size()).min(kp) / K_BLOCK)
+    }
+}
+
+/// The argmax over rows of `x · wᵀ` as [`int8::linear`] computes it (ties to
+/// the lowest row, `banned` never picked), found through the screen `s` of
+/// `w`, at the active level. See the module docs.
+pub fn argmax(
+    w: &Int8View<'_>,
+    s: &Int4Screen,
+    x: &[f32],
+    banned: Option<usize>,
+    scratch: &mut ScreenScratch,
+) -> Pick {
+    argmax_with(active(), w, s, x, banned, scratch)
+}
+
+/// [`argmax`] at a chosen level: the same pick at every level.
+pub fn argmax_with(
+    isa: Isa,
+    w: &Int8View<'_>,
+    s: &Int4Screen,
+    x: &[f32],
+    banned: Option<usize>,
+    scratch: &mut ScreenScratch,
+) -> Pick {
+    if let Err(candidates) = candidates_with(isa, w, s, x, banned, None, scratch) {
+        return Pick::Undecided { candidates };
+    }
+    let rows = &scratch.cands;
+    let mut best: Option<(usize, f32)> = None;
+    for &j in rows {
+        let y = exact_logit(w, &scratch.q, &scratch.s, j);
+        // Rows come in increasing id: a strict `>` keeps the lowest on ties.
+        if best.is_none_or(|(_, b)| y > b) {
+            best = Some((j, y));
+        }
+    }
+    match best {
+        Some((id, _)) => Pick::Id {
+            id,
+            rescored: rows.len(),
+        },
+        None => Pick::Undecided { candidates: 0 },
+    }
+}
+
+/// A further per-row radius `a·row_a[j] + b·row_b[j]` (all non-negative)
+/// around the int8 logit: how far another quantity the caller wants the
+/// argmax of can lie from it (the full-precision logit, for `--exact`).
+/// The caller includes its own rounding in `a` and `b`; this adds 1e-6
+/// relative for the f32 sum.
+#[derive(Clone, Copy, Debug)]
+pub struct Widen<'a> {
+    /// Scale of `row_a`.
+    pub a: f32,
+    /// `[n]` per-row factor.
+    pub row_a: &'a [f32],
+    /// Scale of `row_b`.
+    pub b: f32,
+    /// `[n]` per-row factor.
+    pub row_b: &'a [f32],
+}
+
+/// Finds the rows that can hold the argmax (ascending, `banned` never among
+/// them; [`ScreenScratch::candidates`] lists them after an `Ok`): the argmax of the int8 head's logits, or with `widen`, of any
+/// quantity within that radius of them, is one of these. `Err(count)` when
+/// more than a small share of the rows remain (re-scoring them one by one
+/// would cost more than the full head) or the input is not finite (`n`).
+/// The quantised activation is left in the scratch ([`ScreenScratch::activation`]).
+pub fn candidates_with(
+    isa: Isa,
+    w: &Int8View<'_>,
+    s: &Int4Screen,
+    x: &[f32],
+    banned: Option<usize>,
+    widen: Option<&Widen<'_>>,
+    scratch: &mut ScreenScratch,
+) -> Result<(), usize> {
+    crate::f32::check_isa(isa);
+    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    assert!(
+        s.n == n && s.k == k && s.group_size == gs,
+        "screen: built for another matrix"
+    );
+    assert_eq!(x.len(), k, "screen: x length");
+    if let Some(wd) = widen {
+        assert!(
+            wd.row_a.len() == n && wd.row_b.len() == n,
+            "screen: widen rows"
+        );
+    }
+    let (kp, kp8, groups, np) = (w.padded_k(), padded_k(k), w.groups(), w.padded_n());
+    let ScreenScratch {
+        q,
+        s: sx,
+        qsum,
+        qnorm,
+        bounds,
+        cands,
+    } = scratch;
+    q.clear();
+    q.resize(kp8, 0);
+    sx.clear();
+    sx.resize(groups, 0.0);
+    cands.clear();
+    int8::quantize_activations_with(isa, x, 1, k, gs, &mut q[..kp], sx);
+    if sx.iter().any(|v| !v.is_finite()) {
+        // A non-finite input: the intervals would prove nothing.
+        return Err(n);
+    }
+    qsum.clear();
+    qnorm.clear();
+    let gsz = if gs == 0 { kp8 } else { gs };
+    for g in 0..groups {
+        let part = &q[g * gsz..((g + 1) * gsz).min(kp8)];
+        qsum.push(part.iter().map(|&v| v as i64).sum());
+        let sq: i64 = part.iter().map(|&v| v as i64 * v as i64).sum();
+        qnorm.push(round_up((sq as f64).sqrt()));
+    }
+    let rho = slack(groups);
+    let tasks = n.div_ceil(TASK_ROWS);
+    const W: usize = TASK_ROWS + 2;
+    bounds.clear();
+    bounds.resize(tasks * W, 0.0);
+    let (q, sx, qsum, qnorm) = (&q[..], &sx[..], &qsum[..], &qnorm[..]);
+    let scales = w.scales();
+    par::for_chunks_mut(
+        bounds,
+        W,
+        par::worth_parallel_macs(n * k / 2),
+        |task, part| {
+            let j0 = task * TASK_ROWS;
+            let t0 = j0 / TILE;
+            let t1 = (j0 + TASK_ROWS).min(n).div_ceil(TILE);
+            let iv = Intervals {
+                s,
+                q,
+                sx,
+                qsum,
+                qnorm,
+                scales,
+                np,
+                rho,
+                widen,
+            };
+            let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
+            part[TASK_ROWS] = best_lo;
+            part[TASK_ROWS + 1] = best_hi;
+        },
+    );
+    let lambda = bounds
+        .chunks_exact(W)
+        .fold(f32::NEG_INFINITY, |a, p| a.max(p[TASK_ROWS]));
+    if lambda == f32::NEG_INFINITY {
+        return Err(n);
+    }
+    // Candidates: rows whose upper end reaches λ; a task whose best upper end
+    // stays below λ has none, so most tasks are skipped whole. Room for the
+    // most there can be is made once, so a later step allocates nothing.
+    let limit = n / MAX_CANDIDATE_SHARE + 16;
+    cands.reserve(limit);
+    for (task, p) in bounds.chunks_exact(W).enumerate() {
+        if p[TASK_ROWS + 1] < lambda {
+            continue;
+        }
+        let j0 = task * TASK_ROWS;
+        for (r, &hi) in p[..TASK_ROWS.min(n - j0)].iter().enumerate() {
+            if hi >= lambda {
+                if cands.len() == limit {
+                    return Err(count_candidates(bounds, lambda, n));
+                }
+                cands.push(j0 + r);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count_candidates(bounds: &[f32], lambda: f32, n: usize) -> usize {
+    bounds
+        .chunks_exact(TASK_ROWS + 2)
+        .enumerate()
+        .map(|(task, p)| {
+            let rows = TASK_ROWS.min(n - task * TASK_ROWS);
+            p[..rows].iter().filter(|&&h| h >= lambda).count()
+        })
+        .sum()
+}

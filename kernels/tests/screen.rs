@@ -1,0 +1,181 @@
+//! The 4-bit screen of an int8 matrix and the screened argmax: the screen's
+//! sums are exact integers at every level (error budget: none), and the
+//! screened pick is always the argmax of the full int8 head (error budget:
+//! none; ties to the lowest row), on random heads with planted exact and
+//! near ties.
+
+mod common;
+
+use common::*;
+use proptest::prelude::*;
+use t5edge_kernels::int8::{self, PackedInt8};
+use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
+use t5edge_kernels::{ops, Isa};
+
+#[test]
+fn every_int8_value_splits_exactly() {
+    for p in -127i8..=127 {
+        let (h, l) = screen::split(p);
+        assert_eq!(screen::MULT * h + l, p as i32, "p = {p}");
+        assert!(h.abs() <= 7 && l.abs() <= 8, "p = {p}: h {h}, l {l}");
+    }
+}
+
+/// The int8 value of row `j`, input `kk`, read through the documented layout.
+fn raw(w: &int8::Int8View<'_>, j: usize, kk: usize) -> i8 {
+    w.data()[int8::packed_index(j, kk, w.padded_k())]
+}
+
+fn group_size() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(0usize), Just(8), Just(16), Just(64)]
+}
+
+/// The full int8 head's pick: its logits at the scalar level, `banned` out,
+/// then the plain argmax (lowest row on ties).
+fn full_pick(w: &int8::Int8View<'_>, x: &[f32], banned: Option<usize>) -> usize {
+    let mut y = vec![0.0f32; w.n()];
+    int8::linear_with(Isa::Scalar, x, 1, w.k(), w, &mut y);
+    if let Some(b) = banned {
+        y[b] = f32::NEG_INFINITY;
+    }
+    ops::argmax_scalar(&y).expect("finite logits")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Error budget: none. Every level's sums equal `Σ (h + 8)·q` computed
+    /// from the int8 values by `split`, whatever the layout does.
+    #[test]
+    fn screen_sums_are_exact_at_every_level(
+        n in 1usize..70, k in 1usize..300, gs in group_size(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let w32 = matrix(&mut rng, fw, n, k, 1e6);
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let w = p.view();
+        let s = Int4Screen::from_int8(&w).unwrap();
+        let kp8 = screen::padded_k(k);
+        let mut q = vec![0i8; kp8];
+        for v in q.iter_mut().take(k) {
+            *v = (rng.below(255) as i32 - 127) as i8;
+        }
+        let gsz = if gs == 0 { kp8 } else { gs };
+        let groups = w.groups();
+        let mut want = vec![0i32; groups * n];
+        for j in 0..n {
+            for kk in 0..k {
+                let u = screen::split(raw(&w, j, kk)).0 + screen::OFFSET;
+                want[(kk / gsz) * n + j] += u * q[kk] as i32;
+            }
+        }
+        for isa in isas() {
+            prop_assert_eq!(&screen::sums_with(isa, &s, &q), &want, "{}", isa);
+        }
+    }
+
+    /// Error budget: none. The screened pick equals the full int8 head's
+    /// argmax at every level, with exact ties (duplicated rows), near ties
+    /// (a row copied with one value nudged by one quantisation step) and a
+    /// banned row (min_new_tokens' EOS).
+    #[test]
+    fn screened_pick_is_the_int8_argmax(
+        n in 2usize..300, k in 1usize..200, gs in group_size(), fw in fill_strategy(),
+        confident in any::<bool>(), ban in any::<bool>(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let mut w32 = matrix(&mut rng, fw, n, k, 1e3);
+        let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
+        let winner = rng.below(n);
+        if confident {
+            // A row along x: the screen should decide with few candidates.
+            for (kk, v) in w32[winner * k..(winner + 1) * k].iter_mut().enumerate() {
+                *v = 4.0 * x[kk];
+            }
+        }
+        // Exact and near ties with the winner and with random rows.
+        for _ in 0..(n / 4).max(1) {
+            let (a, b) = (if rng.below(2) == 0 { winner } else { rng.below(n) }, rng.below(n));
+            if a == b {
+                continue;
+            }
+            let row: Vec<f32> = w32[a * k..(a + 1) * k].to_vec();
+            w32[b * k..(b + 1) * k].copy_from_slice(&row);
+            if rng.below(2) == 0 {
+                let kk = rng.below(k);
+                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                w32[b * k + kk] += amax / 127.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let w = p.view();
+        let s = Int4Screen::from_int8(&w).unwrap();
+        let banned = ban.then(|| rng.below(n));
+        let want = full_pick(&w, &x, banned);
+        let mut scratch = ScreenScratch::default();
+        for isa in isas() {
+            match screen::argmax_with(isa, &w, &s, &x, banned, &mut scratch) {
+                Pick::Id { id, rescored } => {
+                    prop_assert_eq!(id, want, "{}: rescored {}", isa, rescored);
+                    prop_assert!(rescored >= 1);
+                }
+                Pick::Undecided { candidates } => prop_assert!(candidates > n / 512 + 16, "{}: undecided with {} candidates", isa, candidates),
+            }
+        }
+    }
+}
+
+/// A confident head (one row along the input, the rest random) is decided by
+/// the screen with a handful of rows re-scored, at every level and on every
+/// pool; and `exact_logit` reproduces the int8 kernel's bits for every row.
+#[test]
+fn a_confident_head_is_decided_with_few_rows() {
+    let (n, k) = (4000, 256);
+    let mut rng = Rng(7);
+    let mut w32 = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let x: Vec<f32> = (0..k).map(|_| rng.unit()).collect();
+    for (kk, v) in w32[1234 * k..1235 * k].iter_mut().enumerate() {
+        *v = x[kk];
+    }
+    let p = PackedInt8::quantize(&w32, n, k, 0).unwrap();
+    let w = p.view();
+    let s = Int4Screen::from_int8(&w).unwrap();
+    assert_eq!(s.bytes(), n * k / 2);
+    let (q, sx) = int8::quantize_activations(&x, 1, k, 0);
+    let mut y = vec![0.0f32; n];
+    int8::linear_with(Isa::Scalar, &x, 1, k, &w, &mut y);
+    for (j, &v) in y.iter().enumerate() {
+        assert_eq!(
+            screen::exact_logit(&w, &q, &sx, j).to_bits(),
+            v.to_bits(),
+            "row {j}"
+        );
+    }
+    for isa in isas() {
+        for (pool, pick) in on_every_pool(|| {
+            screen::argmax_with(isa, &w, &s, &x, None, &mut ScreenScratch::default())
+        }) {
+            match pick {
+                Pick::Id { id, rescored } => {
+                    assert_eq!(id, 1234, "{isa} {pool}");
+                    assert!(rescored <= 4, "{isa} {pool}: {rescored} rows re-scored");
+                }
+                other => panic!("{isa} {pool}: {other:?}"),
+            }
+        }
+        // Banning the winner moves the pick to the full head's second best.
+        let pick = screen::argmax_with(isa, &w, &s, &x, Some(1234), &mut ScreenScratch::default());
+        if let Pick::Id { id, .. } = pick {
+            assert_eq!(id, full_pick(&w, &x, Some(1234)), "{isa}");
+        }
+    }
+}
+
+/// A group size the screen's blocks cannot follow is refused, not mis-screened.
+#[test]
+fn a_group_of_four_has_no_screen() {
+    let w32 = vec![0.5f32; 16 * 12];
+    let p = PackedInt8::quantize(&w32, 16, 12, 4).unwrap();
+    let e = Int4Screen::from_int8(&p.view()).unwrap_err();
+    assert!(e.contains("group size 4"), "{e}");
+}

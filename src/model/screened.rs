@@ -1,0 +1,202 @@
+//! Screened int8 greedy: the pick of an int8 LM head through its 4-bit screen
+//! (`t5edge_kernels::screen`), the same id the full int8 head's argmax gives,
+//! from half the head's bytes plus a few re-scored rows. Built from the int8
+//! head on first use; a head in another format, or with a group size the
+//! screen cannot follow, has none and decodes from its logits as before.
+//!
+//! Whether plain int8 greedy screens is a speed question only (the ids are
+//! the same), and the answer depends on the machine: where the full int8
+//! head is bound by the bytes it reads (a small L2 and a slow L3, as on the
+//! Intel VMs, or a board's DRAM) half the bytes pay; where it is bound by
+//! arithmetic (AVX2 without VNNI) the nibble unpacking costs about what the
+//! bytes save, or less (an AMD EPYC, side by side: from 3% slower to 10%
+//! faster with the machine's other load; docs/EXACT.md). So by default
+//! ([`Mode::Auto`]) a head measures: after [`WARM_PICKS`] screened picks,
+//! the next [`CALIBRATION_STEPS`] run both ways, timed (the screened pick
+//! checked against the full one as they go), and it keeps the screen only
+//! if that was at least 5% faster. `T5EDGE_SCREEN=1`/`0` skips the measurement.
+//! `--exact` always screens (the certified head, where it replaces two full
+//! passes).
+
+use super::linear::{Linear, LinearWeight, Rows};
+use super::scratch;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
+use t5edge_kernels::ops;
+use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
+
+/// Screened picks an [`Mode::Auto`] head makes before it measures: the
+/// first passes over the screen and the head meet cold caches and a pool
+/// still waking, which once made a screened pick look 25% slower.
+pub const WARM_PICKS: u64 = 16;
+/// Picks an [`Mode::Auto`] head then times both ways before it decides.
+pub const CALIBRATION_STEPS: u64 = 16;
+
+/// Screened steps after which a head whose picks mostly go undecided stops
+/// screening (its logits have margins too small for the screen's bounds, so
+/// the screen only adds work). The ids are the same either way.
+const TRIAL_STEPS: u64 = 32;
+
+/// Whether a head screens its greedy picks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// As `T5EDGE_SCREEN` says, else where it pays (module docs).
+    #[default]
+    Auto,
+    /// Always (until the trial finds the margins too small).
+    On,
+    /// Never.
+    Off,
+}
+
+/// The lazily built screen of a model's LM head and its counters.
+#[derive(Default)]
+pub struct ScreenedHead {
+    screen: OnceLock<Option<Int4Screen>>,
+    mode: Mode,
+    /// Picks asked for, picks the screen decided, rows re-scored in int8.
+    pub steps: AtomicU64,
+    pub decided: AtomicU64,
+    pub rescored: AtomicU64,
+    /// Set when the trial found the screen rarely decides.
+    off: AtomicBool,
+    /// Calibration: picks timed, and nanoseconds spent screening and in
+    /// the full head over them.
+    cal_steps: AtomicU64,
+    cal_timed: AtomicU64,
+    cal_screen_ns: AtomicU64,
+    cal_full_ns: AtomicU64,
+    /// The calibration's verdict, once made.
+    verdict: OnceLock<bool>,
+}
+
+impl ScreenedHead {
+    /// The argmax of the int8 head `linear` for one hidden state `h` (as the
+    /// head multiplies it), `banned` excluded, when the screen can tell it
+    /// (or, while calibrating, from the full head in `logits`); `None` when
+    /// the caller must compute the row's logits (no screen, screening off,
+    /// or too many rows within the screen's bounds).
+    pub fn pick(
+        &self,
+        linear: &Linear,
+        h: &[f32],
+        banned: Option<usize>,
+        scratch: &mut ScreenScratch,
+        logits: &mut Vec<f32>,
+    ) -> Option<usize> {
+        let calibrate = match self.mode {
+            Mode::On => false,
+            Mode::Off => return None,
+            Mode::Auto => match (env_choice(), self.verdict.get()) {
+                (Some(false), _) | (None, Some(false)) => return None,
+                (Some(true), _) | (None, Some(true)) => false,
+                (None, None) => true,
+            },
+        };
+        if self.off.load(Ordering::Relaxed) {
+            return None;
+        }
+        let LinearWeight::Int8(w) = &linear.weight else {
+            return None;
+        };
+        let view = w.view();
+        let s = self
+            .screen
+            .get_or_init(|| Int4Screen::from_int8(&view).ok())
+            .as_ref()?;
+        let t0 = Instant::now();
+        let pick = screen::argmax(&view, s, h, banned, scratch);
+        if calibrate && self.cal_steps.fetch_add(1, Ordering::Relaxed) >= WARM_PICKS {
+            return Some(self.calibrate(linear, h, banned, pick, t0, logits));
+        }
+        let steps = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
+        match pick {
+            Pick::Id { id, rescored } => {
+                self.decided.fetch_add(1, Ordering::Relaxed);
+                self.rescored.fetch_add(rescored as u64, Ordering::Relaxed);
+                Some(id)
+            }
+            Pick::Undecided { .. } => {
+                let decided = self.decided.load(Ordering::Relaxed);
+                if steps >= TRIAL_STEPS && decided * 2 < steps {
+                    self.off.store(true, Ordering::Relaxed);
+                }
+                None
+            }
+        }
+    }
+
+    /// One calibration pick: the full head too, both timed; the answer is
+    /// the full head's (the screen's, when it decided, must equal it).
+    fn calibrate(
+        &self,
+        linear: &Linear,
+        h: &[f32],
+        banned: Option<usize>,
+        pick: Pick,
+        t0: Instant,
+        logits: &mut Vec<f32>,
+    ) -> usize {
+        let t1 = Instant::now();
+        let l = scratch::sized(logits, linear.n);
+        linear.forward_rows(h, 1, l, Rows::Invariant);
+        if let Some(b) = banned {
+            l[b] = f32::NEG_INFINITY;
+        }
+        let full = ops::argmax(l).unwrap_or(0);
+        let t2 = Instant::now();
+        if let Pick::Id { id, .. } = pick {
+            assert_eq!(id, full, "the screened pick differs from the int8 head's");
+        }
+        let ns = |d: std::time::Duration| d.as_nanos() as u64;
+        // An undecided pick costs the screen and then the full head.
+        let undecided = !matches!(pick, Pick::Id { .. });
+        let screen = ns(t1 - t0) + if undecided { ns(t2 - t1) } else { 0 };
+        self.cal_screen_ns.fetch_add(screen, Ordering::Relaxed);
+        self.cal_full_ns.fetch_add(ns(t2 - t1), Ordering::Relaxed);
+        if self.cal_timed.fetch_add(1, Ordering::Relaxed) + 1 >= CALIBRATION_STEPS {
+            let (s, f) = (
+                self.cal_screen_ns.load(Ordering::Relaxed),
+                self.cal_full_ns.load(Ordering::Relaxed),
+            );
+            // Keep it only for a clear gain: 5% or more.
+            let _ = self.verdict.set(s * 20 < f * 19);
+        }
+        full
+    }
+
+    /// The calibration's verdict (`None` before it ends or without one) and
+    /// the mean time per pick it measured each way, in µs.
+    pub fn calibration(&self) -> Option<(bool, f64, f64)> {
+        let v = *self.verdict.get()?;
+        let n = self.cal_timed.load(Ordering::Relaxed).max(1) as f64;
+        let us = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64 / n / 1e3;
+        Some((v, us(&self.cal_screen_ns), us(&self.cal_full_ns)))
+    }
+
+    /// A head in `mode` (tests compare [`Mode::On`] with [`Mode::Off`]).
+    pub fn with_mode(mode: Mode) -> ScreenedHead {
+        ScreenedHead {
+            mode,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the head has a screen (built by the first [`ScreenedHead::pick`]).
+    pub fn built(&self) -> bool {
+        matches!(self.screen.get(), Some(Some(_)))
+    }
+}
+
+/// `T5EDGE_SCREEN`: `0` off, anything else on (to time the full head side
+/// by side; the ids are the same); unset, `None`.
+pub(crate) fn env_choice() -> Option<bool> {
+    static ON: OnceLock<Option<bool>> = OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("T5EDGE_SCREEN")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| v != "0")
+    })
+}

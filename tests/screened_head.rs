@@ -1,0 +1,119 @@
+//! Screened int8 greedy (the LM head's 4-bit screen, `t5edge_kernels::screen`)
+//! returns exactly the ids of the full int8 head, on synthetic checkpoints
+//! made here: the tied t5-efficient-tiny-nl2 preset (confident picks, which
+//! the screen decides) and the untied gated one the decoding references use
+//! (small margins, where it mostly hands the pick back to the logits). The
+//! ../shared checkpoints get the same check in tests/shared_goldens.rs.
+
+mod common;
+
+use std::sync::Arc;
+use t5edge::model::screened::{Mode, ScreenedHead};
+use t5edge::model::{FormatPolicy, WeightFormat};
+use t5edge::{generate::generate, GenerateOptions, T5Model};
+
+/// The model in int8, and a copy whose head never screens.
+fn int8_pair(model: &T5Model) -> (T5Model, T5Model) {
+    let mut on = model.clone();
+    on.convert(FormatPolicy::for_dtype(WeightFormat::Int8))
+        .unwrap();
+    let mut off = on.clone();
+    on.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::On));
+    off.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Off));
+    (on, off)
+}
+
+/// Deterministic prompts of assorted lengths over `vocab`.
+fn prompts(vocab: usize) -> Vec<Vec<u32>> {
+    let mut x = 12345u64;
+    (0..6)
+        .map(|p| {
+            (0..3 + 7 * p)
+                .map(|_| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    2 + ((x >> 33) as usize % (vocab - 2)) as u32
+                })
+                .chain([1])
+                .collect()
+        })
+        .collect()
+}
+
+/// Greedy ids with the screen on and off, alone and as batches of one
+/// (with and without EOS suppression); returns how many picks the screen decided.
+fn check(model: &T5Model) -> (u64, u64) {
+    let (on, off) = int8_pair(model);
+    for p in prompts(model.config.vocab_size) {
+        for min_new in [0, 5] {
+            let opts = GenerateOptions::default()
+                .max_new_tokens(24)
+                .min_new_tokens(min_new);
+            let a = generate(&on, &[&p], &opts).unwrap();
+            let b = generate(&off, &[&p], &opts).unwrap();
+            assert_eq!(
+                a[0].sequences, b[0].sequences,
+                "prompt {p:?}, min_new_tokens {min_new}"
+            );
+        }
+    }
+    let h = &on.lm_head.as_ref().unwrap().screen;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(load(&h.steps) > 0, "the screen was never asked");
+    (load(&h.decided), load(&h.steps))
+}
+
+#[test]
+fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let (decided, steps) = check(&model);
+    eprintln!("tiny preset: {decided} of {steps} picks decided by the screen");
+    // The preset's picks are confident (margins ~4 logits): the screen must
+    // decide most of them, or this test would not be testing it.
+    assert!(decided * 2 > steps, "{decided} of {steps}");
+}
+
+#[test]
+fn screened_greedy_equals_the_int8_head_with_small_margins() {
+    let (_dir, model) = common::decode_synth_model();
+    let (decided, steps) = check(&model);
+    eprintln!("gated synth: {decided} of {steps} picks decided by the screen");
+}
+
+/// The default head measures both ways (its calibration checks each
+/// screened pick against the full head's as it goes) and then keeps one;
+/// the ids are the full head's all along.
+#[test]
+fn an_auto_head_calibrates_and_keeps_the_ids() {
+    if std::env::var_os("T5EDGE_SCREEN").is_some() {
+        eprintln!("skipped: T5EDGE_SCREEN is set, so no head calibrates");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let (mut auto, off) = int8_pair(&model);
+    auto.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Auto));
+    let opts = GenerateOptions::default()
+        .max_new_tokens(48)
+        .min_new_tokens(48);
+    for p in prompts(model.config.vocab_size).iter().take(2) {
+        let a = generate(&auto, &[p], &opts).unwrap();
+        let b = generate(&off, &[p], &opts).unwrap();
+        assert_eq!(a[0].sequences, b[0].sequences);
+    }
+    let (keep, screened_us, full_us) = auto
+        .lm_head
+        .as_ref()
+        .unwrap()
+        .screen
+        .calibration()
+        .expect("calibrated");
+    eprintln!("calibration: screened {screened_us:.0} us, full {full_us:.0} us, keep = {keep}");
+    assert!(screened_us > 0.0 && full_us > 0.0);
+}
