@@ -11,6 +11,7 @@
 //! | `T5EDGE_THREADS` | a whole number >= 1: the spin pool's threads (`--threads` wins); unset: `RAYON_NUM_THREADS`, else the number of cores |
 //! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
+//! | `T5EDGE_SCREEN` | `1` or `0`: int8 greedy picks through the LM head's int4 screen, or never (`--exact` then skips it too); unset: each head measures which is faster (`model::screened`); the ids are the same either way |
 //!
 //! An empty variable counts as unset.
 
@@ -30,6 +31,7 @@ pub struct EnvConfig {
     pub spin: Option<Duration>,
     pub spin_hot: Option<Duration>,
     pub par_min_macs: Option<usize>,
+    pub screen: Option<bool>,
 }
 
 impl EnvConfig {
@@ -74,8 +76,20 @@ impl EnvConfig {
             })?),
             None => var("RAYON_NUM_THREADS").and_then(|s| parse_threads(&s)),
         };
+        let screen = match var("T5EDGE_SCREEN").as_deref().map(str::trim) {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(s) => {
+                return Err((
+                    "T5EDGE_SCREEN",
+                    format!("{s:?} is not a choice; use 1 (screen) or 0 (never)"),
+                ))
+            }
+            None => None,
+        };
         Ok(EnvConfig {
             isa,
+            screen,
             pool,
             threads,
             spin: number("T5EDGE_SPIN_US").map(Duration::from_micros),
@@ -99,6 +113,9 @@ impl EnvConfig {
         });
         if let Some(n) = self.par_min_macs {
             par::set_min_macs(n);
+        }
+        if let Some(on) = self.screen {
+            crate::model::screened::set_choice(on);
         }
         Ok(())
     }
@@ -171,6 +188,17 @@ mod tests {
             Some(5)
         );
         assert_eq!(parse(&[("RAYON_NUM_THREADS", "x")]).unwrap().threads, None);
+    }
+
+    #[test]
+    fn the_screen_choice_is_one_or_zero() {
+        assert_eq!(parse(&[("T5EDGE_SCREEN", "1")]).unwrap().screen, Some(true));
+        assert_eq!(parse(&[("T5EDGE_SCREEN", " 0 ")]).unwrap().screen, Some(false));
+        assert_eq!(parse(&[("T5EDGE_SCREEN", "")]).unwrap().screen, None);
+        assert_eq!(
+            err(&[("T5EDGE_SCREEN", "yes")]),
+            "T5EDGE_SCREEN=\"yes\" is not a choice; use 1 (screen) or 0 (never)"
+        );
     }
 
     #[test]

@@ -189,14 +189,16 @@ impl ScreenedHead {
     }
 }
 
-/// `T5EDGE_SCREEN`: `0` off, anything else on (to time the full head side
-/// by side; the ids are the same); unset, `None`.
+static CHOICE: OnceLock<bool> = OnceLock::new();
+
+/// Screens every int8 greedy pick (`true`) or none (`false`, and `--exact`
+/// then runs its full int8 pass), instead of each head measuring: what
+/// `T5EDGE_SCREEN` sets (`crate::runtime`). The first setting counts.
+pub fn set_choice(on: bool) {
+    let _ = CHOICE.set(on);
+}
+
+/// What [`set_choice`] set, if anything.
 pub(crate) fn env_choice() -> Option<bool> {
-    static ON: OnceLock<Option<bool>> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var("T5EDGE_SCREEN")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(|v| v != "0")
-    })
+    CHOICE.get().copied()
 }
