@@ -11,11 +11,12 @@
 //! | `T5EDGE_THREADS` | a whole number >= 1: the spin pool's threads (`--threads` wins); unset: `RAYON_NUM_THREADS`, else the number of cores |
 //! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
-//! | `T5EDGE_SCREEN` | `1` or `0`: int8 greedy picks through the LM head's int4 screen, or never (`--exact` then skips it too); unset: each head measures which is faster (`model::screened`); the ids are the same either way |
+//! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` included; unset: only `--exact` screens (`model::screened`). The ids are the same either way |
 //!
 //! An empty variable counts as unset.
 
 use crate::error::{Error, Result};
+use crate::model::screened::Mode;
 use std::sync::OnceLock;
 use std::time::Duration;
 use t5edge_kernels::dispatch::{self, Isa};
@@ -31,7 +32,7 @@ pub struct EnvConfig {
     pub spin: Option<Duration>,
     pub spin_hot: Option<Duration>,
     pub par_min_macs: Option<usize>,
-    pub screen: Option<bool>,
+    pub screen: Option<Mode>,
 }
 
 impl EnvConfig {
@@ -77,12 +78,13 @@ impl EnvConfig {
             None => var("RAYON_NUM_THREADS").and_then(|s| parse_threads(&s)),
         };
         let screen = match var("T5EDGE_SCREEN").as_deref().map(str::trim) {
-            Some("1") => Some(true),
-            Some("0") => Some(false),
+            Some("1") => Some(Mode::On),
+            Some("0") => Some(Mode::Off),
+            Some("auto") => Some(Mode::Measure),
             Some(s) => {
                 return Err((
                     "T5EDGE_SCREEN",
-                    format!("{s:?} is not a choice; use 1 (screen) or 0 (never)"),
+                    format!("{s:?} is not a choice; use 1 (always), 0 (never) or auto (measure)"),
                 ))
             }
             None => None,
@@ -114,8 +116,8 @@ impl EnvConfig {
         if let Some(n) = self.par_min_macs {
             par::set_min_macs(n);
         }
-        if let Some(on) = self.screen {
-            crate::model::screened::set_choice(on);
+        if let Some(mode) = self.screen {
+            crate::model::screened::set_choice(mode);
         }
         Ok(())
     }
@@ -191,13 +193,23 @@ mod tests {
     }
 
     #[test]
-    fn the_screen_choice_is_one_or_zero() {
-        assert_eq!(parse(&[("T5EDGE_SCREEN", "1")]).unwrap().screen, Some(true));
-        assert_eq!(parse(&[("T5EDGE_SCREEN", " 0 ")]).unwrap().screen, Some(false));
+    fn the_screen_choice_is_one_zero_or_auto() {
+        assert_eq!(
+            parse(&[("T5EDGE_SCREEN", "1")]).unwrap().screen,
+            Some(Mode::On)
+        );
+        assert_eq!(
+            parse(&[("T5EDGE_SCREEN", " 0 ")]).unwrap().screen,
+            Some(Mode::Off)
+        );
+        assert_eq!(
+            parse(&[("T5EDGE_SCREEN", "auto")]).unwrap().screen,
+            Some(Mode::Measure)
+        );
         assert_eq!(parse(&[("T5EDGE_SCREEN", "")]).unwrap().screen, None);
         assert_eq!(
             err(&[("T5EDGE_SCREEN", "yes")]),
-            "T5EDGE_SCREEN=\"yes\" is not a choice; use 1 (screen) or 0 (never)"
+            "T5EDGE_SCREEN=\"yes\" is not a choice; use 1 (always), 0 (never) or auto (measure)"
         );
     }
 

@@ -29,7 +29,9 @@ fn main() {
     w[7 * k..8 * k].copy_from_slice(&x);
     let p = PackedInt8::quantize(&w, n, k, 0).unwrap();
     let v = p.view();
+    let t = Instant::now();
     let s = Int4Screen::from_int8(&v).unwrap();
+    println!("screen built in {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     let mut y = vec![0.0f32; n];
     let mut scratch = ScreenScratch::default();
     let time = |f: &mut dyn FnMut()| {

@@ -129,7 +129,7 @@ impl CertifiedHead {
         if let Some(scr) = self
             .screen
             .as_ref()
-            .filter(|_| super::screened::env_choice() != Some(false))
+            .filter(|_| super::screened::choice() != Some(super::screened::Mode::Off))
         {
             let widen = Widen {
                 a: up((ex + fp * xh) * (1.0 + 1e-9)),

@@ -7,16 +7,17 @@
 //! Whether plain int8 greedy screens is a speed question only (the ids are
 //! the same), and the answer depends on the machine: where the full int8
 //! head is bound by the bytes it reads (a small L2 and a slow L3, as on the
-//! Intel VMs, or a board's DRAM) half the bytes pay; where it is bound by
-//! arithmetic (AVX2 without VNNI) the nibble unpacking costs about what the
-//! bytes save, or less (an AMD EPYC, side by side: from 3% slower to 10%
-//! faster with the machine's other load; docs/EXACT.md). So by default
-//! ([`Mode::Auto`]) a head measures: after [`WARM_PICKS`] screened picks,
-//! the next [`CALIBRATION_STEPS`] run both ways, timed (the screened pick
-//! checked against the full one as they go), and it keeps the screen only
-//! if that was at least 5% faster. `T5EDGE_SCREEN=1`/`0` skips the measurement.
-//! `--exact` always screens (the certified head, where it replaces two full
-//! passes).
+//! Intel VMs, or a board's DRAM) half the bytes should pay; where it is bound
+//! by arithmetic (AVX2 without VNNI) the nibble unpacking costs about what
+//! the bytes save (an AMD EPYC, side by side: from 3% slower to 10% faster
+//! with the machine's other load; docs/EXACT.md). Building the screen costs
+//! its 4 MB (a quarter of W1's peak RSS) and ~8 ms at start-up, so plain
+//! int8 greedy does not screen unless asked: `T5EDGE_SCREEN=1` always,
+//! `T5EDGE_SCREEN=auto` to measure ([`Mode::Measure`]: after [`WARM_PICKS`]
+//! screened picks the next [`CALIBRATION_STEPS`] run both ways, timed, each
+//! screened pick checked against the full one, and the screen stays only if
+//! it was at least 5% faster). `--exact` screens unless `T5EDGE_SCREEN=0`
+//! (the certified head, where it replaces two full passes).
 
 use super::linear::{Linear, LinearWeight, Rows};
 use super::scratch;
@@ -26,11 +27,11 @@ use std::time::Instant;
 use t5edge_kernels::ops;
 use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
 
-/// Screened picks an [`Mode::Auto`] head makes before it measures: the
+/// Screened picks a [`Mode::Measure`] head makes before it measures: the
 /// first passes over the screen and the head meet cold caches and a pool
 /// still waking, which once made a screened pick look 25% slower.
 pub const WARM_PICKS: u64 = 16;
-/// Picks an [`Mode::Auto`] head then times both ways before it decides.
+/// Picks a [`Mode::Measure`] head then times both ways before it decides.
 pub const CALIBRATION_STEPS: u64 = 16;
 
 /// Screened steps after which a head whose picks mostly go undecided stops
@@ -41,13 +42,15 @@ const TRIAL_STEPS: u64 = 32;
 /// Whether a head screens its greedy picks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
-    /// As `T5EDGE_SCREEN` says, else where it pays (module docs).
+    /// As the process was told ([`set_choice`], from `T5EDGE_SCREEN`); [`Mode::Off`] if it was not.
     #[default]
-    Auto,
+    Process,
     /// Always (until the trial finds the margins too small).
     On,
     /// Never.
     Off,
+    /// Measure both ways, then keep the faster (module docs).
+    Measure,
 }
 
 /// The lazily built screen of a model's LM head and its counters.
@@ -85,13 +88,17 @@ impl ScreenedHead {
         scratch: &mut ScreenScratch,
         logits: &mut Vec<f32>,
     ) -> Option<usize> {
-        let calibrate = match self.mode {
+        let mode = match self.mode {
+            Mode::Process => choice().unwrap_or(Mode::Off),
+            m => m,
+        };
+        let calibrate = match mode {
             Mode::On => false,
-            Mode::Off => return None,
-            Mode::Auto => match (env_choice(), self.verdict.get()) {
-                (Some(false), _) | (None, Some(false)) => return None,
-                (Some(true), _) | (None, Some(true)) => false,
-                (None, None) => true,
+            Mode::Off | Mode::Process => return None,
+            Mode::Measure => match self.verdict.get() {
+                Some(false) => return None,
+                Some(true) => false,
+                None => true,
             },
         };
         if self.off.load(Ordering::Relaxed) {
@@ -189,16 +196,16 @@ impl ScreenedHead {
     }
 }
 
-static CHOICE: OnceLock<bool> = OnceLock::new();
+static CHOICE: OnceLock<Mode> = OnceLock::new();
 
-/// Screens every int8 greedy pick (`true`) or none (`false`, and `--exact`
-/// then runs its full int8 pass), instead of each head measuring: what
-/// `T5EDGE_SCREEN` sets (`crate::runtime`). The first setting counts.
-pub fn set_choice(on: bool) {
-    let _ = CHOICE.set(on);
+/// What every [`Mode::Process`] head does (`T5EDGE_SCREEN`, read in
+/// `crate::runtime`); [`Mode::Off`] also keeps `--exact` off the screen.
+/// The first setting counts.
+pub fn set_choice(mode: Mode) {
+    let _ = CHOICE.set(mode);
 }
 
 /// What [`set_choice`] set, if anything.
-pub(crate) fn env_choice() -> Option<bool> {
+pub(crate) fn choice() -> Option<Mode> {
     CHOICE.get().copied()
 }

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 /// `p` valid for reading 8 `u16`s.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn widen8(p: *const u16) -> __m256 {
+pub(crate) unsafe fn widen8(p: *const u16) -> __m256 {
     // SAFETY: the caller guarantees 8 readable u16s.
     unsafe {
         let h = _mm_loadu_si128(p as *const __m128i);

@@ -88,3 +88,161 @@ pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut Co
         }
     }
 }
+
+/// A weight format the AVX2 prefill kernel widens in registers, 8 at a time.
+pub(crate) trait Wide8: Sized {
+    /// 8 weights at `p` as f32; only the first `n` (1..=8) are read, the
+    /// other lanes are 0.
+    ///
+    /// # Safety
+    /// AVX2/FMA/F16C; `p` valid for reading `n` values.
+    unsafe fn load8(p: *const Self, n: usize) -> __m256;
+    /// The GEMV's dot product, for the ragged edges.
+    ///
+    /// # Safety
+    /// As `load8`; `x.len() == w.len()`.
+    unsafe fn dot(x: &[f32], w: &[Self]) -> f32;
+}
+
+impl Wide8 for f32 {
+    #[inline(always)]
+    unsafe fn load8(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: the caller guarantees n readable values; masked lanes are
+        // not touched.
+        unsafe {
+            if n == 8 {
+                _mm256_loadu_ps(p)
+            } else {
+                _mm256_maskload_ps(p, tail_mask(n))
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[f32]) -> f32 {
+        // SAFETY: forwarded.
+        unsafe { dot(x, w) }
+    }
+}
+
+impl Wide8 for half::f16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const half::f16, n: usize) -> __m256 {
+        // SAFETY: n readable values; a tail goes through a zeroed copy.
+        unsafe {
+            if n == 8 {
+                _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+            } else {
+                let mut t = [0u16; 8];
+                std::ptr::copy_nonoverlapping(p as *const u16, t.as_mut_ptr(), n);
+                _mm256_cvtph_ps(_mm_loadu_si128(t.as_ptr() as *const __m128i))
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[half::f16]) -> f32 {
+        // SAFETY: forwarded.
+        unsafe { crate::f16::avx2::dot(x, w) }
+    }
+}
+
+impl Wide8 for half::bf16 {
+    #[inline(always)]
+    unsafe fn load8(p: *const half::bf16, n: usize) -> __m256 {
+        // SAFETY: n readable values; a tail goes through a zeroed copy.
+        unsafe {
+            if n == 8 {
+                crate::bf16::avx2::widen8(p as *const u16)
+            } else {
+                let mut t = [0u16; 8];
+                std::ptr::copy_nonoverlapping(p as *const u16, t.as_mut_ptr(), n);
+                crate::bf16::avx2::widen8(t.as_ptr())
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot(x: &[f32], w: &[half::bf16]) -> f32 {
+        // SAFETY: forwarded.
+        unsafe { crate::bf16::avx2::dot(x, w) }
+    }
+}
+
+/// Activation rows and weight rows of one register block: 3 x 3 outputs
+/// is 9 accumulators + 3 widened weights + 1 activation, 13 of the 16 ymm
+/// registers (4 x 3, all 16, spilled and ran at half the speed).
+const BR: usize = 3;
+const BC: usize = 3;
+
+/// A `BR x BC` block of `y`: x rows `i0..` against weight rows `c0..`, one
+/// FMA chain per output, 8 inputs a step; each widened weight vector feeds
+/// `BR` FMAs and each x vector `BC`, so a prefill-sized product is bound by
+/// the FMAs rather than by loads or widening.
+///
+/// # Safety
+/// AVX2/FMA/F16C; `x` holds at least `(i0 + BR) * k` values and `w` at
+/// least `(c0 + BC) * k`.
+#[inline(always)]
+unsafe fn block<W: Wide8>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) -> [[f32; BC]; BR] {
+    debug_assert!(x.len() >= (i0 + BR) * k && w.len() >= (c0 + BC) * k);
+    let mut acc = [[_mm256_setzero_ps(); BC]; BR];
+    // SAFETY (all loads below): row r of x and row c of w are read inside
+    // their k values: full loads at t with t + 8 <= k, the tail's k - t.
+    unsafe {
+        let px = x.as_ptr().add(i0 * k);
+        let pw = w.as_ptr().add(c0 * k);
+        let step = |acc: &mut [[__m256; BC]; BR], t: usize, n: usize| {
+            let wv: [__m256; BC] = std::array::from_fn(|c| W::load8(pw.add(c * k + t), n));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = f32::load8(px.add(r * k + t), n);
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(xv, wv[c], *a);
+                }
+            }
+        };
+        let mut t = 0;
+        while t + 8 <= k {
+            step(&mut acc, t, 8);
+            t += 8;
+        }
+        if t < k {
+            step(&mut acc, t, k - t);
+        }
+    }
+    // SAFETY: the caller guarantees AVX2/FMA, all `hsum` needs.
+    acc.map(|a| a.map(|v| unsafe { hsum(v) }))
+}
+
+/// The AVX2 prefill form of the float GEMV (from the format's `GEMM_MIN_M`
+/// rows): `BR x BC` output blocks read straight from the weights in their
+/// stored format (no packed or widened copy, unlike the gemm crate), the
+/// ragged edges by the GEMV's dot product. Writes `out[m, w.len() / k]`.
+///
+/// # Safety
+/// The CPU must have AVX2/FMA/F16C (checked by dispatch).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn gemm<W: Wide8>(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    out: &mut ColBlock<'_>,
+) {
+    assert!(x.len() >= m * k && k > 0);
+    let cw = w.len() / k;
+    let (mb, cb) = (m / BR * BR, cw / BC * BC);
+    for i in (0..mb).step_by(BR) {
+        for c in (0..cb).step_by(BC) {
+            // SAFETY: same target features; rows i..i + BR and c..c + BC exist.
+            let b = unsafe { block(x, i, k, w, c) };
+            for (r, row) in b.iter().enumerate() {
+                out.row(i + r)[c..c + BC].copy_from_slice(row);
+            }
+        }
+    }
+    for i in 0..m {
+        let cols = if i < mb { cb..cw } else { 0..cw };
+        for c in cols {
+            // SAFETY: same target features as this function.
+            out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
+        }
+    }
+}

@@ -87,6 +87,15 @@ fn avx512_prefill(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'
     unsafe { avx512::gemm(x, m, k, w, out) }
 }
 
+/// f32 prefill on AVX2: 4 x 3 register blocks over the weights as stored
+/// (`f32::avx2::gemm`; kernels/BENCH.md has it beside the gemm crate).
+#[cfg(target_arch = "x86_64")]
+fn avx2_prefill(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
+    // SAFETY: `prefill_chunk` hands this out only at the AVX2 level, which
+    // `check_isa` verified the CPU has (with FMA/F16C).
+    unsafe { crate::f32::avx2::gemm(x, m, k, w, out) }
+}
+
 pub(crate) trait FloatWeight: Sized + Sync {
     /// From this many activation rows on, SIMD levels hand the product to gemm.
     const GEMM_MIN_M: usize;
@@ -105,6 +114,8 @@ impl FloatWeight for f32 {
         match isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 | Isa::Avx512Vnni => Some(avx512_prefill),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some(avx2_prefill),
             _ => None,
         }
     }

@@ -85,6 +85,29 @@ pub fn split(p: i8) -> (i32, i32) {
     (h, p - MULT * h)
 }
 
+/// `(h + 8, l²)` of every int8 value (as its byte), for building a screen
+/// without a division per weight; -128 (never in a valid matrix) maps as
+/// `split` does.
+const SPLIT: [(u8, u8); 256] = {
+    let mut t = [(0u8, 0u8); 256];
+    let mut b = 0;
+    while b < 256 {
+        let p = b as u8 as i8 as i32;
+        let sign = if p < 0 {
+            -1
+        } else if p > 0 {
+            1
+        } else {
+            0
+        };
+        let h = (2 * p + sign * MULT) / (2 * MULT);
+        let l = p - MULT * h;
+        t[b] = ((h + OFFSET) as u8, (l * l) as u8);
+        b += 1;
+    }
+    t
+};
+
 impl Int4Screen {
     /// The screen of `w`, or why it has none (a group size that is not a
     /// multiple of [`BLOCK`]). Built on the current pool's threads.
@@ -105,6 +128,7 @@ impl Int4Screen {
         let mut l_sq = vec![0u32; groups * np8];
         let gsz = if gs == 0 { kp8 } else { gs };
         let raw = w.data();
+        let kb4 = kp / K_BLOCK;
         let per_task = 64;
         let dp = SyncBytes(data.as_mut_ptr());
         let lp = SyncU32(l_sq.as_mut_ptr());
@@ -112,35 +136,42 @@ impl Int4Screen {
             tiles.div_ceil(per_task),
             par::worth_parallel_macs(n * k),
             |task| {
-                for t in task * per_task..((task + 1) * per_task).min(tiles) {
-                    for r in 0..TILE {
+                let t0 = task * per_task;
+                let t1 = (t0 + per_task).min(tiles);
+                // SAFETY: tiles [t0, t1) are this task's alone (tasks split the
+                // tiles), inside `data`, which outlives the region.
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dp.get().add(t0 * tile_bytes),
+                        (t1 - t0) * tile_bytes,
+                    )
+                };
+                for (t, tile) in (t0..t1).zip(dst.chunks_exact_mut(tile_bytes)) {
+                    for r in 0..TILE.min(n - t * TILE) {
                         let j = t * TILE + r;
-                        if j >= n {
-                            break;
-                        }
-                        // Row j's int8 values: 4 per k-block, one k-block every 64 bytes.
+                        // Row j's int8 values: 4 per k-block, one k-block every
+                        // 64 bytes; a screen block is two k-blocks (the second
+                        // may be past kp: zeros).
                         let base = int8::packed_index(j, 0, kp);
-                        for kk in 0..k {
-                            let p = raw[base + (kk / K_BLOCK) * TILE_N * K_BLOCK + kk % K_BLOCK];
-                            let (h, l) = split(p);
-                            let u = (h + OFFSET) as u8;
-                            let (b, c) = (kk / BLOCK, kk % BLOCK);
-                            let at = t * tile_bytes + b * BLOCK_BYTES + 4 * r + c % 4;
-                            // SAFETY: `at` < tiles * tile_bytes = data.len(); tile t is
-                            // written only by this task (tasks own disjoint tiles), and
-                            // data outlives the region.
-                            unsafe {
-                                let byte = dp.get().add(at);
-                                *byte = if c < 4 {
-                                    (*byte & 0xF0) | u
-                                } else {
-                                    (*byte & 0x0F) | (u << 4)
-                                };
+                        let quad = |kb: usize| -> [i8; 4] {
+                            if kb < kb4 {
+                                let at = base + kb * TILE_N * K_BLOCK;
+                                [raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]
+                            } else {
+                                [0; 4]
+                            }
+                        };
+                        for (b, blk) in tile.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+                            let (lo, hi) = (quad(2 * b), quad(2 * b + 1));
+                            let mut l2 = 0u32;
+                            for c in 0..4 {
+                                let (ul, ll) = SPLIT[lo[c] as u8 as usize];
+                                let (uh, lh) = SPLIT[hi[c] as u8 as usize];
+                                blk[4 * r + c] = ul | (uh << 4);
+                                l2 += ll as u32 + lh as u32;
                             }
                             // SAFETY: g * np8 + j < groups * np8; row j is this task's.
-                            unsafe {
-                                *lp.get().add((kk / gsz) * np8 + j) += (l * l) as u32;
-                            }
+                            unsafe { *lp.get().add((b * BLOCK / gsz) * np8 + j) += l2 };
                         }
                     }
                 }
