@@ -165,9 +165,9 @@ class Harness:
             dirty = subprocess.run(["git", "-C", top, "status", "--porcelain", "--untracked-files=no"],
                                    capture_output=True, text=True).stdout.strip()
             out["t5edge"] += " (commit %s%s, binary %s)" % (rev, " + uncommitted changes" if dirty else "",
-                                                            self.a.t5edge)
+                                                            shown(self.a.t5edge))
         else:
-            out["t5edge"] += " (binary %s)" % self.a.t5edge
+            out["t5edge"] += " (binary %s)" % shown(self.a.t5edge)
         if self.a.t5edge_note:
             out["t5edge"] += " [%s]" % self.a.t5edge_note
         seen = set()
@@ -470,6 +470,14 @@ def chart(a, variants, summary):
     plt.close(fig)
 
 
+def shown(path):
+    """`path` as the results show it: relative to the repository when it lies
+    in the repository or beside it (../shared), never where this machine
+    keeps the checkout."""
+    rel = os.path.relpath(path, REPO)
+    return rel if not rel.startswith("../..") else path
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.path.join(REPO, "bench", "results"))
@@ -512,7 +520,7 @@ def main():
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": common.cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
             "loadavg_start": common.loadavg(), "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
-            "repeat": a.repeat, "cold_runs": a.cold_runs, "model": a.model, "new_tokens": wl["w1"]["new_tokens"],
+            "repeat": a.repeat, "cold_runs": a.cold_runs, "model": shown(a.model), "new_tokens": wl["w1"]["new_tokens"],
             "w1_len": len(wl["w1"]["ids"]), "w2_batch": len(wl["w2"]["ids"]), "w3_len": len(wl["w3"]["ids"]),
             "command": " ".join(shlex.quote(x) for x in
                                 [os.path.relpath(PY, REPO) if PY.startswith(REPO) else PY,

@@ -8,6 +8,7 @@ use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
 use super::linear::{Linear, Rows};
 use super::position_bias::PositionBias;
+use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
 use t5edge_kernels::ops;
@@ -22,6 +23,15 @@ pub struct EncoderBlock {
 
 pub type Encoder = Stack<EncoderBlock>;
 
+/// The most working memory an encoder call leaves on its thread for the next
+/// (a 128-token pass of a base-sized model needs ~3 MB).
+const KEEP_SCRATCH_BYTES: usize = 32 << 20;
+
+thread_local! {
+    /// The encoder's working memory on this thread (see `Encoder::forward`).
+    static SCRATCH: std::cell::Cell<DecodeScratch> = std::cell::Cell::new(DecodeScratch::new());
+}
+
 impl Encoder {
     /// Encodes the packed batch `x` (`[sum(lens), d_model]`, the embedded tokens)
     /// in place. With `states`, also records what HF's `hidden_states` holds: the
@@ -32,7 +42,13 @@ impl Encoder {
         let rows: usize = lens.iter().sum();
         debug_assert_eq!(x.len(), rows * d);
         let mut biases: Vec<PositionBias> = lens.iter().map(|_| PositionBias::empty()).collect();
-        let mut normed = vec![0.0f32; x.len()];
+        // Working memory reused across calls on this thread: every buffer is
+        // fully overwritten before it is read, and fresh zeroed vectors were a
+        // tenth of a 128-token encoder pass (memset, by `perf`). Taken out
+        // while in use, so a nested call finds it empty and grows its own.
+        let mut sc = SCRATCH.take();
+        let inner = self.blocks.first().map_or(0, |b| b.attn.inner());
+        let normed = sized(&mut sc.normed, rows * d);
         if let Some(s) = states.as_deref_mut() {
             s.push(x.to_vec());
         }
@@ -44,23 +60,14 @@ impl Encoder {
                     self.fill_bias(b, table, true, t, t, 0);
                 }
             }
-            ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, &mut normed);
+            ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, normed);
             let a = &block.attn;
-            let inner = a.inner();
-            let (mut q, mut k, mut v) = (
-                vec![0.0f32; rows * inner],
-                vec![0.0f32; rows * inner],
-                vec![0.0f32; rows * inner],
-            );
-            Linear::forward_qkv(
-                &normed,
-                rows,
-                Rows::Free,
-                (&a.q, &mut q),
-                (&a.k, &mut k),
-                (&a.v, &mut v),
-            );
-            let mut ctx = vec![0.0f32; rows * inner];
+            debug_assert_eq!(a.inner(), inner);
+            let q = sized(&mut sc.q, rows * inner);
+            let k = sized(&mut sc.k, rows * inner);
+            let v = sized(&mut sc.v, rows * inner);
+            Linear::forward_qkv(normed, rows, Rows::Free, (&a.q, q), (&a.k, k), (&a.v, v));
+            let ctx = sized(&mut sc.ctx, rows * inner);
             let mut start = 0;
             for (&t, bias) in lens.iter().zip(&biases) {
                 let r = start * inner..(start + t) * inner;
@@ -76,17 +83,25 @@ impl Encoder {
                 a.attend(input, &mut ctx[r]);
                 start += t;
             }
-            let o = a.o.apply(&ctx, rows);
-            ops::add_inplace(x, &o);
-            ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, &mut normed);
-            let f = block.ffn.forward(&normed, rows);
-            ops::add_inplace(x, &f);
+            let o = sized(&mut sc.proj, rows * d);
+            a.o.forward_rows(ctx, rows, o, Rows::Free);
+            ops::add_inplace(x, o);
+            ops::rms_norm_rows(x, block.ffn_norm.as_slice(), self.eps, normed);
+            block
+                .ffn
+                .forward_into(normed, rows, &mut sc.ffn_h, &mut sc.ffn_u, o, Rows::Free);
+            ops::add_inplace(x, o);
             // HF records each block's input; its last entry is the normed output.
             if let Some(s) = states.as_deref_mut() {
                 if s.len() < self.blocks.len() {
                     s.push(x.to_vec());
                 }
             }
+        }
+        // A long input's buffers are not kept: they would hold its peak
+        // memory on this thread after it returns.
+        if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
+            SCRATCH.set(sc);
         }
         let pre = x.to_vec();
         ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);

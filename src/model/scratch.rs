@@ -1,4 +1,5 @@
-//! Buffers a decoder call works in, kept across steps.
+//! Buffers a decoder call works in, kept across steps (the encoder keeps one
+//! per thread too).
 //!
 //! A decode step of a small model takes a fraction of a millisecond; a dozen
 //! fresh `Vec`s per layer per step are measurable at that scale and fault in
@@ -36,6 +37,24 @@ pub struct DecodeScratch {
 impl DecodeScratch {
     pub fn new() -> DecodeScratch {
         DecodeScratch::default()
+    }
+
+    /// Bytes the float buffers hold on to.
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        let v = [
+            &self.x,
+            &self.normed,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.ctx,
+            &self.proj,
+            &self.ffn_h,
+            &self.ffn_u,
+            &self.logits,
+            &self.head_in,
+        ];
+        v.iter().map(|b| b.capacity() * 4).sum()
     }
 }
 
