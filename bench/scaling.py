@@ -42,6 +42,12 @@ LENGTHS = [16, 64, 256, 1024, 2048]
 BATCHES = [1, 4, 16, 64]
 NEW_TOKENS = 32
 BATCH_INPUT_LEN = 64
+# The peers every t5edge int8 point is measured against: runner script (the
+# peers harness's, bench/peers), cache prefix, label.
+PEERS_RUN = {"ct2": ("run_ct2.py", "ct2-", "CTranslate2 int8"),
+             "ort": ("run_ort.py", "ort-", "ONNX Runtime int8")}
+ENGINES = (("t5edge", "int8", "t5edge int8"), ("t5edge", "f32", "t5edge f32"),
+           ("ct2", "int8", "CTranslate2 int8"), ("ort", "int8", "ONNX Runtime int8"))
 
 
 def log(*a):
@@ -191,17 +197,30 @@ class Study:
                 os.symlink(src, dst)
         return d
 
-    def ct2_cmd(self, p, mode):
+    def peer_cmd(self, p, mode):
+        """A peer's runner on the point's work: the size sweep runs the fixed
+        W1/W3, the length sweep W1 (+32 tokens) or W3 (encoder) on the
+        point's ids, the batch sweep W2 on the batch's rows."""
         preset = p["preset"]
-        cmd = [self.a.peers_python, os.path.join(PEERS, "run_ct2.py"), "--model", self.hf_dir(preset),
-               "--cache", os.path.join(self.a.models, "ct2-" + preset), "--variant", "int8",
+        script, prefix, _ = PEERS_RUN[p["engine"]]
+        cmd = [self.a.peers_python, os.path.join(PEERS, script), "--model", self.hf_dir(preset),
+               "--cache", os.path.join(self.a.models, prefix + preset), "--variant", "int8",
                "--threads", str(self.a.threads)]
         if mode == "prepare":
             return cmd + ["--prepare"]
-        wl_path = os.path.join(self.a.models, "workloads-batch%s.json" % p["batch"]) if p["batch"] else WORKLOADS
-        if p["batch"]:
-            wl = {"w1": self.wl["w1"], "w3": self.wl["w3"],
-                  "w2": {"ids": self.batch_ids(p["batch"], p["input_len"]), "new_tokens": p["new_tokens"]}}
+        wl = {"w1": self.wl["w1"], "w2": self.wl["w2"], "w3": self.wl["w3"]}
+        wl_path = WORKLOADS
+        if p["sweep"] == "batch":
+            wl["w2"] = {"ids": self.batch_ids(p["batch"], p["input_len"]), "new_tokens": p["new_tokens"]}
+            wl_path = os.path.join(self.a.models, "workloads-batch%s.json" % p["batch"])
+        elif p["sweep"] == "length":
+            row = self.batch_ids(1, p["input_len"])[0]
+            if p["workload"] == "w3":
+                wl["w3"] = {"ids": row}
+            else:
+                wl["w1"] = {"ids": row, "new_tokens": p["new_tokens"]}
+            wl_path = os.path.join(self.a.models, "workloads-len%s-%s.json" % (p["input_len"], p["workload"]))
+        if wl_path != WORKLOADS:
             with open(wl_path, "w") as f:
                 json.dump(wl, f)
         return cmd + ["--workloads", wl_path, "--runs", str(p["runs"]), "--warmup", str(p["warmup"]),
@@ -214,8 +233,8 @@ class Study:
         if p["engine"] == "t5edge":
             cmd = self.t5edge_cmd(p)
         else:
-            run(self.ct2_cmd(p, "prepare"), self.env)
-            cmd = self.ct2_cmd(p, "run")
+            run(self.peer_cmd(p, "prepare"), self.env, timeout=3600)
+            cmd = self.peer_cmd(p, "run")
         row["command"] = " ".join(shlex.quote(os.path.relpath(x, REPO) if x.startswith(REPO + "/") else x)
                                   for x in cmd)
         try:
@@ -224,8 +243,10 @@ class Study:
                                               "load_ms", "peak_rss_mb", "input_len", "input_tokens", "batch",
                                               "new_tokens")
                         if j.get(k) is not None})
-            if p["engine"] == "ct2":
-                row["batch"] = row["batch"] or 1
+            if p["engine"] != "t5edge":
+                row["batch"] = row.get("batch") or p["batch"] or 1
+                if p["sweep"] == "length":
+                    row["input_len"] = p["input_len"]
                 row["input_len"] = row["input_len"] or (len(self.wl[p["workload"]]["ids"])
                                                         if p["workload"] != "w2" else None)
                 row["new_tokens"] = row["new_tokens"] if row["new_tokens"] is not None else (
@@ -247,6 +268,7 @@ def main():
     ap.add_argument("--tokenizer-dir", default=os.path.join(os.path.dirname(REPO), "shared", "models", "t5-efficient-tiny-nl2-synth"),
                     help="real T5 tokenizer files for CTranslate2's converter")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", default="ct2,ort", help="comma list of ct2, ort")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=1,
                     help="processes per point, in rounds over the whole grid so a burst of load hits one round, "
@@ -272,11 +294,13 @@ def main():
     pts = grid(a.quick)
     peers = not a.no_peers and os.access(a.peers_python, os.X_OK) and os.path.isdir(a.tokenizer_dir)
     if not a.no_peers and not peers:
-        log("CTranslate2 skipped: no %s or no %s" % (a.peers_python, a.tokenizer_dir))
+        log("peers skipped: no %s or no %s" % (a.peers_python, a.tokenizer_dir))
     if peers:
+        # Every t5edge int8 point gets each peer beside it.
         for p in list(pts):
-            if p["sweep"] in ("size", "batch") and p["dtype"] == "int8":
-                pts.append(dict(p, engine="ct2"))
+            if p["dtype"] == "int8":
+                for eng in a.peers.split(","):
+                    pts.append(dict(p, engine=eng))
     done = {}
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": common.cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
@@ -295,11 +319,12 @@ def main():
         meta["loadavg_start"] = old["meta"].get("loadavg_start", meta["loadavg_start"])
         meta["date"] = old["meta"].get("date", meta["date"])
     if peers:
-        try:
-            meta["ct2_version"] = run([a.peers_python, os.path.join(PEERS, "run_ct2.py"), "--cache", a.models,
-                                       "--versions"], study.env).get("ctranslate2")
-        except Exception as e:  # noqa: BLE001
-            log("ctranslate2 version:", e)
+        for eng, key_, field in (("ct2", "ct2_version", "ctranslate2"), ("ort", "ort_version", "onnxruntime")):
+            try:
+                meta[key_] = run([a.peers_python, os.path.join(PEERS, PEERS_RUN[eng][0]), "--cache", a.models,
+                                  "--versions"], study.env).get(field)
+            except Exception as e:  # noqa: BLE001
+                log(field, "version:", e)
     rows = []
     t_start = time.time()
     todo = [(rep, p) for rep in range(a.repeat) for p in pts]
@@ -374,8 +399,8 @@ def write_doc(a, data):
     L.append("")
     L.append("`t5edge bench` on synthetic T5-Efficient checkpoints (`t5edge synth` shapes, random weights, "
              "seed 0; the real 32128-id vocabulary size), from tiny (16M parameters) to large (738M), "
-             "encoder inputs of 16 to 2048 ids and batches of 1 to 64, with CTranslate2 int8 beside it on the "
-             "size and batch sweeps. Written by `bench/scaling.py` (raw results: "
+             "encoder inputs of 16 to 2048 ids and batches of 1 to 64, with CTranslate2 int8 and ONNX Runtime "
+             "int8 beside every int8 point. Written by `bench/scaling.py` (raw results: "
              "`bench/results/scaling/scaling.json`, every point's command line included).")
     L.append("")
     procs = max([r.get("procs") or 1 for r in rows] or [1])
@@ -401,6 +426,7 @@ def write_doc(a, data):
     for k, label in (("date", "date"), ("cpu", "CPU"), ("nproc", "cores"), ("kernel", "kernel"),
                      ("threads", "threads"), ("loadavg_start", "load average at start (1/5/15 min)"),
                      ("loadavg_end", "load average at end"), ("commit", "commit"), ("ct2_version", "ctranslate2"),
+                     ("ort_version", "onnxruntime"),
                      ("total_s", "wall time of the study (s)"), ("command", "command")):
         v = meta.get(k)
         if v is None:
@@ -418,7 +444,9 @@ def write_doc(a, data):
              "int8 = `--dtype int8` (weights converted at load), f32 = full precision. CTranslate2 = "
              "`ct2-transformers-converter`-equivalent `TransformersConverter(...).convert(quantization=\"int8\")`, "
              "`compute_type=\"int8\"`, 2 intra threads, run by `bench/peers/run_ct2.py`; its W3 is the encoder "
-             "plus one decoder step (it has no encoder-only call).")
+             "plus one decoder step (it has no encoder-only call). ONNX Runtime = the optimum-onnx export with "
+             "past, `quantize_dynamic` (QInt8 weights, dynamic uint8 activations), 2 intra-op threads, a numpy "
+             "greedy loop over the KV cache, run by `bench/peers/run_ort.py`.")
     L.append("")
 
     # size
@@ -428,8 +456,7 @@ def write_doc(a, data):
              "peak RSS MB (W1) | load ms (W1) |")
     L.append("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for preset in SIZES:
-        for eng, dtype, label in (("t5edge", "int8", "t5edge int8"), ("t5edge", "f32", "t5edge f32"),
-                                  ("ct2", "int8", "CTranslate2 int8")):
+        for eng, dtype, label in ENGINES:
             w1 = find(rows, sweep="size", engine=eng, preset=preset, dtype=dtype, workload="w1")
             w3 = find(rows, sweep="size", engine=eng, preset=preset, dtype=dtype, workload="w3")
             if not w1 and not w3:
@@ -444,8 +471,7 @@ def write_doc(a, data):
     L.append("¹ CTranslate2 W3 includes one decoder step.")
     L.append("")
     growth = []
-    for eng, dtype, label in (("t5edge", "int8", "t5edge int8"), ("t5edge", "f32", "t5edge f32"),
-                              ("ct2", "int8", "CTranslate2 int8")):
+    for eng, dtype, label in ENGINES:
         for w in ("w1", "w3"):
             lo = find(rows, sweep="size", engine=eng, preset=SIZES[0], dtype=dtype, workload=w)
             hi = find(rows, sweep="size", engine=eng, preset=SIZES[-1], dtype=dtype, workload=w)
@@ -465,25 +491,24 @@ def write_doc(a, data):
              "generation).")
     L.append("")
     lengths = sorted({r["input_len"] for r in rows if r["sweep"] == "length" and r.get("input_len")})
-    L.append("| model | dtype | what | " + " | ".join("%d ids" % n for n in lengths) + " |")
+    L.append("| model | engine | what | " + " | ".join("%d ids" % n for n in lengths) + " |")
     L.append("|---|---|---|" + "---:|" * len(lengths))
     for preset in SIZES:
-        for dtype in ("int8", "f32"):
-            for new, what in ((0, "encoder"), (NEW_TOKENS, "encoder + 32 tokens")):
-                cells = [find(rows, sweep="length", preset=preset, dtype=dtype, new_tokens=new, input_len=n)
-                         for n in lengths]
+        for new, what in ((0, "encoder"), (NEW_TOKENS, "encoder + 32 tokens")):
+            for eng, dtype, label in ENGINES:
+                cells = [find(rows, sweep="length", engine=eng, preset=preset, dtype=dtype, new_tokens=new,
+                              input_len=n) for n in lengths]
                 if not any(cells):
                     continue
-                L.append("| %s | %s | %s ms | %s |" % (short(preset), dtype, what,
+                L.append("| %s | %s | %s ms | %s |" % (short(preset), label, what,
                                                         " | ".join(fmt_ms(c and c["median_ms"]) for c in cells)))
-                L.append("| | | tokens/s | %s |" % " | ".join(fmt_n(c and c["tokens_per_s"]) for c in cells))
     L.append("")
     for preset in SIZES:
         for dtype in ("int8", "f32"):
             for new, what in ((0, "encoder"), (NEW_TOKENS, "encoder + 32 tokens")):
-                lo = find(rows, sweep="length", preset=preset, dtype=dtype, new_tokens=new,
+                lo = find(rows, sweep="length", engine="t5edge", preset=preset, dtype=dtype, new_tokens=new,
                           input_len=lengths[0] if lengths else None)
-                hi = find(rows, sweep="length", preset=preset, dtype=dtype, new_tokens=new,
+                hi = find(rows, sweep="length", engine="t5edge", preset=preset, dtype=dtype, new_tokens=new,
                           input_len=lengths[-1] if lengths else None)
                 if lo and hi:
                     L.append("- %s %s %s: %d -> %d ids (x%d) costs x%s" % (
@@ -500,14 +525,14 @@ def write_doc(a, data):
     batches = sorted({r["batch"] for r in rows if r["sweep"] == "batch" and r.get("batch")})
     L.append("| engine | " + " | ".join("batch %d" % b for b in batches) + " |")
     L.append("|---|" + "---:|" * len(batches))
-    for eng, dtype, label in (("t5edge", "int8", "t5edge int8"), ("t5edge", "f32", "t5edge f32"),
-                              ("ct2", "int8", "CTranslate2 int8")):
+    for eng, dtype, label in ENGINES:
         cells = [find(rows, sweep="batch", engine=eng, dtype=dtype, batch=b) for b in batches]
         if not any(cells):
             continue
         L.append("| %s median ms | %s |" % (label, " | ".join(fmt_ms(c and c["median_ms"]) for c in cells)))
         L.append("| %s tokens/s | %s |" % (label, " | ".join(fmt_n(c and c["tokens_per_s"]) for c in cells)))
     L.append("")
+    L.extend(against_peers(rows))
     L.append("![latency against model size, latency against input length, throughput against batch](%s)"
              % os.path.relpath(a.chart, os.path.dirname(a.doc)))
     L.append("")
@@ -543,9 +568,55 @@ def write_doc(a, data):
     log("wrote", a.doc, a.chart)
 
 
+def against_peers(rows):
+    """Every point with t5edge int8 and a peer beside it: the peer's median
+    over t5edge's (above 1: t5edge is faster), the slowest point per sweep,
+    and every point where t5edge int8 is behind."""
+    L = ["## t5edge int8 against the peers, point by point", "",
+         "Ratio = peer median ms / t5edge int8 median ms at the same point (above 1: t5edge int8 is faster).", ""]
+    behind, worst = [], {}
+    for r in rows:
+        if r["engine"] == "t5edge" or "error" in r:
+            continue
+        kw = {k: r.get(k) for k in ("sweep", "preset", "workload", "batch", "input_len", "new_tokens")}
+        if r["sweep"] == "size":
+            kw.pop("batch"), kw.pop("input_len"), kw.pop("new_tokens")
+        t = find(rows, engine="t5edge", dtype="int8", **kw)
+        if not t:
+            continue
+        q = r["median_ms"] / t["median_ms"]
+        name = PEERS_RUN[r["engine"]][2]
+        where = "%s %s %s" % (short(r["preset"]), r["workload"].upper(),
+                              "batch %s" % r["batch"] if r["sweep"] == "batch" else
+                              "%s ids%s" % (r["input_len"], " +%s" % r["new_tokens"] if r.get("new_tokens") else "")
+                              if r["sweep"] == "length" else "")
+        k = (r["sweep"], name)
+        if k not in worst or q < worst[k][0]:
+            worst[k] = (q, where)
+        if q < 1:
+            behind.append((q, name, r["sweep"], where))
+    if not worst:
+        return []
+    L.append("| sweep | peer | lowest ratio | at |")
+    L.append("|---|---|---:|---|")
+    for (sweep, name), (q, where) in sorted(worst.items()):
+        L.append("| %s | %s | %.2f | %s |" % (sweep, name, q, where))
+    L.append("")
+    if behind:
+        L.append("Points where t5edge int8 is behind (%d):" % len(behind))
+        L.append("")
+        for q, name, sweep, where in sorted(behind):
+            L.append("- %s, %s sweep, %s: %.2f" % (name, sweep, where, q))
+    else:
+        L.append("t5edge int8 is ahead of every peer at every point.")
+    L.append("")
+    return L
+
+
 # ---- the chart (hand-written SVG, log-log panels) ---------------------------
 
 COLORS = {"t5edge int8": "#1f77b4", "t5edge f32": "#ff7f0e", "CTranslate2 int8": "#2ca02c",
+          "ONNX Runtime int8": "#d62728",
           "base int8": "#9467bd", "base f32": "#8c564b"}
 
 
@@ -609,7 +680,7 @@ def panel(x0, y0, w, h, title, xlabel, ylabel, series, xticks):
 
 
 def chart(rows):
-    engines = (("t5edge", "int8", "t5edge int8"), ("t5edge", "f32", "t5edge f32"), ("ct2", "int8", "CTranslate2 int8"))
+    engines = ENGINES
     size_series = []
     for w, dashed in (("w1", False), ("w3", True)):
         for eng, dtype, label in engines:
@@ -623,7 +694,8 @@ def chart(rows):
             color = COLORS.get("%s %s" % (short(preset), dtype)) or COLORS["t5edge %s" % dtype]
             for new, dashed, what in ((NEW_TOKENS, False, "+32 tokens"), (0, True, "encoder")):
                 s = sorted((r["input_len"], r["median_ms"]) for r in rows
-                           if r["sweep"] == "length" and r["preset"] == preset and r["dtype"] == dtype
+                           if r["sweep"] == "length" and r["engine"] == "t5edge" and r["preset"] == preset
+                           and r["dtype"] == dtype
                            and r.get("new_tokens") == new and "error" not in r)
                 if s:
                     len_series.append(("%s %s %s" % (short(preset), dtype, what), color, dashed, s))
