@@ -322,7 +322,7 @@ def write_outputs(a, meta, variants, summary, cold, acc, errors, prep):
                                  "accuracy": acc.get(key)})
     data["accuracy_reference"] = acc.get("_reference")
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump(data, f, indent=1)
+        json.dump(relative_paths(data), f, indent=1)
 
     def w(key, wl, field):
         s = summary.get(key, {}).get(wl)
@@ -470,6 +470,20 @@ def chart(a, variants, summary):
     plt.close(fig)
 
 
+def relative_paths(v):
+    """`v` (JSON data) with every absolute path inside or beside the
+    repository rewritten as `shown` writes it, also inside longer strings
+    (commands, error messages)."""
+    top = os.path.dirname(REPO) + "/"
+    if isinstance(v, dict):
+        return {k: relative_paths(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [relative_paths(x) for x in v]
+    if isinstance(v, str) and top in v:
+        return v.replace(REPO + "/", "").replace(top, "../")
+    return v
+
+
 def shown(path):
     """`path` as the results show it: relative to the repository when it lies
     in the repository or beside it (../shared), never where this machine
@@ -541,7 +555,7 @@ def main():
     data_raw = {k: v for k, v in res.items()}
     write_outputs(a, meta, variants, summary, cold, acc, h.errors, prep)
     with open(os.path.join(a.out, "raw_runs.json"), "w") as f:
-        json.dump(data_raw, f, indent=1)
+        json.dump(relative_paths(data_raw), f, indent=1)
     log("wrote", a.out)
     print(open(os.path.join(a.out, "results.md")).read())
 
