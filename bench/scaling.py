@@ -117,11 +117,18 @@ def git(*args):
         return ""
 
 
+def portable(text):
+    """`text` without this machine's home directory (the model cache's
+    default lives there): `~` instead."""
+    home = os.path.expanduser("~")
+    return text.replace(home + "/", "~/").replace('"%s"' % home, '"~"') if home not in ("", "/") else text
+
+
 def dump(path, data):
     """The raw results, one point per line: small, and diffs stay readable."""
     with open(path, "w") as f:
-        f.write('{"meta": %s,\n "rows": [\n' % json.dumps(data["meta"]))
-        f.write(",\n".join("  " + json.dumps(r) for r in data["rows"]))
+        f.write(portable('{"meta": %s,\n "rows": [\n' % json.dumps(data["meta"])))
+        f.write(portable(",\n".join("  " + json.dumps(r) for r in data["rows"])))
         f.write("\n]}\n")
 
 
