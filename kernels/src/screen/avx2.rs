@@ -25,14 +25,7 @@ pub(crate) unsafe fn tiles(
     out: &mut [[i32; TILE]; MAX_T],
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match nt {
-            1 => body::<1>(s, q, b0, b1, t, out),
-            2 => body::<2>(s, q, b0, b1, t, out),
-            3 => body::<3>(s, q, b0, b1, t, out),
-            _ => body::<4>(s, q, b0, b1, t, out),
-        }
-    }
+    unsafe { super::dispatch_tiles!(body, s, q, b0, b1, t, nt, out) }
 }
 
 #[target_feature(enable = "avx2")]
@@ -44,9 +37,7 @@ unsafe fn body<const T: usize>(
     t: usize,
     out: &mut [[i32; TILE]; MAX_T],
 ) {
-    assert!(q.len() >= b1 * BLOCK);
-    let w: [&[u8]; T] = std::array::from_fn(|tt| s.tile_data(t + tt));
-    assert!(w.iter().all(|d| d.len() >= b1 * BLOCK_BYTES));
+    let w: [&[u8]; T] = s.checked_tiles(q, t, b1);
     // SAFETY: the asserts above bound every read: activation reads are 8
     // bytes at b * 8 < q.len(), weight reads 32 bytes at b * 32 inside a tile.
     unsafe {

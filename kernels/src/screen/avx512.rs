@@ -22,14 +22,7 @@ pub(crate) unsafe fn tiles(
     out: &mut [[i32; TILE]; MAX_T],
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match nt {
-            1 => body::<1>(s, q, b0, b1, t, out),
-            2 => body::<2>(s, q, b0, b1, t, out),
-            3 => body::<3>(s, q, b0, b1, t, out),
-            _ => body::<4>(s, q, b0, b1, t, out),
-        }
-    }
+    unsafe { super::dispatch_tiles!(body, s, q, b0, b1, t, nt, out) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -41,9 +34,7 @@ unsafe fn body<const T: usize>(
     t: usize,
     out: &mut [[i32; TILE]; MAX_T],
 ) {
-    assert!(q.len() >= b1 * BLOCK);
-    let w: [&[u8]; T] = std::array::from_fn(|tt| s.tile_data(t + tt));
-    assert!(w.iter().all(|d| d.len() >= b1 * BLOCK_BYTES));
+    let w: [&[u8]; T] = s.checked_tiles(q, t, b1);
     let x4 = |at: usize| {
         // SAFETY: at + 4 <= b1 * 8 <= q.len() at every call below.
         unsafe { std::ptr::read_unaligned(q.as_ptr().add(at) as *const i32) }

@@ -130,8 +130,8 @@ impl Int4Screen {
         let raw = w.data();
         let kb4 = kp / K_BLOCK;
         let per_task = 64;
-        let dp = SyncBytes(data.as_mut_ptr());
-        let lp = SyncU32(l_sq.as_mut_ptr());
+        let dp = Shared(data.as_mut_ptr());
+        let lp = Shared(l_sq.as_mut_ptr());
         crate::pool::for_each(
             tiles.div_ceil(per_task),
             par::worth_parallel_macs(n * k),
@@ -218,6 +218,22 @@ impl Int4Screen {
             (g * per, ((g + 1) * per).min(kb))
         }
     }
+    /// The bytes of tiles `t..t + T`, after checking what every kernel's raw
+    /// reads rely on: `q` holds the inputs of blocks `..b1`, and each tile
+    /// those blocks' bytes. Panics otherwise (a caller bug).
+    #[inline]
+    pub(crate) fn checked_tiles<const T: usize>(
+        &self,
+        q: &[i8],
+        t: usize,
+        b1: usize,
+    ) -> [&[u8]; T] {
+        assert!(q.len() >= b1 * BLOCK);
+        let w: [&[u8]; T] = std::array::from_fn(|tt| self.tile_data(t + tt));
+        assert!(w.iter().all(|d| d.len() >= b1 * BLOCK_BYTES));
+        w
+    }
+
     /// The bytes of tile `t`.
     #[inline]
     pub(crate) fn tile_data(&self, t: usize) -> &[u8] {
@@ -226,28 +242,33 @@ impl Int4Screen {
     }
 }
 
+/// A pointer the build's tasks share to write disjoint parts of one buffer.
 #[derive(Clone, Copy)]
-struct SyncBytes(*mut u8);
-// SAFETY: tasks write disjoint tiles only (argued at the use).
-unsafe impl Sync for SyncBytes {}
+struct Shared<T>(*mut T);
+// SAFETY: the tasks write disjoint tiles and rows only (argued at each use),
+// and the buffers outlive the parallel region.
+unsafe impl<T> Sync for Shared<T> {}
 // SAFETY: as for Sync.
-unsafe impl Send for SyncBytes {}
-impl SyncBytes {
-    fn get(self) -> *mut u8 {
+unsafe impl<T> Send for Shared<T> {}
+impl<T> Shared<T> {
+    /// Through a method, so closures capture the whole (Sync) wrapper.
+    fn get(self) -> *mut T {
         self.0
     }
 }
-#[derive(Clone, Copy)]
-struct SyncU32(*mut u32);
-// SAFETY: tasks write disjoint rows only (argued at the use).
-unsafe impl Sync for SyncU32 {}
-// SAFETY: as for Sync.
-unsafe impl Send for SyncU32 {}
-impl SyncU32 {
-    fn get(self) -> *mut u32 {
-        self.0
-    }
+
+/// Calls a kernel body's `T`-tile instance for `nt` (1..=4) tiles.
+macro_rules! dispatch_tiles {
+    ($body:ident, $s:expr, $q:expr, $b0:expr, $b1:expr, $t:expr, $nt:expr, $out:expr) => {
+        match $nt {
+            1 => $body::<1>($s, $q, $b0, $b1, $t, $out),
+            2 => $body::<2>($s, $q, $b0, $b1, $t, $out),
+            3 => $body::<3>($s, $q, $b0, $b1, $t, $out),
+            _ => $body::<4>($s, $q, $b0, $b1, $t, $out),
+        }
+    };
 }
+pub(crate) use dispatch_tiles;
 
 /// The smallest f32 not below `v`.
 fn round_up(v: f64) -> f32 {
@@ -520,7 +541,7 @@ pub fn exact_logit(w: &Int8View<'_>, q: &[i8], sx: &[f32], j: usize) -> f32 {
     let base = int8::packed_index(j, 0, kp);
     let mut y = 0.0f32;
     for (g, &sxg) in sx.iter().enumerate().take(w.groups()) {
-        let (kb0, kb1) = group_k_blocks(w, g);
+        let (kb0, kb1) = w.group_blocks(g);
         let mut acc = 0i32;
         for kb in kb0..kb1 {
             let p = &data[base + kb * TILE_N * K_BLOCK..][..K_BLOCK];
@@ -534,17 +555,6 @@ pub fn exact_logit(w: &Int8View<'_>, q: &[i8], sx: &[f32], j: usize) -> f32 {
         y += (acc as f32 * sxg) * w.scales()[g * np + j];
     }
     y
-}
-
-/// The int8 k-blocks of group `g` (as the int8 kernels walk them).
-fn group_k_blocks(w: &Int8View<'_>, g: usize) -> (usize, usize) {
-    let kp = w.padded_k();
-    if w.group_size() == 0 {
-        (0, kp / K_BLOCK)
-    } else {
-        let a = g * w.group_size();
-        (a / K_BLOCK, (a + w.group_size()).min(kp) / K_BLOCK)
-    }
 }
 
 /// The argmax over rows of `x · wᵀ` as [`int8::linear`] computes it (ties to

@@ -26,14 +26,7 @@ pub(crate) fn tiles(
 ) {
     // SAFETY: dispatch picks this on aarch64 only with dotprod (`usable`);
     // elsewhere the intrinsics are plain-Rust emulations. Bounds: see body.
-    unsafe {
-        match nt {
-            1 => body::<1>(s, q, b0, b1, t, out),
-            2 => body::<2>(s, q, b0, b1, t, out),
-            3 => body::<3>(s, q, b0, b1, t, out),
-            _ => body::<4>(s, q, b0, b1, t, out),
-        }
-    }
+    unsafe { super::dispatch_tiles!(body, s, q, b0, b1, t, nt, out) }
 }
 
 #[cfg_attr(target_arch = "aarch64", target_feature(enable = "neon,dotprod"))]
@@ -45,9 +38,7 @@ unsafe fn body<const T: usize>(
     t: usize,
     out: &mut [[i32; TILE]; MAX_T],
 ) {
-    assert!(q.len() >= b1 * BLOCK);
-    let w: [&[u8]; T] = std::array::from_fn(|tt| s.tile_data(t + tt));
-    assert!(w.iter().all(|d| d.len() >= b1 * BLOCK_BYTES));
+    let w: [&[u8]; T] = s.checked_tiles(q, t, b1);
     // SAFETY: the asserts bound every read: 8 activation bytes at b * 8 and
     // two 16-byte halves at b * 32 inside a tile.
     unsafe {
