@@ -53,6 +53,11 @@ def test_greedy_ids_equal_the_cli_on_shared_checkpoints(cli):
         prompts = refs[d.name]["prompts"] if d.name in refs else [[37, 12, 1]]
         for v in VARIANTS:
             m = t5edge.T5(d, **v)
-            got = m.generate(prompts, max_new_tokens=32, return_ids=True)
-            for prompt, g in zip(prompts, got):
+            # One prompt per call on both sides: the CLI's `--input-ids` runs
+            # one. A list runs as one packed encoder batch, whose float GEMMs
+            # round differently from a prompt alone (docs/SCORING.md), and
+            # the gated checkpoint's margins (down to 6e-4) let that flip a
+            # token.
+            for prompt in prompts:
+                g = m.generate(prompt, max_new_tokens=32, return_ids=True)
                 assert g.ids == cli_ids(cli, d, prompt, 32, v), (d.name, v, prompt)
