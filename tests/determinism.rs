@@ -120,3 +120,44 @@ fn parallel_batched_attention_matches_serial() {
     assert_eq!(steps(3), serial);
     assert_eq!(steps(2), serial);
 }
+
+/// The encoder keeps its working memory per thread between calls: what a
+/// thread encoded before (shorter, longer, or past what it keeps) must not
+/// change a bit of what it encodes next.
+#[test]
+fn encoder_results_do_not_depend_on_earlier_calls() {
+    let m = T5Model::load(base_checkpoint()).unwrap();
+    let vocab = m.config.vocab_size as u32;
+    let ids = |n: usize, seed: u32| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| 2 + (i * 7919 + seed) % (vocab - 2))
+            .collect()
+    };
+    let (short, long) = (ids(9, 1), ids(300, 2));
+    // Each input on a thread that has encoded nothing yet.
+    let fresh = |v: &Vec<u32>| {
+        let v = v.clone();
+        let m = m.clone();
+        std::thread::spawn(move || bits(&m.encode(&v).unwrap()))
+            .join()
+            .unwrap()
+    };
+    let (short_ref, long_ref) = (fresh(&short), fresh(&long));
+    for round in 0..2 {
+        assert_eq!(
+            bits(&m.encode(&long).unwrap()),
+            long_ref,
+            "round {round}: long"
+        );
+        assert_eq!(
+            bits(&m.encode(&short).unwrap()),
+            short_ref,
+            "round {round}: short after long"
+        );
+        assert_eq!(
+            bits(&m.encode(&long).unwrap()),
+            long_ref,
+            "round {round}: long after short"
+        );
+    }
+}
