@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 use t5edge_kernels::int8::{self, PackedInt8};
-use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
+use t5edge_kernels::screen::{self, Int4Screen, ScreenScratch};
 
 fn main() {
     let args: Vec<usize> = std::env::args()
@@ -60,5 +60,4 @@ fn main() {
         s.bytes() as f64 / 1e6,
         pick.unwrap()
     );
-    let _ = Pick::Undecided { candidates: 0 };
 }

@@ -105,33 +105,6 @@ impl FloatWeight for bf16 {
     fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
         gemv_chunk(isa, x, m, k, w, out)
     }
-    fn prefill_chunk(isa: Isa) -> Option<crate::f32::ChunkFn<bf16>> {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni => Some(avx512_prefill),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some(avx2_prefill),
-            _ => None,
-        }
-    }
-}
-
-/// bf16 prefill on AVX-512 without AVX-512 BF16: the 4 x 4 register blocks
-/// of the f32 and f16 paths, widening each weight vector in registers.
-#[cfg(target_arch = "x86_64")]
-fn avx512_prefill(x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
-    // SAFETY: `prefill_chunk` hands this out only at the AVX-512 levels, which
-    // `check_isa` verified the CPU has (with AVX2/FMA/F16C).
-    unsafe { crate::f32::avx512::gemm(x, m, k, w, out) }
-}
-
-/// bf16 prefill on AVX2: 4 x 3 register blocks over the weights as stored
-/// (`f32::avx2::gemm`; kernels/BENCH.md has it beside the gemm crate).
-#[cfg(target_arch = "x86_64")]
-fn avx2_prefill(x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {
-    // SAFETY: `prefill_chunk` hands this out only at the AVX2 level, which
-    // `check_isa` verified the CPU has (with FMA/F16C).
-    unsafe { crate::f32::avx2::gemm(x, m, k, w, out) }
 }
 
 fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'_>) {

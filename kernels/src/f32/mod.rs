@@ -3,8 +3,9 @@
 //! Batch-1 decode is a GEMV over weight rows (each output is one dot product of
 //! a contiguous weight row with x), which streams memory and wants its own
 //! kernel; for `m >= GEMM_MIN_M` (prefill) the AVX-512 levels run 4x4
-//! register blocks (`avx512::gemm`, shared with f16 weights) and the others
-//! hand the product to the gemm crate.
+//! register blocks (`avx512::gemm`) and AVX2 3x3 (`avx2::gemm`), both shared
+//! with f16 and bf16 weights (`prefill_chunk`); NEON hands the product to the
+//! gemm crate.
 //!
 //! Determinism: every output is computed by one task with a summation order
 //! fixed by (ISA, k) on the GEMV and block paths and by (ISA, m, n, k) on the gemm path, so
@@ -73,52 +74,54 @@ pub fn linear_invariant_with(
     float_linear(isa, x, m, k, w, n, y, true)
 }
 
-/// A float weight format the GEMV / gemm split below can run: f32, or f16
-/// widened in registers.
 /// A kernel computing one column chunk: `(x, m, k, w_chunk, out)`.
 pub(crate) type ChunkFn<W> = fn(&[f32], usize, usize, &[W], &mut ColBlock<'_>);
 
-/// f32 prefill on AVX-512: 4 x 4 register blocks (kernels/BENCH.md: faster
-/// here than the gemm crate, which runs its 256-bit kernels).
+/// What our own prefill kernels need of a weight format: widening 16 (AVX-512)
+/// and 8 (AVX2) weights at a time in registers. Every float format has both.
 #[cfg(target_arch = "x86_64")]
-fn avx512_prefill(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
-    // SAFETY: `prefill_chunk` hands this out only at the AVX-512 levels, which
-    // `check_isa` verified the CPU has (with AVX2/FMA/F16C).
-    unsafe { avx512::gemm(x, m, k, w, out) }
+pub(crate) trait Prefill: avx512::Wide + avx2::Wide8 {}
+#[cfg(target_arch = "x86_64")]
+impl<W: avx512::Wide + avx2::Wide8> Prefill for W {}
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) trait Prefill {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<W> Prefill for W {}
+
+/// Our own prefill kernel at `isa` for any float format, used instead of the
+/// gemm crate from the format's `GEMM_MIN_M` rows: 4 x 4 register blocks on
+/// AVX-512, 3 x 3 on AVX2, both over the weights as stored (kernels/BENCH.md
+/// has each beside the gemm crate). `None` leaves prefill to gemm.
+fn prefill_chunk<W: Prefill>(isa: Isa) -> Option<ChunkFn<W>> {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => Some(|x, m, k, w, out| {
+            // SAFETY: handed out only at the AVX-512 levels, which `check_isa`
+            // verified the CPU has (with AVX2/FMA/F16C).
+            unsafe { avx512::gemm(x, m, k, w, out) }
+        }),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Some(|x, m, k, w, out| {
+            // SAFETY: handed out only at the AVX2 level, which `check_isa`
+            // verified the CPU has (with FMA/F16C).
+            unsafe { avx2::gemm(x, m, k, w, out) }
+        }),
+        _ => None,
+    }
 }
 
-/// f32 prefill on AVX2: 4 x 3 register blocks over the weights as stored
-/// (`f32::avx2::gemm`; kernels/BENCH.md has it beside the gemm crate).
-#[cfg(target_arch = "x86_64")]
-fn avx2_prefill(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
-    // SAFETY: `prefill_chunk` hands this out only at the AVX2 level, which
-    // `check_isa` verified the CPU has (with FMA/F16C).
-    unsafe { crate::f32::avx2::gemm(x, m, k, w, out) }
-}
-
-pub(crate) trait FloatWeight: Sized + Sync {
-    /// From this many activation rows on, SIMD levels hand the product to gemm.
+/// A float weight format the GEMV / prefill split below can run: f32, or
+/// f16 and bf16 widened in registers.
+pub(crate) trait FloatWeight: Sized + Sync + Prefill {
+    /// From this many activation rows on, SIMD levels hand the product to our
+    /// prefill kernel or the gemm crate.
     const GEMM_MIN_M: usize;
     fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
     fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut ColBlock<'_>);
-    /// Our own prefill kernel at `isa`, used instead of the gemm crate from
-    /// `GEMM_MIN_M` rows; `None` leaves prefill to gemm.
-    fn prefill_chunk(_isa: Isa) -> Option<ChunkFn<Self>> {
-        None
-    }
 }
 
 impl FloatWeight for f32 {
     const GEMM_MIN_M: usize = GEMM_MIN_M;
-    fn prefill_chunk(isa: Isa) -> Option<ChunkFn<f32>> {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni => Some(avx512_prefill),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some(avx2_prefill),
-            _ => None,
-        }
-    }
     fn gemm_weights(w: &[f32]) -> crate::gemm::Weights<'_> {
         crate::gemm::Weights::F32(w)
     }
@@ -152,7 +155,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
     }
     let parallel = par::worth_parallel(m, k, n);
     if m >= W::GEMM_MIN_M && !invariant {
-        if let Some(f) = W::prefill_chunk(isa) {
+        if let Some(f) = prefill_chunk::<W>(isa) {
             par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
                 f(x, m, k, &w[j0 * k..j1 * k], out)
             });
