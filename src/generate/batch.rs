@@ -81,7 +81,8 @@ pub struct DecodeBatch<'m> {
     proc_scratch: Scratch,
     cert: CertScratch,
     screen: ScreenScratch,
-    /// One row's logits, for a screened row the screen left undecided.
+    /// One row's logits, for a screened row the screen left undecided (and
+    /// the full head's, while the screen calibrates).
     row_logits: Vec<f32>,
 }
 
@@ -201,12 +202,12 @@ impl<'m> DecodeBatch<'m> {
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
         // A batch of more rows reads the int8 head once for all of them, which
         // costs less than a screen pass per row (docs/EXACT.md, "Screened").
-        let screen = self.rows.len() <= SCREEN_MAX_ROWS;
+        let (_, lm_head) = model.require_decoder()?;
+        let screen = self.rows.len() <= SCREEN_MAX_ROWS && lm_head.screen.wanted();
         let need_logits = self
             .rows
             .iter()
             .any(|r| !(r.certified || (screen && r.screened)));
-        let (_, lm_head) = model.require_decoder()?;
         let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
         let mut keep = 0;
         for i in 0..self.rows.len() {
@@ -222,7 +223,7 @@ impl<'m> DecodeBatch<'m> {
                     r,
                     &mut self.proc_scratch,
                 ),
-                (_, _, None) if r.screened => {
+                (_, _, None) if screen && r.screened => {
                     let screen = &mut self.screen;
                     match lm_head.screen.pick(
                         &lm_head.linear,

@@ -88,22 +88,7 @@ impl ScreenedHead {
         scratch: &mut ScreenScratch,
         logits: &mut Vec<f32>,
     ) -> Option<usize> {
-        let mode = match self.mode {
-            Mode::Process => choice().unwrap_or(Mode::Off),
-            m => m,
-        };
-        let calibrate = match mode {
-            Mode::On => false,
-            Mode::Off | Mode::Process => return None,
-            Mode::Measure => match self.verdict.get() {
-                Some(false) => return None,
-                Some(true) => false,
-                None => true,
-            },
-        };
-        if self.off.load(Ordering::Relaxed) {
-            return None;
-        }
+        let calibrate = self.state()?;
         let LinearWeight::Int8(w) = &linear.weight else {
             return None;
         };
@@ -132,6 +117,32 @@ impl ScreenedHead {
                 None
             }
         }
+    }
+
+    /// Whether this head screens its picks now (`Some`; `Some(true)` while it
+    /// is still calibrating) or leaves them to the logits (`None`): its mode
+    /// (or the process's), its calibration's verdict and its trial.
+    fn state(&self) -> Option<bool> {
+        let mode = match self.mode {
+            Mode::Process => choice().unwrap_or(Mode::Off),
+            m => m,
+        };
+        let calibrate = match mode {
+            Mode::On => false,
+            Mode::Off | Mode::Process => return None,
+            Mode::Measure => match self.verdict.get() {
+                Some(false) => return None,
+                Some(true) => false,
+                None => true,
+            },
+        };
+        (!self.off.load(Ordering::Relaxed)).then_some(calibrate)
+    }
+
+    /// Whether [`ScreenedHead::pick`] may answer at all: a decode step asks
+    /// before it leaves a row's logits out.
+    pub fn wanted(&self) -> bool {
+        self.state().is_some()
     }
 
     /// One calibration pick: the full head too, both timed; the answer is
