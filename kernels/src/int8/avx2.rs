@@ -132,3 +132,40 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
         scale
     }
 }
+
+/// [`super::scalar::block_sums`] with AVX2: per 64-byte k-block, two loads;
+/// `vpmaddubsw(1, w)` sums byte pairs (at most 2 * 128 in magnitude, no
+/// saturation) and `vpmaddwd` by ones sums the pairs into each row's four
+/// bytes, eight rows per register; `vpminsb` keeps the smallest byte. Exact,
+/// so equal to the twin bit for bit. A few hundred microseconds for a
+/// tiny model's 13 MB, where the scalar loop took ~10 ms of its start-up.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn block_sums(blocks: &[i8]) -> ([i32; TILE_N], i8) {
+    const BLK: usize = TILE_N * K_BLOCK;
+    let mut acc = [0i32; TILE_N];
+    let mut mins = [i8::MAX; 32];
+    // SAFETY: each block is exactly 64 bytes (chunks_exact), read as two
+    // unaligned 32-byte loads; the stores write the local arrays, 2 x 32 bytes
+    // into `acc` (16 i32) and 32 bytes into `mins`.
+    unsafe {
+        let (ones8, ones16) = (_mm256_set1_epi8(1), _mm256_set1_epi16(1));
+        let (mut lo, mut hi) = (_mm256_setzero_si256(), _mm256_setzero_si256());
+        let mut mn = _mm256_set1_epi8(i8::MAX);
+        for blk in blocks.chunks_exact(BLK) {
+            let a = _mm256_loadu_si256(blk.as_ptr() as *const __m256i);
+            let b = _mm256_loadu_si256(blk.as_ptr().add(32) as *const __m256i);
+            let sa = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, a), ones16);
+            let sb = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, b), ones16);
+            lo = _mm256_add_epi32(lo, sa);
+            hi = _mm256_add_epi32(hi, sb);
+            mn = _mm256_min_epi8(mn, _mm256_min_epi8(a, b));
+        }
+        _mm256_storeu_si256(acc.as_mut_ptr() as *mut __m256i, lo);
+        _mm256_storeu_si256(acc.as_mut_ptr().add(8) as *mut __m256i, hi);
+        _mm256_storeu_si256(mins.as_mut_ptr() as *mut __m256i, mn);
+    }
+    (acc, mins.iter().copied().min().unwrap_or(i8::MAX))
+}

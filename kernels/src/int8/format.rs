@@ -4,6 +4,7 @@
 //! lengths. The layout itself is documented in the module above.
 
 use super::{group_count, padded_k, padded_n, K_BLOCK, TILE_N};
+use crate::dispatch::Isa;
 
 /// The value checks of parts whose lengths are already right: finite
 /// non-negative scales and error norms, no -128, zero padding, and row sums
@@ -12,6 +13,31 @@ use super::{group_count, padded_k, padded_n, K_BLOCK, TILE_N};
 /// that hold padding or a -128), which is most of a quantized model's
 /// start-up. The first problem found is reported.
 pub(super) fn scan(
+    n: usize,
+    k: usize,
+    group_size: usize,
+    data: &[i8],
+    scales: &[f32],
+    row_sums: &[i32],
+    err_norms: &[f32],
+) -> Result<(), String> {
+    scan_with(
+        crate::dispatch::active(),
+        n,
+        k,
+        group_size,
+        data,
+        scales,
+        row_sums,
+        err_norms,
+    )
+}
+
+/// [`scan`] at a given ISA level (the tests run every level against the
+/// per-block rules).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn scan_with(
+    isa: Isa,
     n: usize,
     k: usize,
     group_size: usize,
@@ -33,56 +59,56 @@ pub(super) fn scan(
     let gs = if group_size == 0 { kp } else { group_size };
     let groups = group_count(k, group_size);
     const BLK: usize = TILE_N * K_BLOCK;
-    let mut sums = vec![0i32; groups * np];
+    let sums_of = |blocks: &[i8]| -> ([i32; TILE_N], i8) {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the level is only active (or forced) on a CPU that has
+            // it, and every AVX-512 level implies AVX2.
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => unsafe { super::avx2::block_sums(blocks) },
+            _ => super::scalar::block_sums(blocks),
+        }
+    };
     for (t, tile) in data.chunks_exact(TILE_N * kp).enumerate() {
-        let mut acc = [0i32; TILE_N];
-        let mut g = 0;
-        let flush = |acc: &mut [i32; TILE_N], g: usize, sums: &mut [i32]| {
-            for (r, a) in acc.iter_mut().enumerate() {
-                sums[g * np + t * TILE_N + r] += *a;
-                *a = 0;
-            }
-        };
         let pad_rows = (t + 1) * TILE_N > n;
-        for (kb, blk) in tile.chunks_exact(BLK).enumerate() {
-            let bg = kb * K_BLOCK / gs;
-            if bg != g {
-                flush(&mut acc, g, &mut sums);
-                g = bg;
-            }
-            let mut min = i8::MAX;
-            for (r, q) in blk.chunks_exact(K_BLOCK).enumerate() {
-                // |sum| <= k * 127 < 2^31 since k <= MAX_K.
-                acc[r] += q.iter().map(|&v| v as i32).sum::<i32>();
-                min = min.min(q.iter().copied().min().unwrap_or(0));
-            }
-            let has_pad = pad_rows || (kb + 1) * K_BLOCK > k;
-            if min == i8::MIN || has_pad {
-                // Rare (padding edges, or an error): the exact per-byte rule.
-                for (w, &v) in blk.iter().enumerate() {
-                    let (j, kk) = (t * TILE_N + w / K_BLOCK, kb * K_BLOCK + w % K_BLOCK);
-                    if v == i8::MIN {
-                        return Err(format!(
-                            "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
-                        ));
+        for g in 0..groups {
+            let (kb0, kb1) = (g * gs / K_BLOCK, ((g * gs + gs).min(kp)) / K_BLOCK);
+            let (s, min) = sums_of(&tile[kb0 * BLK..kb1 * BLK]);
+            if min == i8::MIN || pad_rows || kb1 * K_BLOCK > k {
+                // Rare (padding edges, or an error): the exact per-byte rule
+                // on the blocks that may break it, in order.
+                for kb in kb0..kb1 {
+                    let has_pad = pad_rows || (kb + 1) * K_BLOCK > k;
+                    if min != i8::MIN && !has_pad {
+                        continue;
                     }
-                    if (j >= n || kk >= k) && v != 0 {
-                        return Err(format!(
-                            "int8: padding weight ({j}, {kk}) is {v}, must be 0"
-                        ));
+                    for (w, &v) in tile[kb * BLK..(kb + 1) * BLK].iter().enumerate() {
+                        let (j, kk) = (t * TILE_N + w / K_BLOCK, kb * K_BLOCK + w % K_BLOCK);
+                        if v == i8::MIN {
+                            return Err(format!(
+                                "int8: weight ({j}, {kk}) is -128 (range is [-127, 127])"
+                            ));
+                        }
+                        if (j >= n || kk >= k) && v != 0 {
+                            return Err(format!(
+                                "int8: padding weight ({j}, {kk}) is {v}, must be 0"
+                            ));
+                        }
                     }
                 }
             }
+            for (r, v) in s.iter().enumerate() {
+                let i = g * np + t * TILE_N + r;
+                if *v != row_sums[i] {
+                    return Err(mismatch(i, row_sums[i], *v));
+                }
+            }
         }
-        flush(&mut acc, g, &mut sums);
-    }
-    if let Some(i) = (0..sums.len()).find(|&i| sums[i] != row_sums[i]) {
-        return Err(format!(
-            "int8: row_sums[{i}] is {} but the data sums to {}",
-            row_sums[i], sums[i]
-        ));
     }
     Ok(())
+}
+
+fn mismatch(i: usize, stored: i32, actual: i32) -> String {
+    format!("int8: row_sums[{i}] is {stored} but the data sums to {actual}")
 }
 
 /// The message for parts whose bytes cannot be read as their element type.
@@ -196,6 +222,8 @@ mod tests {
             (16, 64, 32),
             (50, 130, 4),
             (5, 3, 0),
+            (48, 256, 64),
+            (35, 260, 0),
         ] {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
@@ -223,6 +251,12 @@ mod tests {
                     scan_by_blocks(n, k, gs, d, r)
                 });
                 assert_eq!(got, want, "{n}x{k}/{gs}");
+                // Every level's block sums, not only the active one's.
+                for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
+                    let got = Int8View::from_validated_parts(n, k, gs, d, s, r, e)
+                        .and_then(|_| scan_with(isa, n, k, gs, d, s, r, e));
+                    assert_eq!(got, want, "{n}x{k}/{gs} at {isa}");
+                }
             };
             both(&d, &s, &r, &e);
             for _ in 0..300 {

@@ -33,3 +33,21 @@ pub(crate) fn tile(
         }
     }
 }
+
+/// The load-time scan's inner loop ([`super::format`]): over consecutive
+/// `TILE_N * K_BLOCK`-byte k-blocks of one tile (row `r` of a block is bytes
+/// `4r..4r + 4`), each row's sum and the smallest byte seen. Sums are exact:
+/// a tile row holds at most `MAX_K` values of magnitude <= 128. The twin of
+/// `avx2::block_sums`; on aarch64, where NEON is the baseline, LLVM
+/// vectorises this loop itself.
+pub(crate) fn block_sums(blocks: &[i8]) -> ([i32; TILE_N], i8) {
+    let mut acc = [0i32; TILE_N];
+    let mut min = i8::MAX;
+    for blk in blocks.chunks_exact(TILE_N * K_BLOCK) {
+        for (a, q) in acc.iter_mut().zip(blk.chunks_exact(K_BLOCK)) {
+            *a += q.iter().map(|&v| v as i32).sum::<i32>();
+        }
+        min = blk.iter().fold(min, |m, &v| m.min(v));
+    }
+    (acc, min)
+}
