@@ -135,10 +135,11 @@ fn attention(c: &mut Criterion) {
         }
     }
     // The shapes of t5-efficient-tiny (4 heads x 64): an encoder prefill over
-    // 128 tokens (W3, bidirectional bias) and a decoder step over 32 keys.
+    // 128 tokens (W3, bidirectional bias), a long one over 1024 (where
+    // attention is a third of a base encoder) and a decoder step over 32 keys.
     let (heads, d) = (4usize, 64usize);
     let inner = heads * d;
-    for (tq, tk) in [(128usize, 128usize), (1, 32)] {
+    for (tq, tk) in [(128usize, 128usize), (1024, 1024), (1, 32)] {
         let q = fill(tq * inner, 10);
         let kk = fill(tk * inner, 11);
         let v = fill(tk * inner, 12);

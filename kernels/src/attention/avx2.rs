@@ -214,6 +214,40 @@ unsafe fn pv256<const R: usize, const NV: usize>(
 ) {
     let op = out.as_mut_ptr();
     let mut t = 0;
+    // Whole 8 NV-dim passes with plain loads and stores: `vmaskmovps` in the
+    // key loop cost a third of W3 at 1024 ids (the masks were rebuilt every
+    // key for want of registers, and masked loads are slower on AMD).
+    while t + 8 * NV <= d {
+        // SAFETY: every access is 8 floats at t + 8 u + 8 <= d inside a row of
+        // out (rows r0 + r < nq) or of v (rows c < nk), per the contract.
+        unsafe {
+            let mut acc = [[_mm256_setzero_ps(); NV]; R];
+            for r in 0..R {
+                let o = op.add((r0 + r) * os + t);
+                for u in 0..NV {
+                    acc[r][u] = _mm256_loadu_ps(o.add(8 * u));
+                }
+            }
+            for c in 0..nk {
+                let vp = v.row(c).add(t);
+                let vv: [__m256; NV] = std::array::from_fn(|u| _mm256_loadu_ps(vp.add(8 * u)));
+                for r in 0..R {
+                    let pb = _mm256_set1_ps(p[r0 + r][c]);
+                    for u in 0..NV {
+                        acc[r][u] = _mm256_fmadd_ps(pb, vv[u], acc[r][u]);
+                    }
+                }
+            }
+            for r in 0..R {
+                let o = op.add((r0 + r) * os + t);
+                for u in 0..NV {
+                    _mm256_storeu_ps(o.add(8 * u), acc[r][u]);
+                }
+            }
+        }
+        t += 8 * NV;
+    }
+    // The tail of a d_kv that is not a multiple of 8 NV, masked.
     while t < d {
         // SAFETY: as in pv512 (vmaskmovps touches only the enabled lanes).
         unsafe {
@@ -252,12 +286,17 @@ unsafe fn pv256<const R: usize, const NV: usize>(
 #[inline(always)]
 unsafe fn row_max256(s: &[f32]) -> f32 {
     let n = s.len();
-    // SAFETY: masked loads touch only lanes < n - t of s.
+    // SAFETY: full loads read [t, t + 8) with t + 8 <= n; the masked tail
+    // touches only lanes < n - t.
     unsafe {
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
         let mut mv = ninf;
         let mut t = 0;
-        while t < n {
+        while t + 8 <= n {
+            mv = _mm256_max_ps(mv, _mm256_loadu_ps(s.as_ptr().add(t)));
+            t += 8;
+        }
+        if t < n {
             let k = mask8(n - t);
             let x = _mm256_blendv_ps(
                 ninf,
@@ -265,7 +304,6 @@ unsafe fn row_max256(s: &[f32]) -> f32 {
                 _mm256_castsi256_ps(k),
             );
             mv = _mm256_max_ps(mv, x);
-            t += 8;
         }
         let h = _mm_max_ps(_mm256_castps256_ps128(mv), _mm256_extractf128_ps::<1>(mv));
         let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
@@ -278,23 +316,33 @@ unsafe fn row_max256(s: &[f32]) -> f32 {
 #[inline(always)]
 unsafe fn exp_row256(s: &mut [f32], m: f32) -> f32 {
     let n = s.len();
-    // SAFETY: masked accesses touch only lanes < n - t of s.
+    // SAFETY: full accesses are [t, t + 8) with t + 8 <= n; the masked tail
+    // touches only lanes < n - t of s. (Masked stores are slow on AMD, so
+    // only the tail takes them.)
     unsafe {
         let (mv, ninf) = (_mm256_set1_ps(m), _mm256_set1_ps(f32::NEG_INFINITY));
+        // Zero for masked keys (-inf).
+        let weigh = |x: __m256| {
+            let live = _mm256_cmp_ps::<_CMP_NEQ_UQ>(x, ninf);
+            _mm256_and_ps(live, exp256(_mm256_sub_ps(x, mv)))
+        };
         let mut sum = _mm256_setzero_ps();
         let mut t = 0;
-        while t < n {
-            let k = mask8(n - t);
-            let x = _mm256_maskload_ps(s.as_ptr().add(t), k);
-            // Zero for masked keys (-inf) and for lanes past the row.
-            let live = _mm256_and_ps(
-                _mm256_cmp_ps::<_CMP_NEQ_UQ>(x, ninf),
-                _mm256_castsi256_ps(k),
-            );
-            let e = _mm256_and_ps(live, exp256(_mm256_sub_ps(x, mv)));
-            _mm256_maskstore_ps(s.as_mut_ptr().add(t), k, e);
+        while t + 8 <= n {
+            let e = weigh(_mm256_loadu_ps(s.as_ptr().add(t)));
+            _mm256_storeu_ps(s.as_mut_ptr().add(t), e);
             sum = _mm256_add_ps(sum, e);
             t += 8;
+        }
+        if t < n {
+            let k = mask8(n - t);
+            // Lanes past the row load as 0 and are cleared after the exp.
+            let e = _mm256_and_ps(
+                _mm256_castsi256_ps(k),
+                weigh(_mm256_maskload_ps(s.as_ptr().add(t), k)),
+            );
+            _mm256_maskstore_ps(s.as_mut_ptr().add(t), k, e);
+            sum = _mm256_add_ps(sum, e);
         }
         crate::f32::avx2::hsum(sum)
     }
