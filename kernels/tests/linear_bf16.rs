@@ -19,7 +19,9 @@ const BF16_REL_BUDGET: f64 = 1.0 / 256.0;
 /// relative per term (half an ulp is 2^-9; doubled for the slack of the
 /// flushed denormals' relative part), plus this absolute `2^-125` per unit of
 /// `sum|x_i| + sum|w_i| + k` for denormal inputs and partial sums flushed to zero.
+#[cfg(target_arch = "x86_64")]
 const DPBF16_REL_BUDGET: f64 = 1.0 / 256.0;
+#[cfg(target_arch = "x86_64")]
 const DPBF16_FLUSH_ABS: f64 = 2.350_988_701_644_575e-38; // 2^-125
 
 fn f32_budget(k: usize, abs_dot: f64) -> f64 {
@@ -111,6 +113,7 @@ proptest! {
 /// `t5edge_kernels::bf16::linear_with` at the AVX-512 levels on a CPU with
 /// AVX-512 BF16 runs prefill with `vdpbf16ps`; everywhere else it is the
 /// widening path the test above checks.
+#[cfg(target_arch = "x86_64")]
 fn dp_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 {
     let (i, j) = (t / n, t % n);
     let xs: f64 = x[i * k..(i + 1) * k].iter().map(|v| v.abs() as f64).sum();

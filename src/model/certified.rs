@@ -64,7 +64,11 @@ impl CertifiedHead {
             .map(|r| r.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() * (1.0 + 1e-12))
             .collect();
         let row_norms_f32 = row_norms.iter().map(|&v| up(v)).collect();
-        let screen = Int4Screen::from_int8(&q.view()).ok();
+        // Not built when the process turned screening off (`T5EDGE_SCREEN=0`):
+        // argmax_with would never read it.
+        let screen = (super::screened::choice() != Some(super::screened::Mode::Off))
+            .then(|| Int4Screen::from_int8(&q.view()).ok())
+            .flatten();
         Ok(CertifiedHead {
             full: full.clone(),
             q: Int8Data::Owned(Arc::new(q)),
