@@ -43,21 +43,21 @@ fn par_min_macs() -> usize {
     MIN_MACS.load(Ordering::Relaxed)
 }
 
-/// A pointer tasks share to write disjoint parts of one `&mut [f32]`.
+/// A pointer tasks share to write disjoint parts of one `&mut [T]`.
 #[derive(Clone, Copy)]
-pub(crate) struct SyncPtr(pub *mut f32);
+pub(crate) struct SyncPtr<T = f32>(pub *mut T);
 // SAFETY: every user derives only disjoint regions from it per task (argued at
 // each use), and the slice it came from is mutably borrowed for the whole
 // parallel region, so no other access can race with the tasks' writes.
-unsafe impl Sync for SyncPtr {}
+unsafe impl<T> Sync for SyncPtr<T> {}
 // SAFETY: as for Sync.
-unsafe impl Send for SyncPtr {}
+unsafe impl<T> Send for SyncPtr<T> {}
 
-impl SyncPtr {
+impl<T> SyncPtr<T> {
     /// Through a method, so closures capture the whole (Sync) wrapper rather
     /// than its raw-pointer field.
     #[inline]
-    pub(crate) fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut T {
         self.0
     }
 }

@@ -282,6 +282,59 @@ fn extreme_int8_values_are_exact() {
     }
 }
 
+/// Quantizing weights runs one task per 16-row tile: the packed parts are
+/// the same bytes on every pool and thread count, and the scan that checks a
+/// file's parts accepts them.
+#[test]
+fn weight_quantization_is_identical_across_thread_counts() {
+    let (n, k) = (1000, 1100); // n x k above PAR_MIN_MACS; n not a multiple of 16
+    let w = matrix(&mut Rng(4), Fill::Uniform, n, k, 3.0);
+    for gs in [0usize, 64] {
+        let parts = |p: &PackedInt8| {
+            let v = p.view();
+            let bits = |f: &[f32]| f.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            (
+                v.data().to_vec(),
+                bits(v.scales()),
+                v.row_sums().to_vec(),
+                bits(v.err_norms()),
+            )
+        };
+        let want = with_threads(1, || parts(&PackedInt8::quantize(&w, n, k, gs).unwrap()));
+        for (pool, got) in on_every_pool(|| parts(&PackedInt8::quantize(&w, n, k, gs).unwrap())) {
+            assert!(got == want, "gs={gs} {pool}: packed parts differ");
+        }
+        // A non-finite weight is refused, the first one named, on any pool.
+        let mut bad = w.clone();
+        bad[700 * k + 5] = f32::INFINITY;
+        bad[40 * k + 1000] = f32::NAN;
+        for (pool, r) in on_every_pool(|| PackedInt8::quantize(&bad, n, k, gs).map(|_| ())) {
+            let want = format!("int8: weight {} is not finite (NaN)", 40 * k + 1000);
+            assert_eq!(r, Err(want), "gs={gs} {pool}");
+        }
+        let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
+        let v = p.view();
+        Int8View::from_parts(n, k, gs, v.data(), v.scales(), v.row_sums(), v.err_norms()).unwrap();
+        // Every row's values against its own quantisation, done here.
+        for j in (0..n).step_by(97) {
+            let row = v.dequantize_row(j);
+            let g = if gs == 0 { k } else { gs };
+            for (c, chunk) in w[j * k..(j + 1) * k].chunks(g).enumerate() {
+                let amax = chunk.iter().fold(0f32, |a, x| a.max(x.abs()));
+                let s = amax / 127.0;
+                for (t, (&x, &y)) in chunk.iter().zip(&row[c * g..]).enumerate() {
+                    let want = (x * (127.0 / amax)).round().clamp(-127.0, 127.0) * s;
+                    assert!(
+                        (y - want).abs() <= s * 1e-3,
+                        "row {j} col {} gs={gs}: {y} vs {want}",
+                        c * g + t
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn int8_linear_is_identical_across_thread_counts() {
     let (n, k) = (4000, 300); // >= 1M MACs at m = 1: above PAR_MIN_MACS

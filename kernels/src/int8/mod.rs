@@ -50,6 +50,7 @@ pub mod scalar;
 
 use crate::dispatch::{active, Isa};
 use crate::par::{self, ColBlock};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Output rows per tile of the packed layout.
 pub const TILE_N: usize = 16;
@@ -253,6 +254,20 @@ fn quantize_rows(
     }
 }
 
+/// [`quantize_slice`] at `isa` (the same bits at every level).
+fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8]) -> f32 {
+    match isa {
+        // SAFETY: `isa` is the active level, which the CPU has (dispatch only
+        // activates or forces a level the CPU supports); qs is as long as xs.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, false) },
+        // SAFETY: as above, with AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
+        _ => quantize_slice(xs, qs),
+    }
+}
+
 thread_local! {
     /// Activation buffers reused across calls on this thread, so a decode
     /// step allocates nothing. Taken out while in use (not borrowed): a call
@@ -282,9 +297,6 @@ impl PackedInt8 {
         if w.len() != n * k {
             return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
         }
-        if let Some(i) = w.iter().position(|v| !v.is_finite()) {
-            return Err(format!("int8: weight {i} is not finite ({})", w[i]));
-        }
         let (kp, np) = (padded_k(k), padded_n(n));
         let groups = group_count(k, group_size);
         let gs = if group_size == 0 { k } else { group_size };
@@ -292,24 +304,83 @@ impl PackedInt8 {
         let mut scales = vec![0.0f32; groups * np];
         let mut row_sums = vec![0i32; groups * np];
         let mut err_norms = vec![0.0f32; n];
-        let mut q = vec![0i8; k];
-        for j in 0..n {
-            let row = &w[j * k..(j + 1) * k];
-            let mut err2 = 0.0f64;
-            for g in 0..groups {
-                let (a, b) = (g * gs, ((g + 1) * gs).min(k));
-                let s = quantize_slice(&row[a..b], &mut q[a..b]);
-                scales[g * np + j] = s;
-                row_sums[g * np + j] = q[a..b].iter().map(|&v| v as i32).sum();
-                for t in a..b {
-                    let d = row[t] as f64 - s as f64 * q[t] as f64;
-                    err2 += d * d;
+        // One task per tile of TILE_N rows (a model load quantizes every
+        // matrix here, the LM head's 32128 rows included): a row's values
+        // never depend on another's, so the bits are those of a serial pass.
+        let ptrs = (
+            par::SyncPtr(data.as_mut_ptr()),
+            par::SyncPtr(scales.as_mut_ptr()),
+            par::SyncPtr(row_sums.as_mut_ptr()),
+            par::SyncPtr(err_norms.as_mut_ptr()),
+        );
+        let parallel = par::worth_parallel_macs(n * k);
+        let isa = active();
+        let bad = AtomicUsize::new(usize::MAX);
+        crate::pool::for_each(np / TILE_N, parallel, |t| {
+            let (dp, sp, rp, ep) = ptrs;
+            let mut q = vec![0i8; k];
+            for j in t * TILE_N..((t + 1) * TILE_N).min(n) {
+                let row = &w[j * k..(j + 1) * k];
+                // Checked here, row by row on every thread, rather than in a
+                // serial pass first; the smallest bad index is reported.
+                if !row.iter().all(|v| v.is_finite()) {
+                    let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    bad.fetch_min(j * k + i, Ordering::Relaxed);
+                    continue;
+                }
+                // Four partial sums: one f64 chain per row was most of a
+                // converted model's load (the order only moves the last bits
+                // of a bound that is rounded up to f32 anyway).
+                let mut err2 = [0.0f64; 4];
+                for g in 0..groups {
+                    let (a, b) = (g * gs, ((g + 1) * gs).min(k));
+                    // The activations' kernel: the same bits at every level.
+                    let s = quantize_slice_with(isa, &row[a..b], &mut q[a..b]);
+                    let sum: i32 = q[a..b].iter().map(|&v| v as i32).sum();
+                    // SAFETY: g < groups and j < n <= np, so g * np + j is
+                    // inside scales and row_sums (groups * np long); row j
+                    // belongs to this task alone.
+                    unsafe {
+                        *sp.get().add(g * np + j) = s;
+                        *rp.get().add(g * np + j) = sum;
+                    }
+                    let (xs, qs) = (&row[a..b], &q[a..b]);
+                    let sq = |x: f32, v: i8| {
+                        let d = x as f64 - s as f64 * v as f64;
+                        d * d
+                    };
+                    for (xc, qc) in xs.chunks_exact(4).zip(qs.chunks_exact(4)) {
+                        for l in 0..4 {
+                            err2[l] += sq(xc[l], qc[l]);
+                        }
+                    }
+                    let tail = xs.len() / 4 * 4;
+                    for (l, (&x, &v)) in xs[tail..].iter().zip(&qs[tail..]).enumerate() {
+                        err2[l] += sq(x, v);
+                    }
+                }
+                let err2 = (err2[0] + err2[1]) + (err2[2] + err2[3]);
+                // SAFETY: j < n = err_norms.len(); row j is this task's alone.
+                unsafe { *ep.get().add(j) = round_up_f32(err2.sqrt()) };
+                for (kb, quad) in q.chunks(K_BLOCK).enumerate() {
+                    // SAFETY: packed_index(j, 4 kb, kp) + quad.len() <= np * kp
+                    // = data.len() for j < np, 4 kb < kp, and the bytes lie in
+                    // tile j / TILE_N = t, [t * TILE_N * kp, (t + 1) * TILE_N *
+                    // kp), which no other task writes; `q` is a separate Vec.
+                    unsafe {
+                        let at = dp.get().add(packed_index(j, kb * K_BLOCK, kp));
+                        match <[i8; K_BLOCK]>::try_from(quad) {
+                            // A whole k-block: one 4-byte store, not a memcpy call.
+                            Ok(b) => at.cast::<[i8; K_BLOCK]>().write_unaligned(b),
+                            Err(_) => std::ptr::copy_nonoverlapping(quad.as_ptr(), at, quad.len()),
+                        }
+                    }
                 }
             }
-            err_norms[j] = round_up_f32(err2.sqrt());
-            for (kk, &v) in q.iter().enumerate() {
-                data[packed_index(j, kk, kp)] = v;
-            }
+        });
+        let i = bad.into_inner();
+        if i != usize::MAX {
+            return Err(format!("int8: weight {i} is not finite ({})", w[i]));
         }
         Ok(PackedInt8 {
             n,
