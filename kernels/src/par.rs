@@ -43,6 +43,20 @@ fn par_min_macs() -> usize {
     MIN_MACS.load(Ordering::Relaxed)
 }
 
+/// Output columns per task of a GEMV-shaped product over `n` columns: about
+/// [`GEMV_TASKS`] tasks (enough for the pool's dynamic claiming to balance a
+/// loaded machine), from 64 to 1024 columns, a multiple of `align`. It depends
+/// on `n` alone, never on the thread count; the kernels that use it compute
+/// each output column the same way whatever chunk holds it.
+pub(crate) fn gemv_cols(n: usize, align: usize) -> usize {
+    (n / GEMV_TASKS).clamp(64, 1024).div_ceil(align) * align
+}
+
+/// Tasks [`gemv_cols`] aims at. With 64-column tasks an LM head (32128
+/// columns) was 502 tasks a step, and claiming and setting up a task about a
+/// tenth of a W1 int8 step (`perf`: `int8::chunk`).
+const GEMV_TASKS: usize = 32;
+
 /// A pointer tasks share to write disjoint parts of one `&mut [T]`.
 #[derive(Clone, Copy)]
 pub(crate) struct SyncPtr<T = f32>(pub *mut T);

@@ -33,7 +33,10 @@ use crate::par::{self, ColBlock};
 /// aarch64. The scalar level and the NEON emulation always run the GEMV.
 pub const GEMM_MIN_M: usize = 8;
 
-/// Weight rows per GEMV task: 64 rows x k floats stays in L2 for d_model-sized k.
+/// Weight rows per prefill task (64 rows x k floats stays in L2 for d_model-sized
+/// k). Fixed: a prefill kernel's ragged edge columns fall at chunk boundaries,
+/// so the chunk may depend on nothing but this constant. (The GEMV takes
+/// [`par::gemv_cols`].)
 pub(crate) const GEMV_CHUNK: usize = 64;
 
 /// `y = x · wᵀ` at the active ISA level ([`crate::dispatch::active`]):
@@ -166,7 +169,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
             return;
         }
     }
-    par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
+    par::for_col_chunks(y, m, n, par::gemv_cols(n, 1), parallel, |j0, j1, out| {
         W::gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
     });
 }

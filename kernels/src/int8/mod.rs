@@ -59,8 +59,6 @@ pub const K_BLOCK: usize = 4;
 /// Largest supported `k`: `k * 127 * 127` must fit an i32 so the exact dot
 /// product (and the VNNI compensation, done modulo 2^32) is representable.
 pub const MAX_K: usize = 1 << 17;
-/// Weight rows per task: four tiles.
-const CHUNK: usize = 4 * TILE_N;
 /// Activation rows processed together against one weight tile (register blocking).
 pub(crate) const ROW_BLOCK: usize = 4;
 /// Rows per block of the VNNI kernel when that many remain: its single
@@ -758,9 +756,14 @@ fn run_many(
     for (w, y) in ws.iter().zip(ys.iter_mut()) {
         let n = w.n;
         let parallel = par::worth_parallel(m, k, n);
-        par::for_col_chunks(y, m, n, CHUNK, parallel, |j0, j1, out| {
-            chunk(isa, &a, w, j0, j1, out, add)
-        });
+        par::for_col_chunks(
+            y,
+            m,
+            n,
+            par::gemv_cols(n, TILE_N),
+            parallel,
+            |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
+        );
     }
     SCRATCH.set((xq, sx));
 }
