@@ -53,7 +53,8 @@ pub const BLOCK_BYTES: usize = TILE * BLOCK / 2;
 pub const MULT: i32 = 17;
 /// The nibble offset: `u = h + OFFSET`.
 pub const OFFSET: i32 = 8;
-/// Rows per parallel task (8 tiles; ~500 tasks for a 32k vocabulary).
+/// Rows per unit of the screen's work (8 tiles; ~500 for a 32k vocabulary),
+/// several of which make one pool task.
 const TASK_ROWS: usize = 64;
 /// Above this share of the rows as candidates, exact re-scoring one row at a
 /// time would cost more than the full head: answer `None` instead.
@@ -130,8 +131,8 @@ impl Int4Screen {
         let raw = w.data();
         let kb4 = kp / K_BLOCK;
         let per_task = 64;
-        let dp = Shared(data.as_mut_ptr());
-        let lp = Shared(l_sq.as_mut_ptr());
+        let dp = par::SyncPtr(data.as_mut_ptr());
+        let lp = par::SyncPtr(l_sq.as_mut_ptr());
         crate::pool::for_each(
             tiles.div_ceil(per_task),
             par::worth_parallel_macs(n * k),
@@ -239,21 +240,6 @@ impl Int4Screen {
     pub(crate) fn tile_data(&self, t: usize) -> &[u8] {
         let tb = padded_k(self.k) / BLOCK * BLOCK_BYTES;
         &self.data[t * tb..(t + 1) * tb]
-    }
-}
-
-/// A pointer the build's tasks share to write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
-// SAFETY: the tasks write disjoint tiles and rows only (argued at each use),
-// and the buffers outlive the parallel region.
-unsafe impl<T> Sync for Shared<T> {}
-// SAFETY: as for Sync.
-unsafe impl<T> Send for Shared<T> {}
-impl<T> Shared<T> {
-    /// Through a method, so closures capture the whole (Sync) wrapper.
-    fn get(self) -> *mut T {
-        self.0
     }
 }
 
@@ -680,28 +666,34 @@ pub fn candidates_with(
     bounds.resize(tasks * W, 0.0);
     let (q, sx, qsum, qnorm) = (&q[..], &sx[..], &qsum[..], &qnorm[..]);
     let scales = w.scales();
+    // Several 64-row tasks per pool task (about 32 pool tasks in all): ~500
+    // pool tasks a step cost more to hand out than they took.
+    let per = (tasks / 32).max(1);
     par::for_chunks_mut(
         bounds,
-        W,
+        W * per,
         par::worth_parallel_macs(n * k / 2),
-        |task, part| {
-            let j0 = task * TASK_ROWS;
-            let t0 = j0 / TILE;
-            let t1 = (j0 + TASK_ROWS).min(n).div_ceil(TILE);
-            let iv = Intervals {
-                s,
-                q,
-                sx,
-                qsum,
-                qnorm,
-                scales,
-                np,
-                rho,
-                widen,
-            };
-            let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
-            part[TASK_ROWS] = best_lo;
-            part[TASK_ROWS + 1] = best_hi;
+        |chunk, parts| {
+            for (i, part) in parts.chunks_exact_mut(W).enumerate() {
+                let task = chunk * per + i;
+                let j0 = task * TASK_ROWS;
+                let t0 = j0 / TILE;
+                let t1 = (j0 + TASK_ROWS).min(n).div_ceil(TILE);
+                let iv = Intervals {
+                    s,
+                    q,
+                    sx,
+                    qsum,
+                    qnorm,
+                    scales,
+                    np,
+                    rho,
+                    widen,
+                };
+                let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
+                part[TASK_ROWS] = best_lo;
+                part[TASK_ROWS + 1] = best_hi;
+            }
         },
     );
     let lambda = bounds
