@@ -12,12 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Below this many multiply-adds a call stays on the calling thread. Waking a
 /// rayon worker costs microseconds when it is idle and far more when the core
 /// is busy (measured: a 1024x256 GEMV took 63 us split over 2 loaded cores
-/// against 10-16 us on one), so only calls of ~1M MACs and up (the LM head, big
-/// FFNs, prefill) are split. Rechecked with the spin pool, whose workers are
-/// already awake: splitting the int8 1024x256 GEMV cost 4.1 us against 3.0 us
-/// on one thread (rayon: 25 us), and W1 got slower with the threshold at 128K,
-/// so it stays.
-pub const PAR_MIN_MACS: usize = 1 << 20;
+/// against 10-16 us on one), so with rayon only ~1M MACs and up paid. The spin
+/// pool's workers are already awake, and since GEMV tasks are sized by the
+/// output count (`gemv_cols`: a handful per call instead of one per 64
+/// columns) splitting pays from 128K: a decode step's 1024x256 projections
+/// now run on both cores. 7 alternating rounds on the AVX2 EPYC (kernels/
+/// BENCH.md): W1 int8 6.75 -> 6.16 ms, W1 f32 32.8 -> 29.1 ms; with a busy
+/// loop on each core no worse (21.2 -> 18.2 ms, noisy).
+pub const PAR_MIN_MACS: usize = 1 << 17;
 
 /// Whether an `m x k x n` product is worth spreading over threads.
 pub(crate) fn worth_parallel(m: usize, k: usize, n: usize) -> bool {
