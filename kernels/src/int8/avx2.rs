@@ -25,30 +25,7 @@ pub(crate) unsafe fn tile(
     unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
 }
 
-/// Tiles `t0..t1` against the single activation row of a decode step (`a.m
-/// == 1`), tile `t` written to `dst[16 (t - t0)..][..16]`: [`rows`] inlined
-/// into one loop, where a call per tile and the copy through the caller's
-/// scratch tile were a fifth of the LM head's time. The same bits as [`tile`].
-///
-/// # Safety
-/// The CPU must have AVX2; `a` matches `w` (checked by `int8::chunk`), `t1
-/// <= padded_n / 16` and `dst.len() >= 16 (t1 - t0)`.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn row_tiles(
-    a: &Acts<'_>,
-    w: &Int8View<'_>,
-    t0: usize,
-    t1: usize,
-    dst: &mut [f32],
-) {
-    assert!(a.m == 1 && dst.len() >= (t1 - t0) * TILE_N);
-    let mut tmp: TileOut = [[0.0; TILE_N]; super::ROW_BLOCK_WIDE];
-    for (t, d) in (t0..t1).zip(dst.chunks_exact_mut(TILE_N)) {
-        // SAFETY: forwarded contract, row 0 of one row.
-        unsafe { rows::<1>(a, w, t, 0, &mut tmp) };
-        d.copy_from_slice(&tmp[0]);
-    }
-}
+super::avx512::row_tiles!(row_tiles, rows, "avx2,fma");
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]

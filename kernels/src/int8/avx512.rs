@@ -39,6 +39,44 @@ macro_rules! dispatch_rows {
 }
 pub(crate) use dispatch_rows;
 
+/// Defines `$name(a, w, t0, t1, dst)`: tiles `t0..t1` against the single
+/// activation row of a decode step (`a.m == 1`), tile `t` written to
+/// `dst[16 (t - t0)..][..16]`, with the level's `$rows::<1>` inlined into one
+/// loop; a call per tile and the copy through `int8::chunk`'s scratch tile
+/// were a fifth of the LM head's time (kernels/BENCH.md). The same bits as
+/// the level's `tile`.
+macro_rules! row_tiles {
+    ($name:ident, $rows:ident, $features:literal) => {
+        /// # Safety
+        /// The CPU must have the level's features; `a` matches `w` (checked by
+        /// `int8::chunk`), `t1 <= padded_n / 16`, `dst.len() >= 16 (t1 - t0)`.
+        #[target_feature(enable = $features)]
+        pub(crate) unsafe fn $name(
+            a: &super::Acts<'_>,
+            w: &super::Int8View<'_>,
+            t0: usize,
+            t1: usize,
+            dst: &mut [f32],
+        ) {
+            assert!(a.m == 1 && dst.len() >= (t1 - t0) * super::TILE_N);
+            let mut tmp: super::TileOut = [[0.0; super::TILE_N]; super::ROW_BLOCK_WIDE];
+            for (t, d) in (t0..t1).zip(dst.chunks_exact_mut(super::TILE_N)) {
+                // SAFETY: forwarded contract, row 0 of one row.
+                unsafe { $rows::<1>(a, w, t, 0, &mut tmp) };
+                d.copy_from_slice(&tmp[0]);
+            }
+        }
+    };
+}
+pub(crate) use row_tiles;
+
+row_tiles!(
+    row_tiles_vnni,
+    vnni_rows,
+    "avx512f,avx512bw,avx512vl,avx512vnni"
+);
+row_tiles!(row_tiles_bw, bw_rows, "avx512f,avx512bw,avx512vl");
+
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/VNNI. `t < padded_n / 16`, `i + r <= a.m`,
 /// `1 <= r <= 4` or `r == 8`, and `a` must match `w` (checked by `int8::chunk`).
@@ -98,6 +136,7 @@ unsafe fn epilogue<const R: usize>(
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn vnni_rows<const R: usize>(
     a: &Acts<'_>,
@@ -165,6 +204,7 @@ unsafe fn vnni_rows<const R: usize>(
     }
 }
 
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 unsafe fn bw_rows<const R: usize>(
     a: &Acts<'_>,

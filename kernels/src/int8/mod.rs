@@ -802,13 +802,20 @@ fn chunk(
         "int8: activation encoding"
     );
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
-    // A decode step's GEMV over whole tiles: one AVX2 loop, no scratch copy.
+    // A decode step's GEMV over whole tiles: one loop per level with the tile
+    // kernel inlined, no scratch copy.
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
-        // SAFETY: check_isa verified AVX2; the asserts above give the bounds,
-        // and row 0 of the block is j1 - j0 = 16 (t1 - t0) floats.
-        unsafe { avx2::row_tiles(a, w, j0 / TILE_N, j1 / TILE_N, out.row(0)) };
-        return;
+    if a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
+        let (t0, t1) = (j0 / TILE_N, j1 / TILE_N);
+        // SAFETY (each arm): check_isa verified the level's features; the
+        // asserts above give the bounds, and row 0 of the block is j1 - j0 =
+        // 16 (t1 - t0) floats.
+        match isa {
+            Isa::Avx512Vnni => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
+            Isa::Avx512 => return unsafe { avx512::row_tiles_bw(a, w, t0, t1, out.row(0)) },
+            Isa::Avx2 => return unsafe { avx2::row_tiles(a, w, t0, t1, out.row(0)) },
+            _ => {}
+        }
     }
     let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
     for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
