@@ -57,7 +57,7 @@ pub(crate) fn gemv_cols(n: usize, align: usize) -> usize {
 /// Tasks [`gemv_cols`] aims at. With 64-column tasks an LM head (32128
 /// columns) was 502 tasks a step, and claiming and setting up a task about a
 /// tenth of a W1 int8 step (`perf`: `int8::chunk`).
-const GEMV_TASKS: usize = 32;
+pub(crate) const GEMV_TASKS: usize = 32;
 
 /// A pointer tasks share to write disjoint parts of one `&mut [T]`.
 #[derive(Clone, Copy)]

@@ -216,68 +216,77 @@ unsafe fn pv256<const R: usize, const NV: usize>(
     let mut t = 0;
     // Whole 8 NV-dim passes with plain loads and stores: `vmaskmovps` in the
     // key loop cost a third of W3 at 1024 ids (the masks were rebuilt every
-    // key for want of registers, and masked loads are slower on AMD).
+    // key for want of registers, and masked loads are slower on AMD). Only
+    // the tail of a d_kv that is not a multiple of 8 NV is masked.
     while t + 8 * NV <= d {
-        // SAFETY: every access is 8 floats at t + 8 u + 8 <= d inside a row of
-        // out (rows r0 + r < nq) or of v (rows c < nk), per the contract.
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); NV]; R];
-            for r in 0..R {
-                let o = op.add((r0 + r) * os + t);
-                for u in 0..NV {
-                    acc[r][u] = _mm256_loadu_ps(o.add(8 * u));
-                }
+        // SAFETY: forwarded contract; the pass is whole.
+        unsafe { pv_pass::<R, NV, true>(p, r0, v, d, nk, op, os, t) };
+        t += 8 * NV;
+    }
+    while t < d {
+        // SAFETY: forwarded contract.
+        unsafe { pv_pass::<R, NV, false>(p, r0, v, d, nk, op, os, t) };
+        t += 8 * NV;
+    }
+}
+
+/// One pass of [`pv256`] over dims `t..t + 8 NV`: plain loads and stores
+/// when `WHOLE` (`t + 8 NV <= d`), masked to the dims `< d` otherwise.
+///
+/// # Safety
+/// As [`pv256`], with `t < d` and, when `WHOLE`, `t + 8 NV <= d`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pv_pass<const R: usize, const NV: usize, const WHOLE: bool>(
+    p: &Tile,
+    r0: usize,
+    v: Rows<'_>,
+    d: usize,
+    nk: usize,
+    op: *mut f32,
+    os: usize,
+    t: usize,
+) {
+    // SAFETY: a whole pass reads and writes 8 floats at t + 8 u + 8 <= d inside
+    // a row of out (rows r0 + r < nq) or of v (rows c < nk); a masked one, as
+    // in pv512, touches only the lanes below d (vmaskmovps does not touch
+    // disabled lanes). The masks are dead code in a whole pass.
+    unsafe {
+        let m: [__m256i; NV] = std::array::from_fn(|u| mask8(d.saturating_sub(t + 8 * u)));
+        let load = |q: *const f32, u: usize| {
+            if WHOLE {
+                _mm256_loadu_ps(q)
+            } else {
+                _mm256_maskload_ps(q, m[u])
             }
-            for c in 0..nk {
-                let vp = v.row(c).add(t);
-                let vv: [__m256; NV] = std::array::from_fn(|u| _mm256_loadu_ps(vp.add(8 * u)));
-                for r in 0..R {
-                    let pb = _mm256_set1_ps(p[r0 + r][c]);
-                    for u in 0..NV {
-                        acc[r][u] = _mm256_fmadd_ps(pb, vv[u], acc[r][u]);
-                    }
-                }
+        };
+        let mut acc = [[_mm256_setzero_ps(); NV]; R];
+        for r in 0..R {
+            let o = op.add((r0 + r) * os + t);
+            for u in 0..NV {
+                acc[r][u] = load(o.wrapping_add(8 * u), u);
             }
+        }
+        for c in 0..nk {
+            let vp = v.row(c).add(t);
+            let vv: [__m256; NV] = std::array::from_fn(|u| load(vp.wrapping_add(8 * u), u));
             for r in 0..R {
-                let o = op.add((r0 + r) * os + t);
+                let pb = _mm256_set1_ps(p[r0 + r][c]);
                 for u in 0..NV {
-                    _mm256_storeu_ps(o.add(8 * u), acc[r][u]);
+                    acc[r][u] = _mm256_fmadd_ps(pb, vv[u], acc[r][u]);
                 }
             }
         }
-        t += 8 * NV;
-    }
-    // The tail of a d_kv that is not a multiple of 8 NV, masked.
-    while t < d {
-        // SAFETY: as in pv512 (vmaskmovps touches only the enabled lanes).
-        unsafe {
-            let m: [__m256i; NV] = std::array::from_fn(|u| mask8(d.saturating_sub(t + 8 * u)));
-            let mut acc = [[_mm256_setzero_ps(); NV]; R];
-            for r in 0..R {
-                let o = op.add((r0 + r) * os + t);
-                for u in 0..NV {
-                    acc[r][u] = _mm256_maskload_ps(o.wrapping_add(8 * u), m[u]);
-                }
-            }
-            for c in 0..nk {
-                let vp = v.row(c).add(t);
-                let vv: [__m256; NV] =
-                    std::array::from_fn(|u| _mm256_maskload_ps(vp.wrapping_add(8 * u), m[u]));
-                for r in 0..R {
-                    let pb = _mm256_set1_ps(p[r0 + r][c]);
-                    for u in 0..NV {
-                        acc[r][u] = _mm256_fmadd_ps(pb, vv[u], acc[r][u]);
-                    }
-                }
-            }
-            for r in 0..R {
-                let o = op.add((r0 + r) * os + t);
-                for u in 0..NV {
+        for r in 0..R {
+            let o = op.add((r0 + r) * os + t);
+            for u in 0..NV {
+                if WHOLE {
+                    _mm256_storeu_ps(o.wrapping_add(8 * u), acc[r][u]);
+                } else {
                     _mm256_maskstore_ps(o.wrapping_add(8 * u), m[u], acc[r][u]);
                 }
             }
         }
-        t += 8 * NV;
     }
 }
 

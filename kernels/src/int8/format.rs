@@ -11,32 +11,10 @@ use crate::dispatch::Isa;
 /// equal to the data's. Scans the data a 64-byte k-block at a time with no
 /// per-byte index arithmetic (the exact per-byte rule runs only on blocks
 /// that hold padding or a -128), which is most of a quantized model's
-/// start-up. The first problem found is reported.
-pub(super) fn scan(
-    n: usize,
-    k: usize,
-    group_size: usize,
-    data: &[i8],
-    scales: &[f32],
-    row_sums: &[i32],
-    err_norms: &[f32],
-) -> Result<(), String> {
-    scan_with(
-        crate::dispatch::active(),
-        n,
-        k,
-        group_size,
-        data,
-        scales,
-        row_sums,
-        err_norms,
-    )
-}
-
-/// [`scan`] at a given ISA level (the tests run every level against the
-/// per-block rules).
+/// start-up. The first problem found is reported. `isa` picks the block
+/// sums' kernel (the tests run every level against the per-block rules).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn scan_with(
+pub(super) fn scan(
     isa: Isa,
     n: usize,
     k: usize,
@@ -254,7 +232,7 @@ mod tests {
                 // Every level's block sums, not only the active one's.
                 for isa in Isa::ALL.into_iter().filter(|i| i.supported()) {
                     let got = Int8View::from_validated_parts(n, k, gs, d, s, r, e)
-                        .and_then(|_| scan_with(isa, n, k, gs, d, s, r, e));
+                        .and_then(|_| scan(isa, n, k, gs, d, s, r, e));
                     assert_eq!(got, want, "{n}x{k}/{gs} at {isa}");
                 }
             };

@@ -239,26 +239,19 @@ fn quantize_rows(
         for g in 0..groups {
             let (a, b) = (g * gs, ((g + 1) * gs).min(k));
             let (xs, qs) = (&xr[a..b], &mut qr[a..b]);
-            s[i * groups + g] = match isa {
-                // SAFETY: check_isa verified AVX-512 F/BW/VL; qs is as long as xs.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, flip) },
-                // SAFETY: check_isa verified AVX2; qs is as long as xs.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
-                _ => quantize_slice(xs, qs),
-            };
+            s[i * groups + g] = quantize_slice_with(isa, xs, qs, flip);
         }
     }
 }
 
-/// [`quantize_slice`] at `isa` (the same bits at every level).
-fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8]) -> f32 {
+/// [`quantize_slice`] at `isa` (the same bits at every level), storing
+/// `q ^ 0x80` when `flip` (only the AVX-512 levels take it). `isa` must be a
+/// level the CPU has: the active one, or one `check_isa` verified.
+fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     match isa {
-        // SAFETY: `isa` is the active level, which the CPU has (dispatch only
-        // activates or forces a level the CPU supports); qs is as long as xs.
+        // SAFETY: the CPU has the level (contract above); qs is as long as xs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, false) },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, flip) },
         // SAFETY: as above, with AVX2.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
@@ -333,7 +326,7 @@ impl PackedInt8 {
                 for g in 0..groups {
                     let (a, b) = (g * gs, ((g + 1) * gs).min(k));
                     // The activations' kernel: the same bits at every level.
-                    let s = quantize_slice_with(isa, &row[a..b], &mut q[a..b]);
+                    let s = quantize_slice_with(isa, &row[a..b], &mut q[a..b], false);
                     let sum: i32 = q[a..b].iter().map(|&v| v as i32).sum();
                     // SAFETY: g < groups and j < n <= np, so g * np + j is
                     // inside scales and row_sums (groups * np long); row j
@@ -483,7 +476,16 @@ impl<'a> Int8View<'a> {
         err_norms: &'a [f32],
     ) -> Result<Self, String> {
         let view = Self::from_validated_parts(n, k, group_size, data, scales, row_sums, err_norms)?;
-        format::scan(n, k, group_size, data, scales, row_sums, err_norms)?;
+        format::scan(
+            active(),
+            n,
+            k,
+            group_size,
+            data,
+            scales,
+            row_sums,
+            err_norms,
+        )?;
         Ok(view)
     }
 

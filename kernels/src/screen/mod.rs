@@ -666,30 +666,30 @@ pub fn candidates_with(
     bounds.resize(tasks * W, 0.0);
     let (q, sx, qsum, qnorm) = (&q[..], &sx[..], &qsum[..], &qnorm[..]);
     let scales = w.scales();
-    // Several 64-row tasks per pool task (about 32 pool tasks in all): ~500
-    // pool tasks a step cost more to hand out than they took.
-    let per = (tasks / 32).max(1);
+    // Several 64-row tasks per pool task (about as many pool tasks as a GEMV
+    // takes, `par::GEMV_TASKS`): ~500 a step cost more to hand out than they took.
+    let per = (tasks / par::GEMV_TASKS).max(1);
     par::for_chunks_mut(
         bounds,
         W * per,
         par::worth_parallel_macs(n * k / 2),
         |chunk, parts| {
+            let iv = Intervals {
+                s,
+                q,
+                sx,
+                qsum,
+                qnorm,
+                scales,
+                np,
+                rho,
+                widen,
+            };
             for (i, part) in parts.chunks_exact_mut(W).enumerate() {
                 let task = chunk * per + i;
                 let j0 = task * TASK_ROWS;
                 let t0 = j0 / TILE;
                 let t1 = (j0 + TASK_ROWS).min(n).div_ceil(TILE);
-                let iv = Intervals {
-                    s,
-                    q,
-                    sx,
-                    qsum,
-                    qnorm,
-                    scales,
-                    np,
-                    rho,
-                    widen,
-                };
                 let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
                 part[TASK_ROWS] = best_lo;
                 part[TASK_ROWS + 1] = best_hi;
