@@ -57,16 +57,9 @@ pub struct CertifiedHead {
 
 impl CertifiedHead {
     pub fn new(full: &Linear, group_size: usize) -> Result<CertifiedHead, String> {
-        // The head is f32 (enable_certified_head checks): read it in place.
-        let copied;
-        let w: &[f32] = match &full.weight {
-            super::LinearWeight::F32(w) => w.as_slice(),
-            _ => {
-                copied = full.to_f32();
-                &copied
-            }
-        };
-        let q = PackedInt8::quantize(w, full.n, full.k, group_size)?;
+        // The head is f32 (enable_certified_head checks): read in place.
+        let w = full.to_f32();
+        let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
         let row_norms: Vec<f64> = w
             .chunks_exact(full.k)
             .map(|r| norm(r) * (1.0 + 1e-12))

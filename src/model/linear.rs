@@ -1,6 +1,7 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
 use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data};
+use std::borrow::Cow;
 use std::sync::Arc;
 use t5edge_kernels as k;
 use t5edge_kernels::int8::PackedInt8;
@@ -101,18 +102,9 @@ impl Linear {
         if to == self.format() {
             return Ok(self.clone());
         }
-        // f32 weights (a mapped checkpoint, the usual source) are read in
-        // place: copying a model's weights first was a twentieth of its load.
-        let copied;
-        let w: &[f32] = match &self.weight {
-            LinearWeight::F32(w) => w.as_slice(),
-            _ => {
-                copied = self.to_f32();
-                &copied
-            }
-        };
+        let w = self.to_f32();
         let weight = match to {
-            WeightFormat::F32 => LinearWeight::F32(w.to_vec().into()),
+            WeightFormat::F32 => LinearWeight::F32(w.into_owned().into()),
             WeightFormat::F16 => LinearWeight::F16(
                 w.iter()
                     .map(|&v| half::f16::from_f32(v))
@@ -126,7 +118,7 @@ impl Linear {
                     .into(),
             ),
             WeightFormat::Int8 => LinearWeight::Int8(Int8Data::Owned(Arc::new(
-                PackedInt8::quantize(w, self.n, self.k, group_size)?,
+                PackedInt8::quantize(&w, self.n, self.k, group_size)?,
             ))),
         };
         Ok(Linear {
@@ -147,10 +139,13 @@ impl Linear {
         }
     }
 
-    /// The weights as f32 `[n, k]` (dequantized for int8).
-    pub fn to_f32(&self) -> Vec<f32> {
+    /// The weights as f32 `[n, k]` (dequantized for int8): f32 weights (a
+    /// mapped checkpoint, the usual source) borrowed in place, others widened
+    /// into a copy. Copying a model's f32 weights before converting them was a
+    /// twentieth of its load.
+    pub fn to_f32(&self) -> Cow<'_, [f32]> {
         match &self.weight {
-            LinearWeight::F32(w) => w.as_slice().to_vec(),
+            LinearWeight::F32(w) => Cow::Borrowed(w.as_slice()),
             LinearWeight::F16(w) => w.as_slice().iter().map(|v| v.to_f32()).collect(),
             LinearWeight::Bf16(w) => w.as_slice().iter().map(|v| v.to_f32()).collect(),
             LinearWeight::Int8(w) => {
