@@ -1,7 +1,16 @@
-//! AVX2 int8 tile kernel: a 16-row tile is two 8-lane halves; per k-block,
-//! `vpmaddubsw(|x|, sign(w, x))` then `vpmaddwd` by ones. Weights are in
-//! [-127, 127] (validated), so pair sums are at most 2 * 127 * 127 = 32258 and
-//! the i16 step never saturates: the result is the exact integer dot product.
+//! AVX2 int8 tile kernels: a 16-row tile is two 8-lane halves.
+//!
+//! * One activation row (a decode step's GEMV): per k-block,
+//!   `vpmaddubsw(|x|, sign(w, x))` then `vpmaddwd` by ones. Weights are in
+//!   [-127, 127] (validated), so pair sums are at most 2 * 127 * 127 = 32258
+//!   and the i16 step never saturates: the exact integer dot product.
+//! * Two to four rows (prefill, batched decode): the weight bytes are
+//!   sign-extended to i16 in registers (two shifts give the even and the odd
+//!   bytes of each 4-byte column group) and multiplied with `vpmaddwd` against
+//!   activations already widened to i16 (`Acts::q16`). Also exact, and on Zen 4
+//!   1.3x the multiply-adds per cycle of the first form, whose `vpsignb` and
+//!   `vpabsb` compete with the multiplies for the same two pipes; the widening
+//!   shifts are shared by the rows of the block (kernels/BENCH.md).
 
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
@@ -21,12 +30,24 @@ pub(crate) unsafe fn tile(
     r: usize,
     out: &mut TileOut,
 ) {
-    // SAFETY: forwarded contract.
-    unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
+    if r >= 2 && !a.q16.is_empty() {
+        // SAFETY: forwarded contract; q16 is [m, kp] when present (chunk
+        // asserts it).
+        unsafe { dispatch_rows!(rows16, a, w, t, i, r, out) }
+    } else {
+        // SAFETY: forwarded contract.
+        unsafe { dispatch_rows!(rows, a, w, t, i, r, out) }
+    }
 }
 
 super::avx512::row_tiles!(row_tiles, rows, "avx2,fma");
 
+/// `R` rows against tile `t` in the i8 form: a decode step's one row (and a
+/// single leftover row of a larger block), where it beats widening the
+/// weights.
+///
+/// # Safety
+/// As [`tile`] with `r == R`.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows<const R: usize>(
@@ -36,11 +57,10 @@ unsafe fn rows<const R: usize>(
     i: usize,
     out: &mut TileOut,
 ) {
-    let np = w.padded_n();
     // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data
     // (length np * kp); each k-block reads 64 bytes at kb * 64 < 16 * kp. The
     // activation reads are 4 bytes at (i + r) * kp + 4 kb with i + r < m and
-    // kb < kp / 4; scales reads are 8 floats at g * np + 16 t (+8) < groups * np.
+    // kb < kp / 4.
     unsafe {
         let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
         let ones = _mm256_set1_epi16(1);
@@ -63,21 +83,128 @@ unsafe fn rows<const R: usize>(
                     acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(ph, ones));
                 }
             }
-            let sp = w.scales.as_ptr().add(g * np + t * TILE_N);
-            let sw = [_mm256_loadu_ps(sp), _mm256_loadu_ps(sp.add(8))];
-            for r in 0..R {
-                let sx = _mm256_set1_ps(a.s[(i + r) * a.groups + g]);
-                for h in 0..2 {
-                    let f = _mm256_cvtepi32_ps(acc[r][h]);
-                    y[r][h] = _mm256_add_ps(y[r][h], _mm256_mul_ps(_mm256_mul_ps(f, sx), sw[h]));
+            fold_group(a, w, t, i, g, &acc, &mut y);
+        }
+        store(&y, out);
+    }
+}
+
+/// Two to four rows against one tile with `vpmaddwd` on i16: the tile's
+/// bytes of one k-block are, per column, a little-endian word pair
+/// `(k0 | k1 << 8, k2 | k3 << 8)`; `srai(slli(v, 8), 8)` sign-extends the low
+/// bytes into the i16 pair `(k0, k2)` and `srai(v, 8)` the high bytes into
+/// `(k1, k3)`, which `Acts::q16` matches with its `(x0, x2, x1, x3)` order.
+/// Products are at most 127 * 127 and a pair 32258: every i32 is the exact
+/// dot product, the same as [`rows`] and the scalar twin.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows16<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut TileOut,
+) {
+    // SAFETY: as in `rows` for the weights and scales; the activation reads
+    // are 2 x 4 bytes at ((i + r) * kp + 4 kb) i16s, inside q16 ([m, kp]
+    // i16s) as i + r < m and kb < kp / 4.
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let mut y = [[_mm256_setzero_ps(); 2]; R];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+            for kb in kb0..kb1 {
+                let wl = _mm256_loadu_si256(wp.add(kb * 64) as *const _);
+                let wh = _mm256_loadu_si256(wp.add(kb * 64 + 32) as *const _);
+                let (l02, l13) = (
+                    _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wl)),
+                    _mm256_srai_epi16::<8>(wl),
+                );
+                let (h02, h13) = (
+                    _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wh)),
+                    _mm256_srai_epi16::<8>(wh),
+                );
+                for r in 0..R {
+                    let xp = a.q16.as_ptr().add((i + r) * a.kp + kb * K_BLOCK);
+                    let x02 = _mm256_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
+                    let x13 = _mm256_set1_epi32(std::ptr::read_unaligned(xp.add(2) as *const i32));
+                    let lo =
+                        _mm256_add_epi32(_mm256_madd_epi16(x02, l02), _mm256_madd_epi16(x13, l13));
+                    let hi =
+                        _mm256_add_epi32(_mm256_madd_epi16(x02, h02), _mm256_madd_epi16(x13, h13));
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], lo);
+                    acc[r][1] = _mm256_add_epi32(acc[r][1], hi);
                 }
             }
+            fold_group(a, w, t, i, g, &acc, &mut y);
         }
+        store(&y, out);
+    }
+}
+
+/// The epilogue of group `g`: `y += (acc as f32 * s_x) * s_w`, in the order
+/// every level uses.
+///
+/// # Safety
+/// The CPU must have AVX2; `t < padded_n / 16`, `g < groups`, `i + R <= a.m`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fold_group<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    g: usize,
+    acc: &[[__m256i; 2]; R],
+    y: &mut [[__m256; 2]; R],
+) {
+    // SAFETY: the scales read 16 floats at g * np + 16 t + 16 <= groups * np.
+    unsafe {
+        let sp = w.scales.as_ptr().add(g * w.padded_n() + t * TILE_N);
+        let sw = [_mm256_loadu_ps(sp), _mm256_loadu_ps(sp.add(8))];
         for r in 0..R {
+            let sx = _mm256_set1_ps(a.s[(i + r) * a.groups + g]);
+            for h in 0..2 {
+                let f = _mm256_cvtepi32_ps(acc[r][h]);
+                y[r][h] = _mm256_add_ps(y[r][h], _mm256_mul_ps(_mm256_mul_ps(f, sx), sw[h]));
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store<const R: usize>(y: &[[__m256; 2]; R], out: &mut TileOut) {
+    for r in 0..R {
+        // SAFETY: out[r] holds TILE_N = 16 floats; two 8-float stores.
+        unsafe {
             _mm256_storeu_ps(out[r].as_mut_ptr(), y[r][0]);
             _mm256_storeu_ps(out[r].as_mut_ptr().add(8), y[r][1]);
         }
     }
+}
+
+/// `q` widened to i16 with each k-block's bytes in the order
+/// `(x0, x2, x1, x3)`, what [`rows16`] broadcasts; bit for bit
+/// [`super::scalar::widen_pairs`].
+///
+/// # Safety
+/// The CPU must have AVX2; `q16.len() == q.len()`, a multiple of 4.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn widen_pairs(q: &[i8], q16: &mut [i16]) {
+    assert!(q16.len() == q.len() && q.len().is_multiple_of(K_BLOCK));
+    let n16 = q.len() / 16 * 16;
+    // SAFETY: 16-byte loads at t + 16 <= n16 <= q.len(); 32-byte stores of
+    // 16 i16s at t + 16 <= q16.len().
+    unsafe {
+        let order = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+        for t in (0..n16).step_by(16) {
+            let v = _mm_shuffle_epi8(_mm_loadu_si128(q.as_ptr().add(t) as *const _), order);
+            _mm256_storeu_si256(q16.as_mut_ptr().add(t) as *mut _, _mm256_cvtepi8_epi16(v));
+        }
+    }
+    super::scalar::widen_pairs(&q[n16..], &mut q16[n16..]);
 }
 
 /// [`super::quantize_slice`] 8 lanes at a time, bit for bit (see the AVX-512

@@ -259,12 +259,15 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     }
 }
 
+/// Quantised activations, their scales, and the AVX2 pair kernel's i16 copy.
+type Scratch = (Vec<i8>, Vec<f32>, Vec<i16>);
+
 thread_local! {
     /// Activation buffers reused across calls on this thread, so a decode
     /// step allocates nothing. Taken out while in use (not borrowed): a call
     /// nested through rayon work stealing then finds them empty and grows its
     /// own instead of panicking.
-    static SCRATCH: std::cell::Cell<(Vec<i8>, Vec<f32>)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
@@ -734,12 +737,19 @@ fn run_many(
         return;
     }
     let (kp, groups) = (padded_k(k), group_count(k, gs));
-    let (mut xq, mut sx) = SCRATCH.take();
+    let (mut xq, mut sx, mut x16) = SCRATCH.take();
     if xq.len() < m * kp {
         xq.resize(m * kp, 0);
     }
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
+    }
+    // The AVX2 kernel for two or more rows multiplies i16s (avx2.rs): widen
+    // once here, not per tile. One row keeps the i8 form, which needs no
+    // widening of the weights and is the faster one there.
+    let wide = isa == Isa::Avx2 && m >= 2;
+    if wide && x16.len() < m * kp {
+        x16.resize(m * kp, 0);
     }
     let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
     // vpdpbusd takes unsigned activations: flip the sign bits (x + 128) as
@@ -747,9 +757,24 @@ fn run_many(
     // (measured ~5% on int8 prefill).
     let flipped = isa == Isa::Avx512Vnni;
     quantize_rows(isa, x, m, k, gs, q, s, flipped);
+    let q16: &[i16] = if wide {
+        let q16 = &mut x16[..m * kp];
+        // SAFETY: check_isa verified AVX2 (isa == Avx2); equal lengths, m * kp
+        // with kp a multiple of 4.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            avx2::widen_pairs(q, q16)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        scalar::widen_pairs(q, q16);
+        q16
+    } else {
+        &[]
+    };
     let a = Acts {
         q,
         s,
+        q16,
         m,
         kp,
         groups,
@@ -767,7 +792,7 @@ fn run_many(
             |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
         );
     }
-    SCRATCH.set((xq, sx));
+    SCRATCH.set((xq, sx, x16));
 }
 
 /// Quantised activations, shaped for the kernels.
@@ -776,6 +801,9 @@ pub(crate) struct Acts<'a> {
     pub q: &'a [i8],
     /// `[m, groups]`.
     pub s: &'a [f32],
+    /// `q` widened to i16 with each k-block ordered `(x0, x2, x1, x3)`
+    /// (`[m, kp]`), for the AVX2 kernel of two or more rows; empty otherwise.
+    pub q16: &'a [i16],
     pub m: usize,
     pub kp: usize,
     pub groups: usize,
@@ -797,6 +825,7 @@ fn chunk(
 ) {
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.q.len() == a.m * a.kp && a.s.len() == a.m * a.groups);
+    assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
     assert_eq!(
         a.flipped,

@@ -51,3 +51,12 @@ pub(crate) fn block_sums(blocks: &[i8]) -> ([i32; TILE_N], i8) {
     }
     (acc, min)
 }
+
+/// `q` widened to i16, each k-block's 4 values reordered `(x0, x2, x1, x3)`:
+/// the AVX2 pair kernel's activation input. The twin of `avx2::widen_pairs`.
+pub(crate) fn widen_pairs(q: &[i8], q16: &mut [i16]) {
+    assert!(q16.len() == q.len() && q.len().is_multiple_of(K_BLOCK));
+    for (s, d) in q.chunks_exact(K_BLOCK).zip(q16.chunks_exact_mut(K_BLOCK)) {
+        d.copy_from_slice(&[s[0] as i16, s[2] as i16, s[1] as i16, s[3] as i16]);
+    }
+}
