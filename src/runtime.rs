@@ -11,6 +11,7 @@
 //! | `T5EDGE_THREADS` | a whole number >= 1: the spin pool's threads (`--threads` wins); unset: `RAYON_NUM_THREADS`, else the number of cores |
 //! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
+//! | `T5EDGE_KV_BUDGET_MB` | megabytes of decoder caches a whole-batch decode keeps in flight before it lets rows wait their turn (`generate::waves`); `0`: never; unset: half the L3 |
 //! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` included; unset: only `--exact` screens (`model::screened`). The ids are the same either way |
 //!
 //! An empty variable counts as unset.
@@ -33,13 +34,14 @@ pub struct EnvConfig {
     pub spin_hot: Option<Duration>,
     pub par_min_macs: Option<usize>,
     pub screen: Option<Mode>,
+    pub kv_budget_mb: Option<usize>,
 }
 
 impl EnvConfig {
     /// Reads the variables through `get` (`std::env::var` for the process's
     /// own). A bad `T5EDGE_ISA`, `T5EDGE_POOL` or `T5EDGE_THREADS` is an error
     /// naming the variable; the tuning knobs (`T5EDGE_SPIN_US`,
-    /// `T5EDGE_SPIN_HOT_US`, `T5EDGE_PAR_MIN_MACS`, and `RAYON_NUM_THREADS`,
+    /// `T5EDGE_SPIN_HOT_US`, `T5EDGE_PAR_MIN_MACS`, `T5EDGE_KV_BUDGET_MB`, and `RAYON_NUM_THREADS`,
     /// which is rayon's) fall back to the default when unreadable.
     pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<EnvConfig> {
         Self::read(get).map_err(env_error)
@@ -97,6 +99,7 @@ impl EnvConfig {
             spin: number("T5EDGE_SPIN_US").map(Duration::from_micros),
             spin_hot: number("T5EDGE_SPIN_HOT_US").map(Duration::from_micros),
             par_min_macs: number("T5EDGE_PAR_MIN_MACS").and_then(|n| usize::try_from(n).ok()),
+            kv_budget_mb: number("T5EDGE_KV_BUDGET_MB").and_then(|n| usize::try_from(n).ok()),
         })
     }
 
@@ -118,6 +121,9 @@ impl EnvConfig {
         }
         if let Some(mode) = self.screen {
             crate::model::screened::set_choice(mode);
+        }
+        if let Some(mb) = self.kv_budget_mb {
+            crate::generate::waves::set_budget(mb.saturating_mul(1 << 20));
         }
         Ok(())
     }

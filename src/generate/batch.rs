@@ -282,9 +282,13 @@ fn pick(l: &mut [f32], r: &mut Row, scratch: &mut Scratch) -> u32 {
     .unwrap_or(r.eos as usize) as u32
 }
 
-/// The whole-batch loop: every prompt joins at once (one encoder pass for the
-/// batch, as before) and the batch steps until it is empty; row `s` samples
-/// from `rngs[s]`. Returns each row's ids in prompt order.
+/// The whole-batch loop: prompts join in prompt order, up to
+/// [`super::waves::rows_in_flight`] at a time (all of them unless their
+/// caches would outgrow the cache budget), each group with one encoder pass,
+/// and a waiting prompt joins as a row finishes; the batch steps until every
+/// prompt is done. Row `s` samples from `rngs[s]`. Returns each row's ids in
+/// prompt order, the same whatever the cap (rows share only the linear
+/// layers' arithmetic, which is per row).
 pub(crate) fn decode_loop(
     model: &T5Model,
     prompts: &[&[u32]],
@@ -293,23 +297,30 @@ pub(crate) fn decode_loop(
     on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
 ) -> Result<Vec<Vec<u32>>> {
     model.require_decoder()?;
-    let enc = model.encode_batch(prompts)?;
+    let n = prompts.len();
+    let cap = super::waves::rows_in_flight(model, prompts, opts.max_new_tokens);
     let mut batch = DecodeBatch::new(model);
-    batch.reserve(prompts.len());
-    let mut out = vec![Vec::new(); prompts.len()];
-    let mut finished = Vec::with_capacity(prompts.len());
+    batch.reserve(cap.min(n));
+    let mut out = vec![Vec::new(); n];
+    let mut finished = Vec::with_capacity(n);
     let mut rngs = rngs.map(|r| r.into_iter());
-    for (s, e) in enc.iter().enumerate() {
-        let pre = Prefilled {
-            cache: model.new_cache(e, opts.max_new_tokens)?,
-        };
-        let rng = rngs.as_mut().and_then(|r| r.next());
-        if let Some(f) = batch.join(s as u64, pre, opts, rng)? {
-            out[s] = f.ids;
+    let mut next = 0;
+    while next < n || !batch.is_empty() {
+        if next < n && batch.len() < cap {
+            let end = (next + cap - batch.len()).min(n);
+            let enc = model.encode_batch(&prompts[next..end])?;
+            for (s, e) in (next..end).zip(&enc) {
+                let pre = Prefilled {
+                    cache: model.new_cache(e, opts.max_new_tokens)?,
+                };
+                let rng = rngs.as_mut().and_then(|r| r.next());
+                if let Some(f) = batch.join(s as u64, pre, opts, rng)? {
+                    out[s] = f.ids;
+                }
+            }
+            next = end;
+            continue;
         }
-    }
-    drop(enc);
-    while !batch.is_empty() {
         batch.step(&mut |k, id| on_token(k as usize, id), &mut finished)?;
     }
     for f in finished {

@@ -30,6 +30,7 @@ mod request;
 pub mod rng;
 mod sampling;
 mod stream;
+pub mod waves;
 
 pub use batch::{DecodeBatch, Finished, Prefilled};
 pub use beam::{beam_search, Hypothesis};
