@@ -170,10 +170,11 @@ fn gemv_rows_do_not_depend_on_batch() {
             assert_eq!(one, all[i * n..(i + 1) * n], "{isa} row {i}");
         }
     }
-    // f16 weights: rows 0-7 run in 4- (AVX-512) or 2-row (AVX2) blocks, the
-    // rest one at a time, up to just below the gemm threshold.
+    // f16 weights: rows run in 4- (AVX-512) or 2-row (AVX2) blocks, the rest
+    // one at a time, up to just below every level's prefill threshold (our
+    // kernels' f32::GEMM_MIN_M, the gemm crate's F16_GEMM_MIN_M).
     let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
-    let m = lf16::F16_GEMM_MIN_M - 1;
+    let m = lf32::GEMM_MIN_M.min(lf16::F16_GEMM_MIN_M) - 1;
     let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
     for isa in isas() {
         let mut all = vec![0.0f32; m * n];

@@ -18,11 +18,14 @@ use crate::f32::FloatWeight;
 use crate::par::ColBlock;
 use half::f16;
 
-/// From this many activation rows on, f16 weights go to gemm. Below it the
+/// From this many activation rows on, f16 weights go to the gemm crate, at
+/// the levels without a prefill kernel of ours (NEON). Below it the
 /// row-blocked GEMV wins: gemm needs the weights widened to f32 in memory
 /// first (a whole layer per call, which a decode step of a batch cannot
 /// amortise), and its per-thread packing buffers cost every worker several MB
-/// of resident memory. Measured in kernels/BENCH.md.
+/// of resident memory. Measured in kernels/BENCH.md. Our AVX2 and AVX-512
+/// prefill kernels read f16 as stored and take over from
+/// [`crate::f32::GEMM_MIN_M`] rows, as for f32.
 pub const F16_GEMM_MIN_M: usize = 32;
 
 /// `y = x · wᵀ` at the active ISA level ([`crate::dispatch::active`]):

@@ -28,9 +28,10 @@ use crate::dispatch::{active, Isa};
 use crate::par::{self, ColBlock};
 
 /// From this many activation rows on, SIMD levels take the prefill path
-/// instead of the GEMV kernels: 4x4 register blocks at the AVX-512 levels, the
-/// gemm crate (which picks its own vector width at run time) at AVX2 and on
-/// aarch64. The scalar level and the NEON emulation always run the GEMV.
+/// instead of the GEMV kernels, for every float format: 4x4 register blocks
+/// at the AVX-512 levels, 3x3 at AVX2; on aarch64 the gemm crate, from the
+/// format's own threshold (`FloatWeight::GEMM_MIN_M`). The scalar level and
+/// the NEON emulation always run the GEMV.
 pub const GEMM_MIN_M: usize = 8;
 
 /// Weight rows per prefill task (64 rows x k floats stays in L2 for d_model-sized
@@ -92,7 +93,7 @@ pub(crate) trait Prefill {}
 impl<W> Prefill for W {}
 
 /// Our own prefill kernel at `isa` for any float format, used instead of the
-/// gemm crate from the format's `GEMM_MIN_M` rows: 4 x 4 register blocks on
+/// gemm crate from [`GEMM_MIN_M`] rows: 4 x 4 register blocks on
 /// AVX-512, 3 x 3 on AVX2, both over the weights as stored (kernels/BENCH.md
 /// has each beside the gemm crate). `None` leaves prefill to gemm.
 fn prefill_chunk<W: Prefill>(isa: Isa) -> Option<ChunkFn<W>> {
@@ -116,8 +117,9 @@ fn prefill_chunk<W: Prefill>(isa: Isa) -> Option<ChunkFn<W>> {
 /// A float weight format the GEMV / prefill split below can run: f32, or
 /// f16 and bf16 widened in registers.
 pub(crate) trait FloatWeight: Sized + Sync + Prefill {
-    /// From this many activation rows on, SIMD levels hand the product to our
-    /// prefill kernel or the gemm crate.
+    /// From this many activation rows on, levels without a prefill kernel of
+    /// ours hand the product to the gemm crate (ours take over from
+    /// [`GEMM_MIN_M`] rows for every format).
     const GEMM_MIN_M: usize;
     fn gemm_weights(w: &[Self]) -> crate::gemm::Weights<'_>;
     fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[Self], out: &mut ColBlock<'_>);
@@ -157,17 +159,20 @@ pub(crate) fn float_linear<W: FloatWeight>(
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    if m >= W::GEMM_MIN_M && !invariant {
-        if let Some(f) = prefill_chunk::<W>(isa) {
+    if !invariant {
+        // Our prefill kernels read every format as stored, so the format's
+        // own threshold (set for the gemm crate, which widens f16 and bf16
+        // weights into a copy first) does not apply to them.
+        if let Some(f) = prefill_chunk::<W>(isa).filter(|_| m >= GEMM_MIN_M) {
             par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
                 f(x, m, k, &w[j0 * k..j1 * k], out)
             });
             return;
         }
-        if crate::gemm::native(isa) {
-            crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
-            return;
-        }
+    }
+    if m >= W::GEMM_MIN_M && !invariant && crate::gemm::native(isa) {
+        crate::gemm::run(x, m, k, W::gemm_weights(w), n, y);
+        return;
     }
     par::for_col_chunks(y, m, n, par::gemv_cols(n, 1), parallel, |j0, j1, out| {
         W::gemv_chunk(isa, x, m, k, &w[j0 * k..j1 * k], out)
