@@ -57,35 +57,24 @@ unsafe fn rows<const R: usize>(
     i: usize,
     out: &mut TileOut,
 ) {
-    // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside data
-    // (length np * kp); each k-block reads 64 bytes at kb * 64 < 16 * kp. The
-    // activation reads are 4 bytes at (i + r) * kp + 4 kb with i + r < m and
-    // kb < kp / 4.
+    let ones = _mm256_set1_epi16(1);
+    // SAFETY: the activation reads are 4 bytes at (i + r) * kp + 4 kb with
+    // i + r < m and kb < kp / 4 (the caller's contract); the weights are
+    // read by `tile_loop`.
     unsafe {
-        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
-        let ones = _mm256_set1_epi16(1);
-        let mut y = [[_mm256_setzero_ps(); 2]; R];
-        for g in 0..a.groups {
-            let (kb0, kb1) = w.group_blocks(g);
-            let mut acc = [[_mm256_setzero_si256(); 2]; R];
-            for kb in kb0..kb1 {
-                let wl = _mm256_loadu_si256(wp.add(kb * 64) as *const _);
-                let wh = _mm256_loadu_si256(wp.add(kb * 64 + 32) as *const _);
-                for r in 0..R {
-                    let x4 = std::ptr::read_unaligned(
-                        a.q.as_ptr().add((i + r) * a.kp + kb * K_BLOCK) as *const i32,
-                    );
-                    let xb = _mm256_set1_epi32(x4);
-                    let ax = _mm256_abs_epi8(xb);
-                    let pl = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wl, xb));
-                    let ph = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wh, xb));
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(pl, ones));
-                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(ph, ones));
-                }
+        tile_loop::<R>(a, w, t, i, out, |wl, wh, kb, acc| {
+            for r in 0..R {
+                let x4 = std::ptr::read_unaligned(
+                    a.q.as_ptr().add((i + r) * a.kp + kb * K_BLOCK) as *const i32
+                );
+                let xb = _mm256_set1_epi32(x4);
+                let ax = _mm256_abs_epi8(xb);
+                let pl = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wl, xb));
+                let ph = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(wh, xb));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(pl, ones));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(ph, ones));
             }
-            fold_group(a, w, t, i, g, &acc, &mut y);
-        }
-        store(&y, out);
+        })
     }
 }
 
@@ -96,6 +85,9 @@ unsafe fn rows<const R: usize>(
 /// `(k1, k3)`, which `Acts::q16` matches with its `(x0, x2, x1, x3)` order.
 /// Products are at most 127 * 127 and a pair 32258: every i32 is the exact
 /// dot product, the same as [`rows`] and the scalar twin.
+///
+/// # Safety
+/// As [`tile`] with `r == R`, and `a.q16` holding `[m, kp]` i16s.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows16<const R: usize>(
@@ -105,9 +97,55 @@ unsafe fn rows16<const R: usize>(
     i: usize,
     out: &mut TileOut,
 ) {
-    // SAFETY: as in `rows` for the weights and scales; the activation reads
-    // are 2 x 4 bytes at ((i + r) * kp + 4 kb) i16s, inside q16 ([m, kp]
-    // i16s) as i + r < m and kb < kp / 4.
+    // SAFETY: the activation reads are 2 x 4 bytes at ((i + r) * kp + 4 kb)
+    // i16s, inside q16 as i + r < m and kb < kp / 4; the weights are read by
+    // `tile_loop`.
+    unsafe {
+        tile_loop::<R>(a, w, t, i, out, |wl, wh, kb, acc| {
+            let (l02, l13) = (
+                _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wl)),
+                _mm256_srai_epi16::<8>(wl),
+            );
+            let (h02, h13) = (
+                _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wh)),
+                _mm256_srai_epi16::<8>(wh),
+            );
+            for r in 0..R {
+                let xp = a.q16.as_ptr().add((i + r) * a.kp + kb * K_BLOCK);
+                let x02 = _mm256_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
+                let x13 = _mm256_set1_epi32(std::ptr::read_unaligned(xp.add(2) as *const i32));
+                let lo = _mm256_add_epi32(_mm256_madd_epi16(x02, l02), _mm256_madd_epi16(x13, l13));
+                let hi = _mm256_add_epi32(_mm256_madd_epi16(x02, h02), _mm256_madd_epi16(x13, h13));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], lo);
+                acc[r][1] = _mm256_add_epi32(acc[r][1], hi);
+            }
+        })
+    }
+}
+
+/// The loop both forms share: per group, `kblock(wl, wh, kb, acc)` adds
+/// k-block `kb` (the tile's two 32-byte halves `wl`, `wh`) to the rows' exact
+/// i32 sums, then the group's epilogue `y += (acc as f32 * s_x) * s_w` in the
+/// order every level uses; the `R` x 16 outputs go to `out[0..R]`.
+///
+/// # Safety
+/// The CPU must have AVX2; `t < padded_n / 16`, `i + R <= a.m`, `a` matches
+/// `w`; `kblock` reads only activations of rows `i..i + R`, k-block `kb`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_loop<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut TileOut,
+    mut kblock: impl FnMut(__m256i, __m256i, usize, &mut [[__m256i; 2]; R]),
+) {
+    let np = w.padded_n();
+    // SAFETY: the tile's bytes [t * 16 * kp, (t + 1) * 16 * kp) are inside
+    // data (length np * kp); each k-block reads 64 bytes at kb * 64 < 16 * kp.
+    // The scales read 16 floats at g * np + 16 t + 16 <= groups * np; out[r]
+    // holds 16 floats.
     unsafe {
         let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
         let mut y = [[_mm256_setzero_ps(); 2]; R];
@@ -117,68 +155,19 @@ unsafe fn rows16<const R: usize>(
             for kb in kb0..kb1 {
                 let wl = _mm256_loadu_si256(wp.add(kb * 64) as *const _);
                 let wh = _mm256_loadu_si256(wp.add(kb * 64 + 32) as *const _);
-                let (l02, l13) = (
-                    _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wl)),
-                    _mm256_srai_epi16::<8>(wl),
-                );
-                let (h02, h13) = (
-                    _mm256_srai_epi16::<8>(_mm256_slli_epi16::<8>(wh)),
-                    _mm256_srai_epi16::<8>(wh),
-                );
-                for r in 0..R {
-                    let xp = a.q16.as_ptr().add((i + r) * a.kp + kb * K_BLOCK);
-                    let x02 = _mm256_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
-                    let x13 = _mm256_set1_epi32(std::ptr::read_unaligned(xp.add(2) as *const i32));
-                    let lo =
-                        _mm256_add_epi32(_mm256_madd_epi16(x02, l02), _mm256_madd_epi16(x13, l13));
-                    let hi =
-                        _mm256_add_epi32(_mm256_madd_epi16(x02, h02), _mm256_madd_epi16(x13, h13));
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], lo);
-                    acc[r][1] = _mm256_add_epi32(acc[r][1], hi);
+                kblock(wl, wh, kb, &mut acc);
+            }
+            let sp = w.scales.as_ptr().add(g * np + t * TILE_N);
+            let sw = [_mm256_loadu_ps(sp), _mm256_loadu_ps(sp.add(8))];
+            for r in 0..R {
+                let sx = _mm256_set1_ps(a.s[(i + r) * a.groups + g]);
+                for h in 0..2 {
+                    let f = _mm256_cvtepi32_ps(acc[r][h]);
+                    y[r][h] = _mm256_add_ps(y[r][h], _mm256_mul_ps(_mm256_mul_ps(f, sx), sw[h]));
                 }
             }
-            fold_group(a, w, t, i, g, &acc, &mut y);
         }
-        store(&y, out);
-    }
-}
-
-/// The epilogue of group `g`: `y += (acc as f32 * s_x) * s_w`, in the order
-/// every level uses.
-///
-/// # Safety
-/// The CPU must have AVX2; `t < padded_n / 16`, `g < groups`, `i + R <= a.m`.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fold_group<const R: usize>(
-    a: &Acts<'_>,
-    w: &Int8View<'_>,
-    t: usize,
-    i: usize,
-    g: usize,
-    acc: &[[__m256i; 2]; R],
-    y: &mut [[__m256; 2]; R],
-) {
-    // SAFETY: the scales read 16 floats at g * np + 16 t + 16 <= groups * np.
-    unsafe {
-        let sp = w.scales.as_ptr().add(g * w.padded_n() + t * TILE_N);
-        let sw = [_mm256_loadu_ps(sp), _mm256_loadu_ps(sp.add(8))];
         for r in 0..R {
-            let sx = _mm256_set1_ps(a.s[(i + r) * a.groups + g]);
-            for h in 0..2 {
-                let f = _mm256_cvtepi32_ps(acc[r][h]);
-                y[r][h] = _mm256_add_ps(y[r][h], _mm256_mul_ps(_mm256_mul_ps(f, sx), sw[h]));
-            }
-        }
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn store<const R: usize>(y: &[[__m256; 2]; R], out: &mut TileOut) {
-    for r in 0..R {
-        // SAFETY: out[r] holds TILE_N = 16 floats; two 8-float stores.
-        unsafe {
             _mm256_storeu_ps(out[r].as_mut_ptr(), y[r][0]);
             _mm256_storeu_ps(out[r].as_mut_ptr().add(8), y[r][1]);
         }
