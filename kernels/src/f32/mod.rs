@@ -159,11 +159,11 @@ pub(crate) fn float_linear<W: FloatWeight>(
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
-    if !invariant {
+    if !invariant && m >= GEMM_MIN_M {
         // Our prefill kernels read every format as stored, so the format's
         // own threshold (set for the gemm crate, which widens f16 and bf16
         // weights into a copy first) does not apply to them.
-        if let Some(f) = prefill_chunk::<W>(isa).filter(|_| m >= GEMM_MIN_M) {
+        if let Some(f) = prefill_chunk::<W>(isa) {
             par::for_col_chunks(y, m, n, GEMV_CHUNK, parallel, |j0, j1, out| {
                 f(x, m, k, &w[j0 * k..j1 * k], out)
             });
