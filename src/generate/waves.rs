@@ -69,17 +69,14 @@ fn parse_size(s: &str) -> Option<usize> {
 pub fn rows_in_flight(model: &T5Model, prompts: &[&[u32]], max_new: usize) -> usize {
     let c = &model.config;
     let per_pos = c.inner_dim() * 2 * c.num_decoder_layers * std::mem::size_of::<f32>();
-    let bytes: Vec<usize> = prompts
-        .iter()
-        .map(|p| (p.len() + max_new).saturating_mul(per_pos))
-        .collect();
-    cap(&bytes, budget())
+    let total = prompts.iter().fold(0usize, |a, p| {
+        a.saturating_add((p.len() + max_new).saturating_mul(per_pos))
+    });
+    cap(prompts.len(), total, budget())
 }
 
-/// [`rows_in_flight`] from each row's cache bytes and the budget.
-fn cap(bytes: &[usize], budget: usize) -> usize {
-    let n = bytes.len();
-    let total = bytes.iter().fold(0usize, |a, &b| a.saturating_add(b));
+/// [`rows_in_flight`] for `n` rows whose caches take `total` bytes together.
+fn cap(n: usize, total: usize, budget: usize) -> usize {
     if n <= MIN_ROWS || budget == 0 || total <= budget {
         return n.max(1);
     }
@@ -109,16 +106,16 @@ mod tests {
     fn batches_split_only_into_waves_that_fit() {
         let mb = 1 << 20;
         // 64 rows of 768 KB against 16 MB: 21 fit, so 4 waves of 16.
-        assert_eq!(cap(&[768 << 10; 64], 16 * mb), 16);
+        assert_eq!(cap(64, 64 * (768 << 10), 16 * mb), 16);
         // Fits whole: no split.
-        assert_eq!(cap(&[100 << 10; 64], 16 * mb), 64);
+        assert_eq!(cap(64, 64 * (100 << 10), 16 * mb), 64);
         // 7 MB rows: a wave of 16 would not fit either, so no split.
-        assert_eq!(cap(&[7 * mb; 64], 16 * mb), 64);
+        assert_eq!(cap(64, 64 * 7 * mb, 16 * mb), 64);
         // Budget 0 turns it off; small batches never split.
-        assert_eq!(cap(&[768 << 10; 64], 0), 64);
-        assert_eq!(cap(&[mb << 4; 16], mb), 16);
-        assert_eq!(cap(&[], mb), 1);
+        assert_eq!(cap(64, 64 * (768 << 10), 0), 64);
+        assert_eq!(cap(16, 16 * (mb << 4), mb), 16);
+        assert_eq!(cap(0, 0, mb), 1);
         // 40 rows, 32 fit: 2 waves of 20.
-        assert_eq!(cap(&[512 << 10; 40], 16 * mb), 20);
+        assert_eq!(cap(40, 40 * (512 << 10), 16 * mb), 20);
     }
 }
