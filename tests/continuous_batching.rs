@@ -5,24 +5,11 @@
 
 mod common;
 
-use common::decode_synth_model;
+use common::{decode_synth_model, varied_prompts as prompts};
 use std::ops::ControlFlow;
 use t5edge::generate::{generate, DecodeBatch, DecodeRng, Finished, Prefilled};
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::{GenerateOptions, T5Model};
-
-/// Deterministic prompts of different lengths.
-fn prompts(n: usize) -> Vec<Vec<u32>> {
-    (0..n as u32)
-        .map(|r| {
-            let mut p: Vec<u32> = (0..3 + (r * 7) % 23)
-                .map(|i| 5 + (r * 131 + i * 17) % 900)
-                .collect();
-            p.push(1);
-            p
-        })
-        .collect()
-}
 
 /// The options of request `r`: greedy or sampling, different lengths and
 /// processors.

@@ -6,22 +6,10 @@
 
 mod common;
 
-use common::decode_synth_model;
+use common::{decode_synth_model, varied_prompts};
 use std::collections::HashMap;
 use t5edge::generate::{generate, waves};
 use t5edge::GenerateOptions;
-
-fn prompts(n: usize) -> Vec<Vec<u32>> {
-    (0..n as u32)
-        .map(|r| {
-            let mut p: Vec<u32> = (0..4 + (r * 5) % 19)
-                .map(|i| 5 + (r * 97 + i * 31) % 900)
-                .collect();
-            p.push(1);
-            p
-        })
-        .collect()
-}
 
 fn run(model: &t5edge::T5Model, ps: &[&[u32]], o: &GenerateOptions) -> Vec<Vec<Vec<u32>>> {
     generate(model, ps, o)
@@ -39,7 +27,7 @@ fn alone(model: &t5edge::T5Model, ps: &[&[u32]], o: &GenerateOptions) -> Vec<Vec
 #[test]
 fn rows_in_flight_do_not_change_any_row() {
     let (_dir, model) = decode_synth_model();
-    let owned = prompts(40);
+    let owned = varied_prompts(40);
     let ps: Vec<&[u32]> = owned.iter().map(|p| p.as_slice()).collect();
     let base = GenerateOptions::default().max_new_tokens(12);
 

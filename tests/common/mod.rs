@@ -170,3 +170,17 @@ pub fn options_from_hf(o: &serde_json::Value) -> t5edge::GenerateOptions {
     }
     g
 }
+
+/// Deterministic prompts of different lengths (4-26 ids, ending with EOS),
+/// for the batch tests.
+pub fn varied_prompts(n: usize) -> Vec<Vec<u32>> {
+    (0..n as u32)
+        .map(|r| {
+            let mut p: Vec<u32> = (0..3 + (r * 7) % 23)
+                .map(|i| 5 + (r * 131 + i * 17) % 900)
+                .collect();
+            p.push(1);
+            p
+        })
+        .collect()
+}
