@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use proptest::prelude::*;
 use t5edge_kernels::int8::{self, PackedInt8};
-use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
+use t5edge_kernels::screen::{self, Int4Screen, Pick, RowsScratch, ScreenScratch};
 use t5edge_kernels::{ops, Isa};
 
 #[test]
@@ -120,6 +120,108 @@ proptest! {
                     prop_assert!(rescored >= 1);
                 }
                 Pick::Undecided { candidates } => prop_assert!(candidates > n / 512 + 16, "{}: undecided with {} candidates", isa, candidates),
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Error budget: none. The multi-row kernel (nibbles unpacked once for up
+    /// to four activation rows) gives every row exactly the sums the one-row
+    /// kernel gives it alone, at every level, for 1-9 rows (whole and
+    /// partial groups of four), every group size and a partial last task.
+    #[test]
+    fn multi_row_screen_sums_equal_one_row_sums(
+        m in 1usize..=9, n in 1usize..150, k in 1usize..300, gs in group_size(),
+        fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let w32 = matrix(&mut rng, fw, n, k, 1e6);
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let s = Int4Screen::from_int8(&p.view()).unwrap();
+        let kp8 = screen::padded_k(k);
+        let qs: Vec<Vec<i8>> = (0..m)
+            .map(|_| {
+                let mut q = vec![0i8; kp8];
+                for v in q.iter_mut().take(k) {
+                    *v = (rng.below(255) as i32 - 127) as i8;
+                }
+                q
+            })
+            .collect();
+        let refs: Vec<&[i8]> = qs.iter().map(|q| &q[..]).collect();
+        for isa in isas() {
+            let got = screen::sums_rows_with(isa, &s, &refs);
+            for (i, q) in qs.iter().enumerate() {
+                prop_assert_eq!(&got[i], &screen::sums_with(Isa::Scalar, &s, q), "{} row {}", isa, i);
+            }
+        }
+    }
+
+    /// Error budget: none. A batch's screened picks (`argmax_rows_with`)
+    /// are each row's full int8 argmax, at every level: rows with their own
+    /// planted winner or none, exact and near ties, a banned row on some
+    /// rows, and a row with an infinite input (undecided, never a pick).
+    #[test]
+    fn batch_screened_picks_are_each_rows_int8_argmax(
+        m in 1usize..=7, n in 2usize..300, k in 1usize..120, gs in group_size(),
+        fw in fill_strategy(), nan_row in any::<bool>(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let mut w32 = matrix(&mut rng, fw, n, k, 1e3);
+        let mut x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
+        for i in 0..m {
+            if rng.below(3) > 0 {
+                let winner = rng.below(n);
+                for kk in 0..k {
+                    w32[winner * k + kk] = 4.0 * x[i * k + kk];
+                }
+            }
+        }
+        for _ in 0..(n / 4).max(1) {
+            let (a, b) = (rng.below(n), rng.below(n));
+            if a == b {
+                continue;
+            }
+            let row: Vec<f32> = w32[a * k..(a + 1) * k].to_vec();
+            w32[b * k..(b + 1) * k].copy_from_slice(&row);
+            if rng.below(2) == 0 {
+                let kk = rng.below(k);
+                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+                w32[b * k + kk] += amax / 127.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+            }
+        }
+        let bad = nan_row.then(|| rng.below(m));
+        if let Some(i) = bad {
+            // Its scale is not finite: the intervals would prove nothing.
+            x[i * k] = f32::INFINITY;
+        }
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let w = p.view();
+        let s = Int4Screen::from_int8(&w).unwrap();
+        let banned: Vec<Option<usize>> = (0..m).map(|_| (rng.below(3) == 0).then(|| rng.below(n))).collect();
+        let (mut scratch, mut picks) = (RowsScratch::default(), Vec::new());
+        for isa in isas() {
+            screen::argmax_rows_with(isa, &w, &s, &x, m, &banned, &mut scratch, &mut picks);
+            prop_assert_eq!(picks.len(), m);
+            for (i, pick) in picks.iter().enumerate() {
+                let xi = &x[i * k..(i + 1) * k];
+                match *pick {
+                    Pick::Id { id, rescored } => {
+                        prop_assert!(Some(i) != bad, "{}: a non-finite row was picked", isa);
+                        prop_assert_eq!(id, full_pick(&w, xi, banned[i]), "{} row {}", isa, i);
+                        prop_assert!(rescored >= 1);
+                    }
+                    Pick::Undecided { candidates } => prop_assert!(
+                        (Some(i) == bad && candidates == n) || candidates > n / 512 + 16,
+                        "{}: row {} undecided with {} candidates", isa, i, candidates
+                    ),
+                }
+                // The same answer as the row alone.
+                let alone = screen::argmax_with(isa, &w, &s, xi, banned[i], &mut ScreenScratch::default());
+                prop_assert_eq!(*pick, alone, "{} row {}", isa, i);
             }
         }
     }

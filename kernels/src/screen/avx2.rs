@@ -6,7 +6,7 @@
 // Register arrays indexed by tile read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Int4Screen, BLOCK, BLOCK_BYTES, MAX_T, TILE};
+use super::{Int4Screen, BLOCK, BLOCK_BYTES, MAX_R, MAX_T, TASK_ROWS, TILE};
 use std::arch::x86_64::*;
 
 /// Blocks summed in 16-bit lanes before widening (see the module docs).
@@ -70,6 +70,94 @@ unsafe fn body<const T: usize>(
         }
         for tt in 0..T {
             _mm256_storeu_si256(out[tt].as_mut_ptr() as *mut __m256i, acc[tt]);
+        }
+    }
+}
+
+/// `out[r][8 (t − t0) + j] = Σ u·q_r` over blocks `[b0, b1)` of tiles
+/// `[t0, t1)` for `R` activation rows `qs[..R]`: each block's nibbles are
+/// unpacked once for every row (a batch's decode step), the sums exactly
+/// those of [`tiles`] row by row.
+///
+/// # Safety
+/// The CPU must have AVX2; every `qs[r]` (`r < R`) must hold `padded_k(k)`
+/// values, `t1 <= ceil(n / 8)`, `8 (t1 − t0) <= TASK_ROWS`, `b1 <=
+/// padded_k(k) / 8`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn rows_tiles(
+    s: &Int4Screen,
+    qs: &[&[i8]; MAX_R],
+    r: usize,
+    b0: usize,
+    b1: usize,
+    t0: usize,
+    t1: usize,
+    out: &mut [[i32; TASK_ROWS]; MAX_R],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match r {
+            1 => rows_body::<1>(s, qs, b0, b1, t0, t1, out),
+            2 => rows_body::<2>(s, qs, b0, b1, t0, t1, out),
+            3 => rows_body::<3>(s, qs, b0, b1, t0, t1, out),
+            _ => rows_body::<4>(s, qs, b0, b1, t0, t1, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn rows_body<const R: usize>(
+    s: &Int4Screen,
+    qs: &[&[i8]; MAX_R],
+    b0: usize,
+    b1: usize,
+    t0: usize,
+    t1: usize,
+    out: &mut [[i32; TASK_ROWS]; MAX_R],
+) {
+    assert!((t1 - t0) * TILE <= TASK_ROWS);
+    for q in &qs[..R] {
+        assert!(q.len() >= b1 * BLOCK);
+    }
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    for t in t0..t1 {
+        let [w]: [&[u8]; 1] = s.checked_tiles(qs[0], t, b1);
+        // SAFETY: the asserts above bound every read: activation reads are
+        // 8 bytes at b * 8 < q.len() of each row, weight reads 32 bytes at
+        // b * 32 inside the tile; each store writes 8 i32 at 8 (t − t0) +
+        // 8 <= TASK_ROWS of a row of `out`.
+        unsafe {
+            let mut acc = [_mm256_setzero_si256(); R];
+            let mut b = b0;
+            while b < b1 {
+                let end = (b + WIDEN_EVERY).min(b1);
+                let mut acc16 = [_mm256_setzero_si256(); R];
+                for bb in b..end {
+                    let v = _mm256_loadu_si256(w.as_ptr().add(bb * BLOCK_BYTES) as *const _);
+                    let lo = _mm256_and_si256(v, mask);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                    for r in 0..R {
+                        let xp = qs[r].as_ptr().add(bb * BLOCK);
+                        let xl = _mm256_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
+                        let xh =
+                            _mm256_set1_epi32(std::ptr::read_unaligned(xp.add(4) as *const i32));
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, xl),
+                            _mm256_maddubs_epi16(hi, xh),
+                        );
+                        acc16[r] = _mm256_add_epi16(acc16[r], p);
+                    }
+                }
+                for r in 0..R {
+                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(acc16[r], ones));
+                }
+                b = end;
+            }
+            for r in 0..R {
+                let o = out[r].as_mut_ptr().add((t - t0) * TILE);
+                _mm256_storeu_si256(o as *mut __m256i, acc[r]);
+            }
         }
     }
 }

@@ -296,6 +296,52 @@ fn tiles(
     }
 }
 
+/// Activation rows a multi-row kernel call takes (a batch's decode step).
+pub(crate) const MAX_R: usize = 4;
+
+/// Whether `isa` has a multi-row screen kernel (AVX2, and AVX-512 without
+/// VNNI, which runs the AVX2 one); the other levels serve
+/// [`argmax_rows_with`] with their one-row kernel, a pass over the nibbles
+/// per row.
+pub fn rows_kernel(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx2 | Isa::Avx512)
+}
+
+/// `out[r][8 (t − t0) + j] = Σ u·q_r` over group `g`'s blocks of tiles
+/// `[t0, t1)` (at most a task's) for activation rows `qs[..r]` (`r <=
+/// MAX_R`, each `kp8` values), at `isa`: the AVX2 kernel unpacks each
+/// block's nibbles once for all the rows; the other levels run their one-row
+/// kernel per row. The same integers as [`tiles`].
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn tile_rows(
+    isa: Isa,
+    s: &Int4Screen,
+    qs: &[&[i8]; MAX_R],
+    r: usize,
+    g: usize,
+    t0: usize,
+    t1: usize,
+    out: &mut [[i32; TASK_ROWS]; MAX_R],
+) {
+    assert!((1..=MAX_R).contains(&r) && (t1 - t0) * TILE <= TASK_ROWS);
+    #[cfg(target_arch = "x86_64")]
+    if rows_kernel(isa) {
+        let (b0, b1) = s.group_blocks(g);
+        // SAFETY: AVX2 is implied by both levels (check_isa ran); each of
+        // the r rows holds kp8 values (the caller's contract, asserted by
+        // the kernel), t1 <= ceil(n / 8) and the tiles fit a task (above).
+        return unsafe { avx2::rows_tiles(s, qs, r, b0, b1, t0, t1, out) };
+    }
+    let mut buf = [[0i32; TILE]; MAX_T];
+    for (q, o) in qs.iter().zip(out.iter_mut()).take(r) {
+        for t in t0..t1 {
+            tiles(isa, s, q, g, t, 1, &mut buf);
+            o[(t - t0) * TILE..][..TILE].copy_from_slice(&buf[0]);
+        }
+    }
+}
+
 /// Screen sums `Σ u·q` of every row (`[groups, n]`) for one activation row
 /// `q` of `kp8` values at `isa`: what the tests compare across levels.
 pub fn sums_with(isa: Isa, s: &Int4Screen, q: &[i8]) -> Vec<i32> {
@@ -316,6 +362,36 @@ pub fn sums_with(isa: Isa, s: &Int4Screen, q: &[i8]) -> Vec<i32> {
                 }
             }
             t += nt;
+        }
+    }
+    out
+}
+
+/// [`sums_with`] for several activation rows at once (`qs[i]` of `kp8`
+/// values each) through the multi-row kernel: `[rows][groups * n]`, each the
+/// same integers [`sums_with`] gives for that row alone.
+pub fn sums_rows_with(isa: Isa, s: &Int4Screen, qs: &[&[i8]]) -> Vec<Vec<i32>> {
+    crate::f32::check_isa(isa);
+    let kp8 = padded_k(s.k);
+    assert!(qs.iter().all(|q| q.len() == kp8), "screen: q length");
+    let mut out = vec![vec![0i32; s.groups() * s.n]; qs.len()];
+    let mut buf = [[0i32; TASK_ROWS]; MAX_R];
+    for (c, rows) in qs.chunks(MAX_R).enumerate() {
+        let mut q4: [&[i8]; MAX_R] = [rows[0]; MAX_R];
+        q4[..rows.len()].copy_from_slice(rows);
+        for g in 0..s.groups() {
+            for task in 0..s.n.div_ceil(TASK_ROWS) {
+                let (t0, t1) = task_tiles(task, s.n);
+                tile_rows(isa, s, &q4, rows.len(), g, t0, t1, &mut buf);
+                for (i, b) in buf.iter().enumerate().take(rows.len()) {
+                    for (r, &v) in b[..(t1 - t0) * TILE].iter().enumerate() {
+                        let j = t0 * TILE + r;
+                        if j < s.n {
+                            out[c * MAX_R + i][g * s.n + j] = v;
+                        }
+                    }
+                }
+            }
         }
     }
     out
@@ -439,11 +515,7 @@ impl Intervals<'_> {
         banned: Option<usize>,
         hi: &mut [f32],
     ) -> (f32, f32) {
-        let n = self.s.n;
-        let np8 = n.div_ceil(TILE) * TILE;
-        let (j0, rows) = (t0 * TILE, (t1 - t0) * TILE);
-        let mut mid = [0.0f32; TASK_ROWS];
-        let mut rad = [0.0f32; TASK_ROWS];
+        let mut part = Part::default();
         let mut sums = [0i32; TASK_ROWS];
         let mut buf = [[0i32; TILE]; MAX_T];
         for g in 0..self.qsum.len() {
@@ -455,25 +527,54 @@ impl Intervals<'_> {
                     .copy_from_slice(&buf.as_flattened()[..nt * TILE]);
                 t += nt;
             }
-            // Whole tiles: np (a multiple of 16) and np8 cover them.
-            let sw = &self.scales[g * self.np + j0..][..rows];
-            let ln = &self.s.l_norms[g * np8 + j0..][..rows];
-            let (sx, qn, rho) = (self.sx[g], self.qnorm[g], self.rho);
-            // u − 8Σq = Σh·q, |Σh·q| <= 7·127·k, so 17 times it fits an
-            // i32 for every k up to int8::MAX_K (1.98e9 at 2^17).
-            let off = (OFFSET as i64 * self.qsum[g]) as i32;
-            let rows_iter = mid
-                .iter_mut()
-                .zip(rad.iter_mut())
-                .zip(sums.iter().zip(sw.iter().zip(ln)));
-            for ((m, r), (&u, (&w, &l))) in rows_iter {
-                let sv = (MULT * (u - off)) as f32;
-                let c = sx * w;
-                let e = l * qn;
-                *m += sv * c;
-                *r += c * (e + rho * (sv.abs() + e));
-            }
+            let rows = (t1 - t0) * TILE;
+            self.add_group(g, &sums[..rows], t0 * TILE, 0, g == 0, &mut part);
         }
+        self.finish(&part, t0, t1, banned, hi)
+    }
+
+    /// Group `g`'s part of the intervals of outputs `j..j + sums.len()`
+    /// (see [`Intervals::task_body`]) from their screen sums, added to
+    /// `part` from index `at` (stored instead when `first`: the first group
+    /// needs no cleared `part`). `j` starts a tile and the outputs are whole
+    /// tiles: np (a multiple of 16) and np8 cover them.
+    #[inline(always)]
+    fn add_group(&self, g: usize, sums: &[i32], j: usize, at: usize, first: bool, part: &mut Part) {
+        let np8 = self.s.n.div_ceil(TILE) * TILE;
+        let len = sums.len();
+        let sw = &self.scales[g * self.np + j..][..len];
+        let ln = &self.s.l_norms[g * np8 + j..][..len];
+        let (sx, qn, rho) = (self.sx[g], self.qnorm[g], self.rho);
+        // u − 8Σq = Σh·q, |Σh·q| <= 7·127·k, so 17 times it fits an
+        // i32 for every k up to int8::MAX_K (1.98e9 at 2^17).
+        let off = (OFFSET as i64 * self.qsum[g]) as i32;
+        let rows_iter = part.mid[at..at + len]
+            .iter_mut()
+            .zip(&mut part.rad[at..at + len])
+            .zip(sums.iter().zip(sw.iter().zip(ln)));
+        for ((m, r), (&u, (&w, &l))) in rows_iter {
+            let sv = (MULT * (u - off)) as f32;
+            let c = sx * w;
+            let e = l * qn;
+            let (dm, dr) = (sv * c, c * (e + rho * (sv.abs() + e)));
+            (*m, *r) = if first { (dm, dr) } else { (*m + dm, *r + dr) };
+        }
+    }
+
+    /// The upper ends of tiles `[t0, t1)` into `hi` from the summed `part`
+    /// (the caller's widening added), and the best lower and upper end.
+    #[inline(always)]
+    fn finish(
+        &self,
+        part: &Part,
+        t0: usize,
+        t1: usize,
+        banned: Option<usize>,
+        hi: &mut [f32],
+    ) -> (f32, f32) {
+        let n = self.s.n;
+        let (j0, rows) = (t0 * TILE, (t1 - t0) * TILE);
+        let mut rad = part.rad;
         if let Some(wd) = self.widen {
             let (a, b) = (wd.a * (1.0 + 1e-6), wd.b * (1.0 + 1e-6));
             let (ra, rb) = (&wd.row_a[j0..], &wd.row_b[j0..]);
@@ -483,7 +584,7 @@ impl Intervals<'_> {
         }
         let hi = &mut hi[..rows];
         let mut lo = [0.0f32; TASK_ROWS];
-        for (((l, h), &m), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&mid).zip(&rad) {
+        for (((l, h), &m), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&part.mid).zip(&rad) {
             (*l, *h) = (m - r, m + r);
         }
         // The banned row and padding rows past n are never candidates.
@@ -493,28 +594,109 @@ impl Intervals<'_> {
         let valid = rows.min(n - j0);
         lo[valid..rows].fill(f32::NEG_INFINITY);
         hi[valid..].fill(f32::NEG_INFINITY);
-        // Eight independent running maxima (the bounds of finite scales are
-        // finite, never NaN), so the loop vectorises.
-        let (mut best_lo, mut best_hi) = ([f32::NEG_INFINITY; TILE], [f32::NEG_INFINITY; TILE]);
-        for (lc, hc) in lo[..rows].chunks_exact(TILE).zip(hi.chunks_exact(TILE)) {
-            for r in 0..TILE {
-                best_lo[r] = if lc[r] > best_lo[r] {
-                    lc[r]
-                } else {
-                    best_lo[r]
-                };
-                best_hi[r] = if hc[r] > best_hi[r] {
-                    hc[r]
-                } else {
-                    best_hi[r]
-                };
-            }
+        (max_of(&lo[..rows]), max_of(hi))
+    }
+}
+
+/// The largest of `v` (a whole number of tiles; -inf if empty): eight
+/// independent running maxima (the bounds of finite scales are finite,
+/// never NaN), one slice at a time, so the loop vectorises into plain
+/// `vmaxps` (two slices in one loop came out as lane shuffles).
+#[inline(always)]
+fn max_of(v: &[f32]) -> f32 {
+    let mut best = [f32::NEG_INFINITY; TILE];
+    for c in v.chunks_exact(TILE) {
+        for r in 0..TILE {
+            best[r] = if c[r] > best[r] { c[r] } else { best[r] };
         }
-        let fold = |v: [f32; TILE]| {
-            v.iter()
-                .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
-        };
-        (fold(best_lo), fold(best_hi))
+    }
+    best.iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
+}
+
+/// The intervals of one 64-row task as they are summed: midpoints and radii.
+#[derive(Clone, Copy)]
+struct Part {
+    mid: [f32; TASK_ROWS],
+    rad: [f32; TASK_ROWS],
+}
+
+impl Default for Part {
+    fn default() -> Self {
+        Part {
+            mid: [0.0; TASK_ROWS],
+            rad: [0.0; TASK_ROWS],
+        }
+    }
+}
+
+/// [`Intervals::task`] for up to [`MAX_R`] activation rows at once (`ivs`,
+/// one each, the same screen and group size): the screen sums come from the
+/// multi-row kernel, then each row's arithmetic is its own (`parts`, the
+/// caller's, overwritten). Row `i`'s upper ends go to
+/// `his[i]` and its best lower and upper end to `best[i]`.
+#[allow(clippy::too_many_arguments)]
+fn task_rows(
+    ivs: &[Intervals<'_>],
+    isa: Isa,
+    t0: usize,
+    t1: usize,
+    banned: &[Option<usize>],
+    his: &mut [&mut [f32]],
+    best: &mut [(f32, f32)],
+    parts: &mut [Part; MAX_R],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+        // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
+        return unsafe { task_rows_avx2(ivs, isa, t0, t1, banned, his, best, parts) };
+    }
+    task_rows_body(ivs, isa, t0, t1, banned, his, best, parts)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn task_rows_avx2(
+    ivs: &[Intervals<'_>],
+    isa: Isa,
+    t0: usize,
+    t1: usize,
+    banned: &[Option<usize>],
+    his: &mut [&mut [f32]],
+    best: &mut [(f32, f32)],
+    parts: &mut [Part; MAX_R],
+) {
+    task_rows_body(ivs, isa, t0, t1, banned, his, best, parts)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn task_rows_body(
+    ivs: &[Intervals<'_>],
+    isa: Isa,
+    t0: usize,
+    t1: usize,
+    banned: &[Option<usize>],
+    his: &mut [&mut [f32]],
+    best: &mut [(f32, f32)],
+    parts: &mut [Part; MAX_R],
+) {
+    let r = ivs.len();
+    assert!((1..=MAX_R).contains(&r) && banned.len() == r && his.len() == r && best.len() == r);
+    let mut sums = [[0i32; TASK_ROWS]; MAX_R];
+    let qs: [&[i8]; MAX_R] = std::array::from_fn(|i| ivs[i.min(r - 1)].q);
+    let rows = (t1 - t0) * TILE;
+    for g in 0..ivs[0].qsum.len() {
+        tile_rows(isa, ivs[0].s, &qs, r, g, t0, t1, &mut sums);
+        // A whole task's outputs at once: the arithmetic vectorises 8 wide
+        // (a tile at a time it did not).
+        for ((iv, s), p) in ivs.iter().zip(&sums).zip(parts.iter_mut()) {
+            iv.add_group(g, &s[..rows], t0 * TILE, 0, g == 0, p);
+        }
+    }
+    for (i, iv) in ivs.iter().enumerate() {
+        best[i] = iv.finish(&parts[i], t0, t1, banned[i], his[i]);
     }
 }
 
@@ -568,22 +750,7 @@ pub fn argmax_with(
     if let Err(candidates) = candidates_with(isa, w, s, x, banned, None, scratch) {
         return Pick::Undecided { candidates };
     }
-    let rows = &scratch.cands;
-    let mut best: Option<(usize, f32)> = None;
-    for &j in rows {
-        let y = exact_logit(w, &scratch.q, &scratch.s, j);
-        // Rows come in increasing id: a strict `>` keeps the lowest on ties.
-        if best.is_none_or(|(_, b)| y > b) {
-            best = Some((j, y));
-        }
-    }
-    match best {
-        Some((id, _)) => Pick::Id {
-            id,
-            rescored: rows.len(),
-        },
-        None => Pick::Undecided { candidates: 0 },
-    }
+    rescore(w, scratch)
 }
 
 /// A further per-row radius `a·row_a[j] + b·row_b[j]` (all non-negative)
@@ -619,39 +786,87 @@ pub fn candidates_with(
     scratch: &mut ScreenScratch,
 ) -> Result<(), usize> {
     crate::f32::check_isa(isa);
-    let (n, k, gs) = (w.n(), w.k(), w.group_size());
-    assert!(
-        s.n == n && s.k == k && s.group_size == gs,
-        "screen: built for another matrix"
-    );
-    assert_eq!(x.len(), k, "screen: x length");
+    let n = w.n();
     if let Some(wd) = widen {
         assert!(
             wd.row_a.len() == n && wd.row_b.len() == n,
             "screen: widen rows"
         );
     }
-    let (kp, kp8, groups, np) = (w.padded_k(), padded_k(k), w.groups(), w.padded_n());
+    prepare(isa, w, s, x, scratch)?;
+    let tasks = n.div_ceil(TASK_ROWS);
+    const W: usize = TASK_ROWS + 2;
+    let mut bounds = std::mem::take(&mut scratch.bounds);
+    bounds.clear();
+    bounds.resize(tasks * W, 0.0);
+    let iv = scratch.intervals(w, s, widen);
+    // Several 64-row tasks per pool task (about as many pool tasks as a GEMV
+    // takes, `par::GEMV_TASKS`): ~500 a step cost more to hand out than they took.
+    let per = (tasks / par::GEMV_TASKS).max(1);
+    par::for_chunks_mut(
+        &mut bounds,
+        W * per,
+        par::worth_parallel_macs(n * w.k() / 2),
+        |chunk, parts| {
+            for (i, part) in parts.chunks_exact_mut(W).enumerate() {
+                let (t0, t1) = task_tiles(chunk * per + i, n);
+                let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
+                part[TASK_ROWS] = best_lo;
+                part[TASK_ROWS + 1] = best_hi;
+            }
+        },
+    );
+    let found = select(
+        |task| &bounds[task * W..(task + 1) * W],
+        n,
+        &mut scratch.cands,
+    );
+    scratch.bounds = bounds;
+    found
+}
+
+/// Tiles `[t0, t1)` of 64-row task `task` of an `n`-row screen.
+fn task_tiles(task: usize, n: usize) -> (usize, usize) {
+    let j0 = task * TASK_ROWS;
+    (j0 / TILE, (j0 + TASK_ROWS).min(n).div_ceil(TILE))
+}
+
+/// Quantises one activation row into `scratch` exactly as the int8 kernels
+/// do, with its per-group `Σq` and `‖q‖₂`; `Err(n)` if it is not finite
+/// (the intervals would prove nothing).
+fn prepare(
+    isa: Isa,
+    w: &Int8View<'_>,
+    s: &Int4Screen,
+    x: &[f32],
+    scratch: &mut ScreenScratch,
+) -> Result<(), usize> {
+    let (n, k, gs) = (w.n(), w.k(), w.group_size());
+    assert!(
+        s.n == n && s.k == k && s.group_size == gs,
+        "screen: built for another matrix"
+    );
+    assert_eq!(x.len(), k, "screen: x length");
+    let (kp, kp8, groups) = (w.padded_k(), padded_k(k), w.groups());
     let ScreenScratch {
         q,
         s: sx,
         qsum,
         qnorm,
-        bounds,
         cands,
+        ..
     } = scratch;
     q.clear();
     q.resize(kp8, 0);
     sx.clear();
     sx.resize(groups, 0.0);
     cands.clear();
-    int8::quantize_activations_with(isa, x, 1, k, gs, &mut q[..kp], sx);
-    if sx.iter().any(|v| !v.is_finite()) {
-        // A non-finite input: the intervals would prove nothing.
-        return Err(n);
-    }
     qsum.clear();
     qnorm.clear();
+    int8::quantize_activations_with(isa, x, 1, k, gs, &mut q[..kp], sx);
+    if sx.iter().any(|v| !v.is_finite()) {
+        return Err(n);
+    }
     let gsz = if gs == 0 { kp8 } else { gs };
     for g in 0..groups {
         let part = &q[g * gsz..((g + 1) * gsz).min(kp8)];
@@ -659,55 +874,53 @@ pub fn candidates_with(
         let sq: i64 = part.iter().map(|&v| v as i64 * v as i64).sum();
         qnorm.push(round_up((sq as f64).sqrt()));
     }
-    let rho = slack(groups);
+    Ok(())
+}
+
+impl ScreenScratch {
+    /// The intervals of the row [`prepare`] left here.
+    fn intervals<'a>(
+        &'a self,
+        w: &Int8View<'a>,
+        s: &'a Int4Screen,
+        widen: Option<&'a Widen<'a>>,
+    ) -> Intervals<'a> {
+        Intervals {
+            s,
+            q: &self.q,
+            sx: &self.s,
+            qsum: &self.qsum,
+            qnorm: &self.qnorm,
+            scales: w.scales(),
+            np: w.padded_n(),
+            rho: slack(w.groups()),
+            widen,
+        }
+    }
+}
+
+/// The candidates from one row's task bounds (`bounds(task)`: the task's
+/// upper ends, then its best lower and best upper end): the rows whose upper
+/// end reaches `λ`, the best lower end, ascending into `cands`; `Err` as
+/// [`candidates_with`].
+fn select<'b>(
+    bounds: impl Fn(usize) -> &'b [f32],
+    n: usize,
+    cands: &mut Vec<usize>,
+) -> Result<(), usize> {
     let tasks = n.div_ceil(TASK_ROWS);
-    const W: usize = TASK_ROWS + 2;
-    bounds.clear();
-    bounds.resize(tasks * W, 0.0);
-    let (q, sx, qsum, qnorm) = (&q[..], &sx[..], &qsum[..], &qnorm[..]);
-    let scales = w.scales();
-    // Several 64-row tasks per pool task (about as many pool tasks as a GEMV
-    // takes, `par::GEMV_TASKS`): ~500 a step cost more to hand out than they took.
-    let per = (tasks / par::GEMV_TASKS).max(1);
-    par::for_chunks_mut(
-        bounds,
-        W * per,
-        par::worth_parallel_macs(n * k / 2),
-        |chunk, parts| {
-            let iv = Intervals {
-                s,
-                q,
-                sx,
-                qsum,
-                qnorm,
-                scales,
-                np,
-                rho,
-                widen,
-            };
-            for (i, part) in parts.chunks_exact_mut(W).enumerate() {
-                let task = chunk * per + i;
-                let j0 = task * TASK_ROWS;
-                let t0 = j0 / TILE;
-                let t1 = (j0 + TASK_ROWS).min(n).div_ceil(TILE);
-                let (best_lo, best_hi) = iv.task(isa, t0, t1, banned, &mut part[..TASK_ROWS]);
-                part[TASK_ROWS] = best_lo;
-                part[TASK_ROWS + 1] = best_hi;
-            }
-        },
-    );
-    let lambda = bounds
-        .chunks_exact(W)
-        .fold(f32::NEG_INFINITY, |a, p| a.max(p[TASK_ROWS]));
+    let lambda = (0..tasks).fold(f32::NEG_INFINITY, |a, t| a.max(bounds(t)[TASK_ROWS]));
+    cands.clear();
     if lambda == f32::NEG_INFINITY {
         return Err(n);
     }
-    // Candidates: rows whose upper end reaches λ; a task whose best upper end
-    // stays below λ has none, so most tasks are skipped whole. Room for the
-    // most there can be is made once, so a later step allocates nothing.
+    // A task whose best upper end stays below λ has no candidate, so most
+    // tasks are skipped whole. Room for the most there can be is made once,
+    // so a later step allocates nothing.
     let limit = n / MAX_CANDIDATE_SHARE + 16;
     cands.reserve(limit);
-    for (task, p) in bounds.chunks_exact(W).enumerate() {
+    for task in 0..tasks {
+        let p = bounds(task);
         if p[TASK_ROWS + 1] < lambda {
             continue;
         }
@@ -715,7 +928,7 @@ pub fn candidates_with(
         for (r, &hi) in p[..TASK_ROWS.min(n - j0)].iter().enumerate() {
             if hi >= lambda {
                 if cands.len() == limit {
-                    return Err(count_candidates(bounds, lambda, n));
+                    return Err(count_candidates(&bounds, lambda, n));
                 }
                 cands.push(j0 + r);
             }
@@ -724,13 +937,146 @@ pub fn candidates_with(
     Ok(())
 }
 
-fn count_candidates(bounds: &[f32], lambda: f32, n: usize) -> usize {
-    bounds
-        .chunks_exact(TASK_ROWS + 2)
-        .enumerate()
-        .map(|(task, p)| {
+/// Re-scores `scratch`'s candidates exactly: the argmax of the int8 head
+/// among them (ties to the lowest id), as [`argmax_with`] answers.
+fn rescore(w: &Int8View<'_>, scratch: &ScreenScratch) -> Pick {
+    let rows = &scratch.cands;
+    let mut best: Option<(usize, f32)> = None;
+    for &j in rows {
+        let y = exact_logit(w, &scratch.q, &scratch.s, j);
+        // Rows come in increasing id: a strict `>` keeps the lowest on ties.
+        if best.is_none_or(|(_, b)| y > b) {
+            best = Some((j, y));
+        }
+    }
+    match best {
+        Some((id, _)) => Pick::Id {
+            id,
+            rescored: rows.len(),
+        },
+        None => Pick::Undecided { candidates: 0 },
+    }
+}
+
+/// Reusable buffers of [`argmax_rows_with`]: one [`ScreenScratch`] a row and
+/// the rows' task bounds.
+#[derive(Default)]
+pub struct RowsScratch {
+    rows: Vec<ScreenScratch>,
+    live: Vec<usize>,
+    bounds: Vec<f32>,
+}
+
+/// [`argmax_with`] for `m` activation rows `x[i·k..(i + 1)·k]` at once (a
+/// batch's decode step), row `i` never picking `banned[i]`: `picks[i]` is
+/// what [`argmax_with`] answers for that row alone. One pass over the screen
+/// serves every row: each block's nibbles are unpacked once for up to four
+/// rows, which on AVX2 without VNNI costs about half the int8 head's
+/// arithmetic for the same rows (kernels/BENCH.md).
+#[allow(clippy::too_many_arguments)]
+pub fn argmax_rows_with(
+    isa: Isa,
+    w: &Int8View<'_>,
+    s: &Int4Screen,
+    x: &[f32],
+    m: usize,
+    banned: &[Option<usize>],
+    scratch: &mut RowsScratch,
+    picks: &mut Vec<Pick>,
+) {
+    crate::f32::check_isa(isa);
+    let (n, k) = (w.n(), w.k());
+    assert_eq!(x.len(), m * k, "screen: x shape");
+    assert_eq!(banned.len(), m, "screen: one banned entry a row");
+    let RowsScratch { rows, live, bounds } = scratch;
+    if rows.len() < m {
+        rows.resize_with(m, ScreenScratch::default);
+    }
+    picks.clear();
+    live.clear();
+    for i in 0..m {
+        match prepare(isa, w, s, &x[i * k..(i + 1) * k], &mut rows[i]) {
+            Ok(()) => {
+                live.push(i);
+                picks.push(Pick::Undecided { candidates: 0 });
+            }
+            Err(c) => picks.push(Pick::Undecided { candidates: c }),
+        }
+    }
+    let nl = live.len();
+    if nl == 0 {
+        return;
+    }
+    let tasks = n.div_ceil(TASK_ROWS);
+    const W: usize = TASK_ROWS + 2;
+    // [task][live row][W]: a pool chunk of tasks writes one contiguous run;
+    // every value is written below, so a step only grows it, never clears it.
+    if bounds.len() < tasks * nl * W {
+        bounds.resize(tasks * nl * W, 0.0);
+    }
+    let bounds = &mut bounds[..tasks * nl * W];
+    let (rows_ref, live_ref) = (&*rows, &*live);
+    let per = (tasks / par::GEMV_TASKS).max(1);
+    par::for_chunks_mut(
+        bounds,
+        nl * W * per,
+        par::worth_parallel_macs(nl * n * k / 2),
+        |chunk, parts_out| {
+            let mut parts = [Part::default(); MAX_R];
+            // Up to MAX_R live rows at a time (their intervals made once),
+            // against each task of the chunk; a task's rows are W floats each.
+            for (c, group) in live_ref.chunks(MAX_R).enumerate() {
+                let r = group.len();
+                let at = |l: usize| group[l.min(r - 1)];
+                let ivs: [Intervals<'_>; MAX_R] =
+                    std::array::from_fn(|l| rows_ref[at(l)].intervals(w, s, None));
+                let bans: [Option<usize>; MAX_R] = std::array::from_fn(|l| banned[at(l)]);
+                for (i, task) in parts_out.chunks_exact_mut(nl * W).enumerate() {
+                    let (t0, t1) = task_tiles(chunk * per + i, n);
+                    let mine = &mut task[c * MAX_R * W..(c * MAX_R + r) * W];
+                    let mut his: [&mut [f32]; MAX_R] = Default::default();
+                    let mut ends: [&mut [f32]; MAX_R] = Default::default();
+                    for ((h, hi), end) in mine.chunks_exact_mut(W).zip(&mut his).zip(&mut ends) {
+                        (*hi, *end) = h.split_at_mut(TASK_ROWS);
+                    }
+                    let mut best = [(0.0f32, 0.0f32); MAX_R];
+                    let (iv, ban) = (&ivs[..r], &bans[..r]);
+                    task_rows(
+                        iv,
+                        isa,
+                        t0,
+                        t1,
+                        ban,
+                        &mut his[..r],
+                        &mut best[..r],
+                        &mut parts,
+                    );
+                    for (e, &(lo, hi)) in ends.iter_mut().zip(&best).take(r) {
+                        (e[0], e[1]) = (lo, hi);
+                    }
+                }
+            }
+        },
+    );
+    let bounds = &*bounds;
+    for (l, &i) in live.iter().enumerate() {
+        let at = |task: usize| &bounds[(task * nl + l) * W..(task * nl + l + 1) * W];
+        let sc = &mut rows[i];
+        picks[i] = match select(at, n, &mut sc.cands) {
+            Ok(()) => rescore(w, sc),
+            Err(c) => Pick::Undecided { candidates: c },
+        };
+    }
+}
+
+fn count_candidates<'b>(bounds: &impl Fn(usize) -> &'b [f32], lambda: f32, n: usize) -> usize {
+    (0..n.div_ceil(TASK_ROWS))
+        .map(|task| {
             let rows = TASK_ROWS.min(n - task * TASK_ROWS);
-            p[..rows].iter().filter(|&&h| h >= lambda).count()
+            bounds(task)[..rows]
+                .iter()
+                .filter(|&&h| h >= lambda)
+                .count()
         })
         .sum()
 }
