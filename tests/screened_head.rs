@@ -41,8 +41,9 @@ fn prompts(vocab: usize) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// Greedy ids with the screen on and off, alone and as batches of one
-/// (with and without EOS suppression); returns how many picks the screen decided.
+/// Greedy ids with the screen on and off, alone, as batches of one and as
+/// one batch of every prompt (with and without EOS suppression); returns how
+/// many picks the screen decided.
 fn check(model: &T5Model) -> (u64, u64) {
     let (on, off) = int8_pair(model);
     for p in prompts(model.config.vocab_size) {
@@ -61,6 +62,27 @@ fn check(model: &T5Model) -> (u64, u64) {
     let h = &on.lm_head.as_ref().unwrap().screen;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     assert!(load(&h.steps) > 0, "the screen was never asked");
+    // All the prompts as one batch: each step's picks come from one pass of
+    // the multi-row screen, rows leaving at different steps.
+    let ps = prompts(model.config.vocab_size);
+    let all: Vec<&[u32]> = ps.iter().map(|p| &p[..]).collect();
+    for min_new in [0, 5] {
+        let opts = GenerateOptions::default()
+            .max_new_tokens(24)
+            .min_new_tokens(min_new);
+        let before = load(&h.steps);
+        let a = generate(&on, &all, &opts).unwrap();
+        let b = generate(&off, &all, &opts).unwrap();
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                x.sequences, y.sequences,
+                "batch row {i}, min_new_tokens {min_new}"
+            );
+        }
+        if !h.off_after_trial() {
+            assert!(load(&h.steps) > before, "the batch never asked the screen");
+        }
+    }
     (load(&h.decided), load(&h.steps))
 }
 
@@ -74,6 +96,35 @@ fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
     eprintln!("tiny preset: {decided} of {steps} picks decided by the screen");
     // The preset's picks are confident (margins ~4 logits): the screen must
     // decide most of them, or this test would not be testing it.
+    assert!(decided * 2 > steps, "{decided} of {steps}");
+}
+
+/// The tiny preset with its `<pad>` row zeroed (the CLI's embedded default):
+/// picks still confident, but each prompt's ids its own, so a batch whose
+/// rows got each other's picks would show.
+#[test]
+fn screened_greedy_equals_the_int8_head_on_varied_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    let opts = t5edge::synth::SynthOptions {
+        zero_pad_row: true,
+        ..Default::default()
+    };
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &opts, false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let ps = prompts(model.config.vocab_size);
+    let all: Vec<&[u32]> = ps.iter().map(|p| &p[..]).collect();
+    let out = generate(&model, &all, &GenerateOptions::default().max_new_tokens(8)).unwrap();
+    let firsts: std::collections::BTreeSet<_> = out
+        .iter()
+        .map(|o| o.sequences[0].first().copied())
+        .collect();
+    assert!(
+        firsts.len() > 2,
+        "the rows' first ids barely differ: {firsts:?}"
+    );
+    let (decided, steps) = check(&model);
+    eprintln!("varied rows: {decided} of {steps} picks decided by the screen");
     assert!(decided * 2 > steps, "{decided} of {steps}");
 }
 

@@ -22,7 +22,7 @@ use crate::model::{DecodeScratch, SeqCache, T5Model};
 use crate::Result;
 use std::ops::ControlFlow;
 use t5edge_kernels::ops;
-use t5edge_kernels::screen::ScreenScratch;
+use t5edge_kernels::screen::{Pick, RowsScratch, ScreenScratch};
 
 /// A prompt after its encoder pass: the decoder cache with the cross-attention
 /// keys and values, ready to join a [`DecodeBatch`]. Made without the batch,
@@ -84,6 +84,14 @@ pub struct DecodeBatch<'m> {
     /// One row's logits, for a screened row the screen left undecided (and
     /// the full head's, while the screen calibrates).
     row_logits: Vec<f32>,
+    /// A whole batch's screened picks: buffers, banned ids, picks, and the
+    /// rows left undecided with their hidden states (their logits go to
+    /// `row_logits`, a row each).
+    rows_screen: RowsScratch,
+    bans: Vec<Option<usize>>,
+    picks: Vec<Pick>,
+    undecided: Vec<usize>,
+    undecided_h: Vec<f32>,
 }
 
 impl<'m> DecodeBatch<'m> {
@@ -99,6 +107,11 @@ impl<'m> DecodeBatch<'m> {
             cert: CertScratch::default(),
             screen: ScreenScratch::default(),
             row_logits: Vec::new(),
+            rows_screen: RowsScratch::default(),
+            bans: Vec::new(),
+            picks: Vec::new(),
+            undecided: Vec::new(),
+            undecided_h: Vec::new(),
         }
     }
 
@@ -200,15 +213,55 @@ impl<'m> DecodeBatch<'m> {
         );
         model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
-        // A batch of more rows reads the int8 head once for all of them, which
-        // costs less than a screen pass per row (docs/EXACT.md, "Screened").
+        // One row screens as its head was told; a batch of greedy rows
+        // screens all of them in one pass where that pays
+        // (`ScreenedHead::batch_screens`).
         let (_, lm_head) = model.require_decoder()?;
         let screen = self.rows.len() <= SCREEN_MAX_ROWS && lm_head.screen.wanted();
-        let need_logits = self
-            .rows
-            .iter()
-            .any(|r| !(r.certified || (screen && r.screened)));
+        // Every row greedy and screenable: one screen pass picks for all.
+        let batch_screen = self.rows.len() > SCREEN_MAX_ROWS
+            && self.rows.iter().all(|r| r.screened)
+            && lm_head.screen.batch_screens(&lm_head.linear);
+        let need_logits = !batch_screen
+            && self
+                .rows
+                .iter()
+                .any(|r| !(r.certified || (screen && r.screened)));
         let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
+        if batch_screen {
+            self.bans.clear();
+            self.bans.extend(
+                self.rows
+                    .iter()
+                    .map(|r| (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize)),
+            );
+            let m = self.rows.len();
+            if !lm_head.screen.pick_rows(
+                &lm_head.linear,
+                head_in,
+                m,
+                &self.bans,
+                &mut self.rows_screen,
+                &mut self.picks,
+            ) {
+                self.picks.clear();
+                self.picks.resize(m, Pick::Undecided { candidates: 0 });
+            }
+            // The rows the screen left undecided get their logits in one
+            // pass (slot s of `row_logits` is `undecided[s]`'s).
+            self.undecided.clear();
+            self.undecided
+                .extend((0..m).filter(|&i| !matches!(self.picks[i], Pick::Id { .. })));
+            let u = self.undecided.len();
+            if u > 0 {
+                let hs = crate::model::scratch::sized(&mut self.undecided_h, u * d);
+                for (slot, &i) in self.undecided.iter().enumerate() {
+                    hs[slot * d..(slot + 1) * d].copy_from_slice(&head_in[i * d..(i + 1) * d]);
+                }
+                let l = crate::model::scratch::sized(&mut self.row_logits, u * vocab);
+                lm_head.linear.forward_rows(hs, u, l, Rows::Invariant);
+            }
+        }
         let mut keep = 0;
         for i in 0..self.rows.len() {
             let r = &mut self.rows[i];
@@ -218,6 +271,18 @@ impl<'m> DecodeBatch<'m> {
             let banned = (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
             let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
                 (Some(head), true, _) => head.argmax_with(h, banned, &mut self.cert).0 as u32,
+                (_, _, None) if batch_screen => match self.picks[i] {
+                    Pick::Id { id, .. } => id as u32,
+                    Pick::Undecided { .. } => {
+                        let slot = self
+                            .undecided
+                            .iter()
+                            .position(|&u| u == i)
+                            .expect("an undecided row has a slot");
+                        let l = &mut self.row_logits[slot * vocab..(slot + 1) * vocab];
+                        pick(l, r, &mut self.proc_scratch)
+                    }
+                },
                 (_, _, Some(all)) => pick(
                     &mut all[i * vocab..(i + 1) * vocab],
                     r,
@@ -265,8 +330,8 @@ impl<'m> DecodeBatch<'m> {
     }
 }
 
-/// Rows up to which a step screens each greedy row's pick instead of
-/// computing the batch's logits.
+/// Rows up to which a step screens each greedy row's pick on its own (the
+/// one-row screen); more rows take the multi-row pass.
 const SCREEN_MAX_ROWS: usize = 1;
 
 /// Row `r`'s next token from its logits `l`: processors, then argmax or a draw.

@@ -18,6 +18,13 @@
 //! screened pick checked against the full one, and the screen stays only if
 //! it was at least 5% faster). `--exact` screens unless `T5EDGE_SCREEN=0`
 //! (the certified head, where it replaces two full passes).
+//!
+//! A batch of greedy rows is another matter: there the int8 head is a GEMM
+//! bound by arithmetic, and the screen's multi-row kernel unpacks each block
+//! of nibbles once for four rows, so its pass costs about 0.75x the head's
+//! on AVX2 without VNNI. A batch's picks therefore screen by default where
+//! that kernel runs ([`ScreenedHead::batch_screens`]); the other levels run
+//! the one-row kernel per row and do not, unless `T5EDGE_SCREEN=1`.
 
 use super::linear::{Linear, LinearWeight, Rows};
 use super::scratch;
@@ -25,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 use t5edge_kernels::ops;
-use t5edge_kernels::screen::{self, Int4Screen, Pick, ScreenScratch};
+use t5edge_kernels::screen::{self, Int4Screen, Pick, RowsScratch, ScreenScratch};
 
 /// Screened picks a [`Mode::Measure`] head makes before it measures: the
 /// first passes over the screen and the head meet cold caches and a pool
@@ -119,6 +126,75 @@ impl ScreenedHead {
         }
     }
 
+    /// The picks of `m` hidden states `h` (`[m, d]`) at once, row `i` never
+    /// picking `banned[i]`, through one pass over the screen (a batch's
+    /// decode step): `picks[i]` is `Pick::Id` with the full int8 head's
+    /// argmax, or `Undecided` when that row's logits must be computed.
+    /// `false` (and `picks` untouched) when the head does not screen
+    /// batches.
+    pub fn pick_rows(
+        &self,
+        linear: &Linear,
+        h: &[f32],
+        m: usize,
+        banned: &[Option<usize>],
+        scratch: &mut RowsScratch,
+        picks: &mut Vec<Pick>,
+    ) -> bool {
+        if !self.batch_screens(linear) {
+            return false;
+        }
+        let LinearWeight::Int8(w) = &linear.weight else {
+            return false;
+        };
+        let view = w.view();
+        let Some(s) = self
+            .screen
+            .get_or_init(|| Int4Screen::from_int8(&view).ok())
+            .as_ref()
+        else {
+            return false;
+        };
+        let isa = t5edge_kernels::dispatch::active();
+        screen::argmax_rows_with(isa, &view, s, h, m, banned, scratch, picks);
+        let mut decided = 0;
+        for p in picks.iter() {
+            if let Pick::Id { rescored, .. } = p {
+                decided += 1;
+                self.rescored.fetch_add(*rescored as u64, Ordering::Relaxed);
+            }
+        }
+        let steps = self.steps.fetch_add(m as u64, Ordering::Relaxed) + m as u64;
+        let decided = self.decided.fetch_add(decided, Ordering::Relaxed) + decided;
+        if steps >= TRIAL_STEPS && decided * 2 < steps {
+            self.off.store(true, Ordering::Relaxed);
+        }
+        true
+    }
+
+    /// Whether a batch's greedy picks go through the screen of the int8
+    /// head `linear` (another format has none): always with
+    /// [`Mode::On`] (`T5EDGE_SCREEN=1`), never with [`Mode::Off`] (`0`) or
+    /// once the trial found the margins too small; otherwise (unset, or
+    /// `auto`, whose measuring is for single rows) where the CPU's level has
+    /// the multi-row screen kernel ([`screen::rows_kernel`]): there a batch
+    /// is bound by arithmetic, and the screen's costs about half the int8
+    /// head's for the same rows (kernels/BENCH.md).
+    pub fn batch_screens(&self, linear: &Linear) -> bool {
+        if self.off.load(Ordering::Relaxed) || !matches!(linear.weight, LinearWeight::Int8(_)) {
+            return false;
+        }
+        let mode = match self.mode {
+            Mode::Process => choice(),
+            m => Some(m),
+        };
+        match mode {
+            Some(Mode::On) => true,
+            Some(Mode::Off) => false,
+            _ => screen::rows_kernel(t5edge_kernels::dispatch::active()),
+        }
+    }
+
     /// Whether this head screens its picks now (`Some`; `Some(true)` while it
     /// is still calibrating) or leaves them to the logits (`None`): its mode
     /// (or the process's), its calibration's verdict and its trial.
@@ -199,6 +275,12 @@ impl ScreenedHead {
             mode,
             ..Default::default()
         }
+    }
+
+    /// Whether the trial turned screening off (the head's picks mostly went
+    /// undecided: margins too small for the screen's bounds).
+    pub fn off_after_trial(&self) -> bool {
+        self.off.load(Ordering::Relaxed)
     }
 
     /// Whether the head has a screen (built by the first [`ScreenedHead::pick`]).
