@@ -530,7 +530,7 @@ impl Intervals<'_> {
             let rows = (t1 - t0) * TILE;
             self.add_group(g, &sums[..rows], t0 * TILE, 0, g == 0, &mut part);
         }
-        self.finish(&part, t0, t1, banned, hi)
+        self.finish(&mut part, t0, t1, banned, hi)
     }
 
     /// Group `g`'s part of the intervals of outputs `j..j + sums.len()`
@@ -566,7 +566,7 @@ impl Intervals<'_> {
     #[inline(always)]
     fn finish(
         &self,
-        part: &Part,
+        part: &mut Part,
         t0: usize,
         t1: usize,
         banned: Option<usize>,
@@ -574,7 +574,7 @@ impl Intervals<'_> {
     ) -> (f32, f32) {
         let n = self.s.n;
         let (j0, rows) = (t0 * TILE, (t1 - t0) * TILE);
-        let mut rad = part.rad;
+        let Part { mid, rad, lo } = part;
         if let Some(wd) = self.widen {
             let (a, b) = (wd.a * (1.0 + 1e-6), wd.b * (1.0 + 1e-6));
             let (ra, rb) = (&wd.row_a[j0..], &wd.row_b[j0..]);
@@ -583,8 +583,7 @@ impl Intervals<'_> {
             }
         }
         let hi = &mut hi[..rows];
-        let mut lo = [0.0f32; TASK_ROWS];
-        for (((l, h), &m), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&part.mid).zip(&rad) {
+        for (((l, h), &m), &r) in lo.iter_mut().zip(hi.iter_mut()).zip(&*mid).zip(&*rad) {
             (*l, *h) = (m - r, m + r);
         }
         // The banned row and padding rows past n are never candidates.
@@ -614,11 +613,14 @@ fn max_of(v: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a })
 }
 
-/// The intervals of one 64-row task as they are summed: midpoints and radii.
+/// The intervals of one 64-row task as they are summed (midpoints and
+/// radii), then their lower ends: made once per pool task and reused, so
+/// no task clears them (the first group stores, later ones add).
 #[derive(Clone, Copy)]
 struct Part {
     mid: [f32; TASK_ROWS],
     rad: [f32; TASK_ROWS],
+    lo: [f32; TASK_ROWS],
 }
 
 impl Default for Part {
@@ -626,6 +628,7 @@ impl Default for Part {
         Part {
             mid: [0.0; TASK_ROWS],
             rad: [0.0; TASK_ROWS],
+            lo: [0.0; TASK_ROWS],
         }
     }
 }
@@ -644,14 +647,21 @@ fn task_rows(
     banned: &[Option<usize>],
     his: &mut [&mut [f32]],
     best: &mut [(f32, f32)],
-    parts: &mut [Part; MAX_R],
+    work: &mut RowsWork,
 ) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
         // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
-        return unsafe { task_rows_avx2(ivs, isa, t0, t1, banned, his, best, parts) };
+        return unsafe { task_rows_avx2(ivs, isa, t0, t1, banned, his, best, work) };
     }
-    task_rows_body(ivs, isa, t0, t1, banned, his, best, parts)
+    task_rows_body(ivs, isa, t0, t1, banned, his, best, work)
+}
+
+/// What [`task_rows`] works in, made once per pool task: each row's
+/// intervals and screen sums (overwritten by every call).
+struct RowsWork {
+    parts: [Part; MAX_R],
+    sums: [[i32; TASK_ROWS]; MAX_R],
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -665,9 +675,9 @@ unsafe fn task_rows_avx2(
     banned: &[Option<usize>],
     his: &mut [&mut [f32]],
     best: &mut [(f32, f32)],
-    parts: &mut [Part; MAX_R],
+    work: &mut RowsWork,
 ) {
-    task_rows_body(ivs, isa, t0, t1, banned, his, best, parts)
+    task_rows_body(ivs, isa, t0, t1, banned, his, best, work)
 }
 
 #[inline(always)]
@@ -680,23 +690,23 @@ fn task_rows_body(
     banned: &[Option<usize>],
     his: &mut [&mut [f32]],
     best: &mut [(f32, f32)],
-    parts: &mut [Part; MAX_R],
+    work: &mut RowsWork,
 ) {
     let r = ivs.len();
     assert!((1..=MAX_R).contains(&r) && banned.len() == r && his.len() == r && best.len() == r);
-    let mut sums = [[0i32; TASK_ROWS]; MAX_R];
+    let RowsWork { parts, sums } = work;
     let qs: [&[i8]; MAX_R] = std::array::from_fn(|i| ivs[i.min(r - 1)].q);
     let rows = (t1 - t0) * TILE;
     for g in 0..ivs[0].qsum.len() {
-        tile_rows(isa, ivs[0].s, &qs, r, g, t0, t1, &mut sums);
+        tile_rows(isa, ivs[0].s, &qs, r, g, t0, t1, sums);
         // A whole task's outputs at once: the arithmetic vectorises 8 wide
         // (a tile at a time it did not).
-        for ((iv, s), p) in ivs.iter().zip(&sums).zip(parts.iter_mut()) {
+        for ((iv, s), p) in ivs.iter().zip(sums.iter()).zip(parts.iter_mut()) {
             iv.add_group(g, &s[..rows], t0 * TILE, 0, g == 0, p);
         }
     }
     for (i, iv) in ivs.iter().enumerate() {
-        best[i] = iv.finish(&parts[i], t0, t1, banned[i], his[i]);
+        best[i] = iv.finish(&mut parts[i], t0, t1, banned[i], his[i]);
     }
 }
 
@@ -1022,7 +1032,10 @@ pub fn argmax_rows_with(
         nl * W * per,
         par::worth_parallel_macs(nl * n * k / 2),
         |chunk, parts_out| {
-            let mut parts = [Part::default(); MAX_R];
+            let mut work = RowsWork {
+                parts: [Part::default(); MAX_R],
+                sums: [[0; TASK_ROWS]; MAX_R],
+            };
             // Up to MAX_R live rows at a time (their intervals made once),
             // against each task of the chunk; a task's rows are W floats each.
             for (c, group) in live_ref.chunks(MAX_R).enumerate() {
@@ -1049,7 +1062,7 @@ pub fn argmax_rows_with(
                         ban,
                         &mut his[..r],
                         &mut best[..r],
-                        &mut parts,
+                        &mut work,
                     );
                     for (e, &(lo, hi)) in ends.iter_mut().zip(&best).take(r) {
                         (e[0], e[1]) = (lo, hi);
