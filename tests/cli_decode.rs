@@ -384,3 +384,51 @@ fn hub_ids_resolve_in_a_fake_cache() {
         "{err}"
     );
 }
+
+/// A JSONL batch of greedy prompts in int8 picks through the LM head's
+/// screen when told to (`T5EDGE_SCREEN=1`: one pass for the whole batch),
+/// reports what it decided on stderr, and writes the same results as with
+/// the screen off.
+#[test]
+fn batch_file_through_the_screen_reports_it_and_keeps_the_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(&dir.path().join("m"));
+    let m = dir.path().join("m");
+    let lines: Vec<String> = (0..12u32)
+        .map(|i| serde_json::json!({ "input_ids": [3 + i, 40 + 7 * i, 500 - i, 1] }).to_string())
+        .collect();
+    let input = dir.path().join("prompts.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let run = |screen: &str, out: &str| {
+        let output = dir.path().join(out);
+        let o = t5edge_command()
+            .env("T5EDGE_SCREEN", screen)
+            .args([
+                "generate",
+                "--model",
+                m.to_str().unwrap(),
+                "--dtype",
+                "int8",
+            ])
+            .args([
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                output.to_str().unwrap(),
+            ])
+            .args(["--max-new-tokens", "6"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{err}");
+        (std::fs::read_to_string(output).unwrap(), err)
+    };
+    let (on, err_on) = run("1", "on.jsonl");
+    let (off, err_off) = run("0", "off.jsonl");
+    assert_eq!(on, off);
+    assert!(
+        err_on.contains("picks decided by the int4 screen"),
+        "{err_on}"
+    );
+    assert!(!err_off.contains("int4 screen"), "{err_off}");
+}

@@ -55,33 +55,9 @@ fn join_ids(ids: &[u32]) -> String {
         .join(",")
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let opts = a.decode.clone().exact(a.exact);
-    opts.validate()?;
-    let spec = a.weights.spec(a.exact);
-    if let (Some(input), Some(output)) = (&a.input, &a.output) {
-        crate::weights::writer::check_clobber(output, a.force)?;
-        let (model, dir) = a.model.load(spec)?;
-        // Once, not as an error line per request.
-        model.require_decoder()?;
-        let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
-        return super::batch::run(
-            &model,
-            tok.as_ref(),
-            &opts,
-            input,
-            output,
-            a.force,
-            a.batch_size.into(),
-        );
-    }
-    let (model, dir) = a.model.load(spec)?;
-    model.require_decoder()?;
-    let (ids, tok) = a.prompt.ids(&dir, model.config.vocab_size)?;
-    if a.stream {
-        return stream(&model, &ids, tok.as_ref(), &opts);
-    }
-    let g = generate(&model, &[&ids], &opts)?.remove(0);
+/// What the certified head and the int4 screen did (stderr): their picks and
+/// re-scored rows, and a measuring head's verdict.
+fn report_heads(model: &crate::T5Model) {
     if let Some(h) = model.lm_head.as_ref().and_then(|h| h.certified.as_ref()) {
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         let (steps, rows, screened) = (load(&h.steps), load(&h.rescored), load(&h.screened));
@@ -112,6 +88,38 @@ pub fn run(a: Args) -> Result<()> {
             rows as f64 / decided.max(1) as f64
         );
     }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let opts = a.decode.clone().exact(a.exact);
+    opts.validate()?;
+    let spec = a.weights.spec(a.exact);
+    if let (Some(input), Some(output)) = (&a.input, &a.output) {
+        crate::weights::writer::check_clobber(output, a.force)?;
+        let (model, dir) = a.model.load(spec)?;
+        // Once, not as an error line per request.
+        model.require_decoder()?;
+        let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
+        super::batch::run(
+            &model,
+            tok.as_ref(),
+            &opts,
+            input,
+            output,
+            a.force,
+            a.batch_size.into(),
+        )?;
+        report_heads(&model);
+        return Ok(());
+    }
+    let (model, dir) = a.model.load(spec)?;
+    model.require_decoder()?;
+    let (ids, tok) = a.prompt.ids(&dir, model.config.vocab_size)?;
+    if a.stream {
+        return stream(&model, &ids, tok.as_ref(), &opts);
+    }
+    let g = generate(&model, &[&ids], &opts)?.remove(0);
+    report_heads(&model);
     if a.json {
         out!("{}", g.to_json(&ids, tok.as_ref(), &opts)?)?;
     } else {
