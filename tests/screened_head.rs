@@ -7,7 +7,9 @@
 
 mod common;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
+use t5edge::generate::{DecodeBatch, DecodeRng, Finished, Prefilled};
 use t5edge::model::screened::{Mode, ScreenedHead};
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::{generate::generate, GenerateOptions, T5Model};
@@ -163,4 +165,63 @@ fn an_auto_head_calibrates_and_keeps_the_ids() {
         .expect("calibrated");
     eprintln!("calibration: screened {screened_us:.0} us, full {full_us:.0} us, keep = {keep}");
     assert!(screened_us > 0.0 && full_us > 0.0);
+}
+
+/// Every row's ids from one continuous batch mixing greedy rows (some with
+/// EOS suppressed), sampled rows and a row with a repetition penalty, in key
+/// order.
+fn mixed_batch(model: &T5Model) -> Vec<Vec<u32>> {
+    let ps = prompts(model.config.vocab_size);
+    let mut batch = DecodeBatch::new(model);
+    let mut out: Vec<Option<Vec<u32>>> = vec![None; ps.len()];
+    for (i, p) in ps.iter().enumerate() {
+        let base = GenerateOptions::default().max_new_tokens(16);
+        let (o, rng) = match i % 4 {
+            0 => (base, None),
+            1 => (base.min_new_tokens(10), None),
+            2 => (
+                base.do_sample(true).seed(3).top_k(20),
+                Some(DecodeRng::new(3, i as u64)),
+            ),
+            _ => (base.repetition_penalty(1.3), None),
+        };
+        let pre = Prefilled::new(model, p, &o).unwrap();
+        assert!(batch.join(i as u64, pre, &o, rng).unwrap().is_none());
+    }
+    let mut finished: Vec<Finished> = Vec::new();
+    while !batch.is_empty() {
+        batch
+            .step(&mut |_, _| ControlFlow::Continue(()), &mut finished)
+            .unwrap();
+        for f in finished.drain(..) {
+            out[f.key as usize] = Some(f.ids);
+        }
+    }
+    out.into_iter()
+        .map(|o| o.expect("every row finished"))
+        .collect()
+}
+
+/// A batch mixing screenable greedy rows with sampled rows and a row with a
+/// processor: the greedy rows pick through one screen pass, the others from
+/// logits computed for them alone, and every row's ids are those of the
+/// unscreened head (the sampled rows' draws included).
+#[test]
+fn a_mixed_batch_screens_its_greedy_rows_and_keeps_every_rows_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    let opts = t5edge::synth::SynthOptions {
+        zero_pad_row: true,
+        ..Default::default()
+    };
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &opts, false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let (on, off) = int8_pair(&model);
+    let (a, b) = (mixed_batch(&on), mixed_batch(&off));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert_eq!(x, y, "row {i}");
+    }
+    let h = &on.lm_head.as_ref().unwrap().screen;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(load(&h.decided) > 0, "the mixed batch never screened");
 }

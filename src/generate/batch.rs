@@ -84,12 +84,16 @@ pub struct DecodeBatch<'m> {
     /// One row's logits, for a screened row the screen left undecided (and
     /// the full head's, while the screen calibrates).
     row_logits: Vec<f32>,
-    /// A whole batch's screened picks: buffers, banned ids, picks, and the
-    /// rows left undecided with their hidden states (their logits go to
-    /// `row_logits`, a row each).
+    /// A batch's screened picks: the screened rows and their hidden states
+    /// (when not every row is), the screen's buffers, banned ids and picks,
+    /// each row's decided id, and the rows that need logits with their
+    /// hidden states (their logits go to `row_logits`, a row each).
+    sel: Vec<usize>,
+    sel_h: Vec<f32>,
     rows_screen: RowsScratch,
     bans: Vec<Option<usize>>,
     picks: Vec<Pick>,
+    row_pick: Vec<Option<u32>>,
     undecided: Vec<usize>,
     undecided_h: Vec<f32>,
 }
@@ -107,9 +111,12 @@ impl<'m> DecodeBatch<'m> {
             cert: CertScratch::default(),
             screen: ScreenScratch::default(),
             row_logits: Vec::new(),
+            sel: Vec::new(),
+            sel_h: Vec::new(),
             rows_screen: RowsScratch::default(),
             bans: Vec::new(),
             picks: Vec::new(),
+            row_pick: Vec::new(),
             undecided: Vec::new(),
             undecided_h: Vec::new(),
         }
@@ -213,14 +220,16 @@ impl<'m> DecodeBatch<'m> {
         );
         model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
-        // One row screens as its head was told; a batch of greedy rows
-        // screens all of them in one pass where that pays
-        // (`ScreenedHead::batch_screens`).
+        // One row screens as its head was told. In a batch, where that pays
+        // (`ScreenedHead::batch_screens`), one pass of the multi-row screen
+        // picks for every screenable greedy row, and the other rows
+        // (sampling, processors, picks the screen left undecided) get their
+        // logits in one pass over just those rows; certified rows pick as
+        // always.
         let (_, lm_head) = model.require_decoder()?;
         let screen = self.rows.len() <= SCREEN_MAX_ROWS && lm_head.screen.wanted();
-        // Every row greedy and screenable: one screen pass picks for all.
         let batch_screen = self.rows.len() > SCREEN_MAX_ROWS
-            && self.rows.iter().all(|r| r.screened)
+            && self.rows.iter().any(|r| r.screened)
             && lm_head.screen.batch_screens(&lm_head.linear);
         let need_logits = !batch_screen
             && self
@@ -229,29 +238,48 @@ impl<'m> DecodeBatch<'m> {
                 .any(|r| !(r.certified || (screen && r.screened)));
         let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
         if batch_screen {
-            self.bans.clear();
-            self.bans.extend(
-                self.rows
-                    .iter()
-                    .map(|r| (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize)),
-            );
             let m = self.rows.len();
+            self.sel.clear();
+            self.sel.extend((0..m).filter(|&i| self.rows[i].screened));
+            let n_sel = self.sel.len();
+            // The screened rows' hidden states, contiguous (`head_in` itself
+            // when every row is screened).
+            let hs: &[f32] = if n_sel == m {
+                head_in
+            } else {
+                let hs = crate::model::scratch::sized(&mut self.sel_h, n_sel * d);
+                for (slot, &i) in self.sel.iter().enumerate() {
+                    hs[slot * d..(slot + 1) * d].copy_from_slice(&head_in[i * d..(i + 1) * d]);
+                }
+                hs
+            };
+            self.bans.clear();
+            self.bans.extend(self.sel.iter().map(|&i| {
+                let r = &self.rows[i];
+                (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize)
+            }));
             if !lm_head.screen.pick_rows(
                 &lm_head.linear,
-                head_in,
-                m,
+                hs,
+                n_sel,
                 &self.bans,
                 &mut self.rows_screen,
                 &mut self.picks,
             ) {
                 self.picks.clear();
-                self.picks.resize(m, Pick::Undecided { candidates: 0 });
+                self.picks.resize(n_sel, Pick::Undecided { candidates: 0 });
             }
-            // The rows the screen left undecided get their logits in one
-            // pass (slot s of `row_logits` is `undecided[s]`'s).
+            self.row_pick.clear();
+            self.row_pick.resize(m, None);
+            for (&i, p) in self.sel.iter().zip(&self.picks) {
+                if let Pick::Id { id, .. } = *p {
+                    self.row_pick[i] = Some(id as u32);
+                }
+            }
+            // Slot s of `row_logits` is row `undecided[s]`'s.
             self.undecided.clear();
             self.undecided
-                .extend((0..m).filter(|&i| !matches!(self.picks[i], Pick::Id { .. })));
+                .extend((0..m).filter(|&i| !self.rows[i].certified && self.row_pick[i].is_none()));
             let u = self.undecided.len();
             if u > 0 {
                 let hs = crate::model::scratch::sized(&mut self.undecided_h, u * d);
@@ -271,9 +299,9 @@ impl<'m> DecodeBatch<'m> {
             let banned = (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
             let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
                 (Some(head), true, _) => head.argmax_with(h, banned, &mut self.cert).0 as u32,
-                (_, _, None) if batch_screen => match self.picks[i] {
-                    Pick::Id { id, .. } => id as u32,
-                    Pick::Undecided { .. } => {
+                (_, _, None) if batch_screen => match self.row_pick[i] {
+                    Some(id) => id,
+                    None => {
                         let slot = self
                             .undecided
                             .iter()
