@@ -178,8 +178,8 @@ impl ScreenedHead {
     /// once the trial found the margins too small; otherwise (unset, or
     /// `auto`, whose measuring is for single rows) where the CPU's level has
     /// the multi-row screen kernel ([`screen::rows_kernel`]): there a batch
-    /// is bound by arithmetic, and the screen's costs about half the int8
-    /// head's for the same rows (kernels/BENCH.md).
+    /// is bound by arithmetic, and the screen's pass takes about 0.75x the
+    /// int8 head's time for the same rows (kernels/BENCH.md).
     pub fn batch_screens(&self, linear: &Linear) -> bool {
         if self.off.load(Ordering::Relaxed) || !matches!(linear.weight, LinearWeight::Int8(_)) {
             return false;

@@ -1,7 +1,9 @@
 //! AVX2 screen kernel (also what the AVX-512 level without VNNI runs): per
 //! 32-byte block, two nibble masks and two `vpmaddubsw` (u4 × s8, pair sums
 //! at most 2·15·127 = 3810) into 16-bit lanes, widened by `vpmaddwd` every
-//! 4 blocks (4·2·3810 = 30480 < 32767, so no lane can saturate).
+//! 4 blocks (4·2·3810 = 30480 < 32767, so no lane can saturate). The
+//! multi-row form ([`rows_tiles`], a batch's decode step) unpacks each block
+//! once and feeds it to up to four activation rows.
 
 // Register arrays indexed by tile read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]

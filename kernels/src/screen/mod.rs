@@ -11,7 +11,7 @@
 //! exact i32 dot product of a group is `acc = 17·Σh·q + Σl·q`, and
 //! `|Σl·q| <= ‖l‖₂‖q‖₂` (Cauchy-Schwarz). So one pass over the nibbles gives,
 //! for every row, an interval that provably holds the int8 logit the full
-//! head would compute, f32 epilogue included (see [`bound`]).
+//! head would compute, f32 epilogue included (`Intervals::task_body` says how).
 //!
 //! # The pick
 //! [`argmax_with`] screens every row in parallel, takes `λ` = the best lower
@@ -528,18 +528,18 @@ impl Intervals<'_> {
                 t += nt;
             }
             let rows = (t1 - t0) * TILE;
-            self.add_group(g, &sums[..rows], t0 * TILE, 0, g == 0, &mut part);
+            self.add_group(g, &sums[..rows], t0 * TILE, g == 0, &mut part);
         }
         self.finish(&mut part, t0, t1, banned, hi)
     }
 
     /// Group `g`'s part of the intervals of outputs `j..j + sums.len()`
     /// (see [`Intervals::task_body`]) from their screen sums, added to
-    /// `part` from index `at` (stored instead when `first`: the first group
-    /// needs no cleared `part`). `j` starts a tile and the outputs are whole
-    /// tiles: np (a multiple of 16) and np8 cover them.
+    /// `part` (stored instead when `first`: the first group needs no cleared
+    /// `part`). `j` starts a tile and the outputs are whole tiles: np (a
+    /// multiple of 16) and np8 cover them.
     #[inline(always)]
-    fn add_group(&self, g: usize, sums: &[i32], j: usize, at: usize, first: bool, part: &mut Part) {
+    fn add_group(&self, g: usize, sums: &[i32], j: usize, first: bool, part: &mut Part) {
         let np8 = self.s.n.div_ceil(TILE) * TILE;
         let len = sums.len();
         let sw = &self.scales[g * self.np + j..][..len];
@@ -548,9 +548,9 @@ impl Intervals<'_> {
         // u − 8Σq = Σh·q, |Σh·q| <= 7·127·k, so 17 times it fits an
         // i32 for every k up to int8::MAX_K (1.98e9 at 2^17).
         let off = (OFFSET as i64 * self.qsum[g]) as i32;
-        let rows_iter = part.mid[at..at + len]
+        let rows_iter = part.mid[..len]
             .iter_mut()
-            .zip(&mut part.rad[at..at + len])
+            .zip(&mut part.rad[..len])
             .zip(sums.iter().zip(sw.iter().zip(ln)));
         for ((m, r), (&u, (&w, &l))) in rows_iter {
             let sv = (MULT * (u - off)) as f32;
@@ -614,8 +614,8 @@ fn max_of(v: &[f32]) -> f32 {
 }
 
 /// The intervals of one 64-row task as they are summed (midpoints and
-/// radii), then their lower ends: made once per pool task and reused, so
-/// no task clears them (the first group stores, later ones add).
+/// radii), then their lower ends. The first group stores and later ones
+/// add, so a batch's pool task reuses one per row without clearing it.
 #[derive(Clone, Copy)]
 struct Part {
     mid: [f32; TASK_ROWS],
@@ -635,7 +635,7 @@ impl Default for Part {
 
 /// [`Intervals::task`] for up to [`MAX_R`] activation rows at once (`ivs`,
 /// one each, the same screen and group size): the screen sums come from the
-/// multi-row kernel, then each row's arithmetic is its own (`parts`, the
+/// multi-row kernel, then each row's arithmetic is its own (in `work`, the
 /// caller's, overwritten). Row `i`'s upper ends go to
 /// `his[i]` and its best lower and upper end to `best[i]`.
 #[allow(clippy::too_many_arguments)]
@@ -702,7 +702,7 @@ fn task_rows_body(
         // A whole task's outputs at once: the arithmetic vectorises 8 wide
         // (a tile at a time it did not).
         for ((iv, s), p) in ivs.iter().zip(sums.iter()).zip(parts.iter_mut()) {
-            iv.add_group(g, &s[..rows], t0 * TILE, 0, g == 0, p);
+            iv.add_group(g, &s[..rows], t0 * TILE, g == 0, p);
         }
     }
     for (i, iv) in ivs.iter().enumerate() {
@@ -981,8 +981,8 @@ pub struct RowsScratch {
 /// batch's decode step), row `i` never picking `banned[i]`: `picks[i]` is
 /// what [`argmax_with`] answers for that row alone. One pass over the screen
 /// serves every row: each block's nibbles are unpacked once for up to four
-/// rows, which on AVX2 without VNNI costs about half the int8 head's
-/// arithmetic for the same rows (kernels/BENCH.md).
+/// rows, which on AVX2 without VNNI takes about 0.75x the int8 head's time
+/// for 16 rows (kernels/BENCH.md).
 #[allow(clippy::too_many_arguments)]
 pub fn argmax_rows_with(
     isa: Isa,
@@ -1038,6 +1038,8 @@ pub fn argmax_rows_with(
             };
             // Up to MAX_R live rows at a time (their intervals made once),
             // against each task of the chunk; a task's rows are W floats each.
+            // Tasks inside row groups measured 1.13x faster than the other
+            // way round, whose nibbles stay in L1 (kernels/BENCH.md).
             for (c, group) in live_ref.chunks(MAX_R).enumerate() {
                 let r = group.len();
                 let at = |l: usize| group[l.min(r - 1)];
