@@ -104,8 +104,7 @@ fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
 /// The tiny preset with its `<pad>` row zeroed (the CLI's embedded default):
 /// picks still confident, but each prompt's ids its own, so a batch whose
 /// rows got each other's picks would show.
-#[test]
-fn screened_greedy_equals_the_int8_head_on_varied_rows() {
+fn varied_model() -> (tempfile::TempDir, T5Model) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
     let opts = t5edge::synth::SynthOptions {
@@ -114,6 +113,12 @@ fn screened_greedy_equals_the_int8_head_on_varied_rows() {
     };
     t5edge::synth::write_checkpoint(dir.path(), &cfg, &opts, false).unwrap();
     let model = T5Model::load(dir.path()).unwrap();
+    (dir, model)
+}
+
+#[test]
+fn screened_greedy_equals_the_int8_head_on_varied_rows() {
+    let (_dir, model) = varied_model();
     let ps = prompts(model.config.vocab_size);
     let all: Vec<&[u32]> = ps.iter().map(|p| &p[..]).collect();
     let out = generate(&model, &all, &GenerateOptions::default().max_new_tokens(8)).unwrap();
@@ -208,14 +213,7 @@ fn mixed_batch(model: &T5Model) -> Vec<Vec<u32>> {
 /// unscreened head (the sampled rows' draws included).
 #[test]
 fn a_mixed_batch_screens_its_greedy_rows_and_keeps_every_rows_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    let opts = t5edge::synth::SynthOptions {
-        zero_pad_row: true,
-        ..Default::default()
-    };
-    t5edge::synth::write_checkpoint(dir.path(), &cfg, &opts, false).unwrap();
-    let model = T5Model::load(dir.path()).unwrap();
+    let (_dir, model) = varied_model();
     let (on, off) = int8_pair(&model);
     let (a, b) = (mixed_batch(&on), mixed_batch(&off));
     for (i, (x, y)) in a.iter().zip(&b).enumerate() {

@@ -41,6 +41,29 @@ fn full_pick(w: &int8::Int8View<'_>, x: &[f32], banned: Option<usize>) -> usize 
     ops::argmax_scalar(&y).expect("finite logits")
 }
 
+/// Copies `n / 4` (at least one) rows of `w32` (`[n, k]`) over others,
+/// half of them nudged by one quantisation step in one input: exact and
+/// near ties, the source half the time `winner` when one is given.
+fn plant_ties(rng: &mut common::Rng, w32: &mut [f32], n: usize, k: usize, winner: Option<usize>) {
+    for _ in 0..(n / 4).max(1) {
+        let a = match winner {
+            Some(w) if rng.below(2) == 0 => w,
+            _ => rng.below(n),
+        };
+        let b = rng.below(n);
+        if a == b {
+            continue;
+        }
+        let row: Vec<f32> = w32[a * k..(a + 1) * k].to_vec();
+        w32[b * k..(b + 1) * k].copy_from_slice(&row);
+        if rng.below(2) == 0 {
+            let kk = rng.below(k);
+            let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            w32[b * k + kk] += amax / 127.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
@@ -94,19 +117,7 @@ proptest! {
             }
         }
         // Exact and near ties with the winner and with random rows.
-        for _ in 0..(n / 4).max(1) {
-            let (a, b) = (if rng.below(2) == 0 { winner } else { rng.below(n) }, rng.below(n));
-            if a == b {
-                continue;
-            }
-            let row: Vec<f32> = w32[a * k..(a + 1) * k].to_vec();
-            w32[b * k..(b + 1) * k].copy_from_slice(&row);
-            if rng.below(2) == 0 {
-                let kk = rng.below(k);
-                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                w32[b * k + kk] += amax / 127.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
-            }
-        }
+        plant_ties(&mut rng, &mut w32, n, k, Some(winner));
         let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
         let w = p.view();
         let s = Int4Screen::from_int8(&w).unwrap();
@@ -180,19 +191,7 @@ proptest! {
                 }
             }
         }
-        for _ in 0..(n / 4).max(1) {
-            let (a, b) = (rng.below(n), rng.below(n));
-            if a == b {
-                continue;
-            }
-            let row: Vec<f32> = w32[a * k..(a + 1) * k].to_vec();
-            w32[b * k..(b + 1) * k].copy_from_slice(&row);
-            if rng.below(2) == 0 {
-                let kk = rng.below(k);
-                let amax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-                w32[b * k + kk] += amax / 127.0 * if rng.below(2) == 0 { 1.0 } else { -1.0 };
-            }
-        }
+        plant_ties(&mut rng, &mut w32, n, k, None);
         let bad = nan_row.then(|| rng.below(m));
         if let Some(i) = bad {
             // Its scale is not finite: the intervals would prove nothing.

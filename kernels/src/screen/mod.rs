@@ -634,67 +634,77 @@ impl Default for Part {
 }
 
 /// [`Intervals::task`] for up to [`MAX_R`] activation rows at once (`ivs`,
-/// one each, the same screen and group size): the screen sums come from the
-/// multi-row kernel, then each row's arithmetic is its own (in `work`, the
-/// caller's, overwritten). Row `i`'s upper ends go to
-/// `his[i]` and its best lower and upper end to `best[i]`.
-#[allow(clippy::too_many_arguments)]
+/// one each, the same screen and group size, `banned[i]` row `i`'s): the
+/// screen sums come from the multi-row kernel, then each row's arithmetic is
+/// its own. Row `i`'s upper ends go to `work.hi[i]` and its best lower and
+/// upper end to `work.best[i]`.
 fn task_rows(
     ivs: &[Intervals<'_>],
+    banned: &[Option<usize>],
     isa: Isa,
     t0: usize,
     t1: usize,
-    banned: &[Option<usize>],
-    his: &mut [&mut [f32]],
-    best: &mut [(f32, f32)],
     work: &mut RowsWork,
 ) {
     #[cfg(target_arch = "x86_64")]
     if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
         // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
-        return unsafe { task_rows_avx2(ivs, isa, t0, t1, banned, his, best, work) };
+        return unsafe { task_rows_avx2(ivs, banned, isa, t0, t1, work) };
     }
-    task_rows_body(ivs, isa, t0, t1, banned, his, best, work)
+    task_rows_body(ivs, banned, isa, t0, t1, work)
 }
 
-/// What [`task_rows`] works in, made once per pool task: each row's
-/// intervals and screen sums (overwritten by every call).
+/// What [`task_rows`] works in and writes, made once per pool task: each
+/// row's intervals, screen sums, upper ends and best ends (overwritten by
+/// every call).
 struct RowsWork {
     parts: [Part; MAX_R],
     sums: [[i32; TASK_ROWS]; MAX_R],
+    hi: [[f32; TASK_ROWS]; MAX_R],
+    best: [(f32, f32); MAX_R],
+}
+
+impl Default for RowsWork {
+    fn default() -> Self {
+        RowsWork {
+            parts: [Part::default(); MAX_R],
+            sums: [[0; TASK_ROWS]; MAX_R],
+            hi: [[0.0; TASK_ROWS]; MAX_R],
+            best: [(0.0, 0.0); MAX_R],
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
 unsafe fn task_rows_avx2(
     ivs: &[Intervals<'_>],
+    banned: &[Option<usize>],
     isa: Isa,
     t0: usize,
     t1: usize,
-    banned: &[Option<usize>],
-    his: &mut [&mut [f32]],
-    best: &mut [(f32, f32)],
     work: &mut RowsWork,
 ) {
-    task_rows_body(ivs, isa, t0, t1, banned, his, best, work)
+    task_rows_body(ivs, banned, isa, t0, t1, work)
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn task_rows_body(
     ivs: &[Intervals<'_>],
+    banned: &[Option<usize>],
     isa: Isa,
     t0: usize,
     t1: usize,
-    banned: &[Option<usize>],
-    his: &mut [&mut [f32]],
-    best: &mut [(f32, f32)],
     work: &mut RowsWork,
 ) {
     let r = ivs.len();
-    assert!((1..=MAX_R).contains(&r) && banned.len() == r && his.len() == r && best.len() == r);
-    let RowsWork { parts, sums } = work;
+    assert!((1..=MAX_R).contains(&r) && banned.len() == r);
+    let RowsWork {
+        parts,
+        sums,
+        hi,
+        best,
+    } = work;
     let qs: [&[i8]; MAX_R] = std::array::from_fn(|i| ivs[i.min(r - 1)].q);
     let rows = (t1 - t0) * TILE;
     for g in 0..ivs[0].qsum.len() {
@@ -706,7 +716,7 @@ fn task_rows_body(
         }
     }
     for (i, iv) in ivs.iter().enumerate() {
-        best[i] = iv.finish(&mut parts[i], t0, t1, banned[i], his[i]);
+        best[i] = iv.finish(&mut parts[i], t0, t1, banned[i], &mut hi[i]);
     }
 }
 
@@ -1032,14 +1042,12 @@ pub fn argmax_rows_with(
         nl * W * per,
         par::worth_parallel_macs(nl * n * k / 2),
         |chunk, parts_out| {
-            let mut work = RowsWork {
-                parts: [Part::default(); MAX_R],
-                sums: [[0; TASK_ROWS]; MAX_R],
-            };
+            let mut work = RowsWork::default();
             // Up to MAX_R live rows at a time (their intervals made once),
-            // against each task of the chunk; a task's rows are W floats each.
-            // Tasks inside row groups measured 1.13x faster than the other
-            // way round, whose nibbles stay in L1 (kernels/BENCH.md).
+            // against each task of the chunk; a task's rows are W floats each
+            // (upper ends, then the best lower and upper end). Tasks inside
+            // row groups measured 1.13x faster than the other way round,
+            // whose nibbles stay in L1 (kernels/BENCH.md).
             for (c, group) in live_ref.chunks(MAX_R).enumerate() {
                 let r = group.len();
                 let at = |l: usize| group[l.min(r - 1)];
@@ -1048,26 +1056,11 @@ pub fn argmax_rows_with(
                 let bans: [Option<usize>; MAX_R] = std::array::from_fn(|l| banned[at(l)]);
                 for (i, task) in parts_out.chunks_exact_mut(nl * W).enumerate() {
                     let (t0, t1) = task_tiles(chunk * per + i, n);
+                    task_rows(&ivs[..r], &bans[..r], isa, t0, t1, &mut work);
                     let mine = &mut task[c * MAX_R * W..(c * MAX_R + r) * W];
-                    let mut his: [&mut [f32]; MAX_R] = Default::default();
-                    let mut ends: [&mut [f32]; MAX_R] = Default::default();
-                    for ((h, hi), end) in mine.chunks_exact_mut(W).zip(&mut his).zip(&mut ends) {
-                        (*hi, *end) = h.split_at_mut(TASK_ROWS);
-                    }
-                    let mut best = [(0.0f32, 0.0f32); MAX_R];
-                    let (iv, ban) = (&ivs[..r], &bans[..r]);
-                    task_rows(
-                        iv,
-                        isa,
-                        t0,
-                        t1,
-                        ban,
-                        &mut his[..r],
-                        &mut best[..r],
-                        &mut work,
-                    );
-                    for (e, &(lo, hi)) in ends.iter_mut().zip(&best).take(r) {
-                        (e[0], e[1]) = (lo, hi);
+                    for (l, row) in mine.chunks_exact_mut(W).enumerate() {
+                        row[..TASK_ROWS].copy_from_slice(&work.hi[l]);
+                        (row[TASK_ROWS], row[TASK_ROWS + 1]) = work.best[l];
                     }
                 }
             }
