@@ -61,6 +61,23 @@ struct Row {
     screened: bool,
 }
 
+impl Row {
+    /// The id this row may not pick next: EOS while it has generated fewer
+    /// than `min_new_tokens`.
+    fn banned(&self) -> Option<usize> {
+        (self.seq.len() - 1 < self.opts.min_new_tokens).then_some(self.eos as usize)
+    }
+}
+
+/// Rows `rows` of the `[_, d]` matrix `h`, one after another in `buf`.
+fn gather_rows<'b>(h: &[f32], d: usize, rows: &[usize], buf: &'b mut Vec<f32>) -> &'b [f32] {
+    let out = crate::model::scratch::sized(buf, rows.len() * d);
+    for (slot, &i) in rows.iter().enumerate() {
+        out[slot * d..(slot + 1) * d].copy_from_slice(&h[i * d..(i + 1) * d]);
+    }
+    out
+}
+
 /// A row that left the batch: its key and generated ids (without the decoder
 /// start token; ending with EOS when one was produced).
 #[derive(Clone, Debug, PartialEq)]
@@ -247,17 +264,11 @@ impl<'m> DecodeBatch<'m> {
             let hs: &[f32] = if n_sel == m {
                 head_in
             } else {
-                let hs = crate::model::scratch::sized(&mut self.sel_h, n_sel * d);
-                for (slot, &i) in self.sel.iter().enumerate() {
-                    hs[slot * d..(slot + 1) * d].copy_from_slice(&head_in[i * d..(i + 1) * d]);
-                }
-                hs
+                gather_rows(head_in, d, &self.sel, &mut self.sel_h)
             };
             self.bans.clear();
-            self.bans.extend(self.sel.iter().map(|&i| {
-                let r = &self.rows[i];
-                (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize)
-            }));
+            self.bans
+                .extend(self.sel.iter().map(|&i| self.rows[i].banned()));
             if !lm_head.screen.pick_rows(
                 &lm_head.linear,
                 hs,
@@ -282,10 +293,7 @@ impl<'m> DecodeBatch<'m> {
                 .extend((0..m).filter(|&i| !self.rows[i].certified && self.row_pick[i].is_none()));
             let u = self.undecided.len();
             if u > 0 {
-                let hs = crate::model::scratch::sized(&mut self.undecided_h, u * d);
-                for (slot, &i) in self.undecided.iter().enumerate() {
-                    hs[slot * d..(slot + 1) * d].copy_from_slice(&head_in[i * d..(i + 1) * d]);
-                }
+                let hs = gather_rows(head_in, d, &self.undecided, &mut self.undecided_h);
                 let l = crate::model::scratch::sized(&mut self.row_logits, u * vocab);
                 lm_head.linear.forward_rows(hs, u, l, Rows::Invariant);
             }
@@ -296,7 +304,7 @@ impl<'m> DecodeBatch<'m> {
             let h = &head_in[i * d..(i + 1) * d];
             // validate() allows only EOS suppression with exact; a screened
             // row has no other processor.
-            let banned = (r.seq.len() - 1 < r.opts.min_new_tokens).then_some(r.eos as usize);
+            let banned = r.banned();
             let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
                 (Some(head), true, _) => head.argmax_with(h, banned, &mut self.cert).0 as u32,
                 (_, _, None) if batch_screen => match self.row_pick[i] {
