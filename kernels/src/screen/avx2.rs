@@ -14,6 +14,15 @@ use std::arch::x86_64::*;
 /// Blocks summed in 16-bit lanes before widening (see the module docs).
 const WIDEN_EVERY: usize = 4;
 
+/// How far ahead of its first tile the one-row kernel prefetches. Its four
+/// tiles are four streams 1 KB apart, which the hardware prefetchers follow
+/// poorly: without this the kernel stalled on its loads and a 32128x256
+/// screen took 177-198 us on one Zen 4 core, longer than the int8 head it
+/// screens (168-172 us); with it 143-153 us, flat from 2 KB to 6 KB ahead
+/// (kernels/BENCH.md). The multi-row kernel reads one tile at a time, one
+/// stream, and gained nothing from it.
+const PREFETCH_AHEAD: usize = 3072;
+
 /// # Safety
 /// The CPU must have AVX2; `q` must hold `padded_k(k)` values and
 /// `t + nt <= ceil(n / 8)`, `b1 <= padded_k(k) / 8`.
@@ -51,6 +60,14 @@ unsafe fn body<const T: usize>(
             let end = (b + WIDEN_EVERY).min(b1);
             let mut acc16 = [_mm256_setzero_si256(); T];
             for bb in b..end {
+                // Two lines per block step, PREFETCH_AHEAD bytes past this
+                // call's first tile: about the next call's tiles by the time
+                // it starts. `wrapping_add` because near the end the address
+                // may lie past the screen; a prefetch never faults and is
+                // never read through.
+                let pf = w[0].as_ptr().wrapping_add(PREFETCH_AHEAD + bb * 2 * 64);
+                _mm_prefetch::<_MM_HINT_T0>(pf as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(64) as *const i8);
                 let xp = q.as_ptr().add(bb * BLOCK);
                 let xl = _mm256_set1_epi32(std::ptr::read_unaligned(xp as *const i32));
                 let xh = _mm256_set1_epi32(std::ptr::read_unaligned(xp.add(4) as *const i32));
