@@ -1,6 +1,9 @@
 //! The machine's arithmetic ceiling, for reading the benchmark figures against:
 //! back-to-back independent `vpdpbusd` (int8 dot products, 64 multiply-adds
-//! each) and `vfmadd` (f32, 16 each) on 512-bit registers, one loop per
+//! each) and `vfmadd` (f32, 16 each) on 512-bit registers where the CPU has
+//! AVX-512 VNNI, and on every AVX2 CPU `vfmadd` on 256-bit registers (8
+//! each: the float prefill kernels' instruction) and `vpmaddwd` + `vpaddd`
+//! (16 each: the exact i16 form of the AVX2 int8 kernels), one loop per
 //! thread, no memory traffic.
 //!
 //! `cargo run --release -p t5edge-kernels --example isa_peak -- [threads]`
@@ -39,41 +42,83 @@ mod peak {
         acc.iter().map(|&c| _mm512_reduce_add_ps(c) as f64).sum()
     }
 
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256(iters: u64) -> f64 {
+        // c·a + b converges to 1: no overflow to infinity, whatever `iters`.
+        let a = _mm256_set1_ps(0.9999);
+        let b = _mm256_set1_ps(0.0001);
+        let mut acc = [_mm256_setzero_ps(); CHAINS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_fmadd_ps(*c, a, b);
+            }
+        }
+        let mut out = [0f32; 8];
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &c| _mm256_add_ps(s, c));
+        _mm256_storeu_ps(out.as_mut_ptr(), s);
+        out.iter().map(|&v| v as f64).sum()
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn madd256(iters: u64) -> f64 {
+        let a = _mm256_set1_epi16(3);
+        let mut acc = [_mm256_set1_epi32(1); CHAINS];
+        // Each multiply takes the previous sum as an operand so the loop
+        // cannot be hoisted; its add is the accumulation an exact kernel needs.
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_add_epi32(*c, _mm256_madd_epi16(*c, a));
+            }
+        }
+        let mut out = [0i32; 8];
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi32(s, c));
+        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s);
+        out.iter().map(|&v| v as f64).sum()
+    }
+
+    /// Runs `f(iters)` on `threads` threads and prints its rate.
+    fn probe(name: &str, threads: usize, macs_per_instr: f64, f: unsafe fn(u64) -> f64) {
+        let iters = 20_000_000u64;
+        let t = std::time::Instant::now();
+        let hs: Vec<_> = (0..threads)
+            // SAFETY: main calls probe only with a kernel whose features it
+            // detected.
+            .map(|_| std::thread::spawn(move || unsafe { f(iters) }))
+            .collect();
+        let sink: f64 = hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
+        let s = t.elapsed().as_secs_f64();
+        let instrs = (iters * CHAINS as u64 * threads as u64) as f64;
+        println!(
+            "{name}: {threads} threads, {:.1} G instructions/s, {:.1} GMAC/s (checksum {sink:.3e})",
+            instrs / s / 1e9,
+            instrs * macs_per_instr / s / 1e9
+        );
+    }
+
     pub fn main() {
         let threads: usize = std::env::args()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(2);
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            for t in [1, threads] {
+                probe("f32 vfmadd ymm", t, 8.0, fma256);
+                probe("i16 vpmaddwd+vpaddd ymm", t, 16.0, madd256);
+            }
+        }
         if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {
             println!("this CPU has no AVX-512 VNNI");
             return;
         }
-        let iters = 20_000_000u64;
-        for (name, macs_per_instr) in [("int8 vpdpbusd", 64.0), ("f32 vfmadd", 16.0)] {
-            let t = std::time::Instant::now();
-            let hs: Vec<_> = (0..threads)
-                .map(|_| {
-                    std::thread::spawn(move || {
-                        // SAFETY: AVX-512 F/BW/VNNI and FMA were detected above.
-                        unsafe {
-                            if macs_per_instr == 64.0 {
-                                vnni(iters) as f64
-                            } else {
-                                fma(iters)
-                            }
-                        }
-                    })
-                })
-                .collect();
-            let sink: f64 = hs.into_iter().map(|h| h.join().unwrap_or(0.0)).sum();
-            let s = t.elapsed().as_secs_f64();
-            let instrs = (iters * CHAINS as u64 * threads as u64) as f64;
-            println!(
-                "{name}: {threads} threads, {:.1} G instructions/s, {:.0} GMAC/s (checksum {sink:.3e})",
-                instrs / s / 1e9,
-                instrs * macs_per_instr / s / 1e9
-            );
-        }
+        // SAFETY (both wrappers): AVX-512 F/BW/VNNI and FMA were detected above.
+        probe("int8 vpdpbusd zmm", threads, 64.0, |i| unsafe {
+            vnni(i) as f64
+        });
+        probe("f32 vfmadd zmm", threads, 16.0, |i| unsafe { fma(i) });
     }
 }
 

@@ -1,0 +1,37 @@
+//! Times the f16 prefill product (the default int8 policy's FFN output
+//! projection) on one shape, best of 5 x 200 calls, to read against
+//! `isa_peak`'s f32 `vfmadd` ceiling (kernels/BENCH.md):
+//! `cargo run --release -p t5edge-kernels --example prefill_probe -- m k n threads`
+//! (W3's `wo`: 128 1024 256).
+use half::f16;
+use std::time::Instant;
+use t5edge_kernels::{dispatch, f16 as lf16};
+fn main() {
+    let a: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (m, k, n, th) = (a[0], a[1], a[2], a[3]);
+    t5edge_kernels::pool::set_global_threads(th);
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5)
+        .collect();
+    let w: Vec<f16> = (0..n * k)
+        .map(|i| f16::from_f32(((i * 104729 % 1000) as f32) / 1000.0 - 0.5))
+        .collect();
+    let mut y = vec![0f32; m * n];
+    let isa = dispatch::best();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for _ in 0..200 {
+            lf16::linear_with(isa, &x, m, k, &w, n, &mut y);
+        }
+        best = best.min(t.elapsed().as_secs_f64() / 200.0);
+    }
+    println!(
+        "m{m} k{k} n{n} t{th}: {:.1} us, {:.1} G MAC/s",
+        best * 1e6,
+        (m * k * n) as f64 / best / 1e9
+    );
+}
