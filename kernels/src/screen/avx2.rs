@@ -17,9 +17,9 @@ const WIDEN_EVERY: usize = 4;
 /// How far ahead of its first tile the one-row kernel prefetches. Its four
 /// tiles are four streams 1 KB apart, which the hardware prefetchers follow
 /// poorly: without this the kernel stalled on its loads and a 32128x256
-/// screen took 177-198 us on one Zen 4 core, longer than the int8 head it
-/// screens (168-172 us); with it 143-153 us, flat from 2 KB to 6 KB ahead
-/// (kernels/BENCH.md). The multi-row kernel reads one tile at a time, one
+/// screen took 182-185 us on one Zen 4 core, longer than the int8 head it
+/// screens (168-178 us); with it 147-154 us, about flat from 2 KB to 6 KB
+/// ahead (kernels/BENCH.md). The multi-row kernel reads one tile at a time, one
 /// stream, and gained nothing from it.
 const PREFETCH_AHEAD: usize = 3072;
 
