@@ -82,6 +82,10 @@ setup() {
     rust_std
     [ -e /lib/ld-linux-aarch64.so.1 ] || { log "no /lib/ld-linux-aarch64.so.1 (libc6:arm64)"; exit 1; }
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+    # CI's clippy pass (-D warnings) compiles for x86 only, so code that only
+    # the aarch64 build sees (or that x86-only cfgs leave unused there) is
+    # held to the same rule here; dependencies stay capped by cargo.
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--D warnings}"
 }
 
 # Sets the emulated CPU for everything cargo runs and for the binaries tests spawn.
