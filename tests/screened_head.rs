@@ -45,8 +45,9 @@ fn prompts(vocab: usize) -> Vec<Vec<u32>> {
 
 /// Greedy ids with the screen on and off, alone, as batches of one and as
 /// one batch of every prompt (with and without EOS suppression); returns how
-/// many picks the screen decided.
-fn check(model: &T5Model) -> (u64, u64) {
+/// many picks the screen decided, of how many it was asked, and whether its
+/// trial turned it off.
+fn check(model: &T5Model) -> (u64, u64, bool) {
     let (on, off) = int8_pair(model);
     for p in prompts(model.config.vocab_size) {
         for min_new in [0, 5] {
@@ -85,7 +86,7 @@ fn check(model: &T5Model) -> (u64, u64) {
             assert!(load(&h.steps) > before, "the batch never asked the screen");
         }
     }
-    (load(&h.decided), load(&h.steps))
+    (load(&h.decided), load(&h.steps), h.off_after_trial())
 }
 
 #[test]
@@ -94,8 +95,9 @@ fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
     let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
     t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
     let model = T5Model::load(dir.path()).unwrap();
-    let (decided, steps) = check(&model);
+    let (decided, steps, off) = check(&model);
     eprintln!("tiny preset: {decided} of {steps} picks decided by the screen");
+    assert!(!off, "a screen that decides most picks must stay on");
     // The preset's picks are confident (margins ~4 logits): the screen must
     // decide most of them, or this test would not be testing it.
     assert!(decided * 2 > steps, "{decided} of {steps}");
@@ -130,7 +132,7 @@ fn screened_greedy_equals_the_int8_head_on_varied_rows() {
         firsts.len() > 2,
         "the rows' first ids barely differ: {firsts:?}"
     );
-    let (decided, steps) = check(&model);
+    let (decided, steps, _) = check(&model);
     eprintln!("varied rows: {decided} of {steps} picks decided by the screen");
     assert!(decided * 2 > steps, "{decided} of {steps}");
 }
@@ -138,8 +140,17 @@ fn screened_greedy_equals_the_int8_head_on_varied_rows() {
 #[test]
 fn screened_greedy_equals_the_int8_head_with_small_margins() {
     let (_dir, model) = common::decode_synth_model();
-    let (decided, steps) = check(&model);
+    let (decided, steps, off) = check(&model);
     eprintln!("gated synth: {decided} of {steps} picks decided by the screen");
+    // Margins too small for the screen's bounds: once 32 picks (the trial,
+    // docs/EXACT.md) went mostly undecided, the head stops screening and is
+    // never asked again, by single rows or by the batch.
+    assert!(
+        decided * 2 < steps,
+        "{decided} of {steps}: this model no longer tests the trial"
+    );
+    assert!(off, "the trial did not turn the screen off");
+    assert_eq!(steps, 32, "picks asked of the screen");
 }
 
 /// A measuring head times both ways (its calibration checks each screened

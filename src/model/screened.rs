@@ -109,20 +109,28 @@ impl ScreenedHead {
         if calibrate && self.cal_steps.fetch_add(1, Ordering::Relaxed) >= WARM_PICKS {
             return Some(self.calibrate(linear, h, banned, pick, t0, logits));
         }
-        let steps = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
         match pick {
             Pick::Id { id, rescored } => {
-                self.decided.fetch_add(1, Ordering::Relaxed);
-                self.rescored.fetch_add(rescored as u64, Ordering::Relaxed);
+                self.record(1, 1, rescored as u64);
                 Some(id)
             }
             Pick::Undecided { .. } => {
-                let decided = self.decided.load(Ordering::Relaxed);
-                if steps >= TRIAL_STEPS && decided * 2 < steps {
-                    self.off.store(true, Ordering::Relaxed);
-                }
+                self.record(1, 0, 0);
                 None
             }
+        }
+    }
+
+    /// Counts `picks` picks, `decided` of them by the screen (re-scoring
+    /// `rescored` rows), and runs the trial: from [`TRIAL_STEPS`] picks on, a
+    /// head whose picks mostly went undecided stops screening. One row's
+    /// picks and a batch's come through here alike.
+    fn record(&self, picks: u64, decided: u64, rescored: u64) {
+        self.rescored.fetch_add(rescored, Ordering::Relaxed);
+        let steps = self.steps.fetch_add(picks, Ordering::Relaxed) + picks;
+        let decided = self.decided.fetch_add(decided, Ordering::Relaxed) + decided;
+        if steps >= TRIAL_STEPS && decided * 2 < steps {
+            self.off.store(true, Ordering::Relaxed);
         }
     }
 
@@ -157,18 +165,14 @@ impl ScreenedHead {
         };
         let isa = t5edge_kernels::dispatch::active();
         screen::argmax_rows_with(isa, &view, s, h, m, banned, scratch, picks);
-        let mut decided = 0;
+        let (mut decided, mut rescored) = (0, 0);
         for p in picks.iter() {
-            if let Pick::Id { rescored, .. } = p {
+            if let Pick::Id { rescored: r, .. } = p {
                 decided += 1;
-                self.rescored.fetch_add(*rescored as u64, Ordering::Relaxed);
+                rescored += *r as u64;
             }
         }
-        let steps = self.steps.fetch_add(m as u64, Ordering::Relaxed) + m as u64;
-        let decided = self.decided.fetch_add(decided, Ordering::Relaxed) + decided;
-        if steps >= TRIAL_STEPS && decided * 2 < steps {
-            self.off.store(true, Ordering::Relaxed);
-        }
+        self.record(m as u64, decided, rescored);
         true
     }
 
