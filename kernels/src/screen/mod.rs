@@ -310,8 +310,11 @@ pub fn rows_kernel(isa: Isa) -> bool {
 /// `out[r][8 (t − t0) + j] = Σ u·q_r` over group `g`'s blocks of tiles
 /// `[t0, t1)` (at most a task's) for activation rows `qs[..r]` (`r <=
 /// MAX_R`, each `kp8` values), at `isa`: the AVX2 kernel unpacks each
-/// block's nibbles once for all the rows; the other levels run their one-row
-/// kernel per row. The same integers as [`tiles`].
+/// block's nibbles once for two to four rows; a single row, and every row
+/// on the other levels, runs the one-row kernel (on AVX2 it prefetches,
+/// which the multi-row one gains nothing from: one row 157 against 177 µs
+/// for a 32128 x 256 screen, kernels/BENCH.md). The same integers as
+/// [`tiles`].
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn tile_rows(
@@ -326,18 +329,23 @@ fn tile_rows(
 ) {
     assert!((1..=MAX_R).contains(&r) && (t1 - t0) * TILE <= TASK_ROWS);
     #[cfg(target_arch = "x86_64")]
-    if rows_kernel(isa) {
+    if rows_kernel(isa) && r > 1 {
         let (b0, b1) = s.group_blocks(g);
         // SAFETY: AVX2 is implied by both levels (check_isa ran); each of
         // the r rows holds kp8 values (the caller's contract, asserted by
         // the kernel), t1 <= ceil(n / 8) and the tiles fit a task (above).
         return unsafe { avx2::rows_tiles(s, qs, r, b0, b1, t0, t1, out) };
     }
+    // One row (a batch's last or only screened one), or a level without the
+    // multi-row kernel: the one-row kernel, up to MAX_T tiles a call.
     let mut buf = [[0i32; TILE]; MAX_T];
     for (q, o) in qs.iter().zip(out.iter_mut()).take(r) {
-        for t in t0..t1 {
-            tiles(isa, s, q, g, t, 1, &mut buf);
-            o[(t - t0) * TILE..][..TILE].copy_from_slice(&buf[0]);
+        let mut t = t0;
+        while t < t1 {
+            let nt = (t1 - t).min(MAX_T);
+            tiles(isa, s, q, g, t, nt, &mut buf);
+            o[(t - t0) * TILE..][..nt * TILE].copy_from_slice(&buf.as_flattened()[..nt * TILE]);
+            t += nt;
         }
     }
 }
