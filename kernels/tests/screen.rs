@@ -21,6 +21,46 @@ fn every_int8_value_splits_exactly() {
     }
 }
 
+/// A head holding every int8 value builds the same screen at every level
+/// (every group of 8 inputs starts with 127, so quantisation keeps the
+/// integers as written at each group size).
+#[test]
+fn every_int8_value_builds_the_same_screen_at_every_level() {
+    let (n, k) = (19, 264);
+    let w32: Vec<f32> = (0..n * k)
+        .map(|i| {
+            let (j, kk) = (i / k, i % k);
+            let v = if kk % 8 == 0 {
+                127
+            } else {
+                ((j * 37 + kk * 11) % 255) as i32 - 127
+            };
+            v as f32
+        })
+        .collect();
+    for gs in [0, 8, 64] {
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let w = p.view();
+        let mut seen = [false; 255];
+        for j in 0..n {
+            for kk in 0..k {
+                let v = raw(&w, j, kk);
+                assert_eq!(v as f32, w32[j * k + kk], "row {j}, input {kk}");
+                seen[(v as i32 + 127) as usize] = true;
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "some int8 value is missing");
+        let want = Int4Screen::from_int8_with(Isa::Scalar, &w).unwrap();
+        for isa in isas() {
+            assert_eq!(
+                Int4Screen::from_int8_with(isa, &w).unwrap(),
+                want,
+                "{isa}, group size {gs}"
+            );
+        }
+    }
+}
+
 /// The int8 value of row `j`, input `kk`, read through the documented layout.
 fn raw(w: &int8::Int8View<'_>, j: usize, kk: usize) -> i8 {
     w.data()[int8::packed_index(j, kk, w.padded_k())]
@@ -94,6 +134,22 @@ proptest! {
         }
         for isa in isas() {
             prop_assert_eq!(&screen::sums_with(isa, &s, &q), &want, "{}", isa);
+        }
+    }
+
+    /// Error budget: none. The screen (nibbles and `‖l‖` per row and group)
+    /// is the same whichever level builds it: the x86 levels split eight
+    /// rows a block with multiplies where the scalar build reads a table.
+    #[test]
+    fn the_screen_is_built_the_same_at_every_level(
+        n in 1usize..70, k in 1usize..300, gs in group_size(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let w32 = matrix(&mut rng, fw, n, k, 1e6);
+        let p = PackedInt8::quantize(&w32, n, k, gs).unwrap();
+        let want = Int4Screen::from_int8_with(Isa::Scalar, &p.view()).unwrap();
+        for isa in isas() {
+            prop_assert_eq!(&Int4Screen::from_int8_with(isa, &p.view()).unwrap(), &want, "{}", isa);
         }
     }
 

@@ -180,3 +180,63 @@ unsafe fn rows_body<const R: usize>(
         }
     }
 }
+
+/// One block of one 8-row screen tile, built: `lo` and `hi` are the tile's
+/// 32 int8 weights of k-blocks `2b` and `2b + 1` (row `r`'s four at `4r`),
+/// `out` gets each weight pair's nibbles (`split`'s `h + 8`, the first
+/// k-block's low) and `l2[r]` row `r`'s `Σ l²` over its eight weights; the
+/// same bytes and sums as the scalar build's `SPLIT` table.
+///
+/// `|h| = ⌊(|p| + 8) / 17⌋` (round to nearest; `p / 17` is never a half) is
+/// `((|p| + 8) · 241) >> 12` for every `|p| <= 128` (the test
+/// `split_by_multiply_matches_division` checks each), in 16-bit lanes.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn split_block(
+    lo: &[i8; 32],
+    hi: &[i8; 32],
+    out: &mut [u8; 32],
+    l2: &mut [u32; 8],
+) {
+    let zero = _mm256_setzero_si256();
+    // |h| of 32 weights in their byte order, and per row the sums of l².
+    let half = |x: __m256i| {
+        let v = _mm256_abs_epi8(x);
+        let (vl, vh) = (_mm256_unpacklo_epi8(v, zero), _mm256_unpackhi_epi8(v, zero));
+        let q = |w: __m256i| {
+            _mm256_srli_epi16::<12>(_mm256_mullo_epi16(
+                _mm256_add_epi16(w, _mm256_set1_epi16(8)),
+                _mm256_set1_epi16(241),
+            ))
+        };
+        let (ql, qh) = (q(vl), q(vh));
+        // |l| = |p| - 17|h| (in [-8, 8]); l² of each pair summed by madd.
+        let l = |w: __m256i, q: __m256i| {
+            let d = _mm256_sub_epi16(w, _mm256_mullo_epi16(q, _mm256_set1_epi16(17)));
+            _mm256_madd_epi16(d, d)
+        };
+        // unpacklo holds rows 0-1 (lane 0) and 4-5 (lane 1), unpackhi rows
+        // 2-3 and 6-7; each madd lane a pair of one row's values, so hadd
+        // lines up rows 0-3 | 4-7.
+        let sums = _mm256_hadd_epi32(l(vl, ql), l(vh, qh));
+        (_mm256_packus_epi16(ql, qh), sums)
+    };
+    // SAFETY: 32-byte loads and stores of 32-byte arrays.
+    unsafe {
+        let (a, b) = (
+            _mm256_loadu_si256(lo.as_ptr() as *const __m256i),
+            _mm256_loadu_si256(hi.as_ptr() as *const __m256i),
+        );
+        let (qa, sa) = half(a);
+        let (qb, sb) = half(b);
+        let off = _mm256_set1_epi8(super::OFFSET as i8);
+        let ua = _mm256_add_epi8(_mm256_sign_epi8(qa, a), off);
+        let ub = _mm256_add_epi8(_mm256_sign_epi8(qb, b), off);
+        // u <= 15, so shifting 16-bit lanes by 4 never carries into the next byte.
+        let nib = _mm256_or_si256(ua, _mm256_slli_epi16::<4>(ub));
+        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, nib);
+        _mm256_storeu_si256(l2.as_mut_ptr() as *mut __m256i, _mm256_add_epi32(sa, sb));
+    }
+}

@@ -61,7 +61,7 @@ const TASK_ROWS: usize = 64;
 const MAX_CANDIDATE_SHARE: usize = 512;
 
 /// The 4-bit screen of one int8 matrix (built from it, never stored).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Int4Screen {
     n: usize,
     k: usize,
@@ -111,8 +111,19 @@ const SPLIT: [(u8, u8); 256] = {
 
 impl Int4Screen {
     /// The screen of `w`, or why it has none (a group size that is not a
-    /// multiple of [`BLOCK`]). Built on the current pool's threads.
+    /// multiple of [`BLOCK`]). Built on the current pool's threads, at the
+    /// active level.
     pub fn from_int8(w: &Int8View<'_>) -> Result<Int4Screen, String> {
+        Int4Screen::from_int8_with(crate::dispatch::active(), w)
+    }
+
+    /// [`Int4Screen::from_int8`] at `isa` (a level the CPU has): the same
+    /// screen at every level; the x86 levels build a block of eight rows at
+    /// once (`avx2::split_block`), the others row by row through a table.
+    pub fn from_int8_with(isa: Isa, w: &Int8View<'_>) -> Result<Int4Screen, String> {
+        crate::f32::check_isa(isa);
+        #[cfg(target_arch = "x86_64")]
+        let simd = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
         let (n, k, gs) = (w.n(), w.k(), w.group_size());
         if !gs.is_multiple_of(BLOCK) {
             return Err(format!(
@@ -148,6 +159,36 @@ impl Int4Screen {
                     )
                 };
                 for (t, tile) in (t0..t1).zip(dst.chunks_exact_mut(tile_bytes)) {
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // The tile's 8 rows are half of an int8 16-row tile:
+                        // 32 consecutive bytes of each of its k-blocks.
+                        let base = int8::packed_index(t * TILE, 0, kp);
+                        let kblock = |kb: usize| -> [i8; 32] {
+                            if kb < kb4 {
+                                let at = base + kb * TILE_N * K_BLOCK;
+                                raw[at..at + 32].try_into().expect("32 bytes")
+                            } else {
+                                [0; 32]
+                            }
+                        };
+                        let mut l2 = [0u32; TILE];
+                        let rows = TILE.min(n - t * TILE);
+                        for (b, blk) in tile.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+                            let blk: &mut [u8; 32] = blk.try_into().expect("32-byte block");
+                            // SAFETY: `simd` is set only for levels with AVX2,
+                            // which check_isa verified the CPU has.
+                            unsafe {
+                                avx2::split_block(&kblock(2 * b), &kblock(2 * b + 1), blk, &mut l2)
+                            };
+                            for (r, &v) in l2.iter().enumerate().take(rows) {
+                                let j = t * TILE + r;
+                                // SAFETY: g * np8 + j < groups * np8; row j is this task's.
+                                unsafe { *lp.get().add((b * BLOCK / gsz) * np8 + j) += v };
+                            }
+                        }
+                        continue;
+                    }
                     for r in 0..TILE.min(n - t * TILE) {
                         let j = t * TILE + r;
                         // Row j's int8 values: 4 per k-block, one k-block every
