@@ -188,8 +188,10 @@ unsafe fn rows_body<const R: usize>(
 /// same bytes and sums as the scalar build's `SPLIT` table.
 ///
 /// `|h| = ⌊(|p| + 8) / 17⌋` (round to nearest; `p / 17` is never a half) is
-/// `((|p| + 8) · 241) >> 12` for every `|p| <= 128` (the test
-/// `split_by_multiply_matches_division` checks each), in 16-bit lanes.
+/// `((|p| + 8) · 241) >> 12` in 16-bit lanes for every `|p| <= 128`
+/// (`every_int8_value_builds_the_same_screen_at_every_level` builds a head
+/// holding each valid value against the table; -128, never in a valid
+/// matrix, gives `|h|` 8 as `split` does).
 ///
 /// # Safety
 /// The CPU must have AVX2.
