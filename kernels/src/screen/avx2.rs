@@ -185,7 +185,7 @@ unsafe fn rows_body<const R: usize>(
 /// 32 int8 weights of k-blocks `2b` and `2b + 1` (row `r`'s four at `4r`),
 /// `out` gets each weight pair's nibbles (`split`'s `h + 8`, the first
 /// k-block's low) and `l2[r]` row `r`'s `Σ l²` over its eight weights; the
-/// same bytes and sums as the scalar build's `SPLIT` table.
+/// same bytes and sums as its twin `scalar::split_block`.
 ///
 /// `|h| = ⌊(|p| + 8) / 17⌋` (round to nearest; `p / 17` is never a half) is
 /// `((|p| + 8) · 241) >> 12` in 16-bit lanes for every `|p| <= 128`

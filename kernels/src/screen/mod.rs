@@ -118,12 +118,10 @@ impl Int4Screen {
     }
 
     /// [`Int4Screen::from_int8`] at `isa` (a level the CPU has): the same
-    /// screen at every level; the x86 levels build a block of eight rows at
-    /// once (`avx2::split_block`), the others row by row through a table.
+    /// screen at every level, a block of a tile's eight rows at a time
+    /// ([`split_block`]).
     pub fn from_int8_with(isa: Isa, w: &Int8View<'_>) -> Result<Int4Screen, String> {
         crate::f32::check_isa(isa);
-        #[cfg(target_arch = "x86_64")]
-        let simd = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
         let (n, k, gs) = (w.n(), w.k(), w.group_size());
         if !gs.is_multiple_of(BLOCK) {
             return Err(format!(
@@ -159,61 +157,27 @@ impl Int4Screen {
                     )
                 };
                 for (t, tile) in (t0..t1).zip(dst.chunks_exact_mut(tile_bytes)) {
-                    #[cfg(target_arch = "x86_64")]
-                    if simd {
-                        // The tile's 8 rows are half of an int8 16-row tile:
-                        // 32 consecutive bytes of each of its k-blocks.
-                        let base = int8::packed_index(t * TILE, 0, kp);
-                        let kblock = |kb: usize| -> [i8; 32] {
-                            if kb < kb4 {
-                                let at = base + kb * TILE_N * K_BLOCK;
-                                raw[at..at + 32].try_into().expect("32 bytes")
-                            } else {
-                                [0; 32]
-                            }
-                        };
-                        let mut l2 = [0u32; TILE];
-                        let rows = TILE.min(n - t * TILE);
-                        for (b, blk) in tile.chunks_exact_mut(BLOCK_BYTES).enumerate() {
-                            let blk: &mut [u8; 32] = blk.try_into().expect("32-byte block");
-                            // SAFETY: `simd` is set only for levels with AVX2,
-                            // which check_isa verified the CPU has.
-                            unsafe {
-                                avx2::split_block(&kblock(2 * b), &kblock(2 * b + 1), blk, &mut l2)
-                            };
-                            for (r, &v) in l2.iter().enumerate().take(rows) {
-                                let j = t * TILE + r;
-                                // SAFETY: g * np8 + j < groups * np8; row j is this task's.
-                                unsafe { *lp.get().add((b * BLOCK / gsz) * np8 + j) += v };
-                            }
+                    // The tile's 8 rows are half of an int8 16-row tile: 32
+                    // consecutive bytes of each of its k-blocks (a screen
+                    // block is two k-blocks; the second may be past kp: zeros).
+                    let base = int8::packed_index(t * TILE, 0, kp);
+                    let kblock = |kb: usize| -> [i8; 32] {
+                        if kb < kb4 {
+                            let at = base + kb * TILE_N * K_BLOCK;
+                            raw[at..at + 32].try_into().expect("32 bytes")
+                        } else {
+                            [0; 32]
                         }
-                        continue;
-                    }
-                    for r in 0..TILE.min(n - t * TILE) {
-                        let j = t * TILE + r;
-                        // Row j's int8 values: 4 per k-block, one k-block every
-                        // 64 bytes; a screen block is two k-blocks (the second
-                        // may be past kp: zeros).
-                        let base = int8::packed_index(j, 0, kp);
-                        let quad = |kb: usize| -> [i8; 4] {
-                            if kb < kb4 {
-                                let at = base + kb * TILE_N * K_BLOCK;
-                                [raw[at], raw[at + 1], raw[at + 2], raw[at + 3]]
-                            } else {
-                                [0; 4]
-                            }
-                        };
-                        for (b, blk) in tile.chunks_exact_mut(BLOCK_BYTES).enumerate() {
-                            let (lo, hi) = (quad(2 * b), quad(2 * b + 1));
-                            let mut l2 = 0u32;
-                            for c in 0..4 {
-                                let (ul, ll) = SPLIT[lo[c] as u8 as usize];
-                                let (uh, lh) = SPLIT[hi[c] as u8 as usize];
-                                blk[4 * r + c] = ul | (uh << 4);
-                                l2 += ll as u32 + lh as u32;
-                            }
+                    };
+                    let mut l2 = [0u32; TILE];
+                    let rows = TILE.min(n - t * TILE);
+                    for (b, blk) in tile.chunks_exact_mut(BLOCK_BYTES).enumerate() {
+                        let blk: &mut [u8; 32] = blk.try_into().expect("32-byte block");
+                        split_block(isa, &kblock(2 * b), &kblock(2 * b + 1), blk, &mut l2);
+                        for (r, &v) in l2.iter().enumerate().take(rows) {
+                            let j = t * TILE + r;
                             // SAFETY: g * np8 + j < groups * np8; row j is this task's.
-                            unsafe { *lp.get().add((b * BLOCK / gsz) * np8 + j) += l2 };
+                            unsafe { *lp.get().add((b * BLOCK / gsz) * np8 + j) += v };
                         }
                     }
                 }
@@ -296,6 +260,21 @@ macro_rules! dispatch_tiles {
     };
 }
 pub(crate) use dispatch_tiles;
+
+/// One block of one 8-row screen tile from its two k-blocks' 32 int8
+/// weights each (row `r`'s four at `4r`): the nibbles into `out`, each row's
+/// `Σ l²` into `l2`, at `isa` (the x86 levels with AVX2 arithmetic, the
+/// others through [`SPLIT`]; the same bytes and sums).
+#[inline]
+fn split_block(isa: Isa, lo: &[i8; 32], hi: &[i8; 32], out: &mut [u8; 32], l2: &mut [u32; 8]) {
+    match isa {
+        // SAFETY: every x86 level from Avx2 up has AVX2 (the caller's
+        // check_isa verified the CPU has the level).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx2::split_block(lo, hi, out, l2) },
+        _ => scalar::split_block(lo, hi, out, l2),
+    }
+}
 
 /// The smallest f32 not below `v`.
 fn round_up(v: f64) -> f32 {
