@@ -3,8 +3,9 @@
 //! exact argmax of the full-precision logits, computed here in f64 over all rows.
 
 use proptest::prelude::*;
-use t5edge::model::certified::CertifiedHead;
+use t5edge::model::certified::{CertScratch, CertifiedHead};
 use t5edge::model::Linear;
+use t5edge_kernels::dispatch::Isa;
 
 fn exact_argmax(w: &[f32], h: &[f32], k: usize, banned: Option<usize>) -> usize {
     let mut best = (usize::MAX, f64::NEG_INFINITY);
@@ -88,6 +89,100 @@ fn certified_pick_through_the_screen_is_the_exact_argmax() {
                 head.screened.load(Ordering::Relaxed) > 0,
                 "seed {seed}: the screen never decided"
             );
+        }
+    }
+}
+
+/// The levels to check the f32 GEMV at: every one this CPU runs, and the
+/// NEON kernel (natively on aarch64, emulated elsewhere).
+fn levels() -> Vec<Isa> {
+    let mut v = t5edge_kernels::dispatch::available();
+    if !v.contains(&Isa::Neon) {
+        v.push(Isa::Neon);
+    }
+    v
+}
+
+/// Plain f32 greedy's pick: the argmax of the head's GEMV logits at `isa`
+/// (`banned` set to -inf as EOS suppression does), ties to the lowest id.
+fn f32_argmax(isa: Isa, w: &[f32], h: &[f32], n: usize, banned: Option<usize>) -> usize {
+    let k = h.len();
+    let mut y = vec![0f32; n];
+    t5edge_kernels::f32::linear_invariant_with(isa, h, 1, k, w, n, &mut y);
+    if let Some(b) = banned {
+        y[b] = f32::NEG_INFINITY;
+    }
+    t5edge_kernels::ops::argmax_scalar(&y).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The f32 head's screened pick (`f32_pick`, what plain f32 greedy runs)
+    /// equals the argmax of its own f32 logits at every level, on confident
+    /// heads with planted rivals: exact duplicates of the best row (a tie:
+    /// the lowest id), copies with two inputs swapped (the same exact logit,
+    /// which the GEMV rounds differently: only its own bits can say which
+    /// wins, an exact re-scoring would not), and copies 1e-6 apart.
+    #[test]
+    fn f32_pick_is_the_argmax_of_the_f32_logits(
+        n in 40usize..400,
+        k in 2usize..300,
+        seed in any::<u64>(),
+        ban in any::<bool>(),
+    ) {
+        let mut r = t5edge::synth::Rng::new(seed);
+        let mut w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+        let h: Vec<f32> = (0..k).map(|_| (r.normal() * 3.0) as f32).collect();
+        let top = (seed % n as u64) as usize;
+        for i in 0..k {
+            w[top * k + i] = 2.0 * h[i] + 0.1 * w[top * k + i];
+        }
+        let row: Vec<f32> = w[top * k..(top + 1) * k].to_vec();
+        for (t, off) in [3usize, 11, 29, 31, 37].into_iter().enumerate() {
+            let dst = (top + off) % n;
+            let mut copy = row.clone();
+            match t {
+                0 => {}
+                1 | 2 => copy.swap(t - 1, k - t),
+                _ => copy.iter_mut().enumerate().for_each(|(i, v)| {
+                    *v *= 1.0 + 1e-6 * if i % 2 == 0 { 1.0 } else { -1.0 }
+                }),
+            }
+            w[dst * k..(dst + 1) * k].copy_from_slice(&copy);
+        }
+        let head = CertifiedHead::for_f32_greedy(&Linear::f32(n, k, w.clone().into())).unwrap();
+        let banned = ban.then_some(top);
+        let mut buf = CertScratch::default();
+        for isa in levels() {
+            let got = head.f32_pick_with(isa, &h, banned, &mut buf);
+            let (pick, rescored) = got.unwrap_or_else(|| panic!("{isa}: the screen did not decide"));
+            prop_assert_eq!(pick, f32_argmax(isa, &w, &h, n, banned), "{}", isa);
+            prop_assert!((1..=n).contains(&rescored));
+        }
+    }
+
+    /// The premise of `f32_pick`'s bound: at every level the f32 GEMV's
+    /// value lies within `γ·Σ|h_i w_i|` of the exact dot product,
+    /// `γ = (k+1)u / (1 - (k+1)u)`. Inputs of mixed signs and magnitudes
+    /// (cancellation is where rounding shows most).
+    #[test]
+    fn the_f32_gemv_errs_within_the_bound_f32_pick_assumes(
+        k in 1usize..1200,
+        seed in any::<u64>(),
+    ) {
+        let mut r = t5edge::synth::Rng::new(seed);
+        let spread = |r: &mut t5edge::synth::Rng| (r.normal() * 2f64.powi((r.normal() * 6.0) as i32)) as f32;
+        let h: Vec<f32> = (0..k).map(|_| spread(&mut r)).collect();
+        let w: Vec<f32> = (0..k).map(|_| spread(&mut r)).collect();
+        let exact: f64 = h.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let abs: f64 = h.iter().zip(&w).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+        let u = 2f64.powi(-24);
+        let gamma = (k as f64 + 1.0) * u / (1.0 - (k as f64 + 1.0) * u);
+        for isa in levels() {
+            let mut y = [0f32];
+            t5edge_kernels::f32::linear_invariant_with(isa, &h, 1, k, &w, 1, &mut y);
+            let err = (y[0] as f64 - exact).abs();
+            prop_assert!(err <= gamma * abs, "{}: error {} > {}", isa, err, gamma * abs);
         }
     }
 }

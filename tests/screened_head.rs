@@ -14,15 +14,18 @@ use t5edge::model::screened::{Mode, ScreenedHead};
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::{generate::generate, GenerateOptions, T5Model};
 
-/// The model in int8, and a copy whose head never screens.
-fn int8_pair(model: &T5Model) -> (T5Model, T5Model) {
+/// The model in `format`, and a copy whose head never screens.
+fn pair(model: &T5Model, format: WeightFormat) -> (T5Model, T5Model) {
     let mut on = model.clone();
-    on.convert(FormatPolicy::for_dtype(WeightFormat::Int8))
-        .unwrap();
+    on.convert(FormatPolicy::for_dtype(format)).unwrap();
     let mut off = on.clone();
     on.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::On));
     off.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Off));
     (on, off)
+}
+
+fn int8_pair(model: &T5Model) -> (T5Model, T5Model) {
+    pair(model, WeightFormat::Int8)
 }
 
 /// Deterministic prompts of assorted lengths over `vocab`.
@@ -48,7 +51,13 @@ fn prompts(vocab: usize) -> Vec<Vec<u32>> {
 /// many picks the screen decided, of how many it was asked, and whether its
 /// trial turned it off.
 fn check(model: &T5Model) -> (u64, u64, bool) {
-    let (on, off) = int8_pair(model);
+    check_in(model, WeightFormat::Int8)
+}
+
+/// [`check`] with the weights in `format` (int8, or f32, whose head screens
+/// one row at a time: a batch of several rows computes its logits).
+fn check_in(model: &T5Model, format: WeightFormat) -> (u64, u64, bool) {
+    let (on, off) = pair(model, format);
     for p in prompts(model.config.vocab_size) {
         for min_new in [0, 5] {
             let opts = GenerateOptions::default()
@@ -82,7 +91,7 @@ fn check(model: &T5Model) -> (u64, u64, bool) {
                 "batch row {i}, min_new_tokens {min_new}"
             );
         }
-        if !h.off_after_trial() {
+        if !h.off_after_trial() && format == WeightFormat::Int8 {
             assert!(load(&h.steps) > before, "the batch never asked the screen");
         }
     }
@@ -151,6 +160,60 @@ fn screened_greedy_equals_the_int8_head_with_small_margins() {
     );
     assert!(off, "the trial did not turn the screen off");
     assert_eq!(steps, 32, "picks asked of the screen");
+}
+
+/// An f32 head's screened picks (certified against the f32 GEMV,
+/// `CertifiedHead::f32_pick`) are plain f32 greedy's ids, on confident
+/// picks (decided by the screen) and varied rows.
+#[test]
+fn screened_f32_greedy_equals_the_f32_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let (decided, steps, off) = check_in(&model, WeightFormat::F32);
+    eprintln!("tiny preset, f32: {decided} of {steps} picks decided by the screen");
+    assert!(!off && decided * 2 > steps, "{decided} of {steps}");
+    let (_dir, model) = varied_model();
+    let (decided, steps, _) = check_in(&model, WeightFormat::F32);
+    eprintln!("varied rows, f32: {decided} of {steps} picks decided by the screen");
+    assert!(decided * 2 > steps, "{decided} of {steps}");
+}
+
+/// The gated synthetic's f32 margins are too small for the screen: it hands
+/// the picks back, its trial turns it off, and the ids stay the f32 head's.
+#[test]
+fn screened_f32_greedy_with_small_margins_stops_screening() {
+    let (_dir, model) = common::decode_synth_model();
+    let (decided, steps, off) = check_in(&model, WeightFormat::F32);
+    assert!(
+        decided * 2 < steps && off,
+        "{decided} of {steps}, off {off}"
+    );
+    assert_eq!(steps, 32, "picks asked of the screen");
+}
+
+/// An f32 head screens by default (`Mode::Process` with no
+/// `T5EDGE_SCREEN`), an int8 head does not.
+#[test]
+fn an_f32_head_screens_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
+    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+    let model = T5Model::load(dir.path()).unwrap();
+    let opts = GenerateOptions::default().max_new_tokens(4);
+    generate(&model, &[&[5, 6, 1][..]], &opts).unwrap();
+    assert!(
+        model.lm_head.as_ref().unwrap().screen.built(),
+        "f32: no screen"
+    );
+    let (mut q, _) = int8_pair(&model);
+    q.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::default());
+    generate(&q, &[&[5, 6, 1][..]], &opts).unwrap();
+    assert!(
+        !q.lm_head.as_ref().unwrap().screen.built(),
+        "int8: screened unasked"
+    );
 }
 
 /// A measuring head times both ways (its calibration checks each screened

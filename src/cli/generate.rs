@@ -69,7 +69,8 @@ fn report_heads(model: &crate::T5Model) {
     if let Some(h) = model.lm_head.as_ref().filter(|h| h.screen.built()) {
         if let Some((keep, s, f)) = h.screen.calibration() {
             eprintln!(
-                "screen: measured {s:.0} us a pick screened, {f:.0} us with the full int8 head: {}",
+                "screen: measured {s:.0} us a pick screened, {f:.0} us with the full {} head: {}",
+                h.linear.format().name(),
                 if keep {
                     "screening"
                 } else {
@@ -78,13 +79,14 @@ fn report_heads(model: &crate::T5Model) {
             );
         }
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let fmt = h.linear.format().name();
         let (steps, decided, rows) = (
             load(&h.screen.steps),
             load(&h.screen.decided),
             load(&h.screen.rescored),
         );
         eprintln!(
-            "screen: {decided} of {steps} picks decided by the int4 screen, {rows} rows re-scored in int8 ({:.1} per decided pick)",
+            "screen: {decided} of {steps} picks decided by the int4 screen, {rows} rows re-scored in {fmt} ({:.1} per decided pick)",
             rows as f64 / decided.max(1) as f64
         );
     }

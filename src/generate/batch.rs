@@ -22,7 +22,7 @@ use crate::model::{DecodeScratch, SeqCache, T5Model};
 use crate::Result;
 use std::ops::ControlFlow;
 use t5edge_kernels::ops;
-use t5edge_kernels::screen::{Pick, RowsScratch, ScreenScratch};
+use t5edge_kernels::screen::{Pick, RowsScratch};
 
 /// A prompt after its encoder pass: the decoder cache with the cross-attention
 /// keys and values, ready to join a [`DecodeBatch`]. Made without the batch,
@@ -97,7 +97,6 @@ pub struct DecodeBatch<'m> {
     scratch: DecodeScratch,
     proc_scratch: Scratch,
     cert: CertScratch,
-    screen: ScreenScratch,
     /// One row's logits, for a screened row the screen left undecided (and
     /// the full head's, while the screen calibrates).
     row_logits: Vec<f32>,
@@ -126,7 +125,6 @@ impl<'m> DecodeBatch<'m> {
             scratch: DecodeScratch::new(),
             proc_scratch: Scratch::default(),
             cert: CertScratch::default(),
-            screen: ScreenScratch::default(),
             row_logits: Vec::new(),
             sel: Vec::new(),
             sel_h: Vec::new(),
@@ -244,7 +242,7 @@ impl<'m> DecodeBatch<'m> {
         // logits in one pass over just those rows; certified rows pick as
         // always.
         let (_, lm_head) = model.require_decoder()?;
-        let screen = self.rows.len() <= SCREEN_MAX_ROWS && lm_head.screen.wanted();
+        let screen = self.rows.len() <= SCREEN_MAX_ROWS && lm_head.screen.wanted(&lm_head.linear);
         let batch_screen = self.rows.len() > SCREEN_MAX_ROWS
             && self.rows.iter().any(|r| r.screened)
             && lm_head.screen.batch_screens(&lm_head.linear);
@@ -325,12 +323,11 @@ impl<'m> DecodeBatch<'m> {
                     &mut self.proc_scratch,
                 ),
                 (_, _, None) if screen && r.screened => {
-                    let screen = &mut self.screen;
                     match lm_head.screen.pick(
                         &lm_head.linear,
                         h,
                         banned,
-                        screen,
+                        &mut self.cert,
                         &mut self.row_logits,
                     ) {
                         Some(id) => id as u32,

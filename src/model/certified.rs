@@ -21,10 +21,16 @@ use super::linear::Linear;
 use crate::weights::Int8Data;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use t5edge_kernels::dispatch::Isa;
 use t5edge_kernels::int8::{self, PackedInt8};
 use t5edge_kernels::screen::{self, Int4Screen, ScreenScratch, Widen};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// The least row norm the screen's widening uses: flooring it here only
+/// widens the intervals, and gives [`CertifiedHead::f32_pick`] a relative
+/// term that covers the f32 GEMV's underflow.
+const MIN_ROW_NORM: f64 = 1e-30;
 
 /// Reusable buffers of [`CertifiedHead::argmax_with`]: the int8 logits and
 /// the quantized activation.
@@ -39,11 +45,21 @@ pub struct CertScratch {
 pub struct CertifiedHead {
     /// The full-precision head rows `[vocab, d_model]`.
     pub full: Linear,
-    pub q: Int8Data,
+    /// The int8 copy, whose full pass is `--exact`'s way when the screen
+    /// leaves too many rows. `None` in a head for plain f32 greedy
+    /// ([`CertifiedHead::for_f32_greedy`]), which hands such a step back to
+    /// the logits and so keeps only what the screen's intervals read.
+    q: Option<Int8Data>,
+    /// The int8 copy's weight scales and per-row error norms `‖e_w‖`.
+    scales: Vec<f32>,
+    err_norms: Vec<f32>,
     /// `‖w_j‖₂`, rounded up.
     pub row_norms: Vec<f64>,
-    /// The same, rounded up to f32, for the screen.
+    /// The same, rounded up to f32 and no less than [`MIN_ROW_NORM`], for
+    /// the screen.
     row_norms_f32: Vec<f32>,
+    /// The largest of `row_norms` (NaN if a row is not finite).
+    max_row_norm: f64,
     /// The 4-bit screen of `q`: the candidates of a step come from it when it
     /// leaves few, without the full int8 pass (module docs).
     screen: Option<Int4Screen>,
@@ -55,26 +71,78 @@ pub struct CertifiedHead {
     pub screened: AtomicU64,
 }
 
+impl CertScratch {
+    /// The screen's buffers alone.
+    pub(crate) fn screen(&mut self) -> &mut ScreenScratch {
+        &mut self.screen
+    }
+}
+
 impl CertifiedHead {
+    /// The certified head of `--exact` over the f32 head `full`, its int8
+    /// copy quantized with `group_size`.
     pub fn new(full: &Linear, group_size: usize) -> Result<CertifiedHead, String> {
+        // Not built when the process turned screening off (`T5EDGE_SCREEN=0`):
+        // argmax_with would never read it.
+        let screen = super::screened::choice() != Some(super::screened::Mode::Off);
+        CertifiedHead::build(full, group_size, screen, true)
+    }
+
+    /// The head plain f32 greedy picks through ([`CertifiedHead::f32_pick`]):
+    /// the screen, its scales and the norms, without the int8 copy (8 MB for
+    /// a 32k x 256 head). Errs where no screen can be built.
+    pub fn for_f32_greedy(full: &Linear) -> Result<CertifiedHead, String> {
+        let h = CertifiedHead::build(full, 0, true, false)?;
+        if h.screen.is_none() {
+            return Err("no screen for this head".into());
+        }
+        Ok(h)
+    }
+
+    fn build(
+        full: &Linear,
+        group_size: usize,
+        screen: bool,
+        keep_int8: bool,
+    ) -> Result<CertifiedHead, String> {
         // The head is f32 (enable_certified_head checks): read in place.
         let w = full.to_f32();
-        let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
         let row_norms: Vec<f64> = w
             .chunks_exact(full.k)
             .map(|r| norm(r) * (1.0 + 1e-12))
             .collect();
-        let row_norms_f32 = row_norms.iter().map(|&v| up(v)).collect();
-        // Not built when the process turned screening off (`T5EDGE_SCREEN=0`):
-        // argmax_with would never read it.
-        let screen = (super::screened::choice() != Some(super::screened::Mode::Off))
-            .then(|| Int4Screen::from_int8(&q.view()).ok())
-            .flatten();
+        let row_norms_f32 = row_norms.iter().map(|&v| up(v.max(MIN_ROW_NORM))).collect();
+        let max_row_norm = row_norms.iter().fold(0f64, |m, &v| {
+            if v.is_nan() || m.is_nan() {
+                f64::NAN
+            } else {
+                m.max(v)
+            }
+        });
+        let (q, screen, scales, err_norms) = if keep_int8 {
+            let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
+            let screen = screen
+                .then(|| Int4Screen::from_int8(&q.view()).ok())
+                .flatten();
+            let (scales, err_norms) = (q.view().scales().to_vec(), q.view().err_norms().to_vec());
+            (
+                Some(Int8Data::Owned(Arc::new(q))),
+                screen,
+                scales,
+                err_norms,
+            )
+        } else {
+            let (s, scales, err_norms) = screen_by_blocks(&w, full.n, full.k, group_size)?;
+            (None, Some(s), scales, err_norms)
+        };
         Ok(CertifiedHead {
             full: full.clone(),
-            q: Int8Data::Owned(Arc::new(q)),
+            q,
+            scales,
+            err_norms,
             row_norms,
             row_norms_f32,
+            max_row_norm,
             screen,
             group_size,
             steps: AtomicU64::new(0),
@@ -99,35 +167,11 @@ impl CertifiedHead {
         buf: &mut CertScratch,
     ) -> (usize, usize) {
         let (n, k) = (self.full.n, self.full.k);
-        let view = self.q.view();
+        let (ex, xh, fp) = self.step_terms(h, buf);
         let CertScratch {
-            y,
-            qx,
-            sx,
-            screen: sbuf,
+            y, screen: sbuf, ..
         } = buf;
-        // The activation exactly as the kernel quantizes it.
-        qx.resize(int8::padded_k(k), 0);
-        sx.resize(int8::group_count(k, self.group_size), 0.0);
-        int8::quantize_activations_into(h, 1, k, self.group_size, qx, sx);
-        let gs = if self.group_size == 0 {
-            k
-        } else {
-            self.group_size
-        };
-        let (mut ex2, mut xh2) = (0f64, 0f64);
-        for (i, &hv) in h.iter().enumerate() {
-            let xhat = sx[i / gs] as f64 * qx[i] as f64;
-            ex2 += (hv as f64 - xhat).powi(2);
-            xh2 += xhat * xhat;
-        }
-        let (ex, xh) = (ex2.sqrt() * (1.0 + 1e-12), xh2.sqrt() * (1.0 + 1e-12));
-        let fp = (view.groups() as f64 + 3.0) * U * (1.0 + 1e-9);
-        let full = match &self.full.weight {
-            super::LinearWeight::F32(w) => w.as_slice(),
-            // `new` always builds from f32 rows; other formats never reach here.
-            _ => &[],
-        };
+        let full = self.full_rows();
         // First the screen: B_j (below) is `a·‖w_j‖ + b·‖e_w‖` for this step's
         // `a = ex + fp·xh` and `b = xh·(1 + fp)`, so the screen's interval of
         // the int8 logit, widened by it, holds the full-precision logit.
@@ -140,10 +184,12 @@ impl CertifiedHead {
                 a: up((ex + fp * xh) * (1.0 + 1e-9)),
                 row_a: &self.row_norms_f32,
                 b: up(xh * (1.0 + fp) * (1.0 + 1e-9)),
-                row_b: view.err_norms(),
+                row_b: &self.err_norms,
             };
             let isa = t5edge_kernels::dispatch::active();
-            if screen::candidates_with(isa, &view, scr, h, banned, Some(&widen), sbuf).is_ok() {
+            if screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf)
+                .is_ok()
+            {
                 let rows = sbuf.candidates();
                 let best = rescore(full, h, k, rows.iter().copied());
                 self.steps.fetch_add(1, Ordering::Relaxed);
@@ -153,9 +199,16 @@ impl CertifiedHead {
                 return (best.unwrap_or(0), rows.len());
             }
         }
+        let Some(q) = &self.q else {
+            // A head without the int8 copy (f32 greedy's) re-scores every row.
+            let best = rescore(full, h, k, (0..n).filter(|&j| Some(j) != banned));
+            self.steps.fetch_add(1, Ordering::Relaxed);
+            self.rescored.fetch_add(n as u64, Ordering::Relaxed);
+            return (best.unwrap_or(0), n);
+        };
         y.resize(n, 0.0);
-        int8::linear(h, 1, k, &view, y);
-        let errs = view.err_norms();
+        int8::linear(h, 1, k, &q.view(), y);
+        let errs = &self.err_norms;
         let bound = |j: usize| {
             let wn = self.row_norms[j];
             let en = errs[j] as f64;
@@ -179,6 +232,158 @@ impl CertifiedHead {
         self.rescored.fetch_add(count as u64, Ordering::Relaxed);
         (best.unwrap_or(0), count)
     }
+
+    /// This step's `‖e_x‖`, `‖x̂‖` (both rounded up) and the epilogue's
+    /// relative rounding `fp`, from `h` quantized exactly as the kernel does.
+    fn step_terms(&self, h: &[f32], buf: &mut CertScratch) -> (f64, f64, f64) {
+        let k = self.full.k;
+        let CertScratch { qx, sx, .. } = buf;
+        qx.resize(int8::padded_k(k), 0);
+        sx.resize(int8::group_count(k, self.group_size), 0.0);
+        int8::quantize_activations_into(h, 1, k, self.group_size, qx, sx);
+        let gs = if self.group_size == 0 {
+            k
+        } else {
+            self.group_size
+        };
+        let (mut ex2, mut xh2) = (0f64, 0f64);
+        for (i, &hv) in h.iter().enumerate() {
+            let xhat = sx[i / gs] as f64 * qx[i] as f64;
+            ex2 += (hv as f64 - xhat).powi(2);
+            xh2 += xhat * xhat;
+        }
+        let groups = int8::group_count(k, self.group_size);
+        let fp = (groups as f64 + 3.0) * U * (1.0 + 1e-9);
+        (ex2.sqrt() * (1.0 + 1e-12), xh2.sqrt() * (1.0 + 1e-12), fp)
+    }
+
+    /// The f32 rows `[vocab, d_model]`.
+    fn full_rows(&self) -> &[f32] {
+        match &self.full.weight {
+            super::LinearWeight::F32(w) => w.as_slice(),
+            // `new` always builds from f32 rows; other formats never reach here.
+            _ => &[],
+        }
+    }
+
+    /// The argmax of the f32 logits the head's own GEMV computes
+    /// (`Linear::forward_rows` with `Rows::Invariant` at the active level,
+    /// `banned` excluded, ties to the lowest id), that is plain f32 greedy's
+    /// pick, from the screen and a few rows: `None` when the screen leaves
+    /// too many rows (or the step is outside what the bound covers) and the
+    /// caller must compute the logits. Returns the id and the rows re-scored.
+    ///
+    /// The GEMV sums `k` products in some order with one rounding each step,
+    /// so its value `ỹ_j` lies within `γ·Σ|h_i w_ji| <= γ·‖h‖‖w_j‖` of the
+    /// exact `L_j`, `γ = (k+1)u / (1 - (k+1)u)` (Higham's bound for any
+    /// summation order, one more step for a product rounded apart from its
+    /// sum) when nothing overflows or underflows. Widening the certified
+    /// interval of `L_j` by that much gives one that holds `ỹ_j`, so a row
+    /// outside the candidates has `ỹ_j` below some candidate's; each
+    /// candidate is then computed by the GEMV itself on its one row, whose
+    /// bits depend only on (level, k) (`kernels::f32`), the same bits the
+    /// full head gives it.
+    pub fn f32_pick(
+        &self,
+        h: &[f32],
+        banned: Option<usize>,
+        buf: &mut CertScratch,
+    ) -> Option<(usize, usize)> {
+        self.f32_pick_with(t5edge_kernels::dispatch::active(), h, banned, buf)
+    }
+
+    /// [`CertifiedHead::f32_pick`] against the GEMV at `isa` (a level the
+    /// CPU runs, or the NEON emulation), screening at the same level.
+    pub fn f32_pick_with(
+        &self,
+        isa: Isa,
+        h: &[f32],
+        banned: Option<usize>,
+        buf: &mut CertScratch,
+    ) -> Option<(usize, usize)> {
+        let scr = self.screen.as_ref()?;
+        let k = self.full.k;
+        let hn = norm(h) * (1.0 + 1e-12);
+        let steps = k as f64 + 1.0;
+        let gamma = steps * U / (1.0 - steps * U) * (1.0 + 1e-9);
+        // No partial sum can overflow when Σ|h_i w_ji| <= ‖h‖‖w_j‖ stays far
+        // below f32::MAX (a NaN norm fails the test too); an underflowing
+        // step errs by at most 2^-150 absolute, which the relative term covers
+        // when γ‖h‖ times the smallest row norm the bound uses exceeds k + 1
+        // of them.
+        let bounded = (hn * self.max_row_norm).partial_cmp(&1e37) == Some(std::cmp::Ordering::Less);
+        if !bounded || gamma * hn * MIN_ROW_NORM < steps * 2f64.powi(-150) {
+            return None;
+        }
+        let (ex, xh, fp) = self.step_terms(h, buf);
+        let widen = Widen {
+            a: up((ex + fp * xh + gamma * hn) * (1.0 + 1e-9)),
+            row_a: &self.row_norms_f32,
+            b: up(xh * (1.0 + fp) * (1.0 + 1e-9)),
+            row_b: &self.err_norms,
+        };
+        let sbuf = &mut buf.screen;
+        screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf).ok()?;
+        let rows = sbuf.candidates();
+        let full = self.full_rows();
+        let mut best: Option<(usize, f32)> = None;
+        let mut y = [0f32];
+        for &j in rows {
+            t5edge_kernels::f32::linear_invariant_with(
+                isa,
+                h,
+                1,
+                k,
+                &full[j * k..(j + 1) * k],
+                1,
+                &mut y,
+            );
+            // Ascending ids: a strict `>` keeps the lowest on ties, as
+            // `ops::argmax` does over the logits.
+            if best.is_none_or(|(_, b)| y[0] > b) {
+                best = Some((j, y[0]));
+            }
+        }
+        Some((best?.0, rows.len()))
+    }
+}
+
+/// Rows [`screen_by_blocks`] quantizes at a time: whole int8 tiles (16 rows)
+/// and screen tiles (8); 4096 x 256 is 1 MB of int8.
+const BUILD_ROWS: usize = 4096;
+
+/// The screen of the f32 rows `w[n, k]`, with the weight scales and error
+/// norms of their int8 quantization (group size `gs`), built a block of rows
+/// at a time: the same as from the whole int8 matrix (quantization is per
+/// row; `Int4Screen::stack`), without holding it (8 MB for a 32k x 256 head,
+/// which would show in a plain f32 run's peak memory).
+fn screen_by_blocks(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    gs: usize,
+) -> Result<(Int4Screen, Vec<f32>, Vec<f32>), String> {
+    let groups = int8::group_count(k, gs);
+    let (mut parts, mut part_scales) = (Vec::new(), Vec::new());
+    let mut err_norms = Vec::with_capacity(n);
+    for j0 in (0..n).step_by(BUILD_ROWS) {
+        let j1 = (j0 + BUILD_ROWS).min(n);
+        let q = PackedInt8::quantize(&w[j0 * k..j1 * k], j1 - j0, k, gs)?;
+        let v = q.view();
+        parts.push(Int4Screen::from_int8(&v)?);
+        part_scales.push(v.scales().to_vec());
+        err_norms.extend_from_slice(v.err_norms());
+    }
+    // Scales are group-major (`[groups, padded rows]`): each group's rows
+    // from every block in turn.
+    let mut scales = Vec::with_capacity(groups * int8::padded_n(n));
+    for g in 0..groups {
+        for sc in &part_scales {
+            let np = sc.len() / groups;
+            scales.extend_from_slice(&sc[g * np..(g + 1) * np]);
+        }
+    }
+    Ok((Int4Screen::stack(&parts)?, scales, err_norms))
 }
 
 /// The best of `rows` by the exact f64 dot product of the f32 `h` with the
@@ -218,5 +423,30 @@ fn up(v: f64) -> f32 {
         f.next_up()
     } else {
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Built a block of rows at a time, the f32 greedy head's screen, scales
+    /// and error norms are those of the whole int8 matrix (a ragged last
+    /// block, one and several scale groups).
+    #[test]
+    fn the_screen_built_by_blocks_is_the_whole_matrix_screen() {
+        let (n, k) = (2 * BUILD_ROWS + 37, 24);
+        let mut r = crate::synth::Rng::new(7);
+        let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+        for gs in [0, 8] {
+            let (s, scales, errs) = screen_by_blocks(&w, n, k, gs).unwrap();
+            let q = PackedInt8::quantize(&w, n, k, gs).unwrap();
+            assert!(
+                s == Int4Screen::from_int8(&q.view()).unwrap(),
+                "gs {gs}: screen"
+            );
+            assert_eq!(scales, q.view().scales(), "gs {gs}: scales");
+            assert_eq!(errs, q.view().err_norms(), "gs {gs}: error norms");
+        }
     }
 }

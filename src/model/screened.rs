@@ -1,8 +1,16 @@
-//! Screened int8 greedy: the pick of an int8 LM head through its 4-bit screen
+//! Screened greedy: the pick of an int8 LM head through its 4-bit screen
 //! (`t5edge_kernels::screen`), the same id the full int8 head's argmax gives,
 //! from half the head's bytes plus a few re-scored rows. Built from the int8
-//! head on first use; a head in another format, or with a group size the
-//! screen cannot follow, has none and decodes from its logits as before.
+//! head on first use; a head with a group size the screen cannot follow has
+//! none and decodes from its logits as before.
+//!
+//! An f32 head screens too, through the certified bound widened by the f32
+//! GEMV's own rounding (`CertifiedHead::f32_pick`): the same id plain f32
+//! greedy's logits give, from a screen an eighth of the head's bytes. That
+//! pays on every CPU (the f32 head of t5-efficient-tiny-nl2 is 33 MB, past
+//! the L3), so an f32 head screens single greedy rows unless told not to
+//! (`T5EDGE_SCREEN=0`); its screen is built on the first pick. f16 and bf16
+//! heads keep their logits.
 //!
 //! Whether plain int8 greedy screens is a speed question only (the ids are
 //! the same), and the answer depends on the machine: where the full int8
@@ -26,13 +34,14 @@
 //! that kernel runs ([`ScreenedHead::batch_screens`]); the other levels run
 //! the one-row kernel per row and do not, unless `T5EDGE_SCREEN=1`.
 
+use super::certified::{CertScratch, CertifiedHead};
 use super::linear::{Linear, LinearWeight, Rows};
 use super::scratch;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
 use t5edge_kernels::ops;
-use t5edge_kernels::screen::{self, Int4Screen, Pick, RowsScratch, ScreenScratch};
+use t5edge_kernels::screen::{self, Int4Screen, Pick, RowsScratch};
 
 /// Screened picks a [`Mode::Measure`] head makes before it measures: the
 /// first passes over the screen and the head meet cold caches and a pool
@@ -64,8 +73,12 @@ pub enum Mode {
 #[derive(Default)]
 pub struct ScreenedHead {
     screen: OnceLock<Option<Int4Screen>>,
+    /// An f32 head's screen, with what certifies its picks against the f32
+    /// GEMV (`CertifiedHead::f32_pick`).
+    f32_head: OnceLock<Option<CertifiedHead>>,
     mode: Mode,
-    /// Picks asked for, picks the screen decided, rows re-scored in int8.
+    /// Picks asked for, picks the screen decided, rows re-scored (in the
+    /// head's own format and kernel).
     pub steps: AtomicU64,
     pub decided: AtomicU64,
     pub rescored: AtomicU64,
@@ -92,20 +105,32 @@ impl ScreenedHead {
         linear: &Linear,
         h: &[f32],
         banned: Option<usize>,
-        scratch: &mut ScreenScratch,
+        scratch: &mut CertScratch,
         logits: &mut Vec<f32>,
     ) -> Option<usize> {
-        let calibrate = self.state()?;
-        let LinearWeight::Int8(w) = &linear.weight else {
-            return None;
-        };
-        let view = w.view();
-        let s = self
-            .screen
-            .get_or_init(|| Int4Screen::from_int8(&view).ok())
-            .as_ref()?;
+        let calibrate = self.state(linear)?;
         let t0 = Instant::now();
-        let pick = screen::argmax(&view, s, h, banned, scratch);
+        let pick = match &linear.weight {
+            LinearWeight::Int8(w) => {
+                let view = w.view();
+                let s = self
+                    .screen
+                    .get_or_init(|| Int4Screen::from_int8(&view).ok())
+                    .as_ref()?;
+                screen::argmax(&view, s, h, banned, scratch.screen())
+            }
+            LinearWeight::F32(_) => {
+                let c = self
+                    .f32_head
+                    .get_or_init(|| CertifiedHead::for_f32_greedy(linear).ok())
+                    .as_ref()?;
+                match c.f32_pick(h, banned, scratch) {
+                    Some((id, rescored)) => Pick::Id { id, rescored },
+                    None => Pick::Undecided { candidates: 0 },
+                }
+            }
+            _ => return None,
+        };
         if calibrate && self.cal_steps.fetch_add(1, Ordering::Relaxed) >= WARM_PICKS {
             return Some(self.calibrate(linear, h, banned, pick, t0, logits));
         }
@@ -202,9 +227,15 @@ impl ScreenedHead {
     /// Whether this head screens its picks now (`Some`; `Some(true)` while it
     /// is still calibrating) or leaves them to the logits (`None`): its mode
     /// (or the process's), its calibration's verdict and its trial.
-    fn state(&self) -> Option<bool> {
+    fn state(&self, linear: &Linear) -> Option<bool> {
+        // An f32 head screens unless told not to: its screen reads 4 bits a
+        // weight where the head reads 32, on every CPU.
+        let unset = match linear.weight {
+            LinearWeight::F32(_) => Mode::On,
+            _ => Mode::Off,
+        };
         let mode = match self.mode {
-            Mode::Process => choice().unwrap_or(Mode::Off),
+            Mode::Process => choice().unwrap_or(unset),
             m => m,
         };
         let calibrate = match mode {
@@ -221,8 +252,8 @@ impl ScreenedHead {
 
     /// Whether [`ScreenedHead::pick`] may answer at all: a decode step asks
     /// before it leaves a row's logits out.
-    pub fn wanted(&self) -> bool {
-        self.state().is_some()
+    pub fn wanted(&self, linear: &Linear) -> bool {
+        self.state(linear).is_some()
     }
 
     /// One calibration pick: the full head too, both timed; the answer is
@@ -245,7 +276,7 @@ impl ScreenedHead {
         let full = ops::argmax(l).unwrap_or(0);
         let t2 = Instant::now();
         if let Pick::Id { id, .. } = pick {
-            assert_eq!(id, full, "the screened pick differs from the int8 head's");
+            assert_eq!(id, full, "the screened pick differs from the full head's");
         }
         let ns = |d: std::time::Duration| d.as_nanos() as u64;
         // An undecided pick costs the screen and then the full head.
@@ -289,7 +320,7 @@ impl ScreenedHead {
 
     /// Whether the head has a screen (built by the first [`ScreenedHead::pick`]).
     pub fn built(&self) -> bool {
-        matches!(self.screen.get(), Some(Some(_)))
+        matches!(self.screen.get(), Some(Some(_))) || matches!(self.f32_head.get(), Some(Some(_)))
     }
 }
 

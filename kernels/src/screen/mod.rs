@@ -193,6 +193,40 @@ impl Int4Screen {
         })
     }
 
+    /// The screen of the rows of `parts` one after another: the screen of
+    /// the matrix they stack into, so a caller can quantize and screen a
+    /// large matrix a block of rows at a time without an int8 copy of the
+    /// whole. Every part but the last must have a whole number of tiles.
+    pub fn stack(parts: &[Int4Screen]) -> Result<Int4Screen, String> {
+        let first = parts.first().ok_or("screen: nothing to stack")?;
+        let (k, gs, groups) = (first.k, first.group_size, first.groups());
+        for (i, p) in parts.iter().enumerate() {
+            if p.k != k || p.group_size != gs {
+                return Err(format!("screen: part {i} has another shape"));
+            }
+            if i + 1 < parts.len() && !p.n.is_multiple_of(TILE) {
+                return Err(format!("screen: part {i} ends inside a tile"));
+            }
+        }
+        let n: usize = parts.iter().map(|p| p.n).sum();
+        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        // l_norms are group-major: each group's rows from every part in turn.
+        let mut l_norms = Vec::with_capacity(groups * n.div_ceil(TILE) * TILE);
+        for g in 0..groups {
+            for p in parts {
+                let np8 = p.l_norms.len() / groups;
+                l_norms.extend_from_slice(&p.l_norms[g * np8..(g + 1) * np8]);
+            }
+        }
+        Ok(Int4Screen {
+            n,
+            k,
+            group_size: gs,
+            data,
+            l_norms,
+        })
+    }
+
     /// Rows.
     pub fn n(&self) -> usize {
         self.n
@@ -795,7 +829,8 @@ pub fn argmax_with(
     banned: Option<usize>,
     scratch: &mut ScreenScratch,
 ) -> Pick {
-    if let Err(candidates) = candidates_with(isa, w, s, x, banned, None, scratch) {
+    check_pair(w, s);
+    if let Err(candidates) = candidates_with(isa, w.scales(), s, x, banned, None, scratch) {
         return Pick::Undecided { candidates };
     }
     rescore(w, scratch)
@@ -824,9 +859,13 @@ pub struct Widen<'a> {
 /// more than a small share of the rows remain (re-scoring them one by one
 /// would cost more than the full head) or the input is not finite (`n`).
 /// The quantised activation is left in the scratch ([`ScreenScratch::activation`]).
+/// `scales` are the weight scales of the int8 matrix `s` was built from
+/// ([`Int8View::scales`]): the intervals need nothing else of it, so a
+/// caller that re-scores its candidates another way need not keep the int8
+/// data.
 pub fn candidates_with(
     isa: Isa,
-    w: &Int8View<'_>,
+    scales: &[f32],
     s: &Int4Screen,
     x: &[f32],
     banned: Option<usize>,
@@ -834,27 +873,32 @@ pub fn candidates_with(
     scratch: &mut ScreenScratch,
 ) -> Result<(), usize> {
     crate::f32::check_isa(isa);
-    let n = w.n();
+    let n = s.n;
+    assert_eq!(
+        scales.len(),
+        s.groups() * int8::padded_n(n),
+        "screen: scales of another matrix"
+    );
     if let Some(wd) = widen {
         assert!(
             wd.row_a.len() == n && wd.row_b.len() == n,
             "screen: widen rows"
         );
     }
-    prepare(isa, w, s, x, scratch)?;
+    prepare(isa, s, x, scratch)?;
     let tasks = n.div_ceil(TASK_ROWS);
     const W: usize = TASK_ROWS + 2;
     let mut bounds = std::mem::take(&mut scratch.bounds);
     bounds.clear();
     bounds.resize(tasks * W, 0.0);
-    let iv = scratch.intervals(w, s, widen);
+    let iv = scratch.intervals(scales, s, widen);
     // Several 64-row tasks per pool task (about as many pool tasks as a GEMV
     // takes, `par::GEMV_TASKS`): ~500 a step cost more to hand out than they took.
     let per = (tasks / par::GEMV_TASKS).max(1);
     par::for_chunks_mut(
         &mut bounds,
         W * per,
-        par::worth_parallel_macs(n * w.k() / 2),
+        par::worth_parallel_macs(n * s.k / 2),
         |chunk, parts| {
             for (i, part) in parts.chunks_exact_mut(W).enumerate() {
                 let (t0, t1) = task_tiles(chunk * per + i, n);
@@ -873,6 +917,14 @@ pub fn candidates_with(
     found
 }
 
+/// Refuses a screen built for another matrix than `w`.
+fn check_pair(w: &Int8View<'_>, s: &Int4Screen) {
+    assert!(
+        s.n == w.n() && s.k == w.k() && s.group_size == w.group_size(),
+        "screen: built for another matrix"
+    );
+}
+
 /// Tiles `[t0, t1)` of 64-row task `task` of an `n`-row screen.
 fn task_tiles(task: usize, n: usize) -> (usize, usize) {
     let j0 = task * TASK_ROWS;
@@ -882,20 +934,10 @@ fn task_tiles(task: usize, n: usize) -> (usize, usize) {
 /// Quantises one activation row into `scratch` exactly as the int8 kernels
 /// do, with its per-group `Σq` and `‖q‖₂`; `Err(n)` if it is not finite
 /// (the intervals would prove nothing).
-fn prepare(
-    isa: Isa,
-    w: &Int8View<'_>,
-    s: &Int4Screen,
-    x: &[f32],
-    scratch: &mut ScreenScratch,
-) -> Result<(), usize> {
-    let (n, k, gs) = (w.n(), w.k(), w.group_size());
-    assert!(
-        s.n == n && s.k == k && s.group_size == gs,
-        "screen: built for another matrix"
-    );
+fn prepare(isa: Isa, s: &Int4Screen, x: &[f32], scratch: &mut ScreenScratch) -> Result<(), usize> {
+    let (n, k, gs) = (s.n, s.k, s.group_size);
     assert_eq!(x.len(), k, "screen: x length");
-    let (kp, kp8, groups) = (w.padded_k(), padded_k(k), w.groups());
+    let (kp, kp8, groups) = (int8::padded_k(k), padded_k(k), s.groups());
     let ScreenScratch {
         q,
         s: sx,
@@ -929,7 +971,7 @@ impl ScreenScratch {
     /// The intervals of the row [`prepare`] left here.
     fn intervals<'a>(
         &'a self,
-        w: &Int8View<'a>,
+        scales: &'a [f32],
         s: &'a Int4Screen,
         widen: Option<&'a Widen<'a>>,
     ) -> Intervals<'a> {
@@ -939,9 +981,9 @@ impl ScreenScratch {
             sx: &self.s,
             qsum: &self.qsum,
             qnorm: &self.qnorm,
-            scales: w.scales(),
-            np: w.padded_n(),
-            rho: slack(w.groups()),
+            scales,
+            np: int8::padded_n(s.n),
+            rho: slack(s.groups()),
             widen,
         }
     }
@@ -1033,6 +1075,7 @@ pub fn argmax_rows_with(
     picks: &mut Vec<Pick>,
 ) {
     crate::f32::check_isa(isa);
+    check_pair(w, s);
     let (n, k) = (w.n(), w.k());
     assert_eq!(x.len(), m * k, "screen: x shape");
     assert_eq!(banned.len(), m, "screen: one banned entry a row");
@@ -1043,7 +1086,7 @@ pub fn argmax_rows_with(
     picks.clear();
     live.clear();
     for i in 0..m {
-        match prepare(isa, w, s, &x[i * k..(i + 1) * k], &mut rows[i]) {
+        match prepare(isa, s, &x[i * k..(i + 1) * k], &mut rows[i]) {
             Ok(()) => {
                 live.push(i);
                 picks.push(Pick::Undecided { candidates: 0 });
@@ -1080,7 +1123,7 @@ pub fn argmax_rows_with(
                 let r = group.len();
                 let at = |l: usize| group[l.min(r - 1)];
                 let ivs: [Intervals<'_>; MAX_R] =
-                    std::array::from_fn(|l| rows_ref[at(l)].intervals(w, s, None));
+                    std::array::from_fn(|l| rows_ref[at(l)].intervals(w.scales(), s, None));
                 let bans: [Option<usize>; MAX_R] = std::array::from_fn(|l| banned[at(l)]);
                 for (i, task) in parts_out.chunks_exact_mut(nl * W).enumerate() {
                     let (t0, t1) = task_tiles(chunk * per + i, n);
