@@ -4,7 +4,10 @@
 
 use proptest::prelude::*;
 use t5edge::model::certified::{CertScratch, CertifiedHead};
+use t5edge::model::linear::LinearWeight;
 use t5edge::model::Linear;
+use t5edge::model::WeightFormat;
+use t5edge_kernels as kernels;
 use t5edge_kernels::dispatch::Isa;
 
 fn exact_argmax(w: &[f32], h: &[f32], k: usize, banned: Option<usize>) -> usize {
@@ -103,32 +106,60 @@ fn levels() -> Vec<Isa> {
     v
 }
 
-/// Plain f32 greedy's pick: the argmax of the head's GEMV logits at `isa`
-/// (`banned` set to -inf as EOS suppression does), ties to the lowest id.
-fn f32_argmax(isa: Isa, w: &[f32], h: &[f32], n: usize, banned: Option<usize>) -> usize {
-    let k = h.len();
+/// The head's logits as a decode step computes them at `isa` (the GEMV:
+/// `Rows::Invariant`), for a head in any float format.
+fn logits_at(isa: Isa, head: &Linear, h: &[f32]) -> Vec<f32> {
+    let (n, k) = (head.n, head.k);
     let mut y = vec![0f32; n];
-    t5edge_kernels::f32::linear_invariant_with(isa, h, 1, k, w, n, &mut y);
+    match &head.weight {
+        LinearWeight::F32(w) => {
+            kernels::f32::linear_invariant_with(isa, h, 1, k, w.as_slice(), n, &mut y)
+        }
+        LinearWeight::F16(w) => {
+            kernels::f16::linear_invariant_with(isa, h, 1, k, w.as_slice(), n, &mut y)
+        }
+        LinearWeight::Bf16(w) => {
+            kernels::bf16::linear_invariant_with(isa, h, 1, k, w.as_slice(), n, &mut y)
+        }
+        LinearWeight::Int8(_) => unreachable!("float heads only"),
+    }
+    y
+}
+
+/// Plain greedy's pick: the argmax of the head's logits at `isa` (`banned`
+/// set to -inf as EOS suppression does), ties to the lowest id.
+fn greedy_argmax(isa: Isa, head: &Linear, h: &[f32], banned: Option<usize>) -> usize {
+    let mut y = logits_at(isa, head, h);
     if let Some(b) = banned {
         y[b] = f32::NEG_INFINITY;
     }
-    t5edge_kernels::ops::argmax_scalar(&y).unwrap()
+    kernels::ops::argmax_scalar(&y).unwrap()
+}
+
+fn float_format() -> impl Strategy<Value = WeightFormat> {
+    prop_oneof![
+        Just(WeightFormat::F32),
+        Just(WeightFormat::F16),
+        Just(WeightFormat::Bf16)
+    ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
-    /// The f32 head's screened pick (`f32_pick`, what plain f32 greedy runs)
-    /// equals the argmax of its own f32 logits at every level, on confident
+    /// A float head's screened pick (`greedy_pick`, what plain greedy runs
+    /// over an f32, f16 or bf16 head) equals the argmax of its own logits at
+    /// every level, on confident
     /// heads with planted rivals: exact duplicates of the best row (a tie:
     /// the lowest id), copies with two inputs swapped (the same exact logit,
     /// which the GEMV rounds differently: only its own bits can say which
     /// wins, an exact re-scoring would not), and copies 1e-6 apart.
     #[test]
-    fn f32_pick_is_the_argmax_of_the_f32_logits(
+    fn greedy_pick_is_the_argmax_of_the_heads_own_logits(
         n in 40usize..400,
         k in 2usize..300,
         seed in any::<u64>(),
         ban in any::<bool>(),
+        format in float_format(),
     ) {
         let mut r = t5edge::synth::Rng::new(seed);
         let mut w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
@@ -150,39 +181,48 @@ proptest! {
             }
             w[dst * k..(dst + 1) * k].copy_from_slice(&copy);
         }
-        let head = CertifiedHead::for_f32_greedy(&Linear::f32(n, k, w.clone().into())).unwrap();
+        // Rounded to the format after planting: the rivals stay rivals (a
+        // swapped copy is still the same values in another order).
+        let linear = Linear::f32(n, k, w.into()).convert(format, 0).unwrap();
+        let head = CertifiedHead::for_greedy(&linear).unwrap();
         let banned = ban.then_some(top);
         let mut buf = CertScratch::default();
         for isa in levels() {
-            let got = head.f32_pick_with(isa, &h, banned, &mut buf);
+            let got = head.greedy_pick_with(isa, &h, banned, &mut buf);
             let (pick, rescored) = got.unwrap_or_else(|| panic!("{isa}: the screen did not decide"));
-            prop_assert_eq!(pick, f32_argmax(isa, &w, &h, n, banned), "{}", isa);
+            prop_assert_eq!(pick, greedy_argmax(isa, &linear, &h, banned), "{} {:?}", isa, format);
             prop_assert!((1..=n).contains(&rescored));
         }
     }
 
-    /// The premise of `f32_pick`'s bound: at every level the f32 GEMV's
-    /// value lies within `γ·Σ|h_i w_i|` of the exact dot product,
-    /// `γ = (k+1)u / (1 - (k+1)u)`. Inputs of mixed signs and magnitudes
-    /// (cancellation is where rounding shows most).
+    /// The premise of `greedy_pick`'s bound: at every level the GEMV's value
+    /// lies within `γ·Σ|h_i w_i|` of the exact dot product with the (widened)
+    /// weights, `γ = (k+1)u / (1 - (k+1)u)`, for f32, f16 and bf16 weights.
+    /// Inputs of mixed signs and magnitudes (cancellation is where rounding
+    /// shows most).
     #[test]
-    fn the_f32_gemv_errs_within_the_bound_f32_pick_assumes(
+    fn the_float_gemv_errs_within_the_bound_greedy_pick_assumes(
         k in 1usize..1200,
         seed in any::<u64>(),
+        format in float_format(),
     ) {
         let mut r = t5edge::synth::Rng::new(seed);
-        let spread = |r: &mut t5edge::synth::Rng| (r.normal() * 2f64.powi((r.normal() * 6.0) as i32)) as f32;
-        let h: Vec<f32> = (0..k).map(|_| spread(&mut r)).collect();
-        let w: Vec<f32> = (0..k).map(|_| spread(&mut r)).collect();
+        // Magnitudes over 2^±24 (2^±8 for f16 weights, whose range ends at
+        // 65504).
+        let spread = |r: &mut t5edge::synth::Rng, e: f64| (r.normal() * 2f64.powi((r.normal() * e).clamp(-4.0 * e, 4.0 * e) as i32)) as f32;
+        let h: Vec<f32> = (0..k).map(|_| spread(&mut r, 6.0)).collect();
+        let we = if format == WeightFormat::F16 { 2.0 } else { 6.0 };
+        let w: Vec<f32> = (0..k).map(|_| spread(&mut r, we)).collect();
+        let row = Linear::f32(1, k, w.into()).convert(format, 0).unwrap();
+        let w = row.to_f32().into_owned();
         let exact: f64 = h.iter().zip(&w).map(|(&a, &b)| a as f64 * b as f64).sum();
         let abs: f64 = h.iter().zip(&w).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
         let u = 2f64.powi(-24);
         let gamma = (k as f64 + 1.0) * u / (1.0 - (k as f64 + 1.0) * u);
         for isa in levels() {
-            let mut y = [0f32];
-            t5edge_kernels::f32::linear_invariant_with(isa, &h, 1, k, &w, 1, &mut y);
+            let y = logits_at(isa, &row, &h);
             let err = (y[0] as f64 - exact).abs();
-            prop_assert!(err <= gamma * abs, "{}: error {} > {}", isa, err, gamma * abs);
+            prop_assert!(err <= gamma * abs, "{} {:?}: error {} > {}", isa, format, err, gamma * abs);
         }
     }
 }

@@ -162,11 +162,11 @@ fn screened_greedy_equals_the_int8_head_with_small_margins() {
     assert_eq!(steps, 32, "picks asked of the screen");
 }
 
-/// An f32 head's screened picks (certified against the f32 GEMV,
-/// `CertifiedHead::f32_pick`) are plain f32 greedy's ids, on confident
-/// picks (decided by the screen) and varied rows.
+/// A float head's screened picks (certified against its GEMV,
+/// `CertifiedHead::greedy_pick`) are plain greedy's ids, on confident picks
+/// (decided by the screen) and varied rows, f32, f16 and bf16.
 #[test]
-fn screened_f32_greedy_equals_the_f32_head() {
+fn screened_float_greedy_equals_the_float_head() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
     t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
@@ -175,9 +175,13 @@ fn screened_f32_greedy_equals_the_f32_head() {
     eprintln!("tiny preset, f32: {decided} of {steps} picks decided by the screen");
     assert!(!off && decided * 2 > steps, "{decided} of {steps}");
     let (_dir, model) = varied_model();
-    let (decided, steps, _) = check_in(&model, WeightFormat::F32);
-    eprintln!("varied rows, f32: {decided} of {steps} picks decided by the screen");
-    assert!(decided * 2 > steps, "{decided} of {steps}");
+    for format in [WeightFormat::F32, WeightFormat::F16, WeightFormat::Bf16] {
+        let (decided, steps, _) = check_in(&model, format);
+        eprintln!("varied rows, {format:?}: {decided} of {steps} picks decided by the screen");
+        assert!(decided * 2 > steps, "{format:?}: {decided} of {steps}");
+        let (on, _) = pair(&model, format);
+        assert_eq!(on.lm_head.as_ref().unwrap().linear.format(), format);
+    }
 }
 
 /// The gated synthetic's f32 margins are too small for the screen: it hands

@@ -18,17 +18,19 @@
 //! docs/EXACT.md has the argument in full.
 
 use super::linear::Linear;
+use super::LinearWeight;
 use crate::weights::Int8Data;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use t5edge_kernels::dispatch::Isa;
 use t5edge_kernels::int8::{self, PackedInt8};
 use t5edge_kernels::screen::{self, Int4Screen, ScreenScratch, Widen};
+use t5edge_kernels::{bf16 as kbf16, f16 as kf16, f32 as kf32};
 
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 /// The least row norm the screen's widening uses: flooring it here only
-/// widens the intervals, and gives [`CertifiedHead::f32_pick`] a relative
+/// widens the intervals, and gives [`CertifiedHead::greedy_pick`] a relative
 /// term that covers the f32 GEMV's underflow.
 const MIN_ROW_NORM: f64 = 1e-30;
 
@@ -47,7 +49,7 @@ pub struct CertifiedHead {
     pub full: Linear,
     /// The int8 copy, whose full pass is `--exact`'s way when the screen
     /// leaves too many rows. `None` in a head for plain f32 greedy
-    /// ([`CertifiedHead::for_f32_greedy`]), which hands such a step back to
+    /// ([`CertifiedHead::for_greedy`]), which hands such a step back to
     /// the logits and so keeps only what the screen's intervals read.
     q: Option<Int8Data>,
     /// The int8 copy's weight scales and per-row error norms `‖e_w‖`.
@@ -85,32 +87,93 @@ impl CertifiedHead {
         // Not built when the process turned screening off (`T5EDGE_SCREEN=0`):
         // argmax_with would never read it.
         let screen = super::screened::choice() != Some(super::screened::Mode::Off);
-        CertifiedHead::build(full, group_size, screen, true)
+        CertifiedHead::build(full, group_size, screen)
     }
 
-    /// The head plain f32 greedy picks through ([`CertifiedHead::f32_pick`]):
-    /// the screen, its scales and the norms, without the int8 copy (8 MB for
-    /// a 32k x 256 head). Errs where no screen can be built.
-    pub fn for_f32_greedy(full: &Linear) -> Result<CertifiedHead, String> {
-        let h = CertifiedHead::build(full, 0, true, false)?;
-        if h.screen.is_none() {
-            return Err("no screen for this head".into());
+    /// The head plain greedy over a float head (f32, f16 or bf16) picks
+    /// through ([`CertifiedHead::greedy_pick`]): the screen, its scales and
+    /// the norms, built a block of rows at a time, without an int8 copy of
+    /// the whole (8 MB for a 32k x 256 head) or an f32 one of a half-precision
+    /// head. Errs for an int8 head or where no screen can be built.
+    pub fn for_greedy(full: &Linear) -> Result<CertifiedHead, String> {
+        let (n, k) = (full.n, full.k);
+        let mut buf = Vec::new();
+        let rows = |j0: usize, j1: usize, buf: &mut Vec<f32>| -> Result<(), String> {
+            buf.clear();
+            match &full.weight {
+                LinearWeight::F32(w) => buf.extend_from_slice(&w.as_slice()[j0 * k..j1 * k]),
+                LinearWeight::F16(w) => {
+                    buf.extend(w.as_slice()[j0 * k..j1 * k].iter().map(|v| v.to_f32()))
+                }
+                LinearWeight::Bf16(w) => {
+                    buf.extend(w.as_slice()[j0 * k..j1 * k].iter().map(|v| v.to_f32()))
+                }
+                LinearWeight::Int8(_) => return Err("an int8 head has its own screen".into()),
+            }
+            Ok(())
+        };
+        let groups = int8::group_count(k, 0);
+        let (mut parts, mut part_scales) = (Vec::new(), Vec::new());
+        let (mut err_norms, mut row_norms) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for j0 in (0..n).step_by(BUILD_ROWS) {
+            let j1 = (j0 + BUILD_ROWS).min(n);
+            rows(j0, j1, &mut buf)?;
+            row_norms.extend(buf.chunks_exact(k).map(|r| norm(r) * (1.0 + 1e-12)));
+            let q = PackedInt8::quantize(&buf, j1 - j0, k, 0)?;
+            let v = q.view();
+            parts.push(Int4Screen::from_int8(&v)?);
+            part_scales.push(v.scales().to_vec());
+            err_norms.extend_from_slice(v.err_norms());
         }
-        Ok(h)
+        // Scales are group-major (`[groups, padded rows]`): each group's rows
+        // from every block in turn (quantization is per row, so this and the
+        // stacked screen are those of the whole matrix; tested).
+        let mut scales = Vec::with_capacity(groups * int8::padded_n(n));
+        for g in 0..groups {
+            for sc in &part_scales {
+                let np = sc.len() / groups;
+                scales.extend_from_slice(&sc[g * np..(g + 1) * np]);
+            }
+        }
+        let screen = Int4Screen::stack(&parts)?;
+        Ok(CertifiedHead::assemble(
+            full,
+            0,
+            row_norms,
+            None,
+            Some(screen),
+            scales,
+            err_norms,
+        ))
     }
 
-    fn build(
-        full: &Linear,
-        group_size: usize,
-        screen: bool,
-        keep_int8: bool,
-    ) -> Result<CertifiedHead, String> {
+    fn build(full: &Linear, group_size: usize, screen: bool) -> Result<CertifiedHead, String> {
         // The head is f32 (enable_certified_head checks): read in place.
         let w = full.to_f32();
         let row_norms: Vec<f64> = w
             .chunks_exact(full.k)
             .map(|r| norm(r) * (1.0 + 1e-12))
             .collect();
+        let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
+        let screen = screen
+            .then(|| Int4Screen::from_int8(&q.view()).ok())
+            .flatten();
+        let (scales, err_norms) = (q.view().scales().to_vec(), q.view().err_norms().to_vec());
+        let q = Some(Int8Data::Owned(Arc::new(q)));
+        Ok(CertifiedHead::assemble(
+            full, group_size, row_norms, q, screen, scales, err_norms,
+        ))
+    }
+
+    fn assemble(
+        full: &Linear,
+        group_size: usize,
+        row_norms: Vec<f64>,
+        q: Option<Int8Data>,
+        screen: Option<Int4Screen>,
+        scales: Vec<f32>,
+        err_norms: Vec<f32>,
+    ) -> CertifiedHead {
         let row_norms_f32 = row_norms.iter().map(|&v| up(v.max(MIN_ROW_NORM))).collect();
         let max_row_norm = row_norms.iter().fold(0f64, |m, &v| {
             if v.is_nan() || m.is_nan() {
@@ -119,23 +182,7 @@ impl CertifiedHead {
                 m.max(v)
             }
         });
-        let (q, screen, scales, err_norms) = if keep_int8 {
-            let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
-            let screen = screen
-                .then(|| Int4Screen::from_int8(&q.view()).ok())
-                .flatten();
-            let (scales, err_norms) = (q.view().scales().to_vec(), q.view().err_norms().to_vec());
-            (
-                Some(Int8Data::Owned(Arc::new(q))),
-                screen,
-                scales,
-                err_norms,
-            )
-        } else {
-            let (s, scales, err_norms) = screen_by_blocks(&w, full.n, full.k, group_size)?;
-            (None, Some(s), scales, err_norms)
-        };
-        Ok(CertifiedHead {
+        CertifiedHead {
             full: full.clone(),
             q,
             scales,
@@ -148,7 +195,7 @@ impl CertifiedHead {
             steps: AtomicU64::new(0),
             rescored: AtomicU64::new(0),
             screened: AtomicU64::new(0),
-        })
+        }
     }
 
     /// The certified argmax of the full-precision logits `h · wᵀ` for one
@@ -260,16 +307,16 @@ impl CertifiedHead {
     /// The f32 rows `[vocab, d_model]`.
     fn full_rows(&self) -> &[f32] {
         match &self.full.weight {
-            super::LinearWeight::F32(w) => w.as_slice(),
+            LinearWeight::F32(w) => w.as_slice(),
             // `new` always builds from f32 rows; other formats never reach here.
             _ => &[],
         }
     }
 
-    /// The argmax of the f32 logits the head's own GEMV computes
+    /// The argmax of the logits the head's own GEMV computes
     /// (`Linear::forward_rows` with `Rows::Invariant` at the active level,
-    /// `banned` excluded, ties to the lowest id), that is plain f32 greedy's
-    /// pick, from the screen and a few rows: `None` when the screen leaves
+    /// `banned` excluded, ties to the lowest id), that is plain greedy's
+    /// pick over an f32, f16 or bf16 head (a [`CertifiedHead::for_greedy`]), from the screen and a few rows: `None` when the screen leaves
     /// too many rows (or the step is outside what the bound covers) and the
     /// caller must compute the logits. Returns the id and the rows re-scored.
     ///
@@ -282,19 +329,22 @@ impl CertifiedHead {
     /// outside the candidates has `ỹ_j` below some candidate's; each
     /// candidate is then computed by the GEMV itself on its one row, whose
     /// bits depend only on (level, k) (`kernels::f32`), the same bits the
-    /// full head gives it.
-    pub fn f32_pick(
+    /// full head gives it. Half-precision weights are widened to f32 exactly
+    /// and summed as f32 ones (`kernels::f16`, `kernels::bf16`: the GEMV,
+    /// which a decode step runs, never rounds the activation), so the bound
+    /// is the same.
+    pub fn greedy_pick(
         &self,
         h: &[f32],
         banned: Option<usize>,
         buf: &mut CertScratch,
     ) -> Option<(usize, usize)> {
-        self.f32_pick_with(t5edge_kernels::dispatch::active(), h, banned, buf)
+        self.greedy_pick_with(t5edge_kernels::dispatch::active(), h, banned, buf)
     }
 
-    /// [`CertifiedHead::f32_pick`] against the GEMV at `isa` (a level the
+    /// [`CertifiedHead::greedy_pick`] against the GEMV at `isa` (a level the
     /// CPU runs, or the NEON emulation), screening at the same level.
-    pub fn f32_pick_with(
+    pub fn greedy_pick_with(
         &self,
         isa: Isa,
         h: &[f32],
@@ -325,19 +375,23 @@ impl CertifiedHead {
         let sbuf = &mut buf.screen;
         screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf).ok()?;
         let rows = sbuf.candidates();
-        let full = self.full_rows();
         let mut best: Option<(usize, f32)> = None;
         let mut y = [0f32];
         for &j in rows {
-            t5edge_kernels::f32::linear_invariant_with(
-                isa,
-                h,
-                1,
-                k,
-                &full[j * k..(j + 1) * k],
-                1,
-                &mut y,
-            );
+            let r = j * k..(j + 1) * k;
+            match &self.full.weight {
+                LinearWeight::F32(w) => {
+                    kf32::linear_invariant_with(isa, h, 1, k, &w.as_slice()[r], 1, &mut y)
+                }
+                LinearWeight::F16(w) => {
+                    kf16::linear_invariant_with(isa, h, 1, k, &w.as_slice()[r], 1, &mut y)
+                }
+                LinearWeight::Bf16(w) => {
+                    kbf16::linear_invariant_with(isa, h, 1, k, &w.as_slice()[r], 1, &mut y)
+                }
+                // `for_greedy` refuses an int8 head.
+                LinearWeight::Int8(_) => return None,
+            }
             // Ascending ids: a strict `>` keeps the lowest on ties, as
             // `ops::argmax` does over the logits.
             if best.is_none_or(|(_, b)| y[0] > b) {
@@ -348,43 +402,9 @@ impl CertifiedHead {
     }
 }
 
-/// Rows [`screen_by_blocks`] quantizes at a time: whole int8 tiles (16 rows)
+/// Rows [`CertifiedHead::for_greedy`] quantizes at a time: whole int8 tiles (16 rows)
 /// and screen tiles (8); 4096 x 256 is 1 MB of int8.
 const BUILD_ROWS: usize = 4096;
-
-/// The screen of the f32 rows `w[n, k]`, with the weight scales and error
-/// norms of their int8 quantization (group size `gs`), built a block of rows
-/// at a time: the same as from the whole int8 matrix (quantization is per
-/// row; `Int4Screen::stack`), without holding it (8 MB for a 32k x 256 head,
-/// which would show in a plain f32 run's peak memory).
-fn screen_by_blocks(
-    w: &[f32],
-    n: usize,
-    k: usize,
-    gs: usize,
-) -> Result<(Int4Screen, Vec<f32>, Vec<f32>), String> {
-    let groups = int8::group_count(k, gs);
-    let (mut parts, mut part_scales) = (Vec::new(), Vec::new());
-    let mut err_norms = Vec::with_capacity(n);
-    for j0 in (0..n).step_by(BUILD_ROWS) {
-        let j1 = (j0 + BUILD_ROWS).min(n);
-        let q = PackedInt8::quantize(&w[j0 * k..j1 * k], j1 - j0, k, gs)?;
-        let v = q.view();
-        parts.push(Int4Screen::from_int8(&v)?);
-        part_scales.push(v.scales().to_vec());
-        err_norms.extend_from_slice(v.err_norms());
-    }
-    // Scales are group-major (`[groups, padded rows]`): each group's rows
-    // from every block in turn.
-    let mut scales = Vec::with_capacity(groups * int8::padded_n(n));
-    for g in 0..groups {
-        for sc in &part_scales {
-            let np = sc.len() / groups;
-            scales.extend_from_slice(&sc[g * np..(g + 1) * np]);
-        }
-    }
-    Ok((Int4Screen::stack(&parts)?, scales, err_norms))
-}
 
 /// The best of `rows` by the exact f64 dot product of the f32 `h` with the
 /// f32 row (ties to the lowest id: rows come ascending).
@@ -430,23 +450,27 @@ fn up(v: f64) -> f32 {
 mod tests {
     use super::*;
 
-    /// Built a block of rows at a time, the f32 greedy head's screen, scales
-    /// and error norms are those of the whole int8 matrix (a ragged last
-    /// block, one and several scale groups).
+    /// Built a block of rows at a time, the greedy head's screen, scales,
+    /// error norms and row norms are those of the whole matrix (a ragged
+    /// last block), and a half-precision head's are those of its widened rows.
     #[test]
     fn the_screen_built_by_blocks_is_the_whole_matrix_screen() {
         let (n, k) = (2 * BUILD_ROWS + 37, 24);
         let mut r = crate::synth::Rng::new(7);
         let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
-        for gs in [0, 8] {
-            let (s, scales, errs) = screen_by_blocks(&w, n, k, gs).unwrap();
-            let q = PackedInt8::quantize(&w, n, k, gs).unwrap();
-            assert!(
-                s == Int4Screen::from_int8(&q.view()).unwrap(),
-                "gs {gs}: screen"
-            );
-            assert_eq!(scales, q.view().scales(), "gs {gs}: scales");
-            assert_eq!(errs, q.view().err_norms(), "gs {gs}: error norms");
+        let half = Linear::f32(n, k, w.clone().into())
+            .convert(crate::model::WeightFormat::F16, 0)
+            .unwrap();
+        let wide: Vec<f32> = half.to_f32().into_owned();
+        assert!(wide != w, "f16 rounding left the rows as they were");
+        for (head, rows) in [(Linear::f32(n, k, w.clone().into()), &w), (half, &wide)] {
+            let g = CertifiedHead::for_greedy(&head).unwrap();
+            let whole =
+                CertifiedHead::build(&Linear::f32(n, k, rows.clone().into()), 0, true).unwrap();
+            assert!(g.screen == whole.screen, "screen");
+            assert_eq!(g.scales, whole.scales, "scales");
+            assert_eq!(g.err_norms, whole.err_norms, "error norms");
+            assert_eq!(g.row_norms, whole.row_norms, "row norms");
         }
     }
 }

@@ -4,13 +4,13 @@
 //! head on first use; a head with a group size the screen cannot follow has
 //! none and decodes from its logits as before.
 //!
-//! An f32 head screens too, through the certified bound widened by the f32
-//! GEMV's own rounding (`CertifiedHead::f32_pick`): the same id plain f32
-//! greedy's logits give, from a screen an eighth of the head's bytes. That
-//! pays on every CPU (the f32 head of t5-efficient-tiny-nl2 is 33 MB, past
-//! the L3), so an f32 head screens single greedy rows unless told not to
-//! (`T5EDGE_SCREEN=0`); its screen is built on the first pick. f16 and bf16
-//! heads keep their logits.
+//! A float head (f32, f16, bf16) screens too, through the certified bound
+//! widened by its GEMV's own rounding (`CertifiedHead::greedy_pick`): the
+//! same id plain greedy's logits give, from a screen an eighth (a quarter)
+//! of the head's bytes. That pays on every CPU (the f32 head of
+//! t5-efficient-tiny-nl2 is 33 MB, past the L3), so a float head screens
+//! single greedy rows unless told not to (`T5EDGE_SCREEN=0`); its screen is
+//! built on the first pick.
 //!
 //! Whether plain int8 greedy screens is a speed question only (the ids are
 //! the same), and the answer depends on the machine: where the full int8
@@ -73,9 +73,9 @@ pub enum Mode {
 #[derive(Default)]
 pub struct ScreenedHead {
     screen: OnceLock<Option<Int4Screen>>,
-    /// An f32 head's screen, with what certifies its picks against the f32
-    /// GEMV (`CertifiedHead::f32_pick`).
-    f32_head: OnceLock<Option<CertifiedHead>>,
+    /// A float head's screen, with what certifies its picks against its
+    /// GEMV (`CertifiedHead::greedy_pick`).
+    float_head: OnceLock<Option<CertifiedHead>>,
     mode: Mode,
     /// Picks asked for, picks the screen decided, rows re-scored (in the
     /// head's own format and kernel).
@@ -119,17 +119,16 @@ impl ScreenedHead {
                     .as_ref()?;
                 screen::argmax(&view, s, h, banned, scratch.screen())
             }
-            LinearWeight::F32(_) => {
+            LinearWeight::F32(_) | LinearWeight::F16(_) | LinearWeight::Bf16(_) => {
                 let c = self
-                    .f32_head
-                    .get_or_init(|| CertifiedHead::for_f32_greedy(linear).ok())
+                    .float_head
+                    .get_or_init(|| CertifiedHead::for_greedy(linear).ok())
                     .as_ref()?;
-                match c.f32_pick(h, banned, scratch) {
+                match c.greedy_pick(h, banned, scratch) {
                     Some((id, rescored)) => Pick::Id { id, rescored },
                     None => Pick::Undecided { candidates: 0 },
                 }
             }
-            _ => return None,
         };
         if calibrate && self.cal_steps.fetch_add(1, Ordering::Relaxed) >= WARM_PICKS {
             return Some(self.calibrate(linear, h, banned, pick, t0, logits));
@@ -228,11 +227,11 @@ impl ScreenedHead {
     /// is still calibrating) or leaves them to the logits (`None`): its mode
     /// (or the process's), its calibration's verdict and its trial.
     fn state(&self, linear: &Linear) -> Option<bool> {
-        // An f32 head screens unless told not to: its screen reads 4 bits a
-        // weight where the head reads 32, on every CPU.
+        // A float head screens unless told not to: its screen reads 4 bits
+        // a weight where the head reads 16 or 32, on every CPU.
         let unset = match linear.weight {
-            LinearWeight::F32(_) => Mode::On,
-            _ => Mode::Off,
+            LinearWeight::Int8(_) => Mode::Off,
+            _ => Mode::On,
         };
         let mode = match self.mode {
             Mode::Process => choice().unwrap_or(unset),
@@ -320,7 +319,7 @@ impl ScreenedHead {
 
     /// Whether the head has a screen (built by the first [`ScreenedHead::pick`]).
     pub fn built(&self) -> bool {
-        matches!(self.screen.get(), Some(Some(_))) || matches!(self.f32_head.get(), Some(Some(_)))
+        matches!(self.screen.get(), Some(Some(_))) || matches!(self.float_head.get(), Some(Some(_)))
     }
 }
 
