@@ -218,7 +218,6 @@ impl CertifiedHead {
         let CertScratch {
             y, screen: sbuf, ..
         } = buf;
-        let full = self.full_rows();
         // First the screen: B_j (below) is `a·‖w_j‖ + b·‖e_w‖` for this step's
         // `a = ex + fp·xh` and `b = xh·(1 + fp)`, so the screen's interval of
         // the int8 logit, widened by it, holds the full-precision logit.
@@ -238,7 +237,7 @@ impl CertifiedHead {
                 .is_ok()
             {
                 let rows = sbuf.candidates();
-                let best = rescore(full, h, k, rows.iter().copied());
+                let best = self.rescore(h, rows.iter().copied());
                 self.steps.fetch_add(1, Ordering::Relaxed);
                 self.screened.fetch_add(1, Ordering::Relaxed);
                 self.rescored
@@ -248,7 +247,7 @@ impl CertifiedHead {
         }
         let Some(q) = &self.q else {
             // A head without the int8 copy (f32 greedy's) re-scores every row.
-            let best = rescore(full, h, k, (0..n).filter(|&j| Some(j) != banned));
+            let best = self.rescore(h, (0..n).filter(|&j| Some(j) != banned));
             self.steps.fetch_add(1, Ordering::Relaxed);
             self.rescored.fetch_add(n as u64, Ordering::Relaxed);
             return (best.unwrap_or(0), n);
@@ -274,7 +273,7 @@ impl CertifiedHead {
             let out = !allowed(j) || (v.is_finite() && (v as f64 + bound(j)) < best_lower);
             (!out).then_some(j)
         });
-        let best = rescore(full, h, k, rows.inspect(|_| count += 1));
+        let best = self.rescore(h, rows.inspect(|_| count += 1));
         self.steps.fetch_add(1, Ordering::Relaxed);
         self.rescored.fetch_add(count as u64, Ordering::Relaxed);
         (best.unwrap_or(0), count)
@@ -304,20 +303,37 @@ impl CertifiedHead {
         (ex2.sqrt() * (1.0 + 1e-12), xh2.sqrt() * (1.0 + 1e-12), fp)
     }
 
-    /// The f32 rows `[vocab, d_model]`.
-    fn full_rows(&self) -> &[f32] {
-        match &self.full.weight {
-            LinearWeight::F32(w) => w.as_slice(),
-            // `new` always builds from f32 rows; other formats never reach here.
-            _ => &[],
+    /// The best of `rows` by the exact f64 dot product of the f32 `h` with
+    /// the row (widened to f32 when stored in half precision; each product
+    /// of two f32 is exact in f64), ties to the lowest id: rows come
+    /// ascending.
+    fn rescore(&self, h: &[f32], rows: impl Iterator<Item = usize>) -> Option<usize> {
+        let k = self.full.k;
+        fn dot(w: impl Iterator<Item = f32>, h: &[f32]) -> f64 {
+            w.zip(h).map(|(a, &b)| a as f64 * b as f64).sum()
         }
+        let mut best: Option<(usize, f64)> = None;
+        for j in rows {
+            let r = j * k..(j + 1) * k;
+            let exact = match &self.full.weight {
+                LinearWeight::F32(w) => dot(w.as_slice()[r].iter().copied(), h),
+                LinearWeight::F16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
+                LinearWeight::Bf16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
+                LinearWeight::Int8(w) => dot(w.view().dequantize_row(j).into_iter(), h),
+            };
+            if best.is_none_or(|(_, b)| exact > b) {
+                best = Some((j, exact));
+            }
+        }
+        best.map(|b| b.0)
     }
 
     /// The argmax of the logits the head's own GEMV computes
     /// (`Linear::forward_rows` with `Rows::Invariant` at the active level,
     /// `banned` excluded, ties to the lowest id), that is plain greedy's
-    /// pick over an f32, f16 or bf16 head (a [`CertifiedHead::for_greedy`]), from the screen and a few rows: `None` when the screen leaves
-    /// too many rows (or the step is outside what the bound covers) and the
+    /// pick over an f32, f16 or bf16 head (a [`CertifiedHead::for_greedy`]),
+    /// from the screen and a few rows: `None` when the screen leaves too
+    /// many rows (or the step is outside what the bound covers) and the
     /// caller must compute the logits. Returns the id and the rows re-scored.
     ///
     /// The GEMV sums `k` products in some order with one rounding each step,
@@ -405,20 +421,6 @@ impl CertifiedHead {
 /// Rows [`CertifiedHead::for_greedy`] quantizes at a time: whole int8 tiles (16 rows)
 /// and screen tiles (8); 4096 x 256 is 1 MB of int8.
 const BUILD_ROWS: usize = 4096;
-
-/// The best of `rows` by the exact f64 dot product of the f32 `h` with the
-/// f32 row (ties to the lowest id: rows come ascending).
-fn rescore(full: &[f32], h: &[f32], k: usize, rows: impl Iterator<Item = usize>) -> Option<usize> {
-    let mut best: Option<(usize, f64)> = None;
-    for j in rows {
-        let row = &full[j * k..(j + 1) * k];
-        let exact: f64 = row.iter().zip(h).map(|(&w, &x)| w as f64 * x as f64).sum();
-        if best.is_none_or(|(_, b)| exact > b) {
-            best = Some((j, exact));
-        }
-    }
-    best.map(|b| b.0)
-}
 
 /// `‖r‖` in f64 with four partial sums (one chain per row was a tenth of
 /// `--exact`'s start-up; each f64 product of two f32 is exact, so the order
