@@ -226,3 +226,39 @@ proptest! {
         }
     }
 }
+
+/// Outside what the bound covers, `greedy_pick` hands the step back to the
+/// logits: a head whose logits could overflow an f32 partial sum, a hidden
+/// state too small for the underflow term, one that is not finite; and a
+/// head with a non-finite weight gets no screen at all.
+#[test]
+fn greedy_pick_declines_what_its_bound_does_not_cover() {
+    let (n, k) = (64, 32);
+    let mut r = t5edge::synth::Rng::new(3);
+    let w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+    let h: Vec<f32> = (0..k).map(|_| r.normal() as f32).collect();
+    let mut buf = CertScratch::default();
+    let head = CertifiedHead::for_greedy(&Linear::f32(n, k, w.clone().into())).unwrap();
+    // The same head decides an ordinary step (so the cases below are the
+    // guards, not a screen that never answers).
+    let mut strong = w.clone();
+    strong[5 * k..6 * k]
+        .iter_mut()
+        .zip(&h)
+        .for_each(|(v, &x)| *v = 4.0 * x);
+    let confident = CertifiedHead::for_greedy(&Linear::f32(n, k, strong.into())).unwrap();
+    assert_eq!(
+        confident.greedy_pick(&h, None, &mut buf).map(|p| p.0),
+        Some(5)
+    );
+    let huge: Vec<f32> = h.iter().map(|&x| x * 1e37).collect();
+    assert_eq!(head.greedy_pick(&huge, None, &mut buf), None, "overflow");
+    let tiny: Vec<f32> = h.iter().map(|&x| x * 1e-12).collect();
+    assert_eq!(head.greedy_pick(&tiny, None, &mut buf), None, "underflow");
+    let mut nan = h.clone();
+    nan[3] = f32::NAN;
+    assert_eq!(head.greedy_pick(&nan, None, &mut buf), None, "NaN input");
+    let mut bad = w;
+    bad[7] = f32::INFINITY;
+    assert!(CertifiedHead::for_greedy(&Linear::f32(n, k, bad.into())).is_err());
+}
