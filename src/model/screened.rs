@@ -223,6 +223,16 @@ impl ScreenedHead {
         }
     }
 
+    /// Whether a batch's greedy rows screen one at a time, as a lone row
+    /// does: so for a float head, whose logits for `m` rows read the head
+    /// once but cost `m` full products, where each row's screen reads an
+    /// eighth (a quarter for f16 and bf16) of the bytes and a few rows
+    /// (W2 f32, 16 rows, in docs/EXACT.md). An int8 head's batch takes the
+    /// multi-row screen instead ([`ScreenedHead::batch_screens`]).
+    pub fn row_by_row(&self, linear: &Linear) -> bool {
+        !matches!(linear.weight, LinearWeight::Int8(_))
+    }
+
     /// Whether this head screens its picks now (`Some`; `Some(true)` while it
     /// is still calibrating) or leaves them to the logits (`None`): its mode
     /// (or the process's), its calibration's verdict and its trial.
