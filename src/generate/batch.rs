@@ -236,12 +236,12 @@ impl<'m> DecodeBatch<'m> {
         model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
         // One row screens as its head was told, and so does every row of a
-        // float head's batch (`ScreenedHead::row_by_row`). In an int8 batch, where that pays
-        // (`ScreenedHead::batch_screens`), one pass of the multi-row screen
-        // picks for every screenable greedy row, and the other rows
-        // (sampling, processors, picks the screen left undecided) get their
-        // logits in one pass over just those rows; certified rows pick as
-        // always.
+        // float head's batch (`ScreenedHead::row_by_row`). In an int8 batch,
+        // where that pays (`ScreenedHead::batch_screens`), one pass of the
+        // multi-row screen picks for every screenable greedy row, and the
+        // other rows (sampling, processors, picks the screen left undecided)
+        // get their logits in one pass over just those rows; certified rows
+        // pick as always.
         let (_, lm_head) = model.require_decoder()?;
         let screen = (self.rows.len() <= SCREEN_MAX_ROWS
             || lm_head.screen.row_by_row(&lm_head.linear))

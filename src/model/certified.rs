@@ -16,6 +16,12 @@
 //! f32 row; rows outside that set provably lose, so the pick is the argmax of
 //! the full-precision head (ties to the lowest id, as torch does).
 //! docs/EXACT.md has the argument in full.
+//!
+//! The same certificate, widened by the f32 GEMV's own rounding, serves plain
+//! greedy over a float head ([`CertifiedHead::for_greedy`],
+//! [`CertifiedHead::greedy_pick`]): there the pick must be the argmax of the
+//! logits the GEMV computes, so the candidates are re-scored by the GEMV
+//! itself instead of in f64.
 
 use super::linear::Linear;
 use super::LinearWeight;
