@@ -100,10 +100,7 @@ fn check_in(model: &T5Model, format: WeightFormat) -> (u64, u64, bool) {
 
 #[test]
 fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
-    let model = T5Model::load(dir.path()).unwrap();
+    let (_dir, model) = tiny_model(Default::default());
     let (decided, steps, off) = check(&model);
     eprintln!("tiny preset: {decided} of {steps} picks decided by the screen");
     assert!(!off, "a screen that decides most picks must stay on");
@@ -116,12 +113,17 @@ fn screened_greedy_equals_the_int8_head_on_the_tiny_preset() {
 /// picks still confident, but each prompt's ids its own, so a batch whose
 /// rows got each other's picks would show.
 fn varied_model() -> (tempfile::TempDir, T5Model) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    let opts = t5edge::synth::SynthOptions {
+    tiny_model(t5edge::synth::SynthOptions {
         zero_pad_row: true,
         ..Default::default()
-    };
+    })
+}
+
+/// The synthetic t5-efficient-tiny-nl2 preset written with `opts` and
+/// loaded (the directory lives as long as the returned guard).
+fn tiny_model(opts: t5edge::synth::SynthOptions) -> (tempfile::TempDir, T5Model) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
     t5edge::synth::write_checkpoint(dir.path(), &cfg, &opts, false).unwrap();
     let model = T5Model::load(dir.path()).unwrap();
     (dir, model)
@@ -167,10 +169,7 @@ fn screened_greedy_equals_the_int8_head_with_small_margins() {
 /// (decided by the screen) and varied rows, f32, f16 and bf16.
 #[test]
 fn screened_float_greedy_equals_the_float_head() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
-    let model = T5Model::load(dir.path()).unwrap();
+    let (_dir, model) = tiny_model(Default::default());
     let (decided, steps, off) = check_in(&model, WeightFormat::F32);
     eprintln!("tiny preset, f32: {decided} of {steps} picks decided by the screen");
     assert!(!off && decided * 2 > steps, "{decided} of {steps}");
@@ -201,10 +200,7 @@ fn screened_f32_greedy_with_small_margins_stops_screening() {
 /// `T5EDGE_SCREEN`), an int8 head does not.
 #[test]
 fn an_f32_head_screens_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
-    let model = T5Model::load(dir.path()).unwrap();
+    let (_dir, model) = tiny_model(Default::default());
     let opts = GenerateOptions::default().max_new_tokens(4);
     generate(&model, &[&[5, 6, 1][..]], &opts).unwrap();
     assert!(
@@ -225,10 +221,7 @@ fn an_f32_head_screens_by_default() {
 /// the full head's all along.
 #[test]
 fn an_auto_head_calibrates_and_keeps_the_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = t5edge::synth::preset("t5-efficient-tiny-nl2").unwrap();
-    t5edge::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
-    let model = T5Model::load(dir.path()).unwrap();
+    let (_dir, model) = tiny_model(Default::default());
     let (mut auto, off) = int8_pair(&model);
     auto.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Measure));
     let opts = GenerateOptions::default()

@@ -104,32 +104,31 @@ impl CertifiedHead {
     pub fn for_greedy(full: &Linear) -> Result<CertifiedHead, String> {
         let (n, k) = (full.n, full.k);
         let mut buf = Vec::new();
-        // A block's rows as f32: an f32 head's in place, others widened.
-        let rows = |j0: usize, j1: usize, buf: &'_ mut Vec<f32>| -> Result<(), String> {
-            buf.clear();
-            match &full.weight {
-                LinearWeight::F32(_) => {}
-                LinearWeight::F16(w) => {
-                    buf.extend(w.as_slice()[j0 * k..j1 * k].iter().map(|v| v.to_f32()))
-                }
-                LinearWeight::Bf16(w) => {
-                    buf.extend(w.as_slice()[j0 * k..j1 * k].iter().map(|v| v.to_f32()))
-                }
-                LinearWeight::Int8(_) => return Err("an int8 head has its own screen".into()),
-            }
-            Ok(())
-        };
-        let groups = int8::group_count(k, 0);
-        let (mut parts, mut part_scales) = (Vec::new(), Vec::new());
-        let mut err_norms = Vec::with_capacity(n);
+        let mut parts = Vec::new();
+        // Group size 0: one scale per row, and every block but the last is
+        // whole int8 tiles, so the blocks' scales (`[1, padded rows]`) laid
+        // end to end are the whole matrix's (tested below).
+        let (mut scales, mut err_norms) =
+            (Vec::with_capacity(int8::padded_n(n)), Vec::with_capacity(n));
         // Rounded up to f32 (the greedy head reads no other form of them).
         let mut norms = vec![0f32; n];
         for j0 in (0..n).step_by(BUILD_ROWS) {
             let j1 = (j0 + BUILD_ROWS).min(n);
-            rows(j0, j1, &mut buf)?;
+            // The block's rows as f32: an f32 head's in place, others widened.
+            let r = j0 * k..j1 * k;
             let block: &[f32] = match &full.weight {
-                LinearWeight::F32(w) => &w.as_slice()[j0 * k..j1 * k],
-                _ => &buf,
+                LinearWeight::F32(w) => &w.as_slice()[r],
+                LinearWeight::F16(w) => {
+                    buf.clear();
+                    buf.extend(w.as_slice()[r].iter().map(|v| v.to_f32()));
+                    &buf
+                }
+                LinearWeight::Bf16(w) => {
+                    buf.clear();
+                    buf.extend(w.as_slice()[r].iter().map(|v| v.to_f32()));
+                    &buf
+                }
+                LinearWeight::Int8(_) => return Err("an int8 head has its own screen".into()),
             };
             // 64 rows a task: a serial pass was a fifth of the build.
             let parallel = j1 - j0 > 64;
@@ -143,20 +142,10 @@ impl CertifiedHead {
             let q = PackedInt8::quantize(block, j1 - j0, k, 0)?;
             let v = q.view();
             parts.push(Int4Screen::from_int8(&v)?);
-            part_scales.push(v.scales().to_vec());
+            scales.extend_from_slice(v.scales());
             err_norms.extend_from_slice(v.err_norms());
         }
         let row_norms = norms.iter().map(|&v| v as f64).collect();
-        // Scales are group-major (`[groups, padded rows]`): each group's rows
-        // from every block in turn (quantization is per row, so this and the
-        // stacked screen are those of the whole matrix; tested).
-        let mut scales = Vec::with_capacity(groups * int8::padded_n(n));
-        for g in 0..groups {
-            for sc in &part_scales {
-                let np = sc.len() / groups;
-                scales.extend_from_slice(&sc[g * np..(g + 1) * np]);
-            }
-        }
         let screen = Int4Screen::stack(&parts)?;
         Ok(CertifiedHead::assemble(
             full,
