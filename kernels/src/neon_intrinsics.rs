@@ -11,9 +11,9 @@
 #[cfg(target_arch = "aarch64")]
 mod imp {
     pub use core::arch::aarch64::{
-        float32x4_t, int32x4_t, int8x16_t, uint16x8_t, vaddq_f32, vaddvq_f32, vandq_s8,
+        float32x4_t, int32x4_t, int8x16_t, uint16x8_t, vaddq_f32, vaddq_s32, vaddvq_f32, vandq_s8,
         vcvtq_f32_s32, vdupq_n_f32, vdupq_n_s32, vdupq_n_s8, vfmaq_f32, vld1q_f32, vld1q_s8,
-        vld1q_u16, vmulq_f32, vreinterpretq_s8_s32, vshrq_n_s8, vst1q_f32,
+        vld1q_u16, vmulq_f32, vreinterpretq_s8_s32, vshlq_n_s32, vshrq_n_s8, vst1q_f32,
     };
 
     /// The 4 lanes of `v` as an array (`st1`).
@@ -260,6 +260,18 @@ mod imp {
     #[inline]
     pub fn vst1q_s32_array(v: int32x4_t) -> [i32; 4] {
         v.0
+    }
+
+    /// `add v.4s`: wrapping, as the hardware.
+    #[inline]
+    pub fn vaddq_s32(a: int32x4_t, b: int32x4_t) -> int32x4_t {
+        int32x4_t(core::array::from_fn(|l| a.0[l].wrapping_add(b.0[l])))
+    }
+
+    /// `shl v.4s, #N`: bits shifted out are lost, as the hardware.
+    #[inline]
+    pub fn vshlq_n_s32<const N: i32>(a: int32x4_t) -> int32x4_t {
+        int32x4_t(a.0.map(|x| x.wrapping_shl(N as u32)))
     }
 }
 

@@ -16,6 +16,9 @@ const INT8_HALF_STEP: f64 = 0.5;
 /// so the half step can be exceeded by a few f32 ulps of |v / s| <= 127:
 /// 127 * 3 * 2^-24 < 1e-4 relative.
 const INT8_STEP_SLACK: f64 = 1e-4;
+/// The same for 16-bit activations, whose `|v / s|` reaches `L <= 16256`:
+/// 16256 * 3 * 2^-24 < 3e-3 of a step.
+const A16_STEP_SLACK: f64 = 3e-3;
 /// f32 unit roundoff, for the epilogue: one rounding each for `acc as f32`,
 /// `* s_x`, `* s_w` and one per group addition.
 const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
@@ -28,17 +31,31 @@ const F32_UNIT_ROUNDOFF: f64 = 1.0 / (1u64 << 24) as f64;
 ///             + (groups + 4) u sum_t (|x_t| + s_x)(|w_t| + s_w)  [f32 epilogue]
 /// where the integer dot product itself is exact.
 fn int8_budget(x: &[f32], w: &[f32], sx: &[f64], sw: &[f64], gs: usize) -> f64 {
+    budget(x, w, sx, sw, gs, INT8_STEP_SLACK)
+}
+
+/// [`int8_budget`] with the activations' half step widened by `x_slack`
+/// (the weights' stays `INT8_STEP_SLACK`).
+fn budget(x: &[f32], w: &[f32], sx: &[f64], sw: &[f64], gs: usize, x_slack: f64) -> f64 {
     let k = x.len();
     let groups = sx.len();
     let h = INT8_HALF_STEP * (1.0 + INT8_STEP_SLACK);
+    let hx = INT8_HALF_STEP * (1.0 + x_slack);
     let (mut quant, mut mag) = (0.0f64, 0.0f64);
     for t in 0..k {
         let g = t.checked_div(gs).unwrap_or(0);
         let (xa, wa) = (x[t].abs() as f64, w[t].abs() as f64);
-        quant += xa * h * sw[g] + wa * h * sx[g] + h * sx[g] * h * sw[g];
+        quant += xa * h * sw[g] + wa * hx * sx[g] + hx * sx[g] * h * sw[g];
         mag += (xa + sx[g]) * (wa + sw[g]);
     }
     quant + (groups as f64 + 4.0) * F32_UNIT_ROUNDOFF * mag + 1e-30
+}
+
+/// W8A16 without input scales.
+fn run16(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
+    let mut y = vec![f32::NAN; m * v.n()];
+    int8::linear_a16_with(isa, x, m, k, v, &[], &mut y);
+    y
 }
 
 fn group_size() -> impl Strategy<Value = usize> {
@@ -103,6 +120,95 @@ proptest! {
         }
     }
 
+    /// W8A16 (`Activations::Int16`): every level gives the scalar twin's
+    /// bits (the NEON halves and the AVX2 pairs are exact integer sums too),
+    /// within the int8 budget with the activation step `max|x| / L`.
+    #[test]
+    fn a16_linear_matches_reference_and_scalar_bits(
+        m in 1usize..=9, n in 1usize..=70, k in 1usize..=300, gs in group_size(),
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>(), equalized in any::<bool>()
+    ) {
+        let mut rng = Rng(seed);
+        let x0 = matrix(&mut rng, fx, m, k, 1e6);
+        let w0 = matrix(&mut rng, fw, n, k, 1e6);
+        // Equalized: the weights' columns divided by their input scales and
+        // the inputs multiplied by them (as the kernel does, in f32); the
+        // budget and the reference are over those operands.
+        let (p, t) = if equalized {
+            PackedInt8::quantize_a16(&w0, n, k, gs).unwrap()
+        } else {
+            (PackedInt8::quantize(&w0, n, k, gs).unwrap(), Vec::new())
+        };
+        let (x, w) = if equalized {
+            let tk = |i: usize| t[i % k];
+            let x: Vec<f32> = x0.iter().enumerate().map(|(i, &v)| v * tk(i)).collect();
+            let w: Vec<f32> = w0.iter().enumerate().map(|(i, &v)| v / tk(i)).collect();
+            (x, w)
+        } else {
+            (x0.clone(), w0.clone())
+        };
+        let v = p.view();
+        let groups = v.groups();
+        let gsz = if gs == 0 { k } else { gs };
+        let limit = int8::a16_limit(v.padded_k()) as f64;
+        let r = t5edge_kernels::reference::linear(&x, m, k, &w, n);
+        let run16 = |isa: Isa| {
+            let mut y = vec![f32::NAN; m * n];
+            int8::linear_a16_with(isa, &x0, m, k, &v, &t, &mut y);
+            y
+        };
+        let scalar = run16(Isa::Scalar);
+        for isa in isas() {
+            let y = run16(isa);
+            for t in 0..m * n {
+                prop_assert_eq!(y[t].to_bits(), scalar[t].to_bits(),
+                    "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);
+            }
+        }
+        for i in 0..m {
+            let xr = &x[i * k..(i + 1) * k];
+            let sx: Vec<f64> = (0..groups).map(|g| {
+                let (a, b) = (g * gsz, ((g + 1) * gsz).min(k));
+                xr[a..b].iter().fold(0.0f32, |m, v| m.max(v.abs())) as f64 / limit
+            }).collect();
+            for j in 0..n {
+                let sw: Vec<f64> = (0..groups).map(|g| v.scales()[g * v.padded_n() + j] as f64).collect();
+                let budget = budget(xr, &w[j * k..(j + 1) * k], &sx, &sw, gs, A16_STEP_SLACK);
+                let err = (scalar[i * n + j] as f64 - r[i * n + j]).abs();
+                prop_assert!(err <= budget,
+                    "out ({i},{j}): {} vs {} err {err:e} budget {budget:e} (m={m} n={n} k={k} gs={gs})",
+                    scalar[i * n + j], r[i * n + j]);
+            }
+        }
+    }
+
+    /// The input scales are the powers of two at or above each column's
+    /// largest weight: every scaled column tops out in (1/2, 1], and the
+    /// file check accepts them.
+    #[test]
+    fn a16_input_scales_equalize_the_columns(
+        n in 1usize..=20, k in 1usize..=60, fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        let mut rng = Rng(seed);
+        let mut w = matrix(&mut rng, fw, n, k, 1e6);
+        // An all-zero column, and one far below the rest.
+        let (z, small) = (rng.below(k), rng.below(k));
+        for j in 0..n {
+            w[j * k + small] *= 1e-6;
+            w[j * k + z] = 0.0;
+        }
+        let (_, t) = PackedInt8::quantize_a16(&w, n, k, 0).unwrap();
+        int8::check_input_scales(&t, k).unwrap();
+        for c in 0..k {
+            let colmax = (0..n).fold(0f32, |a, j| a.max(w[j * k + c].abs()));
+            if colmax == 0.0 {
+                prop_assert_eq!(t[c], 1.0);
+            } else {
+                prop_assert!(t[c] >= colmax && t[c] / 2.0 < colmax, "col {}: {} for {}", c, t[c], colmax);
+            }
+        }
+    }
+
     /// Activation quantisation is vectorised per level; every level must give
     /// the scalar twin's bytes and scales exactly, including for NaN, infinite
     /// and -0.0 inputs, any group size and every tail length.
@@ -131,6 +237,21 @@ proptest! {
         let (q, s) = int8::quantize_activations(&x, m, k, gs);
         prop_assert_eq!(q, want.0);
         prop_assert_eq!(s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), want.1);
+        // The 16-bit form likewise, and within its limit.
+        let quant16 = |isa: Isa| {
+            let (mut q, mut s) = (vec![0x5555i16; m * kp], vec![f32::NAN; m * groups]);
+            int8::quantize_activations16_with(isa, &x, m, k, gs, &[], &mut q, &mut s);
+            (q, s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
+        };
+        let want16 = quant16(Isa::Scalar);
+        let limit = int8::a16_limit(kp) as i16;
+        prop_assert!(want16.0.iter().all(|v| v.abs() <= limit));
+        for i in 0..m {
+            prop_assert!(want16.0[i * kp + k..(i + 1) * kp].iter().all(|&v| v == 0));
+        }
+        for isa in isas() {
+            prop_assert_eq!(&quant16(isa), &want16, "{} a16 (m={} k={} gs={})", isa, m, k, gs);
+        }
     }
 
     #[test]
@@ -282,6 +403,91 @@ fn extreme_int8_values_are_exact() {
     }
 }
 
+#[test]
+fn input_scales_from_a_file_are_checked() {
+    int8::check_input_scales(&[1.0, 0.5, 2f32.powi(-126), 2f32.powi(127)], 4).unwrap();
+    for (t, needle) in [
+        (vec![1.0, 1.0], "2 input scales for k = 3"),
+        (vec![1.0, 3.0, 1.0], "input scale 1 is 3"),
+        (vec![1.0, 1.0, -2.0], "input scale 2 is -2"),
+        (vec![0.0, 1.0, 1.0], "input scale 0 is 0"),
+        (vec![1.0, f32::NAN, 1.0], "input scale 1 is NaN"),
+        (vec![1.0, 1.0, f32::INFINITY], "input scale 2 is inf"),
+        (vec![f32::from_bits(1), 1.0, 1.0], "input scale 0 is"),
+    ] {
+        let e = int8::check_input_scales(&t, 3).unwrap_err();
+        assert!(e.contains(needle), "{t:?}: {e}");
+    }
+}
+
+/// 16-bit activations at their largest (`L` for the k) against weights at
+/// +-127: the i32 sums come within 2% of `i32::MAX`, at a k where `L` is
+/// 16256 and at one where the limit shrinks it, and stay exact at every
+/// level (a kernel summing in i16, or an `L` past the limit, wraps).
+#[test]
+fn extreme_a16_values_are_exact() {
+    for k in [1040usize, 3001] {
+        let n = 17;
+        let w: Vec<f32> = (0..n * k)
+            .map(|t| if (t % k) % 3 == 0 { -1.0 } else { 1.0 })
+            .collect();
+        let p = PackedInt8::quantize(&w, n, k, 0).unwrap();
+        let v = p.view();
+        let limit = int8::a16_limit(v.padded_k()) as i64;
+        assert!(
+            v.padded_k() as i64 * limit * 127 > i32::MAX as i64 * 98 / 100,
+            "k={k}"
+        );
+        for m in [1usize, 3] {
+            for sign in [1.0f32, -1.0] {
+                let x: Vec<f32> = (0..m * k)
+                    .map(|t| if (t % k) % 3 == 0 { -sign } else { sign })
+                    .collect();
+                let scalar = run16(Isa::Scalar, &x, m, k, &v);
+                for isa in isas() {
+                    assert_eq!(run16(isa, &x, m, k, &v), scalar, "{isa} k={k} m={m}");
+                }
+                let want = sign * k as f32;
+                assert!(
+                    scalar
+                        .iter()
+                        .all(|&y| (y - want).abs() <= want.abs() * 1e-6),
+                    "k={k} m={m}: {:?}",
+                    &scalar[..4]
+                );
+            }
+        }
+    }
+}
+
+/// What 16-bit activations are for: a row with one large outlier (T5's FFN
+/// output projection sees such rows). Its int8 scale rounds every ordinary
+/// value to a step of `outlier / 127`; at 16 bits the step is 128x finer,
+/// and the error falls with it.
+#[test]
+fn a16_keeps_the_rows_an_outlier_flattens_in_int8() {
+    let (n, k) = (64, 1024);
+    let mut rng = Rng(11);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let mut x = matrix(&mut rng, Fill::Uniform, 1, k, 1.0);
+    x[100] = 300.0;
+    let p = PackedInt8::quantize(&w, n, k, 0).unwrap();
+    let r = t5edge_kernels::reference::linear(&x, 1, k, &w, n);
+    let err = |y: &[f32]| {
+        y.iter()
+            .zip(&r)
+            .map(|(&a, &b)| (a as f64 - b).abs())
+            .fold(0.0, f64::max)
+    };
+    let (e8, e16) = (
+        err(&run(Isa::Scalar, &x, 1, k, &p.view())),
+        err(&run16(Isa::Scalar, &x, 1, k, &p.view())),
+    );
+    // The weights' own rounding stays in both; the activations' share of
+    // the int8 error goes.
+    assert!(e16 * 8.0 < e8, "int8 activations {e8:e}, 16-bit {e16:e}");
+}
+
 /// Quantizing weights runs one task per 16-row tile: the packed parts are
 /// the same bytes on every pool and thread count, and the scan that checks a
 /// file's parts accepts them.
@@ -356,6 +562,10 @@ fn int8_linear_is_identical_across_thread_counts() {
                 }) {
                     assert_eq!(a, b, "{isa} m={m} gs={gs} {pool}");
                     assert_eq!(c, want, "{isa} m={m} gs={gs} {pool} linear_add");
+                }
+                let a16 = with_threads(1, || run16(isa, &x, m, k, &p.view()));
+                for (pool, b) in on_every_pool(|| run16(isa, &x, m, k, &p.view())) {
+                    assert_eq!(a16, b, "{isa} m={m} gs={gs} {pool} a16");
                 }
             }
         }

@@ -41,6 +41,26 @@ pub(crate) unsafe fn tile(
 }
 
 super::avx512::row_tiles!(row_tiles, rows, "avx2,fma");
+super::avx512::row_tiles!(row_tiles16, rows16, "avx2,fma");
+
+/// [`super::Activations::Int16`]'s tile kernel: [`rows16`] at any row count,
+/// the 16-bit values standing where the widened int8 ones do. Pair sums are
+/// at most 2 * 16256 * 127 and the i32 sums `kp * L * 127 <= i32::MAX`
+/// (`a16_limit`): still the exact dot product.
+///
+/// # Safety
+/// As [`tile`], with `a.wide` (q16 holding `[m, kp]` i16s in pair order).
+pub(crate) unsafe fn tile16(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut TileOut,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { dispatch_rows!(rows16, a, w, t, i, r, out) }
+}
 
 /// `R` rows against tile `t` in the i8 form: a decode step's one row (and a
 /// single leftover row of a larger block), where it beats widening the
@@ -196,19 +216,15 @@ pub(crate) unsafe fn widen_pairs(q: &[i8], q16: &mut [i16]) {
     super::scalar::widen_pairs(&q[n16..], &mut q16[n16..]);
 }
 
-/// [`super::quantize_slice`] 8 lanes at a time, bit for bit (see the AVX-512
-/// twin for why each step matches); the last `n % 8` values take the scalar
-/// steps themselves.
+/// `max |v|` skipping NaN, as the scalar fold over `abs_max` gives it.
 ///
 /// # Safety
-/// The CPU must have AVX2; `out.len() >= v.len()`.
+/// The CPU must have AVX2.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
-    let n = v.len();
-    assert!(out.len() >= n);
-    let n8 = n / 8 * 8;
-    // SAFETY: vector loads read [t, t + 8) with t + 8 <= n8 <= n; the 8-byte
-    // stores write out[t..t + 8], inside `out` as out.len() >= n.
+unsafe fn abs_max(v: &[f32]) -> f32 {
+    let n8 = v.len() / 8 * 8;
+    // SAFETY: vector loads read [t, t + 8) with t + 8 <= n8 <= v.len().
     unsafe {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
         let mut mx = _mm256_setzero_ps();
@@ -220,7 +236,91 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
         let h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
         let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps::<1>(h, h)));
-        let amax = v[n8..].iter().fold(amax, |a, &x| super::abs_max(a, x));
+        v[n8..].iter().fold(amax, |a, &x| super::abs_max(a, x))
+    }
+}
+
+/// [`super::quantize_slice16`] 8 lanes at a time, bit for bit: the steps of
+/// [`quantize_slice`] with the limit `L` for 127, packed to i16 (exact, as
+/// `|v| <= L`).
+///
+/// # Safety
+/// The CPU must have AVX2; `out.len() >= v.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_slice16(v: &[f32], out: &mut [i16], limit: f32) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n);
+    let n8 = n / 8 * 8;
+    // SAFETY: abs_max needs AVX2 (this function's contract); vector loads
+    // read [t, t + 8) with t + 8 <= n8 <= n; the 16-byte stores write
+    // out[t..t + 8], inside `out` as out.len() >= n.
+    unsafe {
+        let amax = abs_max(v);
+        let (scale, inv) = super::scales16(amax, limit);
+        let (iv, lo, hi) = (
+            _mm256_set1_ps(inv),
+            _mm256_set1_ps(-limit),
+            _mm256_set1_ps(limit),
+        );
+        let magic = _mm256_set1_ps(super::MAGIC);
+        for t in (0..n8).step_by(8) {
+            let y = _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(t)), iv);
+            // NaN in the second operand passes through both, as in f32::clamp.
+            let y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
+            let r = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
+            let ok = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+            let i = _mm256_and_si256(_mm256_cvtps_epi32(r), ok);
+            // Lanes 0-3 then 4-7 in each half's low 64 bits: gather them.
+            let w = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(i, i));
+            _mm_storeu_si128(
+                out.as_mut_ptr().add(t) as *mut __m128i,
+                _mm256_castsi256_si128(w),
+            );
+        }
+        for t in n8..n {
+            out[t] = super::quantize_one16(v[t], inv, limit);
+        }
+        scale
+    }
+}
+
+/// [`super::scalar::swap_pairs`] 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX2.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn swap_pairs(q16: &mut [i16]) {
+    let n16 = q16.len() / 16 * 16;
+    // SAFETY: 32-byte loads and stores at t + 16 <= n16 <= q16.len() i16s.
+    unsafe {
+        let order = _mm256_setr_epi8(
+            0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12,
+            13, 10, 11, 14, 15,
+        );
+        for t in (0..n16).step_by(16) {
+            let p = q16.as_mut_ptr().add(t) as *mut __m256i;
+            _mm256_storeu_si256(p, _mm256_shuffle_epi8(_mm256_loadu_si256(p), order));
+        }
+    }
+    super::scalar::swap_pairs(&mut q16[n16..]);
+}
+
+/// [`super::quantize_slice`] 8 lanes at a time, bit for bit (see the AVX-512
+/// twin for why each step matches); the last `n % 8` values take the scalar
+/// steps themselves.
+///
+/// # Safety
+/// The CPU must have AVX2; `out.len() >= v.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n);
+    let n8 = n / 8 * 8;
+    // SAFETY: abs_max needs AVX2 (this function's contract); vector loads
+    // read [t, t + 8) with t + 8 <= n8 <= n; the 8-byte stores write
+    // out[t..t + 8], inside `out` as out.len() >= n.
+    unsafe {
+        let amax = abs_max(v);
         let (scale, inv) = super::scales(amax);
         let (iv, lo, hi) = (
             _mm256_set1_ps(inv),

@@ -68,6 +68,38 @@ pub(crate) const ROW_BLOCK_WIDE: usize = 8;
 /// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
 pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
+/// How a product quantises its activations. The weights and their packed
+/// layout are the same for both; the dot products are exact integers either
+/// way, so every level gives the same bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activations {
+    /// Per row (and group), `s_x = max|x| / 127`, values in [-127, 127]: the
+    /// int8 kernels' own inputs.
+    Int8,
+    /// W8A16: the same per-row scheme with values in `[-L, L]`,
+    /// `L = a16_limit(kp)` (16256 for any `k` up to 1040): activations 128x
+    /// finer than `Int8`, for a layer whose inputs carry outliers an int8
+    /// row scale would flatten (T5's FFN output projection). The sums stay
+    /// within an i32 (at most `kp * L * 127`). Each input `c` may first be
+    /// multiplied by a per-input scale `t_c` (the weights' columns divided
+    /// by it when they were quantised), so that columns of very different
+    /// sizes share one row scale without losing the small ones.
+    Int16,
+}
+
+/// The largest `L` of [`Activations::Int16`]: 127 * 128, so that every value
+/// splits exactly into `128 * hi + lo` with `hi` in [-127, 127] and `lo` in
+/// [-64, 63], the two int8 halves the NEON kernel feeds to `sdot`.
+pub const A16_MAX: i32 = 127 * 128;
+
+/// `L` for inputs padded to `kp`: at most [`A16_MAX`], and small enough that
+/// `kp` products of magnitude `L * 127` sum within an i32 (16256 up to
+/// k = 1040, 8256 at 2048, 1651 at 10240; never below 127 as
+/// `kp <= MAX_K`).
+pub fn a16_limit(kp: usize) -> i32 {
+    (i32::MAX as usize / (kp.max(1) * 127)).min(A16_MAX as usize) as i32
+}
+
 /// `k` rounded up to a multiple of [`K_BLOCK`].
 pub fn padded_k(k: usize) -> usize {
     k.div_ceil(K_BLOCK) * K_BLOCK
@@ -316,15 +348,147 @@ fn err_sq(xs: &[f32], qs: &[i8], s: f32, err2: &mut [f64; 4]) {
     *err2 = acc;
 }
 
-/// Quantised activations, their scales, and the AVX2 pair kernel's i16 copy.
-type Scratch = (Vec<i8>, Vec<f32>, Vec<i16>);
+/// [`Activations::Int16`]'s quantisation of `x[m, k]` at a chosen level, in
+/// order (`q16: [m, padded_k(k)]`, `s: [m, groups]`, every value
+/// overwritten): the same bits at every level. Panics if the CPU cannot run
+/// `isa`.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_activations16_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    in_scales: &[f32],
+    q16: &mut [i16],
+    s: &mut [f32],
+) {
+    crate::f32::check_isa(isa);
+    let mut row = Vec::new();
+    quantize_rows16(isa, x, m, k, group_size, in_scales, q16, s, false, &mut row)
+}
+
+/// [`Activations::Int16`]'s quantisation of `x[m, k]` into `q16: [m, kp]`
+/// (zero padded) and `s: [m, groups]`: each row first multiplied by
+/// `in_scales` (`[k]`; empty: by 1) in f32, then per row and group
+/// `s = max|x| / L`, `v = round(clamp(x * (L / max|x|), -L, L))`, NaN to 0.
+/// Each k-block's values are stored `(x0, x2, x1, x3)` when `pairs` (the
+/// order the AVX2 kernel broadcasts, as `widen_pairs` gives the int8 form),
+/// in order otherwise. The same bits at every level. `row` is room for one
+/// scaled row.
+#[allow(clippy::too_many_arguments)]
+fn quantize_rows16(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    group_size: usize,
+    in_scales: &[f32],
+    q16: &mut [i16],
+    s: &mut [f32],
+    pairs: bool,
+    row: &mut Vec<f32>,
+) {
+    let kp = padded_k(k);
+    let groups = group_count(k, group_size);
+    assert!(
+        in_scales.is_empty() || in_scales.len() == k,
+        "int8: in_scales shape"
+    );
+    assert_eq!(x.len(), m * k, "int8: x shape");
+    assert_eq!(q16.len(), m * kp, "int8: q16 shape");
+    assert_eq!(s.len(), m * groups, "int8: s shape");
+    let gs = if group_size == 0 {
+        k.max(1)
+    } else {
+        group_size
+    };
+    let limit = a16_limit(kp) as f32;
+    let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+    for i in 0..m {
+        let (mut xr, qr) = (&x[i * k..(i + 1) * k], &mut q16[i * kp..(i + 1) * kp]);
+        if !in_scales.is_empty() {
+            row.clear();
+            row.extend(xr.iter().zip(in_scales).map(|(&v, &t)| v * t));
+            xr = row;
+        }
+        qr[k..].fill(0);
+        for g in 0..groups {
+            let (a, b) = (g * gs, ((g + 1) * gs).min(k));
+            let (xs, qs) = (&xr[a..b], &mut qr[a..b]);
+            s[i * groups + g] = match x86 {
+                // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa
+                // ran); qs is as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                true => unsafe { avx2::quantize_slice16(xs, qs, limit) },
+                _ => quantize_slice16(xs, qs, limit),
+            };
+        }
+        if pairs {
+            // The group boundaries are k-block boundaries: the padding,
+            // written above, takes part in the last block's order.
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: x86 levels alone ask for pairs; they have AVX2.
+            unsafe {
+                avx2::swap_pairs(qr)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            scalar::swap_pairs(qr);
+        }
+    }
+}
+
+/// `(scale, 1 / scale)` of a 16-bit slice whose largest magnitude is `amax`.
+#[inline(always)]
+pub(crate) fn scales16(amax: f32, limit: f32) -> (f32, f32) {
+    let inv = if amax > 0.0 { limit / amax } else { 0.0 };
+    (amax / limit, inv)
+}
+
+/// One slice at 16 bits, in order: the model the AVX2 twin matches bit for
+/// bit (as `quantize_slice` is for int8).
+pub(crate) fn quantize_slice16(v: &[f32], out: &mut [i16], limit: f32) -> f32 {
+    let amax = v.iter().fold(0.0f32, |a, &x| abs_max(a, x));
+    let (scale, inv) = scales16(amax, limit);
+    for (o, &x) in out.iter_mut().zip(v) {
+        *o = quantize_one16(x, inv, limit);
+    }
+    scale
+}
+
+/// One value: `round(clamp(x * inv, -limit, limit))`, NaN to 0.
+#[inline(always)]
+pub(crate) fn quantize_one16(x: f32, inv: f32, limit: f32) -> i16 {
+    let y = (x * inv).clamp(-limit, limit);
+    // `as` saturates and maps NaN to 0; |y| <= A16_MAX < 2^22.
+    ((y + MAGIC) - MAGIC) as i16
+}
+
+/// Splits in-order 16-bit activations (`|v| <= A16_MAX`) into the int8
+/// halves `v = 128 * hi + lo`, `hi = (v + 64) >> 7` in [-127, 127] and
+/// `lo` in [-64, 63]: `hi` into `q[..len]`, `lo` into `q[len..]`.
+fn split_halves(q16: &[i16], q: &mut [i8]) {
+    let len = q16.len();
+    assert_eq!(q.len(), 2 * len, "int8: split halves shape");
+    let (hi, lo) = q.split_at_mut(len);
+    for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(q16) {
+        let v = v as i32;
+        let top = (v + 64) >> 7;
+        *h = top as i8;
+        *l = (v - (top << 7)) as i8;
+    }
+}
+
+/// Quantised activations, their scales, the AVX2 pair kernel's i16 copy (or
+/// the 16-bit activations), and one row scaled by a layer's input scales.
+type Scratch = (Vec<i8>, Vec<f32>, Vec<i16>, Vec<f32>);
 
 thread_local! {
     /// Activation buffers reused across calls on this thread, so a decode
     /// step allocates nothing. Taken out while in use (not borrowed): a call
     /// nested through rayon work stealing then finds them empty and grows its
     /// own instead of panicking.
-    static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
@@ -454,6 +618,38 @@ impl PackedInt8 {
         })
     }
 
+    /// [`Activations::Int16`]'s weights: `w[n, k]` with column `c` divided
+    /// by `t_c`, the power of two at or above the column's largest
+    /// magnitude (1 for an all-zero column), quantised as [`Self::quantize`]
+    /// does; returns them with `t`, the input scales [`linear_a16`] takes.
+    /// Every column then tops out in (1/2, 1], so a column far smaller than
+    /// its row's largest (the weights that read an outlier channel) keeps
+    /// its own resolution; the activations, at 16 bits, carry `x_c * t_c`
+    /// instead. Powers of two keep both rescalings exact.
+    pub fn quantize_a16(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        group_size: usize,
+    ) -> Result<(Self, Vec<f32>), String> {
+        check_dims(n, k, group_size)?;
+        if w.len() != n * k {
+            return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
+        }
+        let mut colmax = vec![0.0f32; k];
+        for row in w.chunks_exact(k) {
+            for (c, &v) in colmax.iter_mut().zip(row) {
+                *c = abs_max(*c, v);
+            }
+        }
+        let t: Vec<f32> = colmax.iter().map(|&c| pow2_at_least(c)).collect();
+        let scaled: Vec<f32> = w
+            .chunks_exact(k)
+            .flat_map(|row| row.iter().zip(&t).map(|(&v, &tc)| v / tc))
+            .collect();
+        Ok((Self::quantize(&scaled, n, k, group_size)?, t))
+    }
+
     /// A borrowed view, the form every kernel takes.
     pub fn view(&self) -> Int8View<'_> {
         Int8View {
@@ -465,6 +661,45 @@ impl PackedInt8 {
             row_sums: &self.row_sums,
             err_norms: &self.err_norms,
         }
+    }
+}
+
+/// The smallest power of two at or above `v`, kept a normal f32
+/// (2^-126..=2^127); 1 for 0 or a non-finite `v` (whose weights quantising
+/// refuses anyway).
+fn pow2_at_least(v: f32) -> f32 {
+    if !(v.is_finite() && v > 0.0) {
+        return 1.0;
+    }
+    let e = (v as f64).log2().ceil().clamp(-126.0, 127.0) as i32;
+    // log2 of an exact power may round either way: settle on the smallest
+    // power of two not below v.
+    let mut t = 2f32.powi(e);
+    if t / 2.0 >= v && e > -126 {
+        t /= 2.0;
+    }
+    if t < v && e < 127 {
+        t *= 2.0;
+    }
+    t
+}
+
+/// Refuses input scales a file cannot have come from
+/// [`PackedInt8::quantize_a16`] with: a length other than `k`, or a value
+/// that is not a positive normal power of two.
+pub fn check_input_scales(t: &[f32], k: usize) -> Result<(), String> {
+    if t.len() != k {
+        return Err(format!("{} input scales for k = {k}", t.len()));
+    }
+    match t
+        .iter()
+        .position(|&v| !(v.is_normal() && v > 0.0 && (v.to_bits() & 0x7f_ffff) == 0))
+    {
+        Some(c) => Err(format!(
+            "input scale {c} is {}, not a positive power of two",
+            t[c]
+        )),
+        None => Ok(()),
     }
 }
 
@@ -730,7 +965,44 @@ pub fn linear_add_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>
 }
 
 fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32], add: bool) {
-    run_many(isa, x, m, k, &[w], &mut [y], add)
+    run_many(isa, x, m, k, &[w], &mut [y], add, Activations::Int8, &[])
+}
+
+/// `y[m, n] = (x[m, k] ∘ in_scales) · wᵀ` with [`Activations::Int16`]
+/// (W8A16) at the active level: int8 weights, activations scaled per input
+/// (`in_scales: [k]`, or empty for none) and quantised to 16 bits.
+pub fn linear_a16(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8View<'_>,
+    in_scales: &[f32],
+    y: &mut [f32],
+) {
+    linear_a16_with(active(), x, m, k, w, in_scales, y)
+}
+
+/// [`linear_a16`] at a chosen level (the same bits at every level).
+pub fn linear_a16_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8View<'_>,
+    in_scales: &[f32],
+    y: &mut [f32],
+) {
+    run_many(
+        isa,
+        x,
+        m,
+        k,
+        &[w],
+        &mut [y],
+        false,
+        Activations::Int16,
+        in_scales,
+    )
 }
 
 /// `y_i = x · w_iᵀ` for several weights that read the same input (an
@@ -750,9 +1022,10 @@ pub fn linear_many_with(
     ws: &[&Int8View<'_>],
     ys: &mut [&mut [f32]],
 ) {
-    run_many(isa, x, m, k, ws, ys, false)
+    run_many(isa, x, m, k, ws, ys, false, Activations::Int8, &[])
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_many(
     isa: Isa,
     x: &[f32],
@@ -761,6 +1034,8 @@ fn run_many(
     ws: &[&Int8View<'_>],
     ys: &mut [&mut [f32]],
     add: bool,
+    acts: Activations,
+    in_scales: &[f32],
 ) {
     crate::f32::check_isa(isa);
     assert_eq!(
@@ -781,12 +1056,53 @@ fn run_many(
         return;
     }
     let (kp, groups) = (padded_k(k), group_count(k, gs));
-    let (mut xq, mut sx, mut x16) = SCRATCH.take();
-    if xq.len() < m * kp {
-        xq.resize(m * kp, 0);
+    let (mut xq, mut sx, mut x16, mut row) = SCRATCH.take();
+    if xq.len() < 2 * m * kp {
+        xq.resize(2 * m * kp, 0);
     }
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
+    }
+    if acts == Activations::Int16 {
+        if x16.len() < m * kp {
+            x16.resize(m * kp, 0);
+        }
+        let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+        let (q16, s) = (&mut x16[..m * kp], &mut sx[..m * groups]);
+        quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, x86, &mut row);
+        // NEON multiplies int8 halves with `sdot`; the x86 levels and the
+        // scalar twin read the i16s.
+        let q: &[i8] = if isa == Isa::Neon && neon::usable() {
+            let q = &mut xq[..2 * m * kp];
+            split_halves(q16, q);
+            q
+        } else {
+            &[]
+        };
+        let a = Acts {
+            q,
+            s,
+            q16,
+            m,
+            kp,
+            groups,
+            flipped: false,
+            wide: true,
+        };
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            let n = w.n;
+            let parallel = par::worth_parallel(m, k, n);
+            par::for_col_chunks(
+                y,
+                m,
+                n,
+                par::gemv_cols(n, TILE_N),
+                parallel,
+                |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
+            );
+        }
+        SCRATCH.set((xq, sx, x16, row));
+        return;
     }
     // The AVX2 kernel for two or more rows multiplies i16s (avx2.rs): widen
     // once here, not per tile. One row keeps the i8 form, which needs no
@@ -823,6 +1139,7 @@ fn run_many(
         kp,
         groups,
         flipped,
+        wide: false,
     };
     for (w, y) in ws.iter().zip(ys.iter_mut()) {
         let n = w.n;
@@ -836,7 +1153,7 @@ fn run_many(
             |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
         );
     }
-    SCRATCH.set((xq, sx, x16));
+    SCRATCH.set((xq, sx, x16, row));
 }
 
 /// Quantised activations, shaped for the kernels.
@@ -854,6 +1171,10 @@ pub(crate) struct Acts<'a> {
     /// `q` holds `x ^ 0x80` (`x + 128` as u8), the VNNI kernel's input; only
     /// that kernel takes it, every other takes plain `x`.
     pub flipped: bool,
+    /// [`Activations::Int16`]: `q16` holds the 16-bit values (`[m, kp]`, in
+    /// the pair order on x86 levels, in order otherwise) and `q`, on NEON
+    /// alone, their int8 halves (`[2, m, kp]`: `hi`, then `lo`); else empty.
+    pub wide: bool,
 }
 
 /// Computes outputs `[j0, j1)` for all rows into their block `out` of y
@@ -868,9 +1189,15 @@ fn chunk(
     add: bool,
 ) {
     // The kernels index with raw pointers; these are the facts they rely on.
-    assert!(a.q.len() == a.m * a.kp && a.s.len() == a.m * a.groups);
-    assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
+    assert!(a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
+    if a.wide {
+        assert!(a.q16.len() == a.m * a.kp && !a.flipped);
+        assert!(a.q.is_empty() || a.q.len() == 2 * a.m * a.kp);
+        return chunk16(isa, a, w, j0, j1, out, add);
+    }
+    assert!(a.q.len() == a.m * a.kp);
+    assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
     assert_eq!(
         a.flipped,
         isa == Isa::Avx512Vnni,
@@ -915,6 +1242,60 @@ fn chunk(
                 Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, &mut tmp) },
                 Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, &mut tmp),
                 _ => scalar::tile(a, w, t, i, r, &mut tmp),
+            }
+            for (rr, row) in tmp.iter().enumerate().take(r) {
+                let o = t * TILE_N - j0;
+                let dst = &mut out.row(i + rr)[o..o + valid];
+                if add {
+                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                } else {
+                    dst.copy_from_slice(&row[..valid]);
+                }
+            }
+            i += r;
+        }
+    }
+}
+
+/// [`chunk`] for [`Activations::Int16`] (its asserts hold): the AVX2 pair
+/// kernel at every x86 level (an AVX-512 CPU has AVX2; no AVX-512 body was
+/// written, as none could be measured), NEON's two `sdot`s, or the scalar
+/// twin.
+fn chunk16(
+    isa: Isa,
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    j0: usize,
+    j1: usize,
+    out: &mut ColBlock<'_>,
+    add: bool,
+) {
+    assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
+    let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+    #[cfg(target_arch = "x86_64")]
+    if x86 && a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
+        // SAFETY: check_isa verified the level, and every x86 level has
+        // AVX2; the bounds are chunk's asserts, row 0 of the block is
+        // 16 (t1 - t0) floats.
+        return unsafe { avx2::row_tiles16(a, w, j0 / TILE_N, j1 / TILE_N, out.row(0)) };
+    }
+    let neon = isa == Isa::Neon && !a.q.is_empty();
+    let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
+    for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
+        let valid = (j1 - t * TILE_N).min(TILE_N);
+        let mut i = 0;
+        while i < a.m {
+            let r = (a.m - i).min(ROW_BLOCK);
+            if x86 {
+                // SAFETY: as above; i + r <= m, 1 <= r <= 4.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    avx2::tile16(a, w, t, i, r, &mut tmp)
+                };
+            } else if neon {
+                neon::tile16(a, w, t, i, r, &mut tmp);
+            } else {
+                scalar::tile16(a, w, t, i, r, &mut tmp);
             }
             for (rr, row) in tmp.iter().enumerate().take(r) {
                 let o = t * TILE_N - j0;
