@@ -3,7 +3,10 @@
 //! For each checkpoint directory, prints the teacher-forced logit error and
 //! greedy agreement of several policies against f32 on the built-in prompts,
 //! as the Markdown tables of docs/QUANTIZATION.md, headed by the ISA level and
-//! CPU they were measured on.
+//! CPU they were measured on: once as the checkpoint is, once with the FFN
+//! outlier channels of trained T5 checkpoints planted in it
+//! (`synth::plant_ffn_outliers`, which leaves the f32 model's logits as
+//! they are).
 //!
 //! `cargo run --release --example quant_policy -- [DIR...]`
 //!
@@ -67,19 +70,48 @@ fn main() -> t5edge::Result<()> {
         }
         println!("{name}, ISA level {isa}, CPU {} ({features}):", cpu_model());
         println!();
-        table(dir)?;
+        table(dir, None)?;
+        for (compensate, how) in [
+            (
+                true,
+                format!("its wo column x2^-{OUTLIER_SHIFT}: the same f32 logits"),
+            ),
+            (false, "wo as it is: the channels dominate".to_string()),
+        ] {
+            println!();
+            println!(
+                "{name} with outlier channels (every {OUTLIER_EVERY}th FFN hidden channel x2^{OUTLIER_SHIFT}, {how}):"
+            );
+            println!();
+            table(dir, Some((OUTLIER_EVERY, OUTLIER_SHIFT, compensate)))?;
+        }
     }
     Ok(())
 }
 
-/// One Markdown table: every policy against the f32 model of `dir`.
-fn table(dir: &Path) -> t5edge::Result<()> {
-    let reference = T5Model::load(dir)?;
+/// The planted outliers: 8 of tiny's 1024 hidden channels, 64x the others.
+const OUTLIER_EVERY: usize = 128;
+const OUTLIER_SHIFT: i32 = 6;
+
+/// One Markdown table: every policy against the f32 model of `dir`, with
+/// outliers planted as `outliers` says.
+fn table(dir: &Path, outliers: Option<(usize, i32, bool)>) -> t5edge::Result<()> {
+    let mut reference = T5Model::load(dir)?;
+    if let Some((every, shift, compensate)) = outliers {
+        t5edge::synth::plant_ffn_outliers(&mut reference, every, shift, compensate)?;
+    }
     let prompts = builtin_prompts(reference.config.vocab_size);
     let policies = [
         ("all f16", FormatPolicy::all(F::F16)),
         ("all int8", FormatPolicy::all(F::Int8)),
-        ("int8, wo f16 (default)", FormatPolicy::for_dtype(F::Int8)),
+        ("int8, wo w8a16 (default)", FormatPolicy::for_dtype(F::Int8)),
+        (
+            "int8, wo f16 (the default before)",
+            FormatPolicy {
+                ffn_out: F::F16,
+                ..FormatPolicy::all(F::Int8)
+            },
+        ),
         (
             "int8, wo f32",
             FormatPolicy {
@@ -95,7 +127,7 @@ fn table(dir: &Path) -> t5edge::Result<()> {
             },
         ),
         (
-            "int8 g64, wo f16",
+            "int8 g64, wo w8a16",
             FormatPolicy {
                 group_size: 64,
                 ..FormatPolicy::for_dtype(F::Int8)

@@ -194,6 +194,68 @@ pub struct SynthOptions {
     pub dtype: Option<WeightFormat>,
 }
 
+/// Gives a loaded f32 model's FFN hidden layers the outlier channels trained
+/// T5 checkpoints have (their `wo` inputs reach magnitudes far above the
+/// rest, the reason HF keeps `wo` in fp32 and int8 activations lose
+/// accuracy there): every `every`-th hidden channel of each FFN is
+/// multiplied by `2^shift` before `wo`. A ReLU block scales the channel's
+/// `wi` row (ReLU commutes with a positive factor), a gated one its linear
+/// half `wi_1`. With `compensate`, the channel's `wo` column is multiplied
+/// by `2^-shift`, and as powers of two are exact the f32 logits keep their
+/// bits (outliers read by small weights); without, the channels' share of
+/// each output grows with them (outliers that dominate). For measuring
+/// quantization policies on random weights, which have no outliers of their
+/// own (docs/QUANTIZATION.md).
+pub fn plant_ffn_outliers(
+    model: &mut crate::model::T5Model,
+    every: usize,
+    shift: i32,
+    compensate: bool,
+) -> Result<()> {
+    use crate::model::{ffn::FeedForward, Linear};
+    use t5edge_kernels::ops::Activation;
+    let (up, down) = (
+        2f32.powi(shift),
+        if compensate { 2f32.powi(-shift) } else { 1.0 },
+    );
+    let plant = |f: &mut FeedForward| -> Result<()> {
+        let scaled = match f.wi_up.as_mut() {
+            Some(linear_half) => linear_half,
+            None if f.act == Activation::Relu => &mut f.wi,
+            None => {
+                return Err(Error::Request(format!(
+                    "plant_ffn_outliers: an ungated {:?} FFN does not commute with a scale",
+                    f.act
+                )))
+            }
+        };
+        if scaled.format() != WeightFormat::F32 || f.wo.format() != WeightFormat::F32 {
+            return Err(Error::Request(
+                "plant_ffn_outliers: needs f32 weights".into(),
+            ));
+        }
+        let (d_ff, d) = (scaled.n, scaled.k);
+        let mut wi = scaled.to_f32().into_owned();
+        let mut wo = f.wo.to_f32().into_owned();
+        for c in (0..d_ff).step_by(every.max(1)) {
+            wi[c * d..(c + 1) * d].iter_mut().for_each(|v| *v *= up);
+            for r in 0..f.wo.n {
+                wo[r * d_ff + c] *= down;
+            }
+        }
+        *scaled = Linear::f32(d_ff, d, wi.into());
+        f.wo = Linear::f32(f.wo.n, d_ff, wo.into());
+        Ok(())
+    };
+    for b in &mut model.encoder.blocks {
+        plant(&mut b.ffn)?;
+    }
+    for b in model.decoder.iter_mut().flat_map(|d| &mut d.blocks) {
+        plant(&mut b.ffn)?;
+    }
+    Ok(())
+}
+
 /// How one tensor's values are drawn.
 #[derive(Clone, Copy)]
 enum Init {

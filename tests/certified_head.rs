@@ -121,7 +121,7 @@ fn logits_at(isa: Isa, head: &Linear, h: &[f32]) -> Vec<f32> {
         LinearWeight::Bf16(w) => {
             kernels::bf16::linear_invariant_with(isa, h, 1, k, w.as_slice(), n, &mut y)
         }
-        LinearWeight::Int8(_) => unreachable!("float heads only"),
+        LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => unreachable!("float heads only"),
     }
     y
 }

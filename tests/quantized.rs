@@ -110,8 +110,13 @@ fn int8_file_is_small_and_self_describing() {
     let f = t5edge::weights::TensorFile::open(&out.join("q/model.safetensors"), true).unwrap();
     let info = t5edge::weights::quantized::info(&f).unwrap().unwrap();
     assert_eq!(
-        (info.version, info.dtype.as_str(), info.group_size),
-        (1, "int8", 0)
+        (
+            info.version,
+            info.dtype.as_str(),
+            info.group_size,
+            info.ffn_out_a16
+        ),
+        (2, "int8", 0, true)
     );
     assert_eq!(info.source_sha256.len(), 64);
     assert!(info.tool_version.starts_with("t5edge "));
@@ -196,9 +201,40 @@ fn corrupt(
 #[test]
 fn bad_quantized_files_are_refused_clearly() {
     let e = corrupt("qver", |_, m| {
-        m.insert("t5edge.format_version".into(), "2".into());
+        m.insert("t5edge.format_version".into(), "3".into());
     });
-    assert!(e.contains("version 2") && e.contains("version 1"), "{e}");
+    assert!(
+        e.contains("version 3") && e.contains("versions 1 and 2"),
+        "{e}"
+    );
+    let e = corrupt("qffnkey", |_, m| {
+        m.insert("t5edge.ffn_out".into(), "w4a4".into());
+    });
+    assert!(e.contains("t5edge.ffn_out") && e.contains("w4a4"), "{e}");
+    let e = corrupt("qinmiss", |t, _| {
+        t.retain(|t| {
+            !t.name
+                .ends_with("block.0.layer.1.DenseReluDense.wo.weight.in_scales")
+        })
+    });
+    assert!(
+        e.contains("DenseReluDense.wo.weight.in_scales") && e.contains("missing"),
+        "{e}"
+    );
+    let e = corrupt("qinval", |t, _| {
+        let s = t
+            .iter_mut()
+            .find(|t| {
+                t.name
+                    .ends_with("block.1.layer.1.DenseReluDense.wo.weight.in_scales")
+            })
+            .unwrap();
+        s.data[8..12].copy_from_slice(&3.0f32.to_le_bytes());
+    });
+    assert!(
+        e.contains("DenseReluDense.wo.weight.in_scales") && e.contains("input scale 2 is 3"),
+        "{e}"
+    );
     let e = corrupt("qscales", |t, _| {
         t.retain(|t| !t.name.ends_with("layer.0.SelfAttention.q.weight.scales"))
     });
@@ -276,9 +312,9 @@ fn certified_greedy_needs_full_precision_and_matches_f32() {
         .contains("full-precision"));
 }
 
-/// `--int8-ffn-out` puts every FFN output projection in int8 (the default
-/// keeps them f16), through `quantize` and through conversion at load alike,
-/// and is refused where it cannot apply.
+/// `--int8-ffn-out` puts every FFN output projection in int8 with int8
+/// activations (the default gives them 16-bit ones), through `quantize` and
+/// through conversion at load alike, and is refused where it cannot apply.
 #[test]
 fn int8_ffn_out_quantizes_wo_too() {
     let out = TempDir::new("qffnout");
@@ -323,14 +359,41 @@ fn int8_ffn_out_quantizes_wo_too() {
         "{:?}",
         wo(&q)
     );
-    // The default keeps them f16.
+    // The default runs the same int8 weights with 16-bit activations, from
+    // the file as from conversion at load, and nothing else gets them.
     let plain = quantized_dir(WeightFormat::Int8, 0, "qffnplain");
     let p = T5Model::load(&plain.join("q")).unwrap();
     assert!(
-        wo(&p).iter().all(|&f| f == WeightFormat::F16),
+        wo(&p).iter().all(|&f| f == WeightFormat::Int8A16),
         "{:?}",
         wo(&p)
     );
+    let blocks = p.encoder.blocks.iter().map(|b| (&b.attn.q, &b.ffn.wi));
+    assert!(blocks
+        .clone()
+        .all(|(a, b)| a.format() == WeightFormat::Int8 && b.format() == WeightFormat::Int8));
+    let mut conv16 = T5Model::load(base_checkpoint()).unwrap();
+    conv16
+        .convert(FormatPolicy::for_dtype(WeightFormat::Int8))
+        .unwrap();
+    conv16.embed = p.embed.clone();
+    assert_eq!(logits(&p), logits(&conv16));
+    // A file of format version 1 (before `t5edge.ffn_out`) with int8 `wo`
+    // matrices was written by `--int8-ffn-out`: they keep int8 activations.
+    let v1 = TempDir::new("qffnv1");
+    for f in std::fs::read_dir(&dir).unwrap() {
+        let f = f.unwrap().path();
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        std::fs::copy(&f, v1.join(&name)).unwrap();
+    }
+    let (t, mut meta) = tensors_of(&std::fs::read(dir.join("model.safetensors")).unwrap());
+    assert_eq!(meta.get("t5edge.ffn_out").map(String::as_str), Some("int8"));
+    meta.insert("t5edge.format_version".into(), "1".into());
+    meta.remove("t5edge.ffn_out");
+    std::fs::write(v1.join("model.safetensors"), serialize(&t, &meta)).unwrap();
+    let old = T5Model::load(&v1.join("")).unwrap();
+    assert!(wo(&old).iter().all(|&f| f == WeightFormat::Int8));
+    assert_eq!(logits(&old), logits(&q));
     // The file computes what the same policy computes in memory.
     let mut conv = T5Model::load(base_checkpoint()).unwrap();
     let mut policy = FormatPolicy::for_dtype(WeightFormat::Int8);
@@ -414,4 +477,39 @@ fn int8_ffn_out_quantizes_wo_too() {
         &[],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Trained T5 checkpoints' FFN outlier channels, planted in the synthetic
+/// checkpoint with compensating `wo` columns, so that the f32 logits keep
+/// their bits: the default policy's W8A16 `wo` divides its columns by powers
+/// of two at or above their largest weight, which undoes the planting
+/// exactly, and computes bit for bit what it computes without them; int8
+/// activations (`--int8-ffn-out`) lose accuracy to the outliers.
+#[test]
+fn default_ffn_out_is_indifferent_to_outlier_channels() {
+    let base = T5Model::load(base_checkpoint()).unwrap();
+    let mut planted = base.clone();
+    t5edge::synth::plant_ffn_outliers(&mut planted, 16, 6, true).unwrap();
+    let reference = logits(&base);
+    assert_eq!(logits(&planted), reference);
+    let conv = |m: &T5Model, p: FormatPolicy| {
+        let mut m = m.clone();
+        m.convert(p).unwrap();
+        logits(&m)
+    };
+    let default = FormatPolicy::for_dtype(WeightFormat::Int8);
+    assert_eq!(default.ffn_out, WeightFormat::Int8A16);
+    let (d_base, d_planted) = (conv(&base, default), conv(&planted, default));
+    assert_eq!(d_planted, d_base);
+    assert!(rel_err(&d_base, &reference) <= INT8_LOGIT_REL);
+    let a8 = FormatPolicy {
+        ffn_out: WeightFormat::Int8,
+        ..default
+    };
+    let (e_base, e_planted) = (
+        rel_err(&conv(&base, a8), &reference),
+        rel_err(&conv(&planted, a8), &reference),
+    );
+    eprintln!("int8 activations: {e_base:e} -> {e_planted:e} with outliers");
+    assert!(e_planted > 3.0 * e_base, "{e_base:e} -> {e_planted:e}");
 }

@@ -128,7 +128,9 @@ impl CertifiedHead {
                     buf.extend(w.as_slice()[r].iter().map(|v| v.to_f32()));
                     &buf
                 }
-                LinearWeight::Int8(_) => return Err("an int8 head has its own screen".into()),
+                LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => {
+                    return Err("an int8 head has its own screen".into())
+                }
             };
             // 64 rows a task: a serial pass was a fifth of the build.
             let parallel = j1 - j0 > 64;
@@ -331,6 +333,11 @@ impl CertifiedHead {
                 LinearWeight::F16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
                 LinearWeight::Bf16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
                 LinearWeight::Int8(w) => dot(w.view().dequantize_row(j).into_iter(), h),
+                LinearWeight::Int8A16(w) => {
+                    let mut row = vec![0.0; k];
+                    w.dequantize_row_into(j, &mut row);
+                    dot(row.into_iter(), h)
+                }
             };
             if best.is_none_or(|(_, b)| exact > b) {
                 best = Some((j, exact));
@@ -417,7 +424,7 @@ impl CertifiedHead {
                     kbf16::linear_invariant_with(isa, h, 1, k, &w.as_slice()[r], 1, &mut y)
                 }
                 // `for_greedy` refuses an int8 head.
-                LinearWeight::Int8(_) => return None,
+                LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => return None,
             }
             // Ascending ids: a strict `>` keeps the lowest on ties, as
             // `ops::argmax` does over the logits.

@@ -22,8 +22,9 @@ impl FormatPolicy {
     /// What `--dtype NAME` means.
     pub fn for_dtype(f: WeightFormat) -> FormatPolicy {
         let ffn_out = match f {
-            // int8 `wo` measurably hurts (docs/QUANTIZATION.md); f16 keeps it.
-            WeightFormat::Int8 => WeightFormat::F16,
+            // `wo`'s inputs carry outliers an int8 row scale flattens
+            // (docs/QUANTIZATION.md): int8 weights, 16-bit activations.
+            WeightFormat::Int8 => WeightFormat::Int8A16,
             other => other,
         };
         FormatPolicy {
@@ -48,7 +49,7 @@ impl FormatPolicy {
 fn layer_bytes(l: &Linear, f: WeightFormat) -> u64 {
     let w = (l.n * l.k) as u64;
     match f {
-        WeightFormat::Int8 => w + 12 * l.n as u64,
+        WeightFormat::Int8 | WeightFormat::Int8A16 => w + 12 * l.n as u64,
         other => w * other.bytes_per_weight() as u64,
     }
 }

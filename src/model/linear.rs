@@ -1,6 +1,6 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
-use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data};
+use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data, W8A16Data};
 use std::borrow::Cow;
 use std::sync::Arc;
 use t5edge_kernels as k;
@@ -17,6 +17,10 @@ pub enum LinearWeight {
     Bf16(Bf16Data),
     /// Symmetric int8 in the kernels' packed layout, dynamic int8 activations.
     Int8(Int8Data),
+    /// The same int8 weights with dynamic 16-bit activations (W8A16,
+    /// `kernels::int8::Activations::Int16`): what `--dtype int8` gives the
+    /// FFN output projection, whose inputs carry outliers.
+    Int8A16(W8A16Data),
 }
 
 /// A weight format name, as `--dtype` and the quantized file header spell it.
@@ -26,6 +30,10 @@ pub enum WeightFormat {
     F16,
     Bf16,
     Int8,
+    /// int8 weights, 16-bit activations: a layer format of the int8 policy
+    /// (its FFN output projection), not a `--dtype`, so `parse` does not
+    /// take it.
+    Int8A16,
 }
 
 impl WeightFormat {
@@ -44,7 +52,7 @@ impl WeightFormat {
         match self {
             WeightFormat::F32 => 4,
             WeightFormat::F16 | WeightFormat::Bf16 => 2,
-            WeightFormat::Int8 => 1,
+            WeightFormat::Int8 | WeightFormat::Int8A16 => 1,
         }
     }
 
@@ -54,6 +62,7 @@ impl WeightFormat {
             WeightFormat::F16 => "f16",
             WeightFormat::Bf16 => "bf16",
             WeightFormat::Int8 => "int8",
+            WeightFormat::Int8A16 => "w8a16",
         }
     }
 }
@@ -93,6 +102,7 @@ impl Linear {
             LinearWeight::F16(_) => WeightFormat::F16,
             LinearWeight::Bf16(_) => WeightFormat::Bf16,
             LinearWeight::Int8(_) => WeightFormat::Int8,
+            LinearWeight::Int8A16(_) => WeightFormat::Int8A16,
         }
     }
 
@@ -120,6 +130,13 @@ impl Linear {
             WeightFormat::Int8 => LinearWeight::Int8(Int8Data::Owned(Arc::new(
                 PackedInt8::quantize(&w, self.n, self.k, group_size)?,
             ))),
+            WeightFormat::Int8A16 => {
+                let (p, t) = PackedInt8::quantize_a16(&w, self.n, self.k, group_size)?;
+                LinearWeight::Int8A16(W8A16Data {
+                    w: Int8Data::Owned(Arc::new(p)),
+                    in_scales: t.into(),
+                })
+            }
         };
         Ok(Linear {
             n: self.n,
@@ -134,8 +151,9 @@ impl Linear {
             LinearWeight::F32(w) => w.is_mapped(),
             LinearWeight::F16(w) => w.is_mapped(),
             LinearWeight::Bf16(w) => w.is_mapped(),
-            LinearWeight::Int8(Int8Data::Mapped(_)) => true,
-            LinearWeight::Int8(Int8Data::Owned(_)) => false,
+            LinearWeight::Int8(w) | LinearWeight::Int8A16(W8A16Data { w, .. }) => {
+                matches!(w, Int8Data::Mapped(_))
+            }
         }
     }
 
@@ -151,6 +169,13 @@ impl Linear {
             LinearWeight::Int8(w) => {
                 let v = w.view();
                 (0..self.n).flat_map(|j| v.dequantize_row(j)).collect()
+            }
+            LinearWeight::Int8A16(w) => {
+                let mut out = vec![0.0; self.n * self.k];
+                for (j, row) in out.chunks_exact_mut(self.k).enumerate() {
+                    w.dequantize_row_into(j, row);
+                }
+                out.into()
             }
         }
     }
@@ -180,6 +205,10 @@ impl Linear {
             // Per-row activation scales and exact integer dot products: a
             // row's bits never depend on the others (kernels/src/int8).
             LinearWeight::Int8(w) => k::int8::linear(x, m, self.k, &w.view(), y),
+            LinearWeight::Int8A16(w) => {
+                let t = w.in_scales.as_slice();
+                k::int8::linear_a16(x, m, self.k, &w.w.view(), t, y)
+            }
         }
     }
 

@@ -26,12 +26,14 @@ impl Loader<'_> {
     /// each a view of the mapped bytes (a copy only where they are misaligned).
     fn linear(&self, name: &str, n: usize, k: usize) -> Result<Linear> {
         if let Some(q) = &self.quantized {
-            if let Some(w) = quantized::int8(self.store, name, n, k, q.group_size)? {
-                return Ok(Linear {
-                    n,
-                    k,
-                    weight: LinearWeight::Int8(w),
-                });
+            if q.ffn_out_a16 && quantized::is_ffn_out(name) {
+                if let Some(w) = quantized::w8a16(self.store, name, n, k, q.group_size)? {
+                    let weight = LinearWeight::Int8A16(w);
+                    return Ok(Linear { n, k, weight });
+                }
+            } else if let Some(w) = quantized::int8(self.store, name, n, k, q.group_size)? {
+                let weight = LinearWeight::Int8(w);
+                return Ok(Linear { n, k, weight });
             }
         }
         let wname = format!("{name}.weight");

@@ -171,6 +171,7 @@ impl T5Model {
                     .zip(&w.as_slice()[r])
                     .for_each(|(o, v)| *o = v.to_f32()),
                 LinearWeight::Int8(w) => w.view().dequantize_row_into(id as usize, row),
+                LinearWeight::Int8A16(w) => w.dequantize_row_into(id as usize, row),
             }
         }
     }

@@ -119,6 +119,9 @@ impl ScreenedHead {
                     .as_ref()?;
                 screen::argmax(&view, s, h, banned, scratch.screen())
             }
+            // Never a head (the int8 policy gives it to `wo` alone), and no
+            // screen bounds its 16-bit activations: the logits decide.
+            LinearWeight::Int8A16(_) => return None,
             LinearWeight::F32(_) | LinearWeight::F16(_) | LinearWeight::Bf16(_) => {
                 let c = self
                     .float_head
@@ -240,7 +243,7 @@ impl ScreenedHead {
         // A float head screens unless told not to: its screen reads 4 bits
         // a weight where the head reads 16 or 32, on every CPU.
         let unset = match linear.weight {
-            LinearWeight::Int8(_) => Mode::Off,
+            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => Mode::Off,
             _ => Mode::On,
         };
         let mode = match self.mode {

@@ -71,7 +71,7 @@ fn format_for(
         shape.len() == 2 && name.ends_with(".weight") && !name.contains("relative_attention_bias");
     Some(if !linear {
         WeightFormat::F32
-    } else if name.contains("DenseReluDense.wo.") {
+    } else if is_ffn_out(name) {
         p.ffn_out
     } else if name == "lm_head.weight" || name == "shared.weight" || dup_embed {
         p.lm_head
@@ -104,10 +104,15 @@ fn source_hash(store: &WeightStore) -> String {
 enum Part {
     Plain,
     Half,
-    Int8Data,
+    /// An int8 matrix's data; `a16`: of `w` with its columns divided by the
+    /// input scales (`PackedInt8::quantize_a16`), which follow as a fifth part.
+    Int8Data {
+        a16: bool,
+    },
     Int8Scales,
     Int8RowSums,
     Int8ErrNorms,
+    Int8InScales,
 }
 
 /// Which source tensor and part each output tensor is, with its header entry.
@@ -156,7 +161,9 @@ fn plan(store: &WeightStore, cfg: &T5Config, opts: &QuantizeOptions) -> Plan {
                 Part::Plain,
             ),
             WeightFormat::F16 | WeightFormat::Bf16 => halves.push((name.to_string(), shape, count)),
-            WeightFormat::Int8 => {
+            // The same four parts: 16-bit activations are the header's word.
+            WeightFormat::Int8 | WeightFormat::Int8A16 => {
+                let a16 = fmt == WeightFormat::Int8A16;
                 let (n, k) = (shape[0], shape[1]);
                 let (np, g) = (padded_n(n), group_count(k, opts.group_size));
                 let base = name.trim_end_matches(".weight");
@@ -167,7 +174,7 @@ fn plan(store: &WeightStore, cfg: &T5Config, opts: &QuantizeOptions) -> Plan {
                     DType::I8,
                     vec![data],
                     data,
-                    Part::Int8Data,
+                    Part::Int8Data { a16 },
                 );
                 push(
                     &mut p,
@@ -193,6 +200,16 @@ fn plan(store: &WeightStore, cfg: &T5Config, opts: &QuantizeOptions) -> Plan {
                     n * 4,
                     Part::Int8ErrNorms,
                 );
+                if a16 {
+                    push(
+                        &mut p,
+                        format!("{base}{IN_SCALES_SUFFIX}"),
+                        DType::F32,
+                        vec![k],
+                        k * 4,
+                        Part::Int8InScales,
+                    );
+                }
             }
         }
     }
@@ -261,9 +278,13 @@ pub fn quantize(
     meta.insert(DTYPE_KEY.to_string(), opts.dtype.name().to_string());
     meta.insert(GROUP_KEY.to_string(), opts.group_size.to_string());
     meta.insert(
+        FFN_OUT_KEY.to_string(),
+        opts.policy.ffn_out.name().to_string(),
+    );
+    meta.insert(
         SCHEME_KEY.to_string(),
         format!(
-            "body {}, ffn wo {}, lm head {}; int8 = symmetric per output row{}, packed 16x4 tiles, dynamic per-token int8 activations",
+            "body {}, ffn wo {}, lm head {}; int8 = symmetric per output row{}, packed 16x4 tiles, dynamic per-token int8 activations (w8a16: 16-bit)",
             opts.policy.body.name(),
             opts.policy.ffn_out.name(),
             opts.policy.lm_head.name(),
@@ -284,15 +305,16 @@ pub fn quantize(
         v
     };
     let total = sources.len();
-    // The int8 matrix of the source tensor being written: its data and its
-    // three f32/i32 parts are consecutive output tensors.
-    let mut packed: Option<(String, PackedInt8)> = None;
+    // The int8 matrix of the source tensor being written (and its input
+    // scales, for W8A16): its data and its three or four f32/i32 parts are
+    // consecutive output tensors.
+    let mut packed: Option<(String, PackedInt8, Vec<f32>)> = None;
     let mut done = 0;
     let write_model = |path: &Path| {
         writer::write_streaming(path, false, &plan.tensors, &meta, |i, w| {
             let (name, part) = (&plan.parts[i].0, plan.parts[i].1);
             let io = |e| Error::io(path, e);
-            if matches!(part, Part::Plain | Part::Half | Part::Int8Data) {
+            if matches!(part, Part::Plain | Part::Half | Part::Int8Data { .. }) {
                 progress(done.min(total.saturating_sub(1)), total, name);
                 done += 1;
             }
@@ -308,24 +330,27 @@ pub fn quantize(
                     };
                     w.write_all(&bytes).map_err(io)?;
                 }
-                Part::Int8Data => {
+                Part::Int8Data { a16 } => {
                     let v = source_values(&store, name)?;
                     let (n, k) = match store.get(name) {
                         Some((_, info)) => (info.shape[0], info.shape[1]),
                         None => return Err(Error::Other(format!("quantize: {name:?} vanished"))),
                     };
-                    let p = PackedInt8::quantize(&v, n, k, opts.group_size).map_err(|e| {
-                        Error::Format {
-                            path: store.path(),
-                            msg: format!("tensor {name:?}: {e}"),
-                        }
+                    let (p, t) = if a16 {
+                        PackedInt8::quantize_a16(&v, n, k, opts.group_size)
+                    } else {
+                        PackedInt8::quantize(&v, n, k, opts.group_size).map(|p| (p, Vec::new()))
+                    }
+                    .map_err(|e| Error::Format {
+                        path: store.path(),
+                        msg: format!("tensor {name:?}: {e}"),
                     })?;
                     w.write_all(p.view().data_bytes()).map_err(io)?;
-                    packed = Some((name.clone(), p));
+                    packed = Some((name.clone(), p, t));
                 }
-                Part::Int8Scales | Part::Int8RowSums | Part::Int8ErrNorms => {
-                    let p = match &packed {
-                        Some((n, p)) if n == name => p.view(),
+                Part::Int8Scales | Part::Int8RowSums | Part::Int8ErrNorms | Part::Int8InScales => {
+                    let (p, t) = match &packed {
+                        Some((n, p, t)) if n == name => (p.view(), t),
                         _ => {
                             return Err(Error::Other(format!(
                                 "quantize: {name:?} parts out of order"
@@ -339,10 +364,15 @@ pub fn quantize(
                         Part::Int8RowSums => {
                             p.row_sums().iter().flat_map(|x| x.to_le_bytes()).collect()
                         }
-                        _ => p.err_norms().iter().flat_map(|x| x.to_le_bytes()).collect(),
+                        Part::Int8ErrNorms => {
+                            p.err_norms().iter().flat_map(|x| x.to_le_bytes()).collect()
+                        }
+                        _ => t.iter().flat_map(|x| x.to_le_bytes()).collect(),
                     };
                     w.write_all(&bytes).map_err(io)?;
-                    if part == Part::Int8ErrNorms {
+                    // The last part of the matrix: err_norms, or the input
+                    // scales after them.
+                    if part == Part::Int8InScales || (part == Part::Int8ErrNorms && t.is_empty()) {
                         packed = None;
                     }
                 }

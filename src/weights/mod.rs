@@ -9,4 +9,4 @@ pub mod writer;
 
 pub use file::{Backing, DType, TensorFile, TensorInfo};
 pub use store::{LoadOptions, WeightStore};
-pub use tensor::{Bf16Data, F16Data, F32Data, Half16, HalfData, Int8Data, MappedInt8};
+pub use tensor::{Bf16Data, F16Data, F32Data, Half16, HalfData, Int8Data, MappedInt8, W8A16Data};

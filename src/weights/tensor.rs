@@ -204,6 +204,28 @@ impl MappedInt8 {
     }
 }
 
+/// W8A16 weights (`kernels::int8::Activations::Int16`): the int8 matrix of
+/// `w` with each column divided by its input scale, and those scales
+/// (`PackedInt8::quantize_a16`); the product multiplies the activations by
+/// them instead.
+#[derive(Clone)]
+pub struct W8A16Data {
+    pub w: Int8Data,
+    /// `[k]` powers of two.
+    pub in_scales: F32Data,
+}
+
+impl W8A16Data {
+    /// Row `j` of the original weights as the product sees them: the int8
+    /// row dequantized, times the input scales.
+    pub fn dequantize_row_into(&self, j: usize, out: &mut [f32]) {
+        self.w.view().dequantize_row_into(j, out);
+        for (o, &t) in out.iter_mut().zip(self.in_scales.as_slice()) {
+            *o *= t;
+        }
+    }
+}
+
 impl Int8Data {
     pub fn view(&self) -> Int8View<'_> {
         match self {
