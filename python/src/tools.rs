@@ -9,7 +9,8 @@ use t5edge::quantize::QuantizeOptions;
 /// Quantizes the checkpoint `model` into the directory `out` (the library's
 /// `quantize`, as `t5edge quantize`): dtype "int8" or "f16"; `group_size`
 /// (int8: 0 for one scale per row, else a multiple of 4); `int8_ffn_out`
-/// puts the FFN output projections in int8 too. The directory is written
+/// gives the FFN output projections int8 activations too, instead of
+/// 16-bit ones. The directory is written
 /// under a temporary name and renamed into place when complete; an existing
 /// `out` is refused (`t5edge.ExistsError`) unless `force=True`. Returns a dict
 /// with `out`, `source_bytes`, `out_bytes` and `tensors`.

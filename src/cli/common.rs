@@ -39,9 +39,9 @@ pub struct WeightArgs {
     /// straight from the mapped file; a quantized directory in its own).
     #[arg(long, value_parser = parse_dtype)]
     pub dtype: Option<WeightFormat>,
-    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
-    /// of f16 (faster prefill; less accurate where wo's inputs carry
-    /// outliers, docs/QUANTIZATION.md).
+    /// With --dtype int8: the FFN output projections (wo) with int8
+    /// activations too, instead of 16-bit ones (the whole model in int8;
+    /// less accurate where wo's inputs carry outliers, docs/QUANTIZATION.md).
     #[arg(long)]
     pub int8_ffn_out: bool,
 }

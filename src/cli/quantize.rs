@@ -20,10 +20,10 @@ pub struct Args {
     /// The output directory (model.safetensors, config.json and the tokenizer files).
     #[arg(long)]
     out: PathBuf,
-    /// With --dtype int8: the FFN output projections (wo) in int8 too, instead
-    /// of f16. Faster prefill, the whole model in int8 as ONNX Runtime and
-    /// CTranslate2 have it; less accurate where wo's inputs carry outliers
-    /// (docs/QUANTIZATION.md).
+    /// With --dtype int8: the FFN output projections (wo) with int8
+    /// activations too, instead of 16-bit ones: the whole model in int8 as
+    /// ONNX Runtime and CTranslate2 have it (the fastest on VNNI CPUs); less
+    /// accurate where wo's inputs carry outliers (docs/QUANTIZATION.md).
     #[arg(long)]
     int8_ffn_out: bool,
     /// Replace an existing OUT.

@@ -27,8 +27,8 @@ pub struct LoadSpec {
     /// becomes the certified int8 head, whose every greedy pick is proven
     /// equal to the full-precision argmax (docs/EXACT.md).
     pub exact: bool,
-    /// With `dtype` int8: the FFN output projections in int8 too, instead of
-    /// f16 (docs/QUANTIZATION.md).
+    /// With `dtype` int8: the FFN output projections with int8 activations
+    /// too, instead of 16-bit ones (docs/QUANTIZATION.md).
     pub int8_ffn_out: bool,
     /// How the files are opened (mapped or read).
     pub files: LoadOptions,
