@@ -96,8 +96,10 @@ class T5:
     t5edge.quantize, or a hub id (org/name) in the local Hugging Face cache.
     Without model or preset: a synthetic t5-efficient-tiny-nl2 with random
     weights (gibberish text), written to the cache once.
-    dtype: "f32", "f16" or "int8" (default: as stored). exact=True (with
-    dtype "int8"): certified greedy picks equal to full precision.
+    dtype: "f32", "f16" or "int8" (default: as stored; int8 gives the FFN
+    output projections 16-bit activations). exact=True (with dtype "int8"):
+    certified greedy picks equal to full precision. int8_ffn_out=True (with
+    dtype "int8"): int8 activations there too, the whole model in int8.
     threads=N: a pool of N threads for this model (1: each call on its
     caller's thread alone); None: the process-wide pool.
     """
