@@ -1057,8 +1057,11 @@ fn run_many(
     }
     let (kp, groups) = (padded_k(k), group_count(k, gs));
     let (mut xq, mut sx, mut x16, mut row) = SCRATCH.take();
-    if xq.len() < 2 * m * kp {
-        xq.resize(2 * m * kp, 0);
+    // NEON's 16-bit activations take two int8 halves; every other use one.
+    let halves = acts == Activations::Int16 && isa == Isa::Neon && neon::usable();
+    let q_len = if halves { 2 * m * kp } else { m * kp };
+    if xq.len() < q_len {
+        xq.resize(q_len, 0);
     }
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
@@ -1072,7 +1075,7 @@ fn run_many(
         quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, x86, &mut row);
         // NEON multiplies int8 halves with `sdot`; the x86 levels and the
         // scalar twin read the i16s.
-        let q: &[i8] = if isa == Isa::Neon && neon::usable() {
+        let q: &[i8] = if halves {
             let q = &mut xq[..2 * m * kp];
             split_halves(q16, q);
             q
