@@ -152,14 +152,14 @@ proptest! {
         let gsz = if gs == 0 { k } else { gs };
         let limit = int8::a16_limit(v.padded_k()) as f64;
         let r = t5edge_kernels::reference::linear(&x, m, k, &w, n);
-        let run16 = |isa: Isa| {
+        let product = |isa: Isa| {
             let mut y = vec![f32::NAN; m * n];
             int8::linear_a16_with(isa, &x0, m, k, &v, &t, &mut y);
             y
         };
-        let scalar = run16(Isa::Scalar);
+        let scalar = product(Isa::Scalar);
         for isa in isas() {
-            let y = run16(isa);
+            let y = product(isa);
             for t in 0..m * n {
                 prop_assert_eq!(y[t].to_bits(), scalar[t].to_bits(),
                     "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);

@@ -240,6 +240,41 @@ unsafe fn abs_max(v: &[f32]) -> f32 {
     }
 }
 
+/// The rounding both activation quantizers share, 8 lanes at a time:
+/// `round(clamp(x * inv, -limit, limit))` as i32, NaN to 0, the steps of
+/// `quantize_one` / `quantize_one16` (ties to even through `MAGIC`).
+#[derive(Clone, Copy)]
+struct Round8 {
+    inv: __m256,
+    lo: __m256,
+    hi: __m256,
+    magic: __m256,
+}
+
+impl Round8 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn new(inv: f32, limit: f32) -> Round8 {
+        Round8 {
+            inv: _mm256_set1_ps(inv),
+            lo: _mm256_set1_ps(-limit),
+            hi: _mm256_set1_ps(limit),
+            magic: _mm256_set1_ps(super::MAGIC),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn apply(self, x: __m256) -> __m256i {
+        let y = _mm256_mul_ps(x, self.inv);
+        // NaN in the second operand passes through both, as in f32::clamp.
+        let y = _mm256_min_ps(self.hi, _mm256_max_ps(self.lo, y));
+        let r = _mm256_sub_ps(_mm256_add_ps(y, self.magic), self.magic);
+        let ok = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
+        _mm256_and_si256(_mm256_cvtps_epi32(r), ok)
+    }
+}
+
 /// [`super::quantize_slice16`] 8 lanes at a time, bit for bit: the steps of
 /// [`quantize_slice`] with the limit `L` for 127, packed to i16 (exact, as
 /// `|v| <= L`).
@@ -257,19 +292,9 @@ pub(crate) unsafe fn quantize_slice16(v: &[f32], out: &mut [i16], limit: f32) ->
     unsafe {
         let amax = abs_max(v);
         let (scale, inv) = super::scales16(amax, limit);
-        let (iv, lo, hi) = (
-            _mm256_set1_ps(inv),
-            _mm256_set1_ps(-limit),
-            _mm256_set1_ps(limit),
-        );
-        let magic = _mm256_set1_ps(super::MAGIC);
+        let round = Round8::new(inv, limit);
         for t in (0..n8).step_by(8) {
-            let y = _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(t)), iv);
-            // NaN in the second operand passes through both, as in f32::clamp.
-            let y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
-            let r = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
-            let ok = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
-            let i = _mm256_and_si256(_mm256_cvtps_epi32(r), ok);
+            let i = round.apply(_mm256_loadu_ps(v.as_ptr().add(t)));
             // Lanes 0-3 then 4-7 in each half's low 64 bits: gather them.
             let w = _mm256_permute4x64_epi64::<0b1000>(_mm256_packs_epi32(i, i));
             _mm_storeu_si128(
@@ -322,19 +347,9 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8]) -> f32 {
     unsafe {
         let amax = abs_max(v);
         let (scale, inv) = super::scales(amax);
-        let (iv, lo, hi) = (
-            _mm256_set1_ps(inv),
-            _mm256_set1_ps(-127.0),
-            _mm256_set1_ps(127.0),
-        );
-        let magic = _mm256_set1_ps(super::MAGIC);
+        let round = Round8::new(inv, 127.0);
         for t in (0..n8).step_by(8) {
-            let y = _mm256_mul_ps(_mm256_loadu_ps(v.as_ptr().add(t)), iv);
-            // NaN in the second operand passes through both, as in f32::clamp.
-            let y = _mm256_min_ps(hi, _mm256_max_ps(lo, y));
-            let r = _mm256_sub_ps(_mm256_add_ps(y, magic), magic);
-            let ok = _mm256_castps_si256(_mm256_cmp_ps::<_CMP_ORD_Q>(r, r));
-            let i = _mm256_and_si256(_mm256_cvtps_epi32(r), ok);
+            let i = round.apply(_mm256_loadu_ps(v.as_ptr().add(t)));
             // Values are in [-127, 127]: both packs are exact.
             let w = _mm256_packs_epi32(i, i);
             let b = _mm256_packs_epi16(w, w);

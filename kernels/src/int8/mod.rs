@@ -296,13 +296,19 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     }
 }
 
+/// Whether `isa` is an x86 level from Avx2 up, all of which have AVX2: the
+/// levels that run the AVX2 bodies shared across them.
+fn has_avx2(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
+}
+
 /// Adds `Σ (x − s·v)²` of a group to `err2` in f64, four lanes (element `i`
 /// to lane `i % 4`), the same bits at every level: each lane's operations
 /// are the scalar ones in the same order (no fused multiply-add), only the
 /// width of the vectors the compiler gives them differs.
 fn err_sq_with(isa: Isa, xs: &[f32], qs: &[i8], s: f32, err2: &mut [f64; 4]) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+    if has_avx2(isa) {
         // SAFETY: every x86 level from Avx2 up has AVX2 (the caller runs at
         // a level the CPU has).
         return unsafe { err_sq_avx2(xs, qs, s, err2) };
@@ -404,7 +410,7 @@ fn quantize_rows16(
         group_size
     };
     let limit = a16_limit(kp) as f32;
-    let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+    let x86 = has_avx2(isa);
     for i in 0..m {
         let (mut xr, qr) = (&x[i * k..(i + 1) * k], &mut q16[i * kp..(i + 1) * kp]);
         if !in_scales.is_empty() {
@@ -1066,11 +1072,11 @@ fn run_many(
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
     }
-    if acts == Activations::Int16 {
+    let a = if acts == Activations::Int16 {
         if x16.len() < m * kp {
             x16.resize(m * kp, 0);
         }
-        let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
+        let x86 = has_avx2(isa);
         let (q16, s) = (&mut x16[..m * kp], &mut sx[..m * groups]);
         quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, x86, &mut row);
         // NEON multiplies int8 halves with `sdot`; the x86 levels and the
@@ -1082,7 +1088,7 @@ fn run_many(
         } else {
             &[]
         };
-        let a = Acts {
+        Acts {
             q,
             s,
             q16,
@@ -1091,58 +1097,45 @@ fn run_many(
             groups,
             flipped: false,
             wide: true,
-        };
-        for (w, y) in ws.iter().zip(ys.iter_mut()) {
-            let n = w.n;
-            let parallel = par::worth_parallel(m, k, n);
-            par::for_col_chunks(
-                y,
-                m,
-                n,
-                par::gemv_cols(n, TILE_N),
-                parallel,
-                |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
-            );
         }
-        SCRATCH.set((xq, sx, x16, row));
-        return;
-    }
-    // The AVX2 kernel for two or more rows multiplies i16s (avx2.rs): widen
-    // once here, not per tile. One row keeps the i8 form, which needs no
-    // widening of the weights and is the faster one there.
-    let wide = isa == Isa::Avx2 && m >= 2;
-    if wide && x16.len() < m * kp {
-        x16.resize(m * kp, 0);
-    }
-    let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
-    // vpdpbusd takes unsigned activations: flip the sign bits (x + 128) as
-    // they are quantised rather than on every broadcast in the tile loop
-    // (measured ~5% on int8 prefill).
-    let flipped = isa == Isa::Avx512Vnni;
-    quantize_rows(isa, x, m, k, gs, q, s, flipped);
-    let q16: &[i16] = if wide {
-        let q16 = &mut x16[..m * kp];
-        // SAFETY: check_isa verified AVX2 (isa == Avx2); equal lengths, m * kp
-        // with kp a multiple of 4.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            avx2::widen_pairs(q, q16)
-        };
-        #[cfg(not(target_arch = "x86_64"))]
-        scalar::widen_pairs(q, q16);
-        q16
     } else {
-        &[]
-    };
-    let a = Acts {
-        q,
-        s,
-        q16,
-        m,
-        kp,
-        groups,
-        flipped,
-        wide: false,
+        // The AVX2 kernel for two or more rows multiplies i16s (avx2.rs):
+        // widen once here, not per tile. One row keeps the i8 form, which
+        // needs no widening of the weights and is the faster one there.
+        let wide = isa == Isa::Avx2 && m >= 2;
+        if wide && x16.len() < m * kp {
+            x16.resize(m * kp, 0);
+        }
+        let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
+        // vpdpbusd takes unsigned activations: flip the sign bits (x + 128)
+        // as they are quantised rather than on every broadcast in the tile
+        // loop (measured ~5% on int8 prefill).
+        let flipped = isa == Isa::Avx512Vnni;
+        quantize_rows(isa, x, m, k, gs, q, s, flipped);
+        let q16: &[i16] = if wide {
+            let q16 = &mut x16[..m * kp];
+            // SAFETY: check_isa verified AVX2 (isa == Avx2); equal lengths,
+            // m * kp with kp a multiple of 4.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                avx2::widen_pairs(q, q16)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            scalar::widen_pairs(q, q16);
+            q16
+        } else {
+            &[]
+        };
+        Acts {
+            q,
+            s,
+            q16,
+            m,
+            kp,
+            groups,
+            flipped,
+            wide: false,
+        }
     };
     for (w, y) in ws.iter().zip(ys.iter_mut()) {
         let n = w.n;
@@ -1197,25 +1190,33 @@ fn chunk(
     if a.wide {
         assert!(a.q16.len() == a.m * a.kp && !a.flipped);
         assert!(a.q.is_empty() || a.q.len() == 2 * a.m * a.kp);
-        return chunk16(isa, a, w, j0, j1, out, add);
+    } else {
+        assert!(a.q.len() == a.m * a.kp);
+        assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
+        assert_eq!(
+            a.flipped,
+            isa == Isa::Avx512Vnni,
+            "int8: activation encoding"
+        );
     }
-    assert!(a.q.len() == a.m * a.kp);
-    assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
-    assert_eq!(
-        a.flipped,
-        isa == Isa::Avx512Vnni,
-        "int8: activation encoding"
-    );
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
+    // 16-bit activations run the AVX2 pair kernel at every x86 level (an
+    // AVX-512 CPU has AVX2; no AVX-512 body was written, as none could be
+    // measured), NEON's two `sdot`s, or the scalar twin.
+    // Read only by the x86 arms below (never true elsewhere).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let x86_16 = a.wide && has_avx2(isa);
     // A decode step's GEMV over whole tiles: one loop per level with the tile
     // kernel inlined, no scratch copy.
     #[cfg(target_arch = "x86_64")]
     if a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
         let (t0, t1) = (j0 / TILE_N, j1 / TILE_N);
-        // SAFETY (each arm): check_isa verified the level's features; the
-        // asserts above give the bounds, and row 0 of the block is j1 - j0 =
-        // 16 (t1 - t0) floats.
+        // SAFETY (each arm): check_isa verified the level's features (every
+        // x86 level has AVX2); the asserts above give the bounds, and row 0
+        // of the block is j1 - j0 = 16 (t1 - t0) floats.
         match isa {
+            _ if x86_16 => return unsafe { avx2::row_tiles16(a, w, t0, t1, out.row(0)) },
+            _ if a.wide => {}
             Isa::Avx512Vnni => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
             Isa::Avx512 => return unsafe { avx512::row_tiles_bw(a, w, t0, t1, out.row(0)) },
             Isa::Avx2 => return unsafe { avx2::row_tiles(a, w, t0, t1, out.row(0)) },
@@ -1227,12 +1228,20 @@ fn chunk(
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = if isa == Isa::Avx512Vnni && a.m - i >= ROW_BLOCK_WIDE {
+            let r = if isa == Isa::Avx512Vnni && !a.wide && a.m - i >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
                 (a.m - i).min(ROW_BLOCK)
             };
             match isa {
+                // SAFETY: check_isa verified the level, and every x86 level
+                // has AVX2; the asserts above and Int8View's validation give
+                // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
+                #[cfg(target_arch = "x86_64")]
+                _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, &mut tmp) },
+                // NEON's int8 halves, present when its kernel may run.
+                Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, &mut tmp),
+                _ if a.wide => scalar::tile16(a, w, t, i, r, &mut tmp),
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.
                 #[cfg(target_arch = "x86_64")]
@@ -1245,60 +1254,6 @@ fn chunk(
                 Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, &mut tmp) },
                 Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, &mut tmp),
                 _ => scalar::tile(a, w, t, i, r, &mut tmp),
-            }
-            for (rr, row) in tmp.iter().enumerate().take(r) {
-                let o = t * TILE_N - j0;
-                let dst = &mut out.row(i + rr)[o..o + valid];
-                if add {
-                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-                } else {
-                    dst.copy_from_slice(&row[..valid]);
-                }
-            }
-            i += r;
-        }
-    }
-}
-
-/// [`chunk`] for [`Activations::Int16`] (its asserts hold): the AVX2 pair
-/// kernel at every x86 level (an AVX-512 CPU has AVX2; no AVX-512 body was
-/// written, as none could be measured), NEON's two `sdot`s, or the scalar
-/// twin.
-fn chunk16(
-    isa: Isa,
-    a: &Acts<'_>,
-    w: &Int8View<'_>,
-    j0: usize,
-    j1: usize,
-    out: &mut ColBlock<'_>,
-    add: bool,
-) {
-    assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
-    let x86 = matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni);
-    #[cfg(target_arch = "x86_64")]
-    if x86 && a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
-        // SAFETY: check_isa verified the level, and every x86 level has
-        // AVX2; the bounds are chunk's asserts, row 0 of the block is
-        // 16 (t1 - t0) floats.
-        return unsafe { avx2::row_tiles16(a, w, j0 / TILE_N, j1 / TILE_N, out.row(0)) };
-    }
-    let neon = isa == Isa::Neon && !a.q.is_empty();
-    let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
-    for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
-        let valid = (j1 - t * TILE_N).min(TILE_N);
-        let mut i = 0;
-        while i < a.m {
-            let r = (a.m - i).min(ROW_BLOCK);
-            if x86 {
-                // SAFETY: as above; i + r <= m, 1 <= r <= 4.
-                #[cfg(target_arch = "x86_64")]
-                unsafe {
-                    avx2::tile16(a, w, t, i, r, &mut tmp)
-                };
-            } else if neon {
-                neon::tile16(a, w, t, i, r, &mut tmp);
-            } else {
-                scalar::tile16(a, w, t, i, r, &mut tmp);
             }
             for (rr, row) in tmp.iter().enumerate().take(r) {
                 let o = t * TILE_N - j0;
