@@ -13,6 +13,7 @@
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
 //! | `T5EDGE_KV_BUDGET_MB` | megabytes of decoder caches a whole-batch decode keeps in flight before it lets rows wait their turn (`generate::waves`); `0`: never; unset: half the L3 |
 //! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` and float heads included; unset: `--exact` and greedy over an f32, f16 or bf16 head (one row at a time, certified against the head's own GEMV logits) screen, and a batch of int8 greedy rows does where the multi-row screen kernel runs (AVX2, AVX-512 without VNNI; `model::screened`). The ids are the same either way |
+//! | `T5EDGE_BF16_DOT` | `1`: bf16 layers run prefill with `vdpbf16ps` where the CPU has AVX-512 BF16, the activations rounded to bf16 (faster; outputs move by about 2^-9 relative and differ from CPUs without it); `0` or unset: f32 arithmetic on every CPU |
 //!
 //! An empty variable counts as unset.
 
@@ -35,6 +36,7 @@ pub struct EnvConfig {
     pub par_min_macs: Option<usize>,
     pub screen: Option<Mode>,
     pub kv_budget_mb: Option<usize>,
+    pub bf16_dot: Option<bool>,
 }
 
 impl EnvConfig {
@@ -91,8 +93,20 @@ impl EnvConfig {
             }
             None => None,
         };
+        let bf16_dot = match var("T5EDGE_BF16_DOT").as_deref().map(str::trim) {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(s) => {
+                return Err((
+                    "T5EDGE_BF16_DOT",
+                    format!("{s:?} is not a choice; use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)"),
+                ))
+            }
+            None => None,
+        };
         Ok(EnvConfig {
             isa,
+            bf16_dot,
             screen,
             pool,
             threads,
@@ -121,6 +135,9 @@ impl EnvConfig {
         }
         if let Some(mode) = self.screen {
             crate::model::screened::set_choice(mode);
+        }
+        if let Some(on) = self.bf16_dot {
+            crate::model::linear::set_bf16_dot(on);
         }
         if let Some(mb) = self.kv_budget_mb {
             crate::generate::waves::set_budget(mb.saturating_mul(1 << 20));
@@ -216,6 +233,23 @@ mod tests {
         assert_eq!(
             err(&[("T5EDGE_SCREEN", "yes")]),
             "T5EDGE_SCREEN=\"yes\" is not a choice; use 1 (always), 0 (never) or auto (measure)"
+        );
+    }
+
+    #[test]
+    fn bf16_dot_is_a_choice_of_two() {
+        assert_eq!(
+            parse(&[("T5EDGE_BF16_DOT", "1")]).unwrap().bf16_dot,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&[("T5EDGE_BF16_DOT", " 0")]).unwrap().bf16_dot,
+            Some(false)
+        );
+        assert_eq!(parse(&[]).unwrap().bf16_dot, None);
+        assert_eq!(
+            err(&[("T5EDGE_BF16_DOT", "on")]),
+            "T5EDGE_BF16_DOT=\"on\" is not a choice; use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)"
         );
     }
 

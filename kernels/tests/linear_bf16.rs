@@ -68,7 +68,7 @@ proptest! {
         let a32 = abs_dot(&x, m, k, &w32, n);
         for isa in isas() {
             let mut y = vec![f32::NAN; m * n];
-            lbf16::linear_widening_with(isa, &x, m, k, &w, n, &mut y);
+            lbf16::linear_with(isa, &x, m, k, &w, n, &mut y);
             for t in 0..m * n {
                 let err = (y[t] as f64 - r[t]).abs();
                 prop_assert!(err <= f32_budget(k, a[t]),
@@ -110,9 +110,9 @@ proptest! {
     }
 }
 
-/// `t5edge_kernels::bf16::linear_with` at the AVX-512 levels on a CPU with
-/// AVX-512 BF16 runs prefill with `vdpbf16ps`; everywhere else it is the
-/// widening path the test above checks.
+/// `t5edge_kernels::bf16::linear_dot_with` at the AVX-512 levels on a CPU
+/// with AVX-512 BF16 runs prefill with `vdpbf16ps`; everywhere else, and
+/// `linear_with` everywhere, it is the widening path the tests above check.
 #[cfg(target_arch = "x86_64")]
 fn dp_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 {
     let (i, j) = (t / n, t % n);
@@ -147,7 +147,7 @@ proptest! {
             let mut y = vec![f32::NAN; m * n];
             lbf16::avx512bf16::linear(&x, m, k, &w, n, &mut y);
             let mut yd = vec![f32::NAN; m * n];
-            lbf16::linear_with(Isa::Avx512, &x, m, k, &w, n, &mut yd);
+            lbf16::linear_dot_with(Isa::Avx512, &x, m, k, &w, n, &mut yd);
             for t in 0..m * n {
                 let budget = dp_budget(&x, k, &wq, n, t, a[t]);
                 let err = (y[t] as f64 - r[t]).abs();
@@ -231,7 +231,7 @@ fn bf16_prefill_spans_blocks() {
     let a = abs_dot(&x, m, k, &wq, n);
     for isa in isas() {
         let mut y = vec![f32::NAN; m * n];
-        lbf16::linear_widening_with(isa, &x, m, k, &w, n, &mut y);
+        lbf16::linear_with(isa, &x, m, k, &w, n, &mut y);
         for t in 0..m * n {
             assert!(
                 (y[t] as f64 - r[t]).abs() <= f32_budget(k, a[t]),

@@ -2,9 +2,21 @@
 
 use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data, W8A16Data};
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use t5edge_kernels as k;
 use t5edge_kernels::int8::PackedInt8;
+
+/// Whether bf16 layers may run prefill with `vdpbf16ps` (activations rounded
+/// to bf16) where the CPU has AVX-512 BF16: `T5EDGE_BF16_DOT=1`
+/// ([`crate::runtime`]). Off by default, so a bf16 checkpoint computes in
+/// f32 and gives the same numbers on every CPU (`kernels::bf16` docs).
+static BF16_DOT: AtomicBool = AtomicBool::new(false);
+
+/// Sets what [`BF16_DOT`] says, for the whole process.
+pub fn set_bf16_dot(on: bool) {
+    BF16_DOT.store(on, Ordering::Relaxed);
+}
 
 /// Weight storage formats a linear layer can run from.
 #[derive(Clone)]
@@ -200,6 +212,9 @@ impl Linear {
             LinearWeight::F16(w) => k::f16::linear(x, m, self.k, w.as_slice(), self.n, y),
             LinearWeight::Bf16(w) if inv => {
                 k::bf16::linear_invariant(x, m, self.k, w.as_slice(), self.n, y)
+            }
+            LinearWeight::Bf16(w) if BF16_DOT.load(Ordering::Relaxed) => {
+                k::bf16::linear_dot(x, m, self.k, w.as_slice(), self.n, y)
             }
             LinearWeight::Bf16(w) => k::bf16::linear(x, m, self.k, w.as_slice(), self.n, y),
             // Per-row activation scales and exact integer dot products: a

@@ -8,14 +8,17 @@
 //! stored in bf16, so a model can run from the mapped file with no widened
 //! copy of the layer.
 //!
-//! One exception, where the CPU has AVX-512 BF16: prefill-sized products
-//! (from [`BF16_GEMM_MIN_M`] rows) at the AVX-512 levels use `vdpbf16ps`,
-//! which multiplies bf16 pairs and accumulates in f32, twice the MACs per
-//! instruction of a widened FMA. It needs the activations in bf16 too, so
-//! they are rounded to bf16 (nearest even) first, as a framework running the
-//! model in bf16 does: its error budget adds that rounding
-//! ([`avx512bf16`]'s docs, kernels/tests/linear_bf16.rs). [`linear_widening_with`]
-//! runs the widening kernels only, whatever the CPU.
+//! An opt-in, where the CPU has AVX-512 BF16: [`linear_dot_with`] runs
+//! prefill-sized products (from [`BF16_GEMM_MIN_M`] rows) at the AVX-512
+//! levels with `vdpbf16ps`, which multiplies bf16 pairs and accumulates in
+//! f32, twice the MACs per instruction of a widened FMA. It needs the
+//! activations in bf16 too, so they are rounded to bf16 (nearest even)
+//! first, as a framework running the model in bf16 does: its error budget
+//! adds that rounding ([`avx512bf16`]'s docs, kernels/tests/linear_bf16.rs).
+//! It is not the default: that rounding moves a model's outputs by about
+//! 2^-9 relative (a 150-token encoder on a bf16 checkpoint: 3.6e-3 against
+//! HF's fp32), so results would differ between CPUs that have the
+//! instruction and CPUs that do not.
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
@@ -45,11 +48,30 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]
     linear_with(active(), x, m, k, w, n, y)
 }
 
-/// `y = x · wᵀ` at a chosen ISA level. At the AVX-512 levels a CPU with
-/// AVX-512 BF16 runs prefill with `vdpbf16ps` (activations rounded to bf16,
-/// see the module docs). Panics if the shapes disagree or the CPU cannot run
-/// `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
+/// `y = x · wᵀ` at a chosen ISA level, in f32 arithmetic on the widened
+/// weights. Panics if the shapes disagree or the CPU cannot run `isa`;
+/// `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+}
+
+/// [`linear`] where prefill may round the activations to bf16: at the
+/// AVX-512 levels on a CPU with AVX-512 BF16, from [`BF16_GEMM_MIN_M`] rows,
+/// `vdpbf16ps` (module docs); elsewhere the same as [`linear`].
+pub fn linear_dot(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    linear_dot_with(active(), x, m, k, w, n, y)
+}
+
+/// [`linear_dot`] at a chosen ISA level (panics as [`linear_with`]).
+pub fn linear_dot_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[bf16],
+    n: usize,
+    y: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if m >= BF16_GEMM_MIN_M
         && matches!(isa, Isa::Avx512 | Isa::Avx512Vnni)
@@ -58,12 +80,12 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], n: usize
         crate::f32::check_shapes(x.len(), m, k, w.len(), n, y.len());
         return avx512bf16::linear(x, m, k, w, n, y);
     }
-    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+    linear_with(isa, x, m, k, w, n, y)
 }
 
 /// [`linear`] with every row's bits those of the same row alone: always the
-/// row-blocked GEMV with weights widened in registers (never `vdpbf16ps`,
-/// never the prefill blocks), whose per-row arithmetic is
+/// row-blocked GEMV with weights widened in registers (never the prefill
+/// blocks), whose per-row arithmetic is
 /// [`crate::f32::linear_invariant`]'s kind (see there).
 pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
     linear_invariant_with(active(), x, m, k, w, n, y)
@@ -80,21 +102,6 @@ pub fn linear_invariant_with(
     y: &mut [f32],
 ) {
     crate::f32::float_linear(isa, x, m, k, w, n, y, true)
-}
-
-/// `y = x · wᵀ` at `isa` with the weights widened in registers only (never
-/// `vdpbf16ps`): f32 arithmetic at every level, for tests and benches that
-/// compare the two.
-pub fn linear_widening_with(
-    isa: Isa,
-    x: &[f32],
-    m: usize,
-    k: usize,
-    w: &[bf16],
-    n: usize,
-    y: &mut [f32],
-) {
-    crate::f32::float_linear(isa, x, m, k, w, n, y, false)
 }
 
 impl FloatWeight for bf16 {
