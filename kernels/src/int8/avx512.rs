@@ -76,6 +76,11 @@ row_tiles!(
     "avx512f,avx512bw,avx512vl,avx512vnni"
 );
 row_tiles!(row_tiles_bw, bw_rows, "avx512f,avx512bw,avx512vl");
+row_tiles!(
+    row_tiles16_vnni,
+    vnni16_rows,
+    "avx512f,avx512bw,avx512vl,avx512vnni"
+);
 
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL/VNNI. `t < padded_n / 16`, `i + r <= a.m`,
@@ -93,6 +98,35 @@ pub(crate) unsafe fn tile_vnni(
         match r {
             super::ROW_BLOCK_WIDE => vnni_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
             _ => dispatch_rows!(vnni_rows, a, w, t, i, r, out),
+        }
+    }
+}
+
+/// [`super::Activations::Int16`]'s VNNI tile kernel: each 16-bit value
+/// `v = 128 * hi + lo` comes as its two int8 halves with their sign bits
+/// flipped (`Acts::q`: `hi + 128`, then `lo + 128`, as u8), and each half
+/// takes one `vpdpbusd` against the same weight load. Per group,
+/// `sum(v * w) = 128 * (H - 128 S) + (L - 128 S)` with `H`, `L` the halves'
+/// sums and `S` the weights' row sum: wrapping i32 arithmetic, exact because
+/// the true sum fits an i32 (`a16_limit`). Twice the multiplies of the int8
+/// kernel and none of the AVX2 pair kernel's widening shifts.
+///
+/// # Safety
+/// As [`tile_vnni`], with `a.wide` and `a.q` holding both flipped halves
+/// (`[2, m, kp]`, checked by `int8::chunk`).
+pub(crate) unsafe fn tile16_vnni(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut TileOut,
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match r {
+            super::ROW_BLOCK_WIDE => vnni16_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
+            _ => dispatch_rows!(vnni16_rows, a, w, t, i, r, out),
         }
     }
 }
@@ -201,6 +235,103 @@ unsafe fn vnni_rows<const R: usize>(
         for r in 0..R {
             _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
         }
+    }
+}
+
+/// See [`tile16_vnni`]. Up to four rows run two chains per half (even and
+/// odd k-blocks), hiding `vpdpbusd`'s latency for a single row; eight rows
+/// are sixteen chains already and run one.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn vnni16_rows<const R: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut TileOut,
+) {
+    let np = w.padded_n();
+    let half = a.m * a.kp;
+    // SAFETY: the weight, scale and row-sum reads are those of vnni_rows; the
+    // `hi` reads are x4's (i + r < m, kb < kp / 4) and the `lo` reads the same
+    // moved by m * kp, inside `a.q` (2 m kp bytes, the caller's contract).
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let lo4 = |r: usize, kb: usize| -> __m512i {
+            let p = a.q.as_ptr().add(half + (i + r) * a.kp + kb * K_BLOCK);
+            _mm512_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+        };
+        let mut y = [_mm512_setzero_ps(); R];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            // [chain][hi, lo][row]; integer addition is associative, so
+            // the chains change no bit.
+            let mut acc = [[[_mm512_setzero_si512(); R]; 2]; 2];
+            let mut kb = kb0;
+            while R <= 4 && kb + 2 <= kb1 {
+                for c in 0..2 {
+                    let wv = _mm512_loadu_si512(wp.add((kb + c) * 64) as *const _);
+                    for r in 0..R {
+                        let h = _mm512_set1_epi32(x4(a, i + r, kb + c));
+                        acc[c][0][r] = _mm512_dpbusd_epi32(acc[c][0][r], h, wv);
+                        acc[c][1][r] = _mm512_dpbusd_epi32(acc[c][1][r], lo4(r, kb + c), wv);
+                    }
+                }
+                kb += 2;
+            }
+            while kb < kb1 {
+                let wv = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                for r in 0..R {
+                    let h = _mm512_set1_epi32(x4(a, i + r, kb));
+                    acc[0][0][r] = _mm512_dpbusd_epi32(acc[0][0][r], h, wv);
+                    acc[0][1][r] = _mm512_dpbusd_epi32(acc[0][1][r], lo4(r, kb), wv);
+                }
+                kb += 1;
+            }
+            let rs = _mm512_loadu_si512(w.row_sums.as_ptr().add(g * np + t * TILE_N) as *const _);
+            let comp = _mm512_slli_epi32(rs, 7);
+            let mut sum = [_mm512_setzero_si512(); R];
+            for r in 0..R {
+                let hi = _mm512_sub_epi32(_mm512_add_epi32(acc[0][0][r], acc[1][0][r]), comp);
+                let lo = _mm512_sub_epi32(_mm512_add_epi32(acc[0][1][r], acc[1][1][r]), comp);
+                sum[r] = _mm512_add_epi32(_mm512_slli_epi32(hi, 7), lo);
+            }
+            epilogue::<R>(&mut y, &sum, a, w, t, i, g);
+        }
+        for r in 0..R {
+            _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
+        }
+    }
+}
+
+/// [`super::split_halves`] with flipped sign bits, 32 values at a time: the
+/// VNNI kernel's input for 16-bit activations.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW; `q.len() == 2 * q16.len()`.
+#[target_feature(enable = "avx512f,avx512bw")]
+pub(crate) unsafe fn split_halves_flipped(q16: &[i16], q: &mut [i8]) {
+    let len = q16.len();
+    assert_eq!(q.len(), 2 * len, "int8: split halves shape");
+    let n32 = len / 32 * 32;
+    let (hi, lo) = q.split_at_mut(len);
+    // SAFETY: 64-byte loads of q16[t..t + 32] and 32-byte stores to
+    // hi[t..t + 32] and lo[t..t + 32], with t + 32 <= n32 <= len.
+    unsafe {
+        let (c64, flip) = (_mm512_set1_epi16(64), _mm256_set1_epi8(i8::MIN));
+        for t in (0..n32).step_by(32) {
+            let v = _mm512_loadu_si512(q16.as_ptr().add(t) as *const _);
+            // |v| <= A16_MAX, so v + 64 does not overflow an i16.
+            let top = _mm512_srai_epi16::<7>(_mm512_add_epi16(v, c64));
+            let rest = _mm512_sub_epi16(v, _mm512_slli_epi16::<7>(top));
+            let (h, l) = (_mm512_cvtepi16_epi8(top), _mm512_cvtepi16_epi8(rest));
+            _mm256_storeu_si256(hi.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(h, flip));
+            _mm256_storeu_si256(lo.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(l, flip));
+        }
+    }
+    for t in n32..len {
+        let (h, l) = super::split_one(q16[t]);
+        (hi[t], lo[t]) = (h ^ i8::MIN, l ^ i8::MIN);
     }
 }
 

@@ -89,7 +89,8 @@ pub enum Activations {
 
 /// The largest `L` of [`Activations::Int16`]: 127 * 128, so that every value
 /// splits exactly into `128 * hi + lo` with `hi` in [-127, 127] and `lo` in
-/// [-64, 63], the two int8 halves the NEON kernel feeds to `sdot`.
+/// [-64, 63], the two int8 halves the NEON kernel feeds to `sdot` (and
+/// the VNNI kernel, sign bits flipped, to `vpdpbusd`).
 pub const A16_MAX: i32 = 127 * 128;
 
 /// `L` for inputs padded to `kp`: at most [`A16_MAX`], and small enough that
@@ -473,16 +474,30 @@ pub(crate) fn quantize_one16(x: f32, inv: f32, limit: f32) -> i16 {
 /// Splits in-order 16-bit activations (`|v| <= A16_MAX`) into the int8
 /// halves `v = 128 * hi + lo`, `hi = (v + 64) >> 7` in [-127, 127] and
 /// `lo` in [-64, 63]: `hi` into `q[..len]`, `lo` into `q[len..]`.
-fn split_halves(q16: &[i16], q: &mut [i8]) {
+/// With `flip` each byte's sign bit is flipped (`+ 128` as u8), the VNNI
+/// kernel's input.
+fn split_halves(isa: Isa, q16: &[i16], q: &mut [i8], flip: bool) {
+    #[cfg(target_arch = "x86_64")]
+    if flip {
+        // SAFETY: flipped halves are asked for by Avx512Vnni alone, whose
+        // features check_isa verified; the shape is asserted inside.
+        return unsafe { avx512::split_halves_flipped(q16, q) };
+    }
+    debug_assert!(!flip, "int8: flipped halves at {isa:?}");
     let len = q16.len();
     assert_eq!(q.len(), 2 * len, "int8: split halves shape");
     let (hi, lo) = q.split_at_mut(len);
     for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(q16) {
-        let v = v as i32;
-        let top = (v + 64) >> 7;
-        *h = top as i8;
-        *l = (v - (top << 7)) as i8;
+        (*h, *l) = split_one(v);
     }
+}
+
+/// One value's halves `(hi, lo)`, as [`split_halves`] defines them.
+#[inline(always)]
+pub(crate) fn split_one(v: i16) -> (i8, i8) {
+    let v = v as i32;
+    let top = (v + 64) >> 7;
+    (top as i8, (v - (top << 7)) as i8)
 }
 
 /// Quantised activations, their scales, the AVX2 pair kernel's i16 copy (or
@@ -1063,8 +1078,14 @@ fn run_many(
     }
     let (kp, groups) = (padded_k(k), group_count(k, gs));
     let (mut xq, mut sx, mut x16, mut row) = SCRATCH.take();
-    // NEON's 16-bit activations take two int8 halves; every other use one.
-    let halves = acts == Activations::Int16 && isa == Isa::Neon && neon::usable();
+    // NEON's and VNNI's 16-bit activations take two int8 halves; every
+    // other use one.
+    let halves = acts == Activations::Int16
+        && (isa == Isa::Avx512Vnni || (isa == Isa::Neon && neon::usable()));
+    // vpdpbusd takes unsigned activations: flip the sign bits (x + 128)
+    // as they are quantised rather than on every broadcast in the tile
+    // loop (measured ~5% on int8 prefill).
+    let flipped = isa == Isa::Avx512Vnni;
     let q_len = if halves { 2 * m * kp } else { m * kp };
     if xq.len() < q_len {
         xq.resize(q_len, 0);
@@ -1076,14 +1097,16 @@ fn run_many(
         if x16.len() < m * kp {
             x16.resize(m * kp, 0);
         }
-        let x86 = has_avx2(isa);
+        // The AVX2 pair kernel reads the i16s in pair order; the halves
+        // are split from them in order.
+        let pairs = has_avx2(isa) && !halves;
         let (q16, s) = (&mut x16[..m * kp], &mut sx[..m * groups]);
-        quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, x86, &mut row);
-        // NEON multiplies int8 halves with `sdot`; the x86 levels and the
-        // scalar twin read the i16s.
+        quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, pairs, &mut row);
+        // NEON multiplies int8 halves with `sdot` and VNNI with `vpdpbusd`;
+        // the other x86 levels and the scalar twin read the i16s.
         let q: &[i8] = if halves {
             let q = &mut xq[..2 * m * kp];
-            split_halves(q16, q);
+            split_halves(isa, q16, q, flipped);
             q
         } else {
             &[]
@@ -1095,7 +1118,7 @@ fn run_many(
             m,
             kp,
             groups,
-            flipped: false,
+            flipped: halves && flipped,
             wide: true,
         }
     } else {
@@ -1107,10 +1130,6 @@ fn run_many(
             x16.resize(m * kp, 0);
         }
         let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
-        // vpdpbusd takes unsigned activations: flip the sign bits (x + 128)
-        // as they are quantised rather than on every broadcast in the tile
-        // loop (measured ~5% on int8 prefill).
-        let flipped = isa == Isa::Avx512Vnni;
         quantize_rows(isa, x, m, k, gs, q, s, flipped);
         let q16: &[i16] = if wide {
             let q16 = &mut x16[..m * kp];
@@ -1164,12 +1183,13 @@ pub(crate) struct Acts<'a> {
     pub m: usize,
     pub kp: usize,
     pub groups: usize,
-    /// `q` holds `x ^ 0x80` (`x + 128` as u8), the VNNI kernel's input; only
-    /// that kernel takes it, every other takes plain `x`.
+    /// `q` holds `x ^ 0x80` (`x + 128` as u8), the VNNI kernels' input;
+    /// only they take it, every other kernel takes plain `x`.
     pub flipped: bool,
     /// [`Activations::Int16`]: `q16` holds the 16-bit values (`[m, kp]`, in
-    /// the pair order on x86 levels, in order otherwise) and `q`, on NEON
-    /// alone, their int8 halves (`[2, m, kp]`: `hi`, then `lo`); else empty.
+    /// the pair order for the AVX2 pair kernel, in order otherwise) and `q`,
+    /// on NEON and VNNI, their int8 halves (`[2, m, kp]`: `hi`, then `lo`;
+    /// flipped on VNNI); else empty.
     pub wide: bool,
 }
 
@@ -1188,8 +1208,15 @@ fn chunk(
     assert!(a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
     if a.wide {
-        assert!(a.q16.len() == a.m * a.kp && !a.flipped);
+        assert!(a.q16.len() == a.m * a.kp);
         assert!(a.q.is_empty() || a.q.len() == 2 * a.m * a.kp);
+        // VNNI's 16-bit kernel takes nothing but flipped halves.
+        assert_eq!(
+            a.flipped,
+            isa == Isa::Avx512Vnni,
+            "int8: 16-bit activation encoding"
+        );
+        assert!(!a.flipped || !a.q.is_empty());
     } else {
         assert!(a.q.len() == a.m * a.kp);
         assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
@@ -1200,12 +1227,14 @@ fn chunk(
         );
     }
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
-    // 16-bit activations run the AVX2 pair kernel at every x86 level (an
-    // AVX-512 CPU has AVX2; no AVX-512 body was written, as none could be
-    // measured), NEON's two `sdot`s, or the scalar twin.
+    // 16-bit activations run VNNI's two `vpdpbusd`s, the AVX2 pair kernel
+    // at the other x86 levels (the plain AVX-512 level has no body of its
+    // own), NEON's two `sdot`s, or the scalar twin.
     // Read only by the x86 arms below (never true elsewhere).
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let x86_16 = a.wide && has_avx2(isa);
+    let vnni16 = a.wide && isa == Isa::Avx512Vnni;
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    let x86_16 = a.wide && has_avx2(isa) && !vnni16;
     // A decode step's GEMV over whole tiles: one loop per level with the tile
     // kernel inlined, no scratch copy.
     #[cfg(target_arch = "x86_64")]
@@ -1215,6 +1244,7 @@ fn chunk(
         // x86 level has AVX2); the asserts above give the bounds, and row 0
         // of the block is j1 - j0 = 16 (t1 - t0) floats.
         match isa {
+            _ if vnni16 => return unsafe { avx512::row_tiles16_vnni(a, w, t0, t1, out.row(0)) },
             _ if x86_16 => return unsafe { avx2::row_tiles16(a, w, t0, t1, out.row(0)) },
             _ if a.wide => {}
             Isa::Avx512Vnni => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
@@ -1228,7 +1258,7 @@ fn chunk(
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = if isa == Isa::Avx512Vnni && !a.wide && a.m - i >= ROW_BLOCK_WIDE {
+            let r = if isa == Isa::Avx512Vnni && a.m - i >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
                 (a.m - i).min(ROW_BLOCK)
@@ -1239,6 +1269,10 @@ fn chunk(
                 // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
                 #[cfg(target_arch = "x86_64")]
                 _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, &mut tmp) },
+                // SAFETY: as above, with AVX-512 F/BW/VL + VNNI; the asserts
+                // above give the flipped halves tile16_vnni() reads.
+                #[cfg(target_arch = "x86_64")]
+                _ if vnni16 => unsafe { avx512::tile16_vnni(a, w, t, i, r, &mut tmp) },
                 // NEON's int8 halves, present when its kernel may run.
                 Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, &mut tmp),
                 _ if a.wide => scalar::tile16(a, w, t, i, r, &mut tmp),
