@@ -6,7 +6,7 @@
 //!
 //! | variable | effect |
 //! |---|---|
-//! | `T5EDGE_ISA` | `scalar`, `avx2`, `avx512`, `avx512vnni` or `neon`: the kernels' level (a level the CPU lacks is an error); unset: the best the CPU has |
+//! | `T5EDGE_ISA` | `scalar`, `avx2`, `avx512`, `avx512vnni`, `amx` or `neon`: the kernels' level (a level the CPU lacks is an error); unset: the best the CPU has |
 //! | `T5EDGE_POOL` | `spin` (default) or `rayon`: who runs parallel regions |
 //! | `T5EDGE_THREADS` | a whole number >= 1: the spin pool's threads (`--threads` wins); unset: `RAYON_NUM_THREADS`, else the number of cores |
 //! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
@@ -257,7 +257,7 @@ mod tests {
     fn bad_levels_and_pools_name_the_variable() {
         assert_eq!(
             err(&[("T5EDGE_ISA", "bogus")]),
-            "T5EDGE_ISA=\"bogus\" is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
+            "T5EDGE_ISA=\"bogus\" is not a level; use one of scalar, avx2, avx512, avx512vnni, amx, neon"
         );
         assert_eq!(
             err(&[("T5EDGE_POOL", "openmp")]),

@@ -21,6 +21,10 @@ pub enum Isa {
     Avx512,
     /// AVX-512 with VNNI (`vpdpbusd`).
     Avx512Vnni,
+    /// AVX-512 VNNI with AMX-INT8 tiles (`tdpbssd`) for int8 products of
+    /// [`crate::int8::AMX_MIN_M`] rows or more; everything else as
+    /// `Avx512Vnni`. Needs the OS to grant the tile state (Linux 5.16+).
+    Amx,
     /// AArch64 NEON (with `sdot` where the CPU has dotprod). On x86 this level
     /// exists only as the emulated intrinsics layer the tests use.
     Neon,
@@ -28,11 +32,12 @@ pub enum Isa {
 
 impl Isa {
     /// Every level, lowest first.
-    pub const ALL: [Isa; 5] = [
+    pub const ALL: [Isa; 6] = [
         Isa::Scalar,
         Isa::Avx2,
         Isa::Avx512,
         Isa::Avx512Vnni,
+        Isa::Amx,
         Isa::Neon,
     ];
 
@@ -43,6 +48,7 @@ impl Isa {
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
         }
     }
@@ -62,6 +68,7 @@ impl Isa {
             Isa::Avx2 => f.avx2 && f.fma && f.f16c,
             Isa::Avx512 => f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl,
             Isa::Avx512Vnni => Isa::Avx512.supported() && f.avx512vnni,
+            Isa::Amx => Isa::Avx512Vnni.supported() && f.amx,
             Isa::Neon => f.neon,
         }
     }
@@ -102,6 +109,8 @@ pub struct CpuFeatures {
     pub avxvnni: bool,
     /// AVX-512 BF16 (`vdpbf16ps`): bf16 prefill at the AVX-512 levels.
     pub avx512bf16: bool,
+    /// AMX-TILE and AMX-INT8, with the tile state granted by the OS.
+    pub amx: bool,
     /// AArch64 Advanced SIMD.
     pub neon: bool,
     /// AArch64 dot product (`sdot`).
@@ -123,6 +132,7 @@ impl CpuFeatures {
             (self.avx512vnni, "avx512vnni"),
             (self.avxvnni, "avxvnni"),
             (self.avx512bf16, "avx512bf16"),
+            (self.amx, "amx"),
             (self.neon, "neon"),
             (self.dotprod, "dotprod"),
             (self.fp16, "fp16"),
@@ -149,8 +159,63 @@ fn detect() -> CpuFeatures {
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
         avxvnni: is_x86_feature_detected!("avxvnni"),
         avx512bf16: is_x86_feature_detected!("avx512bf16"),
+        amx: amx_granted(),
         ..Default::default()
     }
+}
+
+/// Whether the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24 and
+/// 25), the OS enables the tile state in XCR0 (bits 17 and 18), and Linux
+/// grants this process the tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`; without it the first tile instruction faults).
+#[cfg(target_arch = "x86_64")]
+fn amx_granted() -> bool {
+    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+    if leaf7.edx & (0b11 << 24) != 0b11 << 24 {
+        return false;
+    }
+    // OSXSAVE (CPUID.1:ECX bit 27) says xgetbv may run.
+    if std::arch::x86_64::__cpuid(1).ecx & (1 << 27) == 0 {
+        return false;
+    }
+    let (lo, _hi): (u32, u32);
+    // SAFETY: xgetbv with ecx = 0 reads XCR0; OSXSAVE was checked above.
+    unsafe {
+        std::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") _hi, options(nomem, nostack, preserves_flags));
+    }
+    if lo & (0b11 << 17) != 0b11 << 17 {
+        return false;
+    }
+    request_tile_data()
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn request_tile_data() -> bool {
+    const SYS_ARCH_PRCTL: usize = 158;
+    const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+    const XFEATURE_XTILEDATA: usize = 18;
+    let ret: isize;
+    // SAFETY: the arch_prctl system call with these arguments only changes
+    // which extended states this process may use; the kernel clobbers rcx
+    // and r11 (declared) and returns in rax.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+/// Other systems: the tiles are not used (no way to ask for them here).
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn request_tile_data() -> bool {
+    false
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -191,7 +256,7 @@ impl fmt::Display for IsaError {
         match self {
             IsaError::Unknown(s) => write!(
                 f,
-                "{s:?} is not a level; use one of scalar, avx2, avx512, avx512vnni, neon"
+                "{s:?} is not a level; use one of scalar, avx2, avx512, avx512vnni, amx, neon"
             ),
             IsaError::Unsupported(i) => write!(
                 f,

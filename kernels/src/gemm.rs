@@ -19,7 +19,7 @@ const COL_BLOCK: usize = 128;
 pub(crate) fn native(isa: crate::Isa) -> bool {
     use crate::Isa;
     match isa {
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => cfg!(target_arch = "x86_64"),
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => cfg!(target_arch = "x86_64"),
         Isa::Neon => cfg!(target_arch = "aarch64"),
         Isa::Scalar => false,
     }

@@ -45,7 +45,7 @@
 //!
 //! The CPU is detected once ([`dispatch::features`]); [`dispatch::active`] is
 //! the level kernels run at: the best one the CPU has ([`dispatch::best`]), or
-//! the one `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|neon` names. A forced
+//! the one `T5EDGE_ISA=scalar|avx2|avx512|avx512vnni|amx|neon` names. A forced
 //! level the CPU lacks is refused ([`dispatch::requested`] reports it), never
 //! silently downgraded, so a test or benchmark that names a path runs it.
 //! Every kernel has `fn op(..)`, which runs at [`dispatch::active`], and

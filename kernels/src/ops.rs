@@ -7,7 +7,7 @@
 //! |--------------------------------|--------------------------------------------------|
 //! | `Scalar`                       | none: the plain-Rust scalar twins below          |
 //! | `Avx2`                         | `pulp::x86::V3` (AVX2 + FMA, 8 f32 lanes)         |
-//! | `Avx512`, `Avx512Vnni`         | `pulp::x86::V4` (AVX-512, 16 lanes; V3 if the CPU lacks AVX-512 CD/DQ) |
+//! | `Avx512`, `Avx512Vnni`, `Amx`  | `pulp::x86::V4` (AVX-512, 16 lanes; V3 if the CPU lacks AVX-512 CD/DQ) |
 //! | `Neon` on aarch64              | `pulp::aarch64::Neon` (4 lanes)                  |
 //! | `Neon` elsewhere (emulated)    | the scalar twins                                 |
 //!
@@ -68,7 +68,7 @@ impl Backend {
         match isa {
             Isa::Scalar => Backend::Scalar,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni => pulp::x86::V4::try_new()
+            Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => pulp::x86::V4::try_new()
                 .map(Backend::V4)
                 .or_else(|| pulp::x86::V3::try_new().map(Backend::V3))
                 .unwrap_or(Backend::Scalar),
@@ -826,7 +826,7 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         if pulp::x86::V4::try_new().is_some() {
-            for isa in [Isa::Avx512, Isa::Avx512Vnni] {
+            for isa in [Isa::Avx512, Isa::Avx512Vnni, Isa::Amx] {
                 if isa.supported() {
                     assert_eq!(simd_backend(isa), "pulp::x86::V4");
                 }

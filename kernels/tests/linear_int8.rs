@@ -62,6 +62,18 @@ fn group_size() -> impl Strategy<Value = usize> {
     prop_oneof![3 => Just(0usize), 1 => Just(4), 1 => Just(8), 1 => Just(32), 1 => Just(64), 1 => Just(128)]
 }
 
+/// Shapes the AMX tiles take (`int8::amx_takes`): 16 rows or more, groups
+/// of whole 64-input steps (k a multiple of 64 with one group, or group
+/// sizes of 64 and 128 with any k that is a multiple of them).
+fn tile_shape() -> impl Strategy<Value = (usize, usize, usize)> {
+    (
+        16usize..=50,
+        1usize..=5,
+        prop_oneof![Just(0usize), Just(64), Just(128)],
+    )
+        .prop_map(|(m, steps, gs)| (m, steps * gs.max(64), gs))
+}
+
 fn run(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
     let mut y = vec![f32::NAN; m * v.n()];
     int8::linear_with(isa, x, m, k, v, &mut y);
@@ -116,6 +128,49 @@ proptest! {
                 prop_assert!(err <= budget,
                     "out ({i},{j}): {} vs {} err {err:e} budget {budget:e} (m={m} n={n} k={k} gs={gs})",
                     scalar[i * n + j], r[i * n + j]);
+            }
+        }
+    }
+
+    /// The AMX tiles (where this CPU has them) on the shapes they take, int8
+    /// and W8A16, plain and accumulating: the scalar twin's bits (the sums
+    /// are exact integers; the epilogue is every level's). Error budget:
+    /// bit-identical. Skipped, saying so, without AMX.
+    #[test]
+    fn amx_tiles_give_the_scalar_bits(
+        (m, k, gs) in tile_shape(), n in 1usize..=70,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>(), equalized in any::<bool>()
+    ) {
+        if !Isa::Amx.supported() {
+            return Ok(());
+        }
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e6);
+        let w = matrix(&mut rng, fw, n, k, 1e6);
+        let (p, t) = if equalized {
+            PackedInt8::quantize_a16(&w, n, k, gs).unwrap()
+        } else {
+            (PackedInt8::quantize(&w, n, k, gs).unwrap(), Vec::new())
+        };
+        let v = p.view();
+        prop_assert!(int8::amx_takes(Isa::Amx, m, &v), "m={} k={} gs={}", m, k, gs);
+        let resid = matrix(&mut rng, Fill::Uniform, m, n, 10.0);
+        let bits = |y: &[f32]| y.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for a16 in [false, true] {
+            for add in [false, true] {
+                let product = |isa: Isa| {
+                    let mut y = if add { resid.clone() } else { vec![f32::NAN; m * n] };
+                    match (a16, add) {
+                        (false, false) => int8::linear_with(isa, &x, m, k, &v, &mut y),
+                        (false, true) => int8::linear_add_with(isa, &x, m, k, &v, &mut y),
+                        (true, false) => int8::linear_a16_with(isa, &x, m, k, &v, &t, &mut y),
+                        (true, true) => return None,
+                    }
+                    Some(bits(&y))
+                };
+                if let (Some(amx), Some(scalar)) = (product(Isa::Amx), product(Isa::Scalar)) {
+                    prop_assert!(amx == scalar, "a16={} add={} m={} n={} k={} gs={}", a16, add, m, n, k, gs);
+                }
             }
         }
     }
@@ -317,6 +372,16 @@ proptest! {
                 let _ = run(isa, &x, 2, kk, &v2);
             }
         }
+    }
+}
+
+#[test]
+fn amx_availability_is_reported() {
+    if !Isa::Amx.supported() {
+        eprintln!(
+            "skipped: amx_tiles_give_the_scalar_bits needs AMX-INT8 granted by the OS, which this machine lacks (detected: {})",
+            t5edge_kernels::dispatch::features().names().join(", ")
+        );
     }
 }
 

@@ -304,34 +304,35 @@ unsafe fn vnni16_rows<const R: usize>(
     }
 }
 
-/// [`super::split_halves`] with flipped sign bits, 32 values at a time: the
-/// VNNI kernel's input for 16-bit activations.
+/// [`super::split_halves`] 32 values at a time, with flipped sign bits when
+/// `flip` (the VNNI kernel's input; the AMX kernel's are signed).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW; `q.len() == 2 * q16.len()`.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn split_halves_flipped(q16: &[i16], q: &mut [i8]) {
+pub(crate) unsafe fn split_halves(q16: &[i16], q: &mut [i8], flip: bool) {
     let len = q16.len();
     assert_eq!(q.len(), 2 * len, "int8: split halves shape");
     let n32 = len / 32 * 32;
     let (hi, lo) = q.split_at_mut(len);
+    let bit = if flip { i8::MIN } else { 0 };
     // SAFETY: 64-byte loads of q16[t..t + 32] and 32-byte stores to
     // hi[t..t + 32] and lo[t..t + 32], with t + 32 <= n32 <= len.
     unsafe {
-        let (c64, flip) = (_mm512_set1_epi16(64), _mm256_set1_epi8(i8::MIN));
+        let (c64, fv) = (_mm512_set1_epi16(64), _mm256_set1_epi8(bit));
         for t in (0..n32).step_by(32) {
             let v = _mm512_loadu_si512(q16.as_ptr().add(t) as *const _);
             // |v| <= A16_MAX, so v + 64 does not overflow an i16.
             let top = _mm512_srai_epi16::<7>(_mm512_add_epi16(v, c64));
             let rest = _mm512_sub_epi16(v, _mm512_slli_epi16::<7>(top));
             let (h, l) = (_mm512_cvtepi16_epi8(top), _mm512_cvtepi16_epi8(rest));
-            _mm256_storeu_si256(hi.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(h, flip));
-            _mm256_storeu_si256(lo.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(l, flip));
+            _mm256_storeu_si256(hi.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(h, fv));
+            _mm256_storeu_si256(lo.as_mut_ptr().add(t) as *mut _, _mm256_xor_si256(l, fv));
         }
     }
     for t in n32..len {
         let (h, l) = super::split_one(q16[t]);
-        (hi[t], lo[t]) = (h ^ i8::MIN, l ^ i8::MIN);
+        (hi[t], lo[t]) = (h ^ bit, l ^ bit);
     }
 }
 

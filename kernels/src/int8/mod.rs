@@ -41,6 +41,8 @@
 //! finds the bytes and names the tensor in the error.
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
@@ -65,6 +67,9 @@ pub(crate) const ROW_BLOCK: usize = 4;
 /// `vpdpbusd` per row and k-block leaves registers for 8 rows, and each weight
 /// load then serves twice as many.
 pub(crate) const ROW_BLOCK_WIDE: usize = 8;
+/// Rows from which [`Isa::Amx`] runs a product on AMX tiles (`amx.rs`);
+/// fewer take the VNNI kernels. A tile product always covers 16 rows.
+pub const AMX_MIN_M: usize = 16;
 /// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
 pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
@@ -255,7 +260,7 @@ fn quantize_rows(
     flip: bool,
 ) {
     crate::f32::check_isa(isa);
-    assert!(!flip || matches!(isa, Isa::Avx512 | Isa::Avx512Vnni));
+    assert!(!flip || matches!(isa, Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx));
     let kp = padded_k(k);
     let groups = group_count(k, group_size);
     assert_eq!(x.len(), m * k, "int8: x shape");
@@ -284,7 +289,7 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     match isa {
         // SAFETY: the CPU has the level (contract above); qs is as long as xs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx512::quantize_slice(xs, qs, flip) },
+        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::quantize_slice(xs, qs, flip) },
         // SAFETY: as above, with AVX2.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
@@ -297,10 +302,16 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     }
 }
 
+/// Whether `isa` runs the VNNI kernels (`vpdpbusd`, flipped activations):
+/// AVX-512 VNNI, and AMX for what its tiles do not take.
+fn vnni(isa: Isa) -> bool {
+    matches!(isa, Isa::Avx512Vnni | Isa::Amx)
+}
+
 /// Whether `isa` is an x86 level from Avx2 up, all of which have AVX2: the
 /// levels that run the AVX2 bodies shared across them.
 fn has_avx2(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni)
+    matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx)
 }
 
 /// Adds `Σ (x − s·v)²` of a group to `err2` in f64, four lanes (element `i`
@@ -475,13 +486,13 @@ pub(crate) fn quantize_one16(x: f32, inv: f32, limit: f32) -> i16 {
 /// halves `v = 128 * hi + lo`, `hi = (v + 64) >> 7` in [-127, 127] and
 /// `lo` in [-64, 63]: `hi` into `q[..len]`, `lo` into `q[len..]`.
 /// With `flip` each byte's sign bit is flipped (`+ 128` as u8), the VNNI
-/// kernel's input.
+/// kernel's input (the AMX kernel takes them signed).
 fn split_halves(isa: Isa, q16: &[i16], q: &mut [i8], flip: bool) {
     #[cfg(target_arch = "x86_64")]
-    if flip {
-        // SAFETY: flipped halves are asked for by Avx512Vnni alone, whose
-        // features check_isa verified; the shape is asserted inside.
-        return unsafe { avx512::split_halves_flipped(q16, q) };
+    if vnni(isa) {
+        // SAFETY: check_isa verified the level's AVX-512 F/BW; the shape is
+        // asserted inside.
+        return unsafe { avx512::split_halves(q16, q, flip) };
     }
     debug_assert!(!flip, "int8: flipped halves at {isa:?}");
     let len = q16.len();
@@ -1078,15 +1089,17 @@ fn run_many(
     }
     let (kp, groups) = (padded_k(k), group_count(k, gs));
     let (mut xq, mut sx, mut x16, mut row) = SCRATCH.take();
-    // NEON's and VNNI's 16-bit activations take two int8 halves; every
-    // other use one.
-    let halves = acts == Activations::Int16
-        && (isa == Isa::Avx512Vnni || (isa == Isa::Neon && neon::usable()));
+    // The activations get zero rows up to a multiple of 16 for the tiles.
+    let tiles = ws.iter().all(|w| amx_takes(isa, m, w));
+    let rows = if tiles { m.div_ceil(16) * 16 } else { m };
+    // NEON's, VNNI's and AMX's 16-bit activations take two int8 halves;
+    // every other use one.
+    let halves = acts == Activations::Int16 && (vnni(isa) || (isa == Isa::Neon && neon::usable()));
     // vpdpbusd takes unsigned activations: flip the sign bits (x + 128)
     // as they are quantised rather than on every broadcast in the tile
-    // loop (measured ~5% on int8 prefill).
-    let flipped = isa == Isa::Avx512Vnni;
-    let q_len = if halves { 2 * m * kp } else { m * kp };
+    // loop (measured ~5% on int8 prefill). The tiles' `tdpbssd` is signed.
+    let flipped = vnni(isa) && !tiles;
+    let q_len = if halves { 2 * rows * kp } else { rows * kp };
     if xq.len() < q_len {
         xq.resize(q_len, 0);
     }
@@ -1094,18 +1107,32 @@ fn run_many(
         sx.resize(m * groups, 0.0);
     }
     let a = if acts == Activations::Int16 {
-        if x16.len() < m * kp {
-            x16.resize(m * kp, 0);
+        if x16.len() < rows * kp {
+            x16.resize(rows * kp, 0);
         }
         // The AVX2 pair kernel reads the i16s in pair order; the halves
         // are split from them in order.
         let pairs = has_avx2(isa) && !halves;
-        let (q16, s) = (&mut x16[..m * kp], &mut sx[..m * groups]);
-        quantize_rows16(isa, x, m, k, gs, in_scales, q16, s, pairs, &mut row);
-        // NEON multiplies int8 halves with `sdot` and VNNI with `vpdpbusd`;
-        // the other x86 levels and the scalar twin read the i16s.
+        let s = &mut sx[..m * groups];
+        quantize_rows16(
+            isa,
+            x,
+            m,
+            k,
+            gs,
+            in_scales,
+            &mut x16[..m * kp],
+            s,
+            pairs,
+            &mut row,
+        );
+        x16[m * kp..rows * kp].fill(0);
+        let q16 = &x16[..rows * kp];
+        // NEON multiplies int8 halves with `sdot`, VNNI with `vpdpbusd` and
+        // AMX with `tdpbssd`; the other x86 levels and the scalar twin read
+        // the i16s.
         let q: &[i8] = if halves {
-            let q = &mut xq[..2 * m * kp];
+            let q = &mut xq[..2 * rows * kp];
             split_halves(isa, q16, q, flipped);
             q
         } else {
@@ -1114,7 +1141,7 @@ fn run_many(
         Acts {
             q,
             s,
-            q16,
+            q16: &q16[..m * kp],
             m,
             kp,
             groups,
@@ -1129,12 +1156,14 @@ fn run_many(
         if wide && x16.len() < m * kp {
             x16.resize(m * kp, 0);
         }
-        let (q, s) = (&mut xq[..m * kp], &mut sx[..m * groups]);
-        quantize_rows(isa, x, m, k, gs, q, s, flipped);
+        let (q, s) = (&mut xq[..rows * kp], &mut sx[..m * groups]);
+        quantize_rows(isa, x, m, k, gs, &mut q[..m * kp], s, flipped);
+        q[m * kp..].fill(0);
+        let q: &[i8] = q;
         let q16: &[i16] = if wide {
             let q16 = &mut x16[..m * kp];
             // SAFETY: check_isa verified AVX2 (isa == Avx2); equal lengths,
-            // m * kp with kp a multiple of 4.
+            // m * kp with kp a multiple of 4 (rows == m: no tiles at Avx2).
             #[cfg(target_arch = "x86_64")]
             unsafe {
                 avx2::widen_pairs(q, q16)
@@ -1159,16 +1188,63 @@ fn run_many(
     for (w, y) in ws.iter().zip(ys.iter_mut()) {
         let n = w.n;
         let parallel = par::worth_parallel(m, k, n);
-        par::for_col_chunks(
-            y,
-            m,
-            n,
-            par::gemv_cols(n, TILE_N),
-            parallel,
-            |j0, j1, out| chunk(isa, &a, w, j0, j1, out, add),
-        );
+        // The tiles take a quarter of the outputs a task (a multiple of two
+        // tiles): each task configures the tiles and re-reads the
+        // activations, so fewer, wider tasks than a GEMV's.
+        let cols = if tiles {
+            (n / 4).clamp(64, 1024).div_ceil(2 * TILE_N) * 2 * TILE_N
+        } else {
+            par::gemv_cols(n, TILE_N)
+        };
+        par::for_col_chunks(y, m, n, cols, parallel, |j0, j1, out| {
+            if tiles {
+                amx_chunk(&a, rows, w, j0, j1, out, add)
+            } else {
+                chunk(isa, &a, w, j0, j1, out, add)
+            }
+        });
     }
     SCRATCH.set((xq, sx, x16, row));
+}
+
+/// Whether a product of `m` rows at `isa` runs on AMX tiles: at
+/// [`Isa::Amx`], from [`AMX_MIN_M`] rows, on weights whose groups are whole
+/// 64-input steps (any `group_size` that is a multiple of 64, or 0 with
+/// `k` one). Otherwise the VNNI kernels run it. The bits are the same.
+pub fn amx_takes(isa: Isa, m: usize, w: &Int8View<'_>) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa == Isa::Amx && m >= AMX_MIN_M && amx::fits(w);
+    #[cfg(not(target_arch = "x86_64"))]
+    return {
+        let _ = (isa, m, w);
+        false
+    };
+}
+
+/// [`amx::chunk`] after checking what it relies on.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+fn amx_chunk(
+    a: &Acts<'_>,
+    rows: usize,
+    w: &Int8View<'_>,
+    j0: usize,
+    j1: usize,
+    out: &mut ColBlock<'_>,
+    add: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(a.kp == w.padded_k() && a.groups == w.groups() && amx::fits(w));
+        assert!(a.s.len() == a.m * a.groups && rows == amx::padded_rows(a.m));
+        assert_eq!(a.q.len(), if a.wide { 2 } else { 1 } * rows * a.kp);
+        assert!(!a.flipped && j0.is_multiple_of(TILE_N) && j0 < j1 && j1 <= w.n);
+        // SAFETY: run_many takes the tiles at Isa::Amx only, which
+        // check_isa verified the CPU runs; the asserts above are the rest
+        // of the contract (`for_col_chunks` gives `out` as [m, j1 - j0]).
+        unsafe { amx::chunk(a, rows, w, j0, j1, out, add) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("int8: AMX tiles off x86-64");
 }
 
 /// Quantised activations, shaped for the kernels.
@@ -1211,20 +1287,12 @@ fn chunk(
         assert!(a.q16.len() == a.m * a.kp);
         assert!(a.q.is_empty() || a.q.len() == 2 * a.m * a.kp);
         // VNNI's 16-bit kernel takes nothing but flipped halves.
-        assert_eq!(
-            a.flipped,
-            isa == Isa::Avx512Vnni,
-            "int8: 16-bit activation encoding"
-        );
+        assert_eq!(a.flipped, vnni(isa), "int8: 16-bit activation encoding");
         assert!(!a.flipped || !a.q.is_empty());
     } else {
         assert!(a.q.len() == a.m * a.kp);
         assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
-        assert_eq!(
-            a.flipped,
-            isa == Isa::Avx512Vnni,
-            "int8: activation encoding"
-        );
+        assert_eq!(a.flipped, vnni(isa), "int8: activation encoding");
     }
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
     // 16-bit activations run VNNI's two `vpdpbusd`s, the AVX2 pair kernel
@@ -1232,7 +1300,7 @@ fn chunk(
     // own), NEON's two `sdot`s, or the scalar twin.
     // Read only by the x86 arms below (never true elsewhere).
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let vnni16 = a.wide && isa == Isa::Avx512Vnni;
+    let vnni16 = a.wide && vnni(isa);
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let x86_16 = a.wide && has_avx2(isa) && !vnni16;
     // A decode step's GEMV over whole tiles: one loop per level with the tile
@@ -1247,7 +1315,7 @@ fn chunk(
             _ if vnni16 => return unsafe { avx512::row_tiles16_vnni(a, w, t0, t1, out.row(0)) },
             _ if x86_16 => return unsafe { avx2::row_tiles16(a, w, t0, t1, out.row(0)) },
             _ if a.wide => {}
-            Isa::Avx512Vnni => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
+            _ if vnni(isa) => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
             Isa::Avx512 => return unsafe { avx512::row_tiles_bw(a, w, t0, t1, out.row(0)) },
             Isa::Avx2 => return unsafe { avx2::row_tiles(a, w, t0, t1, out.row(0)) },
             _ => {}
@@ -1258,7 +1326,7 @@ fn chunk(
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = if isa == Isa::Avx512Vnni && a.m - i >= ROW_BLOCK_WIDE {
+            let r = if vnni(isa) && a.m - i >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
                 (a.m - i).min(ROW_BLOCK)
@@ -1279,7 +1347,7 @@ fn chunk(
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
+                _ if vnni(isa) => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
                 // SAFETY: as above, with AVX-512 F/BW/VL.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, &mut tmp) },

@@ -305,7 +305,9 @@ fn split_block(isa: Isa, lo: &[i8; 32], hi: &[i8; 32], out: &mut [u8; 32], l2: &
         // SAFETY: every x86 level from Avx2 up has AVX2 (the caller's
         // check_isa verified the CPU has the level).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni => unsafe { avx2::split_block(lo, hi, out, l2) },
+        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe {
+            avx2::split_block(lo, hi, out, l2)
+        },
         _ => scalar::split_block(lo, hi, out, l2),
     }
 }
@@ -341,7 +343,7 @@ fn tiles(
         // SAFETY: the level was checked (check_isa) and `q` holds kp8 values;
         // tile_data bounds every weight read (see the kernel).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { avx512::tiles(s, q, b0, b1, t, nt, out) },
+        Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::tiles(s, q, b0, b1, t, nt, out) },
         // SAFETY: as above (AVX2 is implied by every AVX-512 level here).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => unsafe { avx2::tiles(s, q, b0, b1, t, nt, out) },
@@ -543,7 +545,7 @@ impl Intervals<'_> {
         hi: &mut [f32],
     ) -> (f32, f32) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+        if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx) {
             // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
             return unsafe { self.task_avx2(isa, t0, t1, banned, hi) };
         }
@@ -709,7 +711,7 @@ fn task_rows(
     work: &mut RowsWork,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni) {
+    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx) {
         // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
         return unsafe { task_rows_avx2(ivs, banned, isa, t0, t1, work) };
     }

@@ -1,0 +1,269 @@
+//! AMX-INT8 tile kernel for int8 products of many rows ([`super::AMX_MIN_M`]
+//! and up: prefill, a batch's decode step).
+//!
+//! `tdpbssd` multiplies a 16 x 64 tile of signed activation bytes by a
+//! 16 x 64 tile of signed weight bytes read as 16 k-blocks of 16 outputs x 4
+//! inputs, adding 16 x 16 exact i32 dot products (of 64 inputs each) to an
+//! accumulator tile. That B tile is exactly 16 consecutive k-blocks of one
+//! packed int8 tile (`int8` module docs: 64 bytes a k-block, 16 outputs x 4
+//! inputs), so the weights load straight from the packed layout with a
+//! 64-byte stride; the activations load from their `[rows, kp]` rows with a
+//! `kp` stride. The sums are exact integers, as at every other level, and
+//! the epilogue is the other levels' `y += (acc as f32 * s_x) * s_w` per
+//! group in the same order, so the outputs are the same bits.
+//!
+//! Eight tile registers, all 16 rows x 64 bytes (one configuration):
+//! * int8 activations: `tmm0..3` accumulate a 32-row x 32-output block,
+//!   `tmm4`/`tmm5` two activation tiles, `tmm6`/`tmm7` two weight tiles;
+//!   four products per four loads.
+//! * 16-bit activations ([`super::Activations::Int16`]) as int8 halves
+//!   `128 hi + lo` (signed, unlike VNNI's flipped ones): `tmm0`/`tmm1` the
+//!   `hi` sums and `tmm2`/`tmm3` the `lo` sums of a 16-row x 32-output block,
+//!   recombined as `(H << 7) + L` per group (wrapping i32; the true sum fits,
+//!   `a16_limit`).
+//!
+//! Rows are taken 16 at a time: the caller pads the activations with zero
+//! rows to a multiple of 16 ([`padded_rows`]); their outputs are dropped.
+//! Groups must be whole 64-input steps ([`fits`]); other shapes take the
+//! VNNI kernels.
+
+// Rows indexed into several arrays at once read more plainly than zips.
+#![allow(clippy::needless_range_loop)]
+
+use super::{Acts, Int8View, K_BLOCK, TILE_N};
+use crate::par::ColBlock;
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+/// Inputs per tile product: a 64-byte activation row.
+const TILE_K: usize = 64;
+/// k-blocks per tile product (the weight tile's rows).
+const STEP_BLOCKS: usize = TILE_K / K_BLOCK;
+/// Rows of an activation tile.
+const TILE_M: usize = 16;
+
+/// Activation rows the kernel reads for `m` rows: `m` rounded up to 16.
+pub(crate) fn padded_rows(m: usize) -> usize {
+    m.div_ceil(TILE_M) * TILE_M
+}
+
+/// Whether every group of `w` is a whole number of 64-input steps (and so
+/// `kp` a multiple of 64): what the tile products cover.
+pub(crate) fn fits(w: &Int8View<'_>) -> bool {
+    (0..w.groups()).all(|g| {
+        let (b0, b1) = w.group_blocks(g);
+        b0.is_multiple_of(STEP_BLOCKS) && (b1 - b0).is_multiple_of(STEP_BLOCKS)
+    })
+}
+
+/// The tile configuration `ldtilecfg` reads: palette 1, tiles 0..8 of 16
+/// rows x 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig {
+    palette: u8,
+    start_row: u8,
+    reserved: [u8; 14],
+    colsb: [u16; 16],
+    rows: [u8; 16],
+}
+
+static CONFIG: TileConfig = TileConfig {
+    palette: 1,
+    start_row: 0,
+    reserved: [0; 14],
+    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+};
+
+/// A 16 x 16 i32 accumulator tile in memory.
+type CTile = [[i32; TILE_N]; TILE_M];
+
+/// The tile loop over one column chunk: outputs `[j0, j1)` of every row into
+/// `out` (added to what it holds when `add`). `rows` is the padded row
+/// count of `a.q` ([`padded_rows`]); with `a.wide` it holds both halves
+/// (`[2, rows, kp]`, signed).
+///
+/// # Safety
+/// The CPU must run [`crate::dispatch::Isa::Amx`] (AMX-TILE, AMX-INT8, the
+/// tile state granted; AVX-512F). `fits(w)`, `a` matches `w`, `a.q` holds
+/// `rows * kp` bytes (twice that with `a.wide`) with zero rows from `a.m`,
+/// `j0 % 16 == 0`, `j0 < j1 <= w.n()`, `out` is `[a.m, j1 - j0]`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn chunk(
+    a: &Acts<'_>,
+    rows: usize,
+    w: &Int8View<'_>,
+    j0: usize,
+    j1: usize,
+    out: &mut ColBlock<'_>,
+    add: bool,
+) {
+    debug_assert!(rows == padded_rows(a.m) && fits(w));
+    let (t0, t1) = (j0 / TILE_N, j1.div_ceil(TILE_N));
+    // Row blocks of 32 (two activation tiles) for int8, 16 for halves (whose
+    // two tiles are the `hi` and `lo` of the same rows).
+    let block_m = if a.wide { TILE_M } else { 2 * TILE_M };
+    // SAFETY: the CPU runs AMX (contract); CONFIG is a valid palette-1
+    // configuration, 64 bytes aligned.
+    unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    let mut c = [[[0i32; TILE_N]; TILE_M]; 4];
+    let mut y = [[[0f32; TILE_N]; 2 * TILE_M]; 2];
+    for ta in (t0..t1).step_by(2) {
+        // A lone last tile pairs with itself; its copy's outputs are dropped.
+        let tb = if ta + 1 < t1 { ta + 1 } else { ta };
+        for i in (0..a.m).step_by(block_m) {
+            // SAFETY: forwarded contract; i < a.m <= rows, and the second
+            // int8 row block (i + 16, clamped to i) lies below `rows`.
+            unsafe { block(a, rows, w, ta, tb, i, &mut c, &mut y) };
+            let nr = (a.m - i).min(block_m);
+            for (h, t) in [ta, tb].into_iter().enumerate() {
+                if h == 1 && tb == ta {
+                    break;
+                }
+                let o = t * TILE_N - j0;
+                let valid = (j1 - t * TILE_N).min(TILE_N);
+                let mask = if valid == TILE_N {
+                    u16::MAX
+                } else {
+                    (1u16 << valid) - 1
+                };
+                for r in 0..nr {
+                    let dst = out.row(i + r)[o..o + valid].as_mut_ptr();
+                    // SAFETY: the masked accesses touch `valid` floats of
+                    // dst (inside the row) and of y[h][r] (16 floats).
+                    unsafe {
+                        let v = _mm512_loadu_ps(y[h][r].as_ptr());
+                        let v = if add {
+                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
+                        } else {
+                            v
+                        };
+                        _mm512_mask_storeu_ps(dst, mask, v);
+                    }
+                }
+            }
+        }
+    }
+    // SAFETY: releases the tile state this function configured.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// One row block against weight tiles `ta` and `tb`: per group, the tile
+/// products into `tmm0..3`, stored to `c`, and the epilogue into `y[h][r]`
+/// (`h`: 0 for `ta`, 1 for `tb`; `r`: row within the block).
+///
+/// # Safety
+/// As [`chunk`], with the tiles configured; `i < a.m`, `ta <= tb < np / 16`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(
+    a: &Acts<'_>,
+    rows: usize,
+    w: &Int8View<'_>,
+    ta: usize,
+    tb: usize,
+    i: usize,
+    c: &mut [CTile; 4],
+    y: &mut [[[f32; TILE_N]; 2 * TILE_M]; 2],
+) {
+    let kp = a.kp;
+    let np = w.padded_n();
+    // The second activation tile: the next 16 rows (int8; clamped to the
+    // first when none remain, its outputs then dropped) or the `lo` halves.
+    let (a0, a1) = if a.wide {
+        (i * kp, rows * kp + i * kp)
+    } else {
+        let ib = if i + TILE_M < rows { i + TILE_M } else { i };
+        (i * kp, ib * kp)
+    };
+    let q = a.q.as_ptr();
+    let wd = w.data.as_ptr();
+    for g in 0..a.groups {
+        let (kb0, kb1) = w.group_blocks(g);
+        // SAFETY: every tile load reads 16 rows of 64 bytes: activations at
+        // a0 / a1 + kb * 4 with stride kp (rows i..i + 16 <= rows, inputs
+        // kb * 4 + 64 <= kp as the groups are whole steps), weights at
+        // (t * 16 * kp + kb * 64) with stride 64 (16 k-blocks of tile t <
+        // np / 16); the stores write the four 1 KiB tiles of `c`.
+        unsafe {
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for kb in (kb0..kb1).step_by(STEP_BLOCKS) {
+                asm!(
+                    "tileloadd tmm4, [{a0} + {ks}*1]",
+                    "tileloadd tmm5, [{a1} + {ks}*1]",
+                    "tileloadd tmm6, [{b0} + {ws}*1]",
+                    "tileloadd tmm7, [{b1} + {ws}*1]",
+                    "tdpbssd tmm0, tmm4, tmm6",
+                    "tdpbssd tmm1, tmm4, tmm7",
+                    "tdpbssd tmm2, tmm5, tmm6",
+                    "tdpbssd tmm3, tmm5, tmm7",
+                    a0 = in(reg) q.add(a0 + kb * K_BLOCK),
+                    a1 = in(reg) q.add(a1 + kb * K_BLOCK),
+                    b0 = in(reg) wd.add(ta * TILE_N * kp + kb * 64),
+                    b1 = in(reg) wd.add(tb * TILE_N * kp + kb * 64),
+                    ks = in(reg) kp,
+                    ws = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+            }
+            let cs = 4 * TILE_N;
+            asm!(
+                "tilestored [{c0} + {cs}*1], tmm0",
+                "tilestored [{c1} + {cs}*1], tmm1",
+                "tilestored [{c2} + {cs}*1], tmm2",
+                "tilestored [{c3} + {cs}*1], tmm3",
+                c0 = in(reg) c[0].as_mut_ptr(),
+                c1 = in(reg) c[1].as_mut_ptr(),
+                c2 = in(reg) c[2].as_mut_ptr(),
+                c3 = in(reg) c[3].as_mut_ptr(),
+                cs = in(reg) cs,
+                options(nostack)
+            );
+        }
+        // tmm0: (rows 0-15, ta), tmm1: (rows 0-15, tb), tmm2: (second
+        // tile, ta), tmm3: (second tile, tb).
+        let sw = |t: usize| -> __m512 {
+            // SAFETY: g < groups and t < np / 16: 16 scales inside `scales`.
+            unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N)) }
+        };
+        let (swa, swb) = (sw(ta), sw(tb));
+        let nr = if a.wide { TILE_M } else { 2 * TILE_M };
+        for r in 0..nr.min(a.m - i) {
+            let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
+            let (lo, hi) = (r % TILE_M, r / TILE_M);
+            let load = |t: usize| -> __m512i {
+                // SAFETY: c[t][lo] is 16 i32s.
+                unsafe { _mm512_loadu_si512(c[t][lo].as_ptr() as *const _) }
+            };
+            let (sa, sb) = if a.wide {
+                let comb = |h: __m512i, l: __m512i| _mm512_add_epi32(_mm512_slli_epi32::<7>(h), l);
+                (comb(load(0), load(2)), comb(load(1), load(3)))
+            } else {
+                (load(2 * hi), load(2 * hi + 1))
+            };
+            for (h, (s, swt)) in [(sa, swa), (sb, swb)].into_iter().enumerate() {
+                let f = _mm512_cvtepi32_ps(s);
+                let yp = y[h][r].as_mut_ptr();
+                // SAFETY: y[h][r] is 16 f32s. The first group adds to 0.0,
+                // as every level's accumulator starts (so -0.0 becomes +0.0
+                // there too).
+                unsafe {
+                    let y0 = if g == 0 {
+                        _mm512_setzero_ps()
+                    } else {
+                        _mm512_loadu_ps(yp)
+                    };
+                    let v = _mm512_add_ps(y0, _mm512_mul_ps(_mm512_mul_ps(f, sx), swt));
+                    _mm512_storeu_ps(yp, v);
+                }
+            }
+        }
+    }
+}
