@@ -12,7 +12,7 @@
 //! | `T5EDGE_SPIN_US`, `T5EDGE_SPIN_HOT_US` | microseconds a spin-pool worker polls for work, and of that with `spin_loop` alone |
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
 //! | `T5EDGE_KV_BUDGET_MB` | megabytes of decoder caches a whole-batch decode keeps in flight before it lets rows wait their turn (`generate::waves`); `0`: never; unset: half the L3 |
-//! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` and float heads included; unset: `--exact` and greedy over an f32, f16 or bf16 head (one row at a time, certified against the head's own GEMV logits) screen, and a batch of int8 greedy rows does where the multi-row screen kernel runs (AVX2, AVX-512 without VNNI; `model::screened`). The ids are the same either way |
+//! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` and float heads included; unset: `--exact` and greedy over an f32, f16 or bf16 head (one row at a time, certified against the head's own GEMV logits) screen, so do single int8 greedy rows at the VNNI levels (`avx512vnni`, `amx`), and a batch of int8 greedy rows does where the multi-row screen kernel runs (AVX2, AVX-512 without VNNI; `model::screened`). The ids are the same either way |
 //! | `T5EDGE_BF16_DOT` | `1`: bf16 layers run prefill with `vdpbf16ps` where the CPU has AVX-512 BF16, the activations rounded to bf16 (faster; outputs move by about 2^-9 relative and differ from CPUs without it); `0` or unset: f32 arithmetic on every CPU |
 //!
 //! An empty variable counts as unset.

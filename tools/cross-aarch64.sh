@@ -27,7 +27,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET=aarch64-unknown-linux-gnu
-APT_PKGS=(gcc-aarch64-linux-gnu qemu-user libc6:arm64 libgcc-s1:arm64)
+# libc6-dev-arm64-cross (the C runtime objects the linker needs: Scrt1.o,
+# crti.o) is only a Recommends of the cross gcc, which --no-install-recommends
+# leaves out: a machine without it failed every aarch64 link.
+APT_PKGS=(gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user libc6:arm64 libgcc-s1:arm64)
 CARGO=(cargo)
 
 log() { printf '[cross-aarch64 %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

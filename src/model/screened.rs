@@ -20,7 +20,10 @@
 //! the bytes save (an AMD EPYC, side by side: from 3% slower to 10% faster
 //! with the machine's other load; docs/EXACT.md). Building the screen costs
 //! its 4 MB (a quarter of W1's peak RSS) and ~8 ms at start-up, so plain
-//! int8 greedy does not screen unless asked: `T5EDGE_SCREEN=1` always,
+//! int8 greedy does not screen unless asked, except at the VNNI levels
+//! (`avx512vnni`, `amx`), where the Intel Xeon measured it 23% faster on W1
+//! ([`vnni_screens`]; the AMD EPYC with AVX-512 VNNI is unmeasured):
+//! `T5EDGE_SCREEN=1` always,
 //! `T5EDGE_SCREEN=auto` to measure ([`Mode::Measure`]: after [`WARM_PICKS`]
 //! screened picks the next [`CALIBRATION_STEPS`] run both ways, timed, each
 //! screened pick checked against the full one, and the screen stays only if
@@ -37,6 +40,7 @@
 use super::certified::{CertScratch, CertifiedHead};
 use super::linear::{Linear, LinearWeight, Rows};
 use super::scratch;
+use crate::weights::Int8Data;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -113,10 +117,7 @@ impl ScreenedHead {
         let pick = match &linear.weight {
             LinearWeight::Int8(w) => {
                 let view = w.view();
-                let s = self
-                    .screen
-                    .get_or_init(|| Int4Screen::from_int8(&view).ok())
-                    .as_ref()?;
+                let s = self.screen.get_or_init(|| build(w)).as_ref()?;
                 screen::argmax(&view, s, h, banned, scratch.screen())
             }
             // Never a head (the int8 policy gives it to `wo` alone), and no
@@ -183,11 +184,7 @@ impl ScreenedHead {
             return false;
         };
         let view = w.view();
-        let Some(s) = self
-            .screen
-            .get_or_init(|| Int4Screen::from_int8(&view).ok())
-            .as_ref()
-        else {
+        let Some(s) = self.screen.get_or_init(|| build(w)).as_ref() else {
             return false;
         };
         let isa = t5edge_kernels::dispatch::active();
@@ -241,9 +238,10 @@ impl ScreenedHead {
     /// (or the process's), its calibration's verdict and its trial.
     fn state(&self, linear: &Linear) -> Option<bool> {
         // A float head screens unless told not to: its screen reads 4 bits
-        // a weight where the head reads 16 or 32, on every CPU.
+        // a weight where the head reads 16 or 32, on every CPU. An int8
+        // head does where the VNNI screen kernel runs (module docs).
         let unset = match linear.weight {
-            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => Mode::Off,
+            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) if !vnni_screens() => Mode::Off,
             _ => Mode::On,
         };
         let mode = match self.mode {
@@ -334,6 +332,33 @@ impl ScreenedHead {
     pub fn built(&self) -> bool {
         matches!(self.screen.get(), Some(Some(_))) || matches!(self.float_head.get(), Some(Some(_)))
     }
+}
+
+/// The screen of int8 head `w`, or `None` if it can have none. A head
+/// mapped from a file has its pages dropped behind the build (they come
+/// back from the file if touched): a screened step reads the screen and a
+/// few rows, so the head need not stay resident, and W1's peak memory is the
+/// screen's 4 MB instead of the head's 8.2 MB plus the screen.
+fn build(w: &Int8Data) -> Option<Int4Screen> {
+    let view = w.view();
+    match w {
+        Int8Data::Mapped(m) => Int4Screen::from_int8_then(&view, &|r| {
+            m.backing
+                .release(m.data.start + r.start..m.data.start + r.end)
+        }),
+        Int8Data::Owned(_) => Int4Screen::from_int8(&view),
+    }
+    .ok()
+}
+
+/// Whether a single int8 greedy row screens when nothing was asked: at the
+/// VNNI levels (`avx512vnni`, `amx`), whose screen kernel multiplies the
+/// nibbles with `vpdpbusd`. On the Intel Xeon (AVX-512 VNNI, 2 MB of L2 a
+/// core in front of a slow L3) W1 went 9.15-9.31 -> 7.05-7.39 ms side by
+/// side, cold start 21.1-21.6 -> 23.4-24.4 ms (kernels/BENCH.md).
+fn vnni_screens() -> bool {
+    use t5edge_kernels::dispatch::{active, Isa};
+    matches!(active(), Isa::Avx512Vnni | Isa::Amx)
 }
 
 static CHOICE: OnceLock<Mode> = OnceLock::new();

@@ -121,6 +121,26 @@ impl Int4Screen {
     /// screen at every level, a block of a tile's eight rows at a time
     /// ([`split_block`]).
     pub fn from_int8_with(isa: Isa, w: &Int8View<'_>) -> Result<Int4Screen, String> {
+        Int4Screen::build(isa, w, &|_| {})
+    }
+
+    /// [`Int4Screen::from_int8`], calling `read(range)` with each byte range
+    /// of `w.data()` once the build has read it for good (ranges are
+    /// disjoint and may come from several threads): so a caller whose
+    /// weights are a mapped file can drop those pages behind the build, and
+    /// the head and its screen are never resident together.
+    pub fn from_int8_then(
+        w: &Int8View<'_>,
+        read: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) -> Result<Int4Screen, String> {
+        Int4Screen::build(crate::dispatch::active(), w, read)
+    }
+
+    fn build(
+        isa: Isa,
+        w: &Int8View<'_>,
+        read: &(dyn Fn(std::ops::Range<usize>) + Sync),
+    ) -> Result<Int4Screen, String> {
         crate::f32::check_isa(isa);
         let (n, k, gs) = (w.n(), w.k(), w.group_size());
         if !gs.is_multiple_of(BLOCK) {
@@ -131,9 +151,9 @@ impl Int4Screen {
         let (kp, kp8, groups) = (w.padded_k(), padded_k(k), w.groups());
         let tiles = n.div_ceil(TILE);
         let tile_bytes = kp8 / BLOCK * BLOCK_BYTES;
-        // Padding rows and inputs keep u = 8 (h = 0): their sums are never
-        // read (rows) or meet a zero activation (inputs).
-        let mut data = vec![OFFSET as u8 * 0x11; tiles * tile_bytes];
+        // Zeroed, so its pages are mapped only as each task fills its
+        // tiles (while `read` may be dropping the head's behind it).
+        let mut data = vec![0u8; tiles * tile_bytes];
         let np8 = tiles * TILE;
         let mut l_sq = vec![0u32; groups * np8];
         let gsz = if gs == 0 { kp8 } else { gs };
@@ -156,6 +176,9 @@ impl Int4Screen {
                         (t1 - t0) * tile_bytes,
                     )
                 };
+                // Padding rows and inputs keep u = 8 (h = 0): their sums are
+                // never read (rows) or meet a zero activation (inputs).
+                dst.fill(OFFSET as u8 * 0x11);
                 for (t, tile) in (t0..t1).zip(dst.chunks_exact_mut(tile_bytes)) {
                     // The tile's 8 rows are half of an int8 16-row tile: 32
                     // consecutive bytes of each of its k-blocks (a screen
@@ -181,6 +204,10 @@ impl Int4Screen {
                         }
                     }
                 }
+                // Screen tiles [t0, t1) are the halves of int8 tiles
+                // [t0 / 2, ceil(t1 / 2)) (t0 is even: per_task is).
+                let int8_tile = TILE_N * kp;
+                read(t0 / 2 * int8_tile..(t1.div_ceil(2) * int8_tile).min(raw.len()));
             },
         );
         let l_norms = l_sq.iter().map(|&s| round_up((s as f64).sqrt())).collect();
