@@ -336,3 +336,32 @@ fn a_group_of_four_has_no_screen() {
     let e = Int4Screen::from_int8(&p.view()).unwrap_err();
     assert!(e.contains("group size 4"), "{e}");
 }
+
+/// `from_int8_then` builds the same screen and reports every byte of the
+/// int8 data as read exactly once (what lets a mapped head's pages be
+/// dropped behind the build), on one thread and on several.
+#[test]
+fn the_build_reports_each_int8_byte_read_once() {
+    let mut rng = common::Rng(21);
+    for (n, k) in [(1usize, 8usize), (37, 100), (1500, 64), (4000, 256)] {
+        let w32 = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+        let p = PackedInt8::quantize(&w32, n, k, 0).unwrap();
+        let v = p.view();
+        let len = v.data().len();
+        let runs = on_every_pool(|| {
+            let seen = std::sync::Mutex::new(Vec::new());
+            let s = Int4Screen::from_int8_then(&v, &|r| seen.lock().unwrap().push(r)).unwrap();
+            assert_eq!(s, Int4Screen::from_int8(&v).unwrap(), "n={n} k={k}");
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_by_key(|r| r.start);
+            let mut at = 0;
+            for r in &seen {
+                assert_eq!(r.start, at, "n={n} k={k}: ranges {seen:?}");
+                at = r.end;
+            }
+            assert_eq!(at, len, "n={n} k={k}: ranges {seen:?}");
+            seen.len()
+        });
+        assert!(runs.iter().all(|(_, parts)| *parts >= 1));
+    }
+}

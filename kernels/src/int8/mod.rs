@@ -1209,8 +1209,9 @@ fn run_many(
 
 /// Whether a product of `m` rows at `isa` runs on AMX tiles: at
 /// [`Isa::Amx`], from [`AMX_MIN_M`] rows, on weights whose groups are whole
-/// 64-input steps (any `group_size` that is a multiple of 64, or 0 with
-/// `k` one). Otherwise the VNNI kernels run it. The bits are the same.
+/// 64-input steps (a `group_size` that is a multiple of 64 and divides
+/// `k`, or 0, one group, with `k` a multiple of 64). Otherwise the VNNI
+/// kernels run it. The bits are the same.
 pub fn amx_takes(isa: Isa, m: usize, w: &Int8View<'_>) -> bool {
     #[cfg(target_arch = "x86_64")]
     return isa == Isa::Amx && m >= AMX_MIN_M && amx::fits(w);
