@@ -73,6 +73,23 @@ impl Isa {
         }
     }
 
+    /// Whether the level is an x86 one from `Avx2` up: all of them have AVX2
+    /// and run the AVX2 bodies shared across them.
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx)
+    }
+
+    /// Whether the level has AVX-512 F/BW/VL: `Avx512` and the levels above.
+    pub fn has_avx512(self) -> bool {
+        matches!(self, Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx)
+    }
+
+    /// Whether the level has AVX-512 VNNI (`vpdpbusd`): `Avx512Vnni`, and
+    /// `Amx` for what its tiles do not take.
+    pub fn has_vnni(self) -> bool {
+        matches!(self, Isa::Avx512Vnni | Isa::Amx)
+    }
+
     fn code(self) -> u8 {
         self as u8 + 1
     }

@@ -68,7 +68,7 @@ impl Backend {
         match isa {
             Isa::Scalar => Backend::Scalar,
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => pulp::x86::V4::try_new()
+            _ if isa.has_avx512() => pulp::x86::V4::try_new()
                 .map(Backend::V4)
                 .or_else(|| pulp::x86::V3::try_new().map(Backend::V3))
                 .unwrap_or(Backend::Scalar),

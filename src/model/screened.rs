@@ -19,7 +19,8 @@
 //! by arithmetic (AVX2 without VNNI) the nibble unpacking costs about what
 //! the bytes save (an AMD EPYC, side by side: from 3% slower to 10% faster
 //! with the machine's other load; docs/EXACT.md). Building the screen costs
-//! its 4 MB (a quarter of W1's peak RSS) and ~8 ms at start-up, so plain
+//! ~8 ms at start-up (its 4 MB no longer add to the peak: a mapped head's
+//! pages are dropped behind the build, [`build`]), so plain
 //! int8 greedy does not screen unless asked, except at the VNNI levels
 //! (`avx512vnni`, `amx`), where the Intel Xeon measured it 23% faster on W1
 //! ([`vnni_screens`]; the AMD EPYC with AVX-512 VNNI is unmeasured):
@@ -357,8 +358,7 @@ fn build(w: &Int8Data) -> Option<Int4Screen> {
 /// core in front of a slow L3) W1 went 9.15-9.31 -> 7.05-7.39 ms side by
 /// side, cold start 21.1-21.6 -> 23.4-24.4 ms (kernels/BENCH.md).
 fn vnni_screens() -> bool {
-    use t5edge_kernels::dispatch::{active, Isa};
-    matches!(active(), Isa::Avx512Vnni | Isa::Amx)
+    t5edge_kernels::dispatch::active().has_vnni()
 }
 
 static CHOICE: OnceLock<Mode> = OnceLock::new();

@@ -119,9 +119,7 @@ impl Attention<'_> {
         let one = |h: usize, i0: usize, nq: usize, o: &mut [f32]| match isa {
             // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe {
-                avx512::block(self, h, i0, nq, o)
-            },
+            _ if isa.has_avx512() => unsafe { avx512::block(self, h, i0, nq, o) },
             // SAFETY: check_isa verified AVX2 + FMA.
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { avx2::block(self, h, i0, nq, o) },

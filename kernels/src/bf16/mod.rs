@@ -73,10 +73,7 @@ pub fn linear_dot_with(
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if m >= BF16_GEMM_MIN_M
-        && matches!(isa, Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx)
-        && avx512bf16::available()
-    {
+    if m >= BF16_GEMM_MIN_M && isa.has_avx512() && avx512bf16::available() {
         crate::f32::check_shapes(x.len(), m, k, w.len(), n, y.len());
         return avx512bf16::linear(x, m, k, w, n, y);
     }
@@ -121,7 +118,7 @@ fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut Col
         Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
         // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA/F16C).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::gemv(x, m, k, w, out) },
+        _ if isa.has_avx512() => unsafe { avx512::gemv(x, m, k, w, out) },
         Isa::Neon => neon::gemv(x, m, k, w, out),
         _ => scalar::gemv(x, m, k, w, out),
     }

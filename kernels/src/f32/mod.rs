@@ -99,7 +99,7 @@ impl<W> Prefill for W {}
 fn prefill_chunk<W: Prefill>(isa: Isa) -> Option<ChunkFn<W>> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => Some(|x, m, k, w, out| {
+        _ if isa.has_avx512() => Some(|x, m, k, w, out| {
             // SAFETY: handed out only at the AVX-512 levels, which `check_isa`
             // verified the CPU has (with AVX2/FMA/F16C).
             unsafe { avx512::gemm(x, m, k, w, out) }
@@ -186,7 +186,7 @@ fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColB
         Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
         // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::gemv(x, m, k, w, out) },
+        _ if isa.has_avx512() => unsafe { avx512::gemv(x, m, k, w, out) },
         Isa::Neon => neon::gemv(x, m, k, w, out),
         _ => scalar::gemv(x, m, k, w, out),
     }

@@ -47,6 +47,16 @@ pub(crate) fn padded_rows(m: usize) -> usize {
     m.div_ceil(TILE_M) * TILE_M
 }
 
+/// Rows of one block: 32 (two activation tiles) for int8, 16 for halves
+/// (whose two tiles are the `hi` and `lo` of the same rows).
+fn block_rows(a: &Acts<'_>) -> usize {
+    if a.wide {
+        TILE_M
+    } else {
+        2 * TILE_M
+    }
+}
+
 /// Whether every group of `w` is a whole number of 64-input steps (and so
 /// `kp` a multiple of 64): what the tile products cover.
 pub(crate) fn fits(w: &Int8View<'_>) -> bool {
@@ -100,9 +110,7 @@ pub(crate) unsafe fn chunk(
 ) {
     debug_assert!(rows == padded_rows(a.m) && fits(w));
     let (t0, t1) = (j0 / TILE_N, j1.div_ceil(TILE_N));
-    // Row blocks of 32 (two activation tiles) for int8, 16 for halves (whose
-    // two tiles are the `hi` and `lo` of the same rows).
-    let block_m = if a.wide { TILE_M } else { 2 * TILE_M };
+    let block_m = block_rows(a);
     // SAFETY: the CPU runs AMX (contract); CONFIG is a valid palette-1
     // configuration, 64 bytes aligned.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
@@ -234,8 +242,7 @@ unsafe fn block(
             unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N)) }
         };
         let (swa, swb) = (sw(ta), sw(tb));
-        let nr = if a.wide { TILE_M } else { 2 * TILE_M };
-        for r in 0..nr.min(a.m - i) {
+        for r in 0..block_rows(a).min(a.m - i) {
             let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
             let (lo, hi) = (r % TILE_M, r / TILE_M);
             let load = |t: usize| -> __m512i {

@@ -39,6 +39,16 @@ macro_rules! dispatch_rows {
 }
 pub(crate) use dispatch_rows;
 
+/// [`dispatch_rows`] with the VNNI kernels' eight-row block as well.
+macro_rules! dispatch_rows_wide {
+    ($f:ident, $a:expr, $w:expr, $t:expr, $i:expr, $r:expr, $out:expr) => {
+        match $r {
+            super::ROW_BLOCK_WIDE => $f::<{ super::ROW_BLOCK_WIDE }>($a, $w, $t, $i, $out),
+            _ => dispatch_rows!($f, $a, $w, $t, $i, $r, $out),
+        }
+    };
+}
+
 /// Defines `$name(a, w, t0, t1, dst)`: tiles `t0..t1` against the single
 /// activation row of a decode step (`a.m == 1`), tile `t` written to
 /// `dst[16 (t - t0)..][..16]`, with the level's `$rows::<1>` inlined into one
@@ -94,12 +104,7 @@ pub(crate) unsafe fn tile_vnni(
     out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match r {
-            super::ROW_BLOCK_WIDE => vnni_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
-            _ => dispatch_rows!(vnni_rows, a, w, t, i, r, out),
-        }
-    }
+    unsafe { dispatch_rows_wide!(vnni_rows, a, w, t, i, r, out) }
 }
 
 /// [`super::Activations::Int16`]'s VNNI tile kernel: each 16-bit value
@@ -123,12 +128,7 @@ pub(crate) unsafe fn tile16_vnni(
     out: &mut TileOut,
 ) {
     // SAFETY: forwarded contract.
-    unsafe {
-        match r {
-            super::ROW_BLOCK_WIDE => vnni16_rows::<{ super::ROW_BLOCK_WIDE }>(a, w, t, i, out),
-            _ => dispatch_rows!(vnni16_rows, a, w, t, i, r, out),
-        }
-    }
+    unsafe { dispatch_rows_wide!(vnni16_rows, a, w, t, i, r, out) }
 }
 
 /// # Safety

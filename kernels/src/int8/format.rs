@@ -42,9 +42,7 @@ pub(super) fn scan(
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the level is only active (or forced) on a CPU that has
             // it, and every AVX-512 level implies AVX2.
-            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe {
-                super::avx2::block_sums(blocks)
-            },
+            _ if isa.has_avx2() => unsafe { super::avx2::block_sums(blocks) },
             _ => super::scalar::block_sums(blocks),
         }
     };

@@ -260,7 +260,7 @@ fn quantize_rows(
     flip: bool,
 ) {
     crate::f32::check_isa(isa);
-    assert!(!flip || matches!(isa, Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx));
+    assert!(!flip || isa.has_avx512());
     let kp = padded_k(k);
     let groups = group_count(k, group_size);
     assert_eq!(x.len(), m * k, "int8: x shape");
@@ -289,7 +289,7 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     match isa {
         // SAFETY: the CPU has the level (contract above); qs is as long as xs.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::quantize_slice(xs, qs, flip) },
+        _ if isa.has_avx512() => unsafe { avx512::quantize_slice(xs, qs, flip) },
         // SAFETY: as above, with AVX2.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { avx2::quantize_slice(xs, qs) },
@@ -302,25 +302,13 @@ fn quantize_slice_with(isa: Isa, xs: &[f32], qs: &mut [i8], flip: bool) -> f32 {
     }
 }
 
-/// Whether `isa` runs the VNNI kernels (`vpdpbusd`, flipped activations):
-/// AVX-512 VNNI, and AMX for what its tiles do not take.
-fn vnni(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx512Vnni | Isa::Amx)
-}
-
-/// Whether `isa` is an x86 level from Avx2 up, all of which have AVX2: the
-/// levels that run the AVX2 bodies shared across them.
-fn has_avx2(isa: Isa) -> bool {
-    matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx)
-}
-
 /// Adds `Σ (x − s·v)²` of a group to `err2` in f64, four lanes (element `i`
 /// to lane `i % 4`), the same bits at every level: each lane's operations
 /// are the scalar ones in the same order (no fused multiply-add), only the
 /// width of the vectors the compiler gives them differs.
 fn err_sq_with(isa: Isa, xs: &[f32], qs: &[i8], s: f32, err2: &mut [f64; 4]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx2(isa) {
+    if isa.has_avx2() {
         // SAFETY: every x86 level from Avx2 up has AVX2 (the caller runs at
         // a level the CPU has).
         return unsafe { err_sq_avx2(xs, qs, s, err2) };
@@ -422,7 +410,7 @@ fn quantize_rows16(
         group_size
     };
     let limit = a16_limit(kp) as f32;
-    let x86 = has_avx2(isa);
+    let x86 = isa.has_avx2();
     for i in 0..m {
         let (mut xr, qr) = (&x[i * k..(i + 1) * k], &mut q16[i * kp..(i + 1) * kp]);
         if !in_scales.is_empty() {
@@ -489,7 +477,7 @@ pub(crate) fn quantize_one16(x: f32, inv: f32, limit: f32) -> i16 {
 /// kernel's input (the AMX kernel takes them signed).
 fn split_halves(isa: Isa, q16: &[i16], q: &mut [i8], flip: bool) {
     #[cfg(target_arch = "x86_64")]
-    if vnni(isa) {
+    if isa.has_vnni() {
         // SAFETY: check_isa verified the level's AVX-512 F/BW; the shape is
         // asserted inside.
         return unsafe { avx512::split_halves(q16, q, flip) };
@@ -1091,14 +1079,18 @@ fn run_many(
     let (mut xq, mut sx, mut x16, mut row) = SCRATCH.take();
     // The activations get zero rows up to a multiple of 16 for the tiles.
     let tiles = ws.iter().all(|w| amx_takes(isa, m, w));
-    let rows = if tiles { m.div_ceil(16) * 16 } else { m };
+    #[cfg(target_arch = "x86_64")]
+    let rows = if tiles { amx::padded_rows(m) } else { m };
+    #[cfg(not(target_arch = "x86_64"))]
+    let rows = m;
     // NEON's, VNNI's and AMX's 16-bit activations take two int8 halves;
     // every other use one.
-    let halves = acts == Activations::Int16 && (vnni(isa) || (isa == Isa::Neon && neon::usable()));
+    let halves =
+        acts == Activations::Int16 && (isa.has_vnni() || (isa == Isa::Neon && neon::usable()));
     // vpdpbusd takes unsigned activations: flip the sign bits (x + 128)
     // as they are quantised rather than on every broadcast in the tile
     // loop (measured ~5% on int8 prefill). The tiles' `tdpbssd` is signed.
-    let flipped = vnni(isa) && !tiles;
+    let flipped = isa.has_vnni() && !tiles;
     let q_len = if halves { 2 * rows * kp } else { rows * kp };
     if xq.len() < q_len {
         xq.resize(q_len, 0);
@@ -1112,7 +1104,7 @@ fn run_many(
         }
         // The AVX2 pair kernel reads the i16s in pair order; the halves
         // are split from them in order.
-        let pairs = has_avx2(isa) && !halves;
+        let pairs = isa.has_avx2() && !halves;
         let s = &mut sx[..m * groups];
         quantize_rows16(
             isa,
@@ -1288,12 +1280,16 @@ fn chunk(
         assert!(a.q16.len() == a.m * a.kp);
         assert!(a.q.is_empty() || a.q.len() == 2 * a.m * a.kp);
         // VNNI's 16-bit kernel takes nothing but flipped halves.
-        assert_eq!(a.flipped, vnni(isa), "int8: 16-bit activation encoding");
+        assert_eq!(
+            a.flipped,
+            isa.has_vnni(),
+            "int8: 16-bit activation encoding"
+        );
         assert!(!a.flipped || !a.q.is_empty());
     } else {
         assert!(a.q.len() == a.m * a.kp);
         assert!(a.q16.is_empty() || a.q16.len() == a.m * a.kp);
-        assert_eq!(a.flipped, vnni(isa), "int8: activation encoding");
+        assert_eq!(a.flipped, isa.has_vnni(), "int8: activation encoding");
     }
     assert!(j0.is_multiple_of(TILE_N) && j1 <= w.n && j0 < j1);
     // 16-bit activations run VNNI's two `vpdpbusd`s, the AVX2 pair kernel
@@ -1301,9 +1297,9 @@ fn chunk(
     // own), NEON's two `sdot`s, or the scalar twin.
     // Read only by the x86 arms below (never true elsewhere).
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let vnni16 = a.wide && vnni(isa);
+    let vnni16 = a.wide && isa.has_vnni();
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let x86_16 = a.wide && has_avx2(isa) && !vnni16;
+    let x86_16 = a.wide && isa.has_avx2() && !vnni16;
     // A decode step's GEMV over whole tiles: one loop per level with the tile
     // kernel inlined, no scratch copy.
     #[cfg(target_arch = "x86_64")]
@@ -1316,7 +1312,9 @@ fn chunk(
             _ if vnni16 => return unsafe { avx512::row_tiles16_vnni(a, w, t0, t1, out.row(0)) },
             _ if x86_16 => return unsafe { avx2::row_tiles16(a, w, t0, t1, out.row(0)) },
             _ if a.wide => {}
-            _ if vnni(isa) => return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) },
+            _ if isa.has_vnni() => {
+                return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) }
+            }
             Isa::Avx512 => return unsafe { avx512::row_tiles_bw(a, w, t0, t1, out.row(0)) },
             Isa::Avx2 => return unsafe { avx2::row_tiles(a, w, t0, t1, out.row(0)) },
             _ => {}
@@ -1327,7 +1325,7 @@ fn chunk(
         let valid = (j1 - t * TILE_N).min(TILE_N);
         let mut i = 0;
         while i < a.m {
-            let r = if vnni(isa) && a.m - i >= ROW_BLOCK_WIDE {
+            let r = if isa.has_vnni() && a.m - i >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
                 (a.m - i).min(ROW_BLOCK)
@@ -1348,7 +1346,7 @@ fn chunk(
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.
                 #[cfg(target_arch = "x86_64")]
-                _ if vnni(isa) => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
+                _ if isa.has_vnni() => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
                 // SAFETY: as above, with AVX-512 F/BW/VL.
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, &mut tmp) },

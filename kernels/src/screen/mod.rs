@@ -332,9 +332,7 @@ fn split_block(isa: Isa, lo: &[i8; 32], hi: &[i8; 32], out: &mut [u8; 32], l2: &
         // SAFETY: every x86 level from Avx2 up has AVX2 (the caller's
         // check_isa verified the CPU has the level).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx => unsafe {
-            avx2::split_block(lo, hi, out, l2)
-        },
+        _ if isa.has_avx2() => unsafe { avx2::split_block(lo, hi, out, l2) },
         _ => scalar::split_block(lo, hi, out, l2),
     }
 }
@@ -370,7 +368,7 @@ fn tiles(
         // SAFETY: the level was checked (check_isa) and `q` holds kp8 values;
         // tile_data bounds every weight read (see the kernel).
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni | Isa::Amx => unsafe { avx512::tiles(s, q, b0, b1, t, nt, out) },
+        _ if isa.has_vnni() => unsafe { avx512::tiles(s, q, b0, b1, t, nt, out) },
         // SAFETY: as above (AVX2 is implied by every AVX-512 level here).
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => unsafe { avx2::tiles(s, q, b0, b1, t, nt, out) },
@@ -572,7 +570,7 @@ impl Intervals<'_> {
         hi: &mut [f32],
     ) -> (f32, f32) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx) {
+        if isa.has_avx2() {
             // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
             return unsafe { self.task_avx2(isa, t0, t1, banned, hi) };
         }
@@ -738,7 +736,7 @@ fn task_rows(
     work: &mut RowsWork,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if matches!(isa, Isa::Avx2 | Isa::Avx512 | Isa::Avx512Vnni | Isa::Amx) {
+    if isa.has_avx2() {
         // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
         return unsafe { task_rows_avx2(ivs, banned, isa, t0, t1, work) };
     }
