@@ -78,10 +78,11 @@ impl<T> SyncPtr<T> {
     }
 }
 
-/// One task's `[rows, width]` block of a row-major `[rows, stride]` output:
-/// row `i` is `y[i * stride + j0 .. i * stride + j0 + width]`, written in place.
+/// One task's `[rows, width]` block of a row-major `[m, stride]` output
+/// from row `i0`: row `i` is `y[(i0 + i) * stride + j0..][..width]`, written
+/// in place.
 pub(crate) struct ColBlock<'a> {
-    /// `&y[j0]`.
+    /// `&y[i0 * stride + j0]`.
     ptr: *mut f32,
     rows: usize,
     width: usize,
@@ -90,15 +91,21 @@ pub(crate) struct ColBlock<'a> {
 }
 
 impl ColBlock<'_> {
+    /// Rows in the block.
+    #[inline]
+    pub(crate) fn rows(&self) -> usize {
+        self.rows
+    }
+
     /// Row `i` of the block. Borrowing `self` mutably means one block never
     /// hands out two live rows, so the slices it gives are never aliased.
     #[inline]
     pub(crate) fn row(&mut self, i: usize) -> &mut [f32] {
         assert!(i < self.rows);
-        // SAFETY: `for_col_chunks` built the block with j0 + width <= stride and
-        // rows * stride == y.len(), so the row lies inside y; no other task's
-        // block covers these columns (chunks are disjoint) and this block hands
-        // out one row at a time (see above).
+        // SAFETY: `for_blocks` built the block with j0 + width <= stride and
+        // (i0 + rows) * stride <= y.len(), so the row lies inside y; no other
+        // task's block covers these elements (blocks are disjoint) and this
+        // block hands out one row at a time (see above).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.width) }
     }
 }
@@ -117,25 +124,47 @@ pub(crate) fn for_col_chunks<F>(
 ) where
     F: Fn(usize, usize, &mut ColBlock<'_>) + Sync,
 {
-    assert!(chunk > 0 && y.len() == m * n);
+    for_blocks(y, m, n, m.max(1), chunk, parallel, |_, j0, j1, out| {
+        f(j0, j1, out)
+    });
+}
+
+/// Runs `f(i0, j0, j1, out)` over the `[rows, cols]` blocks of the `[m, n]`
+/// output `y` (the last ones in a row or column of blocks smaller): `out` is
+/// rows `[i0, i0 + out.rows())` by columns `[j0, j1)`, written in place. Tasks
+/// go column block by column block, rows fastest.
+pub(crate) fn for_blocks<F>(
+    y: &mut [f32],
+    m: usize,
+    n: usize,
+    rows: usize,
+    cols: usize,
+    parallel: bool,
+    f: F,
+) where
+    F: Fn(usize, usize, usize, &mut ColBlock<'_>) + Sync,
+{
+    assert!(rows > 0 && cols > 0 && y.len() == m * n);
     if m == 0 || n == 0 {
         return;
     }
     let base = SyncPtr(y.as_mut_ptr());
-    pool::for_each(n.div_ceil(chunk), parallel, |c| {
-        let j0 = c * chunk;
-        let j1 = (j0 + chunk).min(n);
+    let row_blocks = m.div_ceil(rows);
+    pool::for_each(n.div_ceil(cols) * row_blocks, parallel, |t| {
+        let (i0, j0) = ((t % row_blocks) * rows, (t / row_blocks) * cols);
+        let j1 = (j0 + cols).min(n);
         let mut block = ColBlock {
-            // SAFETY: j0 < n <= y.len(), so the offset stays inside y. Chunk c
-            // owns columns [j0, j1) of every row, disjoint from every other
-            // chunk's, and `y` stays mutably borrowed until all tasks are done.
-            ptr: unsafe { base.get().add(j0) },
-            rows: m,
+            // SAFETY: i0 < m and j0 < n, so the offset stays inside y. Task t
+            // owns rows [i0, i0 + rows) of columns [j0, j1), disjoint from
+            // every other task's, and `y` stays mutably borrowed until all
+            // tasks are done.
+            ptr: unsafe { base.get().add(i0 * n + j0) },
+            rows: rows.min(m - i0),
             width: j1 - j0,
             stride: n,
             _y: PhantomData,
         };
-        f(j0, j1, &mut block)
+        f(i0, j0, j1, &mut block)
     });
 }
 

@@ -5,8 +5,9 @@
 // Register arrays indexed by row and key read more plainly than zips.
 #![allow(clippy::needless_range_loop)]
 
-use super::blocked::{self, Rows, Tile, VecOps};
+use super::blocked::{self, HeadKv, Rows, Tile, VecOps};
 use super::Attention;
+use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
 // The vector `exp`'s constants (shared with `avx512::exp512`).
@@ -112,8 +113,31 @@ impl VecOps for Avx2Ops {
 /// # Safety
 /// The CPU must have AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn block(a: &Attention<'_>, h: usize, i0: usize, nq: usize, out: &mut [f32]) {
-    blocked::block::<Avx2Ops>(a, h, i0, nq, out)
+pub(super) unsafe fn block(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    nq: usize,
+    kv: HeadKv<'_>,
+    out: &mut [f32],
+    os: usize,
+) {
+    blocked::block::<Avx2Ops>(a, h, i0, nq, kv, out, os)
+}
+
+/// [`blocked::head_rows`] with the AVX2 kernels inlined.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn head_rows(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut ColBlock<'_>,
+) {
+    blocked::head_rows::<Avx2Ops>(a, h, i0, scratch, out)
 }
 
 /// Eight vectors to one: lane `i` is the sum of `v[i]`'s lanes.

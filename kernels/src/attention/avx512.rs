@@ -6,8 +6,9 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx2::{C1, C2, HI, LO, LOG2E, P};
-use super::blocked::{self, Rows, Tile, VecOps};
+use super::blocked::{self, HeadKv, Rows, Tile, VecOps};
 use super::Attention;
+use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
 /// Vector `exp` on 16 lanes: the scheme of `avx2::exp256`, with `scalef` for `2^n`.
@@ -88,8 +89,72 @@ impl VecOps for Avx512Ops {
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) unsafe fn block(a: &Attention<'_>, h: usize, i0: usize, nq: usize, out: &mut [f32]) {
-    blocked::block::<Avx512Ops>(a, h, i0, nq, out)
+pub(super) unsafe fn block(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    nq: usize,
+    kv: HeadKv<'_>,
+    out: &mut [f32],
+    os: usize,
+) {
+    blocked::block::<Avx512Ops>(a, h, i0, nq, kv, out, os)
+}
+
+/// [`blocked::head_rows`] with the AVX-512 kernels inlined, the keys packed by
+/// dimension ([`ByDimOps`]).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+pub(super) unsafe fn head_rows(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut ColBlock<'_>,
+) {
+    blocked::head_rows::<ByDimOps>(a, h, i0, scratch, out)
+}
+
+/// The prefill kernels: scores from keys packed by dimension, as outer
+/// products (no transposing reduction: in W3 those shuffles were about as
+/// many instructions as the FMAs they summed); the rest as [`Avx512Ops`].
+struct ByDimOps;
+impl VecOps for ByDimOps {
+    const KEYS_BY_DIM: bool = true;
+
+    #[inline(always)]
+    unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
+        // SAFETY: forwarded contract (AVX-512 checked by run_with).
+        unsafe { scores_by_dim(q, k, d, nq, nk, tile) }
+    }
+
+    #[inline(always)]
+    unsafe fn pv(
+        p: &Tile,
+        v: Rows<'_>,
+        d: usize,
+        nq: usize,
+        nk: usize,
+        out: &mut [f32],
+        os: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { Avx512Ops::pv(p, v, d, nq, nk, out, os) }
+    }
+
+    #[inline(always)]
+    unsafe fn row_max(s: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { row_max512(s) }
+    }
+
+    #[inline(always)]
+    unsafe fn exp_row(s: &mut [f32], m: f32) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { exp_row512(s, m) }
+    }
 }
 
 /// First `n` lanes (n may exceed 16).
@@ -183,6 +248,47 @@ unsafe fn scores512<const R: usize, const C: usize>(
                 _mm512_storeu_ps(s.as_mut_ptr(), reduce16(&acc));
                 for r in 0..R {
                     tile[r0 + r][c0..c0 + C].copy_from_slice(&s[r * C..(r + 1) * C]);
+                }
+            }
+        }
+    }
+}
+
+/// Scores from keys by dimension: per dimension `t`, four vectors of 16
+/// consecutive keys (`k.row(t)`) and four broadcast query elements make 16
+/// FMAs into a 4-query x 64-key block held in registers; each score is one
+/// chain of `d` FMAs in dimension order.
+///
+/// # Safety
+/// As `VecOps::scores` with `KEYS_BY_DIM` and AVX-512F; `KEY_BLOCK == 64`.
+#[inline(always)]
+unsafe fn scores_by_dim(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
+    let m: [u16; 4] = std::array::from_fn(|u| mask16(nk.saturating_sub(16 * u)));
+    for r0 in (0..nq).step_by(4) {
+        // Rows past the block repeat its last row: full register blocks.
+        // SAFETY: the clamped rows are < nq.
+        let qp: [*const f32; 4] = std::array::from_fn(|r| unsafe { q.row((r0 + r).min(nq - 1)) });
+        // SAFETY: the query reads are elements t < d of rows < nq; the masked
+        // key loads touch only lanes [16u, min(16u + 16, nk)) of rows t < d
+        // (pointers past a row's end are formed with wrapping_add and only
+        // under an all-zero mask, which reads nothing); the stores write
+        // tile[r0 + r][0..64] with r0 + r < BLOCK_Q (BLOCK_Q % 4 == 0).
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+            for t in 0..d {
+                let kp = k.row(t);
+                let kv: [__m512; 4] =
+                    std::array::from_fn(|u| _mm512_maskz_loadu_ps(m[u], kp.wrapping_add(16 * u)));
+                for r in 0..4 {
+                    let qb = _mm512_set1_ps(*qp[r].add(t));
+                    for u in 0..4 {
+                        acc[r][u] = _mm512_fmadd_ps(qb, kv[u], acc[r][u]);
+                    }
+                }
+            }
+            for r in 0..4 {
+                for u in 0..4 {
+                    _mm512_storeu_ps(tile[r0 + r].as_mut_ptr().add(16 * u), acc[r][u]);
                 }
             }
         }

@@ -4,6 +4,7 @@
 //! `avx512.rs`, `neon.rs`).
 
 use super::Attention;
+use crate::par::ColBlock;
 
 /// Query rows per block: every K row loaded for the score tile and every V row
 /// loaded for the P·V step serves this many queries, not one.
@@ -30,7 +31,8 @@ impl Rows<'_> {
     /// Pointer to row `r`.
     ///
     /// # Safety
-    /// Row `r` must lie inside `data` (`r * stride + d <= data.len()`).
+    /// Row `r` must start inside `data` (`r * stride < data.len()`); the
+    /// caller reads only what lies inside it.
     #[inline(always)]
     pub(super) unsafe fn row(&self, r: usize) -> *const f32 {
         // SAFETY: forwarded contract.
@@ -38,17 +40,66 @@ impl Rows<'_> {
     }
 }
 
+/// One head's keys and values as the kernels read them: the keys of the tile
+/// from key `j0` are `Rows { data: &k[j0 * k_step..], stride: k_stride }`, one
+/// row per key (`k_step == k_stride`) or, for kernels with
+/// [`VecOps::KEYS_BY_DIM`], one row per dimension (`k_step == 1`); the values
+/// one row per key, `v_stride` apart.
+#[derive(Clone, Copy)]
+pub(super) struct HeadKv<'a> {
+    k: &'a [f32],
+    k_stride: usize,
+    k_step: usize,
+    v: &'a [f32],
+    v_stride: usize,
+}
+
+impl<'a> HeadKv<'a> {
+    /// Head `h` of the call's own `k` and `v` (rows `heads * d_kv` apart).
+    pub(super) fn strided(a: &Attention<'a>, h: usize) -> Self {
+        let (d, inner) = (a.d_kv, a.heads * a.d_kv);
+        HeadKv {
+            k: &a.k[h * d..],
+            k_stride: inner,
+            k_step: inner,
+            v: &a.v[h * d..],
+            v_stride: inner,
+        }
+    }
+
+    fn keys(&self, j0: usize) -> Rows<'a> {
+        Rows {
+            data: &self.k[j0 * self.k_step..],
+            stride: self.k_stride,
+        }
+    }
+
+    fn values(&self, j0: usize) -> Rows<'a> {
+        Rows {
+            data: &self.v[j0 * self.v_stride..],
+            stride: self.v_stride,
+        }
+    }
+}
+
 /// The vector kernels the blocked algorithm is made of; each ISA supplies them
 /// (`scalar::ScalarOps` is the plain-Rust set the scalar level runs).
 pub(super) trait VecOps {
+    /// `scores` reads the keys one row per dimension (`k.row(t)[c]` is
+    /// dimension `t` of key `c`), so a vector of consecutive keys is one load
+    /// and a score block is outer products, with no reduction across lanes.
+    /// Only packed keys ([`head_rows`]) come this way.
+    const KEYS_BY_DIM: bool = false;
+
     /// `tile[r][c] = q_r · k_c` for `r < nq`, `c < nk`. A kernel may also write
     /// (finite) values to rows and columns up to its register block beyond those;
     /// nothing reads them.
     ///
     /// # Safety
-    /// The CPU must support the implementing ISA; rows `[0, nq)` of `q` and
-    /// `[0, nk)` of `k` (each `d` long) lie inside their slices; `1 <= nq <=
-    /// BLOCK_Q`, `1 <= nk <= KEY_BLOCK`.
+    /// The CPU must support the implementing ISA; rows `[0, nq)` of `q` (each
+    /// `d` long) lie inside `q`, and rows `[0, nk)` of `k` (each `d` long)
+    /// inside `k`, or with `KEYS_BY_DIM` rows `[0, d)` (each `nk` long); `1 <=
+    /// nq <= BLOCK_Q`, `1 <= nk <= KEY_BLOCK`.
     unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile);
 
     /// `out_r += sum_c p[r][c] v_c` for `r < nq` over keys `c < nk`.
@@ -73,7 +124,8 @@ pub(super) trait VecOps {
 }
 
 /// Head `h` of queries `i0..i0 + nq` (`nq <= BLOCK_Q`) with a key-tiled online
-/// softmax; query `i0 + r`'s output is `out[r * inner..r * inner + d]`.
+/// softmax over the keys and values of `kv`; query `i0 + r`'s output is
+/// `out[r * os..r * os + d]`.
 ///
 /// Per tile of keys: score the whole query block against it (each K row load
 /// serves every query), add bias and masks, take each query's tile max,
@@ -81,10 +133,17 @@ pub(super) trait VecOps {
 /// weights in place, and add the weighted values (each V row load serves every
 /// query). Only keys some query of the block may see are visited.
 #[inline(always)]
-pub(super) fn block<O: VecOps>(a: &Attention<'_>, h: usize, i0: usize, nq: usize, out: &mut [f32]) {
+pub(super) fn block<O: VecOps>(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    nq: usize,
+    kv: HeadKv<'_>,
+    out: &mut [f32],
+    os: usize,
+) {
     let d = a.d_kv;
     let inner = a.heads * d;
-    let os = inner;
     assert!((1..=BLOCK_Q).contains(&nq) && i0 + nq <= a.tq && (nq - 1) * os + d <= out.len());
     // Keys query i may see: [0, last(i)), non-decreasing in i.
     let last = |i: usize| match a.causal {
@@ -105,14 +164,10 @@ pub(super) fn block<O: VecOps>(a: &Attention<'_>, h: usize, i0: usize, nq: usize
     let mut j0 = 0;
     while j0 < kend {
         let nk = (kend - j0).min(KEY_BLOCK);
-        let k = Rows {
-            data: &a.k[j0 * inner + h * d..],
-            stride: inner,
-        };
-        // SAFETY: O's ISA was checked by run_with; rows [0, nq) of q and
-        // [0, nk) of k end inside their slices (check() verified the shapes,
-        // i0 + nq <= tq and j0 + nk <= tk).
-        unsafe { O::scores(q, k, d, nq, nk, &mut tile) };
+        // SAFETY: O's ISA was checked by run_with; rows [0, nq) of q and the
+        // tile's keys end inside their slices (check() verified the shapes,
+        // i0 + nq <= tq and j0 + nk <= kend; head_rows packs kend keys).
+        unsafe { O::scores(q, kv.keys(j0), d, nq, nk, &mut tile) };
         for r in 0..nq {
             let i = i0 + r;
             let s = &mut tile[r][..nk];
@@ -142,16 +197,69 @@ pub(super) fn block<O: VecOps>(a: &Attention<'_>, h: usize, i0: usize, nq: usize
             // SAFETY: as above. With m = -inf every score is -inf and weighs 0.
             l[r] += unsafe { O::exp_row(s, m[r]) };
         }
-        let v = Rows {
-            data: &a.v[j0 * inner + h * d..],
-            stride: inner,
-        };
         // SAFETY: as for scores; rows [0, nq) of out (stride os) are in `out`.
-        unsafe { O::pv(&tile, v, d, nq, nk, out, os) };
+        unsafe { O::pv(&tile, kv.values(j0), d, nq, nk, out, os) };
         j0 += nk;
     }
     for r in 0..nq {
         let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
         out[r * os..r * os + d].iter_mut().for_each(|o| *o *= inv);
+    }
+}
+
+/// Head `h` of queries `[i0, i0 + out.rows())`, written to `out` (columns
+/// `h * d_kv..` of those rows): the prefill task.
+///
+/// The call's K and V keep the heads side by side, rows `heads * d_kv` floats
+/// apart; at the usual power-of-two widths those rows all fall in a few L1
+/// sets, so a 64-key tile of one head did not stay in L1 (the V loads were the
+/// hottest instructions of W3's attention). The head's keys (transposed for
+/// `KEYS_BY_DIM` kernels) and values are first packed into `scratch`,
+/// contiguous, then each block of `BLOCK_Q` queries runs as [`block`] does
+/// for any other call: the same bits for every split of the rows.
+#[inline(always)]
+pub(super) fn head_rows<O: VecOps>(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    scratch: &mut Vec<f32>,
+    out: &mut ColBlock<'_>,
+) {
+    let (d, inner, rows) = (a.d_kv, a.heads * a.d_kv, out.rows());
+    // Keys the last query of the task may see (the others see a prefix).
+    let kend = match a.causal {
+        Some(off) => (i0 + rows + off).min(a.tk),
+        None => a.tk,
+    };
+    let need = 2 * kend * d + rows * d;
+    if scratch.len() < need {
+        scratch.resize(need, 0.0);
+    }
+    let (k, rest) = scratch.split_at_mut(kend * d);
+    let (v, o) = rest.split_at_mut(kend * d);
+    for j in 0..kend {
+        let src = &a.k[j * inner + h * d..][..d];
+        if O::KEYS_BY_DIM {
+            for (t, &x) in src.iter().enumerate() {
+                k[t * kend + j] = x;
+            }
+        } else {
+            k[j * d..][..d].copy_from_slice(src);
+        }
+        v[j * d..][..d].copy_from_slice(&a.v[j * inner + h * d..][..d]);
+    }
+    let kv = HeadKv {
+        k,
+        k_stride: if O::KEYS_BY_DIM { kend } else { d },
+        k_step: if O::KEYS_BY_DIM { 1 } else { d },
+        v,
+        v_stride: d,
+    };
+    for b in (0..rows).step_by(BLOCK_Q) {
+        let nq = (rows - b).min(BLOCK_Q);
+        block::<O>(a, h, i0 + b, nq, kv, &mut o[b * d..], d);
+    }
+    for r in 0..rows {
+        out.row(r).copy_from_slice(&o[r * d..][..d]);
     }
 }

@@ -19,7 +19,23 @@ mod neon;
 mod scalar;
 
 use crate::dispatch::{active, Isa};
-use blocked::BLOCK_Q;
+use crate::par::ColBlock;
+use blocked::{HeadKv, BLOCK_Q};
+use std::cell::RefCell;
+
+/// Queries from which a call packs each head's keys and values first
+/// ([`blocked::head_rows`]): below it the copy costs about as much as the
+/// scores it would speed up.
+const PACK_MIN_Q: usize = 2 * BLOCK_Q;
+
+/// Packed keys and values and a task's output rows ([`blocked::head_rows`]),
+/// kept per thread so a prefill does not allocate; dropped when a call needed
+/// more than [`SCRATCH_KEEP`] floats.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
 
 /// Relative-position bias: `bias(h, i, j) = values[h * span + (j - i + offset)]`.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +118,15 @@ impl Attention<'_> {
         self.run_with(active(), out)
     }
 
-    /// Runs the blocked kernel at a chosen level. Tasks are fixed by the shapes
-    /// alone: with `tq == 1` one per head, otherwise one per block of
-    /// `BLOCK_Q` (8) query rows (all heads); each output is computed by one task
-    /// in a fixed order, so the bits do not depend on the number of
-    /// threads or the pool backend. Panics if the CPU cannot run `isa` (`Isa::Neon` off aarch64
-    /// runs the emulated NEON intrinsics).
+    /// Runs the blocked kernel at a chosen level. Each output row of a head
+    /// is computed by one task, in its block of `BLOCK_Q` (8) queries, in an
+    /// order fixed by the shapes, so the bits do not depend on the number of
+    /// threads or the pool backend. A decoder step (`tq == 1`) runs a task per
+    /// head, a short prefill one per block of queries (all heads), and from
+    /// `PACK_MIN_Q` queries a task per head (and range of queries, when there
+    /// are fewer heads than twice the threads) packs that head's keys and
+    /// values first. Panics if the CPU cannot run `isa` (`Isa::Neon` off
+    /// aarch64 runs the emulated NEON intrinsics).
     pub fn run_with(&self, isa: Isa, out: &mut [f32]) {
         self.check(out);
         crate::f32::check_isa(isa);
@@ -115,16 +134,22 @@ impl Attention<'_> {
         if d == 0 || self.tq == 0 || self.heads == 0 {
             return;
         }
+        if self.tq >= PACK_MIN_Q && self.tk > 0 {
+            return self.run_packed(isa, out);
+        }
         let inner = self.heads * d;
-        let one = |h: usize, i0: usize, nq: usize, o: &mut [f32]| match isa {
-            // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
-            #[cfg(target_arch = "x86_64")]
-            _ if isa.has_avx512() => unsafe { avx512::block(self, h, i0, nq, o) },
-            // SAFETY: check_isa verified AVX2 + FMA.
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { avx2::block(self, h, i0, nq, o) },
-            Isa::Neon => blocked::block::<neon::NeonOps>(self, h, i0, nq, o),
-            _ => blocked::block::<scalar::ScalarOps>(self, h, i0, nq, o),
+        let one = |h: usize, i0: usize, nq: usize, o: &mut [f32]| {
+            let kv = HeadKv::strided(self, h);
+            match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
+                #[cfg(target_arch = "x86_64")]
+                _ if isa.has_avx512() => unsafe { avx512::block(self, h, i0, nq, kv, o, inner) },
+                // SAFETY: check_isa verified AVX2 + FMA.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::block(self, h, i0, nq, kv, o, inner) },
+                Isa::Neon => blocked::block::<neon::NeonOps>(self, h, i0, nq, kv, o, inner),
+                _ => blocked::block::<scalar::ScalarOps>(self, h, i0, nq, kv, o, inner),
+            }
         };
         // A decoder step has one query: split it by head instead.
         let chunk = if self.tq == 1 { d } else { BLOCK_Q * inner };
@@ -141,6 +166,43 @@ impl Attention<'_> {
         let work = self.tq * self.heads * self.tk * d;
         let parallel = crate::par::worth_parallel_macs(work);
         crate::par::for_chunks_mut(out, chunk, parallel, body);
+    }
+
+    /// The prefill path: one task per head and range of queries, each packing
+    /// its head's keys and values ([`blocked::head_rows`]).
+    fn run_packed(&self, isa: Isa, out: &mut [f32]) {
+        let d = self.d_kv;
+        let parallel = crate::par::worth_parallel_macs(self.tq * self.heads * self.tk * d);
+        // Whole heads when there are at least twice as many as threads (each
+        // head packed once); otherwise each head's queries in a few ranges.
+        // Ranges are whole blocks, so the split never changes the bits.
+        let threads = if parallel {
+            crate::pool::current_threads()
+        } else {
+            1
+        };
+        let ranges = (2 * threads).div_ceil(self.heads);
+        let rows = self.tq.div_ceil(ranges).next_multiple_of(BLOCK_Q);
+        let inner = self.heads * d;
+        let task = |i0: usize, j0: usize, _: usize, o: &mut ColBlock<'_>| {
+            let h = j0 / d;
+            SCRATCH.with_borrow_mut(|scratch| {
+                match isa {
+                    // SAFETY: check_isa verified AVX-512 F/BW/VL (+ AVX2/FMA).
+                    #[cfg(target_arch = "x86_64")]
+                    _ if isa.has_avx512() => unsafe { avx512::head_rows(self, h, i0, scratch, o) },
+                    // SAFETY: check_isa verified AVX2 + FMA.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { avx2::head_rows(self, h, i0, scratch, o) },
+                    Isa::Neon => blocked::head_rows::<neon::NeonOps>(self, h, i0, scratch, o),
+                    _ => blocked::head_rows::<scalar::ScalarOps>(self, h, i0, scratch, o),
+                }
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = Vec::new();
+                }
+            })
+        };
+        crate::par::for_blocks(out, self.tq, inner, rows, d, parallel, task);
     }
 
     /// The original per-key online-softmax kernel in plain scalar Rust: the twin
