@@ -168,6 +168,57 @@ pub(crate) fn for_blocks<F>(
     });
 }
 
+/// A row-major buffer of `m` rows whose disjoint row ranges parallel tasks
+/// write ([`for_row_ranges`]), when one task fills rows of several buffers
+/// at once (activations, their scales, their halves).
+pub(crate) struct RowParts<'a, T> {
+    ptr: SyncPtr<T>,
+    width: usize,
+    rows: usize,
+    _buf: PhantomData<&'a mut [T]>,
+}
+
+impl<'a, T> RowParts<'a, T> {
+    /// `buf` as `m` rows (`m > 0`, `buf.len()` a multiple of `m`).
+    pub(crate) fn new(buf: &'a mut [T], m: usize) -> Self {
+        assert!(m > 0 && buf.len().is_multiple_of(m), "row parts shape");
+        RowParts {
+            ptr: SyncPtr(buf.as_mut_ptr()),
+            width: buf.len() / m,
+            rows: m,
+            _buf: PhantomData,
+        }
+    }
+
+    /// Rows `[i0, i1)`.
+    ///
+    /// # Safety
+    /// No other slice taken from this buffer and still in use may overlap
+    /// these rows (each task takes its own range, once).
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn rows(&self, i0: usize, i1: usize) -> &'a mut [T] {
+        assert!(i0 <= i1 && i1 <= self.rows, "row parts range");
+        // SAFETY: the rows lie inside the buffer (asserted), which stays
+        // mutably borrowed for 'a; the caller guarantees no overlap.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.ptr.0.add(i0 * self.width), (i1 - i0) * self.width)
+        }
+    }
+}
+
+/// Runs `f(i0, i1)` over the ranges of `rows` rows (the last shorter) that
+/// make up `0..m`, in parallel when asked.
+pub(crate) fn for_row_ranges<F>(m: usize, rows: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, usize) + Sync,
+{
+    assert!(rows > 0);
+    pool::for_each(m.div_ceil(rows), parallel, |t| {
+        let i0 = t * rows;
+        f(i0, (i0 + rows).min(m))
+    });
+}
+
 /// Runs `f(c, part)` over the consecutive `len`-long parts of `out`, in
 /// parallel when asked (on the backend [`crate::pool`] selects): the threaded
 /// twin of `out.chunks_mut(len).enumerate()`.

@@ -608,16 +608,26 @@ fn weight_quantization_is_identical_across_thread_counts() {
 
 #[test]
 fn int8_linear_is_identical_across_thread_counts() {
-    let (n, k) = (4000, 300); // >= 1M MACs at m = 1: above PAR_MIN_MACS
+    // >= 1M MACs at m = 1: above PAR_MIN_MACS. From 32 rows the activations
+    // are quantised in ranges of rows on the pool too; k = 256 lets the AMX
+    // tiles take those (their zero padding rows included).
+    let n = 4000;
     let mut rng = Rng(9);
-    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
-    for gs in [0usize, 64] {
+    for (k, gs, ms) in [
+        (300, 0, &[1usize, 6][..]),
+        (300, 64, &[1, 6]),
+        (256, 0, &[37]),
+    ] {
+        let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
         let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
-        for m in [1usize, 6] {
+        for &m in ms {
             let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
             let resid = matrix(&mut rng, Fill::Uniform, m, n, 1.0);
+            let scalar = run(Isa::Scalar, &x, m, k, &p.view());
+            let scalar16 = run16(Isa::Scalar, &x, m, k, &p.view());
             for isa in isas() {
                 let a = with_threads(1, || run(isa, &x, m, k, &p.view()));
+                assert_eq!(a, scalar, "{isa} m={m} gs={gs}: not the scalar bits");
                 let want: Vec<f32> = resid.iter().zip(&a).map(|(r, y)| r + y).collect();
                 for (pool, (b, c)) in on_every_pool(|| {
                     // linear_add accumulates into y in place, in each task's block.
@@ -629,6 +639,10 @@ fn int8_linear_is_identical_across_thread_counts() {
                     assert_eq!(c, want, "{isa} m={m} gs={gs} {pool} linear_add");
                 }
                 let a16 = with_threads(1, || run16(isa, &x, m, k, &p.view()));
+                assert_eq!(
+                    a16, scalar16,
+                    "{isa} m={m} gs={gs}: not the scalar a16 bits"
+                );
                 for (pool, b) in on_every_pool(|| run16(isa, &x, m, k, &p.view())) {
                     assert_eq!(a16, b, "{isa} m={m} gs={gs} {pool} a16");
                 }

@@ -308,13 +308,15 @@ unsafe fn vnni16_rows<const R: usize>(
 /// `flip` (the VNNI kernel's input; the AMX kernel's are signed).
 ///
 /// # Safety
-/// The CPU must have AVX-512 F/BW; `q.len() == 2 * q16.len()`.
+/// The CPU must have AVX-512 F/BW.
 #[target_feature(enable = "avx512f,avx512bw")]
-pub(crate) unsafe fn split_halves(q16: &[i16], q: &mut [i8], flip: bool) {
+pub(crate) unsafe fn split_halves(q16: &[i16], hi: &mut [i8], lo: &mut [i8], flip: bool) {
     let len = q16.len();
-    assert_eq!(q.len(), 2 * len, "int8: split halves shape");
+    assert!(
+        hi.len() == len && lo.len() == len,
+        "int8: split halves shape"
+    );
     let n32 = len / 32 * 32;
-    let (hi, lo) = q.split_at_mut(len);
     let bit = if flip { i8::MIN } else { 0 };
     // SAFETY: 64-byte loads of q16[t..t + 32] and 32-byte stores to
     // hi[t..t + 32] and lo[t..t + 32], with t + 32 <= n32 <= len.

@@ -472,20 +472,22 @@ pub(crate) fn quantize_one16(x: f32, inv: f32, limit: f32) -> i16 {
 
 /// Splits in-order 16-bit activations (`|v| <= A16_MAX`) into the int8
 /// halves `v = 128 * hi + lo`, `hi = (v + 64) >> 7` in [-127, 127] and
-/// `lo` in [-64, 63]: `hi` into `q[..len]`, `lo` into `q[len..]`.
-/// With `flip` each byte's sign bit is flipped (`+ 128` as u8), the VNNI
-/// kernel's input (the AMX kernel takes them signed).
-fn split_halves(isa: Isa, q16: &[i16], q: &mut [i8], flip: bool) {
+/// `lo` in [-64, 63], each as long as `q16`. With `flip` each byte's sign
+/// bit is flipped (`+ 128` as u8), the VNNI kernel's input (the AMX kernel
+/// takes them signed).
+fn split_halves(isa: Isa, q16: &[i16], hi: &mut [i8], lo: &mut [i8], flip: bool) {
     #[cfg(target_arch = "x86_64")]
     if isa.has_vnni() {
         // SAFETY: check_isa verified the level's AVX-512 F/BW; the shape is
         // asserted inside.
-        return unsafe { avx512::split_halves(q16, q, flip) };
+        return unsafe { avx512::split_halves(q16, hi, lo, flip) };
     }
     debug_assert!(!flip, "int8: flipped halves at {isa:?}");
     let len = q16.len();
-    assert_eq!(q.len(), 2 * len, "int8: split halves shape");
-    let (hi, lo) = q.split_at_mut(len);
+    assert!(
+        hi.len() == len && lo.len() == len,
+        "int8: split halves shape"
+    );
     for ((h, l), &v) in hi.iter_mut().zip(lo.iter_mut()).zip(q16) {
         (*h, *l) = split_one(v);
     }
@@ -498,6 +500,10 @@ pub(crate) fn split_one(v: i16) -> (i8, i8) {
     let top = (v + 64) >> 7;
     (top as i8, (v - (top << 7)) as i8)
 }
+
+/// Rows a task quantises when a product's activations are quantised on the
+/// pool ([`run_many`]).
+const QUANT_ROWS: usize = 16;
 
 /// Quantised activations, their scales, the AVX2 pair kernel's i16 copy (or
 /// the 16-bit activations), and one row scaled by a layer's input scales.
@@ -1098,6 +1104,11 @@ fn run_many(
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
     }
+    // Quantised by ranges of rows on the pool when the product runs there:
+    // done serially it was a tenth of W3 (`perf`), one thread working while
+    // the other waited. Each row's bits are the same either way.
+    let n_all: usize = ws.iter().map(|w| w.n).sum();
+    let quant_par = m >= 2 * QUANT_ROWS && par::worth_parallel(m, k, n_all);
     let a = if acts == Activations::Int16 {
         if x16.len() < rows * kp {
             x16.resize(rows * kp, 0);
@@ -1106,30 +1117,59 @@ fn run_many(
         // are split from them in order.
         let pairs = isa.has_avx2() && !halves;
         let s = &mut sx[..m * groups];
-        quantize_rows16(
-            isa,
-            x,
-            m,
-            k,
-            gs,
-            in_scales,
-            &mut x16[..m * kp],
-            s,
-            pairs,
-            &mut row,
-        );
-        x16[m * kp..rows * kp].fill(0);
-        let q16 = &x16[..rows * kp];
+        let q16 = &mut x16[..rows * kp];
+        q16[m * kp..].fill(0);
         // NEON multiplies int8 halves with `sdot`, VNNI with `vpdpbusd` and
         // AMX with `tdpbssd`; the other x86 levels and the scalar twin read
         // the i16s.
-        let q: &[i8] = if halves {
-            let q = &mut xq[..2 * rows * kp];
-            split_halves(isa, q16, q, flipped);
-            q
+        let (hi, lo) = xq[..if halves { 2 * rows * kp } else { 0 }].split_at_mut(if halves {
+            rows * kp
         } else {
-            &[]
-        };
+            0
+        });
+        if halves {
+            // Padding rows (for the tiles) are the halves of 0.
+            let (h0, l0) = split_one(0);
+            let bit = if flipped { i8::MIN } else { 0 };
+            hi[m * kp..].fill(h0 ^ bit);
+            lo[m * kp..].fill(l0 ^ bit);
+        }
+        {
+            let p16 = par::RowParts::new(&mut q16[..m * kp], m);
+            let ps = par::RowParts::new(&mut s[..], m);
+            let (phi, plo) = if halves {
+                (
+                    Some(par::RowParts::new(&mut hi[..m * kp], m)),
+                    Some(par::RowParts::new(&mut lo[..m * kp], m)),
+                )
+            } else {
+                (None, None)
+            };
+            // Rows [i0, i1), each range taken once from each buffer: by one
+            // task of for_row_ranges, or by the one serial call.
+            let quantize = |i0: usize, i1: usize, row: &mut Vec<f32>| {
+                // SAFETY: the ranges of different calls are disjoint (above).
+                let (q16r, sr) = unsafe { (p16.rows(i0, i1), ps.rows(i0, i1)) };
+                let xr = &x[i0 * k..i1 * k];
+                quantize_rows16(isa, xr, i1 - i0, k, gs, in_scales, q16r, sr, pairs, row);
+                if let (Some(phi), Some(plo)) = (&phi, &plo) {
+                    // SAFETY: as above.
+                    let (h, l) = unsafe { (phi.rows(i0, i1), plo.rows(i0, i1)) };
+                    split_halves(isa, q16r, h, l, flipped);
+                }
+            };
+            if quant_par {
+                par::for_row_ranges(m, QUANT_ROWS, true, |i0, i1| {
+                    quantize(i0, i1, &mut Vec::new())
+                });
+            } else {
+                // A decode step's one row: the reused row buffer, no allocation.
+                quantize(0, m, &mut row);
+            }
+        }
+        let q16 = &x16[..rows * kp];
+        let q: &[i8] = if halves { &xq[..2 * rows * kp] } else { &[] };
+        let s = &sx[..m * groups];
         Acts {
             q,
             s,
@@ -1149,7 +1189,16 @@ fn run_many(
             x16.resize(m * kp, 0);
         }
         let (q, s) = (&mut xq[..rows * kp], &mut sx[..m * groups]);
-        quantize_rows(isa, x, m, k, gs, &mut q[..m * kp], s, flipped);
+        {
+            let pq = par::RowParts::new(&mut q[..m * kp], m);
+            let ps = par::RowParts::new(&mut s[..], m);
+            par::for_row_ranges(m, QUANT_ROWS, quant_par, |i0, i1| {
+                // SAFETY: for_row_ranges gives each task its own range of
+                // rows, taken once from each buffer.
+                let (qr, sr) = unsafe { (pq.rows(i0, i1), ps.rows(i0, i1)) };
+                quantize_rows(isa, &x[i0 * k..i1 * k], i1 - i0, k, gs, qr, sr, flipped);
+            });
+        }
         q[m * kp..].fill(0);
         let q: &[i8] = q;
         let q16: &[i16] = if wide {
