@@ -114,39 +114,65 @@ pub(crate) unsafe fn chunk(
     // SAFETY: the CPU runs AMX (contract); CONFIG is a valid palette-1
     // configuration, 64 bytes aligned.
     unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
-    let mut c = [[[0i32; TILE_N]; TILE_M]; 4];
-    let mut y = [[[0f32; TILE_N]; 2 * TILE_M]; 2];
-    for ta in (t0..t1).step_by(2) {
-        // A lone last tile pairs with itself; its copy's outputs are dropped.
-        let tb = if ta + 1 < t1 { ta + 1 } else { ta };
-        for i in (0..a.m).step_by(block_m) {
-            // SAFETY: forwarded contract; i < a.m <= rows, and the second
-            // int8 row block (i + 16, clamped to i) lies below `rows`.
-            unsafe { block(a, rows, w, ta, tb, i, &mut c, &mut y) };
-            let nr = (a.m - i).min(block_m);
-            for (h, t) in [ta, tb].into_iter().enumerate() {
-                if h == 1 && tb == ta {
-                    break;
+    if a.groups == 1 {
+        // One group (per-row weight scales, the default): block b's sums
+        // are stored, then block b - 1's epilogue runs while b's tile
+        // products are still in flight; done one after the other, the AMX
+        // unit idled through every epilogue. Two sets of sums alternate.
+        let mut c = [[[[0i32; TILE_N]; TILE_M]; 4]; 2];
+        let mut pending: Option<(usize, usize, usize)> = None;
+        let mut cur = 0;
+        for ta in (t0..t1).step_by(2) {
+            // A lone last tile pairs with itself; its copy's outputs are dropped.
+            let tb = if ta + 1 < t1 { ta + 1 } else { ta };
+            for i in (0..a.m).step_by(block_m) {
+                // SAFETY: forwarded contract; i < a.m <= rows, and the
+                // second int8 row block (i + 16, clamped to i) lies below
+                // `rows`.
+                unsafe { products(a, rows, w, ta, tb, i, 0, &mut c[cur]) };
+                if let Some((pa, pb, pi)) = pending {
+                    // SAFETY: forwarded contract, for a block done before.
+                    unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, add) };
                 }
-                let o = t * TILE_N - j0;
-                let valid = (j1 - t * TILE_N).min(TILE_N);
-                let mask = if valid == TILE_N {
-                    u16::MAX
-                } else {
-                    (1u16 << valid) - 1
-                };
-                for r in 0..nr {
-                    let dst = out.row(i + r)[o..o + valid].as_mut_ptr();
-                    // SAFETY: the masked accesses touch `valid` floats of
-                    // dst (inside the row) and of y[h][r] (16 floats).
-                    unsafe {
-                        let v = _mm512_loadu_ps(y[h][r].as_ptr());
-                        let v = if add {
-                            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
-                        } else {
-                            v
-                        };
-                        _mm512_mask_storeu_ps(dst, mask, v);
+                pending = Some((ta, tb, i));
+                cur = 1 - cur;
+            }
+        }
+        if let Some((pa, pb, pi)) = pending {
+            // SAFETY: as above.
+            unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, add) };
+        }
+    } else {
+        let mut c = [[[0i32; TILE_N]; TILE_M]; 4];
+        let mut y = [[[0f32; TILE_N]; 2 * TILE_M]; 2];
+        for ta in (t0..t1).step_by(2) {
+            let tb = if ta + 1 < t1 { ta + 1 } else { ta };
+            for i in (0..a.m).step_by(block_m) {
+                for g in 0..a.groups {
+                    // SAFETY: as above.
+                    unsafe { products(a, rows, w, ta, tb, i, g, &mut c) };
+                    // SAFETY: as above.
+                    unsafe { group_epilogue(a, w, ta, tb, i, g, &c, &mut y) };
+                }
+                let nr = (a.m - i).min(block_m);
+                for (h, t) in [ta, tb].into_iter().enumerate() {
+                    if h == 1 && tb == ta {
+                        break;
+                    }
+                    let (o, valid, mask) = tile_cols(t, j0, j1);
+                    for r in 0..nr {
+                        let dst = out.row(i + r)[o..o + valid].as_mut_ptr();
+                        // SAFETY: the masked accesses touch `valid` floats of
+                        // dst (inside the row) and of y[h][r] (16 floats).
+                        unsafe {
+                            let v = _mm512_loadu_ps(y[h][r].as_ptr());
+                            let v = if add {
+                                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
+                            } else {
+                                v
+                            };
+                            _mm512_mask_storeu_ps(dst, mask, v);
+                        }
                     }
                 }
             }
@@ -156,120 +182,230 @@ pub(crate) unsafe fn chunk(
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// One row block against weight tiles `ta` and `tb`: per group, the tile
-/// products into `tmm0..3`, stored to `c`, and the epilogue into `y[h][r]`
-/// (`h`: 0 for `ta`, 1 for `tb`; `r`: row within the block).
+/// Where weight tile `t`'s outputs go in the chunk `[j0, j1)`: the offset
+/// in a row of `out`, how many of its 16 are inside, and their lane mask.
+#[inline(always)]
+fn tile_cols(t: usize, j0: usize, j1: usize) -> (usize, usize, u16) {
+    let valid = (j1 - t * TILE_N).min(TILE_N);
+    let mask = if valid == TILE_N {
+        u16::MAX
+    } else {
+        (1u16 << valid) - 1
+    };
+    (t * TILE_N - j0, valid, mask)
+}
+
+/// The second activation tile's offset in `a.q` for the row block from `i`,
+/// after the first's: the next 16 rows (int8; clamped to the first when
+/// none remain, its outputs then dropped) or the `lo` halves.
+#[inline(always)]
+fn tile_offsets(a: &Acts<'_>, rows: usize, i: usize) -> (usize, usize) {
+    let kp = a.kp;
+    if a.wide {
+        (i * kp, rows * kp + i * kp)
+    } else {
+        let ib = if i + TILE_M < rows { i + TILE_M } else { i };
+        (i * kp, ib * kp)
+    }
+}
+
+/// Group `g` of one row block against weight tiles `ta` and `tb`: the tile
+/// products into `tmm0..3`, stored to `c`. tmm0: (rows 0-15, ta), tmm1:
+/// (rows 0-15, tb), tmm2: (second tile, ta), tmm3: (second tile, tb).
 ///
 /// # Safety
-/// As [`chunk`], with the tiles configured; `i < a.m`, `ta <= tb < np / 16`.
+/// As [`chunk`], with the tiles configured; `i < a.m`, `ta <= tb < np / 16`,
+/// `g < a.groups`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn block(
+unsafe fn products(
     a: &Acts<'_>,
     rows: usize,
     w: &Int8View<'_>,
     ta: usize,
     tb: usize,
     i: usize,
+    g: usize,
     c: &mut [CTile; 4],
-    y: &mut [[[f32; TILE_N]; 2 * TILE_M]; 2],
 ) {
     let kp = a.kp;
-    let np = w.padded_n();
-    // The second activation tile: the next 16 rows (int8; clamped to the
-    // first when none remain, its outputs then dropped) or the `lo` halves.
-    let (a0, a1) = if a.wide {
-        (i * kp, rows * kp + i * kp)
-    } else {
-        let ib = if i + TILE_M < rows { i + TILE_M } else { i };
-        (i * kp, ib * kp)
-    };
+    let (a0, a1) = tile_offsets(a, rows, i);
     let q = a.q.as_ptr();
     let wd = w.data.as_ptr();
-    for g in 0..a.groups {
-        let (kb0, kb1) = w.group_blocks(g);
-        // SAFETY: every tile load reads 16 rows of 64 bytes: activations at
-        // a0 / a1 + kb * 4 with stride kp (rows i..i + 16 <= rows, inputs
-        // kb * 4 + 64 <= kp as the groups are whole steps), weights at
-        // (t * 16 * kp + kb * 64) with stride 64 (16 k-blocks of tile t <
-        // np / 16); the stores write the four 1 KiB tiles of `c`.
-        unsafe {
+    let (kb0, kb1) = w.group_blocks(g);
+    // SAFETY: every tile load reads 16 rows of 64 bytes: activations at
+    // a0 / a1 + kb * 4 with stride kp (rows i..i + 16 <= rows, inputs
+    // kb * 4 + 64 <= kp as the groups are whole steps), weights at
+    // (t * 16 * kp + kb * 64) with stride 64 (16 k-blocks of tile t <
+    // np / 16); the stores write the four 1 KiB tiles of `c`.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        );
+        for kb in (kb0..kb1).step_by(STEP_BLOCKS) {
             asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
-            for kb in (kb0..kb1).step_by(STEP_BLOCKS) {
-                asm!(
-                    "tileloadd tmm4, [{a0} + {ks}*1]",
-                    "tileloadd tmm5, [{a1} + {ks}*1]",
-                    "tileloadd tmm6, [{b0} + {ws}*1]",
-                    "tileloadd tmm7, [{b1} + {ws}*1]",
-                    "tdpbssd tmm0, tmm4, tmm6",
-                    "tdpbssd tmm1, tmm4, tmm7",
-                    "tdpbssd tmm2, tmm5, tmm6",
-                    "tdpbssd tmm3, tmm5, tmm7",
-                    a0 = in(reg) q.add(a0 + kb * K_BLOCK),
-                    a1 = in(reg) q.add(a1 + kb * K_BLOCK),
-                    b0 = in(reg) wd.add(ta * TILE_N * kp + kb * 64),
-                    b1 = in(reg) wd.add(tb * TILE_N * kp + kb * 64),
-                    ks = in(reg) kp,
-                    ws = in(reg) 64usize,
-                    options(nostack, readonly)
-                );
-            }
-            let cs = 4 * TILE_N;
-            asm!(
-                "tilestored [{c0} + {cs}*1], tmm0",
-                "tilestored [{c1} + {cs}*1], tmm1",
-                "tilestored [{c2} + {cs}*1], tmm2",
-                "tilestored [{c3} + {cs}*1], tmm3",
-                c0 = in(reg) c[0].as_mut_ptr(),
-                c1 = in(reg) c[1].as_mut_ptr(),
-                c2 = in(reg) c[2].as_mut_ptr(),
-                c3 = in(reg) c[3].as_mut_ptr(),
-                cs = in(reg) cs,
-                options(nostack)
+                "tileloadd tmm4, [{a0} + {ks}*1]",
+                "tileloadd tmm5, [{a1} + {ks}*1]",
+                "tileloadd tmm6, [{b0} + {ws}*1]",
+                "tileloadd tmm7, [{b1} + {ws}*1]",
+                "tdpbssd tmm0, tmm4, tmm6",
+                "tdpbssd tmm1, tmm4, tmm7",
+                "tdpbssd tmm2, tmm5, tmm6",
+                "tdpbssd tmm3, tmm5, tmm7",
+                a0 = in(reg) q.add(a0 + kb * K_BLOCK),
+                a1 = in(reg) q.add(a1 + kb * K_BLOCK),
+                b0 = in(reg) wd.add(ta * TILE_N * kp + kb * 64),
+                b1 = in(reg) wd.add(tb * TILE_N * kp + kb * 64),
+                ks = in(reg) kp,
+                ws = in(reg) 64usize,
+                options(nostack, readonly)
             );
         }
-        // tmm0: (rows 0-15, ta), tmm1: (rows 0-15, tb), tmm2: (second
-        // tile, ta), tmm3: (second tile, tb).
-        let sw = |t: usize| -> __m512 {
-            // SAFETY: g < groups and t < np / 16: 16 scales inside `scales`.
-            unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N)) }
-        };
-        let (swa, swb) = (sw(ta), sw(tb));
-        for r in 0..block_rows(a).min(a.m - i) {
-            let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
-            let (lo, hi) = (r % TILE_M, r / TILE_M);
-            let load = |t: usize| -> __m512i {
-                // SAFETY: c[t][lo] is 16 i32s.
-                unsafe { _mm512_loadu_si512(c[t][lo].as_ptr() as *const _) }
-            };
-            let (sa, sb) = if a.wide {
-                let comb = |h: __m512i, l: __m512i| _mm512_add_epi32(_mm512_slli_epi32::<7>(h), l);
-                (comb(load(0), load(2)), comb(load(1), load(3)))
-            } else {
-                (load(2 * hi), load(2 * hi + 1))
-            };
-            for (h, (s, swt)) in [(sa, swa), (sb, swb)].into_iter().enumerate() {
-                let f = _mm512_cvtepi32_ps(s);
-                let yp = y[h][r].as_mut_ptr();
-                // SAFETY: y[h][r] is 16 f32s. The first group adds to 0.0,
-                // as every level's accumulator starts (so -0.0 becomes +0.0
-                // there too).
-                unsafe {
-                    let y0 = if g == 0 {
-                        _mm512_setzero_ps()
-                    } else {
-                        _mm512_loadu_ps(yp)
-                    };
-                    let v = _mm512_add_ps(y0, _mm512_mul_ps(_mm512_mul_ps(f, sx), swt));
-                    _mm512_storeu_ps(yp, v);
-                }
+        let cs = 4 * TILE_N;
+        asm!(
+            "tilestored [{c0} + {cs}*1], tmm0",
+            "tilestored [{c1} + {cs}*1], tmm1",
+            "tilestored [{c2} + {cs}*1], tmm2",
+            "tilestored [{c3} + {cs}*1], tmm3",
+            c0 = in(reg) c[0].as_mut_ptr(),
+            c1 = in(reg) c[1].as_mut_ptr(),
+            c2 = in(reg) c[2].as_mut_ptr(),
+            c3 = in(reg) c[3].as_mut_ptr(),
+            cs = in(reg) cs,
+            options(nostack)
+        );
+    }
+}
+
+/// Row `r`'s exact sums of the block for tiles `ta` and `tb` from the stored
+/// tiles (the halves recombined as `(H << 7) + L`).
+///
+/// # Safety
+/// AVX-512F; `r < block_rows(a)`.
+#[inline(always)]
+unsafe fn row_sums(a: &Acts<'_>, c: &[CTile; 4], r: usize) -> (__m512i, __m512i) {
+    let (lo, hi) = (r % TILE_M, r / TILE_M);
+    let load = |t: usize| -> __m512i {
+        // SAFETY: c[t][lo] is 16 i32s.
+        unsafe { _mm512_loadu_si512(c[t][lo].as_ptr() as *const _) }
+    };
+    if a.wide {
+        let comb = |h: __m512i, l: __m512i| _mm512_add_epi32(_mm512_slli_epi32::<7>(h), l);
+        (comb(load(0), load(2)), comb(load(1), load(3)))
+    } else {
+        (load(2 * hi), load(2 * hi + 1))
+    }
+}
+
+/// The epilogue of a one-group block, straight into `out`: `0 + (acc * s_x)
+/// * s_w` (the other levels' accumulator starts at 0.0, so -0.0 becomes
+/// +0.0 as there), added to what `out` holds when `add`.
+///
+/// # Safety
+/// As [`chunk`] (`a.groups == 1`); `c` holds the sums of the block from row
+/// `i` against tiles `ta` and `tb`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn finish_one(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    ta: usize,
+    tb: usize,
+    i: usize,
+    c: &[CTile; 4],
+    j0: usize,
+    j1: usize,
+    out: &mut ColBlock<'_>,
+    add: bool,
+) {
+    let np = w.padded_n();
+    let sw = |t: usize| -> __m512 {
+        // SAFETY: t < np / 16: 16 scales inside `scales` (one group).
+        unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(t * TILE_N)) }
+    };
+    debug_assert!(w.scales.len() >= np);
+    let (swa, swb) = (sw(ta), sw(tb));
+    let (ca, cb) = (tile_cols(ta, j0, j1), tile_cols(tb, j0, j1));
+    for r in 0..block_rows(a).min(a.m - i) {
+        let sx = _mm512_set1_ps(a.s[i + r]);
+        // SAFETY: r < block_rows(a).
+        let (sa, sb) = unsafe { row_sums(a, c, r) };
+        let row = out.row(i + r);
+        for (h, (s, swt, (o, valid, mask))) in
+            [(sa, swa, ca), (sb, swb, cb)].into_iter().enumerate()
+        {
+            if h == 1 && tb == ta {
+                break;
+            }
+            let f = _mm512_cvtepi32_ps(s);
+            let v = _mm512_add_ps(
+                _mm512_setzero_ps(),
+                _mm512_mul_ps(_mm512_mul_ps(f, sx), swt),
+            );
+            let dst = row[o..o + valid].as_mut_ptr();
+            // SAFETY: the masked accesses touch `valid` floats of dst,
+            // inside the row.
+            unsafe {
+                let v = if add {
+                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_ps(dst, mask, v);
+            }
+        }
+    }
+}
+
+/// Group `g`'s epilogue of one row block into `y[h][r]` (`h`: 0 for `ta`, 1
+/// for `tb`; `r`: row within the block): `y += (acc * s_x) * s_w`, from 0.0
+/// at the first group.
+///
+/// # Safety
+/// As [`products`], with `c` holding its sums.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn group_epilogue(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    ta: usize,
+    tb: usize,
+    i: usize,
+    g: usize,
+    c: &[CTile; 4],
+    y: &mut [[[f32; TILE_N]; 2 * TILE_M]; 2],
+) {
+    let np = w.padded_n();
+    let sw = |t: usize| -> __m512 {
+        // SAFETY: g < groups and t < np / 16: 16 scales inside `scales`.
+        unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N)) }
+    };
+    let (swa, swb) = (sw(ta), sw(tb));
+    for r in 0..block_rows(a).min(a.m - i) {
+        let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
+        // SAFETY: r < block_rows(a).
+        let (sa, sb) = unsafe { row_sums(a, c, r) };
+        for (h, (s, swt)) in [(sa, swa), (sb, swb)].into_iter().enumerate() {
+            let f = _mm512_cvtepi32_ps(s);
+            let yp = y[h][r].as_mut_ptr();
+            // SAFETY: y[h][r] is 16 f32s. The first group adds to 0.0,
+            // as every level's accumulator starts (so -0.0 becomes +0.0
+            // there too).
+            unsafe {
+                let y0 = if g == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_loadu_ps(yp)
+                };
+                let v = _mm512_add_ps(y0, _mm512_mul_ps(_mm512_mul_ps(f, sx), swt));
+                _mm512_storeu_ps(yp, v);
             }
         }
     }
