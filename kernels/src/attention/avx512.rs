@@ -35,6 +35,12 @@ pub(super) fn exp512(x: __m512) -> __m512 {
 struct Avx512Ops;
 impl VecOps for Avx512Ops {
     #[inline(always)]
+    unsafe fn add_bias(s: &mut [f32], b: &[f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { add_bias512(s, b) }
+    }
+
+    #[inline(always)]
     unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
         // SAFETY: forwarded contract (AVX-512 checked by run_with).
         unsafe {
@@ -123,6 +129,18 @@ pub(super) unsafe fn head_rows(
 struct ByDimOps;
 impl VecOps for ByDimOps {
     const KEYS_BY_DIM: bool = true;
+
+    #[inline(always)]
+    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_by_dim512(k, kend, d, dst) }
+    }
+
+    #[inline(always)]
+    unsafe fn add_bias(s: &mut [f32], b: &[f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { add_bias512(s, b) }
+    }
 
     #[inline(always)]
     unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
@@ -291,6 +309,112 @@ unsafe fn scores_by_dim(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize
                     _mm512_storeu_ps(tile[r0 + r].as_mut_ptr().add(16 * u), acc[r][u]);
                 }
             }
+        }
+    }
+}
+
+/// [`VecOps::pack_keys_by_dim`] in 16 x 16 blocks, each transposed in
+/// registers (the element-by-element copy was a tenth of W3's attention),
+/// and the edges element by element.
+///
+/// # Safety
+/// As `VecOps::pack_keys_by_dim`, with AVX-512F.
+#[inline(always)]
+unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
+    assert!(dst.len() >= kend * d);
+    let (k16, d16) = (kend / 16 * 16, d / 16 * 16);
+    for j0 in (0..k16).step_by(16) {
+        for t0 in (0..d16).step_by(16) {
+            // SAFETY: rows j0..j0 + 16 <= kend of k, elements t0..t0 + 16 <=
+            // d of each; dst rows t0..t0 + 16 <= d, elements j0..j0 + 16 <=
+            // kend of each (row length kend).
+            unsafe {
+                transpose16(
+                    k.row(j0).add(t0),
+                    k.stride,
+                    dst.as_mut_ptr().add(t0 * kend + j0),
+                    kend,
+                )
+            };
+        }
+    }
+    for j in 0..kend {
+        let t_from = if j < k16 { d16 } else { 0 };
+        let src = &k.data[j * k.stride..][..d];
+        for t in t_from..d {
+            dst[t * kend + j] = src[t];
+        }
+    }
+}
+
+/// A 16 x 16 transpose: `dst[c * ds + r] = src[r * ss + c]`.
+///
+/// # Safety
+/// AVX-512F; the 16 rows of 16 floats at `src` (stride `ss`) and at `dst`
+/// (stride `ds`) are inside their buffers.
+#[inline(always)]
+unsafe fn transpose16(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    // SAFETY: the loads and stores are the 16 rows the contract names.
+    unsafe {
+        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ss)));
+        // Lane L of t[2i]: rows 2i, 2i + 1 at columns 4L, 4L + 1; of
+        // t[2i + 1]: at columns 4L + 2, 4L + 3.
+        let t: [__m512; 16] = std::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                _mm512_unpacklo_ps(a, b)
+            } else {
+                _mm512_unpackhi_ps(a, b)
+            }
+        });
+        // Lane L of u[4g + c]: column 4L + c of rows 4g..4g + 4.
+        let u: [__m512; 16] = std::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let a = _mm512_castps_pd(t[4 * g + c / 2]);
+            let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
+            _mm512_castpd_ps(if c % 2 == 0 {
+                _mm512_unpacklo_pd(a, b)
+            } else {
+                _mm512_unpackhi_pd(a, b)
+            })
+        });
+        for c in 0..4 {
+            let (a, b, cc, dd) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+            let v0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);
+            let v1 = _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b);
+            let v2 = _mm512_shuffle_f32x4::<0b10_00_10_00>(cc, dd);
+            let v3 = _mm512_shuffle_f32x4::<0b11_01_11_01>(cc, dd);
+            // Column 4L + c: lanes L of u[c], u[4 + c], u[8 + c], u[12 + c].
+            let col = [
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(v0, v2),
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(v1, v3),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(v0, v2),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(v1, v3),
+            ];
+            for (l, v) in col.into_iter().enumerate() {
+                _mm512_storeu_ps(dst.add((4 * l + c) * ds), v);
+            }
+        }
+    }
+}
+
+/// [`VecOps::add_bias`] 16 lanes at a time.
+///
+/// # Safety
+/// AVX-512F; `s.len() == b.len()`.
+#[inline(always)]
+unsafe fn add_bias512(s: &mut [f32], b: &[f32]) {
+    let n = s.len();
+    debug_assert_eq!(n, b.len());
+    // SAFETY: masked accesses touch only lanes < n - t of s and b.
+    unsafe {
+        let mut t = 0;
+        while t < n {
+            let m = mask16(n - t);
+            let x = _mm512_maskz_loadu_ps(m, s.as_ptr().add(t));
+            let y = _mm512_maskz_loadu_ps(m, b.as_ptr().add(t));
+            _mm512_mask_storeu_ps(s.as_mut_ptr().add(t), m, _mm512_add_ps(x, y));
+            t += 16;
         }
     }
 }

@@ -109,6 +109,31 @@ pub(super) trait VecOps {
     /// `d` long) lie inside `out`.
     unsafe fn pv(p: &Tile, v: Rows<'_>, d: usize, nq: usize, nk: usize, out: &mut [f32], os: usize);
 
+    /// `dst[t * kend + j] = k.row(j)[t]` for `j < kend`, `t < d`: the keys by
+    /// dimension, for `KEYS_BY_DIM` kernels.
+    ///
+    /// # Safety
+    /// The CPU must support the implementing ISA; rows `[0, kend)` of `k`
+    /// (each `d` long) lie inside it; `dst.len() >= kend * d`.
+    #[inline(always)]
+    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
+        for j in 0..kend {
+            let src = &k.data[j * k.stride..][..d];
+            for (t, &x) in src.iter().enumerate() {
+                dst[t * kend + j] = x;
+            }
+        }
+    }
+
+    /// `s[c] += b[c]`: a row's relative-position bias.
+    ///
+    /// # Safety
+    /// The CPU must support the implementing ISA; `s.len() == b.len()`.
+    #[inline(always)]
+    unsafe fn add_bias(s: &mut [f32], b: &[f32]) {
+        s.iter_mut().zip(b).for_each(|(s, &b)| *s += b);
+    }
+
     /// The largest score of a row (`-inf` if all are masked).
     ///
     /// # Safety
@@ -175,7 +200,8 @@ pub(super) fn block<O: VecOps>(
                 // check() made sure every (i, j) of the call is inside the span.
                 let at = (h * b.span) as isize + j0 as isize - i as isize + b.offset;
                 let bias = &b.values[at as usize..at as usize + nk];
-                s.iter_mut().zip(bias).for_each(|(s, &b)| *s += b);
+                // SAFETY: O's ISA was checked by run_with; equal lengths.
+                unsafe { O::add_bias(s, bias) };
             }
             if let Some(mask) = a.key_mask {
                 for (s, &visible) in s.iter_mut().zip(&mask[j0..j0 + nk]) {
@@ -237,14 +263,18 @@ pub(super) fn head_rows<O: VecOps>(
     }
     let (k, rest) = scratch.split_at_mut(kend * d);
     let (v, o) = rest.split_at_mut(kend * d);
+    if O::KEYS_BY_DIM {
+        let src = Rows {
+            data: &a.k[h * d..],
+            stride: inner,
+        };
+        // SAFETY: O's ISA was checked by run_with; rows [0, kend) of src
+        // (check() verified kend <= tk rows of k) and k's kend * d floats.
+        unsafe { O::pack_keys_by_dim(src, kend, d, k) };
+    }
     for j in 0..kend {
-        let src = &a.k[j * inner + h * d..][..d];
-        if O::KEYS_BY_DIM {
-            for (t, &x) in src.iter().enumerate() {
-                k[t * kend + j] = x;
-            }
-        } else {
-            k[j * d..][..d].copy_from_slice(src);
+        if !O::KEYS_BY_DIM {
+            k[j * d..][..d].copy_from_slice(&a.k[j * inner + h * d..][..d]);
         }
         v[j * d..][..d].copy_from_slice(&a.v[j * inner + h * d..][..d]);
     }
