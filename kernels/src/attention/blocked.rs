@@ -168,67 +168,110 @@ pub(super) fn block<O: VecOps>(
     os: usize,
 ) {
     let d = a.d_kv;
-    let inner = a.heads * d;
     assert!((1..=BLOCK_Q).contains(&nq) && i0 + nq <= a.tq && (nq - 1) * os + d <= out.len());
-    // Keys query i may see: [0, last(i)), non-decreasing in i.
-    let last = |i: usize| match a.causal {
-        Some(off) => (i + off + 1).min(a.tk),
-        None => a.tk,
-    };
-    let kend = last(i0 + nq - 1);
-    let q = Rows {
-        data: &a.q[i0 * inner + h * d..],
-        stride: inner,
-    };
     let mut m = [f32::NEG_INFINITY; BLOCK_Q];
     let mut l = [0.0f32; BLOCK_Q];
     for r in 0..nq {
         out[r * os..r * os + d].fill(0.0);
     }
     let mut tile: Tile = [[0.0; KEY_BLOCK]; BLOCK_Q];
-    let mut j0 = 0;
-    while j0 < kend {
-        let nk = (kend - j0).min(KEY_BLOCK);
-        // SAFETY: O's ISA was checked by run_with; rows [0, nq) of q and the
-        // tile's keys end inside their slices (check() verified the shapes,
-        // i0 + nq <= tq and j0 + nk <= kend; head_rows packs kend keys).
-        unsafe { O::scores(q, kv.keys(j0), d, nq, nk, &mut tile) };
-        for r in 0..nq {
-            let i = i0 + r;
-            let s = &mut tile[r][..nk];
-            if let Some(b) = &a.bias {
-                // check() made sure every (i, j) of the call is inside the span.
-                let at = (h * b.span) as isize + j0 as isize - i as isize + b.offset;
-                let bias = &b.values[at as usize..at as usize + nk];
-                // SAFETY: O's ISA was checked by run_with; equal lengths.
-                unsafe { O::add_bias(s, bias) };
-            }
-            if let Some(mask) = a.key_mask {
-                for (s, &visible) in s.iter_mut().zip(&mask[j0..j0 + nk]) {
-                    if !visible {
-                        *s = f32::NEG_INFINITY;
-                    }
+    let kend = last_key(a, i0 + nq - 1);
+    for j0 in (0..kend).step_by(KEY_BLOCK) {
+        let st = State {
+            m: &mut m[..nq],
+            l: &mut l[..nq],
+            out: &mut *out,
+            os,
+        };
+        key_tile::<O>(a, h, i0, kv, j0, st, &mut tile);
+    }
+    finish(d, &l[..nq], out, os);
+}
+
+/// Keys query `i` may see: `[0, last_key(i))`, non-decreasing in `i`.
+#[inline(always)]
+fn last_key(a: &Attention<'_>, i: usize) -> usize {
+    match a.causal {
+        Some(off) => (i + off + 1).min(a.tk),
+        None => a.tk,
+    }
+}
+
+/// The online softmax's state of a block of queries: running max `m` and
+/// sum `l` per query, and the unnormalised outputs, `out[r * os..][..d]`.
+struct State<'s> {
+    m: &'s mut [f32],
+    l: &'s mut [f32],
+    out: &'s mut [f32],
+    os: usize,
+}
+
+/// One key tile from `j0` (up to the keys the block's last query sees) for
+/// the queries `i0..i0 + st.m.len()`: score the block against it, add bias
+/// and masks, take each query's tile max, rescale its running sum and
+/// outputs at most once, turn the scores into weights in place and add the
+/// weighted values.
+#[inline(always)]
+fn key_tile<O: VecOps>(
+    a: &Attention<'_>,
+    h: usize,
+    i0: usize,
+    kv: HeadKv<'_>,
+    j0: usize,
+    st: State<'_>,
+    tile: &mut Tile,
+) {
+    let (d, inner, nq) = (a.d_kv, a.heads * a.d_kv, st.m.len());
+    let (os, out) = (st.os, st.out);
+    let nk = (last_key(a, i0 + nq - 1) - j0).min(KEY_BLOCK);
+    let q = Rows {
+        data: &a.q[i0 * inner + h * d..],
+        stride: inner,
+    };
+    // SAFETY: O's ISA was checked by run_with; rows [0, nq) of q and the
+    // tile's keys end inside their slices (check() verified the shapes,
+    // i0 + nq <= tq and j0 + nk <= the block's last key; head_rows packs
+    // the keys of its last query).
+    unsafe { O::scores(q, kv.keys(j0), d, nq, nk, tile) };
+    for r in 0..nq {
+        let i = i0 + r;
+        let s = &mut tile[r][..nk];
+        if let Some(b) = &a.bias {
+            // check() made sure every (i, j) of the call is inside the span.
+            let at = (h * b.span) as isize + j0 as isize - i as isize + b.offset;
+            let bias = &b.values[at as usize..at as usize + nk];
+            // SAFETY: O's ISA was checked by run_with; equal lengths.
+            unsafe { O::add_bias(s, bias) };
+        }
+        if let Some(mask) = a.key_mask {
+            for (s, &visible) in s.iter_mut().zip(&mask[j0..j0 + nk]) {
+                if !visible {
+                    *s = f32::NEG_INFINITY;
                 }
             }
-            s[last(i).saturating_sub(j0).min(nk)..].fill(f32::NEG_INFINITY);
-            // SAFETY: O's ISA was checked by run_with.
-            let bm = unsafe { O::row_max(s) };
-            if bm > m[r] {
-                // exp(-inf) = 0 clears the (empty) state on the first visible tile.
-                let c = (m[r] - bm).exp();
-                l[r] *= c;
-                out[r * os..r * os + d].iter_mut().for_each(|o| *o *= c);
-                m[r] = bm;
-            }
-            // SAFETY: as above. With m = -inf every score is -inf and weighs 0.
-            l[r] += unsafe { O::exp_row(s, m[r]) };
         }
-        // SAFETY: as for scores; rows [0, nq) of out (stride os) are in `out`.
-        unsafe { O::pv(&tile, kv.values(j0), d, nq, nk, out, os) };
-        j0 += nk;
+        s[last_key(a, i).saturating_sub(j0).min(nk)..].fill(f32::NEG_INFINITY);
+        // SAFETY: O's ISA was checked by run_with.
+        let bm = unsafe { O::row_max(s) };
+        if bm > st.m[r] {
+            // exp(-inf) = 0 clears the (empty) state on the first visible tile.
+            let c = (st.m[r] - bm).exp();
+            st.l[r] *= c;
+            out[r * os..r * os + d].iter_mut().for_each(|o| *o *= c);
+            st.m[r] = bm;
+        }
+        // SAFETY: as above. With m = -inf every score is -inf and weighs 0.
+        st.l[r] += unsafe { O::exp_row(s, st.m[r]) };
     }
-    for r in 0..nq {
-        let inv = if l[r] > 0.0 { 1.0 / l[r] } else { 0.0 };
+    // SAFETY: as for scores; rows [0, nq) of out (stride os) are in `out`.
+    unsafe { O::pv(tile, kv.values(j0), d, nq, nk, out, os) };
+}
+
+/// Divides each query's outputs by its sum (0 for a query that saw no key).
+#[inline(always)]
+fn finish(d: usize, l: &[f32], out: &mut [f32], os: usize) {
+    for (r, &l) in l.iter().enumerate() {
+        let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
         out[r * os..r * os + d].iter_mut().for_each(|o| *o *= inv);
     }
 }
@@ -253,16 +296,14 @@ pub(super) fn head_rows<O: VecOps>(
 ) {
     let (d, inner, rows) = (a.d_kv, a.heads * a.d_kv, out.rows());
     // Keys the last query of the task may see (the others see a prefix).
-    let kend = match a.causal {
-        Some(off) => (i0 + rows + off).min(a.tk),
-        None => a.tk,
-    };
-    let need = 2 * kend * d + rows * d;
+    let kend = last_key(a, i0 + rows - 1);
+    let need = 2 * kend * d + rows * d + 2 * rows;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
     let (k, rest) = scratch.split_at_mut(kend * d);
-    let (v, o) = rest.split_at_mut(kend * d);
+    let (v, rest) = rest.split_at_mut(kend * d);
+    let (o, ml) = rest.split_at_mut(rows * d);
     if O::KEYS_BY_DIM {
         let src = Rows {
             data: &a.k[h * d..],
@@ -274,9 +315,9 @@ pub(super) fn head_rows<O: VecOps>(
     }
     for j in 0..kend {
         if !O::KEYS_BY_DIM {
-            k[j * d..][..d].copy_from_slice(&a.k[j * inner + h * d..][..d]);
+            copy_row(&mut k[j * d..][..d], &a.k[j * inner + h * d..][..d]);
         }
-        v[j * d..][..d].copy_from_slice(&a.v[j * inner + h * d..][..d]);
+        copy_row(&mut v[j * d..][..d], &a.v[j * inner + h * d..][..d]);
     }
     let kv = HeadKv {
         k,
@@ -285,11 +326,52 @@ pub(super) fn head_rows<O: VecOps>(
         v,
         v_stride: d,
     };
-    for b in (0..rows).step_by(BLOCK_Q) {
-        let nq = (rows - b).min(BLOCK_Q);
-        block::<O>(a, h, i0 + b, nq, kv, &mut o[b * d..], d);
+    // Tile by tile over every block of the task, the tile's keys and values
+    // (2 x 16 KiB at d_kv = 64) stay in L1 for all its queries; block by
+    // block they were re-read from L2 for every 8 queries, which held the
+    // kernels to about half their FMA rate. Each query sees the same
+    // operations in the same order either way, so the bits are `block`'s.
+    let (m, rest) = ml.split_at_mut(rows);
+    let l = &mut rest[..rows];
+    m.fill(f32::NEG_INFINITY);
+    l.fill(0.0);
+    o[..rows * d].fill(0.0);
+    let mut tile: Tile = [[0.0; KEY_BLOCK]; BLOCK_Q];
+    for j0 in (0..kend).step_by(KEY_BLOCK) {
+        for b in (0..rows).step_by(BLOCK_Q) {
+            let nq = (rows - b).min(BLOCK_Q);
+            if j0 >= last_key(a, i0 + b + nq - 1) {
+                continue;
+            }
+            let st = State {
+                m: &mut m[b..b + nq],
+                l: &mut l[b..b + nq],
+                out: &mut o[b * d..],
+                os: d,
+            };
+            key_tile::<O>(a, h, i0 + b, kv, j0, st, &mut tile);
+        }
     }
+    finish(d, l, o, d);
     for r in 0..rows {
-        out.row(r).copy_from_slice(&o[r * d..][..d]);
+        copy_row(out.row(r), &o[r * d..][..d]);
+    }
+}
+
+/// `dst.copy_from_slice(src)` in 64-byte pieces the compiler keeps inline:
+/// a `memcpy` call per 256-byte row (with a `vzeroupper` before each) was 6%
+/// of a prefill's attention.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 16] = s.try_into().expect("16 floats");
+        let d: &mut [f32; 16] = d.try_into().expect("16 floats");
+        *d = *s;
+    }
+    for (d, &s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = s;
     }
 }
