@@ -129,6 +129,55 @@ pub(crate) fn for_col_chunks<F>(
     });
 }
 
+/// [`for_col_chunks`] over several outputs in one parallel region: `ys[i]`
+/// is `[m, ns[i]]`, cut in chunks of `cols[i]` columns; `f(i, j0, j1, out)`.
+/// One region instead of one per output saves a hand-off to the pool and a
+/// wait for its slowest task per output (an attention layer's Q, K and V).
+pub(crate) fn for_col_chunks_many<F>(
+    ys: &mut [&mut [f32]],
+    m: usize,
+    ns: &[usize],
+    cols: &[usize],
+    parallel: bool,
+    f: F,
+) where
+    F: Fn(usize, usize, usize, &mut ColBlock<'_>) + Sync,
+{
+    assert!(ys.len() == ns.len() && ns.len() == cols.len());
+    for ((y, &n), &c) in ys.iter().zip(ns).zip(cols) {
+        assert!(c > 0 && y.len() == m * n);
+    }
+    if m == 0 {
+        return;
+    }
+    let bases: Vec<SyncPtr> = ys.iter_mut().map(|y| SyncPtr(y.as_mut_ptr())).collect();
+    // Task t belongs to the output whose range of task numbers holds it.
+    let mut first = Vec::with_capacity(ns.len() + 1);
+    first.push(0);
+    for (&n, &c) in ns.iter().zip(cols) {
+        first.push(first.last().copied().unwrap_or(0) + n.div_ceil(c));
+    }
+    let tasks = *first.last().unwrap_or(&0);
+    pool::for_each(tasks, parallel, |t| {
+        let i = first.partition_point(|&f| f <= t) - 1;
+        let (n, c) = (ns[i], cols[i]);
+        let j0 = (t - first[i]) * c;
+        let j1 = (j0 + c).min(n);
+        let mut block = ColBlock {
+            // SAFETY: j0 < n, so the offset stays inside ys[i]. Task t owns
+            // columns [j0, j1) of every row of output i, disjoint from every
+            // other task's, and `ys` stays mutably borrowed until all tasks
+            // are done.
+            ptr: unsafe { bases[i].get().add(j0) },
+            rows: m,
+            width: j1 - j0,
+            stride: n,
+            _y: PhantomData,
+        };
+        f(i, j0, j1, &mut block)
+    });
+}
+
 /// Runs `f(i0, j0, j1, out)` over the `[rows, cols]` blocks of the `[m, n]`
 /// output `y` (the last ones in a row or column of blocks smaller): `out` is
 /// rows `[i0, i0 + out.rows())` by columns `[j0, j1)`, written in place. Tasks

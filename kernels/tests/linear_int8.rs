@@ -684,3 +684,39 @@ proptest! {
         }
     }
 }
+
+/// Outputs that each go to the pool share one parallel region
+/// (`linear_many`): the same bits as separate calls on every pool, with
+/// 37 rows on the tiles (k = 256) and widths that leave partial chunks.
+#[test]
+fn linear_many_in_one_region_matches_separate_calls() {
+    let (m, k) = (37, 256);
+    let ns = [300usize, 200, 520];
+    let mut rng = Rng(21);
+    let x = matrix(&mut rng, Fill::Uniform, m, k, 1.0);
+    let packs: Vec<PackedInt8> = ns
+        .iter()
+        .map(|&n| {
+            PackedInt8::quantize(&matrix(&mut rng, Fill::Uniform, n, k, 1.0), n, k, 0).unwrap()
+        })
+        .collect();
+    let views: Vec<Int8View<'_>> = packs.iter().map(|p| p.view()).collect();
+    let refs: Vec<&Int8View<'_>> = views.iter().collect();
+    for isa in isas() {
+        let want: Vec<Vec<f32>> = views
+            .iter()
+            .map(|v| run(Isa::Scalar, &x, m, k, v))
+            .collect();
+        for (pool, ys) in on_every_pool(|| {
+            let mut ys: Vec<Vec<f32>> = ns.iter().map(|&n| vec![f32::NAN; m * n]).collect();
+            let mut outs: Vec<&mut [f32]> = ys.iter_mut().map(|y| &mut y[..]).collect();
+            int8::linear_many_with(isa, &x, m, k, &refs, &mut outs);
+            ys
+        }) {
+            for (i, (y, w)) in ys.iter().zip(&want).enumerate() {
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(y), bits(w), "{isa} {pool} output {i}");
+            }
+        }
+    }
+}

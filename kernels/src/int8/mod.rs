@@ -1226,24 +1226,37 @@ fn run_many(
             wide: false,
         }
     };
-    for (w, y) in ws.iter().zip(ys.iter_mut()) {
-        let n = w.n;
-        let parallel = par::worth_parallel(m, k, n);
-        // The tiles take a quarter of the outputs a task (a multiple of two
-        // tiles): each task configures the tiles and re-reads the
-        // activations, so fewer, wider tasks than a GEMV's.
-        let cols = if tiles {
+    // The tiles take a quarter of the outputs a task (a multiple of two
+    // tiles): each task configures the tiles and re-reads the activations,
+    // so fewer, wider tasks than a GEMV's.
+    let cols = |n: usize| {
+        if tiles {
             (n / 4).clamp(64, 1024).div_ceil(2 * TILE_N) * 2 * TILE_N
         } else {
             par::gemv_cols(n, TILE_N)
-        };
-        par::for_col_chunks(y, m, n, cols, parallel, |j0, j1, out| {
-            if tiles {
-                amx_chunk(&a, rows, w, j0, j1, out, add)
-            } else {
-                chunk(isa, &a, w, j0, j1, out, add)
-            }
+        }
+    };
+    let run_chunk = |w: &Int8View<'_>, j0: usize, j1: usize, out: &mut ColBlock<'_>| {
+        if tiles {
+            amx_chunk(&a, rows, w, j0, j1, out, add)
+        } else {
+            chunk(isa, &a, w, j0, j1, out, add)
+        }
+    };
+    let parallel: Vec<bool> = ws.iter().map(|w| par::worth_parallel(m, k, w.n)).collect();
+    if ws.len() > 1 && parallel.iter().all(|&p| p) {
+        // Several outputs that each go to the pool: one region for all.
+        let ns: Vec<usize> = ws.iter().map(|w| w.n).collect();
+        let cs: Vec<usize> = ns.iter().map(|&n| cols(n)).collect();
+        par::for_col_chunks_many(ys, m, &ns, &cs, true, |i, j0, j1, out| {
+            run_chunk(ws[i], j0, j1, out)
         });
+    } else {
+        for ((w, y), &p) in ws.iter().zip(ys.iter_mut()).zip(&parallel) {
+            par::for_col_chunks(y, m, w.n, cols(w.n), p, |j0, j1, out| {
+                run_chunk(w, j0, j1, out)
+            });
+        }
     }
     SCRATCH.set((xq, sx, x16, row));
 }
