@@ -129,10 +129,14 @@ pub(crate) fn for_col_chunks<F>(
     });
 }
 
+/// Outputs [`for_col_chunks_many`] takes at once (Q, K and V are three).
+pub(crate) const MANY_MAX: usize = 4;
+
 /// [`for_col_chunks`] over several outputs in one parallel region: `ys[i]`
 /// is `[m, ns[i]]`, cut in chunks of `cols[i]` columns; `f(i, j0, j1, out)`.
 /// One region instead of one per output saves a hand-off to the pool and a
 /// wait for its slowest task per output (an attention layer's Q, K and V).
+/// At most [`MANY_MAX`] outputs; allocates nothing (a decode step may call it).
 pub(crate) fn for_col_chunks_many<F>(
     ys: &mut [&mut [f32]],
     m: usize,
@@ -143,23 +147,23 @@ pub(crate) fn for_col_chunks_many<F>(
 ) where
     F: Fn(usize, usize, usize, &mut ColBlock<'_>) + Sync,
 {
-    assert!(ys.len() == ns.len() && ns.len() == cols.len());
+    let k = ys.len();
+    assert!(k <= MANY_MAX && ns.len() == k && cols.len() == k);
     for ((y, &n), &c) in ys.iter().zip(ns).zip(cols) {
         assert!(c > 0 && y.len() == m * n);
     }
     if m == 0 {
         return;
     }
-    let bases: Vec<SyncPtr> = ys.iter_mut().map(|y| SyncPtr(y.as_mut_ptr())).collect();
-    // Task t belongs to the output whose range of task numbers holds it.
-    let mut first = Vec::with_capacity(ns.len() + 1);
-    first.push(0);
-    for (&n, &c) in ns.iter().zip(cols) {
-        first.push(first.last().copied().unwrap_or(0) + n.div_ceil(c));
+    let mut bases = [SyncPtr(std::ptr::null_mut::<f32>()); MANY_MAX];
+    // first[i]: the first task of output i; first[k]: the task count.
+    let mut first = [0usize; MANY_MAX + 1];
+    for (i, y) in ys.iter_mut().enumerate() {
+        bases[i] = SyncPtr(y.as_mut_ptr());
+        first[i + 1] = first[i] + ns[i].div_ceil(cols[i]);
     }
-    let tasks = *first.last().unwrap_or(&0);
-    pool::for_each(tasks, parallel, |t| {
-        let i = first.partition_point(|&f| f <= t) - 1;
+    pool::for_each(first[k], parallel, |t| {
+        let i = first[1..=k].partition_point(|&f| f <= t);
         let (n, c) = (ns[i], cols[i]);
         let j0 = (t - first[i]) * c;
         let j1 = (j0 + c).min(n);

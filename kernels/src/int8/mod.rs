@@ -1243,17 +1243,21 @@ fn run_many(
             chunk(isa, &a, w, j0, j1, out, add)
         }
     };
-    let parallel: Vec<bool> = ws.iter().map(|w| par::worth_parallel(m, k, w.n)).collect();
-    if ws.len() > 1 && parallel.iter().all(|&p| p) {
+    let parallel = |w: &Int8View<'_>| par::worth_parallel(m, k, w.n);
+    if (2..=par::MANY_MAX).contains(&ws.len()) && ws.iter().all(|w| parallel(w)) {
         // Several outputs that each go to the pool: one region for all.
-        let ns: Vec<usize> = ws.iter().map(|w| w.n).collect();
-        let cs: Vec<usize> = ns.iter().map(|&n| cols(n)).collect();
-        par::for_col_chunks_many(ys, m, &ns, &cs, true, |i, j0, j1, out| {
+        let mut ns = [0usize; par::MANY_MAX];
+        let mut cs = [0usize; par::MANY_MAX];
+        for (i, w) in ws.iter().enumerate() {
+            (ns[i], cs[i]) = (w.n, cols(w.n));
+        }
+        let k = ws.len();
+        par::for_col_chunks_many(ys, m, &ns[..k], &cs[..k], true, |i, j0, j1, out| {
             run_chunk(ws[i], j0, j1, out)
         });
     } else {
-        for ((w, y), &p) in ws.iter().zip(ys.iter_mut()).zip(&parallel) {
-            par::for_col_chunks(y, m, w.n, cols(w.n), p, |j0, j1, out| {
+        for (w, y) in ws.iter().zip(ys.iter_mut()) {
+            par::for_col_chunks(y, m, w.n, cols(w.n), parallel(w), |j0, j1, out| {
                 run_chunk(w, j0, j1, out)
             });
         }
