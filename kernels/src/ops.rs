@@ -143,13 +143,39 @@ pub fn rms_norm_rows_with(isa: Isa, x: &[f32], weight: &[f32], eps: f32, out: &m
         d > 0 && x.len() == out.len() && x.len().is_multiple_of(d),
         "rms_norm_rows: shape mismatch"
     );
-    let op = RmsRows {
-        x,
-        weight,
-        eps,
-        out,
-    };
-    Backend::of(isa).run(op, |o| rms_rows_scalar(o.x, o.weight, o.eps, o.out))
+    // Whole rows a task: each row's bits are the same wherever it runs.
+    let rows = (SPLIT_FLOATS / d).max(1);
+    split_rows(out, rows * d, x.len() >= PAR_MIN_FLOATS, |a, out| {
+        let op = RmsRows {
+            x: &x[a..a + out.len()],
+            weight,
+            eps,
+            out,
+        };
+        Backend::of(isa).run(op, |o| rms_rows_scalar(o.x, o.weight, o.eps, o.out))
+    })
+}
+
+/// From this many floats a row op runs on the pool (a prefill's: 128
+/// tokens of a 256-wide model are 32K), below it on the calling thread (a
+/// decode step's), where a hand-off would cost more than it saves. On one
+/// thread a prefill's norms, adds and activations left the other idle.
+const PAR_MIN_FLOATS: usize = 1 << 14;
+
+/// Floats a task takes when a row op is split.
+const SPLIT_FLOATS: usize = 1 << 13;
+
+/// `f(start, part)` over consecutive `len`-float parts of `out` (`start`:
+/// the part's offset), on the pool when `parallel`. Element-wise and
+/// row-wise ops only, whose bits do not depend on the split.
+fn split_rows<F>(out: &mut [f32], len: usize, parallel: bool, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if !parallel || out.len() <= len {
+        return f(0, out);
+    }
+    crate::par::for_chunks_mut(out, len, true, |c, part| f(c * len, part))
 }
 
 /// `1 / sqrt(Σx² / d + eps)`, shared by every level.
@@ -322,11 +348,14 @@ pub fn activate_inplace_with(isa: Isa, act: Activation, x: &mut [f32]) {
         // compare-and-select into a `vmaskmovps` store of the zeros, which
         // is microcoded on AMD: 107-138 µs against the twin's 17-23 µs over
         // 128 x 1024 values on AVX2 (kernels/BENCH.md). Memory-bound either way.
-        x.iter_mut().for_each(|v| *v = relu(*v));
-        return;
+        return split_rows(x, SPLIT_FLOATS, x.len() >= PAR_MIN_FLOATS, |_, x| {
+            x.iter_mut().for_each(|v| *v = relu(*v))
+        });
     }
-    let op = Act { act, x, up: None };
-    Backend::of(isa).run(op, |o| o.x.iter_mut().for_each(|v| *v = activate(act, *v)))
+    split_rows(x, SPLIT_FLOATS, x.len() >= PAR_MIN_FLOATS, |_, x| {
+        let op = Act { act, x, up: None };
+        Backend::of(isa).run(op, |o| o.x.iter_mut().for_each(|v| *v = activate(act, *v)))
+    })
 }
 
 /// The gated feed-forward product `gate = act(gate) * up`, in place.
@@ -337,15 +366,19 @@ pub fn gated_inplace(act: Activation, gate: &mut [f32], up: &[f32]) {
 /// [`gated_inplace`] at a chosen level.
 pub fn gated_inplace_with(isa: Isa, act: Activation, gate: &mut [f32], up: &[f32]) {
     assert_eq!(gate.len(), up.len(), "gated_inplace: length mismatch");
-    let op = Act {
-        act,
-        x: gate,
-        up: Some(up),
-    };
-    Backend::of(isa).run(op, |o| {
-        for (g, &u) in o.x.iter_mut().zip(up) {
-            *g = activate(act, *g) * u;
-        }
+    let parallel = gate.len() >= PAR_MIN_FLOATS;
+    split_rows(gate, SPLIT_FLOATS, parallel, |a, gate| {
+        let up = &up[a..a + gate.len()];
+        let op = Act {
+            act,
+            x: gate,
+            up: Some(up),
+        };
+        Backend::of(isa).run(op, |o| {
+            for (g, &u) in o.x.iter_mut().zip(up) {
+                *g = activate(act, *g) * u;
+            }
+        })
     })
 }
 
@@ -557,7 +590,10 @@ pub fn add_inplace(y: &mut [f32], x: &[f32]) {
 /// [`add_inplace`] at a chosen level: the same bits at every level.
 pub fn add_inplace_with(isa: Isa, y: &mut [f32], x: &[f32]) {
     assert_eq!(y.len(), x.len(), "add_inplace: length mismatch");
-    Backend::of(isa).run(Add { y, x }, |o| add_scalar(o.y, o.x))
+    split_rows(y, SPLIT_FLOATS, x.len() >= PAR_MIN_FLOATS, |a, y| {
+        let x = &x[a..a + y.len()];
+        Backend::of(isa).run(Add { y, x }, |o| add_scalar(o.y, o.x))
+    })
 }
 
 fn add_scalar(y: &mut [f32], x: &[f32]) {

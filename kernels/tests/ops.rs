@@ -337,3 +337,42 @@ fn activation_tails_are_exact_zeros_and_identities() {
         }
     }
 }
+
+/// A prefill's row ops (from 16K floats) split across the pool: on every
+/// pool and thread count the bits of the op on one thread, at every level.
+#[test]
+fn large_row_ops_are_identical_across_thread_counts() {
+    let (rows, d) = (70usize, 257usize); // 17990 floats, rows not a power of two
+    let mut rng = Rng(31);
+    let x: Vec<f32> = (0..rows * d).map(|_| rng.unit() * 3.0).collect();
+    let y0: Vec<f32> = (0..rows * d).map(|_| rng.unit()).collect();
+    let w: Vec<f32> = (0..d).map(|_| 1.0 + rng.unit() * 0.1).collect();
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for isa in isas() {
+        let all = || {
+            let mut norm = vec![0.0f32; rows * d];
+            ops::rms_norm_rows_with(isa, &x, &w, 1e-6, &mut norm);
+            let mut y = y0.clone();
+            ops::add_inplace_with(isa, &mut y, &x);
+            let mut acts = Vec::new();
+            for act in [Activation::Relu, Activation::GeluNew] {
+                let mut a = x.clone();
+                ops::activate_inplace_with(isa, act, &mut a);
+                let mut g = x.clone();
+                ops::gated_inplace_with(isa, act, &mut g, &y0);
+                acts.push((bits(&a), bits(&g)));
+            }
+            (bits(&norm), bits(&y), acts)
+        };
+        let want = with_threads(1, all);
+        // Each row of the norm is also what it is alone (whole rows a task).
+        for r in [0, 31, rows - 1] {
+            let mut one = vec![0.0f32; d];
+            ops::rms_norm_rows_with(isa, &x[r * d..(r + 1) * d], &w, 1e-6, &mut one);
+            assert_eq!(bits(&one), want.0[r * d..(r + 1) * d], "{isa} row {r}");
+        }
+        for (pool, got) in on_every_pool(all) {
+            assert!(got == want, "{isa} {pool}");
+        }
+    }
+}
