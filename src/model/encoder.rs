@@ -98,13 +98,16 @@ impl Encoder {
                 }
             }
         }
+        // The final norm through the scratch buffer: a fresh copy of x each
+        // call (128 KiB at W3) went to mmap and came back page-faulting.
+        let normed = sized(&mut sc.normed, rows * d);
+        ops::rms_norm_rows(x, self.final_norm.as_slice(), self.eps, normed);
+        x.copy_from_slice(normed);
         // A long input's buffers are not kept: they would hold its peak
         // memory on this thread after it returns.
         if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
             SCRATCH.set(sc);
         }
-        let pre = x.to_vec();
-        ops::rms_norm_rows(&pre, self.final_norm.as_slice(), self.eps, x);
         if let Some(s) = states {
             s.push(x.to_vec());
         }
