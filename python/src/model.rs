@@ -327,13 +327,19 @@ impl T5 {
                 let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
                 let enc = inner.run(|| inner.model.encode_batch(&refs))?;
                 let len = ids.iter().map(Vec::len).max().unwrap_or(0);
-                let mut states = vec![0f32; enc.len() * len * d];
-                let mut mask = vec![0i64; enc.len() * len];
+                let n = enc.len();
+                if n == 1 {
+                    // One sequence: its states as they are, no padded copy.
+                    let states = enc.into_iter().next().unwrap_or_default();
+                    return Ok((states, vec![1i64; len], 1, len));
+                }
+                let mut states = vec![0f32; n * len * d];
+                let mut mask = vec![0i64; n * len];
                 for (i, rows) in enc.iter().enumerate() {
                     states[i * len * d..][..rows.len()].copy_from_slice(rows);
                     mask[i * len..][..rows.len() / d].fill(1);
                 }
-                Ok((states, mask, enc.len(), len))
+                Ok((states, mask, n, len))
             })
         })?;
         let (states, mask) = (PyArray1::from_vec(py, states), PyArray1::from_vec(py, mask));
