@@ -720,3 +720,39 @@ fn linear_many_in_one_region_matches_separate_calls() {
         }
     }
 }
+
+/// A matrix of 1 MB and more is scanned on the pool, a range of tiles a
+/// task: it still accepts its own output, and of two corruptions in
+/// different ranges reports the first (the earlier tile), on every pool.
+#[test]
+fn a_large_matrix_scanned_on_the_pool_reports_its_first_problem() {
+    let (n, k) = (4100, 300); // 4112 x 320 packed bytes: 1.3 MB, a partial last tile
+    let mut rng = Rng(17);
+    let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+    let p = PackedInt8::quantize(&w, n, k, 0).unwrap();
+    let v = p.view();
+    assert!(v.data().len() >= 1 << 20);
+    let check = |d: &[i8]| {
+        on_every_pool(|| {
+            Int8View::from_parts(n, k, 0, d, v.scales(), v.row_sums(), v.err_norms())
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+    };
+    for (pool, r) in check(v.data()) {
+        assert!(r.is_ok(), "{pool}: {r:?}");
+    }
+    let mut d = v.data().to_vec();
+    d[int8::packed_index(3000, 7, v.padded_k())] = -128;
+    d[int8::packed_index(200, 5, v.padded_k())] = -128;
+    for (pool, r) in check(&d) {
+        let e = r.unwrap_err();
+        assert!(e.contains("(200, 5)"), "{pool}: {e}");
+    }
+    // The N padding of the last tile, the last range's only problem.
+    let mut d = v.data().to_vec();
+    d[int8::packed_index(n + 3, 1, v.padded_k())] = 1;
+    for (pool, r) in check(&d) {
+        assert!(r.unwrap_err().contains("padding"), "{pool}");
+    }
+}

@@ -98,8 +98,8 @@ impl Encoder {
                 }
             }
         }
-        // The final norm through the scratch buffer: a fresh copy of x each
-        // call (128 KiB at W3) went to mmap and came back page-faulting.
+        // The final norm through the scratch buffer rather than a fresh copy
+        // of x each call (128 KiB at W3).
         let normed = sized(&mut sc.normed, rows * d);
         ops::rms_norm_rows(x, self.final_norm.as_slice(), self.eps, normed);
         x.copy_from_slice(normed);
