@@ -98,12 +98,18 @@ unsafe fn dots<const R: usize>(x: &[f32], i0: usize, k: usize, b: &[bf16]) -> [f
             }
         }
     }
-    acc.map(|a| {
-        _mm512_reduce_add_ps(_mm512_add_ps(
+    // A loop, not a `map` closure: a closure is a function of its own,
+    // compiled without this function's target features, so LLVM may leave
+    // the reduction in it out of line (it did for the f32 AVX-512 block:
+    // half of f32 W3 in `perf`).
+    let mut out = [0.0f32; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = _mm512_reduce_add_ps(_mm512_add_ps(
             _mm512_add_ps(a[0], a[1]),
             _mm512_add_ps(a[2], a[3]),
-        ))
-    })
+        ));
+    }
+    out
 }
 
 /// x rows handled per pass over a weight row (16 accumulators of 32 registers).

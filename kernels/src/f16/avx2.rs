@@ -93,12 +93,18 @@ unsafe fn dots<const R: usize>(x: &[f32], i0: usize, k: usize, b: &[f16]) -> [f3
             }
         }
     }
-    acc.map(|a| {
-        hsum(_mm256_add_ps(
+    // A loop, not a `map` closure: a closure is a function of its own,
+    // compiled without this function's target features, so LLVM may leave
+    // the reduction in it out of line (it did for the f32 AVX-512 block:
+    // half of f32 W3 in `perf`).
+    let mut out = [0.0f32; R];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = hsum(_mm256_add_ps(
             _mm256_add_ps(a[0], a[1]),
             _mm256_add_ps(a[2], a[3]),
-        ))
-    })
+        ));
+    }
+    out
 }
 
 /// x rows per pass over a weight row: 8 accumulators of AVX2's 16 registers.

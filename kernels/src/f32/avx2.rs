@@ -207,8 +207,18 @@ unsafe fn block<W: Wide8>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) ->
             step(&mut acc, t, k - t);
         }
     }
-    // SAFETY: the caller guarantees AVX2/FMA, all `hsum` needs.
-    acc.map(|a| a.map(|v| unsafe { hsum(v) }))
+    // A loop, not a `map` closure: a closure is a function of its own,
+    // compiled without this function's target features, so LLVM may leave
+    // the reduction in it out of line (it did for the f32 AVX-512 block:
+    // half of f32 W3 in `perf`).
+    let mut out = [[0.0f32; BC]; BR];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (o, &v) in o.iter_mut().zip(a) {
+            // SAFETY: the caller guarantees AVX2/FMA, all `hsum` needs.
+            *o = unsafe { hsum(v) };
+        }
+    }
+    out
 }
 
 /// The AVX2 prefill form of the float GEMV (from the format's `GEMM_MIN_M`

@@ -160,7 +160,17 @@ unsafe fn block4x4<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) 
             t += 16;
         }
     }
-    acc.map(|a| a.map(|v| _mm512_reduce_add_ps(v)))
+    // A loop, not `map` closures: a closure is a function of its own,
+    // compiled without this function's target features, and once LLVM
+    // stopped inlining it each reduction became an out-of-line call (half
+    // of f32 W3 in `perf`).
+    let mut out = [[0.0f32; 4]; 4];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        for (o, &v) in o.iter_mut().zip(a) {
+            *o = _mm512_reduce_add_ps(v);
+        }
+    }
+    out
 }
 
 /// The prefill form of the GEMV (from `GEMM_MIN_M` rows): 4 x 4 output
