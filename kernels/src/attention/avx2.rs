@@ -108,37 +108,7 @@ impl VecOps for Avx2Ops {
     }
 }
 
-/// [`blocked::block`] with the AVX2 kernels inlined.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn block(
-    a: &Attention<'_>,
-    h: usize,
-    i0: usize,
-    nq: usize,
-    kv: HeadKv<'_>,
-    out: &mut [f32],
-    os: usize,
-) {
-    blocked::block::<Avx2Ops>(a, h, i0, nq, kv, out, os)
-}
-
-/// [`blocked::head_rows`] with the AVX2 kernels inlined.
-///
-/// # Safety
-/// The CPU must have AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn head_rows(
-    a: &Attention<'_>,
-    h: usize,
-    i0: usize,
-    scratch: &mut Vec<f32>,
-    out: &mut ColBlock<'_>,
-) {
-    blocked::head_rows::<Avx2Ops>(a, h, i0, scratch, out)
-}
+blocked::entry_points!("avx2,fma", "AVX2 and FMA", Avx2Ops, Avx2Ops);
 
 /// Eight vectors to one: lane `i` is the sum of `v[i]`'s lanes.
 ///

@@ -90,38 +90,14 @@ impl VecOps for Avx512Ops {
     }
 }
 
-/// [`blocked::block`] with the AVX-512 kernels inlined.
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) unsafe fn block(
-    a: &Attention<'_>,
-    h: usize,
-    i0: usize,
-    nq: usize,
-    kv: HeadKv<'_>,
-    out: &mut [f32],
-    os: usize,
-) {
-    blocked::block::<Avx512Ops>(a, h, i0, nq, kv, out, os)
-}
-
-/// [`blocked::head_rows`] with the AVX-512 kernels inlined, the keys packed by
-/// dimension ([`ByDimOps`]).
-///
-/// # Safety
-/// The CPU must have AVX-512 F/BW/VL, AVX2 and FMA.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(super) unsafe fn head_rows(
-    a: &Attention<'_>,
-    h: usize,
-    i0: usize,
-    scratch: &mut Vec<f32>,
-    out: &mut ColBlock<'_>,
-) {
-    blocked::head_rows::<ByDimOps>(a, h, i0, scratch, out)
-}
+// The prefill path packs the keys by dimension for the outer-product scores
+// (`ByDimOps`).
+blocked::entry_points!(
+    "avx512f,avx512bw,avx512vl,avx2,fma",
+    "AVX-512 F/BW/VL, AVX2 and FMA",
+    Avx512Ops,
+    ByDimOps
+);
 
 /// The prefill kernels: scores from keys packed by dimension, as outer
 /// products (no transposing reduction: in W3 those shuffles were about as

@@ -82,6 +82,50 @@ impl<'a> HeadKv<'a> {
     }
 }
 
+/// An x86 level's entry points, [`block`] and [`head_rows`] compiled with
+/// its target features so its kernels inline: `entry_points!("avx2,fma",
+/// "AVX2 and FMA", DecodeOps, PrefillOps)` defines `block` (the decode and
+/// short-prefill path) on the first set of kernels and `head_rows` (the
+/// packed prefill) on the second.
+#[cfg(target_arch = "x86_64")]
+macro_rules! entry_points {
+    ($features:literal, $needs:literal, $ops:ty, $prefill:ty) => {
+        /// [`blocked::block`] with this level's kernels inlined.
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must have ", $needs, ".")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn block(
+            a: &Attention<'_>,
+            h: usize,
+            i0: usize,
+            nq: usize,
+            kv: HeadKv<'_>,
+            out: &mut [f32],
+            os: usize,
+        ) {
+            blocked::block::<$ops>(a, h, i0, nq, kv, out, os)
+        }
+
+        /// [`blocked::head_rows`] with this level's prefill kernels inlined.
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must have ", $needs, ".")]
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn head_rows(
+            a: &Attention<'_>,
+            h: usize,
+            i0: usize,
+            scratch: &mut Vec<f32>,
+            out: &mut ColBlock<'_>,
+        ) {
+            blocked::head_rows::<$prefill>(a, h, i0, scratch, out)
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+pub(super) use entry_points;
+
 /// The vector kernels the blocked algorithm is made of; each ISA supplies them
 /// (`scalar::ScalarOps` is the plain-Rust set the scalar level runs).
 pub(super) trait VecOps {
