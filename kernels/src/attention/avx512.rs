@@ -271,8 +271,12 @@ unsafe fn scores_by_dim(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize
             let mut acc = [[_mm512_setzero_ps(); 4]; 4];
             for t in 0..d {
                 let kp = k.row(t);
-                let kv: [__m512; 4] =
-                    std::array::from_fn(|u| _mm512_maskz_loadu_ps(m[u], kp.wrapping_add(16 * u)));
+                // A loop, not a `from_fn` closure (ARCHITECTURE.md: no load
+                // intrinsic in a closure of a hot path).
+                let mut kv = [_mm512_setzero_ps(); 4];
+                for u in 0..4 {
+                    kv[u] = _mm512_maskz_loadu_ps(m[u], kp.wrapping_add(16 * u));
+                }
                 for r in 0..4 {
                     let qb = _mm512_set1_ps(*qp[r].add(t));
                     for u in 0..4 {
@@ -332,28 +336,30 @@ unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
 unsafe fn transpose16(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
     // SAFETY: the loads and stores are the 16 rows the contract names.
     unsafe {
-        let r: [__m512; 16] = std::array::from_fn(|i| _mm512_loadu_ps(src.add(i * ss)));
+        // Loops, not `from_fn` closures (ARCHITECTURE.md: no intrinsic in a
+        // closure of a hot path).
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (i, r) in r.iter_mut().enumerate() {
+            *r = _mm512_loadu_ps(src.add(i * ss));
+        }
         // Lane L of t[2i]: rows 2i, 2i + 1 at columns 4L, 4L + 1; of
         // t[2i + 1]: at columns 4L + 2, 4L + 3.
-        let t: [__m512; 16] = std::array::from_fn(|i| {
-            let (a, b) = (r[i & !1], r[i | 1]);
-            if i % 2 == 0 {
-                _mm512_unpacklo_ps(a, b)
-            } else {
-                _mm512_unpackhi_ps(a, b)
-            }
-        });
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in 0..8 {
+            let (a, b) = (r[2 * i], r[2 * i + 1]);
+            t[2 * i] = _mm512_unpacklo_ps(a, b);
+            t[2 * i + 1] = _mm512_unpackhi_ps(a, b);
+        }
         // Lane L of u[4g + c]: column 4L + c of rows 4g..4g + 4.
-        let u: [__m512; 16] = std::array::from_fn(|i| {
-            let (g, c) = (i / 4, i % 4);
-            let a = _mm512_castps_pd(t[4 * g + c / 2]);
-            let b = _mm512_castps_pd(t[4 * g + 2 + c / 2]);
-            _mm512_castpd_ps(if c % 2 == 0 {
-                _mm512_unpacklo_pd(a, b)
-            } else {
-                _mm512_unpackhi_pd(a, b)
-            })
-        });
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            for h in 0..2 {
+                let a = _mm512_castps_pd(t[4 * g + h]);
+                let b = _mm512_castps_pd(t[4 * g + 2 + h]);
+                u[4 * g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+                u[4 * g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+            }
+        }
         for c in 0..4 {
             let (a, b, cc, dd) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
             let v0 = _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b);

@@ -328,8 +328,9 @@ fn finish(d: usize, l: &[f32], out: &mut [f32], os: usize) {
 /// sets, so a 64-key tile of one head did not stay in L1 (the V loads were the
 /// hottest instructions of W3's attention). The head's keys (transposed for
 /// `KEYS_BY_DIM` kernels) and values are first packed into `scratch`,
-/// contiguous, then each block of `BLOCK_Q` queries runs as [`block`] does
-/// for any other call: the same bits for every split of the rows.
+/// contiguous; then every key tile goes over each block of `BLOCK_Q`
+/// queries ([`key_tile`], as [`block`] runs them): the same bits for every
+/// split of the rows.
 #[inline(always)]
 pub(super) fn head_rows<O: VecOps>(
     a: &Attention<'_>,
@@ -372,8 +373,8 @@ pub(super) fn head_rows<O: VecOps>(
     };
     // Tile by tile over every block of the task, the tile's keys and values
     // (2 x 16 KiB at d_kv = 64) stay in L1 for all its queries; block by
-    // block they were re-read from L2 for every 8 queries, which held the
-    // kernels to about half their FMA rate. Each query sees the same
+    // block they were re-read from L2 for every 8 queries (attention alone
+    // 6% slower at 1024 tokens, kernels/BENCH.md). Each query sees the same
     // operations in the same order either way, so the bits are `block`'s.
     let (m, rest) = ml.split_at_mut(rows);
     let l = &mut rest[..rows];

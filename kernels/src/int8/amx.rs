@@ -159,19 +159,13 @@ pub(crate) unsafe fn chunk(
                     if h == 1 && tb == ta {
                         break;
                     }
-                    let (o, valid, mask) = tile_cols(t, j0, j1);
+                    let cols = tile_cols(t, j0, j1);
                     for r in 0..nr {
-                        let dst = out.row(i + r)[o..o + valid].as_mut_ptr();
-                        // SAFETY: the masked accesses touch `valid` floats of
-                        // dst (inside the row) and of y[h][r] (16 floats).
+                        // SAFETY: y[h][r] is 16 floats; tile_cols keeps the
+                        // tile's columns inside the row.
                         unsafe {
                             let v = _mm512_loadu_ps(y[h][r].as_ptr());
-                            let v = if add {
-                                _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
-                            } else {
-                                v
-                            };
-                            _mm512_mask_storeu_ps(dst, mask, v);
+                            store_out(out.row(i + r), cols, v, add);
                         }
                     }
                 }
@@ -302,6 +296,36 @@ unsafe fn row_sums(a: &Acts<'_>, c: &[CTile; 4], r: usize) -> (__m512i, __m512i)
     }
 }
 
+/// Group `g`'s weight scales of tile `t` (16 outputs).
+///
+/// # Safety
+/// AVX-512F; `g < w.groups()`, `t < w.padded_n() / 16`.
+#[inline(always)]
+unsafe fn tile_scales(w: &Int8View<'_>, g: usize, t: usize) -> __m512 {
+    debug_assert!((g * w.padded_n() + t * TILE_N + TILE_N) <= w.scales.len());
+    // SAFETY: the contract puts the 16 scales inside `scales`.
+    unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * w.padded_n() + t * TILE_N)) }
+}
+
+/// Writes `v`'s first `valid` lanes into `row[o..]` (`(o, valid, mask)` as
+/// [`tile_cols`] gives them), added to what they hold when `add`.
+///
+/// # Safety
+/// AVX-512F; `o + valid <= row.len()`.
+#[inline(always)]
+unsafe fn store_out(row: &mut [f32], (o, valid, mask): (usize, usize, u16), v: __m512, add: bool) {
+    let dst = row[o..o + valid].as_mut_ptr();
+    // SAFETY: the masked accesses touch the `valid` floats of dst.
+    unsafe {
+        let v = if add {
+            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
+        } else {
+            v
+        };
+        _mm512_mask_storeu_ps(dst, mask, v);
+    }
+}
+
 /// The epilogue of a one-group block, straight into `out`: `0 + (acc * s_x)
 /// * s_w` (the other levels' accumulator starts at 0.0, so -0.0 becomes
 /// +0.0 as there), added to what `out` holds when `add`.
@@ -324,22 +348,15 @@ unsafe fn finish_one(
     out: &mut ColBlock<'_>,
     add: bool,
 ) {
-    let np = w.padded_n();
-    let sw = |t: usize| -> __m512 {
-        // SAFETY: t < np / 16: 16 scales inside `scales` (one group).
-        unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(t * TILE_N)) }
-    };
-    debug_assert!(w.scales.len() >= np);
-    let (swa, swb) = (sw(ta), sw(tb));
+    // SAFETY: one group, ta <= tb < np / 16 (contract).
+    let (swa, swb) = unsafe { (tile_scales(w, 0, ta), tile_scales(w, 0, tb)) };
     let (ca, cb) = (tile_cols(ta, j0, j1), tile_cols(tb, j0, j1));
     for r in 0..block_rows(a).min(a.m - i) {
         let sx = _mm512_set1_ps(a.s[i + r]);
         // SAFETY: r < block_rows(a).
         let (sa, sb) = unsafe { row_sums(a, c, r) };
         let row = out.row(i + r);
-        for (h, (s, swt, (o, valid, mask))) in
-            [(sa, swa, ca), (sb, swb, cb)].into_iter().enumerate()
-        {
+        for (h, (s, swt, cols)) in [(sa, swa, ca), (sb, swb, cb)].into_iter().enumerate() {
             if h == 1 && tb == ta {
                 break;
             }
@@ -348,17 +365,8 @@ unsafe fn finish_one(
                 _mm512_setzero_ps(),
                 _mm512_mul_ps(_mm512_mul_ps(f, sx), swt),
             );
-            let dst = row[o..o + valid].as_mut_ptr();
-            // SAFETY: the masked accesses touch `valid` floats of dst,
-            // inside the row.
-            unsafe {
-                let v = if add {
-                    _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
-                } else {
-                    v
-                };
-                _mm512_mask_storeu_ps(dst, mask, v);
-            }
+            // SAFETY: tile_cols keeps the tile's columns inside the row.
+            unsafe { store_out(row, cols, v, add) };
         }
     }
 }
@@ -382,12 +390,8 @@ unsafe fn group_epilogue(
     c: &[CTile; 4],
     y: &mut [[[f32; TILE_N]; 2 * TILE_M]; 2],
 ) {
-    let np = w.padded_n();
-    let sw = |t: usize| -> __m512 {
-        // SAFETY: g < groups and t < np / 16: 16 scales inside `scales`.
-        unsafe { _mm512_loadu_ps(w.scales.as_ptr().add(g * np + t * TILE_N)) }
-    };
-    let (swa, swb) = (sw(ta), sw(tb));
+    // SAFETY: g < groups, ta <= tb < np / 16 (contract).
+    let (swa, swb) = unsafe { (tile_scales(w, g, ta), tile_scales(w, g, tb)) };
     for r in 0..block_rows(a).min(a.m - i) {
         let sx = _mm512_set1_ps(a.s[(i + r) * a.groups + g]);
         // SAFETY: r < block_rows(a).

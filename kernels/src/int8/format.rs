@@ -84,10 +84,11 @@ pub(super) fn scan(
         }
         Ok(())
     };
+    // The caller checked n, k > 0 and data.len() == np * kp.
     let tile_bytes = TILE_N * kp;
-    let tiles = data.len() / tile_bytes.max(1);
-    if tile_bytes == 0 || data.len() < SCAN_PAR_BYTES {
-        for (t, tile) in data.chunks_exact(tile_bytes.max(1)).enumerate().take(tiles) {
+    let tiles = data.len() / tile_bytes;
+    if data.len() < SCAN_PAR_BYTES {
+        for (t, tile) in data.chunks_exact(tile_bytes).enumerate() {
             check_tile(t, tile)?;
         }
         return Ok(());

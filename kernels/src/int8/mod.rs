@@ -1122,11 +1122,8 @@ fn run_many(
         // NEON multiplies int8 halves with `sdot`, VNNI with `vpdpbusd` and
         // AMX with `tdpbssd`; the other x86 levels and the scalar twin read
         // the i16s.
-        let (hi, lo) = xq[..if halves { 2 * rows * kp } else { 0 }].split_at_mut(if halves {
-            rows * kp
-        } else {
-            0
-        });
+        let half_len = if halves { rows * kp } else { 0 };
+        let (hi, lo) = xq[..2 * half_len].split_at_mut(half_len);
         if halves {
             // Padding rows (for the tiles) are the halves of 0.
             let (h0, l0) = split_one(0);
