@@ -161,3 +161,52 @@ fn encoder_results_do_not_depend_on_earlier_calls() {
         );
     }
 }
+
+/// A prefill's all-int8 feed-forward block runs by rows, a task for each 32
+/// rows, when the pool has more than one thread (model/ffn.rs), and as whole
+/// products split by columns on one: the encoder output and the
+/// teacher-forced logits are the same bits either way, for the int8 policy
+/// (W8A16 `wo`), the all-int8 one and a gated block, with a ragged last task.
+#[test]
+fn int8_prefill_by_rows_matches_whole_products() {
+    use t5edge::model::{FormatPolicy, WeightFormat};
+    use t5edge_kernels::pool::Pool;
+    let gated = TempDir::new("gated-by-rows");
+    let mut cfg = t5edge::synth::preset("t5-v1_1-gated-tiny").unwrap();
+    cfg.vocab_size = 512;
+    let synth = t5edge::synth::SynthOptions {
+        seed: 3,
+        norm_jitter: 0.1,
+        ..Default::default()
+    };
+    t5edge::synth::write_checkpoint(gated.path(), &cfg, &synth, true).unwrap();
+    // 150 ids: four whole tasks of 32 rows and one of 22.
+    let ids: Vec<u32> = (0..150).map(|i| (i * 37 % 500 + 2) as u32).collect();
+    let dec: Vec<u32> = (0..70).map(|i| (i * 11 % 500) as u32).collect();
+    for (dir, int8_wo) in [
+        (base_checkpoint(), false),
+        (base_checkpoint(), true),
+        (gated.path(), false),
+    ] {
+        let mut m = T5Model::load(dir).unwrap();
+        let mut policy = FormatPolicy::for_dtype(WeightFormat::Int8);
+        if int8_wo {
+            policy.ffn_out = WeightFormat::Int8;
+        }
+        m.convert(policy).unwrap();
+        let run = |threads: usize| {
+            Pool::new(threads).install(|| {
+                let enc = bits(&m.encode(&ids).unwrap());
+                let logits = bits(&m.forward(&ids[..40], &dec).unwrap());
+                (enc, logits)
+            })
+        };
+        let whole = run(1);
+        for threads in [2, 3] {
+            let by_rows = run(threads);
+            let what = format!("{} (int8 wo: {int8_wo}), {threads} threads", dir.display());
+            assert!(whole.0 == by_rows.0, "encoder output differs: {what}");
+            assert!(whole.1 == by_rows.1, "teacher-forced logits differ: {what}");
+        }
+    }
+}

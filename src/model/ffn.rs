@@ -1,8 +1,23 @@
 //! The feed-forward block: `wo(act(wi x))`, or `wo(act(wi_0 x) * wi_1 x)` when gated.
 
-use super::linear::{Linear, Rows};
+use super::linear::{Linear, LinearWeight, Rows};
 use super::scratch::sized;
 use t5edge_kernels::ops::{self, Activation};
+
+/// Rows a task takes when a prefill's int8 block runs by rows: each task
+/// quantises its rows, multiplies them by `wi`, activates and quantises its
+/// hidden rows and multiplies them by `wo`, all on one core. Split by output
+/// columns instead, each product's hidden layer was written half by each core
+/// and its activation and quantisation pulled the other half across (the
+/// ReLU alone 31 µs a W3 layer, kernels/BENCH.md), with a hand-off to the
+/// pool and a wait for the slowest task per step.
+const FUSED_ROWS: usize = 32;
+
+thread_local! {
+    /// A task's hidden rows (`h`, and `u` when gated), kept across calls.
+    static HIDDEN: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
 
 #[derive(Clone)]
 pub struct FeedForward {
@@ -25,6 +40,46 @@ impl FeedForward {
     /// [`FeedForward::forward`] into `out` (`[m, d_model]`), with `h` and `u`
     /// as reusable room for the `[m, d_ff]` hidden layer.
     pub fn forward_into(
+        &self,
+        x: &[f32],
+        m: usize,
+        h: &mut Vec<f32>,
+        u: &mut Vec<f32>,
+        out: &mut [f32],
+        rows: Rows,
+    ) {
+        let n = self.wo.n;
+        if m >= 2 * FUSED_ROWS && self.int8() && t5edge_kernels::pool::current_threads() > 1 {
+            // A prefill's block by rows, one task for the whole block of
+            // FUSED_ROWS rows (see there).
+            let k = self.wi.k;
+            t5edge_kernels::for_chunks_mut(out, FUSED_ROWS * n, true, |c, out| {
+                let (i0, r) = (c * FUSED_ROWS, out.len() / n);
+                let (mut h, mut u) = HIDDEN.take();
+                self.forward_serial(&x[i0 * k..(i0 + r) * k], r, &mut h, &mut u, out, rows);
+                HIDDEN.set((h, u));
+            });
+            return;
+        }
+        self.forward_serial(x, m, h, u, out, rows)
+    }
+
+    /// Whether every product is int8 (int8 or W8A16 `wo`), whose rows' bits
+    /// do not depend on the rows beside them: only then may a prefill run by
+    /// rows and keep the bits.
+    fn int8(&self) -> bool {
+        let int8 = |l: &Linear| matches!(l.weight, LinearWeight::Int8(_));
+        int8(&self.wi)
+            && self.wi_up.as_ref().is_none_or(int8)
+            && matches!(
+                self.wo.weight,
+                LinearWeight::Int8(_) | LinearWeight::Int8A16(_)
+            )
+    }
+
+    /// The block for `m` rows, each product split across the pool as it
+    /// chooses (inline when called from a task).
+    fn forward_serial(
         &self,
         x: &[f32],
         m: usize,
