@@ -164,9 +164,11 @@ fn encoder_results_do_not_depend_on_earlier_calls() {
 
 /// A prefill's all-int8 feed-forward block runs by rows, a task for each 32
 /// rows, when the pool has more than one thread (model/ffn.rs), and as whole
-/// products split by columns on one: the encoder output and the
-/// teacher-forced logits are the same bits either way, for the int8 policy
-/// (W8A16 `wo`), the all-int8 one and a gated block, with a ragged last task.
+/// products split by columns on one, and so does an encoder pass from 64
+/// rows (model/encoder.rs, `forward_by_rows`): the encoder output (alone and
+/// in a packed batch) and the teacher-forced logits are the same bits either
+/// way, for the int8 policy (W8A16 `wo`), the all-int8 one and a gated
+/// block, with a ragged last task.
 #[test]
 fn int8_prefill_by_rows_matches_whole_products() {
     use t5edge::model::{FormatPolicy, WeightFormat};
@@ -198,7 +200,10 @@ fn int8_prefill_by_rows_matches_whole_products() {
             Pool::new(threads).install(|| {
                 let enc = bits(&m.encode(&ids).unwrap());
                 let logits = bits(&m.forward(&ids[..40], &dec).unwrap());
-                (enc, logits)
+                // A packed batch: tasks span sequences.
+                let batch = m.encode_batch(&[&ids[..45], &ids[7..57], &dec]).unwrap();
+                let batch: Vec<Vec<u32>> = batch.iter().map(|e| bits(e)).collect();
+                (enc, logits, batch)
             })
         };
         let whole = run(1);
@@ -207,6 +212,10 @@ fn int8_prefill_by_rows_matches_whole_products() {
             let what = format!("{} (int8 wo: {int8_wo}), {threads} threads", dir.display());
             assert!(whole.0 == by_rows.0, "encoder output differs: {what}");
             assert!(whole.1 == by_rows.1, "teacher-forced logits differ: {what}");
+            assert!(
+                whole.2 == by_rows.2,
+                "a batch's encoder outputs differ: {what}"
+            );
         }
     }
 }

@@ -272,6 +272,34 @@ where
     });
 }
 
+/// Runs `f(i0, parts)` over the blocks of `rows` rows (the last shorter)
+/// that make up `0..m`, where `parts[b]` is the block's rows of `bufs[b]`
+/// (each buffer `[m, width_b]`, row-major): one task fills the same rows of
+/// several buffers (an encoder layer's residual stream and its next Q, K
+/// and V). In parallel when asked; the blocks depend on `m` and `rows` only.
+pub fn for_row_blocks<const N: usize, F>(
+    bufs: [&mut [f32]; N],
+    m: usize,
+    rows: usize,
+    parallel: bool,
+    f: F,
+) where
+    F: Fn(usize, [&mut [f32]; N]) + Sync,
+{
+    if m == 0 {
+        return;
+    }
+    let parts: [RowParts<'_, f32>; N] = bufs.map(|b| RowParts::new(b, m));
+    for_row_ranges(m, rows, parallel, |i0, i1| {
+        // SAFETY: for_row_ranges hands each task its own range of rows, and
+        // each task takes that range once from each buffer.
+        f(
+            i0,
+            std::array::from_fn(|b| unsafe { parts[b].rows(i0, i1) }),
+        )
+    });
+}
+
 /// Runs `f(c, part)` over the consecutive `len`-long parts of `out`, in
 /// parallel when asked (on the backend [`crate::pool`] selects): the threaded
 /// twin of `out.chunks_mut(len).enumerate()`.

@@ -6,7 +6,7 @@
 
 use super::attention::{AttentionWeights, AttnInput};
 use super::ffn::FeedForward;
-use super::linear::{Linear, Rows};
+use super::linear::{Linear, LinearWeight, Rows};
 use super::position_bias::PositionBias;
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
@@ -51,6 +51,13 @@ impl Encoder {
         let normed = sized(&mut sc.normed, rows * d);
         if let Some(s) = states.as_deref_mut() {
             s.push(x.to_vec());
+        }
+        if states.is_none() && self.by_rows(rows) {
+            self.forward_by_rows(x, lens, &mut biases, &mut sc);
+            if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
+                SCRATCH.set(sc);
+            }
+            return;
         }
         for (layer, block) in self.blocks.iter().enumerate() {
             // Layer 0's bias serves every layer of a T5 stack; umT5 layers
@@ -110,6 +117,149 @@ impl Encoder {
         }
         if let Some(s) = states {
             s.push(x.to_vec());
+        }
+    }
+}
+
+/// Rows a task takes in [`Encoder::forward_by_rows`].
+const BY_ROWS: usize = 32;
+
+thread_local! {
+    /// A by-rows task's working rows (normed input, projection output, the
+    /// feed-forward hidden layer), kept across calls.
+    static ROW_SCRATCH: std::cell::Cell<DecodeScratch> =
+        std::cell::Cell::new(DecodeScratch::new());
+}
+
+impl Encoder {
+    /// Whether a pass over `rows` rows runs layer by layer in two parallel
+    /// regions ([`Encoder::forward_by_rows`]): every linear layer int8, whose
+    /// rows' bits do not depend on their neighbours, at least two tasks'
+    /// rows, and more than one thread.
+    fn by_rows(&self, rows: usize) -> bool {
+        let int8 = |l: &Linear| matches!(l.weight, LinearWeight::Int8(_));
+        rows >= 2 * BY_ROWS
+            && t5edge_kernels::pool::current_threads() > 1
+            && self.blocks.iter().all(|b| {
+                let a = &b.attn;
+                [&a.q, &a.k, &a.v, &a.o, &b.ffn.wi].into_iter().all(int8)
+                    && b.ffn.wi_up.as_ref().is_none_or(int8)
+                    && matches!(
+                        b.ffn.wo.weight,
+                        LinearWeight::Int8(_) | LinearWeight::Int8A16(_)
+                    )
+            })
+    }
+
+    /// [`Encoder::forward`] without `states`, with the same bits, in two
+    /// parallel regions a layer instead of eight: the attention (which
+    /// needs every row's keys and values), then one task per [`BY_ROWS`]
+    /// rows through everything row-wise up to the next attention (the output
+    /// projection, residual add, norm, feed-forward block, residual add, and
+    /// the next layer's norm and Q, K and V, or the final norm), its
+    /// products' own pool calls running inline. Split by columns, each of
+    /// those steps handed rows written by one core to the other, and waited
+    /// for its slowest task.
+    fn forward_by_rows(
+        &self,
+        x: &mut [f32],
+        lens: &[usize],
+        biases: &mut [PositionBias],
+        sc: &mut DecodeScratch,
+    ) {
+        let (d, eps) = (self.d_model, self.eps);
+        let rows: usize = lens.iter().sum();
+        let inner = self.blocks[0].attn.inner();
+        let q = sized(&mut sc.q, rows * inner);
+        let k = sized(&mut sc.k, rows * inner);
+        let v = sized(&mut sc.v, rows * inner);
+        let ctx = sized(&mut sc.ctx, rows * inner);
+        // Layer 0's norm and Q, K and V.
+        let first = &self.blocks[0];
+        t5edge_kernels::par::for_row_blocks(
+            [&mut *x, &mut *q, &mut *k, &mut *v],
+            rows,
+            BY_ROWS,
+            true,
+            |_, [xr, qr, kr, vr]| {
+                let mut rs = ROW_SCRATCH.take();
+                let r = xr.len() / d;
+                let normed = sized(&mut rs.normed, r * d);
+                ops::rms_norm_rows(xr, first.attn_norm.as_slice(), eps, normed);
+                let a = &first.attn;
+                Linear::forward_qkv(normed, r, Rows::Free, (&a.q, qr), (&a.k, kr), (&a.v, vr));
+                ROW_SCRATCH.set(rs);
+            },
+        );
+        for (layer, block) in self.blocks.iter().enumerate() {
+            if let Some(table) = self.bias_table(layer) {
+                for (b, &t) in biases.iter_mut().zip(lens) {
+                    self.fill_bias(b, table, true, t, t, 0);
+                }
+            }
+            let a = &block.attn;
+            let mut start = 0;
+            for (&t, bias) in lens.iter().zip(biases.iter()) {
+                let r = start * inner..(start + t) * inner;
+                let input = AttnInput {
+                    q: &q[r.clone()],
+                    k: &k[r.clone()],
+                    v: &v[r.clone()],
+                    tq: t,
+                    tk: t,
+                    bias: Some(bias.as_rel_bias()),
+                    causal: None,
+                };
+                a.attend(input, &mut ctx[r]);
+                start += t;
+            }
+            let next = self.blocks.get(layer + 1);
+            let ctx = &*ctx;
+            t5edge_kernels::par::for_row_blocks(
+                [&mut *x, &mut *q, &mut *k, &mut *v],
+                rows,
+                BY_ROWS,
+                true,
+                |i0, [xr, qr, kr, vr]| {
+                    let mut rs = ROW_SCRATCH.take();
+                    let r = xr.len() / d;
+                    let DecodeScratch {
+                        normed,
+                        proj,
+                        ffn_h,
+                        ffn_u,
+                        ..
+                    } = &mut rs;
+                    let normed = sized(normed, r * d);
+                    let o = sized(proj, r * d);
+                    a.o.forward_rows(&ctx[i0 * inner..(i0 + r) * inner], r, o, Rows::Free);
+                    ops::add_inplace(xr, o);
+                    ops::rms_norm_rows(xr, block.ffn_norm.as_slice(), eps, normed);
+                    block
+                        .ffn
+                        .forward_serial(normed, r, ffn_h, ffn_u, o, Rows::Free);
+                    ops::add_inplace(xr, o);
+                    match next {
+                        Some(nb) => {
+                            ops::rms_norm_rows(xr, nb.attn_norm.as_slice(), eps, normed);
+                            let na = &nb.attn;
+                            Linear::forward_qkv(
+                                normed,
+                                r,
+                                Rows::Free,
+                                (&na.q, qr),
+                                (&na.k, kr),
+                                (&na.v, vr),
+                            );
+                        }
+                        None => {
+                            ops::rms_norm_rows(xr, self.final_norm.as_slice(), eps, normed);
+                            xr.copy_from_slice(normed);
+                        }
+                    }
+                    ROW_SCRATCH.set(rs);
+                },
+            );
         }
     }
 }

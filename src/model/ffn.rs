@@ -79,7 +79,7 @@ impl FeedForward {
 
     /// The block for `m` rows, each product split across the pool as it
     /// chooses (inline when called from a task).
-    fn forward_serial(
+    pub(super) fn forward_serial(
         &self,
         x: &[f32],
         m: usize,
