@@ -142,12 +142,7 @@ impl Encoder {
             && t5edge_kernels::pool::current_threads() > 1
             && self.blocks.iter().all(|b| {
                 let a = &b.attn;
-                [&a.q, &a.k, &a.v, &a.o, &b.ffn.wi].into_iter().all(int8)
-                    && b.ffn.wi_up.as_ref().is_none_or(int8)
-                    && matches!(
-                        b.ffn.wo.weight,
-                        LinearWeight::Int8(_) | LinearWeight::Int8A16(_)
-                    )
+                [&a.q, &a.k, &a.v, &a.o].into_iter().all(int8) && b.ffn.int8()
             })
     }
 
@@ -237,7 +232,7 @@ impl Encoder {
                     ops::rms_norm_rows(xr, block.ffn_norm.as_slice(), eps, normed);
                     block
                         .ffn
-                        .forward_serial(normed, r, ffn_h, ffn_u, o, Rows::Free);
+                        .forward_whole(normed, r, ffn_h, ffn_u, o, Rows::Free);
                     ops::add_inplace(xr, o);
                     match next {
                         Some(nb) => {

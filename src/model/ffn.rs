@@ -56,18 +56,18 @@ impl FeedForward {
             t5edge_kernels::for_chunks_mut(out, FUSED_ROWS * n, true, |c, out| {
                 let (i0, r) = (c * FUSED_ROWS, out.len() / n);
                 let (mut h, mut u) = HIDDEN.take();
-                self.forward_serial(&x[i0 * k..(i0 + r) * k], r, &mut h, &mut u, out, rows);
+                self.forward_whole(&x[i0 * k..(i0 + r) * k], r, &mut h, &mut u, out, rows);
                 HIDDEN.set((h, u));
             });
             return;
         }
-        self.forward_serial(x, m, h, u, out, rows)
+        self.forward_whole(x, m, h, u, out, rows)
     }
 
     /// Whether every product is int8 (int8 or W8A16 `wo`), whose rows' bits
     /// do not depend on the rows beside them: only then may a prefill run by
     /// rows and keep the bits.
-    fn int8(&self) -> bool {
+    pub(super) fn int8(&self) -> bool {
         let int8 = |l: &Linear| matches!(l.weight, LinearWeight::Int8(_));
         int8(&self.wi)
             && self.wi_up.as_ref().is_none_or(int8)
@@ -77,9 +77,9 @@ impl FeedForward {
             )
     }
 
-    /// The block for `m` rows, each product split across the pool as it
-    /// chooses (inline when called from a task).
-    pub(super) fn forward_serial(
+    /// The block for `m` rows as whole products, each split across the pool
+    /// as it chooses (inline when called from a task).
+    pub(super) fn forward_whole(
         &self,
         x: &[f32],
         m: usize,
