@@ -282,11 +282,11 @@ def main():
                          "not every run of one point; the tables show the median process")
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--render", action="store_true")
-    ap.add_argument("--notes", default=os.path.join(HERE, "results", "scaling", "notes.md"),
+    ap.add_argument("--notes", default=DEFAULTS["notes"],
                     help="hand-written observations included in SCALING.md when the file exists")
-    ap.add_argument("--raw", default=os.path.join(HERE, "results", "scaling", "scaling.json"))
-    ap.add_argument("--doc", default=os.path.join(REPO, "docs", "SCALING.md"))
-    ap.add_argument("--chart", default=os.path.join(REPO, "docs", "scaling.svg"))
+    ap.add_argument("--raw", default=DEFAULTS["raw"])
+    ap.add_argument("--doc", default=DEFAULTS["doc"])
+    ap.add_argument("--chart", default=DEFAULTS["chart"])
     a = ap.parse_args()
     if a.render:
         with open(a.raw) as f:
@@ -399,6 +399,16 @@ def summarize(raw):
     return out
 
 
+# Where a study writes unless told otherwise (the AMD EPYC's; the Xeon's go
+# to bench/results/xeon and docs/SCALING-XEON.md).
+DEFAULTS = {
+    "notes": os.path.join(HERE, "results", "scaling", "notes.md"),
+    "raw": os.path.join(HERE, "results", "scaling", "scaling.json"),
+    "doc": os.path.join(REPO, "docs", "SCALING.md"),
+    "chart": os.path.join(REPO, "docs", "scaling.svg"),
+}
+
+
 def write_doc(a, data):
     meta, rows = data["meta"], summarize(data["rows"])
     L = []
@@ -408,7 +418,7 @@ def write_doc(a, data):
              "seed 0; the real 32128-id vocabulary size), from tiny (16M parameters) to large (738M), "
              "encoder inputs of 16 to 2048 ids and batches of 1 to 64, with CTranslate2 int8 and ONNX Runtime "
              "int8 beside every int8 point. Written by `bench/scaling.py` (raw results: "
-             "`bench/results/scaling/scaling.json`, every point's command line included).")
+             "`%s`, every point's command line included)." % os.path.relpath(a.raw, REPO))
     L.append("")
     procs = max([r.get("procs") or 1 for r in rows] or [1])
     spreads = sorted(r["spread"] for r in rows if r.get("spread") is not None)
@@ -550,7 +560,10 @@ def write_doc(a, data):
     L.append("```sh")
     L.append("cargo build --release")
     L.append(meta.get("command", "python3 bench/scaling.py"))
-    L.append("python3 bench/scaling.py --render   # rewrite this page and the chart from the raw JSON")
+    # The same outputs as the run: its own --raw, --doc, --chart, --notes.
+    paths = "".join(" --%s %s" % (k, os.path.relpath(getattr(a, k), REPO)) for k in ("raw", "doc", "chart", "notes")
+                    if os.path.abspath(getattr(a, k)) != os.path.abspath(DEFAULTS[k]))
+    L.append("python3 bench/scaling.py --render%s   # rewrite this page and the chart from the raw JSON" % paths)
     L.append("```")
     L.append("")
     L.append("One point by hand, e.g. base int8 on a 1024-id input with 32 new tokens:")
