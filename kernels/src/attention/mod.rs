@@ -173,15 +173,18 @@ impl Attention<'_> {
     fn run_packed(&self, isa: Isa, out: &mut [f32]) {
         let d = self.d_kv;
         let parallel = crate::par::worth_parallel_macs(self.tq * self.heads * self.tk * d);
-        // Whole heads when there are at least twice as many as threads (each
-        // head packed once); otherwise each head's queries in a few ranges.
-        // Ranges are whole blocks, so the split never changes the bits.
+        // Whole heads when there are at least four times as many as threads
+        // (each head packed once); otherwise each head's queries in a few
+        // ranges: at twice as many, the end of a W3 layer's attention waited
+        // on one of four tasks (four ranges a thread measured 1-6% faster
+        // there, kernels/BENCH.md). Ranges are whole blocks, so the split
+        // never changes the bits.
         let threads = if parallel {
             crate::pool::current_threads()
         } else {
             1
         };
-        let ranges = (2 * threads).div_ceil(self.heads);
+        let ranges = (4 * threads).div_ceil(self.heads);
         let rows = self.tq.div_ceil(ranges).next_multiple_of(BLOCK_Q);
         let inner = self.heads * d;
         let task = |i0: usize, j0: usize, _: usize, o: &mut ColBlock<'_>| {
