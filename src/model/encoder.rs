@@ -5,8 +5,8 @@
 //! over its own rows. That is what a padding mask computes, minus the padding.
 
 use super::attention::{AttentionWeights, AttnInput};
-use super::ffn::FeedForward;
-use super::linear::{Linear, LinearWeight, Rows};
+use super::ffn::{FeedForward, BY_ROWS};
+use super::linear::{Linear, Rows, WeightFormat};
 use super::position_bias::PositionBias;
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
@@ -38,35 +38,47 @@ impl Encoder {
     /// embedding output, each block's output, and in last place the final-normed
     /// output (HF's T5Stack appends that one after its final norm).
     pub fn forward(&self, x: &mut [f32], lens: &[usize], mut states: Option<&mut Vec<Vec<f32>>>) {
-        let d = self.d_model;
         let rows: usize = lens.iter().sum();
-        debug_assert_eq!(x.len(), rows * d);
+        debug_assert_eq!(x.len(), rows * self.d_model);
         let mut biases: Vec<PositionBias> = lens.iter().map(|_| PositionBias::empty()).collect();
         // Working memory reused across calls on this thread: every buffer is
         // fully overwritten before it is read, and fresh zeroed vectors were a
         // tenth of a 128-token encoder pass (memset, by `perf`). Taken out
         // while in use, so a nested call finds it empty and grows its own.
         let mut sc = SCRATCH.take();
-        let inner = self.blocks.first().map_or(0, |b| b.attn.inner());
-        let normed = sized(&mut sc.normed, rows * d);
         if let Some(s) = states.as_deref_mut() {
             s.push(x.to_vec());
         }
         if states.is_none() && self.by_rows(rows) {
             self.forward_by_rows(x, lens, &mut biases, &mut sc);
-            if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
-                SCRATCH.set(sc);
-            }
-            return;
+        } else {
+            self.forward_whole(x, lens, &mut biases, &mut sc, states.as_deref_mut());
         }
+        // A long input's buffers are not kept: they would hold its peak
+        // memory on this thread after it returns.
+        if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
+            SCRATCH.set(sc);
+        }
+        if let Some(s) = states {
+            s.push(x.to_vec());
+        }
+    }
+
+    /// [`Encoder::forward`] with whole products, each split across the pool
+    /// as it chooses, recording each block's output in `states`.
+    fn forward_whole(
+        &self,
+        x: &mut [f32],
+        lens: &[usize],
+        biases: &mut [PositionBias],
+        sc: &mut DecodeScratch,
+        mut states: Option<&mut Vec<Vec<f32>>>,
+    ) {
+        let d = self.d_model;
+        let rows: usize = lens.iter().sum();
+        let inner = self.blocks.first().map_or(0, |b| b.attn.inner());
+        let normed = sized(&mut sc.normed, rows * d);
         for (layer, block) in self.blocks.iter().enumerate() {
-            // Layer 0's bias serves every layer of a T5 stack; umT5 layers
-            // each have their own.
-            if let Some(table) = self.bias_table(layer) {
-                for (b, &t) in biases.iter_mut().zip(lens) {
-                    self.fill_bias(b, table, true, t, t, 0);
-                }
-            }
             ops::rms_norm_rows(x, block.attn_norm.as_slice(), self.eps, normed);
             let a = &block.attn;
             debug_assert_eq!(a.inner(), inner);
@@ -75,21 +87,7 @@ impl Encoder {
             let v = sized(&mut sc.v, rows * inner);
             Linear::forward_qkv(normed, rows, Rows::Free, (&a.q, q), (&a.k, k), (&a.v, v));
             let ctx = sized(&mut sc.ctx, rows * inner);
-            let mut start = 0;
-            for (&t, bias) in lens.iter().zip(&biases) {
-                let r = start * inner..(start + t) * inner;
-                let input = AttnInput {
-                    q: &q[r.clone()],
-                    k: &k[r.clone()],
-                    v: &v[r.clone()],
-                    tq: t,
-                    tk: t,
-                    bias: Some(bias.as_rel_bias()),
-                    causal: None,
-                };
-                a.attend(input, &mut ctx[r]);
-                start += t;
-            }
+            self.attend_layer(layer, lens, biases, (q, k, v), ctx);
             let o = sized(&mut sc.proj, rows * d);
             a.o.forward_rows(ctx, rows, o, Rows::Free);
             ops::add_inplace(x, o);
@@ -107,22 +105,46 @@ impl Encoder {
         }
         // The final norm through the scratch buffer rather than a fresh copy
         // of x each call (128 KiB at W3).
-        let normed = sized(&mut sc.normed, rows * d);
         ops::rms_norm_rows(x, self.final_norm.as_slice(), self.eps, normed);
         x.copy_from_slice(normed);
-        // A long input's buffers are not kept: they would hold its peak
-        // memory on this thread after it returns.
-        if sc.capacity_bytes() <= KEEP_SCRATCH_BYTES {
-            SCRATCH.set(sc);
+    }
+
+    /// Layer `layer`'s self-attention over each sequence's own rows of the
+    /// packed `q`, `k`, `v` into `ctx`, after filling its position bias.
+    fn attend_layer(
+        &self,
+        layer: usize,
+        lens: &[usize],
+        biases: &mut [PositionBias],
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        ctx: &mut [f32],
+    ) {
+        // Layer 0's bias serves every layer of a T5 stack; umT5 layers each
+        // have their own.
+        if let Some(table) = self.bias_table(layer) {
+            for (b, &t) in biases.iter_mut().zip(lens) {
+                self.fill_bias(b, table, true, t, t, 0);
+            }
         }
-        if let Some(s) = states {
-            s.push(x.to_vec());
+        let a = &self.blocks[layer].attn;
+        let inner = a.inner();
+        let mut start = 0;
+        for (&t, bias) in lens.iter().zip(biases.iter()) {
+            let r = start * inner..(start + t) * inner;
+            let input = AttnInput {
+                q: &q[r.clone()],
+                k: &k[r.clone()],
+                v: &v[r.clone()],
+                tq: t,
+                tk: t,
+                bias: Some(bias.as_rel_bias()),
+                causal: None,
+            };
+            a.attend(input, &mut ctx[r]);
+            start += t;
         }
     }
 }
-
-/// Rows a task takes in [`Encoder::forward_by_rows`].
-const BY_ROWS: usize = 32;
 
 thread_local! {
     /// A by-rows task's working rows (normed input, projection output, the
@@ -137,7 +159,7 @@ impl Encoder {
     /// rows' bits do not depend on their neighbours, at least two tasks'
     /// rows, and more than one thread.
     fn by_rows(&self, rows: usize) -> bool {
-        let int8 = |l: &Linear| matches!(l.weight, LinearWeight::Int8(_));
+        let int8 = |l: &Linear| l.format() == WeightFormat::Int8;
         rows >= 2 * BY_ROWS
             && t5edge_kernels::pool::current_threads() > 1
             && self.blocks.iter().all(|b| {
@@ -187,27 +209,8 @@ impl Encoder {
             },
         );
         for (layer, block) in self.blocks.iter().enumerate() {
-            if let Some(table) = self.bias_table(layer) {
-                for (b, &t) in biases.iter_mut().zip(lens) {
-                    self.fill_bias(b, table, true, t, t, 0);
-                }
-            }
+            self.attend_layer(layer, lens, biases, (q, k, v), ctx);
             let a = &block.attn;
-            let mut start = 0;
-            for (&t, bias) in lens.iter().zip(biases.iter()) {
-                let r = start * inner..(start + t) * inner;
-                let input = AttnInput {
-                    q: &q[r.clone()],
-                    k: &k[r.clone()],
-                    v: &v[r.clone()],
-                    tq: t,
-                    tk: t,
-                    bias: Some(bias.as_rel_bias()),
-                    causal: None,
-                };
-                a.attend(input, &mut ctx[r]);
-                start += t;
-            }
             let next = self.blocks.get(layer + 1);
             let ctx = &*ctx;
             t5edge_kernels::par::for_row_blocks(

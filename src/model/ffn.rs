@@ -1,6 +1,6 @@
 //! The feed-forward block: `wo(act(wi x))`, or `wo(act(wi_0 x) * wi_1 x)` when gated.
 
-use super::linear::{Linear, LinearWeight, Rows};
+use super::linear::{Linear, Rows, WeightFormat};
 use super::scratch::sized;
 use t5edge_kernels::ops::{self, Activation};
 
@@ -10,8 +10,9 @@ use t5edge_kernels::ops::{self, Activation};
 /// columns instead, each product's hidden layer was written half by each core
 /// and its activation and quantisation pulled the other half across (the
 /// ReLU alone 31 µs a W3 layer, kernels/BENCH.md), with a hand-off to the
-/// pool and a wait for the slowest task per step.
-const FUSED_ROWS: usize = 32;
+/// pool and a wait for the slowest task per step. An int8 encoder pass takes
+/// the same rows a task through its whole layer (`Encoder::forward_by_rows`).
+pub(super) const BY_ROWS: usize = 32;
 
 thread_local! {
     /// A task's hidden rows (`h`, and `u` when gated), kept across calls.
@@ -49,12 +50,12 @@ impl FeedForward {
         rows: Rows,
     ) {
         let n = self.wo.n;
-        if m >= 2 * FUSED_ROWS && self.int8() && t5edge_kernels::pool::current_threads() > 1 {
+        if m >= 2 * BY_ROWS && self.int8() && t5edge_kernels::pool::current_threads() > 1 {
             // A prefill's block by rows, one task for the whole block of
-            // FUSED_ROWS rows (see there).
+            // BY_ROWS rows (see there).
             let k = self.wi.k;
-            t5edge_kernels::for_chunks_mut(out, FUSED_ROWS * n, true, |c, out| {
-                let (i0, r) = (c * FUSED_ROWS, out.len() / n);
+            t5edge_kernels::for_chunks_mut(out, BY_ROWS * n, true, |c, out| {
+                let (i0, r) = (c * BY_ROWS, out.len() / n);
                 let (mut h, mut u) = HIDDEN.take();
                 self.forward_whole(&x[i0 * k..(i0 + r) * k], r, &mut h, &mut u, out, rows);
                 HIDDEN.set((h, u));
@@ -68,13 +69,10 @@ impl FeedForward {
     /// do not depend on the rows beside them: only then may a prefill run by
     /// rows and keep the bits.
     pub(super) fn int8(&self) -> bool {
-        let int8 = |l: &Linear| matches!(l.weight, LinearWeight::Int8(_));
+        let int8 = |l: &Linear| l.format() == WeightFormat::Int8;
         int8(&self.wi)
             && self.wi_up.as_ref().is_none_or(int8)
-            && matches!(
-                self.wo.weight,
-                LinearWeight::Int8(_) | LinearWeight::Int8A16(_)
-            )
+            && matches!(self.wo.format(), WeightFormat::Int8 | WeightFormat::Int8A16)
     }
 
     /// The block for `m` rows as whole products, each split across the pool
