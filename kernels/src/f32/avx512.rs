@@ -58,18 +58,90 @@ pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ`; each weight row is read from memory once
-/// and reused from L1 for every activation row.
+/// and reused from L1 for every activation row, [`ROWS`] rows at a time
+/// ([`dot_rows`]: each weight vector loaded once for all of them), the rest
+/// one by one; every output has [`dot`]'s bits.
 ///
 /// # Safety
 /// The CPU must have AVX-512F/BW/VL (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
+    assert!(x.len() >= m * k, "gemv: x holds m rows");
     for (jj, wr) in w.chunks_exact(k).enumerate() {
-        for i in 0..m {
+        let mut i = 0;
+        while i + ROWS <= m {
+            // SAFETY: rows i..i + ROWS of x exist (asserted above); same
+            // target features as this function.
+            let y = unsafe { dot_rows(x.as_ptr().add(i * k), k, wr) };
+            for (r, &v) in y.iter().enumerate() {
+                out.row(i + r)[jj] = v;
+            }
+            i += ROWS;
+        }
+        for i in i..m {
             // SAFETY: same target features as this function.
             out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
         }
     }
+}
+
+/// Activation rows [`dot_rows`] takes at once: four rows of four
+/// accumulators each, plus the weight vectors, fit the 32 registers.
+const ROWS: usize = 4;
+
+/// [`dot`] of `ROWS` consecutive rows of `x` (each `k` long, from `x`) with
+/// the weight row `w`: every row keeps `dot`'s four chains, tail and
+/// reduction, so each result has its bits, while each weight vector is
+/// loaded once for the four rows.
+///
+/// # Safety
+/// AVX-512F (checked by dispatch); `x` valid for `ROWS * k` reads,
+/// `w.len() == k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn dot_rows(x: *const f32, k: usize, w: &[f32]) -> [f32; ROWS] {
+    debug_assert_eq!(w.len(), k);
+    let pw = w.as_ptr();
+    let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+    let mut i = 0;
+    // SAFETY (all loads below): as in `dot`, for each row r at x + r·k and
+    // for w: unmasked loads read [i, i + 16) with i + 16 <= k, masked ones
+    // only lanes < k - i.
+    unsafe {
+        while i + 64 <= k {
+            for c in 0..4 {
+                let wv = _mm512_loadu_ps(pw.add(i + 16 * c));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xv = _mm512_loadu_ps(x.add(r * k + i + 16 * c));
+                    a[c] = _mm512_fmadd_ps(xv, wv, a[c]);
+                }
+            }
+            i += 64;
+        }
+        while i + 16 <= k {
+            let wv = _mm512_loadu_ps(pw.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(r * k + i)), wv, a[0]);
+            }
+            i += 16;
+        }
+        if i < k {
+            let mask: __mmask16 = ((1u32 << (k - i)) - 1) as u16;
+            let wv = _mm512_maskz_loadu_ps(mask, pw.add(i));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + i));
+                a[0] = _mm512_fmadd_ps(xv, wv, a[0]);
+            }
+        }
+    }
+    let mut out = [0f32; ROWS];
+    for (o, a) in out.iter_mut().zip(&acc) {
+        *o = _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(a[0], a[1]),
+            _mm512_add_ps(a[2], a[3]),
+        ));
+    }
+    out
 }
 
 /// Weights the prefill kernel can widen to 16 f32 lanes in one step.
@@ -183,8 +255,11 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
     let (m4, c4) = (m / 4 * 4, cw / 4 * 4);
-    for i in (0..m4).step_by(4) {
-        for c in (0..c4).step_by(4) {
+    // Weight rows outside, activation rows inside: four weight rows (4 KB
+    // at d_model 256) stay in L1 while every row block passes over them,
+    // instead of the chunk's 64 rows streaming from L2 once per row block.
+    for c in (0..c4).step_by(4) {
+        for i in (0..m4).step_by(4) {
             // SAFETY: same target features; rows i..i + 4 and c..c + 4 exist.
             let b = unsafe { block4x4(x, i, k, w, c) };
             for (r, row) in b.iter().enumerate() {
