@@ -262,3 +262,78 @@ fn greedy_pick_declines_what_its_bound_does_not_cover() {
     bad[7] = f32::INFINITY;
     assert!(CertifiedHead::for_greedy(&Linear::f32(n, k, bad.into())).is_err());
 }
+
+/// `argmax_near(h, r)` leaves every row that can win for any `h'` within
+/// `r` of `h`: on a confident head whose rivals lose at `h` by more than
+/// the int8 screen's own intervals, but gain on the best row as `h` moves
+/// their way, `argmax_among(h', rows)` is the exact argmax for `h'` (often
+/// a rival), and the pick for `h` itself is exact too.
+#[test]
+fn picks_near_a_drafted_state_are_the_exact_argmax() {
+    let (n, k) = (3000, 64);
+    let mut changed = 0;
+    let mut decided = 0;
+    let mut scratch = CertScratch::default();
+    let mut rows = Vec::new();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    for seed in 0..200u64 {
+        let mut r = t5edge::synth::Rng::new(seed);
+        let mut w: Vec<f32> = (0..n * k).map(|_| r.normal() as f32).collect();
+        let h: Vec<f64> = (0..k).map(|_| r.normal()).collect();
+        let hn = norm(&h);
+        // A unit direction at right angles to h.
+        let mut perp = || {
+            let mut v: Vec<f64> = (0..k).map(|_| r.normal()).collect();
+            let along = v.iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() / (hn * hn);
+            v.iter_mut().zip(&h).for_each(|(a, b)| *a -= along * b);
+            let vn = norm(&v);
+            v.into_iter().map(|a| a / vn).collect::<Vec<f64>>()
+        };
+        // The best row 2h; rival t loses 10t% of its logit at h and gains
+        // 2|h| per unit h moves along its own direction.
+        let top = (seed as usize * 131) % n;
+        let mut dirs = Vec::new();
+        for t in 0..6 {
+            let dst = (top + t * 17) % n;
+            let v = perp();
+            for i in 0..k {
+                let rival = 2.0 * h[i] * (1.0 - 0.05 * t as f64) + 2.0 * hn * v[i];
+                w[dst * k + i] = if t == 0 { 2.0 * h[i] } else { rival } as f32;
+            }
+            dirs.push(v);
+        }
+        let radius = 0.1 * hn * (1 + seed % 3) as f64;
+        let toward = &dirs[1 + seed as usize % 5];
+        let step = radius * (seed % 5) as f64 / 4.0 * 0.999;
+        let hf: Vec<f32> = h.iter().map(|&a| a as f32).collect();
+        let h2: Vec<f32> = h
+            .iter()
+            .zip(toward)
+            .map(|(&a, &v)| (a + v * step) as f32)
+            .collect();
+        let dist = norm(
+            &hf.iter()
+                .zip(&h2)
+                .map(|(&a, &b)| a as f64 - b as f64)
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            dist <= radius,
+            "seed {seed}: the moved state is within the radius"
+        );
+        let head = CertifiedHead::new(&Linear::f32(n, k, w.clone().into()), 0).unwrap();
+        let banned = (seed % 7 == 0).then_some(top);
+        let Some(pick) = head.argmax_near(&hf, banned, radius, &mut scratch, &mut rows) else {
+            continue;
+        };
+        decided += 1;
+        assert_eq!(pick, exact_argmax(&w, &hf, k, banned), "seed {seed}: h");
+        let want = exact_argmax(&w, &h2, k, banned);
+        assert_eq!(head.argmax_among(&h2, &rows), Some(want), "seed {seed}: h'");
+        changed += usize::from(want != pick);
+    }
+    // Not vacuous: the screen decided most cases, and moving h changed the
+    // winner in many.
+    assert!(decided >= 150, "decided {decided} of 200");
+    assert!(changed >= 20, "the winner changed {changed} times");
+}

@@ -13,6 +13,7 @@
 //! per-row arithmetic does not depend on the number of rows (see the kernels
 //! crate's notes on batch invariance).
 
+use super::drafted::{self, DraftRow, Drafts};
 use super::processors::{self, Scratch};
 use super::rng::DecodeRng;
 use super::GenerateOptions;
@@ -59,6 +60,10 @@ struct Row {
     /// Greedy with no processor but EOS suppression: its pick may come from
     /// the screen of an int8 head (the same id as the logits' argmax).
     screened: bool,
+    /// A certified row's draft, when the model has a draft decoder: alone
+    /// in the batch, the row decodes by drafts (`super::drafted`) until
+    /// they stall.
+    draft: Option<DraftRow>,
 }
 
 impl Row {
@@ -112,6 +117,7 @@ pub struct DecodeBatch<'m> {
     row_pick: Vec<Option<u32>>,
     undecided: Vec<usize>,
     undecided_h: Vec<f32>,
+    drafts: Drafts,
 }
 
 impl<'m> DecodeBatch<'m> {
@@ -134,6 +140,7 @@ impl<'m> DecodeBatch<'m> {
             row_pick: Vec::new(),
             undecided: Vec::new(),
             undecided_h: Vec::new(),
+            drafts: Drafts::default(),
         }
     }
 
@@ -184,6 +191,10 @@ impl<'m> DecodeBatch<'m> {
             && opts.no_repeat_ngram_size == 0;
         let mut seq = Vec::with_capacity(opts.max_new_tokens + 1);
         seq.push(self.model.config.decoder_start_token_id);
+        let drafts = certified
+            && self.model.draft.is_some()
+            && head.certified.as_ref().is_some_and(|h| h.screens());
+        let draft = drafts.then(|| DraftRow::new(&pre.cache));
         self.rows.push(Row {
             key,
             seq,
@@ -192,6 +203,7 @@ impl<'m> DecodeBatch<'m> {
             rng,
             certified,
             screened,
+            draft,
         });
         self.caches.push(pre.cache);
         Ok(None)
@@ -226,6 +238,39 @@ impl<'m> DecodeBatch<'m> {
             return Ok(());
         }
         let model = self.model;
+        if let ([r], [cache]) = (self.rows.as_mut_slice(), self.caches.as_mut_slice()) {
+            let head = model.lm_head.as_ref().and_then(|h| h.certified.as_deref());
+            if let (Some(draft), Some(head)) = (r.draft.as_mut(), head) {
+                // A certified row alone: a turn of drafts settles one or more ids.
+                let key = r.key;
+                let turn = drafted::Turn {
+                    seq: &mut r.seq,
+                    opts: &r.opts,
+                    eos: r.eos,
+                    cache,
+                    draft,
+                };
+                let go_on = self.drafts.turn(
+                    model,
+                    head,
+                    turn,
+                    &mut self.scratch,
+                    &mut self.cert,
+                    &mut |id| on_token(key, id),
+                )?;
+                if r.draft.as_ref().is_some_and(|d| d.stalled()) {
+                    r.draft = None;
+                }
+                if !go_on {
+                    let r = self.rows.pop().expect("one row");
+                    self.caches.clear();
+                    let mut ids = r.seq;
+                    ids.remove(0);
+                    finished.push(Finished { key: r.key, ids });
+                }
+                return Ok(());
+            }
+        }
         let cfg = &model.config;
         self.toks.clear();
         self.toks.extend(

@@ -24,6 +24,7 @@
 
 mod batch;
 mod beam;
+mod drafted;
 mod greedy;
 pub mod processors;
 mod request;

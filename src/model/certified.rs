@@ -226,6 +226,28 @@ impl CertifiedHead {
         banned: Option<usize>,
         buf: &mut CertScratch,
     ) -> (usize, usize) {
+        let (id, rows, screened) = self.pick(h, banned, buf);
+        self.count(rows, screened);
+        (id, rows)
+    }
+
+    /// Counts a settled pick that re-scored `rows` rows, its candidates from
+    /// the screen or not.
+    fn count(&self, rows: usize, screened: bool) {
+        self.steps.fetch_add(1, Ordering::Relaxed);
+        self.screened
+            .fetch_add(u64::from(screened), Ordering::Relaxed);
+        self.rescored.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
+    /// The certified pick: its id, the rows re-scored, and whether the
+    /// candidates came from the screen.
+    fn pick(
+        &self,
+        h: &[f32],
+        banned: Option<usize>,
+        buf: &mut CertScratch,
+    ) -> (usize, usize, bool) {
         let (n, k) = (self.full.n, self.full.k);
         let (ex, xh, fp) = self.step_terms(h, buf);
         let CertScratch {
@@ -251,19 +273,13 @@ impl CertifiedHead {
             {
                 let rows = sbuf.candidates();
                 let best = self.rescore(h, rows.iter().copied());
-                self.steps.fetch_add(1, Ordering::Relaxed);
-                self.screened.fetch_add(1, Ordering::Relaxed);
-                self.rescored
-                    .fetch_add(rows.len() as u64, Ordering::Relaxed);
-                return (best.unwrap_or(0), rows.len());
+                return (best.unwrap_or(0), rows.len(), true);
             }
         }
         let Some(q) = &self.q else {
             // A head without the int8 copy (f32 greedy's) re-scores every row.
             let best = self.rescore(h, (0..n).filter(|&j| Some(j) != banned));
-            self.steps.fetch_add(1, Ordering::Relaxed);
-            self.rescored.fetch_add(n as u64, Ordering::Relaxed);
-            return (best.unwrap_or(0), n);
+            return (best.unwrap_or(0), n, false);
         };
         y.resize(n, 0.0);
         int8::linear(h, 1, k, &q.view(), y);
@@ -287,9 +303,62 @@ impl CertifiedHead {
             (!out).then_some(j)
         });
         let best = self.rescore(h, rows.inspect(|_| count += 1));
+        (best.unwrap_or(0), count, false)
+    }
+
+    /// Whether [`CertifiedHead::argmax_near`] can answer: the head has its
+    /// screen and the process did not turn screening off.
+    pub fn screens(&self) -> bool {
+        self.screen.is_some() && super::screened::choice() != Some(super::screened::Mode::Off)
+    }
+
+    /// The certified argmax of `h` (as [`CertifiedHead::argmax_with`]),
+    /// together with every row that can be the argmax of the full-precision
+    /// logits of any `h'` with `‖h' − h‖ <= radius`, into `rows` (ascending,
+    /// `banned` never among them): `|w_j·h' − w_j·h| <= ‖w_j‖·radius`, so
+    /// the screen's certified interval of `w_j·h` widened by that much holds
+    /// `w_j·h'`, and a row outside the candidates loses to one of them
+    /// whatever `h'` is. [`CertifiedHead::argmax_among`] then picks for `h'`
+    /// from `rows` alone. `None` (and `rows` empty) when the screen leaves
+    /// too many rows or the head has no screen; the caller picks the usual
+    /// way.
+    pub fn argmax_near(
+        &self,
+        h: &[f32],
+        banned: Option<usize>,
+        radius: f64,
+        buf: &mut CertScratch,
+        rows: &mut Vec<usize>,
+    ) -> Option<usize> {
+        rows.clear();
+        let scr = self.screen.as_ref().filter(|_| self.screens())?;
+        if !(radius >= 0.0 && radius.is_finite()) {
+            return None;
+        }
+        let (ex, xh, fp) = self.step_terms(h, buf);
+        let widen = Widen {
+            a: up((ex + fp * xh + radius) * (1.0 + 1e-9)),
+            row_a: &self.row_norms_f32,
+            b: up(xh * (1.0 + fp) * (1.0 + 1e-9)),
+            row_b: &self.err_norms,
+        };
+        let isa = t5edge_kernels::dispatch::active();
+        let sbuf = &mut buf.screen;
+        screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf).ok()?;
+        rows.extend_from_slice(sbuf.candidates());
+        self.rescore(h, rows.iter().copied())
+    }
+
+    /// The certified argmax of `h` among `rows`, which must hold every row
+    /// that can win for it ([`CertifiedHead::argmax_near`] of an `h` within
+    /// its radius): the full-precision pick, counted as a screened step.
+    pub fn argmax_among(&self, h: &[f32], rows: &[usize]) -> Option<usize> {
+        let best = self.rescore(h, rows.iter().copied());
         self.steps.fetch_add(1, Ordering::Relaxed);
-        self.rescored.fetch_add(count as u64, Ordering::Relaxed);
-        (best.unwrap_or(0), count)
+        self.screened.fetch_add(1, Ordering::Relaxed);
+        self.rescored
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        best
     }
 
     /// This step's `‖e_x‖`, `‖x̂‖` (both rounded up) and the epilogue's
@@ -329,7 +398,7 @@ impl CertifiedHead {
         for j in rows {
             let r = j * k..(j + 1) * k;
             let exact = match &self.full.weight {
-                LinearWeight::F32(w) => dot(w.as_slice()[r].iter().copied(), h),
+                LinearWeight::F32(w) => dot4(&w.as_slice()[r], h),
                 LinearWeight::F16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
                 LinearWeight::Bf16(w) => dot(w.as_slice()[r].iter().map(|v| v.to_f32()), h),
                 LinearWeight::Int8(w) => dot(w.view().dequantize_row(j).into_iter(), h),
@@ -439,6 +508,28 @@ impl CertifiedHead {
 /// Rows [`CertifiedHead::for_greedy`] quantizes at a time: whole int8 tiles (16 rows)
 /// and screen tiles (8); 4096 x 256 is 1 MB of int8.
 const BUILD_ROWS: usize = 4096;
+
+/// The f64 dot product of two f32 vectors in four partial sums, which the
+/// compiler keeps in vector lanes (one sum a row made `--exact`'s drafted
+/// turns re-score a few dozen rows at a scalar add's latency each). Each
+/// product is exact in f64, so the order moves only the last bits of a sum
+/// of `k` exact terms, as in [`norm`].
+fn dot4(w: &[f32], h: &[f32]) -> f64 {
+    let mut s = [0f64; 4];
+    let (wc, hc) = (w.chunks_exact(4), h.chunks_exact(4));
+    let tail: f64 = wc
+        .remainder()
+        .iter()
+        .zip(hc.remainder())
+        .map(|(&a, &b)| a as f64 * b as f64)
+        .sum();
+    for (a, b) in wc.zip(hc) {
+        for l in 0..4 {
+            s[l] += a[l] as f64 * b[l] as f64;
+        }
+    }
+    (s[0] + s[1]) + (s[2] + s[3]) + tail
+}
 
 /// `‖r‖` in f64 with four partial sums (one chain per row was a tenth of
 /// `--exact`'s start-up; each f64 product of two f32 is exact, so the order

@@ -155,28 +155,8 @@ impl T5Model {
                 &format!("encoder block {i} wo"),
             )?;
         }
-        let blocks = self.decoder.iter_mut().flat_map(|d| d.blocks.iter_mut());
-        for (i, b) in blocks.enumerate() {
-            for a in [&mut b.self_attn, &mut b.cross_attn] {
-                for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
-                    conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
-                }
-            }
-            conv(
-                &mut b.ffn.wi,
-                policy.body,
-                g,
-                &format!("decoder block {i} wi"),
-            )?;
-            if let Some(up) = &mut b.ffn.wi_up {
-                conv(up, policy.body, g, &format!("decoder block {i} wi_1"))?;
-            }
-            conv(
-                &mut b.ffn.wo,
-                policy.ffn_out,
-                g,
-                &format!("decoder block {i} wo"),
-            )?;
+        if let Some(d) = &mut self.decoder {
+            convert_decoder(d, policy)?;
         }
         if let Some(head) = &mut self.lm_head {
             conv(&mut head.linear, policy.lm_head, g, "lm_head")?;
@@ -185,4 +165,35 @@ impl T5Model {
         }
         Ok(())
     }
+}
+
+/// Converts every linear layer of `decoder` as `policy` says (`policy.body`
+/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]) or the int8
+/// draft of a certified decode ([`T5Model::enable_certified_head`]).
+pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
+    let g = policy.group_size;
+    let blocks = decoder.blocks.iter_mut();
+    for (i, b) in blocks.enumerate() {
+        for a in [&mut b.self_attn, &mut b.cross_attn] {
+            for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+                conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
+            }
+        }
+        conv(
+            &mut b.ffn.wi,
+            policy.body,
+            g,
+            &format!("decoder block {i} wi"),
+        )?;
+        if let Some(up) = &mut b.ffn.wi_up {
+            conv(up, policy.body, g, &format!("decoder block {i} wi_1"))?;
+        }
+        conv(
+            &mut b.ffn.wo,
+            policy.ffn_out,
+            g,
+            &format!("decoder block {i} wo"),
+        )?;
+    }
+    Ok(())
 }

@@ -12,6 +12,7 @@ use super::linear::{Linear, Rows};
 use super::scratch::{sized, DecodeScratch};
 use super::Stack;
 use crate::weights::F32Data;
+use t5edge_kernels::attention::RelBias;
 use t5edge_kernels::ops;
 
 #[derive(Clone)]
@@ -44,12 +45,19 @@ impl Decoder {
     /// `s.x`), extending `caches[s]`; `s.x` ends as the final-normed hidden
     /// states. Works only in `s`'s buffers, so a warmed-up scratch makes a
     /// decode step allocation-free.
+    ///
+    /// With `alone` (and always in a decode step, one position per
+    /// sequence), every position gets the bits it gets fed alone: the
+    /// products run `Rows::Invariant`, and attention is one call per
+    /// position, as a decode step makes it. So a certified decode can check
+    /// several drafted positions in one pass and keep one-step's bits.
     pub fn forward(
         &self,
         tqs: &[usize],
         caches: &mut [SeqCache],
         mut states: Option<&mut Vec<Vec<f32>>>,
         s: &mut DecodeScratch,
+        alone: bool,
     ) {
         let d = self.d_model;
         let rows: usize = tqs.iter().sum();
@@ -78,11 +86,8 @@ impl Decoder {
         let proj = sized(proj, rows * d);
         // A decode step (one new position per sequence) gives each sequence
         // the bits it gets alone, whatever shares the batch.
-        let mode = if tqs.iter().all(|&t| t == 1) {
-            Rows::Invariant
-        } else {
-            Rows::Free
-        };
+        let alone = alone || tqs.iter().all(|&t| t == 1);
+        let mode = if alone { Rows::Invariant } else { Rows::Free };
         if let Some(st) = states.as_deref_mut() {
             st.push(x.to_vec());
         }
@@ -114,13 +119,39 @@ impl Decoder {
             }
             per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
                 let tq = tqs[idx];
+                let bias = biases[idx].as_rel_bias();
+                if alone && tq > 1 {
+                    // Query `i` alone sees keys up to its own position; the
+                    // bias of all `tq` indexes it from its own offset.
+                    for (i, (q, out)) in q
+                        .chunks_exact(inner)
+                        .zip(out.chunks_exact_mut(inner))
+                        .enumerate()
+                    {
+                        let tk = cache.len + i + 1;
+                        let input = AttnInput {
+                            q,
+                            k: &cache.self_k[l][..tk * inner],
+                            v: &cache.self_v[l][..tk * inner],
+                            tq: 1,
+                            tk,
+                            bias: Some(RelBias {
+                                offset: bias.offset - i as isize,
+                                ..bias
+                            }),
+                            causal: Some(cache.len + i),
+                        };
+                        a.attend(input, out)
+                    }
+                    return;
+                }
                 let input = AttnInput {
                     q,
                     k: &cache.self_k[l],
                     v: &cache.self_v[l],
                     tq,
                     tk: cache.len + tq,
-                    bias: Some(biases[idx].as_rel_bias()),
+                    bias: Some(bias),
                     causal: Some(cache.len),
                 };
                 a.attend(input, out)
@@ -133,16 +164,24 @@ impl Decoder {
             let c = &block.cross_attn;
             c.q.forward_rows(normed, rows, q, mode);
             per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
-                let input = AttnInput {
-                    q,
-                    k: &cache.cross_k[l],
-                    v: &cache.cross_v[l],
-                    tq: tqs[idx],
-                    tk: cache.enc_len,
-                    bias: None,
-                    causal: None,
-                };
-                c.attend(input, out)
+                // Alone, one call a position (the kernel's blocks of
+                // queries sum in another order).
+                let per = if alone { 1 } else { tqs[idx] };
+                for (q, out) in q
+                    .chunks_exact(per * inner)
+                    .zip(out.chunks_exact_mut(per * inner))
+                {
+                    let input = AttnInput {
+                        q,
+                        k: &cache.cross_k[l],
+                        v: &cache.cross_v[l],
+                        tq: per,
+                        tk: cache.enc_len,
+                        bias: None,
+                        causal: None,
+                    };
+                    c.attend(input, out)
+                }
             });
             c.o.forward_rows(ctx, rows, proj, mode);
             ops::add_inplace(x, proj);

@@ -197,6 +197,7 @@ impl T5Model {
                 encoder,
                 decoder: None,
                 lm_head: None,
+                draft: None,
                 source: store.path(),
             });
         }
@@ -234,6 +235,7 @@ impl T5Model {
             encoder,
             decoder: Some(decoder),
             lm_head: Some(lm_head),
+            draft: None,
             source: store.path(),
         })
     }

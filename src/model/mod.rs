@@ -116,6 +116,12 @@ pub struct T5Model {
     pub decoder: Option<Decoder>,
     /// `None` exactly when `decoder` is.
     pub lm_head: Option<LmHead>,
+    /// The decoder in int8, set with the certified head
+    /// ([`T5Model::enable_certified_head`]): it drafts a certified decode's
+    /// tokens several at a time, which the full-precision decoder then
+    /// checks in one pass (`generate::drafted`). `None` decodes one step at
+    /// a time; the ids are the same either way.
+    pub draft: Option<std::sync::Arc<Decoder>>,
     /// The checkpoint as errors name it (its weight file or index).
     pub source: PathBuf,
 }
@@ -249,6 +255,7 @@ impl T5Model {
     /// Feeds `tokens[s]` (one or more new decoder positions) to each sequence `s`
     /// and returns the final hidden states, packed `[sum, d_model]`.
     pub fn decode_hidden(&self, tokens: &[&[u32]], caches: &mut [SeqCache]) -> Result<Vec<f32>> {
+        let (decoder, _) = self.require_decoder()?;
         let mut s = DecodeScratch::new();
         let tqs: Vec<usize> = tokens.iter().map(|t| t.len()).collect();
         let all: Vec<u32> = tokens.iter().flat_map(|t| t.iter().copied()).collect();
@@ -258,7 +265,9 @@ impl T5Model {
                 return Err(Error::Request("a decoder step has no tokens".into()));
             }
         }
-        Ok(self.decode_packed(&all, &tqs, caches, &mut s)?.to_vec())
+        Ok(self
+            .decode_packed(decoder, &all, &tqs, caches, &mut s, false)?
+            .to_vec())
     }
 
     /// One decoding step: token `tokens[s]` is the next position of sequence
@@ -271,11 +280,12 @@ impl T5Model {
         caches: &mut [SeqCache],
         scratch: &'s mut DecodeScratch,
     ) -> Result<&'s [f32]> {
+        let (decoder, _) = self.require_decoder()?;
         let mut tqs = std::mem::take(&mut scratch.tqs);
         tqs.clear();
         tqs.resize(tokens.len(), 1);
         let step = self
-            .decode_packed(tokens, &tqs, caches, scratch)
+            .decode_packed(decoder, tokens, &tqs, caches, scratch, true)
             .map(|_| ());
         // Hand the (now sized) buffer back whether or not the step succeeded.
         scratch.tqs = tqs;
@@ -283,18 +293,53 @@ impl T5Model {
         Ok(&scratch.x[..tokens.len() * self.config.d_model])
     }
 
-    /// `tqs[s]` positions of sequence `s`, packed in `ids`.
+    /// Feeds `ids` as the next positions of one sequence (cache `cache`),
+    /// each getting the bits a [`T5Model::decode_step`] of its own would
+    /// give it (`Decoder::forward`'s `alone`), through `decoder`: the
+    /// model's, or its draft ([`T5Model::draft`]). Returns the final hidden
+    /// states `[ids.len(), d_model]` in `scratch`.
+    pub fn decode_positions<'s>(
+        &self,
+        decoder: &Decoder,
+        ids: &[u32],
+        cache: &mut SeqCache,
+        scratch: &'s mut DecodeScratch,
+    ) -> Result<&'s [f32]> {
+        if ids.is_empty() {
+            return Err(Error::Request("a decoder step has no tokens".into()));
+        }
+        let mut tqs = std::mem::take(&mut scratch.tqs);
+        tqs.clear();
+        tqs.push(ids.len());
+        let step = self
+            .decode_packed(
+                decoder,
+                ids,
+                &tqs,
+                std::slice::from_mut(cache),
+                scratch,
+                true,
+            )
+            .map(|_| ());
+        scratch.tqs = tqs;
+        step?;
+        Ok(&scratch.x[..ids.len() * self.config.d_model])
+    }
+
+    /// `tqs[s]` positions of sequence `s`, packed in `ids`, through `decoder`
+    /// (`alone` as `Decoder::forward` takes it).
     fn decode_packed<'s>(
         &self,
+        decoder: &Decoder,
         ids: &[u32],
         tqs: &[usize],
         caches: &mut [SeqCache],
         s: &'s mut DecodeScratch,
+        alone: bool,
     ) -> Result<&'s [f32]> {
         if tqs.len() != caches.len() {
             return Err(Error::Request("one token list per cache".into()));
         }
-        let (decoder, _) = self.require_decoder()?;
         self.check_ids(ids)?;
         let (layers, inner) = (decoder.blocks.len(), self.config.inner_dim());
         for c in caches.iter() {
@@ -317,7 +362,7 @@ impl T5Model {
             s.biases
                 .resize_with(tqs.len(), position_bias::PositionBias::empty);
         }
-        decoder.forward(tqs, caches, None, s);
+        decoder.forward(tqs, caches, None, s, alone);
         Ok(&s.x[..ids.len() * self.config.d_model])
     }
 
@@ -335,6 +380,15 @@ impl T5Model {
         }
         let h = certified::CertifiedHead::new(&lm_head.linear, group_size).map_err(Error::Other)?;
         lm_head.certified = Some(std::sync::Arc::new(h));
+        if let Some(decoder) = &self.decoder {
+            let mut draft = decoder.clone();
+            let policy = convert::FormatPolicy {
+                group_size,
+                ..convert::FormatPolicy::for_dtype(WeightFormat::Int8)
+            };
+            convert::convert_decoder(&mut draft, policy)?;
+            self.draft = Some(std::sync::Arc::new(draft));
+        }
         Ok(())
     }
 
@@ -451,7 +505,13 @@ impl T5Model {
         self.embed_into(dec_ids, &mut s.x);
         s.biases.push(position_bias::PositionBias::empty());
         let mut states = Vec::new();
-        decoder.forward(&[dec_ids.len()], &mut cache, Some(&mut states), &mut s);
+        decoder.forward(
+            &[dec_ids.len()],
+            &mut cache,
+            Some(&mut states),
+            &mut s,
+            false,
+        );
         Ok(states)
     }
 
