@@ -172,24 +172,31 @@ impl Wide8 for half::bf16 {
 const BR: usize = 3;
 const BC: usize = 3;
 
-/// A `BR x BC` block of `y`: x rows `i0..` against weight rows `c0..`, one
+/// An `R x BC` block of `y` (`R` = `BR`, or fewer for the last rows): x
+/// rows `i0..` against weight rows `c0..`, one
 /// FMA chain per output, 8 inputs a step; each widened weight vector feeds
 /// `BR` FMAs and each x vector `BC`, so a prefill-sized product is bound by
 /// the FMAs rather than by loads or widening.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; `x` holds at least `(i0 + BR) * k` values and `w` at
+/// AVX2/FMA/F16C; `x` holds at least `(i0 + R) * k` values and `w` at
 /// least `(c0 + BC) * k`.
 #[inline(always)]
-unsafe fn block<W: Wide8>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) -> [[f32; BC]; BR] {
-    debug_assert!(x.len() >= (i0 + BR) * k && w.len() >= (c0 + BC) * k);
-    let mut acc = [[_mm256_setzero_ps(); BC]; BR];
+unsafe fn block<W: Wide8, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+) -> [[f32; BC]; R] {
+    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + BC) * k);
+    let mut acc = [[_mm256_setzero_ps(); BC]; R];
     // SAFETY (all loads below): row r of x and row c of w are read inside
     // their k values: full loads at t with t + 8 <= k, the tail's k - t.
     unsafe {
         let px = x.as_ptr().add(i0 * k);
         let pw = w.as_ptr().add(c0 * k);
-        let step = |acc: &mut [[__m256; BC]; BR], t: usize, n: usize| {
+        let step = |acc: &mut [[__m256; BC]; R], t: usize, n: usize| {
             let wv: [__m256; BC] = std::array::from_fn(|c| W::load8(pw.add(c * k + t), n));
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = f32::load8(px.add(r * k + t), n);
@@ -211,7 +218,7 @@ unsafe fn block<W: Wide8>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) ->
     // compiled without this function's target features, so LLVM may leave
     // the reduction in it out of line (it did for the f32 AVX-512 block:
     // half of f32 W3 in `perf`).
-    let mut out = [[0.0f32; BC]; BR];
+    let mut out = [[0.0f32; BC]; R];
     for (o, a) in out.iter_mut().zip(&acc) {
         for (o, &v) in o.iter_mut().zip(a) {
             // SAFETY: the caller guarantees AVX2/FMA, all `hsum` needs.
@@ -239,20 +246,43 @@ pub(crate) unsafe fn gemm<W: Wide8>(
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
     let (mb, cb) = (m / BR * BR, cw / BC * BC);
-    for i in (0..mb).step_by(BR) {
-        for c in (0..cb).step_by(BC) {
+    // Weight blocks outside, row blocks inside (their weight rows stay in
+    // L1), and the last `m % BR` rows in a block of their own height, not
+    // GEMV dots (as the AVX-512 kernel).
+    for c in (0..cb).step_by(BC) {
+        for i in (0..mb).step_by(BR) {
             // SAFETY: same target features; rows i..i + BR and c..c + BC exist.
-            let b = unsafe { block(x, i, k, w, c) };
-            for (r, row) in b.iter().enumerate() {
-                out.row(i + r)[c..c + BC].copy_from_slice(row);
+            let b = unsafe { block::<W, BR>(x, i, k, w, c) };
+            put(out, i, c, &b);
+        }
+        // The arms cover every `m % BR`.
+        const { assert!(BR == 3) };
+        match m - mb {
+            1 => {
+                // SAFETY: same target features; row mb and c..c + BC exist.
+                let b = unsafe { block::<W, 1>(x, mb, k, w, c) };
+                put(out, mb, c, &b)
             }
+            2 => {
+                // SAFETY: same target features; rows mb..m and c..c + BC exist.
+                let b = unsafe { block::<W, 2>(x, mb, k, w, c) };
+                put(out, mb, c, &b)
+            }
+            _ => {}
         }
     }
     for i in 0..m {
-        let cols = if i < mb { cb..cw } else { 0..cw };
-        for c in cols {
+        for c in cb..cw {
             // SAFETY: same target features as this function.
             out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
         }
+    }
+}
+
+/// Rows `i0..` of a block, columns `c..c + BC`, into `out`.
+#[inline(always)]
+fn put(out: &mut ColBlock<'_>, i0: usize, c: usize, b: &[[f32; BC]]) {
+    for (r, row) in b.iter().enumerate() {
+        out.row(i0 + r)[c..c + BC].copy_from_slice(row);
     }
 }

@@ -144,6 +144,14 @@ unsafe fn dot_rows(x: *const f32, k: usize, w: &[f32]) -> [f32; ROWS] {
     out
 }
 
+/// Rows `i0..` of a block, columns `c..c + 4`, into `out`.
+#[inline(always)]
+fn put<const R: usize>(out: &mut ColBlock<'_>, i0: usize, c: usize, b: [[f32; 4]; R]) {
+    for (r, row) in b.iter().enumerate() {
+        out.row(i0 + r)[c..c + 4].copy_from_slice(row);
+    }
+}
+
 /// Weights the prefill kernel can widen to 16 f32 lanes in one step.
 pub(crate) trait Wide: Copy {
     /// Lanes `[0, 16)` of `p[0..16]` as f32, lanes outside `mask` zero and
@@ -198,18 +206,25 @@ impl Wide for half::bf16 {
     }
 }
 
-/// A 4 x 4 block of `y`: x rows `i0..i0 + 4` against weight rows `c0..c0 + 4`
-/// of `w`, one FMA chain per output, 16 inputs a step. Each widened weight
+/// An `R` x 4 block of `y` (`R` = 4, or 1-3 for the last rows): x rows
+/// `i0..i0 + R` against weight rows `c0..c0 + 4` of `w`, one FMA chain per
+/// output, 16 inputs a step. Each widened weight
 /// vector and each x vector feeds four FMAs, so a prefill-sized product is
 /// bound by the FMAs rather than the loads.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL plus FMA (and F16C for f16 weights); `x` holds at least
-/// `(i0 + 4) * k` values and `w` at least `(c0 + 4) * k`.
+/// `(i0 + R) * k` values and `w` at least `(c0 + 4) * k`.
 #[inline(always)]
-unsafe fn block4x4<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) -> [[f32; 4]; 4] {
-    debug_assert!(x.len() >= (i0 + 4) * k && w.len() >= (c0 + 4) * k);
-    let mut acc = [[_mm512_setzero_ps(); 4]; 4];
+unsafe fn block4x4<W: Wide, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+) -> [[f32; 4]; R] {
+    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + 4) * k);
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
     // SAFETY (all loads below): row r of x and row c of w are read inside
     // their k values: full loads at t with t + 16 <= k, masked lanes < k - t.
     unsafe {
@@ -236,7 +251,7 @@ unsafe fn block4x4<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W], c0: usize) 
     // compiled without this function's target features, and once LLVM
     // stopped inlining it each reduction became an out-of-line call (half
     // of f32 W3 in `perf`).
-    let mut out = [[0.0f32; 4]; 4];
+    let mut out = [[0.0f32; 4]; R];
     for (o, a) in out.iter_mut().zip(&acc) {
         for (o, &v) in o.iter_mut().zip(a) {
             *o = _mm512_reduce_add_ps(v);
@@ -258,17 +273,37 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
     // Weight rows outside, activation rows inside: four weight rows (4 KB
     // at d_model 256) stay in L1 while every row block passes over them,
     // instead of the chunk's 64 rows streaming from L2 once per row block.
+    // The last `m % 4` rows take a block of their own height (as GEMV dots
+    // they were a tenth of a 26-row prefill's work at a third of the speed).
     for c in (0..c4).step_by(4) {
         for i in (0..m4).step_by(4) {
             // SAFETY: same target features; rows i..i + 4 and c..c + 4 exist.
-            let b = unsafe { block4x4(x, i, k, w, c) };
+            let b = unsafe { block4x4::<W, 4>(x, i, k, w, c) };
             for (r, row) in b.iter().enumerate() {
                 out.row(i + r)[c..c + 4].copy_from_slice(row);
             }
         }
+        match m - m4 {
+            1 => {
+                // SAFETY: same target features; row m4 and c..c + 4 exist.
+                let b = unsafe { block4x4::<W, 1>(x, m4, k, w, c) };
+                put(out, m4, c, b)
+            }
+            2 => {
+                // SAFETY: same target features; rows m4..m and c..c + 4 exist.
+                let b = unsafe { block4x4::<W, 2>(x, m4, k, w, c) };
+                put(out, m4, c, b)
+            }
+            3 => {
+                // SAFETY: same target features; rows m4..m and c..c + 4 exist.
+                let b = unsafe { block4x4::<W, 3>(x, m4, k, w, c) };
+                put(out, m4, c, b)
+            }
+            _ => {}
+        }
     }
     for i in 0..m {
-        let cols = if i < m4 { c4..cw } else { 0..cw };
+        let cols = c4..cw;
         for c in cols {
             // SAFETY: same target features as this function.
             out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
