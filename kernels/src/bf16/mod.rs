@@ -118,7 +118,7 @@ fn gemv_chunk(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], out: &mut Col
         Isa::Avx2 => unsafe { avx2::gemv(x, m, k, w, out) },
         // SAFETY: `check_isa` verified the CPU has AVX-512 F/BW/VL (+ AVX2/FMA/F16C).
         #[cfg(target_arch = "x86_64")]
-        _ if isa.has_avx512() => unsafe { avx512::gemv(x, m, k, w, out) },
+        _ if isa.has_avx512() => unsafe { crate::f32::avx512::gemv(x, m, k, w, out) },
         Isa::Neon => neon::gemv(x, m, k, w, out),
         _ => scalar::gemv(x, m, k, w, out),
     }

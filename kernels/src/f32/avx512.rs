@@ -1,78 +1,43 @@
-//! AVX-512 f32 GEMV: four independent 16-lane FMA chains per dot product, so the
-//! loop is bound by loads rather than FMA latency, and a masked load for the tail
-//! instead of a scalar loop.
+//! AVX-512 float GEMV and prefill blocks, one generic body for f32, f16 and
+//! bf16 weights (widened in registers, [`Wide`]): four independent 16-lane
+//! FMA chains per dot product, so the loop is bound by loads rather than FMA
+//! latency, and a masked load for the tail instead of a scalar loop.
 
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
-/// # Safety
-/// The CPU must have AVX-512F (checked by dispatch); `a.len() == b.len()`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let k = a.len().min(b.len());
-    let (pa, pb) = (a.as_ptr(), b.as_ptr());
-    let mut a0 = _mm512_setzero_ps();
-    let mut a1 = _mm512_setzero_ps();
-    let mut a2 = _mm512_setzero_ps();
-    let mut a3 = _mm512_setzero_ps();
-    let mut i = 0;
-    // SAFETY (all loads below): every unmasked load reads [i, i + 16) with
-    // i + 16 <= k, and the masked tail load touches only lanes < k - i; masked-off
-    // lanes are not accessed, so nothing outside either slice is read.
-    unsafe {
-        while i + 64 <= k {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), a0);
-            a1 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 16)),
-                _mm512_loadu_ps(pb.add(i + 16)),
-                a1,
-            );
-            a2 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 32)),
-                _mm512_loadu_ps(pb.add(i + 32)),
-                a2,
-            );
-            a3 = _mm512_fmadd_ps(
-                _mm512_loadu_ps(pa.add(i + 48)),
-                _mm512_loadu_ps(pb.add(i + 48)),
-                a3,
-            );
-            i += 64;
-        }
-        while i + 16 <= k {
-            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), a0);
-            i += 16;
-        }
-        if i < k {
-            let mask: __mmask16 = ((1u32 << (k - i)) - 1) as u16;
-            a0 = _mm512_fmadd_ps(
-                _mm512_maskz_loadu_ps(mask, pa.add(i)),
-                _mm512_maskz_loadu_ps(mask, pb.add(i)),
-                a0,
-            );
-        }
-    }
-    _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)))
-}
-
-/// `out[m, cw] = x[m, k] · w[cw, k]ᵀ`; each weight row is read from memory once
-/// and reused from L1 for every activation row, [`ROWS`] rows at a time
-/// ([`dot_rows`]: each weight vector loaded once for all of them), the rest
-/// one by one; every output has [`dot`]'s bits.
+/// The GEMV dot product of `a` with the weight row `b` in any [`Wide`]
+/// format: four 16-lane FMA chains, a masked tail, one reduction
+/// ([`dots`] of one row, so the multi-row path has its bits by
+/// construction).
 ///
 /// # Safety
-/// The CPU must have AVX-512F/BW/VL (checked by dispatch).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut ColBlock<'_>) {
+/// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by
+/// dispatch); `a.len() == b.len()`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn dot<W: Wide>(a: &[f32], b: &[W]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    // SAFETY: same target features; one row of `a.len()` values.
+    unsafe { dots::<W, 1>(a, 0, a.len().min(b.len()), b)[0] }
+}
+
+/// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights: each
+/// weight row is read from memory once and reused from L1 for every
+/// activation row, [`ROWS`] rows at a time ([`dots`]: each widened weight
+/// vector loaded once for all of them), the rest one by one; every output
+/// has [`dot`]'s bits.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+pub(crate) unsafe fn gemv<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: &mut ColBlock<'_>) {
     assert!(x.len() >= m * k, "gemv: x holds m rows");
     for (jj, wr) in w.chunks_exact(k).enumerate() {
         let mut i = 0;
         while i + ROWS <= m {
-            // SAFETY: rows i..i + ROWS of x exist (asserted above); same
-            // target features as this function.
-            let y = unsafe { dot_rows(x.as_ptr().add(i * k), k, wr) };
+            // SAFETY: same target features; rows i..i + ROWS lie inside x.
+            let y = unsafe { dots::<W, ROWS>(x, i, k, wr) };
             for (r, &v) in y.iter().enumerate() {
                 out.row(i + r)[jj] = v;
             }
@@ -85,56 +50,59 @@ pub(crate) unsafe fn gemv(x: &[f32], m: usize, k: usize, w: &[f32], out: &mut Co
     }
 }
 
-/// Activation rows [`dot_rows`] takes at once: four rows of four
-/// accumulators each, plus the weight vectors, fit the 32 registers.
+/// Activation rows [`dots`] takes at once: four rows of four accumulators
+/// each, plus the weight vectors, fit the 32 registers.
 const ROWS: usize = 4;
 
-/// [`dot`] of `ROWS` consecutive rows of `x` (each `k` long, from `x`) with
-/// the weight row `w`: every row keeps `dot`'s four chains, tail and
-/// reduction, so each result has its bits, while each weight vector is
-/// loaded once for the four rows.
+/// `R` dot products of consecutive x rows `i0..i0 + R` with one weight row
+/// `w`: four chains a row, 16 inputs a step, the tail masked, then one
+/// reduction a row. Each widened weight vector feeds `R` FMAs, and every
+/// row's arithmetic (chains, order, reduction) is the same whatever `R`,
+/// so a row's result does not depend on how many rows share the call.
 ///
 /// # Safety
-/// AVX-512F (checked by dispatch); `x` valid for `ROWS * k` reads,
-/// `w.len() == k`.
+/// As [`dot`]; `x` holds at least `(i0 + R) * k` values and `w.len() == k`.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn dot_rows(x: *const f32, k: usize, w: &[f32]) -> [f32; ROWS] {
-    debug_assert_eq!(w.len(), k);
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [f32; R] {
+    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= k);
     let pw = w.as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); 4]; ROWS];
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
     let mut i = 0;
-    // SAFETY (all loads below): as in `dot`, for each row r at x + r·k and
-    // for w: unmasked loads read [i, i + 16) with i + 16 <= k, masked ones
-    // only lanes < k - i.
+    // SAFETY (all loads below): row r reads inside x[(i0 + r) * k..][..k]
+    // by the caller's contract, and w inside its k values: unmasked loads
+    // at i with i + 16 <= k, masked ones only lanes < k - i.
     unsafe {
+        let px = x.as_ptr().add(i0 * k);
         while i + 64 <= k {
             for c in 0..4 {
-                let wv = _mm512_loadu_ps(pw.add(i + 16 * c));
+                let o = i + 16 * c;
+                let wv = W::load16(pw.add(o), u16::MAX);
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let xv = _mm512_loadu_ps(x.add(r * k + i + 16 * c));
-                    a[c] = _mm512_fmadd_ps(xv, wv, a[c]);
+                    a[c] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + o)), wv, a[c]);
                 }
             }
             i += 64;
         }
         while i + 16 <= k {
-            let wv = _mm512_loadu_ps(pw.add(i));
+            let wv = W::load16(pw.add(i), u16::MAX);
             for (r, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(r * k + i)), wv, a[0]);
+                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + i)), wv, a[0]);
             }
             i += 16;
         }
         if i < k {
             let mask: __mmask16 = ((1u32 << (k - i)) - 1) as u16;
-            let wv = _mm512_maskz_loadu_ps(mask, pw.add(i));
+            let wv = W::load16(pw.add(i), mask);
             for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, x.add(r * k + i));
+                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + i));
                 a[0] = _mm512_fmadd_ps(xv, wv, a[0]);
             }
         }
     }
-    let mut out = [0f32; ROWS];
+    // A loop, not a `map` closure (ARCHITECTURE.md: no reduction in a
+    // closure of a kernel's hot path).
+    let mut out = [0f32; R];
     for (o, a) in out.iter_mut().zip(&acc) {
         *o = _mm512_reduce_add_ps(_mm512_add_ps(
             _mm512_add_ps(a[0], a[1]),
@@ -160,11 +128,6 @@ pub(crate) trait Wide: Copy {
     /// # Safety
     /// AVX-512 F/BW (+ F16C for f16); the masked lanes lie inside one slice.
     unsafe fn load16(p: *const Self, mask: u16) -> __m512;
-    /// The GEMV dot product, for the ragged edges of a block.
-    ///
-    /// # Safety
-    /// As `load16`; equal lengths.
-    unsafe fn dot(x: &[f32], w: &[Self]) -> f32;
 }
 
 impl Wide for f32 {
@@ -172,11 +135,6 @@ impl Wide for f32 {
     unsafe fn load16(p: *const f32, mask: u16) -> __m512 {
         // SAFETY: forwarded contract.
         unsafe { _mm512_maskz_loadu_ps(mask, p) }
-    }
-    #[inline(always)]
-    unsafe fn dot(x: &[f32], w: &[f32]) -> f32 {
-        // SAFETY: forwarded contract.
-        unsafe { dot(x, w) }
     }
 }
 
@@ -186,11 +144,6 @@ impl Wide for half::f16 {
         // SAFETY: forwarded contract; f16 is a transparent u16.
         unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
     }
-    #[inline(always)]
-    unsafe fn dot(x: &[f32], w: &[half::f16]) -> f32 {
-        // SAFETY: forwarded contract.
-        unsafe { crate::f16::avx512::dot(x, w) }
-    }
 }
 
 impl Wide for half::bf16 {
@@ -198,11 +151,6 @@ impl Wide for half::bf16 {
     unsafe fn load16(p: *const half::bf16, mask: u16) -> __m512 {
         // SAFETY: forwarded contract; bf16 is a transparent u16.
         unsafe { crate::bf16::avx512::widen16(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
-    }
-    #[inline(always)]
-    unsafe fn dot(x: &[f32], w: &[half::bf16]) -> f32 {
-        // SAFETY: forwarded contract.
-        unsafe { crate::bf16::avx512::dot(x, w) }
     }
 }
 
@@ -306,7 +254,7 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
         let cols = c4..cw;
         for c in cols {
             // SAFETY: same target features as this function.
-            out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
+            out.row(i)[c] = unsafe { dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
         }
     }
 }
