@@ -139,21 +139,7 @@ impl T5Model {
                     &format!("encoder block {i} attention {name}"),
                 )?;
             }
-            conv(
-                &mut b.ffn.wi,
-                policy.body,
-                g,
-                &format!("encoder block {i} wi"),
-            )?;
-            if let Some(up) = &mut b.ffn.wi_up {
-                conv(up, policy.body, g, &format!("encoder block {i} wi_1"))?;
-            }
-            conv(
-                &mut b.ffn.wo,
-                policy.ffn_out,
-                g,
-                &format!("encoder block {i} wo"),
-            )?;
+            convert_ffn(&mut b.ffn, policy, &format!("encoder block {i}"))?;
         }
         if let Some(d) = &mut self.decoder {
             convert_decoder(d, policy)?;
@@ -172,28 +158,24 @@ impl T5Model {
 /// draft of a certified decode ([`T5Model::enable_certified_head`]).
 pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
     let g = policy.group_size;
-    let blocks = decoder.blocks.iter_mut();
-    for (i, b) in blocks.enumerate() {
+    for (i, b) in decoder.blocks.iter_mut().enumerate() {
         for a in [&mut b.self_attn, &mut b.cross_attn] {
             for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
                 conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
             }
         }
-        conv(
-            &mut b.ffn.wi,
-            policy.body,
-            g,
-            &format!("decoder block {i} wi"),
-        )?;
-        if let Some(up) = &mut b.ffn.wi_up {
-            conv(up, policy.body, g, &format!("decoder block {i} wi_1"))?;
-        }
-        conv(
-            &mut b.ffn.wo,
-            policy.ffn_out,
-            g,
-            &format!("decoder block {i} wo"),
-        )?;
+        convert_ffn(&mut b.ffn, policy, &format!("decoder block {i}"))?;
     }
     Ok(())
+}
+
+/// Converts a feed-forward block as `policy` says (`wo` gets
+/// `policy.ffn_out`); errors name the layer after `block`.
+fn convert_ffn(ffn: &mut super::ffn::FeedForward, policy: FormatPolicy, block: &str) -> Result<()> {
+    let g = policy.group_size;
+    conv(&mut ffn.wi, policy.body, g, &format!("{block} wi"))?;
+    if let Some(up) = &mut ffn.wi_up {
+        conv(up, policy.body, g, &format!("{block} wi_1"))?;
+    }
+    conv(&mut ffn.wo, policy.ffn_out, g, &format!("{block} wo"))
 }

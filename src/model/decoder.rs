@@ -118,43 +118,34 @@ impl Decoder {
                 start += tq;
             }
             per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
-                let tq = tqs[idx];
+                // Alone, one call a position: query `i` sees keys up to its
+                // own position, and the bias of all `tq` indexes it from its
+                // own offset (the kernel's blocks of queries sum in another
+                // order). (`max(1)`: no new position is no chunk, not a
+                // chunk of length 0.)
+                let per = if alone { 1 } else { tqs[idx].max(1) };
                 let bias = biases[idx].as_rel_bias();
-                if alone && tq > 1 {
-                    // Query `i` alone sees keys up to its own position; the
-                    // bias of all `tq` indexes it from its own offset.
-                    for (i, (q, out)) in q
-                        .chunks_exact(inner)
-                        .zip(out.chunks_exact_mut(inner))
-                        .enumerate()
-                    {
-                        let tk = cache.len + i + 1;
-                        let input = AttnInput {
-                            q,
-                            k: &cache.self_k[l][..tk * inner],
-                            v: &cache.self_v[l][..tk * inner],
-                            tq: 1,
-                            tk,
-                            bias: Some(RelBias {
-                                offset: bias.offset - i as isize,
-                                ..bias
-                            }),
-                            causal: Some(cache.len + i),
-                        };
-                        a.attend(input, out)
-                    }
-                    return;
+                let (qs, outs) = (
+                    q.chunks_exact(per * inner),
+                    out.chunks_exact_mut(per * inner),
+                );
+                for (c, (q, out)) in qs.zip(outs).enumerate() {
+                    let i0 = c * per;
+                    let tk = cache.len + i0 + per;
+                    let input = AttnInput {
+                        q,
+                        k: &cache.self_k[l][..tk * inner],
+                        v: &cache.self_v[l][..tk * inner],
+                        tq: per,
+                        tk,
+                        bias: Some(RelBias {
+                            offset: bias.offset - i0 as isize,
+                            ..bias
+                        }),
+                        causal: Some(cache.len + i0),
+                    };
+                    a.attend(input, out)
                 }
-                let input = AttnInput {
-                    q,
-                    k: &cache.self_k[l],
-                    v: &cache.self_v[l],
-                    tq,
-                    tk: cache.len + tq,
-                    bias: Some(bias),
-                    causal: Some(cache.len),
-                };
-                a.attend(input, out)
             });
             a.o.forward_rows(ctx, rows, proj, mode);
             ops::add_inplace(x, proj);
@@ -166,7 +157,7 @@ impl Decoder {
             per_sequence(tqs, caches, inner, q, ctx, |idx, cache, q, out| {
                 // Alone, one call a position (the kernel's blocks of
                 // queries sum in another order).
-                let per = if alone { 1 } else { tqs[idx] };
+                let per = if alone { 1 } else { tqs[idx].max(1) };
                 for (q, out) in q
                     .chunks_exact(per * inner)
                     .zip(out.chunks_exact_mut(per * inner))

@@ -281,16 +281,9 @@ impl T5Model {
         scratch: &'s mut DecodeScratch,
     ) -> Result<&'s [f32]> {
         let (decoder, _) = self.require_decoder()?;
-        let mut tqs = std::mem::take(&mut scratch.tqs);
-        tqs.clear();
-        tqs.resize(tokens.len(), 1);
-        let step = self
-            .decode_packed(decoder, tokens, &tqs, caches, scratch, true)
-            .map(|_| ());
-        // Hand the (now sized) buffer back whether or not the step succeeded.
-        scratch.tqs = tqs;
-        step?;
-        Ok(&scratch.x[..tokens.len() * self.config.d_model])
+        self.decode_alone(decoder, tokens, caches, scratch, |t| {
+            t.resize(tokens.len(), 1)
+        })
     }
 
     /// Feeds `ids` as the next positions of one sequence (cache `cache`),
@@ -308,19 +301,28 @@ impl T5Model {
         if ids.is_empty() {
             return Err(Error::Request("a decoder step has no tokens".into()));
         }
+        let caches = std::slice::from_mut(cache);
+        self.decode_alone(decoder, ids, caches, scratch, |t| t.push(ids.len()))
+    }
+
+    /// `ids` through `decoder` with `alone`, the positions per cache as
+    /// `fill` lists them in the scratch's own buffer (no allocation once it
+    /// is sized); the final hidden states in `scratch`.
+    fn decode_alone<'s>(
+        &self,
+        decoder: &Decoder,
+        ids: &[u32],
+        caches: &mut [SeqCache],
+        scratch: &'s mut DecodeScratch,
+        fill: impl FnOnce(&mut Vec<usize>),
+    ) -> Result<&'s [f32]> {
         let mut tqs = std::mem::take(&mut scratch.tqs);
         tqs.clear();
-        tqs.push(ids.len());
+        fill(&mut tqs);
         let step = self
-            .decode_packed(
-                decoder,
-                ids,
-                &tqs,
-                std::slice::from_mut(cache),
-                scratch,
-                true,
-            )
+            .decode_packed(decoder, ids, &tqs, caches, scratch, true)
             .map(|_| ());
+        // Hand the (now sized) buffer back whether or not the step succeeded.
         scratch.tqs = tqs;
         step?;
         Ok(&scratch.x[..ids.len() * self.config.d_model])
