@@ -253,28 +253,11 @@ impl CertifiedHead {
         let CertScratch {
             y, screen: sbuf, ..
         } = buf;
-        // First the screen: B_j (below) is `a·‖w_j‖ + b·‖e_w‖` for this step's
-        // `a = ex + fp·xh` and `b = xh·(1 + fp)`, so the screen's interval of
-        // the int8 logit, widened by it, holds the full-precision logit.
-        if let Some(scr) = self
-            .screen
-            .as_ref()
-            .filter(|_| super::screened::choice() != Some(super::screened::Mode::Off))
-        {
-            let widen = Widen {
-                a: up((ex + fp * xh) * (1.0 + 1e-9)),
-                row_a: &self.row_norms_f32,
-                b: up(xh * (1.0 + fp) * (1.0 + 1e-9)),
-                row_b: &self.err_norms,
-            };
-            let isa = t5edge_kernels::dispatch::active();
-            if screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf)
-                .is_ok()
-            {
-                let rows = sbuf.candidates();
-                let best = self.rescore(h, rows.iter().copied());
-                return (best.unwrap_or(0), rows.len(), true);
-            }
+        // First the screen (`screen_rows`).
+        if self.screen_rows(h, banned, (ex, xh, fp), 0.0, sbuf) {
+            let rows = sbuf.candidates();
+            let best = self.rescore(h, rows.iter().copied());
+            return (best.unwrap_or(0), rows.len(), true);
         }
         let Some(q) = &self.q else {
             // A head without the int8 copy (f32 greedy's) re-scores every row.
@@ -331,11 +314,35 @@ impl CertifiedHead {
         rows: &mut Vec<usize>,
     ) -> Option<usize> {
         rows.clear();
-        let scr = self.screen.as_ref().filter(|_| self.screens())?;
-        if !(radius >= 0.0 && radius.is_finite()) {
+        if !(self.screens() && radius >= 0.0 && radius.is_finite()) {
             return None;
         }
-        let (ex, xh, fp) = self.step_terms(h, buf);
+        let terms = self.step_terms(h, buf);
+        if !self.screen_rows(h, banned, terms, radius, &mut buf.screen) {
+            return None;
+        }
+        rows.extend_from_slice(buf.screen.candidates());
+        self.rescore(h, rows.iter().copied())
+    }
+
+    /// The screen's candidates for `h` into `sbuf`, `banned` never among
+    /// them; false when the screen leaves too many or is off. Each row's
+    /// interval of the int8 logit is widened by `B_j = a·‖w_j‖ + b·‖e_w‖`
+    /// for this step's `a = ex + fp·xh` and `b = xh·(1 + fp)` (`terms`, from
+    /// [`CertifiedHead::step_terms`]), so it holds the full-precision logit,
+    /// plus `radius·‖w_j‖`, so it holds that of any state within `radius`
+    /// ([`CertifiedHead::argmax_near`]).
+    fn screen_rows(
+        &self,
+        h: &[f32],
+        banned: Option<usize>,
+        (ex, xh, fp): (f64, f64, f64),
+        radius: f64,
+        sbuf: &mut ScreenScratch,
+    ) -> bool {
+        let Some(scr) = self.screen.as_ref().filter(|_| self.screens()) else {
+            return false;
+        };
         let widen = Widen {
             a: up((ex + fp * xh + radius) * (1.0 + 1e-9)),
             row_a: &self.row_norms_f32,
@@ -343,10 +350,7 @@ impl CertifiedHead {
             row_b: &self.err_norms,
         };
         let isa = t5edge_kernels::dispatch::active();
-        let sbuf = &mut buf.screen;
-        screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf).ok()?;
-        rows.extend_from_slice(sbuf.candidates());
-        self.rescore(h, rows.iter().copied())
+        screen::candidates_with(isa, &self.scales, scr, h, banned, Some(&widen), sbuf).is_ok()
     }
 
     /// The certified argmax of `h` among `rows`, which must hold every row
@@ -354,10 +358,7 @@ impl CertifiedHead {
     /// its radius): the full-precision pick, counted as a screened step.
     pub fn argmax_among(&self, h: &[f32], rows: &[usize]) -> Option<usize> {
         let best = self.rescore(h, rows.iter().copied());
-        self.steps.fetch_add(1, Ordering::Relaxed);
-        self.screened.fetch_add(1, Ordering::Relaxed);
-        self.rescored
-            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.count(rows.len(), true);
         best
     }
 
