@@ -270,7 +270,7 @@ proptest! {
     #[test]
     fn quantize_activations_is_bit_identical_across_levels(
         m in 1usize..=5, k in 1usize..=300, gs in group_size(), fx in fill_strategy(),
-        specials in 0usize..4, seed in any::<u64>()
+        specials in 0usize..4, scaled in any::<bool>(), seed in any::<u64>()
     ) {
         let mut rng = Rng(seed);
         let mut x = matrix(&mut rng, fx, m, k, 1e6);
@@ -292,10 +292,15 @@ proptest! {
         let (q, s) = int8::quantize_activations(&x, m, k, gs);
         prop_assert_eq!(q, want.0);
         prop_assert_eq!(s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>(), want.1);
-        // The 16-bit form likewise, and within its limit.
+        // The 16-bit form likewise, and within its limit, with or without
+        // input scales (which AVX-512 applies as it reads).
+        let in_scales: Vec<f32> = match scaled {
+            true => (0..k).map(|_| 2.0 + 1.5 * rng.unit()).collect(),
+            false => Vec::new(),
+        };
         let quant16 = |isa: Isa| {
             let (mut q, mut s) = (vec![0x5555i16; m * kp], vec![f32::NAN; m * groups]);
-            int8::quantize_activations16_with(isa, &x, m, k, gs, &[], &mut q, &mut s);
+            int8::quantize_activations16_with(isa, &x, m, k, gs, &in_scales, &mut q, &mut s);
             (q, s.iter().map(|v| v.to_bits()).collect::<Vec<u32>>())
         };
         let want16 = quant16(Isa::Scalar);

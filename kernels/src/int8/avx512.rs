@@ -375,10 +375,107 @@ unsafe fn bw_rows<const R: usize>(
     }
 }
 
-/// [`super::quantize_slice`] 16 lanes at a time, bit for bit: `max |x|` is
-/// exact in any order (NaN lanes lose every `vmaxps` as they lose the scalar
-/// comparison), then the same multiply, clamp (NaN kept, as `f32::clamp`
-/// does), magic-number rounding and NaN-to-0 conversion per lane.
+/// Lanes `[t, min(t + 16, n))` of a slice of `n`.
+#[inline(always)]
+fn lanes(n: usize, t: usize) -> u16 {
+    if n - t >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << (n - t)) - 1) as u16
+    }
+}
+
+/// The values an activation quantiser reads: `x`, or `x * by` lane by lane
+/// (a layer's input scales; the same f32 product the scalar twin stores in
+/// a row first).
+#[derive(Clone, Copy)]
+struct Scaled<'a> {
+    x: &'a [f32],
+    by: &'a [f32],
+}
+
+impl Scaled<'_> {
+    /// Lanes `m` of the 16 values from `t` (0 elsewhere).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F; lanes `m` from `t` lie inside `x` (and
+    /// `by`, unless it is empty).
+    #[inline(always)]
+    unsafe fn load(&self, t: usize, m: u16) -> __m512 {
+        // SAFETY: forwarded contract.
+        unsafe {
+            let x = _mm512_maskz_loadu_ps(m, self.x.as_ptr().add(t));
+            if self.by.is_empty() {
+                x
+            } else {
+                _mm512_mul_ps(x, _mm512_maskz_loadu_ps(m, self.by.as_ptr().add(t)))
+            }
+        }
+    }
+
+    /// `max |v|`, exact in any order: NaN lanes lose every `vmaxps` as they
+    /// lose the scalar comparison.
+    ///
+    /// # Safety
+    /// As [`Scaled::load`] for every lane of the slice.
+    #[inline(always)]
+    unsafe fn abs_max(&self) -> f32 {
+        let n = self.x.len();
+        // SAFETY: lanes [t, n) only.
+        unsafe {
+            let mut mx = _mm512_setzero_ps();
+            let mut t = 0;
+            while t < n {
+                // vmaxps returns its second operand when either is NaN.
+                mx = _mm512_max_ps(_mm512_abs_ps(self.load(t, lanes(n, t))), mx);
+                t += 16;
+            }
+            _mm512_reduce_max_ps(mx)
+        }
+    }
+}
+
+/// `round(clamp(v * inv, -limit, limit))` per lane as i32, NaN to 0: the
+/// scalar twin's steps. The clamped value is NaN or within 2^22, where
+/// rounding in the conversion (to nearest, ties to even) is the twin's
+/// `MAGIC` rounding.
+#[derive(Clone, Copy)]
+struct Round16 {
+    inv: __m512,
+    lo: __m512,
+    hi: __m512,
+}
+
+impl Round16 {
+    #[inline(always)]
+    fn new(inv: f32, limit: f32) -> Self {
+        // SAFETY: register set-ups only; the callers have AVX-512 F.
+        unsafe {
+            Round16 {
+                inv: _mm512_set1_ps(inv),
+                lo: _mm512_set1_ps(-limit),
+                hi: _mm512_set1_ps(limit),
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, v: __m512) -> __m512i {
+        // SAFETY: register arithmetic; the callers have AVX-512 F.
+        unsafe {
+            let y = _mm512_mul_ps(v, self.inv);
+            // NaN in the second operand passes through both, as in f32::clamp.
+            let y = _mm512_min_ps(self.hi, _mm512_max_ps(self.lo, y));
+            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
+            _mm512_maskz_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                ok, y,
+            )
+        }
+    }
+}
+
+/// [`super::quantize_slice`] 16 lanes at a time, bit for bit ([`Scaled`]'s
+/// maximum, [`Round16`]'s rounding).
 ///
 /// With `flip` the bytes stored are `q ^ 0x80`, the VNNI kernel's input.
 ///
@@ -388,50 +485,21 @@ unsafe fn bw_rows<const R: usize>(
 pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f32 {
     let n = v.len();
     assert!(out.len() >= n);
-    let lanes = |t: usize| -> u16 {
-        if n - t >= 16 {
-            u16::MAX
-        } else {
-            ((1u32 << (n - t)) - 1) as u16
-        }
-    };
+    let x = Scaled { x: v, by: &[] };
     // SAFETY: every access is masked to lanes [t, n) of `v` / `out`, or
     // (the 64-value steps) whole within them: t + 64 <= n <= out.len().
     unsafe {
-        let mut mx = _mm512_setzero_ps();
-        let mut t = 0;
-        while t < n {
-            let x = _mm512_maskz_loadu_ps(lanes(t), v.as_ptr().add(t));
-            // vmaxps returns its second operand when either is NaN.
-            mx = _mm512_max_ps(_mm512_abs_ps(x), mx);
-            t += 16;
-        }
-        let (scale, inv) = super::scales(_mm512_reduce_max_ps(mx));
-        let (iv, lo, hi) = (
-            _mm512_set1_ps(inv),
-            _mm512_set1_ps(-127.0),
-            _mm512_set1_ps(127.0),
-        );
-        let magic = _mm512_set1_ps(super::MAGIC);
-        let flip32 = _mm512_set1_epi32(if flip { 0x80 } else { 0 });
+        let (scale, inv) = super::scales(x.abs_max());
+        let round = Round16::new(inv, 127.0);
         // 64 values at a time leave as one 64-byte store: a masked
         // narrowing store (vpmovdb) per 16 was the hottest instruction of
-        // W3's quantisation. The clamped, rounded values fit in i8, so the
-        // saturating packs are exact; the dwords come out lane-interleaved
-        // (lane L holds values 4L..4L+4 of each of the four vectors) and
-        // one permute puts them in order.
+        // W3's quantisation. The values fit in i8, so the saturating packs
+        // are exact; the dwords come out lane-interleaved (lane L holds
+        // values 4L..4L+4 of each of the four vectors) and one permute puts
+        // them in order.
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         let flip8 = _mm512_set1_epi8(if flip { i8::MIN } else { 0 });
-        let one = |t: usize| {
-            let y = _mm512_mul_ps(_mm512_loadu_ps(v.as_ptr().add(t)), iv);
-            let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
-            // y is NaN or within [-127, 127]: rounding it in the conversion
-            // (to nearest, ties to even) is the scalar twin's MAGIC rounding.
-            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(y, y);
-            _mm512_maskz_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                ok, y,
-            )
-        };
+        let one = |t: usize| round.apply(x.load(t, u16::MAX));
         let mut t = 0;
         while t + 64 <= n {
             let (a, b) = (one(t), one(t + 16));
@@ -441,15 +509,47 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f3
             _mm512_storeu_si512(out.as_mut_ptr().add(t) as *mut _, p);
             t += 64;
         }
+        let flip32 = _mm512_set1_epi32(if flip { 0x80 } else { 0 });
         while t < n {
-            let m = lanes(t);
-            let y = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, v.as_ptr().add(t)), iv);
-            // NaN in the second operand passes through both, as in f32::clamp.
-            let y = _mm512_min_ps(hi, _mm512_max_ps(lo, y));
-            let r = _mm512_sub_ps(_mm512_add_ps(y, magic), magic);
-            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(r, r);
-            let i = _mm512_xor_si512(_mm512_maskz_cvtps_epi32(ok, r), flip32);
+            let m = lanes(n, t);
+            let i = _mm512_xor_si512(round.apply(x.load(t, m)), flip32);
             _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut _, m, i);
+            t += 16;
+        }
+        scale
+    }
+}
+
+/// [`super::quantize_slice16`] of `v * by` (`by` empty: of `v`) 16 lanes at
+/// a time, bit for bit; 32 values a store (two saturating packs are exact,
+/// `|q| <= limit`, and one permute undoes their lane interleave).
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL; `out.len() >= v.len()`; `by` is
+/// empty or as long as `v`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+pub(crate) unsafe fn quantize_slice16(v: &[f32], by: &[f32], out: &mut [i16], limit: f32) -> f32 {
+    let n = v.len();
+    assert!(out.len() >= n && (by.is_empty() || by.len() == n));
+    let x = Scaled { x: v, by };
+    // SAFETY: every access is masked to lanes [t, n) of `v`, `by` and
+    // `out`, or (the 32-value steps) whole within them: t + 32 <= n.
+    unsafe {
+        let (scale, inv) = super::scales16(x.abs_max(), limit);
+        let round = Round16::new(inv, limit);
+        let order = _mm512_setr_epi64(0, 2, 4, 6, 1, 3, 5, 7);
+        let mut t = 0;
+        while t + 32 <= n {
+            let a = round.apply(x.load(t, u16::MAX));
+            let b = round.apply(x.load(t + 16, u16::MAX));
+            let p = _mm512_permutexvar_epi64(order, _mm512_packs_epi32(a, b));
+            _mm512_storeu_si512(out.as_mut_ptr().add(t) as *mut _, p);
+            t += 32;
+        }
+        while t < n {
+            let m = lanes(n, t);
+            let i = round.apply(x.load(t, m));
+            _mm512_mask_cvtepi32_storeu_epi16(out.as_mut_ptr().add(t) as *mut _, m, i);
             t += 16;
         }
         scale

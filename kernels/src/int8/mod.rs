@@ -411,9 +411,14 @@ fn quantize_rows16(
     };
     let limit = a16_limit(kp) as f32;
     let x86 = isa.has_avx2();
+    // The AVX-512 kernel multiplies by the input scales as it reads.
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = isa.has_avx512();
+    #[cfg(not(target_arch = "x86_64"))]
+    let avx512 = false;
     for i in 0..m {
         let (mut xr, qr) = (&x[i * k..(i + 1) * k], &mut q16[i * kp..(i + 1) * kp]);
-        if !in_scales.is_empty() {
+        if !in_scales.is_empty() && !avx512 {
             row.clear();
             row.extend(xr.iter().zip(in_scales).map(|(&v, &t)| v * t));
             xr = row;
@@ -423,8 +428,18 @@ fn quantize_rows16(
             let (a, b) = (g * gs, ((g + 1) * gs).min(k));
             let (xs, qs) = (&xr[a..b], &mut qr[a..b]);
             s[i * groups + g] = match x86 {
-                // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa
-                // ran); qs is as long as xs.
+                // SAFETY: check_isa ran, so the level's features are there;
+                // qs and the input scales' range are as long as xs.
+                #[cfg(target_arch = "x86_64")]
+                true if avx512 => unsafe {
+                    let by = if in_scales.is_empty() {
+                        &[][..]
+                    } else {
+                        &in_scales[a..b]
+                    };
+                    avx512::quantize_slice16(xs, by, qs, limit)
+                },
+                // SAFETY: every x86 level from Avx2 up has AVX2; as above.
                 #[cfg(target_arch = "x86_64")]
                 true => unsafe { avx2::quantize_slice16(xs, qs, limit) },
                 _ => quantize_slice16(xs, qs, limit),
