@@ -165,10 +165,11 @@ fn encoder_results_do_not_depend_on_earlier_calls() {
 /// A prefill's all-int8 feed-forward block runs by rows, a task for each 32
 /// rows, when the pool has more than one thread (model/ffn.rs), and as whole
 /// products split by columns on one, and so does an encoder pass from 64
-/// rows (model/encoder.rs, `forward_by_rows`): the encoder output (alone and
-/// in a packed batch) and the teacher-forced logits are the same bits either
-/// way, for the int8 policy (W8A16 `wo`), the all-int8 one and a gated
-/// block, with a ragged last task.
+/// rows (model/encoder.rs, `forward_by_rows`, in tasks whose height depends
+/// on the thread count): the encoder output (alone and in a packed batch)
+/// and the teacher-forced logits are the same bits either way, for the int8
+/// policy (W8A16 `wo`), the all-int8 one and a gated block, with a ragged
+/// last task.
 #[test]
 fn int8_prefill_by_rows_matches_whole_products() {
     use t5edge::model::{FormatPolicy, WeightFormat};
@@ -182,8 +183,11 @@ fn int8_prefill_by_rows_matches_whole_products() {
         ..Default::default()
     };
     t5edge::synth::write_checkpoint(gated.path(), &cfg, &synth, true).unwrap();
-    // 150 ids: four whole tasks of 32 rows and one of 22.
-    let ids: Vec<u32> = (0..150).map(|i| (i * 37 % 500 + 2) as u32).collect();
+    // 300 ids: more rows than two or three tallest tasks (128 rows) take,
+    // so three tasks of 80 rows and one of 60 on two threads, two of 112
+    // and one of 76 on three; the packed batch below, 165 rows, a task of
+    // 96 and one of 69 on two.
+    let ids: Vec<u32> = (0..300).map(|i| (i * 37 % 500 + 2) as u32).collect();
     let dec: Vec<u32> = (0..70).map(|i| (i * 11 % 500) as u32).collect();
     for (dir, int8_wo) in [
         (base_checkpoint(), false),

@@ -23,6 +23,11 @@ pub struct EncoderBlock {
 
 pub type Encoder = Stack<EncoderBlock>;
 
+/// The tallest by-rows task ([`Encoder::task_rows`]): beyond it a task's
+/// hidden rows (128 x d_ff floats, 1.5 MB at base) crowd the weights out
+/// of L2, and 512 ids at base ran no faster in 256-row tasks.
+const MAX_TASK_ROWS: usize = 128;
+
 /// The most working memory an encoder call leaves on its thread for the next
 /// (a 128-token pass of a base-sized model needs ~3 MB).
 const KEEP_SCRATCH_BYTES: usize = 32 << 20;
@@ -168,12 +173,27 @@ impl Encoder {
             })
     }
 
+    /// Rows of one by-rows task: as few tasks as keep each under
+    /// [`MAX_TASK_ROWS`], in a multiple of the threads, the rows shared
+    /// evenly among them in whole 16-row AMX tiles (at least [`BY_ROWS`]).
+    /// Every task reads all of a layer's weights (0.8 MB at tiny, 7 MB at
+    /// base, past a core's L2 on the Xeon), so fewer, taller tasks read them
+    /// fewer times: 32-row tasks had W3 (128 ids) read them twice per core
+    /// per layer (kernels/BENCH.md). Each row's bits are its own, so the
+    /// split never changes them.
+    fn task_rows(rows: usize) -> usize {
+        let threads = t5edge_kernels::pool::current_threads().max(1);
+        let tasks = rows.div_ceil(MAX_TASK_ROWS).next_multiple_of(threads);
+        rows.div_ceil(tasks).next_multiple_of(16).max(BY_ROWS)
+    }
+
     /// [`Encoder::forward`] without `states`, with the same bits, in two
     /// parallel regions a layer instead of eight: the attention (which
-    /// needs every row's keys and values), then one task per [`BY_ROWS`]
-    /// rows through everything row-wise up to the next attention (the output
-    /// projection, residual add, norm, feed-forward block, residual add, and
-    /// the next layer's norm and Q, K and V, or the final norm), its
+    /// needs every row's keys and values), then one task per
+    /// [`Encoder::task_rows`] rows through everything row-wise up to the
+    /// next attention (the output projection, residual add, norm,
+    /// feed-forward block, residual add, and the next layer's norm and Q, K
+    /// and V, or the final norm), its
     /// products' own pool calls running inline. Split by columns, each of
     /// those steps handed rows written by one core to the other, and waited
     /// for its slowest task.
@@ -191,12 +211,13 @@ impl Encoder {
         let k = sized(&mut sc.k, rows * inner);
         let v = sized(&mut sc.v, rows * inner);
         let ctx = sized(&mut sc.ctx, rows * inner);
+        let task_rows = Self::task_rows(rows);
         // Layer 0's norm and Q, K and V.
         let first = &self.blocks[0];
         t5edge_kernels::par::for_row_blocks(
             [&mut *x, &mut *q, &mut *k, &mut *v],
             rows,
-            BY_ROWS,
+            task_rows,
             true,
             |_, [xr, qr, kr, vr]| {
                 let mut rs = ROW_SCRATCH.take();
@@ -216,7 +237,7 @@ impl Encoder {
             t5edge_kernels::par::for_row_blocks(
                 [&mut *x, &mut *q, &mut *k, &mut *v],
                 rows,
-                BY_ROWS,
+                task_rows,
                 true,
                 |i0, [xr, qr, kr, vr]| {
                     let mut rs = ROW_SCRATCH.take();
