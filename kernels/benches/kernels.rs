@@ -96,6 +96,26 @@ fn prefill(c: &mut Criterion) {
     g.finish();
 }
 
+/// The products of a drafted `--exact` check: several decoder positions,
+/// each with the bits of a step alone (`linear_invariant`: the GEMV
+/// kernels), m = 16 as a 16-token turn feeds them.
+fn invariant(c: &mut Criterion) {
+    let mut g = c.benchmark_group("invariant");
+    let isa = dispatch::best();
+    let m = 16;
+    for (n, k) in [(1024usize, 256usize), (256, 1024)] {
+        let w = fill(n * k, 5);
+        let x = fill(m * k, 6);
+        let mut y = vec![0.0f32; m * n];
+        g.throughput(Throughput::Elements((m * n * k) as u64));
+        let id = format!("{isa}/m{m}/{n}x{k}");
+        g.bench_function(BenchmarkId::new("f32", &id), |b| {
+            b.iter(|| lf32::linear_invariant_with(isa, black_box(&x), m, k, &w, n, &mut y))
+        });
+    }
+    g.finish();
+}
+
 fn attention(c: &mut Criterion) {
     let mut g = c.benchmark_group("attention");
     let (heads, d) = (8usize, 64usize);
@@ -257,7 +277,7 @@ fn load(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemv, prefill, attention, quantize, row_ops, load);
+criterion_group!(benches, gemv, prefill, invariant, attention, quantize, row_ops, load);
 
 /// This binary is an application of the kernels, so it reads the knobs
 /// kernels/BENCH.md varies itself (the kernels read no environment; t5edge

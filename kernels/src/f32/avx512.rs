@@ -22,18 +22,43 @@ pub(crate) unsafe fn dot<W: Wide>(a: &[f32], b: &[W]) -> f32 {
     unsafe { dots::<W, 1>(a, 0, a.len().min(b.len()), b)[0] }
 }
 
-/// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights: each
-/// weight row is read from memory once and reused from L1 for every
-/// activation row, [`ROWS`] rows at a time ([`dots`]: each widened weight
-/// vector loaded once for all of them), the rest one by one; every output
-/// has [`dot`]'s bits.
+/// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights, every
+/// output with [`dot`]'s bits. Four weight rows at a time are read from
+/// memory once and reused from L1 for every activation row, [`ROWS`] rows at
+/// a time ([`chain_block`]: each loaded vector feeds four FMAs); the last
+/// weight rows take [`dots`] ([`ROWS`] activation rows per weight vector),
+/// the last activation rows [`dot`].
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn gemv<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: &mut ColBlock<'_>) {
     assert!(x.len() >= m * k, "gemv: x holds m rows");
-    for (jj, wr) in w.chunks_exact(k).enumerate() {
+    let n = w.len() / k;
+    let m4 = m / ROWS * ROWS;
+    let mut j0 = 0;
+    while m4 > 0 && j0 + COLS <= n {
+        let wb = &w[j0 * k..(j0 + COLS) * k];
+        for i in (0..m4).step_by(ROWS) {
+            // SAFETY: same target features; rows i..i + ROWS lie inside x
+            // and wb holds COLS rows of k.
+            let y = unsafe { chain_block(x, i, k, wb) };
+            for (c, yc) in y.iter().enumerate() {
+                for (r, &v) in yc.iter().enumerate() {
+                    out.row(i + r)[j0 + c] = v;
+                }
+            }
+        }
+        for (c, wr) in wb.chunks_exact(k).enumerate() {
+            for i in m4..m {
+                // SAFETY: same target features as this function.
+                out.row(i)[j0 + c] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
+            }
+        }
+        j0 += COLS;
+    }
+    for (jj, wr) in w[j0 * k..].chunks_exact(k).enumerate() {
+        let jj = j0 + jj;
         let mut i = 0;
         while i + ROWS <= m {
             // SAFETY: same target features; rows i..i + ROWS lie inside x.
@@ -50,9 +75,167 @@ pub(crate) unsafe fn gemv<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
     }
 }
 
-/// Activation rows [`dots`] takes at once: four rows of four accumulators
-/// each, plus the weight vectors, fit the 32 registers.
+/// Activation rows [`dots`] and [`chain_block`] take at once: four rows of
+/// four accumulators each, plus the weight vectors, fit the 32 registers.
 const ROWS: usize = 4;
+
+/// Weight rows [`chain_block`] takes at once.
+const COLS: usize = 4;
+
+/// The dot products of x rows `i0..i0 + ROWS` with the [`COLS`] weight
+/// rows of `w`, each with [`dots`]' (so [`dot`]'s) bits: the same four
+/// chains, each adding the same products in the same order, and the same
+/// reduction. Only the schedule differs: one chain at a time for all
+/// `COLS x ROWS` outputs (16 accumulators), so each loaded weight vector
+/// feeds `ROWS` FMAs and each x vector `COLS`, half a load per FMA where
+/// [`dots`] needs one and a quarter. The chains' sums wait in memory
+/// until the reduction.
+///
+/// # Safety
+/// As [`dot`]; `x` holds at least `(i0 + ROWS) * k` values and `w` at
+/// least `COLS * k`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn chain_block<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [[f32; ROWS]; COLS] {
+    debug_assert!(x.len() >= (i0 + ROWS) * k && w.len() >= COLS * k);
+    let k64 = k / 64 * 64;
+    let mut chains = [[[_mm512_setzero_ps(); ROWS]; COLS]; 4];
+    // SAFETY (all loads): row r of x reads inside x[(i0 + r) * k..][..k]
+    // and weight row c inside w[c * k..][..k], lanes [o, o + 16) with
+    // o + 16 <= k, or the masked lanes below k in the tail.
+    unsafe {
+        let px = x.as_ptr().add(i0 * k);
+        let pw = w.as_ptr();
+        for (c, chain) in chains.iter_mut().enumerate() {
+            let mut i = 0;
+            while i < k64 {
+                chain_step(px, pw, k, i + 16 * c, u16::MAX, chain);
+                i += 64;
+            }
+            // As in `dots`: the 16-wide steps past the last 64 and the
+            // masked tail go to the first chain, after its 64-wide steps.
+            if c == 0 {
+                while i + 16 <= k {
+                    chain_step(px, pw, k, i, u16::MAX, chain);
+                    i += 16;
+                }
+                if i < k {
+                    chain_step(px, pw, k, i, ((1u32 << (k - i)) - 1) as u16, chain);
+                }
+            }
+        }
+    }
+    // Each output's four chains added as `dots` adds them, then all 16
+    // reduced at once, in `sum`'s order.
+    let mut v = [_mm512_setzero_ps(); COLS * ROWS];
+    for c in 0..COLS {
+        for r in 0..ROWS {
+            let (a0, a1) = (chains[0][c][r], chains[1][c][r]);
+            let (a2, a3) = (chains[2][c][r], chains[3][c][r]);
+            v[c * ROWS + r] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        }
+    }
+    let s = sum16(&v);
+    let mut out = [[0f32; ROWS]; COLS];
+    for c in 0..COLS {
+        for r in 0..ROWS {
+            out[c][r] = s[c * ROWS + r];
+        }
+    }
+    out
+}
+
+/// The sum of `v`'s 16 lanes in a fixed order: lane `i` with lane `i + 8`,
+/// then `i + 4`, `i + 2` and `i + 1` (the order `_mm512_reduce_add_ps`
+/// compiles to, written out so that [`sum16`] can promise the same bits).
+#[inline(always)]
+fn sum(v: __m512) -> f32 {
+    // SAFETY: register operations; the callers have AVX-512 F.
+    unsafe {
+        let h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
+        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+        let p = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        _mm_cvtss_f32(_mm_add_ss(p, _mm_movehdup_ps(p)))
+    }
+}
+
+/// [`sum`] of 16 vectors at once (`out[i]` is `sum(v[i])`, bit for bit):
+/// the same pairs added, four vectors' partial sums a register, so the 16
+/// reductions take 15 adds and 30 shuffles instead of 16 x 7 operations.
+#[inline(always)]
+fn sum16(v: &[__m512; 16]) -> [f32; 16] {
+    // SAFETY: register operations and one 64-byte store to a local; the
+    // callers have AVX-512 F.
+    unsafe {
+        // Loops rather than `from_fn` closures: a closure is a function of
+        // its own, without the caller's target features.
+        // Lanes 0-7: v[2p]'s i + (i + 8); lanes 8-15: v[2p + 1]'s.
+        let mut t = [_mm512_setzero_ps(); 8];
+        for (p, t) in t.iter_mut().enumerate() {
+            let (a, b) = (v[2 * p], v[2 * p + 1]);
+            *t = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            );
+        }
+        // 128-bit lane L: v[4q + L]'s i + (i + 4).
+        let mut u = [_mm512_setzero_ps(); 4];
+        for (q, u) in u.iter_mut().enumerate() {
+            let (a, b) = (t[2 * q], t[2 * q + 1]);
+            *u = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            );
+        }
+        // Lane L: v[8r + L]'s, then v[8r + 4 + L]'s, i + (i + 2).
+        let mut x = [_mm512_setzero_ps(); 2];
+        for (r, x) in x.iter_mut().enumerate() {
+            let (a, b) = (_mm512_castps_pd(u[2 * r]), _mm512_castps_pd(u[2 * r + 1]));
+            *x = _mm512_add_ps(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            );
+        }
+        // Element 4L + e: v[L + 4e]'s i + (i + 1).
+        let z = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(x[0], x[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(x[0], x[1]),
+        );
+        let mut lanes = [0f32; 16];
+        _mm512_storeu_ps(lanes.as_mut_ptr(), z);
+        let mut out = [0f32; 16];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = lanes[4 * (i % 4) + i / 4];
+        }
+        out
+    }
+}
+
+/// One step of one chain of [`chain_block`]: lanes `mask` of the 16 inputs
+/// from `o`, every weight row against every x row.
+///
+/// # Safety
+/// As [`chain_block`], the lanes inside every row.
+#[inline(always)]
+unsafe fn chain_step<W: Wide>(
+    px: *const f32,
+    pw: *const W,
+    k: usize,
+    o: usize,
+    mask: u16,
+    acc: &mut [[__m512; ROWS]; COLS],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        let wv: [__m512; COLS] = std::array::from_fn(|c| W::load16(pw.add(c * k + o), mask));
+        for r in 0..ROWS {
+            let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + o));
+            for (a, &wc) in acc.iter_mut().zip(&wv) {
+                a[r] = _mm512_fmadd_ps(xv, wc, a[r]);
+            }
+        }
+    }
+}
 
 /// `R` dot products of consecutive x rows `i0..i0 + R` with one weight row
 /// `w`: four chains a row, 16 inputs a step, the tail masked, then one
@@ -104,7 +287,7 @@ unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W])
     // closure of a kernel's hot path).
     let mut out = [0f32; R];
     for (o, a) in out.iter_mut().zip(&acc) {
-        *o = _mm512_reduce_add_ps(_mm512_add_ps(
+        *o = sum(_mm512_add_ps(
             _mm512_add_ps(a[0], a[1]),
             _mm512_add_ps(a[2], a[3]),
         ));
