@@ -383,9 +383,21 @@ unsafe fn block4x4<W: Wide, const R: usize>(
     // stopped inlining it each reduction became an out-of-line call (half
     // of f32 W3 in `perf`).
     let mut out = [[0.0f32; 4]; R];
-    for (o, a) in out.iter_mut().zip(&acc) {
-        for (o, &v) in o.iter_mut().zip(a) {
-            *o = _mm512_reduce_add_ps(v);
+    if R == 4 {
+        // All 16 at once, with `sum`'s bits (`sum16`).
+        let mut v = [_mm512_setzero_ps(); 16];
+        for (r, a) in acc.iter().enumerate() {
+            v[4 * r..4 * r + 4].copy_from_slice(a);
+        }
+        let s = sum16(&v);
+        for (r, o) in out.iter_mut().enumerate() {
+            o.copy_from_slice(&s[4 * r..4 * r + 4]);
+        }
+    } else {
+        for (o, a) in out.iter_mut().zip(&acc) {
+            for (o, &v) in o.iter_mut().zip(a) {
+                *o = sum(v);
+            }
         }
     }
     out
