@@ -154,15 +154,39 @@ impl T5Model {
 }
 
 /// Converts every linear layer of `decoder` as `policy` says (`policy.body`
-/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]) or the int8
-/// draft of a certified decode ([`T5Model::enable_certified_head`]).
+/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]).
 pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
+    convert_decoder_layers(decoder, policy, true)
+}
+
+/// [`convert_decoder`] for `--exact`'s int8 draft
+/// ([`super::T5Model::draft`], made by
+/// [`super::T5Model::enable_certified_head`]), which takes its cross-attention keys and values from the full-precision
+/// decoder's cache: its cross-attention K and V projections never run, so
+/// they stay the shared full-precision ones rather than being quantized
+/// for nothing.
+pub(super) fn convert_draft(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
+    convert_decoder_layers(decoder, policy, false)
+}
+
+fn convert_decoder_layers(
+    decoder: &mut super::Decoder,
+    policy: FormatPolicy,
+    cross_kv: bool,
+) -> Result<()> {
     let g = policy.group_size;
     for (i, b) in decoder.blocks.iter_mut().enumerate() {
-        for a in [&mut b.self_attn, &mut b.cross_attn] {
-            for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
-                conv(l, policy.body, g, &format!("decoder block {i} attention"))?;
-            }
+        let what = format!("decoder block {i} attention");
+        let a = &mut b.self_attn;
+        for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
+            conv(l, policy.body, g, &what)?;
+        }
+        let c = &mut b.cross_attn;
+        conv(&mut c.q, policy.body, g, &what)?;
+        conv(&mut c.o, policy.body, g, &what)?;
+        if cross_kv {
+            conv(&mut c.k, policy.body, g, &what)?;
+            conv(&mut c.v, policy.body, g, &what)?;
         }
         convert_ffn(&mut b.ffn, policy, &format!("decoder block {i}"))?;
     }

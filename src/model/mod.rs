@@ -388,7 +388,7 @@ impl T5Model {
                 group_size,
                 ..convert::FormatPolicy::for_dtype(WeightFormat::Int8)
             };
-            convert::convert_decoder(&mut draft, policy)?;
+            convert::convert_draft(&mut draft, policy)?;
             self.draft = Some(std::sync::Arc::new(draft));
         }
         Ok(())
