@@ -227,7 +227,10 @@ unsafe fn chain_step<W: Wide>(
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        let wv: [__m512; COLS] = std::array::from_fn(|c| W::load16(pw.add(c * k + o), mask));
+        let mut wv = [_mm512_setzero_ps(); COLS];
+        for (c, v) in wv.iter_mut().enumerate() {
+            *v = W::load16(pw.add(c * k + o), mask);
+        }
         for r in 0..ROWS {
             let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + o));
             for (a, &wc) in acc.iter_mut().zip(&wv) {

@@ -499,11 +499,15 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f3
         // them in order.
         let order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
         let flip8 = _mm512_set1_epi8(if flip { i8::MIN } else { 0 });
-        let one = |t: usize| round.apply(x.load(t, u16::MAX));
         let mut t = 0;
         while t + 64 <= n {
-            let (a, b) = (one(t), one(t + 16));
-            let (c, d) = (one(t + 32), one(t + 48));
+            // No closure for the four (ARCHITECTURE.md: no load in a
+            // closure of a hot path).
+            let (a, b) = (round.apply(x.load(t, !0)), round.apply(x.load(t + 16, !0)));
+            let (c, d) = (
+                round.apply(x.load(t + 32, !0)),
+                round.apply(x.load(t + 48, !0)),
+            );
             let p = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
             let p = _mm512_xor_si512(_mm512_permutexvar_epi32(order, p), flip8);
             _mm512_storeu_si512(out.as_mut_ptr().add(t) as *mut _, p);
