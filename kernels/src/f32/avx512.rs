@@ -135,7 +135,8 @@ unsafe fn chain_block<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [[f32
             v[c * ROWS + r] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
         }
     }
-    let s = sum16(&v);
+    // SAFETY: AVX-512 F, this function's contract.
+    let s = unsafe { sum16(&v) };
     let mut out = [[0f32; ROWS]; COLS];
     for c in 0..COLS {
         for r in 0..ROWS {
@@ -148,9 +149,12 @@ unsafe fn chain_block<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [[f32
 /// The sum of `v`'s 16 lanes in a fixed order: lane `i` with lane `i + 8`,
 /// then `i + 4`, `i + 2` and `i + 1` (the order `_mm512_reduce_add_ps`
 /// compiles to, written out so that [`sum16`] can promise the same bits).
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
 #[inline(always)]
-fn sum(v: __m512) -> f32 {
-    // SAFETY: register operations; the callers have AVX-512 F.
+unsafe fn sum(v: __m512) -> f32 {
+    // SAFETY: register operations; AVX-512 F by the contract.
     unsafe {
         let h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps::<1>(v));
         let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
@@ -162,10 +166,13 @@ fn sum(v: __m512) -> f32 {
 /// [`sum`] of 16 vectors at once (`out[i]` is `sum(v[i])`, bit for bit):
 /// the same pairs added, four vectors' partial sums a register, so the 16
 /// reductions take 15 adds and 30 shuffles instead of 16 x 7 operations.
+///
+/// # Safety
+/// The CPU must have AVX-512 F.
 #[inline(always)]
-fn sum16(v: &[__m512; 16]) -> [f32; 16] {
-    // SAFETY: register operations and one 64-byte store to a local; the
-    // callers have AVX-512 F.
+unsafe fn sum16(v: &[__m512; 16]) -> [f32; 16] {
+    // SAFETY: register operations and one 64-byte store to a local;
+    // AVX-512 F by the contract.
     unsafe {
         // Loops rather than `from_fn` closures: a closure is a function of
         // its own, without the caller's target features.
@@ -290,10 +297,9 @@ unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W])
     // closure of a kernel's hot path).
     let mut out = [0f32; R];
     for (o, a) in out.iter_mut().zip(&acc) {
-        *o = sum(_mm512_add_ps(
-            _mm512_add_ps(a[0], a[1]),
-            _mm512_add_ps(a[2], a[3]),
-        ));
+        let v = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+        // SAFETY: AVX-512 F, this function's contract.
+        *o = unsafe { sum(v) };
     }
     out
 }
@@ -392,14 +398,16 @@ unsafe fn block4x4<W: Wide, const R: usize>(
         for (r, a) in acc.iter().enumerate() {
             v[4 * r..4 * r + 4].copy_from_slice(a);
         }
-        let s = sum16(&v);
+        // SAFETY: AVX-512 F, this function's contract.
+        let s = unsafe { sum16(&v) };
         for (r, o) in out.iter_mut().enumerate() {
             o.copy_from_slice(&s[4 * r..4 * r + 4]);
         }
     } else {
         for (o, a) in out.iter_mut().zip(&acc) {
             for (o, &v) in o.iter_mut().zip(a) {
-                *o = sum(v);
+                // SAFETY: AVX-512 F, this function's contract.
+                *o = unsafe { sum(v) };
             }
         }
     }

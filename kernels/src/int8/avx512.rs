@@ -447,9 +447,11 @@ struct Round16 {
 }
 
 impl Round16 {
+    /// # Safety
+    /// The CPU must have AVX-512 F.
     #[inline(always)]
-    fn new(inv: f32, limit: f32) -> Self {
-        // SAFETY: register set-ups only; the callers have AVX-512 F.
+    unsafe fn new(inv: f32, limit: f32) -> Self {
+        // SAFETY: register set-ups only; AVX-512 F by the contract.
         unsafe {
             Round16 {
                 inv: _mm512_set1_ps(inv),
@@ -459,9 +461,11 @@ impl Round16 {
         }
     }
 
+    /// # Safety
+    /// The CPU must have AVX-512 F.
     #[inline(always)]
-    fn apply(&self, v: __m512) -> __m512i {
-        // SAFETY: register arithmetic; the callers have AVX-512 F.
+    unsafe fn apply(&self, v: __m512) -> __m512i {
+        // SAFETY: register arithmetic; AVX-512 F by the contract.
         unsafe {
             let y = _mm512_mul_ps(v, self.inv);
             // NaN in the second operand passes through both, as in f32::clamp.
@@ -486,8 +490,9 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f3
     let n = v.len();
     assert!(out.len() >= n);
     let x = Scaled { x: v, by: &[] };
-    // SAFETY: every access is masked to lanes [t, n) of `v` / `out`, or
-    // (the 64-value steps) whole within them: t + 64 <= n <= out.len().
+    // SAFETY: AVX-512 F/BW by this function's contract (Scaled, Round16);
+    // every access is masked to lanes [t, n) of `v` / `out`, or (the
+    // 64-value steps) whole within them: t + 64 <= n <= out.len().
     unsafe {
         let (scale, inv) = super::scales(x.abs_max());
         let round = Round16::new(inv, 127.0);
@@ -536,8 +541,9 @@ pub(crate) unsafe fn quantize_slice16(v: &[f32], by: &[f32], out: &mut [i16], li
     let n = v.len();
     assert!(out.len() >= n && (by.is_empty() || by.len() == n));
     let x = Scaled { x: v, by };
-    // SAFETY: every access is masked to lanes [t, n) of `v`, `by` and
-    // `out`, or (the 32-value steps) whole within them: t + 32 <= n.
+    // SAFETY: AVX-512 F/BW by this function's contract (Scaled, Round16);
+    // every access is masked to lanes [t, n) of `v`, `by` and `out`, or
+    // (the 32-value steps) whole within them: t + 32 <= n.
     unsafe {
         let (scale, inv) = super::scales16(x.abs_max(), limit);
         let round = Round16::new(inv, limit);
