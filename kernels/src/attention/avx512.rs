@@ -8,6 +8,7 @@
 use super::avx2::{C1, C2, HI, LO, LOG2E, P};
 use super::blocked::{self, HeadKv, Rows, Tile, VecOps};
 use super::Attention;
+use crate::f32::avx512::mask16;
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
@@ -148,16 +149,6 @@ impl VecOps for ByDimOps {
     unsafe fn exp_row(s: &mut [f32], m: f32) -> f32 {
         // SAFETY: forwarded contract.
         unsafe { exp_row512(s, m) }
-    }
-}
-
-/// First `n` lanes (n may exceed 16).
-#[inline(always)]
-fn mask16(n: usize) -> u16 {
-    if n >= 16 {
-        u16::MAX
-    } else {
-        ((1u32 << n) - 1) as u16
     }
 }
 

@@ -6,6 +6,18 @@
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
+/// The first `n` lanes of a 16-lane mask (all of them from 16): a tail's
+/// loads and stores. The one helper of the AVX-512 kernels (attention and
+/// int8 call it too).
+#[inline(always)]
+pub(crate) fn mask16(n: usize) -> u16 {
+    if n >= 16 {
+        u16::MAX
+    } else {
+        ((1u32 << n) - 1) as u16
+    }
+}
+
 /// The GEMV dot product of `a` with the weight row `b` in any [`Wide`]
 /// format: four 16-lane FMA chains, a masked tail, one reduction
 /// ([`dots`] of one row, so the multi-row path has its bits by
@@ -120,7 +132,7 @@ unsafe fn chain_block<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [[f32
                     i += 16;
                 }
                 if i < k {
-                    chain_step(px, pw, k, i, ((1u32 << (k - i)) - 1) as u16, chain);
+                    chain_step(px, pw, k, i, mask16(k - i), chain);
                 }
             }
         }
@@ -285,7 +297,7 @@ unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W])
             i += 16;
         }
         if i < k {
-            let mask: __mmask16 = ((1u32 << (k - i)) - 1) as u16;
+            let mask: __mmask16 = mask16(k - i);
             let wv = W::load16(pw.add(i), mask);
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + i));
@@ -372,11 +384,7 @@ unsafe fn block4x4<W: Wide, const R: usize>(
         let pw = w.as_ptr().add(c0 * k);
         let mut t = 0;
         while t < k {
-            let mask = if t + 16 <= k {
-                u16::MAX
-            } else {
-                ((1u32 << (k - t)) - 1) as u16
-            };
+            let mask = mask16(k - t);
             let wv: [__m512; 4] = std::array::from_fn(|c| W::load16(pw.add(c * k + t), mask));
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));

@@ -31,6 +31,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{Acts, Int8View, K_BLOCK, TILE_N};
+use crate::f32::avx512::mask16;
 use crate::par::ColBlock;
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -181,12 +182,7 @@ pub(crate) unsafe fn chunk(
 #[inline(always)]
 fn tile_cols(t: usize, j0: usize, j1: usize) -> (usize, usize, u16) {
     let valid = (j1 - t * TILE_N).min(TILE_N);
-    let mask = if valid == TILE_N {
-        u16::MAX
-    } else {
-        (1u16 << valid) - 1
-    };
-    (t * TILE_N - j0, valid, mask)
+    (t * TILE_N - j0, valid, mask16(valid))
 }
 
 /// The second activation tile's offset in `a.q` for the row block from `i`,

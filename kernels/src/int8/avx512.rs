@@ -14,6 +14,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
+use crate::f32::avx512::mask16;
 use std::arch::x86_64::*;
 
 /// The 4 activation bytes of k-block `kb` of row `i`, as one i32.
@@ -375,16 +376,6 @@ unsafe fn bw_rows<const R: usize>(
     }
 }
 
-/// Lanes `[t, min(t + 16, n))` of a slice of `n`.
-#[inline(always)]
-fn lanes(n: usize, t: usize) -> u16 {
-    if n - t >= 16 {
-        u16::MAX
-    } else {
-        ((1u32 << (n - t)) - 1) as u16
-    }
-}
-
 /// The values an activation quantiser reads: `x`, or `x * by` lane by lane
 /// (a layer's input scales; the same f32 product the scalar twin stores in
 /// a row first).
@@ -427,7 +418,7 @@ impl Scaled<'_> {
             let mut t = 0;
             while t < n {
                 // vmaxps returns its second operand when either is NaN.
-                mx = _mm512_max_ps(_mm512_abs_ps(self.load(t, lanes(n, t))), mx);
+                mx = _mm512_max_ps(_mm512_abs_ps(self.load(t, mask16(n - t))), mx);
                 t += 16;
             }
             _mm512_reduce_max_ps(mx)
@@ -508,10 +499,13 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f3
         while t + 64 <= n {
             // No closure for the four (ARCHITECTURE.md: no load in a
             // closure of a hot path).
-            let (a, b) = (round.apply(x.load(t, !0)), round.apply(x.load(t + 16, !0)));
+            let (a, b) = (
+                round.apply(x.load(t, u16::MAX)),
+                round.apply(x.load(t + 16, u16::MAX)),
+            );
             let (c, d) = (
-                round.apply(x.load(t + 32, !0)),
-                round.apply(x.load(t + 48, !0)),
+                round.apply(x.load(t + 32, u16::MAX)),
+                round.apply(x.load(t + 48, u16::MAX)),
             );
             let p = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
             let p = _mm512_xor_si512(_mm512_permutexvar_epi32(order, p), flip8);
@@ -520,7 +514,7 @@ pub(crate) unsafe fn quantize_slice(v: &[f32], out: &mut [i8], flip: bool) -> f3
         }
         let flip32 = _mm512_set1_epi32(if flip { 0x80 } else { 0 });
         while t < n {
-            let m = lanes(n, t);
+            let m = mask16(n - t);
             let i = _mm512_xor_si512(round.apply(x.load(t, m)), flip32);
             _mm512_mask_cvtepi32_storeu_epi8(out.as_mut_ptr().add(t) as *mut _, m, i);
             t += 16;
@@ -557,7 +551,7 @@ pub(crate) unsafe fn quantize_slice16(v: &[f32], by: &[f32], out: &mut [i16], li
             t += 32;
         }
         while t < n {
-            let m = lanes(n, t);
+            let m = mask16(n - t);
             let i = round.apply(x.load(t, m));
             _mm512_mask_cvtepi32_storeu_epi16(out.as_mut_ptr().add(t) as *mut _, m, i);
             t += 16;
