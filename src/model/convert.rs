@@ -126,19 +126,8 @@ impl T5Model {
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
         for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
-            for (name, l) in [
-                ("q", &mut b.attn.q),
-                ("k", &mut b.attn.k),
-                ("v", &mut b.attn.v),
-                ("o", &mut b.attn.o),
-            ] {
-                conv(
-                    l,
-                    policy.body,
-                    g,
-                    &format!("encoder block {i} attention {name}"),
-                )?;
-            }
+            let what = format!("encoder block {i} attention");
+            convert_attention(&mut b.attn, policy, &what, true)?;
             convert_ffn(&mut b.ffn, policy, &format!("encoder block {i}"))?;
         }
         if let Some(d) = &mut self.decoder {
@@ -161,10 +150,10 @@ pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy
 
 /// [`convert_decoder`] for `--exact`'s int8 draft
 /// ([`super::T5Model::draft`], made by
-/// [`super::T5Model::enable_certified_head`]), which takes its cross-attention keys and values from the full-precision
-/// decoder's cache: its cross-attention K and V projections never run, so
-/// they stay the shared full-precision ones rather than being quantized
-/// for nothing.
+/// [`super::T5Model::enable_certified_head`]), which takes its
+/// cross-attention keys and values from the full-precision decoder's cache:
+/// its cross-attention K and V projections never run, so they stay the
+/// shared full-precision ones rather than being quantized for nothing.
 pub(super) fn convert_draft(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
     convert_decoder_layers(decoder, policy, false)
 }
@@ -174,21 +163,34 @@ fn convert_decoder_layers(
     policy: FormatPolicy,
     cross_kv: bool,
 ) -> Result<()> {
-    let g = policy.group_size;
     for (i, b) in decoder.blocks.iter_mut().enumerate() {
         let what = format!("decoder block {i} attention");
-        let a = &mut b.self_attn;
-        for l in [&mut a.q, &mut a.k, &mut a.v, &mut a.o] {
-            conv(l, policy.body, g, &what)?;
-        }
-        let c = &mut b.cross_attn;
-        conv(&mut c.q, policy.body, g, &what)?;
-        conv(&mut c.o, policy.body, g, &what)?;
-        if cross_kv {
-            conv(&mut c.k, policy.body, g, &what)?;
-            conv(&mut c.v, policy.body, g, &what)?;
-        }
+        convert_attention(&mut b.self_attn, policy, &what, true)?;
+        let what = format!("decoder block {i} cross-attention");
+        convert_attention(&mut b.cross_attn, policy, &what, cross_kv)?;
         convert_ffn(&mut b.ffn, policy, &format!("decoder block {i}"))?;
+    }
+    Ok(())
+}
+
+/// Converts an attention layer's projections to `policy.body` (K and V only
+/// with `kv`); errors name the projection after `what`.
+fn convert_attention(
+    a: &mut super::attention::AttentionWeights,
+    policy: FormatPolicy,
+    what: &str,
+    kv: bool,
+) -> Result<()> {
+    let g = policy.group_size;
+    for (name, l) in [
+        ("q", &mut a.q),
+        ("k", &mut a.k),
+        ("v", &mut a.v),
+        ("o", &mut a.o),
+    ] {
+        if kv || !matches!(name, "k" | "v") {
+            conv(l, policy.body, g, &format!("{what} {name}"))?;
+        }
     }
     Ok(())
 }
