@@ -6,7 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx2::{C1, C2, HI, LO, LOG2E, P};
-use super::blocked::{self, HeadKv, Rows, Tile, VecOps};
+use super::blocked::{self, HeadKv, Rows, Tile, VecOps, BLOCK_Q};
 use super::Attention;
 use crate::f32::avx512::mask16;
 use crate::par::ColBlock;
@@ -89,6 +89,18 @@ impl VecOps for Avx512Ops {
         // SAFETY: forwarded contract.
         unsafe { exp_row512(s, m) }
     }
+
+    #[inline(always)]
+    unsafe fn softmax_rows(
+        tile: &mut Tile,
+        nk: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        c: &mut [f32; BLOCK_Q],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { softmax_rows512(tile, nk, m, l, c) }
+    }
 }
 
 // The prefill path packs the keys by dimension for the outer-product scores
@@ -108,9 +120,9 @@ impl VecOps for ByDimOps {
     const KEYS_BY_DIM: bool = true;
 
     #[inline(always)]
-    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
+    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32], ds: usize) {
         // SAFETY: forwarded contract.
-        unsafe { pack_by_dim512(k, kend, d, dst) }
+        unsafe { pack_by_dim512(k, kend, d, dst, ds) }
     }
 
     #[inline(always)]
@@ -149,6 +161,18 @@ impl VecOps for ByDimOps {
     unsafe fn exp_row(s: &mut [f32], m: f32) -> f32 {
         // SAFETY: forwarded contract.
         unsafe { exp_row512(s, m) }
+    }
+
+    #[inline(always)]
+    unsafe fn softmax_rows(
+        tile: &mut Tile,
+        nk: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        c: &mut [f32; BLOCK_Q],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { softmax_rows512(tile, nk, m, l, c) }
     }
 }
 
@@ -291,8 +315,8 @@ unsafe fn scores_by_dim(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize
 /// # Safety
 /// As `VecOps::pack_keys_by_dim`, with AVX-512F.
 #[inline(always)]
-unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
-    assert!(dst.len() >= kend * d);
+unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32], ds: usize) {
+    assert!(ds >= kend && dst.len() >= d * ds);
     let (k16, d16) = (kend / 16 * 16, d / 16 * 16);
     for j0 in (0..k16).step_by(16) {
         for t0 in (0..d16).step_by(16) {
@@ -303,8 +327,8 @@ unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
                 transpose16(
                     k.row(j0).add(t0),
                     k.stride,
-                    dst.as_mut_ptr().add(t0 * kend + j0),
-                    kend,
+                    dst.as_mut_ptr().add(t0 * ds + j0),
+                    ds,
                 )
             };
         }
@@ -313,7 +337,7 @@ unsafe fn pack_by_dim512(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
         let t_from = if j < k16 { d16 } else { 0 };
         let src = &k.data[j * k.stride..][..d];
         for t in t_from..d {
-            dst[t * kend + j] = src[t];
+            dst[t * ds + j] = src[t];
         }
     }
 }
@@ -504,5 +528,107 @@ unsafe fn exp_row512(s: &mut [f32], m: f32) -> f32 {
             t += 16;
         }
         _mm512_reduce_add_ps(sum)
+    }
+}
+
+/// Eight vectors to one: lane `r < 8` is `op` over `v[r]`'s lanes (pairs
+/// within 128-bit lanes, then quads, then across them); lanes 8.. repeat
+/// lanes 4..8 and 0..4 of other partial results and mean nothing.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn reduce8(v: &[__m512; 8], op: impl Fn(__m512, __m512) -> __m512) -> __m512 {
+    // SAFETY: register-only AVX-512F operations.
+    unsafe {
+        let mut t = [_mm512_setzero_ps(); 4];
+        for i in 0..4 {
+            let (a, b) = (v[2 * i], v[2 * i + 1]);
+            t[i] = op(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+        }
+        // Each 128-bit lane of u[j]: vectors 4j..4j + 4's partial results.
+        let mut u = [_mm512_setzero_ps(); 2];
+        for j in 0..2 {
+            let (a, b) = (_mm512_castps_pd(t[2 * j]), _mm512_castps_pd(t[2 * j + 1]));
+            u[j] = op(
+                _mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)),
+            );
+        }
+        let x = op(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(u[0], u[1]),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(u[0], u[1]),
+        );
+        op(
+            _mm512_shuffle_f32x4::<0b10_00_10_00>(x, x),
+            _mm512_shuffle_f32x4::<0b11_01_11_01>(x, x),
+        )
+    }
+}
+
+/// [`VecOps::softmax_rows`] for the block's rows together: one transposed
+/// max and one transposed sum for all of them, and the rescale factors as
+/// one vector `exp`, with no branch on whether a row's max rose (row by row,
+/// each row was a chain of horizontal reductions, a scalar `exp` and a
+/// data-dependent branch; that was a fifth of W3's attention).
+///
+/// # Safety
+/// As `VecOps::softmax_rows`, with AVX-512F (and AVX2 + FMA, which the
+/// vector exp's target features name).
+#[inline(always)]
+unsafe fn softmax_rows512(
+    tile: &mut Tile,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    c: &mut [f32; BLOCK_Q],
+) {
+    const { assert!(BLOCK_Q == 8) };
+    let nq = m.len();
+    debug_assert!(nq == l.len() && nq <= BLOCK_Q && nk <= 64);
+    let km: [u16; 4] = std::array::from_fn(|u| mask16(nk.saturating_sub(16 * u)));
+    let rows = mask16(nq);
+    // SAFETY: masked accesses touch only lanes < nk of the tile's rows and
+    // lanes < nq of m, l and c (rows < nq only).
+    unsafe {
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut mx = [ninf; 8];
+        for r in 0..nq {
+            let p = tile[r].as_ptr();
+            let mut v = [ninf; 4];
+            for u in 0..4 {
+                v[u] = _mm512_mask_loadu_ps(ninf, km[u], p.add(16 * u));
+            }
+            mx[r] = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
+        }
+        let bm = reduce8(&mx, |a, b| _mm512_max_ps(a, b));
+        let mo = _mm512_mask_loadu_ps(ninf, rows, m.as_ptr());
+        // Rows whose max rose take exp(old - new) (a first visible tile:
+        // old = -inf, and the clamped vector exp gives ~1e-38 times the
+        // zeros so far); the others exactly 1.
+        let rose = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(rows, bm, mo);
+        let cv = _mm512_mask_mov_ps(_mm512_set1_ps(1.0), rose, exp512(_mm512_sub_ps(mo, bm)));
+        let mn = _mm512_mask_mov_ps(mo, rose, bm);
+        _mm512_mask_storeu_ps(m.as_mut_ptr(), rows, mn);
+        _mm512_mask_storeu_ps(c.as_mut_ptr(), rows, cv);
+        let mut sums = [_mm512_setzero_ps(); 8];
+        for r in 0..nq {
+            let p = tile[r].as_mut_ptr();
+            let mr = _mm512_set1_ps(m[r]);
+            let mut sum = _mm512_setzero_ps();
+            for u in 0..4 {
+                let x = _mm512_maskz_loadu_ps(km[u], p.add(16 * u));
+                // Masked keys (-inf) weigh exactly 0: the vector exp clamps
+                // its input and would give ~1e-38.
+                let live = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(km[u], x, ninf);
+                let e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(x, mr)));
+                _mm512_mask_storeu_ps(p.add(16 * u), km[u], e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            sums[r] = sum;
+        }
+        let lo = _mm512_mask_loadu_ps(_mm512_setzero_ps(), rows, l.as_ptr());
+        let ln = _mm512_fmadd_ps(lo, cv, reduce8(&sums, |a, b| _mm512_add_ps(a, b)));
+        _mm512_mask_storeu_ps(l.as_mut_ptr(), rows, ln);
     }
 }

@@ -153,18 +153,19 @@ pub(super) trait VecOps {
     /// `d` long) lie inside `out`.
     unsafe fn pv(p: &Tile, v: Rows<'_>, d: usize, nq: usize, nk: usize, out: &mut [f32], os: usize);
 
-    /// `dst[t * kend + j] = k.row(j)[t]` for `j < kend`, `t < d`: the keys by
-    /// dimension, for `KEYS_BY_DIM` kernels.
+    /// `dst[t * ds + j] = k.row(j)[t]` for `j < kend`, `t < d`: the keys by
+    /// dimension, one row of `ds >= kend` floats per dimension, for
+    /// `KEYS_BY_DIM` kernels.
     ///
     /// # Safety
     /// The CPU must support the implementing ISA; rows `[0, kend)` of `k`
-    /// (each `d` long) lie inside it; `dst.len() >= kend * d`.
+    /// (each `d` long) lie inside it; `ds >= kend` and `dst.len() >= d * ds`.
     #[inline(always)]
-    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32]) {
+    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32], ds: usize) {
         for j in 0..kend {
             let src = &k.data[j * k.stride..][..d];
             for (t, &x) in src.iter().enumerate() {
-                dst[t * kend + j] = x;
+                dst[t * ds + j] = x;
             }
         }
     }
@@ -190,6 +191,45 @@ pub(super) trait VecOps {
     /// # Safety
     /// The CPU must support the implementing ISA.
     unsafe fn exp_row(s: &mut [f32], m: f32) -> f32;
+
+    /// The online softmax's step over one key tile for the block's queries
+    /// `r < m.len()`: scores `tile[r][..nk]` (bias and masks added) become
+    /// weights `exp(s - m_new)`, with `m_new = max(m[r], the row's max)`;
+    /// `m[r]` and `l[r]` move to the new max (`l[r] = l[r] * c[r] + the
+    /// row's weights`), and `c[r]` is what the row's outputs so far must be
+    /// multiplied by (exactly 1.0 where the max did not rise).
+    ///
+    /// Row by row by default ([`VecOps::row_max`], [`VecOps::exp_row`]);
+    /// a level may do the block's rows together.
+    ///
+    /// # Safety
+    /// The CPU must support the implementing ISA; `m.len() == l.len() <=
+    /// BLOCK_Q`, `nk <= KEY_BLOCK`; `c[r] == 1.0` on entry.
+    #[inline(always)]
+    unsafe fn softmax_rows(
+        tile: &mut Tile,
+        nk: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        c: &mut [f32; BLOCK_Q],
+    ) {
+        let rows = tile.iter_mut().zip(m.iter_mut().zip(l.iter_mut()).zip(c));
+        for (row, ((m, l), c)) in rows {
+            let s = &mut row[..nk];
+            // SAFETY: forwarded contract.
+            let bm = unsafe { Self::row_max(s) };
+            if bm > *m {
+                // exp(-inf) = 0 clears the (empty) state on the first
+                // visible tile.
+                *c = (*m - bm).exp();
+                *l *= *c;
+                *m = bm;
+            }
+            // SAFETY: as above. With m = -inf every score is -inf and
+            // weighs 0.
+            *l += unsafe { Self::exp_row(s, *m) };
+        }
+    }
 }
 
 /// Head `h` of queries `i0..i0 + nq` (`nq <= BLOCK_Q`) with a key-tiled online
@@ -277,9 +317,9 @@ fn key_tile<O: VecOps>(
     // i0 + nq <= tq and j0 + nk <= the block's last key; head_rows packs
     // the keys of its last query).
     unsafe { O::scores(q, kv.keys(j0), d, nq, nk, tile) };
-    for r in 0..nq {
+    for (r, row) in tile.iter_mut().enumerate().take(nq) {
         let i = i0 + r;
-        let s = &mut tile[r][..nk];
+        let s = &mut row[..nk];
         if let Some(b) = &a.bias {
             // check() made sure every (i, j) of the call is inside the span.
             let at = (h * b.span) as isize + j0 as isize - i as isize + b.offset;
@@ -295,17 +335,14 @@ fn key_tile<O: VecOps>(
             }
         }
         s[last_key(a, i).saturating_sub(j0).min(nk)..].fill(f32::NEG_INFINITY);
-        // SAFETY: O's ISA was checked by run_with.
-        let bm = unsafe { O::row_max(s) };
-        if bm > st.m[r] {
-            // exp(-inf) = 0 clears the (empty) state on the first visible tile.
-            let c = (st.m[r] - bm).exp();
-            st.l[r] *= c;
+    }
+    let mut c = [1.0f32; BLOCK_Q];
+    // SAFETY: O's ISA was checked by run_with; nq <= BLOCK_Q, nk <= KEY_BLOCK.
+    unsafe { O::softmax_rows(tile, nk, st.m, st.l, &mut c) };
+    for (r, &c) in c[..nq].iter().enumerate() {
+        if c != 1.0 {
             out[r * os..r * os + d].iter_mut().for_each(|o| *o *= c);
-            st.m[r] = bm;
         }
-        // SAFETY: as above. With m = -inf every score is -inf and weighs 0.
-        st.l[r] += unsafe { O::exp_row(s, st.m[r]) };
     }
     // SAFETY: as for scores; rows [0, nq) of out (stride os) are in `out`.
     unsafe { O::pv(tile, kv.values(j0), d, nq, nk, out, os) };
@@ -342,11 +379,20 @@ pub(super) fn head_rows<O: VecOps>(
     let (d, inner, rows) = (a.d_kv, a.heads * a.d_kv, out.rows());
     // Keys the last query of the task may see (the others see a prefix).
     let kend = last_key(a, i0 + rows - 1);
-    let need = 2 * kend * d + rows * d + 2 * rows;
+    // Keys by dimension are rows `ks` floats apart, one cache line more than
+    // they need: at a power-of-two row length (128 keys: 512 bytes, 1024: 4
+    // KiB) a tile's 64 rows fell in a few L1 sets and evicted each other
+    // (1024 tokens: attention 7% slower unpadded, kernels/BENCH.md).
+    let ks = if O::KEYS_BY_DIM {
+        kend.next_multiple_of(16) + 16
+    } else {
+        kend
+    };
+    let need = ks * d + kend * d + rows * d + 2 * rows;
     if scratch.len() < need {
         scratch.resize(need, 0.0);
     }
-    let (k, rest) = scratch.split_at_mut(kend * d);
+    let (k, rest) = scratch.split_at_mut(ks * d);
     let (v, rest) = rest.split_at_mut(kend * d);
     let (o, ml) = rest.split_at_mut(rows * d);
     if O::KEYS_BY_DIM {
@@ -355,8 +401,8 @@ pub(super) fn head_rows<O: VecOps>(
             stride: inner,
         };
         // SAFETY: O's ISA was checked by run_with; rows [0, kend) of src
-        // (check() verified kend <= tk rows of k) and k's kend * d floats.
-        unsafe { O::pack_keys_by_dim(src, kend, d, k) };
+        // (check() verified kend <= tk rows of k) and k's ks * d floats.
+        unsafe { O::pack_keys_by_dim(src, kend, d, k, ks) };
     }
     for j in 0..kend {
         if !O::KEYS_BY_DIM {
@@ -366,7 +412,7 @@ pub(super) fn head_rows<O: VecOps>(
     }
     let kv = HeadKv {
         k,
-        k_stride: if O::KEYS_BY_DIM { kend } else { d },
+        k_stride: if O::KEYS_BY_DIM { ks } else { d },
         k_step: if O::KEYS_BY_DIM { 1 } else { d },
         v,
         v_stride: d,
