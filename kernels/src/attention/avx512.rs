@@ -89,18 +89,6 @@ impl VecOps for Avx512Ops {
         // SAFETY: forwarded contract.
         unsafe { exp_row512(s, m) }
     }
-
-    #[inline(always)]
-    unsafe fn softmax_rows(
-        tile: &mut Tile,
-        nk: usize,
-        m: &mut [f32],
-        l: &mut [f32],
-        c: &mut [f32; BLOCK_Q],
-    ) {
-        // SAFETY: forwarded contract.
-        unsafe { softmax_rows512(tile, nk, m, l, c) }
-    }
 }
 
 // The prefill path packs the keys by dimension for the outer-product scores
@@ -588,8 +576,8 @@ unsafe fn softmax_rows512(
     debug_assert!(nq == l.len() && nq <= BLOCK_Q && nk <= 64);
     let km: [u16; 4] = std::array::from_fn(|u| mask16(nk.saturating_sub(16 * u)));
     let rows = mask16(nq);
-    // SAFETY: masked accesses touch only lanes < nk of the tile's rows and
-    // lanes < nq of m, l and c (rows < nq only).
+    // SAFETY: masked accesses touch only lanes < nk of the tile's rows
+    // (rows < nq only); the state's are whole 16-float local arrays.
     unsafe {
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut mx = [ninf; 8];
@@ -602,19 +590,26 @@ unsafe fn softmax_rows512(
             mx[r] = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
         }
         let bm = reduce8(&mx, |a, b| _mm512_max_ps(a, b));
-        let mo = _mm512_mask_loadu_ps(ninf, rows, m.as_ptr());
+        // The state goes through whole-vector stores of local arrays: a
+        // masked store does not forward to the scalar loads that follow,
+        // which then wait for it to retire (that stall per block made a
+        // decoder step's attention a third slower when it came this way).
+        let mut st = [[0.0f32; 16]; 3];
+        st[0][..nq].copy_from_slice(m);
+        st[1][..nq].copy_from_slice(l);
+        let mo = _mm512_mask_loadu_ps(ninf, rows, st[0].as_ptr());
         // Rows whose max rose take exp(old - new) (a first visible tile:
         // old = -inf, and the clamped vector exp gives ~1e-38 times the
         // zeros so far); the others exactly 1.
         let rose = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(rows, bm, mo);
         let cv = _mm512_mask_mov_ps(_mm512_set1_ps(1.0), rose, exp512(_mm512_sub_ps(mo, bm)));
         let mn = _mm512_mask_mov_ps(mo, rose, bm);
-        _mm512_mask_storeu_ps(m.as_mut_ptr(), rows, mn);
-        _mm512_mask_storeu_ps(c.as_mut_ptr(), rows, cv);
+        _mm512_storeu_ps(st[0].as_mut_ptr(), mn);
+        _mm512_storeu_ps(st[2].as_mut_ptr(), cv);
         let mut sums = [_mm512_setzero_ps(); 8];
         for r in 0..nq {
             let p = tile[r].as_mut_ptr();
-            let mr = _mm512_set1_ps(m[r]);
+            let mr = _mm512_set1_ps(st[0][r]);
             let mut sum = _mm512_setzero_ps();
             for u in 0..4 {
                 let x = _mm512_maskz_loadu_ps(km[u], p.add(16 * u));
@@ -627,8 +622,11 @@ unsafe fn softmax_rows512(
             }
             sums[r] = sum;
         }
-        let lo = _mm512_mask_loadu_ps(_mm512_setzero_ps(), rows, l.as_ptr());
+        let lo = _mm512_loadu_ps(st[1].as_ptr());
         let ln = _mm512_fmadd_ps(lo, cv, reduce8(&sums, |a, b| _mm512_add_ps(a, b)));
-        _mm512_mask_storeu_ps(l.as_mut_ptr(), rows, ln);
+        _mm512_storeu_ps(st[1].as_mut_ptr(), ln);
+        m.copy_from_slice(&st[0][..nq]);
+        l.copy_from_slice(&st[1][..nq]);
+        c[..nq].copy_from_slice(&st[2][..nq]);
     }
 }

@@ -199,8 +199,8 @@ pub(super) trait VecOps {
     /// row's weights`), and `c[r]` is what the row's outputs so far must be
     /// multiplied by (exactly 1.0 where the max did not rise).
     ///
-    /// Row by row by default ([`VecOps::row_max`], [`VecOps::exp_row`]);
-    /// a level may do the block's rows together.
+    /// Row by row by default ([`softmax_by_row`]); a level may do the
+    /// block's rows together.
     ///
     /// # Safety
     /// The CPU must support the implementing ISA; `m.len() == l.len() <=
@@ -213,22 +213,39 @@ pub(super) trait VecOps {
         l: &mut [f32],
         c: &mut [f32; BLOCK_Q],
     ) {
-        let rows = tile.iter_mut().zip(m.iter_mut().zip(l.iter_mut()).zip(c));
-        for (row, ((m, l), c)) in rows {
-            let s = &mut row[..nk];
-            // SAFETY: forwarded contract.
-            let bm = unsafe { Self::row_max(s) };
-            if bm > *m {
-                // exp(-inf) = 0 clears the (empty) state on the first
-                // visible tile.
-                *c = (*m - bm).exp();
-                *l *= *c;
-                *m = bm;
-            }
-            // SAFETY: as above. With m = -inf every score is -inf and
-            // weighs 0.
-            *l += unsafe { Self::exp_row(s, *m) };
+        // SAFETY: forwarded contract.
+        unsafe { softmax_by_row::<Self>(tile, nk, m, l, c) }
+    }
+}
+
+/// [`VecOps::softmax_rows`] one row at a time: the row's max
+/// ([`VecOps::row_max`]), the rescale only where it rose, and the row's
+/// weights and sum ([`VecOps::exp_row`]).
+///
+/// # Safety
+/// As [`VecOps::softmax_rows`].
+#[inline(always)]
+pub(super) unsafe fn softmax_by_row<O: VecOps + ?Sized>(
+    tile: &mut Tile,
+    nk: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    c: &mut [f32; BLOCK_Q],
+) {
+    let rows = tile.iter_mut().zip(m.iter_mut().zip(l.iter_mut()).zip(c));
+    for (row, ((m, l), c)) in rows {
+        let s = &mut row[..nk];
+        // SAFETY: forwarded contract.
+        let bm = unsafe { O::row_max(s) };
+        if bm > *m {
+            // exp(-inf) = 0 clears the (empty) state on the first visible
+            // tile.
+            *c = (*m - bm).exp();
+            *l *= *c;
+            *m = bm;
         }
+        // SAFETY: as above. With m = -inf every score is -inf and weighs 0.
+        *l += unsafe { O::exp_row(s, *m) };
     }
 }
 
@@ -379,14 +396,15 @@ pub(super) fn head_rows<O: VecOps>(
     let (d, inner, rows) = (a.d_kv, a.heads * a.d_kv, out.rows());
     // Keys the last query of the task may see (the others see a prefix).
     let kend = last_key(a, i0 + rows - 1);
-    // Keys by dimension are rows `ks` floats apart, one cache line more than
-    // they need: at a power-of-two row length (128 keys: 512 bytes, 1024: 4
-    // KiB) a tile's 64 rows fell in a few L1 sets and evicted each other
-    // (1024 tokens: attention 7% slower unpadded, kernels/BENCH.md).
-    let ks = if O::KEYS_BY_DIM {
-        kend.next_multiple_of(16) + 16
-    } else {
-        kend
+    // Keys by dimension are rows `ks` floats apart. Where a row is a
+    // multiple of 8 cache lines (128 keys: 512 bytes, 1024: 4 KiB) a tile's
+    // 64 rows fall in a few L1 sets and evict each other (1024 tokens:
+    // attention 7% slower unpadded, kernels/BENCH.md), so those rows get one
+    // line more. Only those: padding every call also shifted the heap of a
+    // short prefill's scratch, and W1 then ran 7-10% slower (kernels/BENCH.md).
+    let ks = match kend.next_multiple_of(16) {
+        r if O::KEYS_BY_DIM && (r / 16).is_multiple_of(8) => r + 16,
+        _ => kend,
     };
     let need = ks * d + kend * d + rows * d + 2 * rows;
     if scratch.len() < need {
