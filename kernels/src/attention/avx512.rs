@@ -6,7 +6,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::avx2::{C1, C2, HI, LO, LOG2E, P};
-use super::blocked::{self, HeadKv, Rows, Tile, VecOps, BLOCK_Q};
+use super::blocked::{self, HeadKv, Rows, Tile, VecOps, BLOCK_Q, KEY_BLOCK};
 use super::Attention;
 use crate::f32::avx512::mask16;
 use crate::par::ColBlock;
@@ -480,6 +480,17 @@ unsafe fn pv512<const R: usize>(
 /// AVX-512F.
 #[inline(always)]
 unsafe fn row_max512(s: &[f32]) -> f32 {
+    // SAFETY: forwarded contract.
+    unsafe { _mm512_reduce_max_ps(max_lanes512(s)) }
+}
+
+/// The row's max lane by lane (`-inf` in lanes no score reached): what
+/// [`row_max512`] reduces, and one row of [`softmax_rows512`]'s transposed max.
+///
+/// # Safety
+/// AVX-512F.
+#[inline(always)]
+unsafe fn max_lanes512(s: &[f32]) -> __m512 {
     let n = s.len();
     // SAFETY: masked loads touch only lanes < n - t of s.
     unsafe {
@@ -490,7 +501,7 @@ unsafe fn row_max512(s: &[f32]) -> f32 {
             mv = _mm512_max_ps(mv, x);
             t += 16;
         }
-        _mm512_reduce_max_ps(mv)
+        mv
     }
 }
 
@@ -498,10 +509,23 @@ unsafe fn row_max512(s: &[f32]) -> f32 {
 /// AVX-512F (and AVX2 + FMA, which the vector exp's target features name).
 #[inline(always)]
 unsafe fn exp_row512(s: &mut [f32], m: f32) -> f32 {
+    // SAFETY: forwarded contract.
+    unsafe { _mm512_reduce_add_ps(exp_lanes512(s, _mm512_set1_ps(m))) }
+}
+
+/// In place `s[c] = exp(s[c] - m)` (exactly 0 for masked scores), returning
+/// the weights' sum lane by lane, added in the order of `s`: what
+/// [`exp_row512`] reduces, and one row of [`softmax_rows512`]'s transposed
+/// sum.
+///
+/// # Safety
+/// AVX-512F (and AVX2 + FMA, which the vector exp's target features name).
+#[inline(always)]
+unsafe fn exp_lanes512(s: &mut [f32], mv: __m512) -> __m512 {
     let n = s.len();
     // SAFETY: masked accesses touch only lanes < n - t of s.
     unsafe {
-        let (mv, ninf) = (_mm512_set1_ps(m), _mm512_set1_ps(f32::NEG_INFINITY));
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut sum = _mm512_setzero_ps();
         let mut t = 0;
         while t < n {
@@ -515,7 +539,7 @@ unsafe fn exp_row512(s: &mut [f32], m: f32) -> f32 {
             sum = _mm512_add_ps(sum, e);
             t += 16;
         }
-        _mm512_reduce_add_ps(sum)
+        sum
     }
 }
 
@@ -573,21 +597,16 @@ unsafe fn softmax_rows512(
 ) {
     const { assert!(BLOCK_Q == 8) };
     let nq = m.len();
-    debug_assert!(nq == l.len() && nq <= BLOCK_Q && nk <= 64);
-    let km: [u16; 4] = std::array::from_fn(|u| mask16(nk.saturating_sub(16 * u)));
+    debug_assert!(nq == l.len() && nq <= BLOCK_Q && nk <= KEY_BLOCK);
     let rows = mask16(nq);
-    // SAFETY: masked accesses touch only lanes < nk of the tile's rows
-    // (rows < nq only); the state's are whole 16-float local arrays.
+    // SAFETY: the rows' accesses are max_lanes512's and exp_lanes512's on
+    // rows < nq of the tile (lanes < nk); the state's are whole 16-float
+    // local arrays.
     unsafe {
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let mut mx = [ninf; 8];
         for r in 0..nq {
-            let p = tile[r].as_ptr();
-            let mut v = [ninf; 4];
-            for u in 0..4 {
-                v[u] = _mm512_mask_loadu_ps(ninf, km[u], p.add(16 * u));
-            }
-            mx[r] = _mm512_max_ps(_mm512_max_ps(v[0], v[1]), _mm512_max_ps(v[2], v[3]));
+            mx[r] = max_lanes512(&tile[r][..nk]);
         }
         let bm = reduce8(&mx, |a, b| _mm512_max_ps(a, b));
         // The state goes through whole-vector stores of local arrays: a
@@ -608,19 +627,7 @@ unsafe fn softmax_rows512(
         _mm512_storeu_ps(st[2].as_mut_ptr(), cv);
         let mut sums = [_mm512_setzero_ps(); 8];
         for r in 0..nq {
-            let p = tile[r].as_mut_ptr();
-            let mr = _mm512_set1_ps(st[0][r]);
-            let mut sum = _mm512_setzero_ps();
-            for u in 0..4 {
-                let x = _mm512_maskz_loadu_ps(km[u], p.add(16 * u));
-                // Masked keys (-inf) weigh exactly 0: the vector exp clamps
-                // its input and would give ~1e-38.
-                let live = _mm512_mask_cmp_ps_mask::<_CMP_NEQ_UQ>(km[u], x, ninf);
-                let e = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(x, mr)));
-                _mm512_mask_storeu_ps(p.add(16 * u), km[u], e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            sums[r] = sum;
+            sums[r] = exp_lanes512(&mut tile[r][..nk], _mm512_set1_ps(st[0][r]));
         }
         let lo = _mm512_loadu_ps(st[1].as_ptr());
         let ln = _mm512_fmadd_ps(lo, cv, reduce8(&sums, |a, b| _mm512_add_ps(a, b)));
