@@ -223,6 +223,11 @@ unsafe fn products(
     let (a0, a1) = tile_offsets(a, rows, i);
     let q = a.q.as_ptr();
     let wd = w.data.as_ptr();
+    // Weight tiles ta and tb (k-block 0), for the prefetches.
+    let (b0, b1) = (
+        wd.wrapping_add(ta * TILE_N * kp),
+        wd.wrapping_add(tb * TILE_N * kp),
+    );
     let (kb0, kb1) = w.group_blocks(g);
     // SAFETY: every tile load reads 16 rows of 64 bytes: activations at
     // a0 / a1 + kb * 4 with stride kp (rows i..i + 16 <= rows, inputs
@@ -238,13 +243,28 @@ unsafe fn products(
             options(nostack, nomem)
         );
         for kb in (kb0..kb1).step_by(STEP_BLOCKS) {
+            // The next step's two weight tiles (1 KiB each, contiguous), on
+            // their way to L1 while this step multiplies: a tile register
+            // is not renamed, so a `tileloadd` that misses L1 holds up the
+            // products after it (W3 all-int8 -1..-3%, kernels/BENCH.md).
+            // Past the group's last step this touches the next lines of
+            // the weights, or none: a prefetch never faults.
+            let next = (kb + STEP_BLOCKS) * 64;
+            for line in (0..1024).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(b0.wrapping_add(next + line));
+                _mm_prefetch::<_MM_HINT_T0>(b1.wrapping_add(next + line));
+            }
+            // Each load comes just before the first product that needs
+            // it, so a load waiting for the last step's products to be
+            // done with its register does not also hold up those it
+            // does not feed.
             asm!(
                 "tileloadd tmm4, [{a0} + {ks}*1]",
-                "tileloadd tmm5, [{a1} + {ks}*1]",
                 "tileloadd tmm6, [{b0} + {ws}*1]",
-                "tileloadd tmm7, [{b1} + {ws}*1]",
                 "tdpbssd tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {ws}*1]",
                 "tdpbssd tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {ks}*1]",
                 "tdpbssd tmm2, tmm5, tmm6",
                 "tdpbssd tmm3, tmm5, tmm7",
                 a0 = in(reg) q.add(a0 + kb * K_BLOCK),
