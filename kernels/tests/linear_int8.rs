@@ -80,6 +80,16 @@ fn run(isa: Isa, x: &[f32], m: usize, k: usize, v: &Int8View<'_>) -> Vec<f32> {
     y
 }
 
+/// ReLU as the engine defines it (`ops::relu`): `x` above 0, else +0.0
+/// (for -0.0 and NaN too).
+fn relu(x: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
@@ -113,6 +123,14 @@ proptest! {
             int8::linear_add_with(isa, &x, m, k, &v, &mut y);
             for t in 0..m * n {
                 prop_assert_eq!(y[t].to_bits(), (resid[t] + scalar[t]).to_bits(), "{} linear_add", isa);
+            }
+        }
+        // The fused ReLU is exactly linear followed by a ReLU.
+        for isa in isas() {
+            let mut y = vec![f32::NAN; m * n];
+            int8::linear_relu_with(isa, &x, m, k, &v, &mut y);
+            for t in 0..m * n {
+                prop_assert_eq!(y[t].to_bits(), relu(scalar[t]).to_bits(), "{} linear_relu", isa);
             }
         }
         for i in 0..m {
@@ -157,19 +175,21 @@ proptest! {
         let resid = matrix(&mut rng, Fill::Uniform, m, n, 10.0);
         let bits = |y: &[f32]| y.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         for a16 in [false, true] {
-            for add in [false, true] {
+            for ep in ["store", "add", "relu"] {
                 let product = |isa: Isa| {
-                    let mut y = if add { resid.clone() } else { vec![f32::NAN; m * n] };
-                    match (a16, add) {
-                        (false, false) => int8::linear_with(isa, &x, m, k, &v, &mut y),
-                        (false, true) => int8::linear_add_with(isa, &x, m, k, &v, &mut y),
-                        (true, false) => int8::linear_a16_with(isa, &x, m, k, &v, &t, &mut y),
-                        (true, true) => return None,
+                    let mut y = if ep == "add" { resid.clone() } else { vec![f32::NAN; m * n] };
+                    match (a16, ep) {
+                        (false, "store") => int8::linear_with(isa, &x, m, k, &v, &mut y),
+                        (false, "add") => int8::linear_add_with(isa, &x, m, k, &v, &mut y),
+                        (false, _) => int8::linear_relu_with(isa, &x, m, k, &v, &mut y),
+                        (true, "store") => int8::linear_a16_with(isa, &x, m, k, &v, &t, &mut y),
+                        (true, "add") => int8::linear_a16_add_with(isa, &x, m, k, &v, &t, &mut y),
+                        (true, _) => return None,
                     }
                     Some(bits(&y))
                 };
                 if let (Some(amx), Some(scalar)) = (product(Isa::Amx), product(Isa::Scalar)) {
-                    prop_assert!(amx == scalar, "a16={} add={} m={} n={} k={} gs={}", a16, add, m, n, k, gs);
+                    prop_assert!(amx == scalar, "a16={} {} m={} n={} k={} gs={}", a16, ep, m, n, k, gs);
                 }
             }
         }
@@ -213,11 +233,18 @@ proptest! {
             y
         };
         let scalar = product(Isa::Scalar);
+        let resid = matrix(&mut rng, Fill::Uniform, m, n, 10.0);
         for isa in isas() {
             let y = product(isa);
             for t in 0..m * n {
                 prop_assert_eq!(y[t].to_bits(), scalar[t].to_bits(),
                     "{} vs scalar at out {}: {} vs {} (m={} n={} k={} gs={})", isa, t, y[t], scalar[t], m, n, k, gs);
+            }
+            // The fused residual add is exactly the product, then y += it.
+            let mut y = resid.clone();
+            int8::linear_a16_add_with(isa, &x0, m, k, &v, &t, &mut y);
+            for i in 0..m * n {
+                prop_assert_eq!(y[i].to_bits(), (resid[i] + scalar[i]).to_bits(), "{} linear_a16_add", isa);
             }
         }
         for i in 0..m {

@@ -250,14 +250,13 @@ impl Encoder {
                         ..
                     } = &mut rs;
                     let normed = sized(normed, r * d);
-                    let o = sized(proj, r * d);
-                    a.o.forward_rows(&ctx[i0 * inner..(i0 + r) * inner], r, o, Rows::Free);
-                    ops::add_inplace(xr, o);
+                    // The residual adds (and the ReLU) happen in the int8
+                    // products' epilogues, as each output is stored.
+                    let ctx = &ctx[i0 * inner..(i0 + r) * inner];
+                    a.o.forward_rows_add(ctx, r, xr, Rows::Free, proj);
                     ops::rms_norm_rows(xr, block.ffn_norm.as_slice(), eps, normed);
-                    block
-                        .ffn
-                        .forward_whole(normed, r, ffn_h, ffn_u, o, Rows::Free);
-                    ops::add_inplace(xr, o);
+                    let ffn = &block.ffn;
+                    ffn.add_whole(normed, r, ffn_h, ffn_u, xr, Rows::Free, proj);
                     match next {
                         Some(nb) => {
                             ops::rms_norm_rows(xr, nb.attn_norm.as_slice(), eps, normed);

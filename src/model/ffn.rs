@@ -86,16 +86,52 @@ impl FeedForward {
         out: &mut [f32],
         rows: Rows,
     ) {
+        let h = self.hidden(x, m, h, u, rows);
+        self.wo.forward_rows(h, m, out, rows);
+    }
+
+    /// `y += self(x)` for `m` rows (a residual add), with the bits of
+    /// [`FeedForward::forward_whole`] and `y += out`: an ungated ReLU block
+    /// takes the ReLU in `wi`'s epilogue and the add in `wo`'s where the
+    /// weights are int8 (`tmp`: room for the output where they are not).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_whole(
+        &self,
+        x: &[f32],
+        m: usize,
+        h: &mut Vec<f32>,
+        u: &mut Vec<f32>,
+        y: &mut [f32],
+        rows: Rows,
+        tmp: &mut Vec<f32>,
+    ) {
+        let h = self.hidden(x, m, h, u, rows);
+        self.wo.forward_rows_add(h, m, y, rows, tmp);
+    }
+
+    /// The activated hidden layer `[m, d_ff]` of `m` rows, in `h`.
+    fn hidden<'h>(
+        &self,
+        x: &[f32],
+        m: usize,
+        h: &'h mut Vec<f32>,
+        u: &mut Vec<f32>,
+        rows: Rows,
+    ) -> &'h [f32] {
         let h = sized(h, m * self.wi.n);
-        self.wi.forward_rows(x, m, h, rows);
         match &self.wi_up {
             Some(up) => {
+                self.wi.forward_rows(x, m, h, rows);
                 let u = sized(u, m * up.n);
                 up.forward_rows(x, m, u, rows);
                 ops::gated_inplace(self.act, h, u);
             }
-            None => ops::activate_inplace(self.act, h),
+            None if self.act == Activation::Relu => self.wi.forward_rows_relu(x, m, h, rows),
+            None => {
+                self.wi.forward_rows(x, m, h, rows);
+                ops::activate_inplace(self.act, h);
+            }
         }
-        self.wo.forward_rows(h, m, out, rows);
+        h
     }
 }

@@ -1,11 +1,13 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
+use super::scratch::sized;
 use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data, W8A16Data};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use t5edge_kernels as k;
 use t5edge_kernels::int8::PackedInt8;
+use t5edge_kernels::ops;
 
 /// Whether bf16 layers may run prefill with `vdpbf16ps` (activations rounded
 /// to bf16) where the CPU has AVX-512 BF16: `T5EDGE_BF16_DOT=1`
@@ -223,6 +225,47 @@ impl Linear {
             LinearWeight::Int8A16(w) => {
                 let t = w.in_scales.as_slice();
                 k::int8::linear_a16(x, m, self.k, &w.w.view(), t, y)
+            }
+        }
+    }
+
+    /// `y[m, n] += x[m, k] · wᵀ` (a residual add): the bits of
+    /// [`Linear::forward_rows`] into `tmp` followed by `y += tmp`. Int8 and
+    /// W8A16 weights add in the product's epilogue instead, leaving `tmp`
+    /// alone.
+    pub fn forward_rows_add(
+        &self,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+        rows: Rows,
+        tmp: &mut Vec<f32>,
+    ) {
+        // The int8 kernels' rows never depend on their neighbours, so
+        // `rows` asks nothing more of them.
+        match &self.weight {
+            LinearWeight::Int8(w) => k::int8::linear_add(x, m, self.k, &w.view(), y),
+            LinearWeight::Int8A16(w) => {
+                let t = w.in_scales.as_slice();
+                k::int8::linear_a16_add(x, m, self.k, &w.w.view(), t, y)
+            }
+            _ => {
+                let t = sized(tmp, m * self.n);
+                self.forward_rows(x, m, t, rows);
+                ops::add_inplace(y, t);
+            }
+        }
+    }
+
+    /// `y[m, n] = relu(x[m, k] · wᵀ)`: the bits of [`Linear::forward_rows`]
+    /// followed by a ReLU, which int8 weights take in the product's
+    /// epilogue.
+    pub fn forward_rows_relu(&self, x: &[f32], m: usize, y: &mut [f32], rows: Rows) {
+        match &self.weight {
+            LinearWeight::Int8(w) => k::int8::linear_relu(x, m, self.k, &w.view(), y),
+            _ => {
+                self.forward_rows(x, m, y, rows);
+                ops::activate_inplace(ops::Activation::Relu, y);
             }
         }
     }

@@ -30,7 +30,7 @@
 // Rows indexed into several arrays at once read more plainly than zips.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, K_BLOCK, TILE_N};
+use super::{Acts, Epilogue, Int8View, K_BLOCK, TILE_N};
 use crate::f32::avx512::mask16;
 use crate::par::ColBlock;
 use std::arch::asm;
@@ -90,7 +90,7 @@ static CONFIG: TileConfig = TileConfig {
 type CTile = [[i32; TILE_N]; TILE_M];
 
 /// The tile loop over one column chunk: outputs `[j0, j1)` of every row into
-/// `out` (added to what it holds when `add`). `rows` is the padded row
+/// `out`, finished as `ep` says. `rows` is the padded row
 /// count of `a.q` ([`padded_rows`]); with `a.wide` it holds both halves
 /// (`[2, rows, kp]`, signed).
 ///
@@ -107,7 +107,7 @@ pub(crate) unsafe fn chunk(
     j0: usize,
     j1: usize,
     out: &mut ColBlock<'_>,
-    add: bool,
+    ep: Epilogue,
 ) {
     debug_assert!(rows == padded_rows(a.m) && fits(w));
     let (t0, t1) = (j0 / TILE_N, j1.div_ceil(TILE_N));
@@ -133,7 +133,7 @@ pub(crate) unsafe fn chunk(
                 unsafe { products(a, rows, w, ta, tb, i, 0, &mut c[cur]) };
                 if let Some((pa, pb, pi)) = pending {
                     // SAFETY: forwarded contract, for a block done before.
-                    unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, add) };
+                    unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, ep) };
                 }
                 pending = Some((ta, tb, i));
                 cur = 1 - cur;
@@ -141,7 +141,7 @@ pub(crate) unsafe fn chunk(
         }
         if let Some((pa, pb, pi)) = pending {
             // SAFETY: as above.
-            unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, add) };
+            unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, ep) };
         }
     } else {
         let mut c = [[[0i32; TILE_N]; TILE_M]; 4];
@@ -166,7 +166,7 @@ pub(crate) unsafe fn chunk(
                         // tile's columns inside the row.
                         unsafe {
                             let v = _mm512_loadu_ps(y[h][r].as_ptr());
-                            store_out(out.row(i + r), cols, v, add);
+                            store_out(out.row(i + r), cols, v, ep);
                         }
                     }
                 }
@@ -324,19 +324,26 @@ unsafe fn tile_scales(w: &Int8View<'_>, g: usize, t: usize) -> __m512 {
 }
 
 /// Writes `v`'s first `valid` lanes into `row[o..]` (`(o, valid, mask)` as
-/// [`tile_cols`] gives them), added to what they hold when `add`.
+/// [`tile_cols`] gives them), finished as `ep` says: added to what they
+/// hold, or through a ReLU (`max(v, 0)` gives `+0.0` for `-0.0` and for a
+/// NaN, its second operand, as the scalar `relu` does).
 ///
 /// # Safety
 /// AVX-512F; `o + valid <= row.len()`.
 #[inline(always)]
-unsafe fn store_out(row: &mut [f32], (o, valid, mask): (usize, usize, u16), v: __m512, add: bool) {
+unsafe fn store_out(
+    row: &mut [f32],
+    (o, valid, mask): (usize, usize, u16),
+    v: __m512,
+    ep: Epilogue,
+) {
     let dst = row[o..o + valid].as_mut_ptr();
     // SAFETY: the masked accesses touch the `valid` floats of dst.
     unsafe {
-        let v = if add {
-            _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v)
-        } else {
-            v
+        let v = match ep {
+            Epilogue::Store => v,
+            Epilogue::Add => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), v),
+            Epilogue::Relu => _mm512_max_ps(v, _mm512_setzero_ps()),
         };
         _mm512_mask_storeu_ps(dst, mask, v);
     }
@@ -344,7 +351,7 @@ unsafe fn store_out(row: &mut [f32], (o, valid, mask): (usize, usize, u16), v: _
 
 /// The epilogue of a one-group block, straight into `out`: `0 + (acc * s_x)
 /// * s_w` (the other levels' accumulator starts at 0.0, so -0.0 becomes
-/// +0.0 as there), added to what `out` holds when `add`.
+/// +0.0 as there), finished as `ep` says.
 ///
 /// # Safety
 /// As [`chunk`] (`a.groups == 1`); `c` holds the sums of the block from row
@@ -362,7 +369,7 @@ unsafe fn finish_one(
     j0: usize,
     j1: usize,
     out: &mut ColBlock<'_>,
-    add: bool,
+    ep: Epilogue,
 ) {
     // SAFETY: one group, ta <= tb < np / 16 (contract).
     let (swa, swb) = unsafe { (tile_scales(w, 0, ta), tile_scales(w, 0, tb)) };
@@ -382,7 +389,7 @@ unsafe fn finish_one(
                 _mm512_mul_ps(_mm512_mul_ps(f, sx), swt),
             );
             // SAFETY: tile_cols keeps the tile's columns inside the row.
-            unsafe { store_out(row, cols, v, add) };
+            unsafe { store_out(row, cols, v, ep) };
         }
     }
 }

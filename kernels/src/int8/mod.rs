@@ -73,6 +73,19 @@ pub const AMX_MIN_M: usize = 16;
 /// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
 pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
+/// What a product does with each output as it leaves the kernel: the
+/// element-wise step after a layer fused into the product's epilogue, so
+/// the outputs are not read and written again by a pass of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    /// `y = x · wᵀ`.
+    Store,
+    /// `y += x · wᵀ` (a residual add).
+    Add,
+    /// `y = relu(x · wᵀ)` (`ops::relu`: `+0.0` for anything not above 0).
+    Relu,
+}
+
 /// How a product quantises its activations. The weights and their packed
 /// layout are the same for both; the dot products are exact integers either
 /// way, so every level gives the same bits.
@@ -990,7 +1003,20 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
 /// view's shape (a caller bug, not data) or the CPU cannot run `isa`;
 /// `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
-    run(isa, x, m, k, w, y, false)
+    run(isa, x, m, k, w, y, Epilogue::Store)
+}
+
+/// `y[m, n] = relu(x[m, k] · wᵀ)` (a feed-forward block's hidden layer) at
+/// the active level: [`linear`] followed by [`crate::ops::relu`] on every
+/// output, bit for bit, in the product's epilogue instead of a pass over
+/// `y` of its own.
+pub fn linear_relu(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    linear_relu_with(active(), x, m, k, w, y)
+}
+
+/// [`linear_relu`] at a chosen level.
+pub fn linear_relu_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
+    run(isa, x, m, k, w, y, Epilogue::Relu)
 }
 
 /// `y[m, n] += x[m, k] · wᵀ` (a residual add fused into the epilogue) at the
@@ -1002,11 +1028,11 @@ pub fn linear_add(x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]
 
 /// [`linear_add`] at a chosen level.
 pub fn linear_add_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32]) {
-    run(isa, x, m, k, w, y, true)
+    run(isa, x, m, k, w, y, Epilogue::Add)
 }
 
-fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32], add: bool) {
-    run_many(isa, x, m, k, &[w], &mut [y], add, Activations::Int8, &[])
+fn run(isa: Isa, x: &[f32], m: usize, k: usize, w: &Int8View<'_>, y: &mut [f32], ep: Epilogue) {
+    run_many(isa, x, m, k, &[w], &mut [y], ep, Activations::Int8, &[])
 }
 
 /// `y[m, n] = (x[m, k] ∘ in_scales) · wᵀ` with [`Activations::Int16`]
@@ -1040,10 +1066,38 @@ pub fn linear_a16_with(
         k,
         &[w],
         &mut [y],
-        false,
+        Epilogue::Store,
         Activations::Int16,
         in_scales,
     )
+}
+
+/// `y[m, n] += (x[m, k] ∘ in_scales) · wᵀ` ([`linear_a16`] with a residual
+/// add fused into the epilogue) at the active level: bit-identical to
+/// [`linear_a16`] into a temporary followed by `y += tmp`.
+pub fn linear_a16_add(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8View<'_>,
+    in_scales: &[f32],
+    y: &mut [f32],
+) {
+    linear_a16_add_with(active(), x, m, k, w, in_scales, y)
+}
+
+/// [`linear_a16_add`] at a chosen level.
+pub fn linear_a16_add_with(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8View<'_>,
+    in_scales: &[f32],
+    y: &mut [f32],
+) {
+    let acts = Activations::Int16;
+    run_many(isa, x, m, k, &[w], &mut [y], Epilogue::Add, acts, in_scales)
 }
 
 /// `y_i = x · w_iᵀ` for several weights that read the same input (an
@@ -1063,7 +1117,17 @@ pub fn linear_many_with(
     ws: &[&Int8View<'_>],
     ys: &mut [&mut [f32]],
 ) {
-    run_many(isa, x, m, k, ws, ys, false, Activations::Int8, &[])
+    run_many(
+        isa,
+        x,
+        m,
+        k,
+        ws,
+        ys,
+        Epilogue::Store,
+        Activations::Int8,
+        &[],
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1074,7 +1138,7 @@ fn run_many(
     k: usize,
     ws: &[&Int8View<'_>],
     ys: &mut [&mut [f32]],
-    add: bool,
+    ep: Epilogue,
     acts: Activations,
     in_scales: &[f32],
 ) {
@@ -1250,9 +1314,18 @@ fn run_many(
     };
     let run_chunk = |w: &Int8View<'_>, j0: usize, j1: usize, out: &mut ColBlock<'_>| {
         if tiles {
-            amx_chunk(&a, rows, w, j0, j1, out, add)
-        } else {
-            chunk(isa, &a, w, j0, j1, out, add)
+            // The tiles' epilogue finishes each vector as it stores it.
+            return amx_chunk(&a, rows, w, j0, j1, out, ep);
+        }
+        chunk(isa, &a, w, j0, j1, out, ep == Epilogue::Add);
+        if ep == Epilogue::Relu {
+            // The other kernels finish the task's block while it is still
+            // in cache.
+            for r in 0..out.rows() {
+                out.row(r)
+                    .iter_mut()
+                    .for_each(|v| *v = crate::ops::relu(*v));
+            }
         }
     };
     let parallel = |w: &Int8View<'_>| par::worth_parallel(m, k, w.n);
@@ -1301,7 +1374,7 @@ fn amx_chunk(
     j0: usize,
     j1: usize,
     out: &mut ColBlock<'_>,
-    add: bool,
+    ep: Epilogue,
 ) {
     #[cfg(target_arch = "x86_64")]
     {
@@ -1312,7 +1385,7 @@ fn amx_chunk(
         // SAFETY: run_many takes the tiles at Isa::Amx only, which
         // check_isa verified the CPU runs; the asserts above are the rest
         // of the contract (`for_col_chunks` gives `out` as [m, j1 - j0]).
-        unsafe { amx::chunk(a, rows, w, j0, j1, out, add) }
+        unsafe { amx::chunk(a, rows, w, j0, j1, out, ep) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("int8: AMX tiles off x86-64");
