@@ -223,7 +223,8 @@ unsafe fn products(
     let (a0, a1) = tile_offsets(a, rows, i);
     let q = a.q.as_ptr();
     let wd = w.data.as_ptr();
-    // Weight tiles ta and tb (k-block 0), for the prefetches.
+    // Weight tiles ta and tb at k-block 0 (tiles < np / 16: inside the
+    // weights).
     let (b0, b1) = (
         wd.wrapping_add(ta * TILE_N * kp),
         wd.wrapping_add(tb * TILE_N * kp),
@@ -269,8 +270,8 @@ unsafe fn products(
                 "tdpbssd tmm3, tmm5, tmm7",
                 a0 = in(reg) q.add(a0 + kb * K_BLOCK),
                 a1 = in(reg) q.add(a1 + kb * K_BLOCK),
-                b0 = in(reg) wd.add(ta * TILE_N * kp + kb * 64),
-                b1 = in(reg) wd.add(tb * TILE_N * kp + kb * 64),
+                b0 = in(reg) b0.add(kb * 64),
+                b1 = in(reg) b1.add(kb * 64),
                 ks = in(reg) kp,
                 ws = in(reg) 64usize,
                 options(nostack, readonly)

@@ -1059,17 +1059,7 @@ pub fn linear_a16_with(
     in_scales: &[f32],
     y: &mut [f32],
 ) {
-    run_many(
-        isa,
-        x,
-        m,
-        k,
-        &[w],
-        &mut [y],
-        Epilogue::Store,
-        Activations::Int16,
-        in_scales,
-    )
+    run_a16(isa, x, m, k, w, in_scales, y, Epilogue::Store)
 }
 
 /// `y[m, n] += (x[m, k] ∘ in_scales) · wᵀ` ([`linear_a16`] with a residual
@@ -1096,8 +1086,32 @@ pub fn linear_a16_add_with(
     in_scales: &[f32],
     y: &mut [f32],
 ) {
-    let acts = Activations::Int16;
-    run_many(isa, x, m, k, &[w], &mut [y], Epilogue::Add, acts, in_scales)
+    run_a16(isa, x, m, k, w, in_scales, y, Epilogue::Add)
+}
+
+/// [`run`] with [`Activations::Int16`] and the input scales.
+#[allow(clippy::too_many_arguments)]
+fn run_a16(
+    isa: Isa,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &Int8View<'_>,
+    in_scales: &[f32],
+    y: &mut [f32],
+    ep: Epilogue,
+) {
+    run_many(
+        isa,
+        x,
+        m,
+        k,
+        &[w],
+        &mut [y],
+        ep,
+        Activations::Int16,
+        in_scales,
+    )
 }
 
 /// `y_i = x · w_iᵀ` for several weights that read the same input (an
