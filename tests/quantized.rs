@@ -76,6 +76,76 @@ fn quantized_files_compute_what_conversion_computes() {
     }
 }
 
+/// The quantized layers an inference reads, embedding aside.
+fn int8_linears(m: &T5Model) -> Vec<&t5edge::model::Linear> {
+    let mut v = vec![&m.lm_head.as_ref().unwrap().linear];
+    for b in &m.encoder.blocks {
+        v.extend([
+            &b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ffn.wi, &b.ffn.wo,
+        ]);
+    }
+    for b in &m.decoder.as_ref().unwrap().blocks {
+        v.extend([&b.self_attn.q, &b.cross_attn.v, &b.ffn.wi, &b.ffn.wo]);
+    }
+    v
+}
+
+/// The writer starts the data section on a cache line, so (every tensor
+/// being whole lines long at these shapes, as at every real T5 shape) each
+/// int8 matrix is mapped on one. A file written before, its data 8 bytes
+/// off a line as that writer's could be, is used in place all the same,
+/// with the same bits, and says so.
+#[test]
+fn int8_matrices_map_on_cache_lines_and_older_files_still_load() {
+    let out = quantized_dir(WeightFormat::Int8, 0, "qalign");
+    let file = out.join("q/model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!((8 + n) % 64, 0, "data section at {}", 8 + n);
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let mut int8 = 0;
+    for (name, t) in header.as_object().unwrap() {
+        if t["dtype"] == "I8" {
+            let at = 8 + n + t["data_offsets"][0].as_u64().unwrap() as usize;
+            assert_eq!(at % 64, 0, "{name} at byte {at}");
+            int8 += 1;
+        }
+    }
+    assert!(int8 >= 8, "{int8} int8 tensors");
+    let off_lines = |path: &std::path::Path| {
+        let f = t5edge::weights::TensorFile::open(path, true).unwrap();
+        t5edge::weights::quantized::int8_off_lines(&f)
+    };
+    assert_eq!(off_lines(&file), (0, int8));
+    let q = T5Model::load(&out.join("q")).unwrap();
+    for l in int8_linears(&q) {
+        assert!(l.is_mapped(), "an int8 matrix copied");
+        assert_eq!(l.int8_on_lines(), Some(true));
+    }
+
+    // The same file with 8 more spaces of header: every tensor 8 bytes
+    // further on, off its line.
+    let old = TempDir::new("qalign-old");
+    let dir = old.join("q");
+    std::fs::create_dir(&dir).unwrap();
+    for f in std::fs::read_dir(out.join("q")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut shifted = ((n + 8) as u64).to_le_bytes().to_vec();
+    shifted.extend_from_slice(&bytes[8..8 + n]);
+    shifted.extend_from_slice(b"        ");
+    shifted.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(dir.join("model.safetensors"), &shifted).unwrap();
+    assert_eq!(off_lines(&dir.join("model.safetensors")), (int8, int8));
+    let o = T5Model::load(&dir).unwrap();
+    for l in int8_linears(&o) {
+        assert!(l.is_mapped(), "an int8 matrix copied");
+        assert_eq!(l.int8_on_lines(), Some(false));
+    }
+    assert_eq!(logits(&o), logits(&q), "off lines vs on lines");
+}
+
 #[test]
 fn int8_file_is_small_and_self_describing() {
     // The size target is for real shapes: t5-efficient-tiny-nl2's.

@@ -97,6 +97,7 @@
 
 #![warn(missing_docs)]
 
+pub mod aligned;
 pub mod attention;
 pub mod bf16;
 pub mod dispatch;

@@ -50,6 +50,11 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
     }
+    let (off_lines, int8_all) = store
+        .files
+        .iter()
+        .map(crate::weights::quantized::int8_off_lines)
+        .fold((0, 0), |(o, a), (fo, fa)| (o + fo, a + fa));
     let feats = dispatch::features().names();
     let isa = dispatch::active();
     if a.json {
@@ -67,6 +72,8 @@ pub fn run(a: Args) -> Result<()> {
                 "parameters": model.num_parameters(),
                 "dtypes": tensors,
                 "non_finite": non_finite,
+                "int8_matrices": int8_all,
+                "int8_off_cache_lines": off_lines,
                 "cpu_features": feats,
                 "isa": isa.name(),
                 "isa_available": dispatch::available().iter().map(|i| i.name()).collect::<Vec<_>>(),
@@ -126,6 +133,13 @@ pub fn run(a: Args) -> Result<()> {
     out!("parameters  {}", model.num_parameters())?;
     for (dt, (n, b)) in &by_dtype {
         out!("tensors     {dt}: {n} tensors, {b} bytes")?;
+    }
+    if off_lines > 0 {
+        out!(
+            "layout      {off_lines} of {int8_all} int8 matrices off 64-byte lines (written by an older t5edge): the same results, prefill slower; `t5edge quantize` the original again to fix"
+        )?;
+    } else if int8_all > 0 {
+        out!("layout      int8 matrices on 64-byte lines")?;
     }
     if non_finite.is_empty() {
         out!("values      all finite")?;

@@ -159,6 +159,18 @@ impl Linear {
         })
     }
 
+    /// For int8 weights, whether their packed data starts on a 64-byte line
+    /// (as every matrix quantized in memory and every one `quantize` writes
+    /// at real shapes does; `quantized::int8_off_lines`); `None` for others.
+    pub fn int8_on_lines(&self) -> Option<bool> {
+        match &self.weight {
+            LinearWeight::Int8(w) | LinearWeight::Int8A16(W8A16Data { w, .. }) => Some(
+                t5edge_kernels::aligned::is_aligned(w.view().data().as_ptr()),
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether the weights are a view of a mapped file (no copy of their own).
     pub fn is_mapped(&self) -> bool {
         match &self.weight {

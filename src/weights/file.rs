@@ -10,6 +10,7 @@ use memmap2::Mmap;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use t5edge_kernels::aligned::AlignedBuf;
 
 /// Element types the engine reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,20 +65,17 @@ impl DType {
 /// under us, see the README's robustness section) a private heap copy.
 pub enum Backing {
     Mmap(Mmap),
-    /// u64 storage so every tensor offset the file allows is aligned for f32 views.
-    Heap(Vec<u64>, usize),
+    /// On a cache line, as a map is: every tensor offset the file allows is
+    /// then aligned for its views, and a written file's int8 matrices for
+    /// the kernels' 64-byte reads.
+    Heap(AlignedBuf<u8>),
 }
 
 impl Backing {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mmap(m) => m,
-            Backing::Heap(v, len) => {
-                // SAFETY: the Vec<u64> owns at least `len` initialised bytes (we
-                // allocated ceil(len/8) words and filled `len` bytes); u8 has no
-                // alignment or validity requirements.
-                unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, *len) }
-            }
+            Backing::Heap(b) => b,
         }
     }
 }
@@ -160,23 +158,19 @@ impl TensorFile {
                 len as u64,
                 "map it instead (the default; --no-mmap turns it off)",
             )?;
-            let mut words = vec![0u64; len.div_ceil(8)];
-            // SAFETY: the byte view covers exactly the words' memory (len <= 8 * words.len()).
-            let buf = unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, len) };
-            (&file).read_exact(buf).map_err(|e| Error::io(path, e))?;
-            Backing::Heap(words, len)
+            let mut buf = AlignedBuf::<u8>::zeroed(len);
+            (&file)
+                .read_exact(&mut buf)
+                .map_err(|e| Error::io(path, e))?;
+            Backing::Heap(buf)
         };
         Self::from_backing(path, Arc::new(backing))
     }
 
     /// Validates bytes already in memory (tests and fuzzing use this).
     pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
-        let mut words = vec![0u64; bytes.len().div_ceil(8)];
-        // SAFETY: as in `open`: the byte view covers the words' memory exactly.
-        let buf =
-            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, bytes.len()) };
-        buf.copy_from_slice(bytes);
-        Self::from_backing(path, Arc::new(Backing::Heap(words, bytes.len())))
+        let buf = AlignedBuf::from_slice(bytes);
+        Self::from_backing(path, Arc::new(Backing::Heap(buf)))
     }
 
     fn from_backing(path: &Path, backing: Arc<Backing>) -> Result<TensorFile> {

@@ -153,6 +153,26 @@ pub fn int8(
     Ok(Some(Int8Data::Mapped(Arc::new(m))))
 }
 
+/// How many of `f`'s int8 matrices start off a 64-byte line, of how many.
+/// The writer puts them on lines (`writer::DATA_ALIGN`); a file written
+/// before it did has them all off, and its products read each 64-byte piece
+/// from two lines: the same results, prefill up to ~1.2x slower on the
+/// Intel Xeon (kernels/BENCH.md). Used in place all the same: a copy onto
+/// lines would move a large model from the page cache into the heap.
+/// A mapped file starts on a page and a file read into memory on a line, so
+/// the offset in the file is the offset in memory.
+pub fn int8_off_lines(f: &TensorFile) -> (usize, usize) {
+    let mut off = 0;
+    let mut all = 0;
+    for (name, info) in &f.tensors {
+        if info.dtype == DType::I8 && name.ends_with(I8_SUFFIX) {
+            all += 1;
+            off += usize::from(!info.start.is_multiple_of(t5edge_kernels::aligned::ALIGN));
+        }
+    }
+    (off, all)
+}
+
 /// The W8A16 matrix `name`: its int8 parts ([`int8`]) and its input scales,
 /// checked (`k` positive powers of two) with the tensor named in the error.
 /// `None` when the store holds no int8 matrix of that name.

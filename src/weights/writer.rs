@@ -80,9 +80,12 @@ pub struct PlannedTensor {
     pub bytes: usize,
 }
 
+/// Where the data section of a written file starts: a multiple of this.
+pub const DATA_ALIGN: usize = 64;
+
 /// The 8-byte length and the JSON header of a file holding `tensors` in the
 /// order given. The header is padded with spaces so the data section starts
-/// 8-aligned; safetensors allows no gaps between tensors, so a tensor stays
+/// 64-aligned ([`DATA_ALIGN`]); safetensors allows no gaps between tensors, so a tensor stays
 /// aligned for zero-copy views when every tensor before it has a size that is
 /// a multiple of its alignment (callers order them so).
 fn header(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
@@ -106,7 +109,12 @@ fn header(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>) -> Vec
         off += t.bytes;
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap_or_default();
-    while !h.len().is_multiple_of(8) {
+    // The data section starts on a cache line (the 8-byte length, then the
+    // header padded with spaces): a mapped int8 matrix is then 64-aligned
+    // whenever the tensors before it are whole lines long, as every shape of
+    // a real T5 checkpoint makes them, and the kernels' 64-byte reads are
+    // one line each (kernels/src/aligned.rs).
+    while !(8 + h.len()).is_multiple_of(DATA_ALIGN) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len());

@@ -4,6 +4,7 @@
 //! `avx512.rs`, `neon.rs`).
 
 use super::Attention;
+use crate::aligned::AlignedBuf;
 use crate::par::ColBlock;
 
 /// Query rows per block: every K row loaded for the score tile and every V row
@@ -116,7 +117,7 @@ macro_rules! entry_points {
             a: &Attention<'_>,
             h: usize,
             i0: usize,
-            scratch: &mut Vec<f32>,
+            scratch: &mut $crate::aligned::AlignedBuf<f32>,
             out: &mut ColBlock<'_>,
         ) {
             blocked::head_rows::<$prefill>(a, h, i0, scratch, out)
@@ -390,7 +391,7 @@ pub(super) fn head_rows<O: VecOps>(
     a: &Attention<'_>,
     h: usize,
     i0: usize,
-    scratch: &mut Vec<f32>,
+    scratch: &mut AlignedBuf<f32>,
     out: &mut ColBlock<'_>,
 ) {
     let (d, inner, rows) = (a.d_kv, a.heads * a.d_kv, out.rows());
@@ -408,7 +409,7 @@ pub(super) fn head_rows<O: VecOps>(
     };
     let need = ks * d + kend * d + rows * d + 2 * rows;
     if scratch.len() < need {
-        scratch.resize(need, 0.0);
+        scratch.resize_zeroed(need);
     }
     let (k, rest) = scratch.split_at_mut(ks * d);
     let (v, rest) = rest.split_at_mut(kend * d);

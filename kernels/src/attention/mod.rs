@@ -18,6 +18,7 @@ mod blocked;
 mod neon;
 mod scalar;
 
+use crate::aligned::AlignedBuf;
 use crate::dispatch::{active, Isa};
 use crate::par::ColBlock;
 use blocked::{HeadKv, BLOCK_Q};
@@ -34,7 +35,9 @@ const PACK_MIN_Q: usize = 2 * BLOCK_Q;
 const SCRATCH_KEEP: usize = 1 << 20;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// On a cache line ([`crate::aligned`]), so the packed rows (whole lines
+    /// at every `d_kv` a multiple of 16) are too.
+    static SCRATCH: RefCell<AlignedBuf<f32>> = const { RefCell::new(AlignedBuf::new()) };
 }
 
 /// Relative-position bias: `bias(h, i, j) = values[h * span + (j - i + offset)]`.
@@ -200,8 +203,8 @@ impl Attention<'_> {
                     Isa::Neon => blocked::head_rows::<neon::NeonOps>(self, h, i0, scratch, o),
                     _ => blocked::head_rows::<scalar::ScalarOps>(self, h, i0, scratch, o),
                 }
-                if scratch.capacity() > SCRATCH_KEEP {
-                    *scratch = Vec::new();
+                if scratch.len() > SCRATCH_KEEP {
+                    *scratch = AlignedBuf::new();
                 }
             })
         };

@@ -89,6 +89,15 @@ static CONFIG: TileConfig = TileConfig {
 /// A 16 x 16 i32 accumulator tile in memory.
 type CTile = [[i32; TILE_N]; TILE_M];
 
+/// A block's four stored accumulator tiles, on a cache line like every
+/// tile operand ([`crate::aligned`]): each 64-byte tile row one line.
+#[repr(C, align(64))]
+struct Sums([CTile; 4]);
+
+impl Sums {
+    const ZERO: Sums = Sums([[[0; TILE_N]; TILE_M]; 4]);
+}
+
 /// The tile loop over one column chunk: outputs `[j0, j1)` of every row into
 /// `out`, finished as `ep` says. `rows` is the padded row
 /// count of `a.q` ([`padded_rows`]); with `a.wide` it holds both halves
@@ -120,7 +129,7 @@ pub(crate) unsafe fn chunk(
         // are stored, then block b - 1's epilogue runs while b's tile
         // products are still in flight; done one after the other, the AMX
         // unit idled through every epilogue. Two sets of sums alternate.
-        let mut c = [[[[0i32; TILE_N]; TILE_M]; 4]; 2];
+        let mut c = [Sums::ZERO, Sums::ZERO];
         let mut pending: Option<(usize, usize, usize)> = None;
         let mut cur = 0;
         for ta in (t0..t1).step_by(2) {
@@ -130,10 +139,10 @@ pub(crate) unsafe fn chunk(
                 // SAFETY: forwarded contract; i < a.m <= rows, and the
                 // second int8 row block (i + 16, clamped to i) lies below
                 // `rows`.
-                unsafe { products(a, rows, w, ta, tb, i, 0, &mut c[cur]) };
+                unsafe { products(a, rows, w, ta, tb, i, 0, &mut c[cur].0) };
                 if let Some((pa, pb, pi)) = pending {
                     // SAFETY: forwarded contract, for a block done before.
-                    unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, ep) };
+                    unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur].0, j0, j1, out, ep) };
                 }
                 pending = Some((ta, tb, i));
                 cur = 1 - cur;
@@ -141,19 +150,19 @@ pub(crate) unsafe fn chunk(
         }
         if let Some((pa, pb, pi)) = pending {
             // SAFETY: as above.
-            unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur], j0, j1, out, ep) };
+            unsafe { finish_one(a, w, pa, pb, pi, &c[1 - cur].0, j0, j1, out, ep) };
         }
     } else {
-        let mut c = [[[0i32; TILE_N]; TILE_M]; 4];
+        let mut c = Sums::ZERO;
         let mut y = [[[0f32; TILE_N]; 2 * TILE_M]; 2];
         for ta in (t0..t1).step_by(2) {
             let tb = if ta + 1 < t1 { ta + 1 } else { ta };
             for i in (0..a.m).step_by(block_m) {
                 for g in 0..a.groups {
                     // SAFETY: as above.
-                    unsafe { products(a, rows, w, ta, tb, i, g, &mut c) };
+                    unsafe { products(a, rows, w, ta, tb, i, g, &mut c.0) };
                     // SAFETY: as above.
-                    unsafe { group_epilogue(a, w, ta, tb, i, g, &c, &mut y) };
+                    unsafe { group_epilogue(a, w, ta, tb, i, g, &c.0, &mut y) };
                 }
                 let nr = (a.m - i).min(block_m);
                 for (h, t) in [ta, tb].into_iter().enumerate() {

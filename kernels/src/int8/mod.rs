@@ -50,6 +50,7 @@ mod format;
 pub(crate) mod neon;
 pub mod scalar;
 
+use crate::aligned::AlignedBuf;
 use crate::dispatch::{active, Isa};
 use crate::par::{self, ColBlock};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -535,14 +536,17 @@ const QUANT_ROWS: usize = 16;
 
 /// Quantised activations, their scales, the AVX2 pair kernel's i16 copy (or
 /// the 16-bit activations), and one row scaled by a layer's input scales.
-type Scratch = (Vec<i8>, Vec<f32>, Vec<i16>, Vec<f32>);
+/// The activations start on a cache line ([`crate::aligned`]), so each row
+/// (`kp` bytes, a multiple of 4) and each 64-byte tile row does too when
+/// `kp` is a multiple of 64 (the tiles' shapes).
+type Scratch = (AlignedBuf<i8>, Vec<f32>, AlignedBuf<i16>, Vec<f32>);
 
 thread_local! {
     /// Activation buffers reused across calls on this thread, so a decode
     /// step allocates nothing. Taken out while in use (not borrowed): a call
     /// nested through rayon work stealing then finds them empty and grows its
     /// own instead of panicking.
-    static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+    static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((AlignedBuf::new(), Vec::new(), AlignedBuf::new(), Vec::new())) };
 }
 
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
@@ -551,7 +555,9 @@ pub struct PackedInt8 {
     n: usize,
     k: usize,
     group_size: usize,
-    data: Vec<i8>,
+    /// On a cache line ([`crate::aligned`]): each 64-byte piece the kernels
+    /// read is then one line.
+    data: AlignedBuf<i8>,
     scales: Vec<f32>,
     row_sums: Vec<i32>,
     err_norms: Vec<f32>,
@@ -569,7 +575,7 @@ impl PackedInt8 {
         let (kp, np) = (padded_k(k), padded_n(n));
         let groups = group_count(k, group_size);
         let gs = if group_size == 0 { k } else { group_size };
-        let mut data = vec![0i8; np * kp];
+        let mut data = AlignedBuf::<i8>::zeroed(np * kp);
         let mut scales = vec![0.0f32; groups * np];
         let mut row_sums = vec![0i32; groups * np];
         let mut err_norms = vec![0.0f32; n];
@@ -650,7 +656,7 @@ impl PackedInt8 {
     }
 
     /// Takes ownership of parts (e.g. read from a file), validated as
-    /// [`Int8View::from_parts`] does.
+    /// [`Int8View::from_parts`] does; `data` is copied onto a cache line.
     pub fn from_parts(
         n: usize,
         k: usize,
@@ -665,7 +671,7 @@ impl PackedInt8 {
             n,
             k,
             group_size,
-            data,
+            data: AlignedBuf::from_slice(&data),
             scales,
             row_sums,
             err_norms,
@@ -1192,7 +1198,7 @@ fn run_many(
     let flipped = isa.has_vnni() && !tiles;
     let q_len = if halves { 2 * rows * kp } else { rows * kp };
     if xq.len() < q_len {
-        xq.resize(q_len, 0);
+        xq.resize_zeroed(q_len);
     }
     if sx.len() < m * groups {
         sx.resize(m * groups, 0.0);
@@ -1204,7 +1210,7 @@ fn run_many(
     let quant_par = m >= 2 * QUANT_ROWS && par::worth_parallel(m, k, n_all);
     let a = if acts == Activations::Int16 {
         if x16.len() < rows * kp {
-            x16.resize(rows * kp, 0);
+            x16.resize_zeroed(rows * kp);
         }
         // The AVX2 pair kernel reads the i16s in pair order; the halves
         // are split from them in order.
@@ -1276,7 +1282,7 @@ fn run_many(
         // needs no widening of the weights and is the faster one there.
         let wide = isa == Isa::Avx2 && m >= 2;
         if wide && x16.len() < m * kp {
-            x16.resize(m * kp, 0);
+            x16.resize_zeroed(m * kp);
         }
         let (q, s) = (&mut xq[..rows * kp], &mut sx[..m * groups]);
         {

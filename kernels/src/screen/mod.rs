@@ -39,6 +39,7 @@ mod avx512;
 mod neon;
 pub mod scalar;
 
+use crate::aligned::AlignedBuf;
 use crate::dispatch::{active, Isa};
 use crate::int8::{self, Int8View, K_BLOCK, TILE_N};
 use crate::par;
@@ -66,7 +67,9 @@ pub struct Int4Screen {
     n: usize,
     k: usize,
     group_size: usize,
-    data: Vec<u8>,
+    /// On a cache line ([`crate::aligned`]), as is each tile (`4 * kp8`
+    /// bytes) when `k` is a multiple of 16.
+    data: AlignedBuf<u8>,
     /// `[groups, np8]`: `‖l‖₂` of each row's group, rounded up (0 for
     /// padding rows), group-major so a tile's 8 rows are contiguous.
     l_norms: Vec<f32>,
@@ -153,7 +156,7 @@ impl Int4Screen {
         let tile_bytes = kp8 / BLOCK * BLOCK_BYTES;
         // Zeroed, so its pages are mapped only as each task fills its
         // tiles (while `read` may be dropping the head's behind it).
-        let mut data = vec![0u8; tiles * tile_bytes];
+        let mut data = AlignedBuf::<u8>::zeroed(tiles * tile_bytes);
         let np8 = tiles * TILE;
         let mut l_sq = vec![0u32; groups * np8];
         let gsz = if gs == 0 { kp8 } else { gs };
@@ -236,7 +239,12 @@ impl Int4Screen {
             }
         }
         let n: usize = parts.iter().map(|p| p.n).sum();
-        let data = parts.iter().flat_map(|p| p.data.iter().copied()).collect();
+        let mut data = AlignedBuf::<u8>::zeroed(parts.iter().map(|p| p.data.len()).sum());
+        let mut at = 0;
+        for p in parts {
+            data[at..at + p.data.len()].copy_from_slice(&p.data);
+            at += p.data.len();
+        }
         // l_norms are group-major: each group's rows from every part in turn.
         let mut l_norms = Vec::with_capacity(groups * n.div_ceil(TILE) * TILE);
         for g in 0..groups {
