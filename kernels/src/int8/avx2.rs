@@ -227,12 +227,25 @@ unsafe fn abs_max(v: &[f32]) -> f32 {
     // SAFETY: vector loads read [t, t + 8) with t + 8 <= n8 <= v.len().
     unsafe {
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let mut mx = _mm256_setzero_ps();
-        for t in (0..n8).step_by(8) {
-            let x = _mm256_and_ps(_mm256_loadu_ps(v.as_ptr().add(t)), abs);
-            // vmaxps returns its second operand when either is NaN.
-            mx = _mm256_max_ps(x, mx);
+        // Four chains (a lone `vmaxps` chain waits out its latency every 8
+        // values); max is exact in any order.
+        let mut m4 = [_mm256_setzero_ps(); 4];
+        let mut t = 0;
+        while t + 32 <= n8 {
+            for (c, m) in m4.iter_mut().enumerate() {
+                let x = _mm256_and_ps(_mm256_loadu_ps(v.as_ptr().add(t + 8 * c)), abs);
+                // vmaxps returns its second operand when either is NaN.
+                *m = _mm256_max_ps(x, *m);
+            }
+            t += 32;
         }
+        while t < n8 {
+            let x = _mm256_and_ps(_mm256_loadu_ps(v.as_ptr().add(t)), abs);
+            m4[0] = _mm256_max_ps(x, m4[0]);
+            t += 8;
+        }
+        // No chain holds a NaN.
+        let mx = _mm256_max_ps(_mm256_max_ps(m4[0], m4[1]), _mm256_max_ps(m4[2], m4[3]));
         let h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps::<1>(mx));
         let h = _mm_max_ps(h, _mm_movehl_ps(h, h));
         let amax = _mm_cvtss_f32(_mm_max_ss(h, _mm_shuffle_ps::<1>(h, h)));
