@@ -167,7 +167,7 @@ pub fn int8_off_lines(f: &TensorFile) -> (usize, usize) {
     for (name, info) in &f.tensors {
         if info.dtype == DType::I8 && name.ends_with(I8_SUFFIX) {
             all += 1;
-            off += usize::from(!info.start.is_multiple_of(t5edge_kernels::aligned::ALIGN));
+            off += usize::from(!info.start.is_multiple_of(super::writer::DATA_ALIGN));
         }
     }
     (off, all)

@@ -80,14 +80,15 @@ pub struct PlannedTensor {
     pub bytes: usize,
 }
 
-/// Where the data section of a written file starts: a multiple of this.
-pub const DATA_ALIGN: usize = 64;
+/// Where the data section of a written file starts: a multiple of this, the
+/// line the kernels read their operands on (`t5edge_kernels::aligned`).
+pub const DATA_ALIGN: usize = t5edge_kernels::aligned::ALIGN;
 
 /// The 8-byte length and the JSON header of a file holding `tensors` in the
 /// order given. The header is padded with spaces so the data section starts
-/// 64-aligned ([`DATA_ALIGN`]); safetensors allows no gaps between tensors, so a tensor stays
-/// aligned for zero-copy views when every tensor before it has a size that is
-/// a multiple of its alignment (callers order them so).
+/// on a line ([`DATA_ALIGN`]); safetensors allows no gaps between tensors, so
+/// a tensor stays aligned for zero-copy views when every tensor before it has
+/// a size that is a multiple of its alignment (callers order them so).
 fn header(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
