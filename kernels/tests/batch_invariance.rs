@@ -5,7 +5,7 @@
 //! line's for the same request (docs/SERVE.md).
 //!
 //! The float formats promise it on their `linear_invariant` path (always the
-//! GEMV kernels); int8 promises it everywhere (per-row activation scales and
+//! GEMV kernels; at the AVX-512 levels, on `linear` too); int8 promises it everywhere (per-row activation scales and
 //! exact integer dot products); the row ops work row by row.
 
 mod common;
@@ -67,6 +67,14 @@ proptest! {
             let mut plain = vec![f32::NAN; n];
             lf32::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
             prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+            if isa.has_avx512() {
+                // At the AVX-512 levels the GEMV is the prefill kernel: the
+                // plain path gives the batch the same bits.
+                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                lf32::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
+                lf32::linear_with(isa, &x, m, k, &w, n, &mut free);
+                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+            }
         }
     }
 
@@ -89,6 +97,14 @@ proptest! {
             let mut plain = vec![f32::NAN; n];
             lf16::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
             prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+            if isa.has_avx512() {
+                // At the AVX-512 levels the GEMV is the prefill kernel: the
+                // plain path gives the batch the same bits.
+                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                lf16::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
+                lf16::linear_with(isa, &x, m, k, &w, n, &mut free);
+                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+            }
         }
     }
 
@@ -113,6 +129,14 @@ proptest! {
             let mut plain = vec![f32::NAN; n];
             lbf16::linear_with(isa, &x[at * k..(at + 1) * k], 1, k, &w, n, &mut plain);
             prop_assert_eq!(&alone, &bits(&plain), "{}", isa);
+            if isa.has_avx512() {
+                // At the AVX-512 levels the GEMV is the prefill kernel: the
+                // plain path gives the batch the same bits.
+                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                lbf16::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
+                lbf16::linear_with(isa, &x, m, k, &w, n, &mut free);
+                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+            }
         }
     }
 

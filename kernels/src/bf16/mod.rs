@@ -81,8 +81,8 @@ pub fn linear_dot_with(
 }
 
 /// [`linear`] with every row's bits those of the same row alone: always the
-/// row-blocked GEMV with weights widened in registers (never the prefill
-/// blocks), whose per-row arithmetic is
+/// row-blocked GEMV with weights widened in registers (never the gemm
+/// crate, nor `vdpbf16ps`), whose per-row arithmetic is
 /// [`crate::f32::linear_invariant`]'s kind (see there).
 pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
     linear_invariant_with(active(), x, m, k, w, n, y)

@@ -1,7 +1,11 @@
 //! AVX-512 float GEMV and prefill blocks, one generic body for f32, f16 and
-//! bf16 weights (widened in registers, [`Wide`]): four independent 16-lane
-//! FMA chains per dot product, so the loop is bound by loads rather than FMA
-//! latency, and a masked load for the tail instead of a scalar loop.
+//! bf16 weights (widened in registers, [`Wide`]): every output is one
+//! 16-lane FMA chain over its row, a masked load for the tail instead of a
+//! scalar loop, and one reduction. The GEMV is the prefill kernel: 4 x 4
+//! register blocks (each loaded vector feeds four FMAs, so a block is bound
+//! by the FMAs even where its operands straddle cache lines), whose 4-row
+//! blocks give a one-row GEMV four independent chains; so at these levels a
+//! row's bits depend on neither the rows that share the call nor the path.
 
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
@@ -19,9 +23,8 @@ pub(crate) fn mask16(n: usize) -> u16 {
 }
 
 /// The GEMV dot product of `a` with the weight row `b` in any [`Wide`]
-/// format: four 16-lane FMA chains, a masked tail, one reduction
-/// ([`dots`] of one row, so the multi-row path has its bits by
-/// construction).
+/// format: one 16-lane FMA chain, a masked tail, one reduction ([`dots`]
+/// of one row: [`block4x4`]'s arithmetic for each of its outputs).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by
@@ -35,127 +38,18 @@ pub(crate) unsafe fn dot<W: Wide>(a: &[f32], b: &[W]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights, every
-/// output with [`dot`]'s bits. Four weight rows at a time are read from
-/// memory once and reused from L1 for every activation row, [`ROWS`] rows at
-/// a time ([`chain_block`]: each loaded vector feeds four FMAs); the last
-/// weight rows take [`dots`] ([`ROWS`] activation rows per weight vector),
-/// the last activation rows [`dot`].
+/// output with [`dot`]'s bits whatever `m`: the prefill kernel [`gemm`]
+/// itself. It replaced a kernel of four chains an output, whose multi-row
+/// blocks could hold only one chain of each output in registers at a time
+/// (m 16, k 256, operands off their lines: 51 -> 74 G multiply-adds/s,
+/// kernels/BENCH.md).
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn gemv<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: &mut ColBlock<'_>) {
-    assert!(x.len() >= m * k, "gemv: x holds m rows");
-    let n = w.len() / k;
-    let m4 = m / ROWS * ROWS;
-    let mut j0 = 0;
-    while m4 > 0 && j0 + COLS <= n {
-        let wb = &w[j0 * k..(j0 + COLS) * k];
-        for i in (0..m4).step_by(ROWS) {
-            // SAFETY: same target features; rows i..i + ROWS lie inside x
-            // and wb holds COLS rows of k.
-            let y = unsafe { chain_block(x, i, k, wb) };
-            for (c, yc) in y.iter().enumerate() {
-                for (r, &v) in yc.iter().enumerate() {
-                    out.row(i + r)[j0 + c] = v;
-                }
-            }
-        }
-        for (c, wr) in wb.chunks_exact(k).enumerate() {
-            for i in m4..m {
-                // SAFETY: same target features as this function.
-                out.row(i)[j0 + c] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
-            }
-        }
-        j0 += COLS;
-    }
-    for (jj, wr) in w[j0 * k..].chunks_exact(k).enumerate() {
-        let jj = j0 + jj;
-        let mut i = 0;
-        while i + ROWS <= m {
-            // SAFETY: same target features; rows i..i + ROWS lie inside x.
-            let y = unsafe { dots::<W, ROWS>(x, i, k, wr) };
-            for (r, &v) in y.iter().enumerate() {
-                out.row(i + r)[jj] = v;
-            }
-            i += ROWS;
-        }
-        for i in i..m {
-            // SAFETY: same target features as this function.
-            out.row(i)[jj] = unsafe { dot(&x[i * k..(i + 1) * k], wr) };
-        }
-    }
-}
-
-/// Activation rows [`dots`] and [`chain_block`] take at once: four rows of
-/// four accumulators each, plus the weight vectors, fit the 32 registers.
-const ROWS: usize = 4;
-
-/// Weight rows [`chain_block`] takes at once.
-const COLS: usize = 4;
-
-/// The dot products of x rows `i0..i0 + ROWS` with the [`COLS`] weight
-/// rows of `w`, each with [`dots`]' (so [`dot`]'s) bits: the same four
-/// chains, each adding the same products in the same order, and the same
-/// reduction. Only the schedule differs: one chain at a time for all
-/// `COLS x ROWS` outputs (16 accumulators), so each loaded weight vector
-/// feeds `ROWS` FMAs and each x vector `COLS`, half a load per FMA where
-/// [`dots`] needs one and a quarter. The chains' sums wait in memory
-/// until the reduction.
-///
-/// # Safety
-/// As [`dot`]; `x` holds at least `(i0 + ROWS) * k` values and `w` at
-/// least `COLS * k`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn chain_block<W: Wide>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [[f32; ROWS]; COLS] {
-    debug_assert!(x.len() >= (i0 + ROWS) * k && w.len() >= COLS * k);
-    let k64 = k / 64 * 64;
-    let mut chains = [[[_mm512_setzero_ps(); ROWS]; COLS]; 4];
-    // SAFETY (all loads): row r of x reads inside x[(i0 + r) * k..][..k]
-    // and weight row c inside w[c * k..][..k], lanes [o, o + 16) with
-    // o + 16 <= k, or the masked lanes below k in the tail.
-    unsafe {
-        let px = x.as_ptr().add(i0 * k);
-        let pw = w.as_ptr();
-        for (c, chain) in chains.iter_mut().enumerate() {
-            let mut i = 0;
-            while i < k64 {
-                chain_step(px, pw, k, i + 16 * c, u16::MAX, chain);
-                i += 64;
-            }
-            // As in `dots`: the 16-wide steps past the last 64 and the
-            // masked tail go to the first chain, after its 64-wide steps.
-            if c == 0 {
-                while i + 16 <= k {
-                    chain_step(px, pw, k, i, u16::MAX, chain);
-                    i += 16;
-                }
-                if i < k {
-                    chain_step(px, pw, k, i, mask16(k - i), chain);
-                }
-            }
-        }
-    }
-    // Each output's four chains added as `dots` adds them, then all 16
-    // reduced at once, in `sum`'s order.
-    let mut v = [_mm512_setzero_ps(); COLS * ROWS];
-    for c in 0..COLS {
-        for r in 0..ROWS {
-            let (a0, a1) = (chains[0][c][r], chains[1][c][r]);
-            let (a2, a3) = (chains[2][c][r], chains[3][c][r]);
-            v[c * ROWS + r] = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-        }
-    }
-    // SAFETY: AVX-512 F, this function's contract.
-    let s = unsafe { sum16(&v) };
-    let mut out = [[0f32; ROWS]; COLS];
-    for c in 0..COLS {
-        for r in 0..ROWS {
-            out[c][r] = s[c * ROWS + r];
-        }
-    }
-    out
+    // SAFETY: same target features and contract.
+    unsafe { gemm(x, m, k, w, out) }
 }
 
 /// The sum of `v`'s 16 lanes in a fixed order: lane `i` with lane `i + 8`,
@@ -230,40 +124,10 @@ unsafe fn sum16(v: &[__m512; 16]) -> [f32; 16] {
     }
 }
 
-/// One step of one chain of [`chain_block`]: lanes `mask` of the 16 inputs
-/// from `o`, every weight row against every x row.
-///
-/// # Safety
-/// As [`chain_block`], the lanes inside every row.
-#[inline(always)]
-unsafe fn chain_step<W: Wide>(
-    px: *const f32,
-    pw: *const W,
-    k: usize,
-    o: usize,
-    mask: u16,
-    acc: &mut [[__m512; ROWS]; COLS],
-) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        let mut wv = [_mm512_setzero_ps(); COLS];
-        for (c, v) in wv.iter_mut().enumerate() {
-            *v = W::load16(pw.add(c * k + o), mask);
-        }
-        for r in 0..ROWS {
-            let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + o));
-            for (a, &wc) in acc.iter_mut().zip(&wv) {
-                a[r] = _mm512_fmadd_ps(xv, wc, a[r]);
-            }
-        }
-    }
-}
-
 /// `R` dot products of consecutive x rows `i0..i0 + R` with one weight row
-/// `w`: four chains a row, 16 inputs a step, the tail masked, then one
-/// reduction a row. Each widened weight vector feeds `R` FMAs, and every
-/// row's arithmetic (chains, order, reduction) is the same whatever `R`,
-/// so a row's result does not depend on how many rows share the call.
+/// `w`, each one FMA chain over 16-lane steps (the tail masked) and one
+/// reduction: [`block4x4`]'s arithmetic for each of its outputs, so every
+/// output of the GEMV and prefill paths has the same bits.
 ///
 /// # Safety
 /// As [`dot`]; `x` holds at least `(i0 + R) * k` values and `w.len() == k`.
@@ -272,46 +136,29 @@ unsafe fn chain_step<W: Wide>(
 unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [f32; R] {
     debug_assert!(x.len() >= (i0 + R) * k && w.len() >= k);
     let pw = w.as_ptr();
-    let mut acc = [[_mm512_setzero_ps(); 4]; R];
-    let mut i = 0;
+    let mut acc = [_mm512_setzero_ps(); R];
     // SAFETY (all loads below): row r reads inside x[(i0 + r) * k..][..k]
-    // by the caller's contract, and w inside its k values: unmasked loads
-    // at i with i + 16 <= k, masked ones only lanes < k - i.
+    // by the caller's contract, and w inside its k values: the lanes of
+    // `mask16(k - t)` from t.
     unsafe {
         let px = x.as_ptr().add(i0 * k);
-        while i + 64 <= k {
-            for c in 0..4 {
-                let o = i + 16 * c;
-                let wv = W::load16(pw.add(o), u16::MAX);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    a[c] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + o)), wv, a[c]);
-                }
-            }
-            i += 64;
-        }
-        while i + 16 <= k {
-            let wv = W::load16(pw.add(i), u16::MAX);
+        let mut t = 0;
+        while t < k {
+            let mask = mask16(k - t);
+            let wv = W::load16(pw.add(t), mask);
             for (r, a) in acc.iter_mut().enumerate() {
-                a[0] = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + i)), wv, a[0]);
+                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));
+                *a = _mm512_fmadd_ps(xv, wv, *a);
             }
-            i += 16;
-        }
-        if i < k {
-            let mask: __mmask16 = mask16(k - i);
-            let wv = W::load16(pw.add(i), mask);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + i));
-                a[0] = _mm512_fmadd_ps(xv, wv, a[0]);
-            }
+            t += 16;
         }
     }
     // A loop, not a `map` closure (ARCHITECTURE.md: no reduction in a
     // closure of a kernel's hot path).
     let mut out = [0f32; R];
-    for (o, a) in out.iter_mut().zip(&acc) {
-        let v = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
+    for (o, &a) in out.iter_mut().zip(&acc) {
         // SAFETY: AVX-512 F, this function's contract.
-        *o = unsafe { sum(v) };
+        *o = unsafe { sum(a) };
     }
     out
 }

@@ -1,18 +1,20 @@
 //! f32 linear layers: `y[m, n] = x[m, k] · w[n, k]ᵀ`.
 //!
 //! Batch-1 decode is a GEMV over weight rows (each output is one dot product of
-//! a contiguous weight row with x), which streams memory and wants its own
-//! kernel; for `m >= GEMM_MIN_M` (prefill) the AVX-512 levels run 4x4
-//! register blocks (`avx512::gemm`) and AVX2 3x3 (`avx2::gemm`), both shared
-//! with f16 and bf16 weights (`prefill_chunk`); NEON hands the product to the
-//! gemm crate.
+//! a contiguous weight row with x), which streams memory; for `m >= GEMM_MIN_M`
+//! (prefill) the AVX-512 levels run 4x4 register blocks (`avx512::gemm`) and
+//! AVX2 3x3 (`avx2::gemm`), both shared with f16 and bf16 weights
+//! (`prefill_chunk`); NEON hands the product to the gemm crate. At the AVX-512
+//! levels the GEMV is those same blocks (one chain an output), so there the
+//! two paths are one; AVX2, NEON and scalar have GEMV kernels of their own
+//! (four chains a dot product).
 //!
 //! Determinism: every output is computed by one task with a summation order
 //! fixed by (ISA, k) on the GEMV and block paths and by (ISA, m, n, k) on the gemm path, so
-//! results are bit-identical for any thread count and pool backend. The two paths round
-//! differently, so with [`linear`] a row's bits can depend on how many rows
-//! share the call; [`linear_invariant`] always takes the GEMV path, where they
-//! cannot (kernels/tests/batch_invariance.rs).
+//! results are bit-identical for any thread count and pool backend. Below the
+//! AVX-512 levels the two paths round differently, so with [`linear`] a row's
+//! bits can depend on how many rows share the call; [`linear_invariant`]
+//! always takes the GEMV path, where they cannot (kernels/tests/batch_invariance.rs).
 //! The order differs between ISA levels (vector width, accumulators, blocking),
 //! so results differ between levels in the last bits, within the budget the
 //! crate docs state; only the int8 kernels are bit-identical across levels.
@@ -58,7 +60,8 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[f32], n: usize,
 
 /// [`linear`] with every row's bits those of the same row alone (`m = 1`),
 /// whatever the other rows and their number: always the GEMV kernels, whose
-/// summation order depends only on (ISA, k). What a decode step of a batch
+/// summation order depends only on (ISA, k) (at the AVX-512 levels the
+/// prefill blocks, the same bits as [`linear`]). What a decode step of a batch
 /// that requests join and leave runs, so that a request's answer does not
 /// depend on what shares its batch.
 pub fn linear_invariant(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, y: &mut [f32]) {
