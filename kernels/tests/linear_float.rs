@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use half::f16;
 use proptest::prelude::*;
+use t5edge_kernels::aligned::AlignedBuf;
 use t5edge_kernels::{f16 as lf16, f32 as lf32, reference, Isa};
 
 /// f32 unit roundoff. Any summation order of k products, fused or not, is within
@@ -121,6 +122,50 @@ proptest! {
         for t in 0..m * n {
             prop_assert_eq!(yh[t].to_bits(), y[t].to_bits(),
                 "m={} n={} k={} out {}: f16 {} vs f32 {}", m, n, k, t, yh[t], y[t]);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Activations that start off a cache line (the AVX-512 levels copy them
+    /// onto one from 4 rows on) give the bits of the same values on a line,
+    /// on both entry points, for f32 and f16 weights.
+    #[test]
+    fn rows_off_a_line_give_the_bits_of_rows_on_one(
+        m in 1usize..=20, k16 in 1usize..=20, n in 1usize..=40,
+        off in prop_oneof![Just(4usize), Just(16), Just(48)], seed in any::<u64>(),
+        fx in fill_strategy(), fw in fill_strategy()
+    ) {
+        let k = 16 * k16;
+        let mut rng = Rng(seed);
+        let x = matrix(&mut rng, fx, m, k, 1e12);
+        let w = matrix(&mut rng, fw, n, k, 1e12);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let mut on = AlignedBuf::<f32>::zeroed(m * k);
+        on.copy_from_slice(&x);
+        // The same values `off` bytes past a line.
+        let mut room = AlignedBuf::<f32>::zeroed(m * k + 16);
+        let past = &mut room[off / 4..off / 4 + m * k];
+        past.copy_from_slice(&x);
+        let past: &[f32] = past;
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        for isa in isas() {
+            for invariant in [false, true] {
+                let run = |x: &[f32]| {
+                    let (mut y, mut yh) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                    if invariant {
+                        lf32::linear_invariant_with(isa, x, m, k, &w, n, &mut y);
+                        lf16::linear_invariant_with(isa, x, m, k, &wh, n, &mut yh);
+                    } else {
+                        lf32::linear_with(isa, x, m, k, &w, n, &mut y);
+                        lf16::linear_with(isa, x, m, k, &wh, n, &mut yh);
+                    }
+                    (bits(&y), bits(&yh))
+                };
+                prop_assert_eq!(run(&on), run(past), "{} m={} k={} off={}", isa, m, k, off);
+            }
         }
     }
 }

@@ -143,14 +143,20 @@ unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W])
     unsafe {
         let px = x.as_ptr().add(i0 * k);
         let mut t = 0;
-        while t < k {
+        while t + 16 <= k {
+            let wv = W::load16_full(pw.add(t));
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + t)), wv, *a);
+            }
+            t += 16;
+        }
+        if t < k {
             let mask = mask16(k - t);
             let wv = W::load16(pw.add(t), mask);
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));
                 *a = _mm512_fmadd_ps(xv, wv, *a);
             }
-            t += 16;
         }
     }
     // A loop, not a `map` closure (ARCHITECTURE.md: no reduction in a
@@ -179,6 +185,15 @@ pub(crate) trait Wide: Copy {
     /// # Safety
     /// AVX-512 F/BW (+ F16C for f16); the masked lanes lie inside one slice.
     unsafe fn load16(p: *const Self, mask: u16) -> __m512;
+
+    /// [`Wide::load16`] of all 16 lanes, without a mask: a masked load
+    /// from memory costs Intel cores an ALU operation on the FMA ports
+    /// besides the load, so the kernels' whole steps take this one (the
+    /// same values).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW (+ F16C for f16); `p[0..16]` lies inside one slice.
+    unsafe fn load16_full(p: *const Self) -> __m512;
 }
 
 impl Wide for f32 {
@@ -186,6 +201,11 @@ impl Wide for f32 {
     unsafe fn load16(p: *const f32, mask: u16) -> __m512 {
         // SAFETY: forwarded contract.
         unsafe { _mm512_maskz_loadu_ps(mask, p) }
+    }
+    #[inline(always)]
+    unsafe fn load16_full(p: *const f32) -> __m512 {
+        // SAFETY: forwarded contract.
+        unsafe { _mm512_loadu_ps(p) }
     }
 }
 
@@ -195,6 +215,11 @@ impl Wide for half::f16 {
         // SAFETY: forwarded contract; f16 is a transparent u16.
         unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
     }
+    #[inline(always)]
+    unsafe fn load16_full(p: *const half::f16) -> __m512 {
+        // SAFETY: forwarded contract; f16 is a transparent u16.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i)) }
+    }
 }
 
 impl Wide for half::bf16 {
@@ -202,6 +227,11 @@ impl Wide for half::bf16 {
     unsafe fn load16(p: *const half::bf16, mask: u16) -> __m512 {
         // SAFETY: forwarded contract; bf16 is a transparent u16.
         unsafe { crate::bf16::avx512::widen16(_mm256_maskz_loadu_epi16(mask, p as *const i16)) }
+    }
+    #[inline(always)]
+    unsafe fn load16_full(p: *const half::bf16) -> __m512 {
+        // SAFETY: forwarded contract; bf16 is a transparent u16.
+        unsafe { crate::bf16::avx512::widen16(_mm256_loadu_si256(p as *const __m256i)) }
     }
 }
 
@@ -230,16 +260,32 @@ unsafe fn block4x4<W: Wide, const R: usize>(
         let px = x.as_ptr().add(i0 * k);
         let pw = w.as_ptr().add(c0 * k);
         let mut t = 0;
-        while t < k {
+        while t + 16 <= k {
+            let mut wv = [_mm512_setzero_ps(); 4];
+            for (c, v) in wv.iter_mut().enumerate() {
+                *v = W::load16_full(pw.add(c * k + t));
+            }
+            for (r, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(px.add(r * k + t));
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(xv, wv[c], *a);
+                }
+            }
+            t += 16;
+        }
+        if t < k {
+            // The tail: masked lanes read nothing and add 0 · 0.
             let mask = mask16(k - t);
-            let wv: [__m512; 4] = std::array::from_fn(|c| W::load16(pw.add(c * k + t), mask));
+            let mut wv = [_mm512_setzero_ps(); 4];
+            for (c, v) in wv.iter_mut().enumerate() {
+                *v = W::load16(pw.add(c * k + t), mask);
+            }
             for (r, a) in acc.iter_mut().enumerate() {
                 let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));
                 for (c, a) in a.iter_mut().enumerate() {
                     *a = _mm512_fmadd_ps(xv, wv[c], *a);
                 }
             }
-            t += 16;
         }
     }
     // A loop, not `map` closures: a closure is a function of its own,

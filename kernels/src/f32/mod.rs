@@ -26,6 +26,8 @@ pub(crate) mod avx512;
 pub(crate) mod neon;
 pub mod scalar;
 
+#[cfg(target_arch = "x86_64")]
+use crate::aligned::{self, AlignedBuf};
 use crate::dispatch::{active, Isa};
 use crate::par::{self, ColBlock};
 
@@ -138,6 +140,21 @@ impl FloatWeight for f32 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+/// From this many activation rows on, AVX-512 products copy activations
+/// that are off a cache line onto one (below it the copy is not repaid:
+/// a one-row GEMV is bound by its weights).
+const ALIGN_MIN_M: usize = 4;
+
+#[cfg(target_arch = "x86_64")]
+thread_local! {
+    /// Each thread's activations on cache lines ([`float_linear`]): as
+    /// large as the largest `m x k` it has multiplied (kept, so a model's
+    /// products allocate it once).
+    static ALIGNED_X: std::cell::Cell<AlignedBuf<f32>> =
+        const { std::cell::Cell::new(AlignedBuf::new()) };
+}
+
 /// The one driver of both float formats: shape and ISA checks, the gemm path
 /// for prefill-sized `m` unless `invariant`, else GEMV chunks of rows
 /// (threaded when it pays).
@@ -162,6 +179,27 @@ pub(crate) fn float_linear<W: FloatWeight>(
         return;
     }
     let parallel = par::worth_parallel(m, k, n);
+    #[cfg(target_arch = "x86_64")]
+    if isa.has_avx512()
+        && m >= ALIGN_MIN_M
+        && k.is_multiple_of(16)
+        && !aligned::is_aligned(x.as_ptr())
+    {
+        // The AVX-512 blocks read every activation row in 64-byte pieces,
+        // and off a cache line each piece spans two: where `x` does not
+        // start on one (a `Vec` starts 16 bytes past), the rows go onto
+        // lines first (f32 prefill 1.2-1.5x, kernels/BENCH.md). Taken out
+        // of the thread's cell, not borrowed, so a nested product would
+        // only allocate its own.
+        let mut buf = ALIGNED_X.take();
+        if buf.len() < x.len() {
+            buf.resize_zeroed(x.len());
+        }
+        buf[..x.len()].copy_from_slice(x);
+        float_linear(isa, &buf[..x.len()], m, k, w, n, y, invariant);
+        ALIGNED_X.set(buf);
+        return;
+    }
     if !invariant && m >= GEMM_MIN_M {
         // Our prefill kernels read every format as stored, so the format's
         // own threshold (set for the gemm crate, which widens f16 and bf16
