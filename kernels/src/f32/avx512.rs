@@ -22,9 +22,10 @@ pub(crate) fn mask16(n: usize) -> u16 {
     }
 }
 
-/// The GEMV dot product of `a` with the weight row `b` in any [`Wide`]
-/// format: one 16-lane FMA chain, a masked tail, one reduction ([`dots`]
-/// of one row: [`block4x4`]'s arithmetic for each of its outputs).
+/// The dot product of `a` with the weight row `b` in any [`Wide`] format,
+/// for a block's ragged last columns: [`block4x4`]'s arithmetic for one of
+/// its outputs (one 16-lane FMA chain, the tail masked, `sum`'s reduction),
+/// so every output of the GEMV and prefill paths has the same bits.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by
@@ -32,9 +33,28 @@ pub(crate) fn mask16(n: usize) -> u16 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(crate) unsafe fn dot<W: Wide>(a: &[f32], b: &[W]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    // SAFETY: same target features; one row of `a.len()` values.
-    unsafe { dots::<W, 1>(a, 0, a.len().min(b.len()), b)[0] }
+    assert_eq!(a.len(), b.len(), "dot: lengths");
+    let k = a.len();
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = _mm512_setzero_ps();
+    // SAFETY (all loads): inside both slices' k values: whole steps at t
+    // with t + 16 <= k, then the lanes of `mask16(k - t)`.
+    unsafe {
+        let mut t = 0;
+        while t + 16 <= k {
+            acc = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(t)), W::load16_full(pb.add(t)), acc);
+            t += 16;
+        }
+        if t < k {
+            let mask = mask16(k - t);
+            acc = _mm512_fmadd_ps(
+                _mm512_maskz_loadu_ps(mask, pa.add(t)),
+                W::load16(pb.add(t), mask),
+                acc,
+            );
+        }
+        sum(acc)
+    }
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights, every
@@ -122,51 +142,6 @@ unsafe fn sum16(v: &[__m512; 16]) -> [f32; 16] {
         }
         out
     }
-}
-
-/// `R` dot products of consecutive x rows `i0..i0 + R` with one weight row
-/// `w`, each one FMA chain over 16-lane steps (the tail masked) and one
-/// reduction: [`block4x4`]'s arithmetic for each of its outputs, so every
-/// output of the GEMV and prefill paths has the same bits.
-///
-/// # Safety
-/// As [`dot`]; `x` holds at least `(i0 + R) * k` values and `w.len() == k`.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn dots<W: Wide, const R: usize>(x: &[f32], i0: usize, k: usize, w: &[W]) -> [f32; R] {
-    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= k);
-    let pw = w.as_ptr();
-    let mut acc = [_mm512_setzero_ps(); R];
-    // SAFETY (all loads below): row r reads inside x[(i0 + r) * k..][..k]
-    // by the caller's contract, and w inside its k values: the lanes of
-    // `mask16(k - t)` from t.
-    unsafe {
-        let px = x.as_ptr().add(i0 * k);
-        let mut t = 0;
-        while t + 16 <= k {
-            let wv = W::load16_full(pw.add(t));
-            for (r, a) in acc.iter_mut().enumerate() {
-                *a = _mm512_fmadd_ps(_mm512_loadu_ps(px.add(r * k + t)), wv, *a);
-            }
-            t += 16;
-        }
-        if t < k {
-            let mask = mask16(k - t);
-            let wv = W::load16(pw.add(t), mask);
-            for (r, a) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, px.add(r * k + t));
-                *a = _mm512_fmadd_ps(xv, wv, *a);
-            }
-        }
-    }
-    // A loop, not a `map` closure (ARCHITECTURE.md: no reduction in a
-    // closure of a kernel's hot path).
-    let mut out = [0f32; R];
-    for (o, &a) in out.iter_mut().zip(&acc) {
-        // SAFETY: AVX-512 F, this function's contract.
-        *o = unsafe { sum(a) };
-    }
-    out
 }
 
 /// Rows `i0..` of a block, columns `c..c + 4`, into `out`.
