@@ -178,7 +178,6 @@ pub(crate) fn float_linear<W: FloatWeight>(
         y.fill(0.0);
         return;
     }
-    let parallel = par::worth_parallel(m, k, n);
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx512()
         && m >= ALIGN_MIN_M
@@ -200,6 +199,7 @@ pub(crate) fn float_linear<W: FloatWeight>(
         ALIGNED_X.set(buf);
         return;
     }
+    let parallel = par::worth_parallel(m, k, n);
     if !invariant && m >= GEMM_MIN_M {
         // Our prefill kernels read every format as stored, so the format's
         // own threshold (set for the gemm crate, which widens f16 and bf16
