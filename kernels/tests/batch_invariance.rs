@@ -47,6 +47,21 @@ fn row_in_batch_and_alone(
     (bits(&y[at * n..(at + 1) * n]), bits(&alone))
 }
 
+/// The whole batch through `invariant` and through `free` (the format's
+/// `linear_invariant_with` and `linear_with` at one level): the bits of each.
+fn both_paths(
+    m: usize,
+    n: usize,
+    x: &[f32],
+    invariant: &Product<'_>,
+    free: &Product<'_>,
+) -> (Vec<u32>, Vec<u32>) {
+    let (mut a, mut b) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+    invariant(x, m, &mut a);
+    free(x, m, &mut b);
+    (bits(&a), bits(&b))
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -70,10 +85,9 @@ proptest! {
             if isa.has_avx512() {
                 // At the AVX-512 levels the GEMV is the prefill kernel: the
                 // plain path gives the batch the same bits.
-                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                lf32::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
-                lf32::linear_with(isa, &x, m, k, &w, n, &mut free);
-                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+                let plain = |x: &[f32], m: usize, y: &mut [f32]| lf32::linear_with(isa, x, m, k, &w, n, y);
+                let (inv, free) = both_paths(m, n, &x, &f, &plain);
+                prop_assert_eq!(inv, free, "{} m={}", isa, m);
             }
         }
     }
@@ -100,10 +114,9 @@ proptest! {
             if isa.has_avx512() {
                 // At the AVX-512 levels the GEMV is the prefill kernel: the
                 // plain path gives the batch the same bits.
-                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                lf16::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
-                lf16::linear_with(isa, &x, m, k, &w, n, &mut free);
-                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+                let plain = |x: &[f32], m: usize, y: &mut [f32]| lf16::linear_with(isa, x, m, k, &w, n, y);
+                let (inv, free) = both_paths(m, n, &x, &f, &plain);
+                prop_assert_eq!(inv, free, "{} m={}", isa, m);
             }
         }
     }
@@ -132,10 +145,9 @@ proptest! {
             if isa.has_avx512() {
                 // At the AVX-512 levels the GEMV is the prefill kernel: the
                 // plain path gives the batch the same bits.
-                let (mut inv, mut free) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
-                lbf16::linear_invariant_with(isa, &x, m, k, &w, n, &mut inv);
-                lbf16::linear_with(isa, &x, m, k, &w, n, &mut free);
-                prop_assert_eq!(bits(&inv), bits(&free), "{} m={}", isa, m);
+                let plain = |x: &[f32], m: usize, y: &mut [f32]| lbf16::linear_with(isa, x, m, k, &w, n, y);
+                let (inv, free) = both_paths(m, n, &x, &f, &plain);
+                prop_assert_eq!(inv, free, "{} m={}", isa, m);
             }
         }
     }
