@@ -6,22 +6,15 @@
 //!
 //! `cargo run --release -p t5edge-kernels --example amx_cold_probe -- M K N P THREADS`
 //! (large W3's `wi` on one by-rows task: 64 1024 4096 64 1)
+mod common;
+
 use std::time::Instant;
 use t5edge_kernels::{dispatch, int8};
 
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let [m, k, n, p, threads] = a[..] else {
-        eprintln!("usage: amx_cold_probe M K N P THREADS");
-        std::process::exit(2);
-    };
+    let [m, k, n, p, threads] = common::args("amx_cold_probe M K N P THREADS");
     t5edge_kernels::pool::set_global_threads(threads);
-    let x: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5)
-        .collect();
+    let x = common::fill(m * k, 7919);
     let ws: Vec<int8::PackedInt8> = (0..p)
         .map(|s| {
             let w: Vec<f32> = (0..n * k)

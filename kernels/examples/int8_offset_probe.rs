@@ -6,35 +6,22 @@
 //!
 //! `cargo run --release -p t5edge-kernels --example int8_offset_probe -- M K N THREADS`
 //! (a decode step's `wi`: 1 256 1024 1; W3's: 128 256 1024 2)
+mod common;
+
 use std::time::Instant;
 use t5edge_kernels::{dispatch, int8};
 
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let [m, k, n, threads] = a[..] else {
-        eprintln!("usage: int8_offset_probe M K N THREADS");
-        std::process::exit(2);
-    };
+    let [m, k, n, threads] = common::args("int8_offset_probe M K N THREADS");
     t5edge_kernels::pool::set_global_threads(threads);
-    let x: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5)
-        .collect();
-    let w: Vec<f32> = (0..n * k)
-        .map(|i| ((i * 104729 % 1000) as f32) / 1000.0 - 0.5)
-        .collect();
+    let (x, w) = (common::fill(m * k, 7919), common::fill(n * k, 104729));
     let p = int8::PackedInt8::quantize(&w, n, k, 0).expect("quantize");
     let v = p.view();
     let isa = dispatch::best();
     let mut y = vec![0f32; m * n];
     for offset in [0usize, 16, 40, 0, 16, 40] {
-        let len = v.data().len();
-        let mut buf = vec![0i8; len + 128];
-        let start = (64 - buf.as_ptr() as usize % 64) % 64 + offset;
-        buf[start..start + len].copy_from_slice(v.data());
-        let placed = &buf[start..start + len];
+        let mut buf = vec![0i8; v.data().len() + 128];
+        let placed = common::placed(&mut buf, v.data(), offset);
         let wv =
             int8::Int8View::from_parts(n, k, 0, placed, v.scales(), v.row_sums(), v.err_norms())
                 .expect("the same parts");
