@@ -155,8 +155,9 @@ impl Int4Screen {
         let tiles = n.div_ceil(TILE);
         let tile_bytes = kp8 / BLOCK * BLOCK_BYTES;
         // Zeroed, so its pages are mapped only as each task fills its
-        // tiles (while `read` may be dropping the head's behind it).
-        let mut data = AlignedBuf::<u8>::zeroed(tiles * tile_bytes);
+        // tiles (while `read` may be dropping the head's behind it), 4 KB
+        // at a time; on huge pages once built.
+        let mut data = AlignedBuf::<u8>::zeroed_small_pages(tiles * tile_bytes);
         let np8 = tiles * TILE;
         let mut l_sq = vec![0u32; groups * np8];
         let gsz = if gs == 0 { kp8 } else { gs };
@@ -214,6 +215,7 @@ impl Int4Screen {
             },
         );
         let l_norms = l_sq.iter().map(|&s| round_up((s as f64).sqrt())).collect();
+        data.collapse();
         Ok(Int4Screen {
             n,
             k,
