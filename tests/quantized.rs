@@ -76,6 +76,74 @@ fn quantized_files_compute_what_conversion_computes() {
     }
 }
 
+/// Conversion at load gathers each stack's int8 matrices into one buffer,
+/// in the order a pass reads them and each on a cache line, so that a decode
+/// step streams one run of huge pages as a quantized file's; they are the
+/// engine's copies, not a file's. (Their values: the test above.)
+#[test]
+fn conversion_gathers_each_stacks_int8_matrices_into_one_buffer() {
+    use t5edge::model::LinearWeight;
+    use t5edge::weights::{Int8Data, W8A16Data};
+    let mut m = T5Model::load(base_checkpoint()).unwrap();
+    m.convert(FormatPolicy::for_dtype(WeightFormat::Int8))
+        .unwrap();
+    let gathered = |l: &t5edge::model::Linear| match &l.weight {
+        LinearWeight::Int8(Int8Data::Mapped(g))
+        | LinearWeight::Int8A16(W8A16Data {
+            w: Int8Data::Mapped(g),
+            ..
+        }) => g.clone(),
+        _ => panic!("an int8 matrix left on its own allocation"),
+    };
+    let enc: Vec<_> = m
+        .encoder
+        .blocks
+        .iter()
+        .flat_map(|b| {
+            [
+                &b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ffn.wi, &b.ffn.wo,
+            ]
+        })
+        .collect();
+    let dec: Vec<_> = m
+        .decoder
+        .as_ref()
+        .unwrap()
+        .blocks
+        .iter()
+        .flat_map(|b| {
+            let (s, c) = (&b.self_attn, &b.cross_attn);
+            [
+                &s.q, &s.k, &s.v, &s.o, &c.q, &c.k, &c.v, &c.o, &b.ffn.wi, &b.ffn.wo,
+            ]
+        })
+        .collect();
+    let mut buffers = Vec::new();
+    for (what, stack) in [("encoder", enc), ("decoder", dec)] {
+        let g: Vec<_> = stack.iter().map(|l| gathered(l)).collect();
+        assert!(
+            g.iter()
+                .all(|x| std::sync::Arc::ptr_eq(&x.backing, &g[0].backing)),
+            "{what}: more than one buffer"
+        );
+        assert!(
+            stack.iter().all(|l| !l.is_mapped()),
+            "{what}: a copy called a file's view"
+        );
+        for (a, b) in g.iter().zip(&g[1..]) {
+            assert!(a.err_norms.end <= b.data.start, "{what}: not in pass order");
+        }
+        let base = g[0].backing.bytes().as_ptr() as usize;
+        for x in &g {
+            for r in [&x.data, &x.scales, &x.row_sums, &x.err_norms] {
+                assert_eq!((base + r.start) % 64, 0, "{what}: a part off a cache line");
+            }
+        }
+        buffers.push(g[0].backing.clone());
+    }
+    assert!(!std::sync::Arc::ptr_eq(&buffers[0], &buffers[1]));
+}
+
 /// The quantized layers an inference reads, embedding aside.
 fn int8_linears(m: &T5Model) -> Vec<&t5edge::model::Linear> {
     let mut v = vec![&m.lm_head.as_ref().unwrap().linear];

@@ -1,6 +1,7 @@
 //! Converting a loaded model's linear layers to another weight format, per a
 //! policy that says which layers may go to int8.
 
+use super::gather;
 use super::linear::{Linear, WeightFormat};
 use super::T5Model;
 use crate::error::{Error, Result};
@@ -122,7 +123,8 @@ impl T5Model {
     }
 
     /// Converts every linear layer as `policy` says (in place, from the current
-    /// weights; the embedding lookup keeps its table).
+    /// weights; the embedding lookup keeps its table). The int8 matrices it
+    /// makes are gathered into one buffer per stack ([`gather`]).
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
         for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
@@ -130,6 +132,7 @@ impl T5Model {
             convert_attention(&mut b.attn, policy, &what, true)?;
             convert_ffn(&mut b.ffn, policy, &format!("encoder block {i}"))?;
         }
+        gather::encoder(&mut self.encoder);
         if let Some(d) = &mut self.decoder {
             convert_decoder(d, policy)?;
         }
@@ -143,7 +146,9 @@ impl T5Model {
 }
 
 /// Converts every linear layer of `decoder` as `policy` says (`policy.body`
-/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]).
+/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]). The int8
+/// matrices it makes are gathered into one buffer, in the order a step
+/// reads them ([`gather`]).
 pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
     convert_decoder_layers(decoder, policy, true)
 }
@@ -170,6 +175,7 @@ fn convert_decoder_layers(
         convert_attention(&mut b.cross_attn, policy, &what, cross_kv)?;
         convert_ffn(&mut b.ffn, policy, &format!("decoder block {i}"))?;
     }
+    gather::decoder(decoder);
     Ok(())
 }
 

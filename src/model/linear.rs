@@ -178,7 +178,7 @@ impl Linear {
             LinearWeight::F16(w) => w.is_mapped(),
             LinearWeight::Bf16(w) => w.is_mapped(),
             LinearWeight::Int8(w) | LinearWeight::Int8A16(W8A16Data { w, .. }) => {
-                matches!(w, Int8Data::Mapped(_))
+                matches!(w, Int8Data::Mapped(m) if m.backing.is_file())
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod convert;
 pub mod decoder;
 pub mod encoder;
 pub mod ffn;
+mod gather;
 pub mod kv_cache;
 pub mod linear;
 mod load;

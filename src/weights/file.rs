@@ -69,14 +69,23 @@ pub enum Backing {
     /// then aligned for its views, and a written file's int8 matrices for
     /// the kernels' 64-byte reads.
     Heap(AlignedBuf<u8>),
+    /// Not a file's: int8 matrices quantized at load, gathered into one
+    /// buffer ([`super::gather`]).
+    Gathered(AlignedBuf<u8>),
 }
 
 impl Backing {
     pub fn bytes(&self) -> &[u8] {
         match self {
             Backing::Mmap(m) => m,
-            Backing::Heap(b) => b,
+            Backing::Heap(b) | Backing::Gathered(b) => b,
         }
+    }
+
+    /// Whether these are a file's bytes (mapped or read), not a copy the
+    /// engine made.
+    pub fn is_file(&self) -> bool {
+        !matches!(self, Backing::Gathered(_))
     }
 }
 

@@ -2,6 +2,7 @@
 //! is read as a number, and the typed views the model borrows from them.
 
 mod file;
+pub mod gather;
 pub mod quantized;
 mod store;
 mod tensor;
