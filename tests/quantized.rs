@@ -144,25 +144,29 @@ fn conversion_gathers_each_stacks_int8_matrices_into_one_buffer() {
     assert!(!std::sync::Arc::ptr_eq(&buffers[0], &buffers[1]));
 }
 
-/// The quantized layers an inference reads, embedding aside.
-fn int8_linears(m: &T5Model) -> Vec<&t5edge::model::Linear> {
+/// The quantized layers an inference reads in place from a quantized file
+/// (the head and the encoder), and the decoder's, which the load gathers
+/// onto huge pages (a copy, on lines whatever the file's offsets).
+fn int8_linears(m: &T5Model) -> (Vec<&t5edge::model::Linear>, Vec<&t5edge::model::Linear>) {
     let mut v = vec![&m.lm_head.as_ref().unwrap().linear];
     for b in &m.encoder.blocks {
         v.extend([
             &b.attn.q, &b.attn.k, &b.attn.v, &b.attn.o, &b.ffn.wi, &b.ffn.wo,
         ]);
     }
+    let mut d = Vec::new();
     for b in &m.decoder.as_ref().unwrap().blocks {
-        v.extend([&b.self_attn.q, &b.cross_attn.v, &b.ffn.wi, &b.ffn.wo]);
+        d.extend([&b.self_attn.q, &b.cross_attn.v, &b.ffn.wi, &b.ffn.wo]);
     }
-    v
+    (v, d)
 }
 
 /// The writer starts the data section on a cache line, so (every tensor
 /// being whole lines long at these shapes, as at every real T5 shape) each
 /// int8 matrix is mapped on one. A file written before, its data 8 bytes
-/// off a line as that writer's could be, is used in place all the same,
-/// with the same bits, and says so.
+/// off a line as that writer's could be, is used in place all the same
+/// (the decoder's matrices gathered onto lines), with the same bits, and
+/// says so.
 #[test]
 fn int8_matrices_map_on_cache_lines_and_older_files_still_load() {
     let out = quantized_dir(WeightFormat::Int8, 0, "qalign");
@@ -186,8 +190,13 @@ fn int8_matrices_map_on_cache_lines_and_older_files_still_load() {
     };
     assert_eq!(off_lines(&file), (0, int8));
     let q = T5Model::load(&out.join("q")).unwrap();
-    for l in int8_linears(&q) {
+    let (mapped, gathered) = int8_linears(&q);
+    for l in mapped {
         assert!(l.is_mapped(), "an int8 matrix copied");
+        assert_eq!(l.int8_on_lines(), Some(true));
+    }
+    for l in gathered {
+        assert!(!l.is_mapped(), "a decoder matrix left in the file");
         assert_eq!(l.int8_on_lines(), Some(true));
     }
 
@@ -207,9 +216,13 @@ fn int8_matrices_map_on_cache_lines_and_older_files_still_load() {
     std::fs::write(dir.join("model.safetensors"), &shifted).unwrap();
     assert_eq!(off_lines(&dir.join("model.safetensors")), (int8, int8));
     let o = T5Model::load(&dir).unwrap();
-    for l in int8_linears(&o) {
+    let (mapped, gathered) = int8_linears(&o);
+    for l in mapped {
         assert!(l.is_mapped(), "an int8 matrix copied");
         assert_eq!(l.int8_on_lines(), Some(false));
+    }
+    for l in gathered {
+        assert_eq!(l.int8_on_lines(), Some(true));
     }
     assert_eq!(logits(&o), logits(&q), "off lines vs on lines");
 }

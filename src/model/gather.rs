@@ -7,7 +7,10 @@ use super::{Decoder, Encoder};
 use crate::weights::gather::gather;
 use crate::weights::{Int8Data, W8A16Data};
 
-/// The encoder's int8 matrices, block by block.
+/// The encoder's int8 matrices quantized at load, block by block. Those
+/// of a quantized file stay mapped: a pass reads each once for all its
+/// rows, and W3 ran level with them gathered (kernels/BENCH.md), so the
+/// copy would cost load time and memory for nothing.
 pub(super) fn encoder(e: &mut Encoder) {
     let layers = e.blocks.iter_mut().flat_map(|b| {
         let (a, f) = (&mut b.attn, &mut b.ffn);
@@ -16,10 +19,11 @@ pub(super) fn encoder(e: &mut Encoder) {
             .chain(f.wi_up.as_mut())
             .chain([&mut f.wo])
     });
-    gather(int8_of(layers));
+    gather(int8_of(layers), false);
 }
 
-/// The decoder's int8 matrices, block by block.
+/// The decoder's int8 matrices, block by block, a quantized file's too:
+/// every decode step reads them all.
 pub(super) fn decoder(d: &mut Decoder) {
     let layers = d.blocks.iter_mut().flat_map(|b| {
         let (s, c, f) = (&mut b.self_attn, &mut b.cross_attn, &mut b.ffn);
@@ -29,7 +33,7 @@ pub(super) fn decoder(d: &mut Decoder) {
             .chain(f.wi_up.as_mut())
             .chain([&mut f.wo])
     });
-    gather(int8_of(layers));
+    gather(int8_of(layers), true);
 }
 
 /// The int8 matrices (W8A16's included) among `layers`, in their order.

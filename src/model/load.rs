@@ -213,7 +213,9 @@ impl T5Model {
                 ffn: l.ffn(&format!("{p}.2"))?,
             });
         }
-        let decoder: Decoder = l.stack("decoder", dec_blocks)?;
+        let mut decoder: Decoder = l.stack("decoder", dec_blocks)?;
+        // A quantized file's small int8 matrices, onto huge pages.
+        super::gather::decoder(&mut decoder);
         let lm_head = if config.tie_word_embeddings {
             LmHead {
                 linear: embed.clone(),
