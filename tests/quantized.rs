@@ -144,6 +144,53 @@ fn conversion_gathers_each_stacks_int8_matrices_into_one_buffer() {
     assert!(!std::sync::Arc::ptr_eq(&buffers[0], &buffers[1]));
 }
 
+/// A load gathers what a pass streams onto huge pages: an f32
+/// checkpoint's matrices, both stacks, and a quantized file's decoder
+/// matrices (its encoder's stay mapped). The same bits as the model built
+/// from the same files without gathering.
+#[test]
+fn loads_gather_what_a_pass_streams_with_the_same_bits() {
+    use t5edge::model::LinearWeight;
+    use t5edge::weights::{F32Data, Int8Data, LoadOptions, WeightStore};
+    let ungathered = |dir: &std::path::Path| {
+        let cfg = t5edge::T5Config::from_file(&dir.join("config.json")).unwrap();
+        let store = WeightStore::open_dir(dir, LoadOptions::default()).unwrap();
+        T5Model::from_store(cfg, &store).unwrap()
+    };
+    let in_file = |l: &t5edge::model::Linear| match &l.weight {
+        LinearWeight::F32(F32Data::Mapped { backing, .. }) => backing.is_file(),
+        LinearWeight::Int8(Int8Data::Mapped(m)) => m.backing.is_file(),
+        LinearWeight::Int8A16(w) => matches!(&w.w, Int8Data::Mapped(m) if m.backing.is_file()),
+        _ => panic!("a layer owned"),
+    };
+    let f32 = T5Model::load(base_checkpoint()).unwrap();
+    let b = &f32.decoder.as_ref().unwrap().blocks[0];
+    let e = &f32.encoder.blocks[0];
+    for l in [
+        &e.attn.q,
+        &e.ffn.wo,
+        &b.self_attn.k,
+        &b.cross_attn.o,
+        &b.ffn.wi,
+    ] {
+        assert!(!in_file(l), "an f32 matrix left in the file");
+    }
+    assert_eq!(logits(&f32), logits(&ungathered(base_checkpoint())));
+
+    let out = quantized_dir(WeightFormat::Int8, 0, "qgather");
+    let q = T5Model::load(&out.join("q")).unwrap();
+    let b = &q.decoder.as_ref().unwrap().blocks[0];
+    let e = &q.encoder.blocks[0];
+    assert!(
+        in_file(&e.attn.q) && in_file(&e.ffn.wo),
+        "the encoder copied"
+    );
+    for l in [&b.self_attn.k, &b.cross_attn.o, &b.ffn.wi, &b.ffn.wo] {
+        assert!(!in_file(l), "a decoder matrix left in the file");
+    }
+    assert_eq!(logits(&q), logits(&ungathered(&out.join("q"))));
+}
+
 /// The quantized layers an inference reads in place from a quantized file
 /// (the head and the encoder), and the decoder's, which the load gathers
 /// onto huge pages (a copy, on lines whatever the file's offsets).

@@ -1,39 +1,63 @@
-//! Which int8 matrices of a model are gathered into one buffer a stack
+//! Which weight matrices of a model are gathered into one buffer a stack
 //! ([`crate::weights::gather`]), and in what order: the order a pass reads
-//! them, so that a step streams one run of memory.
+//! them, so that it streams one run of huge pages.
 
 use super::linear::{Linear, LinearWeight};
-use super::{Decoder, Encoder};
-use crate::weights::gather::gather;
-use crate::weights::{Int8Data, W8A16Data};
+use super::{Decoder, Encoder, T5Model};
+use crate::weights::gather::{gather, gather_f32};
+use crate::weights::{F32Data, Int8Data, W8A16Data};
 
-/// The encoder's int8 matrices quantized at load, block by block. Those
-/// of a quantized file stay mapped: a pass reads each once for all its
-/// rows, and W3 ran level with them gathered (kernels/BENCH.md), so the
-/// copy would cost load time and memory for nothing.
-pub(super) fn encoder(e: &mut Encoder) {
-    let layers = e.blocks.iter_mut().flat_map(|b| {
+impl T5Model {
+    /// Gathers both stacks' matrices as [`encoder`] and [`decoder`] say:
+    /// the last step of a load, once the weights are in the formats they
+    /// will run in (an f32 checkpoint converted at load is not copied
+    /// first).
+    pub(crate) fn gather_weights(&mut self) {
+        encoder(&mut self.encoder);
+        if let Some(d) = &mut self.decoder {
+            decoder(d);
+        }
+    }
+}
+
+/// The encoder's linear layers, block by block.
+fn encoder_layers(e: &mut Encoder) -> impl Iterator<Item = &mut Linear> {
+    e.blocks.iter_mut().flat_map(|b| {
         let (a, f) = (&mut b.attn, &mut b.ffn);
         [&mut a.q, &mut a.k, &mut a.v, &mut a.o, &mut f.wi]
             .into_iter()
             .chain(f.wi_up.as_mut())
             .chain([&mut f.wo])
-    });
-    gather(int8_of(layers), false);
+    })
 }
 
-/// The decoder's int8 matrices, block by block, a quantized file's too:
-/// every decode step reads them all.
-pub(super) fn decoder(d: &mut Decoder) {
-    let layers = d.blocks.iter_mut().flat_map(|b| {
+/// The decoder's linear layers, block by block.
+fn decoder_layers(d: &mut Decoder) -> impl Iterator<Item = &mut Linear> {
+    d.blocks.iter_mut().flat_map(|b| {
         let (s, c, f) = (&mut b.self_attn, &mut b.cross_attn, &mut b.ffn);
         [&mut s.q, &mut s.k, &mut s.v, &mut s.o]
             .into_iter()
             .chain([&mut c.q, &mut c.k, &mut c.v, &mut c.o, &mut f.wi])
             .chain(f.wi_up.as_mut())
             .chain([&mut f.wo])
-    });
-    gather(int8_of(layers), true);
+    })
+}
+
+/// The encoder's matrices: int8 ones quantized at load, and f32 ones mapped
+/// from a checkpoint. A quantized file's int8 matrices stay mapped: a pass
+/// reads each once for all its rows, and W3 int8 ran level with them
+/// gathered (kernels/BENCH.md), so the copy would cost load time and memory
+/// for nothing; f32 W3 ran 12% faster gathered.
+pub(super) fn encoder(e: &mut Encoder) {
+    gather(int8_of(encoder_layers(e)), false);
+    gather_f32(f32_of(encoder_layers(e)));
+}
+
+/// The decoder's matrices, int8 (a quantized file's too) and f32: every
+/// decode step reads them all.
+pub(super) fn decoder(d: &mut Decoder) {
+    gather(int8_of(decoder_layers(d)), true);
+    gather_f32(f32_of(decoder_layers(d)));
 }
 
 /// The int8 matrices (W8A16's included) among `layers`, in their order.
@@ -41,6 +65,16 @@ fn int8_of<'a>(layers: impl Iterator<Item = &'a mut Linear>) -> Vec<&'a mut Int8
     layers
         .filter_map(|l| match &mut l.weight {
             LinearWeight::Int8(w) | LinearWeight::Int8A16(W8A16Data { w, .. }) => Some(w),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The f32 matrices among `layers`, in their order.
+fn f32_of<'a>(layers: impl Iterator<Item = &'a mut Linear>) -> Vec<&'a mut F32Data> {
+    layers
+        .filter_map(|l| match &mut l.weight {
+            LinearWeight::F32(w) => Some(w),
             _ => None,
         })
         .collect()

@@ -128,8 +128,12 @@ impl T5Model {
         Self::load_with(dir, LoadOptions::default())
     }
 
+    /// [`T5Model::load`] with options; the small matrices a pass streams
+    /// are gathered onto huge pages (model/gather.rs).
     pub fn load_with(dir: &Path, opts: LoadOptions) -> Result<T5Model> {
-        Ok(Self::open(dir, opts)?.0)
+        let mut m = Self::open(dir, opts)?.0;
+        m.gather_weights();
+        Ok(m)
     }
 
     /// [`T5Model::load_with`], and whether the directory is a t5edge
@@ -213,9 +217,7 @@ impl T5Model {
                 ffn: l.ffn(&format!("{p}.2"))?,
             });
         }
-        let mut decoder: Decoder = l.stack("decoder", dec_blocks)?;
-        // A quantized file's small int8 matrices, onto huge pages.
-        super::gather::decoder(&mut decoder);
+        let decoder: Decoder = l.stack("decoder", dec_blocks)?;
         let lm_head = if config.tie_word_embeddings {
             LmHead {
                 linear: embed.clone(),

@@ -85,6 +85,13 @@ impl T5Model {
 
     /// [`T5Model::load_spec`], naming the options in errors as `names` spells them.
     pub fn load_spec_named(dir: &Path, spec: &LoadSpec, names: OptionNames<'_>) -> Result<T5Model> {
+        let mut model = Self::open_as(dir, spec, names)?;
+        model.gather_weights();
+        Ok(model)
+    }
+
+    /// The model in the formats `spec` asks for, not yet gathered.
+    fn open_as(dir: &Path, spec: &LoadSpec, names: OptionNames<'_>) -> Result<T5Model> {
         spec.validate_named(names)?;
         let (exact, ffn, dtype) = (names("exact"), names("int8_ffn_out"), names("dtype"));
         let (mut model, quantized) = T5Model::open(dir, spec.files)?;
