@@ -53,9 +53,18 @@ fn half_checkpoints_are_views_of_the_map_in_their_stored_format() {
     for dtype in [WeightFormat::Bf16, WeightFormat::F16] {
         let d = half_checkpoint("halfmap", dtype);
         let m = T5Model::load(d.path()).unwrap();
-        for l in linears(&m) {
+        // The embedding and the head are views of the map; the stacks'
+        // matrices, smaller than a huge page, are gathered onto huge pages
+        // (a copy, weights/gather.rs), in the stored format all the same.
+        let all = linears(&m);
+        let (tables, stacks) = all.split_at(2);
+        for l in tables {
             assert_eq!(l.format(), dtype);
-            assert!(l.is_mapped(), "{} layer copied", dtype.name());
+            assert!(l.is_mapped(), "{} table copied", dtype.name());
+        }
+        for l in stacks {
+            assert_eq!(l.format(), dtype);
+            assert!(!l.is_mapped(), "{} stack layer not gathered", dtype.name());
         }
         // --dtype f32 widens (exactly) and then sums in f32 as the stored
         // format does, in another order: the same states to f32 rounding.

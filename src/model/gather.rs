@@ -4,14 +4,13 @@
 
 use super::linear::{Linear, LinearWeight};
 use super::{Decoder, Encoder, T5Model};
-use crate::weights::gather::{gather, gather_f32};
-use crate::weights::{F32Data, Int8Data, W8A16Data};
+use crate::weights::gather::{gather, gather_floats};
+use crate::weights::{Int8Data, W8A16Data};
 
 impl T5Model {
     /// Gathers both stacks' matrices as [`encoder`] and [`decoder`] say:
     /// the last step of a load, once the weights are in the formats they
-    /// will run in (an f32 checkpoint converted at load is not copied
-    /// first).
+    /// will run in (a checkpoint converted at load is not copied first).
     pub(crate) fn gather_weights(&mut self) {
         encoder(&mut self.encoder);
         if let Some(d) = &mut self.decoder {
@@ -43,21 +42,22 @@ fn decoder_layers(d: &mut Decoder) -> impl Iterator<Item = &mut Linear> {
     })
 }
 
-/// The encoder's matrices: int8 ones quantized at load, and f32 ones mapped
-/// from a checkpoint. A quantized file's int8 matrices stay mapped: a pass
-/// reads each once for all its rows, and W3 int8 ran level with them
-/// gathered (kernels/BENCH.md), so the copy would cost load time and memory
-/// for nothing; f32 W3 ran 12% faster gathered.
+/// The encoder's matrices: int8 ones quantized at load, and float ones
+/// (f32, f16, bf16: a checkpoint's or converted at load). A quantized
+/// file's int8 matrices stay mapped: a pass reads each once for all its
+/// rows, and W3 int8 ran level with them gathered (kernels/BENCH.md), so
+/// the copy would cost load time and memory for nothing; f32 W3 ran 12%
+/// faster gathered.
 pub(super) fn encoder(e: &mut Encoder) {
     gather(int8_of(encoder_layers(e)), false);
-    gather_f32(f32_of(encoder_layers(e)));
+    floats(encoder_layers(e));
 }
 
-/// The decoder's matrices, int8 (a quantized file's too) and f32: every
+/// The decoder's matrices, int8 (a quantized file's too) and float: every
 /// decode step reads them all.
 pub(super) fn decoder(d: &mut Decoder) {
     gather(int8_of(decoder_layers(d)), true);
-    gather_f32(f32_of(decoder_layers(d)));
+    floats(decoder_layers(d));
 }
 
 /// The int8 matrices (W8A16's included) among `layers`, in their order.
@@ -70,12 +70,19 @@ fn int8_of<'a>(layers: impl Iterator<Item = &'a mut Linear>) -> Vec<&'a mut Int8
         .collect()
 }
 
-/// The f32 matrices among `layers`, in their order.
-fn f32_of<'a>(layers: impl Iterator<Item = &'a mut Linear>) -> Vec<&'a mut F32Data> {
-    layers
-        .filter_map(|l| match &mut l.weight {
-            LinearWeight::F32(w) => Some(w),
-            _ => None,
-        })
-        .collect()
+/// Gathers the float matrices among `layers`, each format into a buffer of
+/// its own (a stack holds one format but for a mix a conversion left).
+fn floats<'a>(layers: impl Iterator<Item = &'a mut Linear>) {
+    let (mut f32s, mut f16s, mut bf16s) = (Vec::new(), Vec::new(), Vec::new());
+    for l in layers {
+        match &mut l.weight {
+            LinearWeight::F32(w) => f32s.push(w),
+            LinearWeight::F16(w) => f16s.push(w),
+            LinearWeight::Bf16(w) => bf16s.push(w),
+            _ => {}
+        }
+    }
+    gather_floats(f32s);
+    gather_floats(f16s);
+    gather_floats(bf16s);
 }

@@ -1,7 +1,8 @@
 //! Weight matrices gathered into one buffer a stack, on huge pages.
 //!
-//! A matrix quantized at load is its own allocation, 4 KB pages scattered
-//! over the heap; one mapped from a file lies in the file's page cache,
+//! A matrix quantized or converted at load is its own allocation, 4 KB
+//! pages scattered over the heap; one mapped from a file (a quantized
+//! file's int8, a checkpoint's f32, f16 or bf16) lies in the page cache,
 //! which the kernel maps with 2 MB pages only where it happens to hold the
 //! file in large folios (about half of a fresh tiny-nl2 quantized file
 //! here, none of a checkpoint it read long ago). A pass streams every matrix
@@ -10,15 +11,15 @@
 //! W1 int8 converted at load -14%, from a quantized directory -10%; f32 W1
 //! and W3 -11%; `--exact` W1 -7% for its f32 stacks.
 //!
-//! Only matrices smaller than a huge page are moved: a larger one owned is
-//! on huge pages of its own ([`AlignedBuf`]), and a large model's load holds
-//! no second copy of those it maps. A file's pages are released behind the
+//! Only matrices smaller than a huge page are moved: a larger int8 one
+//! owned is on huge pages of its own ([`AlignedBuf`]), and a large model's
+//! load holds no second copy of those it maps. A file's pages are released behind the
 //! copy (they come back from the file if touched), so the matrices are
 //! resident once. The copy is what it costs: fresh memory, about 0.6 ms a
 //! MB on these VMs, paid at load instead of per step.
 
 use super::file::Backing;
-use super::tensor::{F32Data, Int8Data, MappedInt8};
+use super::tensor::{F32Data, Half16, HalfData, Int8Data, MappedInt8};
 use std::ops::Range;
 use std::sync::Arc;
 use t5edge_kernels::aligned::{AlignedBuf, ALIGN, HUGE_PAGE};
@@ -107,42 +108,95 @@ fn parts(w: &Int8Data) -> [&[u8]; 4] {
     ]
 }
 
-/// Moves every f32 matrix of `ws` that is mapped from a file and smaller
-/// than a huge page into one buffer, in the order given, each on a cache
-/// line. The buffer is on huge pages from its first write: its copy took
-/// half the time it took filled on small pages and collapsed, and an f32
-/// model's peak memory, the whole checkpoint mapped, is no target.
-pub fn gather_f32(ws: Vec<&mut F32Data>) {
-    let file_part = |w: &F32Data| match w {
+/// A float matrix as [`gather_floats`] sees it: f32 or 16-bit, mapped
+/// from a file or owned (converted at load, or copied off a misaligned
+/// offset).
+pub trait FloatWeights: Sized {
+    /// Its values as bytes.
+    fn value_bytes(&self) -> &[u8];
+    /// The file it is mapped from and where, if it is a mapped file's.
+    fn in_file(&self) -> Option<(&Arc<Backing>, Range<usize>)>;
+    /// Owned by the engine (not a view of a file or a gathered buffer).
+    fn owned(&self) -> bool;
+    /// The view of `range` of a gathered buffer.
+    fn view_of(backing: Arc<Backing>, range: Range<usize>) -> Self;
+}
+
+impl FloatWeights for F32Data {
+    fn value_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.as_slice())
+    }
+    fn in_file(&self) -> Option<(&Arc<Backing>, Range<usize>)> {
+        match self {
+            F32Data::Mapped {
+                backing,
+                start,
+                len,
+            } if mapped_file(backing) => Some((backing, *start..start + len * 4)),
+            _ => None,
+        }
+    }
+    fn owned(&self) -> bool {
+        matches!(self, F32Data::Owned(_))
+    }
+    fn view_of(backing: Arc<Backing>, range: Range<usize>) -> Self {
         F32Data::Mapped {
             backing,
-            start,
-            len,
-        } if mapped_file(backing) && len * 4 < HUGE_PAGE => Some(*start..start + len * 4),
-        _ => None,
-    };
-    let mut ws: Vec<(&mut F32Data, Range<usize>)> = ws
-        .into_iter()
-        .filter_map(|w| file_part(w).map(|r| (w, r)))
-        .collect();
+            start: range.start,
+            len: range.len() / 4,
+        }
+    }
+}
+
+impl<T: Half16 + bytemuck::Pod> FloatWeights for HalfData<T> {
+    fn value_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(self.as_slice())
+    }
+    fn in_file(&self) -> Option<(&Arc<Backing>, Range<usize>)> {
+        match self {
+            HalfData::Mapped {
+                backing,
+                start,
+                len,
+            } if mapped_file(backing) => Some((backing, *start..start + len * 2)),
+            _ => None,
+        }
+    }
+    fn owned(&self) -> bool {
+        matches!(self, HalfData::Owned(_))
+    }
+    fn view_of(backing: Arc<Backing>, range: Range<usize>) -> Self {
+        HalfData::Mapped {
+            backing,
+            start: range.start,
+            len: range.len() / 2,
+        }
+    }
+}
+
+/// Moves every float matrix of `ws` smaller than a huge page (mapped from
+/// a file, or owned) into one buffer, in the order given, each on a cache
+/// line (aligned for its type as a view requires), the file's pages
+/// released behind the copy. The buffer is on huge pages from its first
+/// write: its copy took half the time it took filled on small pages and
+/// collapsed, and a float model's peak memory, the whole checkpoint
+/// mapped, is no target.
+pub fn gather_floats<W: FloatWeights>(ws: Vec<&mut W>) {
+    let movable = |w: &W| (w.owned() || w.in_file().is_some()) && w.value_bytes().len() < HUGE_PAGE;
+    let mut ws: Vec<&mut W> = ws.into_iter().filter(|w| movable(w)).collect();
     if ws.len() < 2 {
         return;
     }
-    let (ranges, bytes) = layout(ws.iter().map(|(_, src)| src.len()));
+    let (ranges, bytes) = layout(ws.iter().map(|w| w.value_bytes().len()));
     let mut buf = AlignedBuf::<u8>::zeroed(bytes);
-    for ((w, src), r) in ws.iter().zip(&ranges) {
-        if let F32Data::Mapped { backing, .. } = &**w {
-            buf[r.clone()].copy_from_slice(&backing.bytes()[src.clone()]);
-            backing.release(src.clone());
+    for (w, r) in ws.iter().zip(&ranges) {
+        buf[r.clone()].copy_from_slice(w.value_bytes());
+        if let Some((backing, src)) = w.in_file() {
+            backing.release(src);
         }
     }
     let backing = Arc::new(Backing::Gathered(buf));
-    for ((w, _), r) in ws.iter_mut().zip(ranges) {
-        // On a cache line, so aligned for f32 as `F32Data::mapped` requires.
-        **w = F32Data::Mapped {
-            backing: backing.clone(),
-            start: r.start,
-            len: r.len() / 4,
-        };
+    for (w, r) in ws.iter_mut().zip(ranges) {
+        **w = W::view_of(backing.clone(), r);
     }
 }

@@ -49,8 +49,9 @@ impl F32Data {
         }
     }
 
+    /// Whether this is a view of a file's bytes (not of a gathered copy).
     pub fn is_mapped(&self) -> bool {
-        matches!(self, F32Data::Mapped { .. })
+        matches!(self, F32Data::Mapped { backing, .. } if backing.is_file())
     }
 }
 
@@ -148,8 +149,9 @@ impl<T: Half16> HalfData<T> {
         }
     }
 
+    /// Whether this is a view of a file's bytes (not of a gathered copy).
     pub fn is_mapped(&self) -> bool {
-        matches!(self, HalfData::Mapped { .. })
+        matches!(self, HalfData::Mapped { backing, .. } if backing.is_file())
     }
 }
 
