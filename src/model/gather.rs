@@ -43,20 +43,18 @@ fn decoder_layers(d: &mut Decoder) -> impl Iterator<Item = &mut Linear> {
 }
 
 /// The encoder's matrices: int8 ones quantized at load, and float ones
-/// (f32, f16, bf16: a checkpoint's or converted at load). A quantized
-/// file's int8 matrices stay mapped: a pass reads each once for all its
-/// rows, and W3 int8 ran level with them gathered (kernels/BENCH.md), so
-/// the copy would cost load time and memory for nothing; f32 W3 ran 12%
-/// faster gathered.
+/// (f32, f16, bf16: a checkpoint's or converted at load; f32 W3 ran 12%
+/// faster gathered). A quantized file's int8 matrices stay mapped, here
+/// and in the decoder ([`gather`] says why).
 pub(super) fn encoder(e: &mut Encoder) {
-    gather(int8_of(encoder_layers(e)), false);
+    gather(int8_of(encoder_layers(e)));
     floats(encoder_layers(e));
 }
 
-/// The decoder's matrices, int8 (a quantized file's too) and float: every
-/// decode step reads them all.
+/// The decoder's matrices, int8 quantized at load and float: every decode
+/// step reads them all.
 pub(super) fn decoder(d: &mut Decoder) {
-    gather(int8_of(decoder_layers(d)), true);
+    gather(int8_of(decoder_layers(d)));
     floats(decoder_layers(d));
 }
 

@@ -1,22 +1,22 @@
 //! Weight matrices gathered into one buffer a stack, on huge pages.
 //!
 //! A matrix quantized or converted at load is its own allocation, 4 KB
-//! pages scattered over the heap; one mapped from a file (a quantized
-//! file's int8, a checkpoint's f32, f16 or bf16) lies in the page cache,
-//! which the kernel maps with 2 MB pages only where it happens to hold the
-//! file in large folios (about half of a fresh tiny-nl2 quantized file
-//! here, none of a checkpoint it read long ago). A pass streams every matrix
-//! of a stack, so on 4 KB pages it walks the page tables a thousand times
-//! more than it needs. On the Intel Xeon, gathered (kernels/BENCH.md):
-//! W1 int8 converted at load -14%, from a quantized directory -10%; f32 W1
-//! and W3 -11%; `--exact` W1 -7% for its f32 stacks.
+//! pages scattered over the heap; one mapped from a checkpoint (f32, f16
+//! or bf16) lies in the page cache, which the kernel maps with 2 MB pages
+//! only where it happens to hold the file in large folios (2 MB of the
+//! synthetic tiny-nl2 checkpoint's 46 here). A pass streams every matrix of
+//! a stack, so on 4 KB pages it walks the page tables a thousand times more
+//! than it needs. On the Intel Xeon, gathered (kernels/BENCH.md): W1 int8
+//! converted at load -14%, f32 W1 and W3 -11%, `--exact` W1 -13%, f16
+//! converted at load W1 -23%. A quantized file's int8 matrices stay
+//! mapped ([`gather`] says why).
 //!
 //! Only matrices smaller than a huge page are moved: a larger int8 one
 //! owned is on huge pages of its own ([`AlignedBuf`]), and a large model's
-//! load holds no second copy of those it maps. A file's pages are released behind the
-//! copy (they come back from the file if touched), so the matrices are
-//! resident once. The copy is what it costs: fresh memory, about 0.6 ms a
-//! MB on these VMs, paid at load instead of per step.
+//! load holds no second copy of those it maps. A file's pages are released
+//! behind the copy (they come back from the file if touched), so the
+//! matrices are resident once. The copy is what it costs: fresh memory,
+//! about 0.6-1.5 ms a MB on these VMs, paid at load instead of per step.
 
 use super::file::Backing;
 use super::tensor::{F32Data, Half16, HalfData, Int8Data, MappedInt8};
@@ -44,39 +44,27 @@ fn mapped_file(b: &Backing) -> bool {
     matches!(b, Backing::Mmap(_))
 }
 
-/// Moves every int8 matrix of `ws` smaller than a huge page into one
-/// buffer, in the order given (the order a pass reads them), its data,
-/// scales, row sums and error norms each on a cache line: the owned ones,
-/// and with `files` those mapped from a file too. The same values.
-pub fn gather(ws: Vec<&mut Int8Data>, files: bool) {
-    let movable = |w: &Int8Data| {
-        let ok = match w {
-            Int8Data::Owned(_) => true,
-            Int8Data::Mapped(m) => files && mapped_file(&m.backing),
-        };
-        ok && w.view().data().len() < HUGE_PAGE
-    };
+/// Moves every owned int8 matrix of `ws` (quantized at load) smaller than
+/// a huge page into one buffer, in the order given (the order a pass reads
+/// them), its data, scales, row sums and error norms each on a cache line.
+/// The same values. A quantized file's matrices stay mapped: copied, a
+/// tiny-nl2 decoder's ran W1 10% faster, but a fresh process paid 3-4 ms
+/// more to start (fresh memory on these VMs), a tenth of the cold start
+/// target (kernels/BENCH.md).
+pub fn gather(ws: Vec<&mut Int8Data>) {
+    let movable =
+        |w: &Int8Data| matches!(w, Int8Data::Owned(_)) && w.view().data().len() < HUGE_PAGE;
     let mut ws: Vec<&mut Int8Data> = ws.into_iter().filter(|w| movable(w)).collect();
     if ws.len() < 2 {
         return;
     }
     let (ranges, bytes) = layout(ws.iter().flat_map(|w| parts(w).map(<[u8]>::len)));
-    // Filled on small pages while a file's are released behind each copy,
-    // then moved onto huge ones: a huge page resident whole from its first
-    // write would hold both copies for a while (W1's peak memory is a
-    // target; this keeps it level).
-    let mut buf = AlignedBuf::<u8>::zeroed_small_pages(bytes);
+    let mut buf = AlignedBuf::<u8>::zeroed(bytes);
     for (w, r) in ws.iter().zip(ranges.chunks_exact(4)) {
         for (src, r) in parts(w).into_iter().zip(r) {
             buf[r.clone()].copy_from_slice(src);
         }
-        if let Int8Data::Mapped(m) = &**w {
-            for part in [&m.data, &m.scales, &m.row_sums, &m.err_norms] {
-                m.backing.release(part.clone());
-            }
-        }
     }
-    buf.collapse();
     let backing = Arc::new(Backing::Gathered(buf));
     for (w, r) in ws.iter_mut().zip(ranges.chunks_exact(4)) {
         let v = w.view();
@@ -91,8 +79,7 @@ pub fn gather(ws: Vec<&mut Int8Data>, files: bool) {
             err_norms: r[3].clone(),
         };
         // The bytes are those of a matrix that passed the kernels' checks
-        // (when quantized, or scanned at load); `view` re-checks the
-        // lengths on every use.
+        // when it was quantized; `view` re-checks the lengths on every use.
         **w = Int8Data::Mapped(Arc::new(m));
     }
 }
