@@ -163,33 +163,31 @@ fn loads_gather_what_a_pass_streams_with_the_same_bits() {
         LinearWeight::Int8A16(w) => matches!(&w.w, Int8Data::Mapped(m) if m.backing.is_file()),
         _ => panic!("a layer owned"),
     };
+    // A few of each stack's matrices, attention and feed-forward.
+    let some = |m: &T5Model| {
+        let (e, b) = (&m.encoder.blocks[0], &m.decoder.as_ref().unwrap().blocks[0]);
+        [
+            &e.attn.q,
+            &e.ffn.wo,
+            &b.self_attn.k,
+            &b.cross_attn.o,
+            &b.ffn.wi,
+        ]
+        .map(in_file)
+    };
     let f32 = T5Model::load(base_checkpoint()).unwrap();
-    let b = &f32.decoder.as_ref().unwrap().blocks[0];
-    let e = &f32.encoder.blocks[0];
-    for l in [
-        &e.attn.q,
-        &e.ffn.wo,
-        &b.self_attn.k,
-        &b.cross_attn.o,
-        &b.ffn.wi,
-    ] {
-        assert!(!in_file(l), "an f32 matrix left in the file");
-    }
+    assert!(
+        some(&f32).iter().all(|&f| !f),
+        "an f32 matrix left in the file"
+    );
     assert_eq!(logits(&f32), logits(&ungathered(base_checkpoint())));
 
     let out = quantized_dir(WeightFormat::Int8, 0, "qgather");
     let q = T5Model::load(&out.join("q")).unwrap();
-    let b = &q.decoder.as_ref().unwrap().blocks[0];
-    let e = &q.encoder.blocks[0];
-    for l in [
-        &e.attn.q,
-        &e.ffn.wo,
-        &b.self_attn.k,
-        &b.cross_attn.o,
-        &b.ffn.wi,
-    ] {
-        assert!(in_file(l), "a quantized file's matrix copied");
-    }
+    assert!(
+        some(&q).iter().all(|&f| f),
+        "a quantized file's matrix copied"
+    );
     assert_eq!(logits(&q), logits(&ungathered(&out.join("q"))));
 }
 

@@ -44,8 +44,8 @@ pub struct AlignedBuf<T> {
 }
 
 /// The size of a transparent huge page on the machines we run on (x86-64
-/// and aarch64 with 4 KB base pages): buffers this large or larger are
-/// maps that can use them.
+/// and aarch64 with 4 KB base pages): buffers that fill [`TAIL_FILL`] of
+/// one or more are maps that can use them.
 pub const HUGE_PAGE: usize = 2 << 20;
 
 /// How much of its last huge page a buffer must fill for that page to be
@@ -65,15 +65,18 @@ enum Raw {
 }
 
 impl Raw {
-    /// `bytes` zero bytes and the offset of the first `align` boundary in
-    /// them, with `align - 1` bytes to spare.
-    fn zeroed(bytes: usize) -> (Raw, usize) {
+    /// At least `bytes` zero bytes and the offset of the first line
+    /// boundary in them (a huge page boundary for a map, its huge pages
+    /// advised when `advise`).
+    fn zeroed(bytes: usize, advise: bool) -> (Raw, usize) {
         #[cfg(target_os = "linux")]
         if bytes as f64 >= TAIL_FILL * HUGE_PAGE as f64 {
-            if let Some(r) = Raw::huge(bytes, true) {
+            if let Some(r) = Raw::huge(bytes, advise) {
                 return r;
             }
         }
+        #[cfg(not(target_os = "linux"))]
+        let _ = advise;
         let raw = vec![0u8; bytes + ALIGN - 1];
         let off = raw.as_ptr().align_offset(ALIGN);
         (Raw::Heap(raw), off)
@@ -135,7 +138,10 @@ impl<T: Pod> AlignedBuf<T> {
 
     /// `len` zero values.
     pub fn zeroed(len: usize) -> Self {
-        let (raw, off) = Raw::zeroed(len * std::mem::size_of::<T>());
+        Self::on(Raw::zeroed(len * std::mem::size_of::<T>(), true), len)
+    }
+
+    fn on((raw, off): (Raw, usize), len: usize) -> Self {
         AlignedBuf {
             raw,
             off,
@@ -150,19 +156,7 @@ impl<T: Pod> AlignedBuf<T> {
     /// page, resident whole from its first write, would raise the peak.
     /// [`AlignedBuf::collapse`] moves it onto huge pages once filled.
     pub fn zeroed_small_pages(len: usize) -> Self {
-        let bytes = len * std::mem::size_of::<T>();
-        #[cfg(target_os = "linux")]
-        if bytes as f64 >= TAIL_FILL * HUGE_PAGE as f64 {
-            if let Some((raw, off)) = Raw::huge(bytes, false) {
-                return AlignedBuf {
-                    raw,
-                    off,
-                    len,
-                    _t: PhantomData,
-                };
-            }
-        }
-        Self::zeroed(len)
+        Self::on(Raw::zeroed(len * std::mem::size_of::<T>(), false), len)
     }
 
     /// Moves a [`AlignedBuf::zeroed_small_pages`] buffer onto huge pages

@@ -69,8 +69,8 @@ pub enum Backing {
     /// then aligned for its views, and a written file's int8 matrices for
     /// the kernels' 64-byte reads.
     Heap(AlignedBuf<u8>),
-    /// Not a file's: int8 matrices quantized at load, gathered into one
-    /// buffer ([`super::gather`]).
+    /// Not a file's: a stack's matrices gathered into one buffer by the
+    /// engine ([`super::gather`]).
     Gathered(AlignedBuf<u8>),
 }
 
