@@ -118,8 +118,10 @@ def git(*args):
 
 
 def portable(text):
-    """`text` without this machine's home directory (the model cache's
-    default lives there): `~` instead."""
+    """`text` without this machine's paths: the checkout's prefix dropped
+    (the default binary lives there), the home directory (the model cache's
+    default) as `~`."""
+    text = text.replace(REPO + "/", "")
     home = os.path.expanduser("~")
     return text.replace(home + "/", "~/").replace('"%s"' % home, '"~"') if home not in ("", "/") else text
 
