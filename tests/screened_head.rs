@@ -10,7 +10,7 @@ mod common;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use t5edge::generate::{DecodeBatch, DecodeRng, Finished, Prefilled};
-use t5edge::model::screened::{Mode, ScreenedHead};
+use t5edge::model::screened::{Mode, ScreenedHead, DEFER_STEPS};
 use t5edge::model::{FormatPolicy, WeightFormat};
 use t5edge::{generate::generate, GenerateOptions, T5Model};
 
@@ -197,7 +197,8 @@ fn screened_f32_greedy_with_small_margins_stops_screening() {
 }
 
 /// An f32 head screens by default (`Mode::Process` with no
-/// `T5EDGE_SCREEN`); an int8 head does at the VNNI levels alone.
+/// `T5EDGE_SCREEN`) from its first pick; an int8 head does at the VNNI
+/// levels alone, and there only after [`DEFER_STEPS`] steps on its full head.
 #[test]
 fn an_f32_head_screens_by_default() {
     let (_dir, model) = tiny_model(Default::default());
@@ -209,13 +210,55 @@ fn an_f32_head_screens_by_default() {
     );
     let (mut q, _) = int8_pair(&model);
     q.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::default());
+    let long = GenerateOptions::default()
+        .max_new_tokens(DEFER_STEPS as usize + 4)
+        .min_new_tokens(DEFER_STEPS as usize + 4);
     generate(&q, &[&[5, 6, 1][..]], &opts).unwrap();
+    assert!(
+        !q.lm_head.as_ref().unwrap().screen.built(),
+        "int8: built at once"
+    );
+    generate(&q, &[&[5, 6, 1][..]], &long).unwrap();
     let vnni = t5edge_kernels::dispatch::active().has_vnni();
     assert_eq!(
         q.lm_head.as_ref().unwrap().screen.built(),
         vnni,
         "int8 at {}: screened unasked, or not where it should",
         t5edge_kernels::dispatch::active()
+    );
+}
+
+/// A deferred head (an int8 head's default at the VNNI levels) leaves its
+/// first [`DEFER_STEPS`] decode steps to the full head, across requests,
+/// then builds its screen and picks through it: the ids are the full
+/// head's throughout.
+#[test]
+fn a_deferred_head_screens_after_its_steps_with_the_same_ids() {
+    let (_dir, model) = varied_model();
+    let (mut deferred, off) = int8_pair(&model);
+    deferred.lm_head.as_mut().unwrap().screen = Arc::new(ScreenedHead::with_mode(Mode::Deferred));
+    let h = deferred.lm_head.as_ref().unwrap().screen.clone();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let opts = GenerateOptions::default()
+        .max_new_tokens(20)
+        .min_new_tokens(20);
+    let mut steps = 0;
+    for p in prompts(model.config.vocab_size).iter().cycle().take(8) {
+        let a = generate(&deferred, &[p], &opts).unwrap();
+        let b = generate(&off, &[p], &opts).unwrap();
+        assert_eq!(a[0].sequences, b[0].sequences, "prompt {p:?}");
+        steps += 20;
+        if steps <= DEFER_STEPS {
+            assert!(!h.built(), "built after {steps} steps");
+            assert_eq!(load(&h.steps), 0, "screened after {steps} steps");
+        }
+    }
+    // 160 steps: the last 64 screened.
+    assert!(h.built(), "never built");
+    assert_eq!(load(&h.steps), 160 - DEFER_STEPS);
+    assert!(
+        load(&h.decided) * 2 > load(&h.steps),
+        "the screen decided too few picks"
     );
 }
 

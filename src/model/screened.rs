@@ -23,7 +23,9 @@
 //! pages are dropped behind the build, [`build`]), so plain
 //! int8 greedy does not screen unless asked, except at the VNNI levels
 //! (`avx512vnni`, `amx`), where the Intel Xeon measured it 23% faster on W1
-//! ([`vnni_screens`]; the AMD EPYC with AVX-512 VNNI is unmeasured):
+//! ([`vnni_screens`]; the AMD EPYC with AVX-512 VNNI is unmeasured), and
+//! there only after a head's first [`DEFER_STEPS`] decode steps
+//! ([`Mode::Deferred`]: a one-shot 32-token answer never pays the build):
 //! `T5EDGE_SCREEN=1` always,
 //! `T5EDGE_SCREEN=auto` to measure ([`Mode::Measure`]: after [`WARM_PICKS`]
 //! screened picks the next [`CALIBRATION_STEPS`] run both ways, timed, each
@@ -55,6 +57,18 @@ pub const WARM_PICKS: u64 = 16;
 /// Picks a [`Mode::Measure`] head then times both ways before it decides.
 pub const CALIBRATION_STEPS: u64 = 16;
 
+/// Decode steps a [`Mode::Deferred`] head runs on its full int8 head
+/// before it builds its screen. On the Intel Xeon (tiny-nl2) the build
+/// costs a fresh process 6-9 ms (the head read once, the screen's 3.9 MB
+/// of new memory written and moved onto huge pages) and a screened step
+/// saves 0.07-0.10 ms, so the build pays back after 60-130 steps: a one-shot
+/// 32-token `t5edge generate` ran 6 ms faster without it (kernels/BENCH.md).
+/// As when renting skis until the rent paid equals the price, a process
+/// that keeps decoding builds it once the full head has cost it about what
+/// the build would, so it never pays much more than twice the better of
+/// the two choices, and a short answer never pays for the build.
+pub const DEFER_STEPS: u64 = 96;
+
 /// Screened steps after which a head whose picks mostly go undecided stops
 /// screening (its logits have margins too small for the screen's bounds, so
 /// the screen only adds work). The ids are the same either way.
@@ -72,6 +86,9 @@ pub enum Mode {
     Off,
     /// Measure both ways, then keep the faster (module docs).
     Measure,
+    /// Always, after [`DEFER_STEPS`] decode steps on the full head: what an int8
+    /// head does at the VNNI levels when nothing was asked.
+    Deferred,
 }
 
 /// The lazily built screen of a model's LM head and its counters.
@@ -97,6 +114,8 @@ pub struct ScreenedHead {
     cal_full_ns: AtomicU64,
     /// The calibration's verdict, once made.
     verdict: OnceLock<bool>,
+    /// Decode steps a [`Mode::Deferred`] head has left to its full head.
+    deferred: AtomicU64,
 }
 
 impl ScreenedHead {
@@ -243,6 +262,7 @@ impl ScreenedHead {
         // head does where the VNNI screen kernel runs (module docs).
         let unset = match linear.weight {
             LinearWeight::Int8(_) | LinearWeight::Int8A16(_) if !vnni_screens() => Mode::Off,
+            LinearWeight::Int8(_) => Mode::Deferred,
             _ => Mode::On,
         };
         let mode = match self.mode {
@@ -251,6 +271,8 @@ impl ScreenedHead {
         };
         let calibrate = match mode {
             Mode::On => false,
+            Mode::Deferred if self.deferred.load(Ordering::Relaxed) < DEFER_STEPS => return None,
+            Mode::Deferred => false,
             Mode::Off | Mode::Process => return None,
             Mode::Measure => match self.verdict.get() {
                 Some(false) => return None,
@@ -264,7 +286,14 @@ impl ScreenedHead {
     /// Whether [`ScreenedHead::pick`] may answer at all: a decode step asks
     /// before it leaves a row's logits out.
     pub fn wanted(&self, linear: &Linear) -> bool {
-        self.state(linear).is_some()
+        let wanted = self.state(linear).is_some();
+        if !wanted && self.deferred.load(Ordering::Relaxed) < DEFER_STEPS {
+            // A step on the full head: one fewer before a deferred head
+            // builds its screen (counted for any head; only a deferred
+            // one reads it).
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+        }
+        wanted
     }
 
     /// One calibration pick: the full head too, both timed; the answer is
