@@ -82,10 +82,10 @@ impl T5Fast {
     /// JSON. `None` when the pipeline is not T5's (or anything is off): the
     /// caller then uses the crate, which also reports any error.
     pub fn load(json_path: &Path) -> Option<T5Fast> {
-        let json = std::fs::read(json_path).ok()?;
+        let json = map(json_path)?;
         let (len, hash) = (json.len() as u64, hash64(&json));
         let cache = json_path.with_file_name(CACHE_NAME);
-        if let Ok(bytes) = std::fs::read(&cache) {
+        if let Some(bytes) = map(&cache) {
             if let Some(t) = Self::from_cache(&bytes) {
                 if t.json_len == len && t.json_hash == hash {
                     return Some(t);
@@ -661,4 +661,17 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+}
+
+/// A file's bytes, mapped for the length of a load: read into the heap,
+/// the 3.2 MB of tokenizer.json and its cache were ~800 pages of new memory,
+/// 10% of a `t5edge generate` cold start on the Intel Xeon VM, where first
+/// touches are dear (kernels/BENCH.md); mapped, a load reads the page cache.
+fn map(path: &Path) -> Option<memmap2::Mmap> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only and private, held only while `load` hashes and
+    // parses it (every value it keeps is copied out). Another process
+    // truncating the file in those milliseconds would make a read fault
+    // (SIGBUS), the cost of mapping the weights too (README, robustness).
+    unsafe { memmap2::Mmap::map(&file) }.ok()
 }
