@@ -102,6 +102,19 @@ impl Backing {
             let start = range.start.div_ceil(page) * page;
             let end = range.end.min(m.len()) / page * page;
             if end > start {
+                // A file in the page cache in 2 MB folios is mapped 2 MB at
+                // a time (the map is advised `HugePage`), so one touch of a
+                // tensor beside the range (a norm's weights, a re-scored
+                // row of a head) would map the dropped pages back with it:
+                // the 2 MB around the range go back to small pages first.
+                #[cfg(target_os = "linux")]
+                {
+                    const HUGE: usize = 2 << 20;
+                    let base = m.as_ptr() as usize;
+                    let s2 = ((base + start) & !(HUGE - 1)).saturating_sub(base);
+                    let e2 = ((base + end).div_ceil(HUGE) * HUGE - base).min(m.len() / page * page);
+                    let _ = m.advise_range(memmap2::Advice::NoHugePage, s2, e2 - s2);
+                }
                 // SAFETY: the map is read-only and we never write its file,
                 // so dropping its pages only makes a later read fault them in
                 // again from the file with the same bytes: no slice anyone
