@@ -109,10 +109,11 @@ impl Backing {
                 // the 2 MB around the range go back to small pages first.
                 #[cfg(target_os = "linux")]
                 {
-                    const HUGE: usize = 2 << 20;
+                    use t5edge_kernels::aligned::HUGE_PAGE;
                     let base = m.as_ptr() as usize;
-                    let s2 = ((base + start) & !(HUGE - 1)).saturating_sub(base);
-                    let e2 = ((base + end).div_ceil(HUGE) * HUGE - base).min(m.len() / page * page);
+                    let s2 = ((base + start) & !(HUGE_PAGE - 1)).saturating_sub(base);
+                    let e2 = ((base + end).div_ceil(HUGE_PAGE) * HUGE_PAGE - base)
+                        .min(m.len() / page * page);
                     let _ = m.advise_range(memmap2::Advice::NoHugePage, s2, e2 - s2);
                 }
                 // SAFETY: the map is read-only and we never write its file,

@@ -50,7 +50,7 @@ struct Chunks<W: Write> {
 }
 
 impl<W: Write> Chunks<W> {
-    const SIZE: usize = 2 << 20;
+    const SIZE: usize = t5edge_kernels::aligned::HUGE_PAGE;
 
     fn new(file: W) -> Chunks<W> {
         Chunks {
