@@ -37,6 +37,8 @@ def parse_args(variants, extra=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--warmup-ms", type=float, default=WARMUP_MS,
+                    help="warm up for at least this long too (see time_runs)")
     mode = ap.add_mutually_exclusive_group(required=True)
     mode.add_argument("--prepare", action="store_true")
     mode.add_argument("--workload", choices=["w1", "w2", "w3"])
@@ -91,9 +93,20 @@ def percentile(xs, q):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
-def time_runs(fn, runs, warmup):
-    for _ in range(warmup):
+# A runner warms up for --warmup runs and at least this long. Libraries a
+# runner imports may leave threads busy for a while: numpy's OpenBLAS worker
+# spins for ~0.1 s after it starts (seen on the Xeon: t5edge's Python encode,
+# whose first call imports numpy, ran its next ~40 calls at 1.0 ms instead of
+# 0.6 while that thread held a core), and five fast runs ended inside that.
+WARMUP_MS = 300.0
+
+
+def time_runs(fn, runs, warmup, warmup_ms=WARMUP_MS):
+    t0 = time.perf_counter()
+    done = 0
+    while done < warmup or (time.perf_counter() - t0) * 1000.0 < warmup_ms:
         fn()
+        done += 1
     ms = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -196,11 +209,11 @@ def run_main(args, load, engine_versions, w1, w2, w3, accuracy=None, prepare=Non
         emit(out)
         return
     fn = {"w1": w1, "w2": w2, "w3": w3}[args.workload]
-    ms = time_runs(lambda: fn(state, wl), args.runs, args.warmup)
+    ms = time_runs(lambda: fn(state, wl), args.runs, args.warmup, args.warmup_ms)
     out = stats(ms, workload_tokens(wl, args.workload))
     out.update({"load_ms": load_ms, "peak_rss_mb": peak_rss_mb(), "ru_maxrss_mb": ru_maxrss_mb(),
                 "workload": args.workload,
-                "warmup": args.warmup, "threads": args.threads})
+                "warmup": args.warmup, "warmup_ms": args.warmup_ms, "threads": args.threads})
     # sanity: the generation workloads must really produce new_tokens per row
     last = fn(state, wl)
     if args.workload == "w1" and last is not None:

@@ -338,8 +338,11 @@ def write_outputs(a, meta, variants, summary, cold, acc, errors, prep):
                  "%d greedy tokens each; W3: encoder only, batch 1, %d ids)"
                  % (meta["model"], os.path.relpath(a.workloads, REPO), meta["w1_len"], meta["new_tokens"],
                     meta["w2_batch"], meta["new_tokens"], meta["w3_len"]))
-    lines.append("- %d warmup + %d timed runs per process, %d process(es) per engine and workload; the table shows "
-                 "the process with the median of the per-process medians" % (a.warmup, a.runs, a.repeat))
+    floor = getattr(a, "warmup_ms", common.WARMUP_MS)
+    lines.append("- %d warmup + %d timed runs per process%s, %d process(es) per engine and workload; the table shows "
+                 "the process with the median of the per-process medians"
+                 % (a.warmup, a.runs, " (a Python runner warms up for at least %.0f ms too: common.time_runs)" % floor
+                    if floor else "", a.repeat))
     lines.append("- versions: " + ", ".join("%s %s" % (k, v) for k, v in meta["versions"].items()))
     lines.append("- command: `%s`" % meta["command"])
     lines.append("")
@@ -534,7 +537,7 @@ def main():
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "cpu": common.cpu_model(), "nproc": os.cpu_count(), "kernel": platform.release(),
             "loadavg_start": common.loadavg(), "threads": a.threads, "runs": a.runs, "warmup": a.warmup,
-            "repeat": a.repeat, "cold_runs": a.cold_runs, "model": shown(a.model), "new_tokens": wl["w1"]["new_tokens"],
+            "warmup_ms": common.WARMUP_MS, "repeat": a.repeat, "cold_runs": a.cold_runs, "model": shown(a.model), "new_tokens": wl["w1"]["new_tokens"],
             "w1_len": len(wl["w1"]["ids"]), "w2_batch": len(wl["w2"]["ids"]), "w3_len": len(wl["w3"]["ids"]),
             "command": " ".join(shlex.quote(x) for x in
                                 [os.path.relpath(PY, REPO) if PY.startswith(REPO) else PY,
@@ -569,6 +572,7 @@ def render(a):
     for k in ("threads", "runs", "warmup", "repeat", "model"):
         setattr(a, k, meta[k])
     a.cold_runs = a.cold_runs if "cold_runs" not in meta else meta["cold_runs"]
+    a.warmup_ms = meta.get("warmup_ms", 0.0)  # runs before it warmed up by count alone
     variants, summary, cold, acc = [], {}, {}, {}
     for v in data["variants"]:
         runner = next((x[3] for x in VARIANTS if x[0] == v["key"]), None)
