@@ -162,6 +162,63 @@ fn encoder_results_do_not_depend_on_earlier_calls() {
     }
 }
 
+/// A decoder call's working memory (caches, cross-attention keys and
+/// values, logits) is left on its thread as spare buffers for the next call
+/// (model/scratch.rs, `spare`), stale values and all: what a thread decoded
+/// before (a bigger batch, longer inputs, another model) must not change a
+/// bit of what it decodes next, f32 or int8.
+#[test]
+fn decoder_results_do_not_depend_on_earlier_calls() {
+    use t5edge::model::{FormatPolicy, WeightFormat};
+    let f32m = T5Model::load(base_checkpoint()).unwrap();
+    let mut int8m = T5Model::load(base_checkpoint()).unwrap();
+    int8m
+        .convert(FormatPolicy::for_dtype(WeightFormat::Int8))
+        .unwrap();
+    let vocab = f32m.config.vocab_size as u32;
+    let ids = |n: usize, seed: u32| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| 2 + (i * 7919 + seed) % (vocab - 2))
+            .chain([1])
+            .collect()
+    };
+    // Buffers of at least 1024 floats are kept (MIN_SPARE): inner is 64
+    // here, so 40 new tokens and inputs from 17 ids.
+    let short = ids(17, 3);
+    let batch: Vec<Vec<u32>> = (0..12).map(|r| ids(20 + 9 * r, r as u32)).collect();
+    let dec = [0, 5, 9, 11, 4];
+    let opts = GenerateOptions::default()
+        .max_new_tokens(40)
+        .min_new_tokens(40);
+    let work = |m: &T5Model| {
+        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+        let b = greedy(m, &refs, &opts).unwrap();
+        let one = greedy(m, &[&short], &opts).unwrap();
+        let logits = bits(&m.forward(&short, &dec).unwrap());
+        (b, one, logits)
+    };
+    for m in [&f32m, &int8m] {
+        // On a thread that has decoded nothing yet.
+        let fresh = std::thread::scope(|s| s.spawn(|| work(m)).join().unwrap());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // Another model's calls first, then this one's twice.
+                let other = if std::ptr::eq(m, &f32m) {
+                    &int8m
+                } else {
+                    &f32m
+                };
+                let long = ids(200, 9);
+                greedy(other, &[&long, &short], &opts).unwrap();
+                assert_eq!(work(m), fresh, "after the other model");
+                assert_eq!(work(m), fresh, "after itself");
+            })
+            .join()
+            .unwrap()
+        });
+    }
+}
+
 /// A prefill's all-int8 feed-forward block runs by rows, a task for each 32
 /// rows, when the pool has more than one thread (model/ffn.rs), and as whole
 /// products split by columns on one, and so does an encoder pass from 64

@@ -22,28 +22,34 @@ struct Counting;
 
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes of the counted allocations of at least [`LARGE`] bytes.
+static LARGE_BYTES: AtomicUsize = AtomicUsize::new(0);
+const LARGE: usize = 16 << 10;
+
+fn count(size: usize) {
+    if COUNTING.load(Ordering::Relaxed) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if size >= LARGE {
+            LARGE_BYTES.fetch_add(size, Ordering::Relaxed);
+        }
+    }
+}
 
 // SAFETY: defers every call to the system allocator unchanged; the counter
 // only observes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(l.size());
         // SAFETY: the caller's contract is System's.
         unsafe { System.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(l.size());
         // SAFETY: as above.
         unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
+        count(n);
         // SAFETY: as above.
         unsafe { System.realloc(p, l, n) }
     }
@@ -96,6 +102,34 @@ fn count_step_allocations(m: &T5Model, rows: usize, opts: &GenerateOptions) -> u
         "every row runs all {n} steps"
     );
     ALLOCS.load(Ordering::SeqCst)
+}
+
+/// Bytes a whole `generate` call of `rows` prompts allocates in
+/// allocations of at least [`LARGE`] bytes, after two warm-up calls. On a
+/// pool of one thread: with two, which thread runs which of the encoder's
+/// by-rows tasks depends on the scheduler, and a thread running a task
+/// taller than any it ran before sizes its own working memory once (seen
+/// under load: 32 KB, a 64-row task's FFN hidden layer).
+fn large_bytes_of_a_warm_call(m: &T5Model, rows: usize) -> usize {
+    t5edge_kernels::pool::Pool::new(1).install(|| large_bytes_on_this_thread(m, rows))
+}
+
+fn large_bytes_on_this_thread(m: &T5Model, rows: usize) -> usize {
+    let prompts: Vec<Vec<u32>> = (0..rows as u32)
+        .map(|r| (3 + r..60 + 3 * r).collect())
+        .collect();
+    let prompts: Vec<&[u32]> = prompts.iter().map(|p| &p[..]).collect();
+    let opts = GenerateOptions::default()
+        .max_new_tokens(32)
+        .min_new_tokens(32);
+    for _ in 0..2 {
+        t5edge::generate::generate(m, &prompts, &opts).unwrap();
+    }
+    LARGE_BYTES.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    t5edge::generate::generate(m, &prompts, &opts).unwrap();
+    COUNTING.store(false, Ordering::SeqCst);
+    LARGE_BYTES.load(Ordering::SeqCst)
 }
 
 #[test]
@@ -172,6 +206,19 @@ fn decode_steps_allocate_nothing_once_warm() {
             } else {
                 &[("greedy", &greedy), ("sampling", &sampling)]
             };
+            // A whole call's working memory (encoder output, caches, cross
+            // keys and values, logits) comes from the spares the call
+            // before left on this thread: before them, 3.5 MB a call of 16
+            // rows here, and a Python process faulted it in every call.
+            for rows in [1, 16] {
+                let n = large_bytes_of_a_warm_call(&m, rows);
+                if n != 0 {
+                    failures.push(format!(
+                        "{name} {} exact={exact} screen={screen:?} rows={rows}: a warm call allocated {n} bytes in buffers of {LARGE} or more",
+                        fmt.name()
+                    ));
+                }
+            }
             for (mode, opts) in modes {
                 for rows in [1, 3] {
                     let n = count_step_allocations(&m, rows, opts);

@@ -39,10 +39,10 @@ impl Prefilled {
     pub fn new(model: &T5Model, prompt: &[u32], opts: &GenerateOptions) -> Result<Prefilled> {
         opts.check(&[prompt])?;
         model.require_decoder()?;
-        let enc = model.encode(prompt)?;
-        Ok(Prefilled {
-            cache: model.new_cache(&enc, opts.max_new_tokens)?,
-        })
+        let enc = model.encode_packed(&[prompt])?;
+        let cache = model.new_cache(&enc, opts.max_new_tokens)?;
+        crate::model::scratch::give_back(enc);
+        Ok(Prefilled { cache })
     }
 }
 
@@ -118,29 +118,101 @@ pub struct DecodeBatch<'m> {
     undecided: Vec<usize>,
     undecided_h: Vec<f32>,
     drafts: Drafts,
+    /// Inside [`DecodeBatch::step`].
+    stepping: bool,
+}
+
+/// A batch's step buffers, kept on its thread for the next batch when it
+/// ends (as the encoder keeps its scratch): a warm call then sizes nothing
+/// anew. Whether freed memory stays with the process for the next call is
+/// otherwise the allocator's choice, and a Python process gave it back to the
+/// OS after every call and faulted it in again (model/scratch.rs, `spare`).
+#[derive(Default)]
+struct StepBuffers {
+    scratch: DecodeScratch,
+    proc_scratch: Scratch,
+    cert: CertScratch,
+    row_logits: Vec<f32>,
+    sel: Vec<usize>,
+    sel_h: Vec<f32>,
+    rows_screen: RowsScratch,
+    bans: Vec<Option<usize>>,
+    picks: Vec<Pick>,
+    row_pick: Vec<Option<u32>>,
+    undecided: Vec<usize>,
+    undecided_h: Vec<f32>,
+}
+
+/// The most float memory a batch's step buffers keep on a thread (a batch of
+/// 64 rows of a 32k vocabulary holds 8 MB of logits).
+const KEEP_STEP_BYTES: usize = 64 << 20;
+
+thread_local! {
+    static STEP_BUFFERS: std::cell::Cell<Option<Box<StepBuffers>>> =
+        const { std::cell::Cell::new(None) };
+}
+
+impl Drop for DecodeBatch<'_> {
+    fn drop(&mut self) {
+        use std::mem::take;
+        if self.stepping || std::thread::panicking() {
+            // A step cut short may leave a buffer's invariant broken (the
+            // processors' `seen` stays all-false only between steps).
+            return;
+        }
+        let b = StepBuffers {
+            scratch: take(&mut self.scratch),
+            proc_scratch: take(&mut self.proc_scratch),
+            cert: take(&mut self.cert),
+            row_logits: take(&mut self.row_logits),
+            sel: take(&mut self.sel),
+            sel_h: take(&mut self.sel_h),
+            rows_screen: take(&mut self.rows_screen),
+            bans: take(&mut self.bans),
+            picks: take(&mut self.picks),
+            row_pick: take(&mut self.row_pick),
+            undecided: take(&mut self.undecided),
+            undecided_h: take(&mut self.undecided_h),
+        };
+        let floats = [&b.row_logits, &b.sel_h, &b.undecided_h]
+            .iter()
+            .map(|v| v.capacity() * 4)
+            .sum::<usize>();
+        if b.scratch.capacity_bytes() + floats <= KEEP_STEP_BYTES {
+            // Gone with the thread when it is already ending.
+            let _ = STEP_BUFFERS.try_with(|c| c.set(Some(Box::new(b))));
+        }
+    }
 }
 
 impl<'m> DecodeBatch<'m> {
     /// An empty batch over `model`.
     pub fn new(model: &'m T5Model) -> DecodeBatch<'m> {
+        // A second batch on this thread while one runs starts empty.
+        let b = STEP_BUFFERS
+            .try_with(|c| c.take())
+            .ok()
+            .flatten()
+            .map_or_else(StepBuffers::default, |b| *b);
         DecodeBatch {
             model,
             rows: Vec::new(),
             caches: Vec::new(),
             toks: Vec::new(),
-            scratch: DecodeScratch::new(),
-            proc_scratch: Scratch::default(),
-            cert: CertScratch::default(),
-            row_logits: Vec::new(),
-            sel: Vec::new(),
-            sel_h: Vec::new(),
-            rows_screen: RowsScratch::default(),
-            bans: Vec::new(),
-            picks: Vec::new(),
-            row_pick: Vec::new(),
-            undecided: Vec::new(),
-            undecided_h: Vec::new(),
+            scratch: b.scratch,
+            proc_scratch: b.proc_scratch,
+            cert: b.cert,
+            row_logits: b.row_logits,
+            sel: b.sel,
+            sel_h: b.sel_h,
+            rows_screen: b.rows_screen,
+            bans: b.bans,
+            picks: b.picks,
+            row_pick: b.row_pick,
+            undecided: b.undecided,
+            undecided_h: b.undecided_h,
             drafts: Drafts::default(),
+            stepping: false,
         }
     }
 
@@ -230,6 +302,20 @@ impl<'m> DecodeBatch<'m> {
     /// token. Rows that end (EOS, `max_new_tokens`, `Break`) leave the batch
     /// and are pushed to `finished`, the others keep their order.
     pub fn step(
+        &mut self,
+        on_token: &mut dyn FnMut(u64, u32) -> ControlFlow<()>,
+        finished: &mut Vec<Finished>,
+    ) -> Result<()> {
+        // Cleared only when the step returns: a step a panic cut short
+        // (caught by a caller, as the server's scheduler does) leaves its
+        // buffers out of the ones kept for the next batch.
+        self.stepping = true;
+        let r = self.step_rows(on_token, finished);
+        self.stepping = false;
+        r
+    }
+
+    fn step_rows(
         &mut self,
         on_token: &mut dyn FnMut(u64, u32) -> ControlFlow<()>,
         finished: &mut Vec<Finished>,
@@ -454,8 +540,12 @@ pub(crate) fn decode_loop(
     while next < n || !batch.is_empty() {
         if next < n && batch.len() < cap {
             let end = (next + cap - batch.len()).min(n);
-            let enc = model.encode_batch(&prompts[next..end])?;
-            for (s, e) in (next..end).zip(&enc) {
+            let enc = model.encode_packed(&prompts[next..end])?;
+            let d = model.config.d_model;
+            let mut row = 0;
+            for s in next..end {
+                let e = &enc[row * d..(row + prompts[s].len()) * d];
+                row += prompts[s].len();
                 let pre = Prefilled {
                     cache: model.new_cache(e, opts.max_new_tokens)?,
                 };
@@ -464,6 +554,7 @@ pub(crate) fn decode_loop(
                     out[s] = f.ids;
                 }
             }
+            crate::model::scratch::give_back(enc);
             next = end;
             continue;
         }
@@ -473,4 +564,67 @@ pub(crate) fn decode_loop(
         out[f.key as usize] = f.ids;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kept() -> bool {
+        let b = STEP_BUFFERS.take();
+        let some = b.is_some();
+        STEP_BUFFERS.set(b);
+        some
+    }
+
+    /// A batch leaves its step buffers for the next one on its thread, but
+    /// not after a step a panic cut short: a caller that catches it (the
+    /// server's scheduler does) must not hand the next batch buffers whose
+    /// invariants the step may have left broken.
+    #[test]
+    fn step_buffers_are_kept_unless_a_step_was_cut_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::synth::preset("t5-efficient-tiny-nl2").unwrap();
+        let over = [
+            "d_model=32",
+            "d_ff=64",
+            "d_kv=8",
+            "num_heads=4",
+            "vocab_size=256",
+        ];
+        let over: Vec<String> = over.iter().map(|s| s.to_string()).collect();
+        let cfg = crate::synth::with_overrides(&cfg, &over).unwrap();
+        crate::synth::write_checkpoint(dir.path(), &cfg, &Default::default(), false).unwrap();
+        let model = T5Model::load(dir.path()).unwrap();
+        let opts = GenerateOptions::default()
+            .max_new_tokens(4)
+            .min_new_tokens(4)
+            .repetition_penalty(1.3);
+        std::thread::spawn(move || {
+            let run = |panic_at: Option<usize>| {
+                let mut b = DecodeBatch::new(&model);
+                let pre = Prefilled::new(&model, &[5, 6, 7, 1], &opts).unwrap();
+                b.join(0, pre, &opts, None).unwrap();
+                let mut n = 0;
+                let mut done = Vec::new();
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    while !b.is_empty() {
+                        let mut on = |_, _| {
+                            n += 1;
+                            assert_ne!(Some(n), panic_at, "a caller's panic inside a step");
+                            ControlFlow::Continue(())
+                        };
+                        b.step(&mut on, &mut done).unwrap();
+                    }
+                }))
+                .is_ok()
+            };
+            assert!(run(None));
+            assert!(kept(), "a finished batch keeps its buffers");
+            assert!(!run(Some(2)));
+            assert!(!kept(), "a step cut short keeps none");
+        })
+        .join()
+        .unwrap();
+    }
 }

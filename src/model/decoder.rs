@@ -32,11 +32,17 @@ impl Decoder {
     /// sequence's encoder output (`[enc_len, d_model]`): once per sequence, not
     /// once per step.
     pub fn prepare_cross(&self, enc: &[f32], enc_len: usize, cache: &mut SeqCache) {
-        cache.cross_k.clear();
-        cache.cross_v.clear();
+        for b in cache.cross_k.drain(..).chain(cache.cross_v.drain(..)) {
+            super::scratch::give_back(b);
+        }
+        let product = |l: &super::Linear| {
+            let mut y = super::scratch::spare(enc_len * l.n);
+            l.forward(enc, enc_len, super::scratch::sized(&mut y, enc_len * l.n));
+            y
+        };
         for b in &self.blocks {
-            cache.cross_k.push(b.cross_attn.k.apply(enc, enc_len));
-            cache.cross_v.push(b.cross_attn.v.apply(enc, enc_len));
+            cache.cross_k.push(product(&b.cross_attn.k));
+            cache.cross_v.push(product(&b.cross_attn.v));
         }
         cache.enc_len = enc_len;
     }

@@ -202,6 +202,28 @@ impl T5Model {
     /// Encodes a batch of sequences; returns each one's `[len, d_model]` output.
     pub fn encode_batch(&self, batch: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
         let d = self.config.d_model;
+        let mut x = self.encode_packed(batch)?;
+        if batch.len() == 1 {
+            // A spare may be up to twice the length; the caller may keep it.
+            x.shrink_to_fit();
+            return Ok(vec![x]);
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for s in batch {
+            out.push(x[start * d..(start + s.len()) * d].to_vec());
+            start += s.len();
+        }
+        scratch::give_back(x);
+        Ok(out)
+    }
+
+    /// The encoder output of a packed batch, `[sum of lengths, d_model]`,
+    /// the sequences one after another (checked as [`T5Model::encode_batch`]
+    /// checks them), in a spare buffer of this thread's (`scratch::spare`):
+    /// a decode loop takes its rows' cross-attention keys and values from it
+    /// and gives it back.
+    pub(crate) fn encode_packed(&self, batch: &[&[u32]]) -> Result<Vec<f32>> {
         for ids in batch {
             if ids.is_empty() {
                 return Err(Error::Request("an encoder input has no tokens".into()));
@@ -210,18 +232,10 @@ impl T5Model {
         }
         let lens: Vec<usize> = batch.iter().map(|s| s.len()).collect();
         let all: Vec<u32> = batch.iter().flat_map(|s| s.iter().copied()).collect();
-        let mut x = self.embed_ids(&all);
+        let mut x = scratch::spare(all.len() * self.config.d_model);
+        self.embed_into(&all, &mut x);
         self.encoder.forward(&mut x, &lens, None);
-        if batch.len() == 1 {
-            return Ok(vec![x]);
-        }
-        let mut out = Vec::with_capacity(batch.len());
-        let mut start = 0;
-        for &t in &lens {
-            out.push(x[start * d..(start + t) * d].to_vec());
-            start += t;
-        }
-        Ok(out)
+        Ok(x)
     }
 
     /// Encodes one sequence: `[len, d_model]`.
