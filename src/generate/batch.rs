@@ -145,7 +145,7 @@ struct StepBuffers {
 
 /// The most float memory a batch's step buffers keep on a thread (a batch of
 /// 64 rows of a 32k vocabulary holds 8 MB of logits).
-const KEEP_STEP_BYTES: usize = 64 << 20;
+const KEEP_STEP_BYTES: usize = 32 << 20;
 
 thread_local! {
     static STEP_BUFFERS: std::cell::Cell<Option<Box<StepBuffers>>> =
@@ -155,6 +155,8 @@ thread_local! {
 impl Drop for DecodeBatch<'_> {
     fn drop(&mut self) {
         use std::mem::take;
+        // The rows' caches, dropped after this, are the next call's spares.
+        crate::model::scratch::end_call();
         if self.stepping || std::thread::panicking() {
             // A step cut short may leave a buffer's invariant broken (the
             // processors' `seen` stays all-false only between steps).

@@ -90,20 +90,24 @@ pub(crate) fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
     &mut v[..n]
 }
 
-/// The most float memory a thread keeps in spare buffers between calls.
-/// A W2-shaped call of the tiny model (16 rows) works in ~9 MB, a batch of
-/// 16 at base in ~50; beyond this a call's buffers go back to the allocator.
-const KEEP_SPARE_BYTES: usize = 64 << 20;
+/// The most float memory a thread keeps in spare buffers between calls
+/// (as the encoder's `KEEP_SCRATCH_BYTES`). A W2-shaped call of the tiny
+/// model (16 rows) works in ~9 MB, 4 rows of base in ~28; beyond this a
+/// call's buffers go back to the allocator.
+const KEEP_SPARE_BYTES: usize = 32 << 20;
 
 /// Buffers smaller than this (in floats) are left to the allocator, which
 /// keeps small chunks on its own.
 const MIN_SPARE: usize = 1024;
 
-/// A thread's spare buffers by capacity, and their bytes.
+/// A thread's spare buffers by capacity, each with the call it was given
+/// back in, and their bytes.
 #[derive(Default)]
 struct Spares {
-    by_capacity: std::collections::BTreeMap<usize, Vec<Vec<f32>>>,
+    by_capacity: std::collections::BTreeMap<usize, Vec<(u64, Vec<f32>)>>,
     bytes: usize,
+    /// Counts [`end_call`]s.
+    call: u64,
 }
 
 thread_local! {
@@ -115,11 +119,11 @@ thread_local! {
 /// at most about twice `n`, else a new one.
 ///
 /// Why: the decode working memory of a call (its caches, cross-attention
-/// keys and values, logits; ~2k pages for W2) is freed when the call
-/// returns. Whether the allocator keeps those pages for the next call is
-/// its heuristics' choice: the CLI's process kept them, a Python process
-/// gave them back to the OS after every call (1,500 `brk`s in 43 W2 calls)
-/// and faulted them in again, 36.6 ms against 32.0 a call. Spares make
+/// keys and values, the encoder output; ~2k pages for W2) is freed when the
+/// call returns. Whether the allocator keeps those pages for the next call
+/// is its heuristics' choice: the CLI's process kept them, a Python process
+/// gave them back to the OS after every call (1,492 `brk`s in 43 W2 calls)
+/// and faulted them in again, 36.6 ms against 30.1 a call. Spares make
 /// that the engine's choice.
 pub(crate) fn spare(n: usize) -> Vec<f32> {
     if n >= MIN_SPARE {
@@ -130,7 +134,7 @@ pub(crate) fn spare(n: usize) -> Vec<f32> {
                 return None;
             }
             let list = s.by_capacity.get_mut(&cap)?;
-            let v = list.pop()?;
+            let (_, v) = list.pop()?;
             if list.is_empty() {
                 s.by_capacity.remove(&cap);
             }
@@ -156,8 +160,33 @@ pub(crate) fn give_back(v: Vec<f32>) {
         let mut s = s.borrow_mut();
         if s.bytes + cap * 4 <= KEEP_SPARE_BYTES {
             s.bytes += cap * 4;
-            s.by_capacity.entry(cap).or_default().push(v);
+            let call = s.call;
+            s.by_capacity.entry(cap).or_default().push((call, v));
         }
+    });
+}
+
+/// A decode call on this thread ended (`DecodeBatch`'s drop): frees the
+/// spares given back before the previous `end_call`, i.e. that a whole
+/// call left untaken. So what a thread holds follows its recent calls'
+/// shapes instead of filling up to the bound with old ones.
+pub(crate) fn end_call() {
+    let _ = SPARES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        let call = s.call;
+        let mut freed = 0;
+        s.by_capacity.retain(|&cap, list| {
+            list.retain(|(c, _)| {
+                let keep = *c >= call;
+                if !keep {
+                    freed += cap * 4;
+                }
+                keep
+            });
+            !list.is_empty()
+        });
+        s.bytes -= freed;
+        s.call += 1;
     });
 }
 
@@ -165,7 +194,11 @@ pub(crate) fn give_back(v: Vec<f32>) {
 /// otherwise stack on top of them (the LM head's screen, which also makes
 /// the full head's logits buffer, the largest spare of a single row, idle).
 pub(crate) fn free_spares() {
-    let _ = SPARES.try_with(|s| std::mem::take(&mut *s.borrow_mut()));
+    let _ = SPARES.try_with(|s| {
+        let mut s = s.borrow_mut();
+        s.by_capacity.clear();
+        s.bytes = 0;
+    });
 }
 
 /// Bytes held in this thread's spares.
@@ -217,6 +250,25 @@ mod tests {
             }
             assert_eq!(spare_bytes(), 3 * big * 4, "three fit under the bound");
             free_spares();
+            assert_eq!(spare_bytes(), 0);
+        });
+    }
+
+    #[test]
+    fn a_spare_no_call_took_is_freed_at_the_next_calls_end() {
+        on_fresh_thread(|| {
+            give_back(Vec::with_capacity(4096));
+            end_call();
+            assert_eq!(spare_bytes(), 4096 * 4, "kept for the next call");
+            // The next call takes a buffer of another size only.
+            give_back(Vec::with_capacity(2048));
+            end_call();
+            assert_eq!(spare_bytes(), 2048 * 4, "the untaken one is freed");
+            // A spare taken and given back is fresh again.
+            let v = spare(2000);
+            give_back(v);
+            end_call();
+            end_call();
             assert_eq!(spare_bytes(), 0);
         });
     }
