@@ -99,24 +99,8 @@ pub struct DecodeBatch<'m> {
     /// `caches[i]` is `rows[i]`'s: the decoder takes the caches as one slice.
     caches: Vec<SeqCache>,
     toks: Vec<u32>,
-    scratch: DecodeScratch,
-    proc_scratch: Scratch,
-    cert: CertScratch,
-    /// One row's logits, for a screened row the screen left undecided (and
-    /// the full head's, while the screen calibrates).
-    row_logits: Vec<f32>,
-    /// A batch's screened picks: the screened rows and their hidden states
-    /// (when not every row is), the screen's buffers, banned ids and picks,
-    /// each row's decided id, and the rows that need logits with their
-    /// hidden states (their logits go to `row_logits`, a row each).
-    sel: Vec<usize>,
-    sel_h: Vec<f32>,
-    rows_screen: RowsScratch,
-    bans: Vec<Option<usize>>,
-    picks: Vec<Pick>,
-    row_pick: Vec<Option<u32>>,
-    undecided: Vec<usize>,
-    undecided_h: Vec<f32>,
+    /// The step's working memory, kept for the next batch on this thread.
+    buf: StepBuffers,
     drafts: Drafts,
     /// Inside [`DecodeBatch::step`].
     stepping: bool,
@@ -132,7 +116,13 @@ struct StepBuffers {
     scratch: DecodeScratch,
     proc_scratch: Scratch,
     cert: CertScratch,
+    /// One row's logits, for a screened row the screen left undecided (and
+    /// the full head's, while the screen calibrates).
     row_logits: Vec<f32>,
+    /// A batch's screened picks: the screened rows and their hidden states
+    /// (when not every row is), the screen's buffers, banned ids and picks,
+    /// each row's decided id, and the rows that need logits with their
+    /// hidden states (their logits go to `row_logits`, a row each).
     sel: Vec<usize>,
     sel_h: Vec<f32>,
     rows_screen: RowsScratch,
@@ -162,20 +152,7 @@ impl Drop for DecodeBatch<'_> {
             // processors' `seen` stays all-false only between steps).
             return;
         }
-        let b = StepBuffers {
-            scratch: take(&mut self.scratch),
-            proc_scratch: take(&mut self.proc_scratch),
-            cert: take(&mut self.cert),
-            row_logits: take(&mut self.row_logits),
-            sel: take(&mut self.sel),
-            sel_h: take(&mut self.sel_h),
-            rows_screen: take(&mut self.rows_screen),
-            bans: take(&mut self.bans),
-            picks: take(&mut self.picks),
-            row_pick: take(&mut self.row_pick),
-            undecided: take(&mut self.undecided),
-            undecided_h: take(&mut self.undecided_h),
-        };
+        let b = take(&mut self.buf);
         let floats = [&b.row_logits, &b.sel_h, &b.undecided_h]
             .iter()
             .map(|v| v.capacity() * 4)
@@ -191,7 +168,7 @@ impl<'m> DecodeBatch<'m> {
     /// An empty batch over `model`.
     pub fn new(model: &'m T5Model) -> DecodeBatch<'m> {
         // A second batch on this thread while one runs starts empty.
-        let b = STEP_BUFFERS
+        let buf = STEP_BUFFERS
             .try_with(|c| c.take())
             .ok()
             .flatten()
@@ -201,18 +178,7 @@ impl<'m> DecodeBatch<'m> {
             rows: Vec::new(),
             caches: Vec::new(),
             toks: Vec::new(),
-            scratch: b.scratch,
-            proc_scratch: b.proc_scratch,
-            cert: b.cert,
-            row_logits: b.row_logits,
-            sel: b.sel,
-            sel_h: b.sel_h,
-            rows_screen: b.rows_screen,
-            bans: b.bans,
-            picks: b.picks,
-            row_pick: b.row_pick,
-            undecided: b.undecided,
-            undecided_h: b.undecided_h,
+            buf,
             drafts: Drafts::default(),
             stepping: false,
         }
@@ -342,8 +308,8 @@ impl<'m> DecodeBatch<'m> {
                     model,
                     head,
                     turn,
-                    &mut self.scratch,
-                    &mut self.cert,
+                    &mut self.buf.scratch,
+                    &mut self.buf.cert,
                     &mut |id| on_token(key, id),
                 )?;
                 if r.draft.as_ref().is_some_and(|d| d.stalled()) {
@@ -366,7 +332,7 @@ impl<'m> DecodeBatch<'m> {
                 .iter()
                 .map(|r| *r.seq.last().unwrap_or(&cfg.decoder_start_token_id)),
         );
-        model.decode_step(&self.toks, &mut self.caches, &mut self.scratch)?;
+        model.decode_step(&self.toks, &mut self.caches, &mut self.buf.scratch)?;
         let (vocab, d) = (cfg.vocab_size, cfg.d_model);
         // One row screens as its head was told, and so does every row of a
         // float head's batch (`ScreenedHead::row_by_row`). In an int8 batch,
@@ -387,48 +353,54 @@ impl<'m> DecodeBatch<'m> {
                 .rows
                 .iter()
                 .any(|r| !(r.certified || (screen && r.screened)));
-        let (head_in, mut logits) = model.step_head(&mut self.scratch, need_logits)?;
+        let (head_in, mut logits) = model.step_head(&mut self.buf.scratch, need_logits)?;
         if batch_screen {
             let m = self.rows.len();
-            self.sel.clear();
-            self.sel.extend((0..m).filter(|&i| self.rows[i].screened));
-            let n_sel = self.sel.len();
+            self.buf.sel.clear();
+            self.buf
+                .sel
+                .extend((0..m).filter(|&i| self.rows[i].screened));
+            let n_sel = self.buf.sel.len();
             // The screened rows' hidden states, contiguous (`head_in` itself
             // when every row is screened).
             let hs: &[f32] = if n_sel == m {
                 head_in
             } else {
-                gather_rows(head_in, d, &self.sel, &mut self.sel_h)
+                gather_rows(head_in, d, &self.buf.sel, &mut self.buf.sel_h)
             };
-            self.bans.clear();
-            self.bans
-                .extend(self.sel.iter().map(|&i| self.rows[i].banned()));
+            self.buf.bans.clear();
+            self.buf
+                .bans
+                .extend(self.buf.sel.iter().map(|&i| self.rows[i].banned()));
             if !lm_head.screen.pick_rows(
                 &lm_head.linear,
                 hs,
                 n_sel,
-                &self.bans,
-                &mut self.rows_screen,
-                &mut self.picks,
+                &self.buf.bans,
+                &mut self.buf.rows_screen,
+                &mut self.buf.picks,
             ) {
-                self.picks.clear();
-                self.picks.resize(n_sel, Pick::Undecided { candidates: 0 });
+                self.buf.picks.clear();
+                self.buf
+                    .picks
+                    .resize(n_sel, Pick::Undecided { candidates: 0 });
             }
-            self.row_pick.clear();
-            self.row_pick.resize(m, None);
-            for (&i, p) in self.sel.iter().zip(&self.picks) {
+            self.buf.row_pick.clear();
+            self.buf.row_pick.resize(m, None);
+            for (&i, p) in self.buf.sel.iter().zip(&self.buf.picks) {
                 if let Pick::Id { id, .. } = *p {
-                    self.row_pick[i] = Some(id as u32);
+                    self.buf.row_pick[i] = Some(id as u32);
                 }
             }
             // Slot s of `row_logits` is row `undecided[s]`'s.
-            self.undecided.clear();
-            self.undecided
-                .extend((0..m).filter(|&i| !self.rows[i].certified && self.row_pick[i].is_none()));
-            let u = self.undecided.len();
+            self.buf.undecided.clear();
+            self.buf.undecided.extend(
+                (0..m).filter(|&i| !self.rows[i].certified && self.buf.row_pick[i].is_none()),
+            );
+            let u = self.buf.undecided.len();
             if u > 0 {
-                let hs = gather_rows(head_in, d, &self.undecided, &mut self.undecided_h);
-                let l = crate::model::scratch::sized(&mut self.row_logits, u * vocab);
+                let hs = gather_rows(head_in, d, &self.buf.undecided, &mut self.buf.undecided_h);
+                let l = crate::model::scratch::sized(&mut self.buf.row_logits, u * vocab);
                 lm_head.linear.forward_rows(hs, u, l, Rows::Invariant);
             }
         }
@@ -440,37 +412,38 @@ impl<'m> DecodeBatch<'m> {
             // row has no other processor.
             let banned = r.banned();
             let next = match (&lm_head.certified, r.certified, logits.as_deref_mut()) {
-                (Some(head), true, _) => head.argmax_with(h, banned, &mut self.cert).0 as u32,
-                (_, _, None) if batch_screen => match self.row_pick[i] {
+                (Some(head), true, _) => head.argmax_with(h, banned, &mut self.buf.cert).0 as u32,
+                (_, _, None) if batch_screen => match self.buf.row_pick[i] {
                     Some(id) => id,
                     None => {
                         let slot = self
+                            .buf
                             .undecided
                             .iter()
                             .position(|&u| u == i)
                             .expect("an undecided row has a slot");
-                        let l = &mut self.row_logits[slot * vocab..(slot + 1) * vocab];
-                        pick(l, r, &mut self.proc_scratch)
+                        let l = &mut self.buf.row_logits[slot * vocab..(slot + 1) * vocab];
+                        pick(l, r, &mut self.buf.proc_scratch)
                     }
                 },
                 (_, _, Some(all)) => pick(
                     &mut all[i * vocab..(i + 1) * vocab],
                     r,
-                    &mut self.proc_scratch,
+                    &mut self.buf.proc_scratch,
                 ),
                 (_, _, None) if screen && r.screened => {
                     match lm_head.screen.pick(
                         &lm_head.linear,
                         h,
                         banned,
-                        &mut self.cert,
-                        &mut self.row_logits,
+                        &mut self.buf.cert,
+                        &mut self.buf.row_logits,
                     ) {
                         Some(id) => id as u32,
                         None => {
-                            let l = crate::model::scratch::sized(&mut self.row_logits, vocab);
+                            let l = crate::model::scratch::sized(&mut self.buf.row_logits, vocab);
                             lm_head.linear.forward_rows(h, 1, l, Rows::Invariant);
-                            pick(l, r, &mut self.proc_scratch)
+                            pick(l, r, &mut self.buf.proc_scratch)
                         }
                     }
                 }
