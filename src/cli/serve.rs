@@ -31,6 +31,11 @@ pub struct Args {
     /// Refuse prompts longer than this many tokens (400).
     #[arg(long, default_value_t = Limits::default().max_input_tokens)]
     max_input_tokens: usize,
+    /// Requests of the encoder endpoints (embeddings, encode, score, rerank)
+    /// computing at once; the others wait their turn, within the timeout.
+    /// Default: twice the cores.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    compute_slots: Option<u32>,
     /// Seconds before an unanswered request gets 504 and leaves its batch slot.
     #[arg(long, default_value_t = 60.0)]
     request_timeout: f64,
@@ -71,6 +76,9 @@ pub fn run(a: Args) -> Result<()> {
         max_queue: a.max_queue as usize,
         request_timeout: Duration::from_secs_f64(a.request_timeout),
         max_body_bytes: a.max_body_bytes,
+        compute_slots: a
+            .compute_slots
+            .map_or_else(crate::serve::default_compute_slots, |n| n as usize),
         options,
         model_name,
         inject_faults: a.inject_faults,

@@ -36,6 +36,8 @@ pub struct AppState {
     pub model_name: String,
     /// Honour the `x-t5edge-fault` header (tests only).
     pub inject_faults: bool,
+    /// `--compute-slots`: a permit for each encoder-endpoint computation.
+    pub compute: Arc<tokio::sync::Semaphore>,
 }
 
 type Shared = State<Arc<AppState>>;
@@ -273,13 +275,26 @@ fn error_event(st: &AppState, msg: &str) -> SseEvent {
         .data(json!({"error": msg, "status": 500}).to_string())
 }
 
-/// Runs `f` on a blocking thread under the request timeout; a panic in it
-/// fails this request alone.
+/// Runs `f` on a blocking thread once a compute slot is free, all under the
+/// request timeout; a panic in it fails this request alone.
 async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce() -> crate::Result<T> + Send + 'static,
 ) -> Result<T, (StatusCode, String)> {
-    let task = tokio::task::spawn_blocking(f);
+    let compute = st.compute.clone();
+    let task = async move {
+        let permit = compute
+            .acquire_owned()
+            .await
+            .expect("the compute semaphore is never closed");
+        // The permit goes with the work: a request that times out leaves its
+        // computation running, and its slot taken until that ends.
+        tokio::task::spawn_blocking(move || {
+            let _slot = permit;
+            f()
+        })
+        .await
+    };
     match tokio::time::timeout(st.request_timeout, task).await {
         Err(_) => Err((StatusCode::GATEWAY_TIMEOUT, "the request timed out".into())),
         Ok(Err(_)) => Err((
