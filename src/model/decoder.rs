@@ -35,8 +35,9 @@ impl Decoder {
         for b in cache.cross_k.drain(..).chain(cache.cross_v.drain(..)) {
             super::scratch::give_back(b);
         }
+        // `sized` takes the buffer from this thread's spares.
         let product = |l: &super::Linear| {
-            let mut y = super::scratch::spare(enc_len * l.n);
+            let mut y = Vec::new();
             l.forward(enc, enc_len, super::scratch::sized(&mut y, enc_len * l.n));
             y
         };

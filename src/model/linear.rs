@@ -315,11 +315,4 @@ impl Linear {
         k.forward_rows(x, m, yk, rows);
         v.forward_rows(x, m, yv, rows);
     }
-
-    /// Allocating convenience for `forward`.
-    pub fn apply(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let mut y = vec![0.0; m * self.n];
-        self.forward(x, m, &mut y);
-        y
-    }
 }
