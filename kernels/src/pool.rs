@@ -180,6 +180,9 @@ enum Route {
 thread_local! {
     /// Set by [`Pool::install`] / [`with_backend`] for the calling thread.
     static ROUTE: Cell<Option<Route>> = const { Cell::new(None) };
+    /// Set by [`with_home_shares`]: the spin pool's jobs started here give
+    /// each thread a fixed share of the tasks first.
+    static HOMED: Cell<bool> = const { Cell::new(false) };
     /// True on spin-pool workers and on a caller while it runs its share of a
     /// job: a parallel region started from inside a task runs inline, so a
     /// pool never waits on itself.
@@ -236,6 +239,28 @@ pub fn current_backend() -> Backend {
     }
 }
 
+/// Runs `f` with the spin pool's jobs started on this thread cut into home
+/// shares: thread `i` of the pool (the caller is 0) first runs the `i`-th
+/// contiguous range of a job's tasks, from its front, and only then takes
+/// what is left of the others' ranges, from their backs. A region whose tasks
+/// read the same weights on every call (a decode step's layers and head) then
+/// finds each thread's rows where that thread left them, in its own L2; on
+/// the Intel Xeon a core reads its L2 at 5-10x the rate of the L3
+/// (kernels/BENCH.md, "Home shares for decode steps"). What a task computes is
+/// unchanged, so results are too. The encoder is left out: its regions read
+/// activations the other core has just written, and there home ranges
+/// measured slower.
+pub fn with_home_shares<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            HOMED.with(|h| h.set(self.0));
+        }
+    }
+    let _restore = Restore(HOMED.with(|h| h.replace(true)));
+    f()
+}
+
 /// Runs `f(t)` for every `t` in `0..tasks` exactly once, on several threads when
 /// `parallel`, and returns when all have finished.
 pub(crate) fn for_each<F>(tasks: usize, parallel: bool, f: F)
@@ -266,11 +291,29 @@ struct Job<'a> {
     /// rescheduled, which on a loaded machine cost more than the atomics.
     grain: usize,
     next: Padded<AtomicUsize>,
+    /// Per-thread home shares (see [`with_home_shares`]), each a packed
+    /// `back << 32 | front` of the task range not yet claimed; `None` for a
+    /// job that hands out tasks from one counter.
+    homes: Option<&'a [Padded<AtomicU64>]>,
     panicked: AtomicBool,
 }
 
 impl Job<'_> {
-    fn work(&self) {
+    /// Runs tasks until none is left unclaimed; `me` is the thread's index in
+    /// the pool (the caller 0), which picks its home share.
+    fn work(&self, me: usize) {
+        if let Some(homes) = self.homes {
+            let n = homes.len();
+            while let Some((a, b)) = claim(&homes[me % n].0, self.grain, true) {
+                (a..b).for_each(self.f);
+            }
+            for other in (1..n).map(|d| (me + d) % n) {
+                while let Some((a, b)) = claim(&homes[other].0, self.grain, false) {
+                    (a..b).for_each(self.f);
+                }
+            }
+            return;
+        }
         loop {
             let start = self.next.0.fetch_add(self.grain, Ordering::Relaxed);
             if start >= self.tasks {
@@ -279,6 +322,31 @@ impl Job<'_> {
             for t in start..(start + self.grain).min(self.tasks) {
                 (self.f)(t);
             }
+        }
+    }
+}
+
+/// The range `(start, end)` of up to `grain` tasks taken from the front (the
+/// share's owner) or the back (a thread that finished its own) of a packed
+/// `back << 32 | front` share; `None` once the share is empty.
+fn claim(share: &AtomicU64, grain: usize, front: bool) -> Option<(usize, usize)> {
+    let grain = grain as u64;
+    let mut w = share.load(Ordering::Relaxed);
+    loop {
+        let (f, b) = (w & 0xffff_ffff, w >> 32);
+        if f >= b {
+            return None;
+        }
+        let (next, range) = if front {
+            let nf = (f + grain).min(b);
+            (b << 32 | nf, (f, nf))
+        } else {
+            let nb = b.saturating_sub(grain).max(f);
+            (nb << 32 | f, (nb, b))
+        };
+        match share.compare_exchange_weak(w, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some((range.0 as usize, range.1 as usize)),
+            Err(now) => w = now,
         }
     }
 }
@@ -307,6 +375,9 @@ struct Shared {
     spin: Duration,
     /// Workers that have started running (see `Pool::build`).
     started: AtomicUsize,
+    /// One home share per thread of the pool, refilled by the caller of each
+    /// homed job (one job runs at a time: `Pool::busy`).
+    homes: Box<[Padded<AtomicU64>]>,
 }
 
 /// A persistent pool: `threads - 1` workers plus the thread that calls
@@ -345,13 +416,16 @@ impl Pool {
             hot,
             spin,
             started: AtomicUsize::new(0),
+            homes: (0..threads.max(1))
+                .map(|_| Padded(AtomicU64::new(0)))
+                .collect(),
         });
         let mut workers = Vec::new();
         for i in 1..threads.max(1) {
             let s = Arc::clone(&shared);
             let spawned = std::thread::Builder::new()
                 .name(format!("t5edge-pool-{i}"))
-                .spawn(move || worker(&s));
+                .spawn(move || worker(&s, i));
             // A pool with fewer workers computes the same results, so failing
             // to spawn one is not worth failing the caller.
             match spawned {
@@ -403,14 +477,29 @@ impl Pool {
             (0..tasks).for_each(f);
             return;
         }
+        let s = &*self.shared;
+        // Shares only for threads that exist (a worker that failed to spawn
+        // would leave its share to be stolen), and only where task indices fit
+        // the packed words.
+        let homed = HOMED.with(|h| h.get()) && tasks <= u32::MAX as usize;
+        let homes = homed.then(|| {
+            let homes = &s.homes[..self.threads];
+            let n = homes.len();
+            for (i, h) in homes.iter().enumerate() {
+                let (a, b) = (tasks * i / n, tasks * (i + 1) / n);
+                // Published to the workers by the SeqCst store of `job` below.
+                h.0.store((b as u64) << 32 | a as u64, Ordering::Relaxed);
+            }
+            homes
+        });
         let job = Job {
             f: &f,
             tasks,
             grain: (tasks / (self.threads * 64)).max(1),
             next: Padded(AtomicUsize::new(0)),
+            homes,
             panicked: AtomicBool::new(false),
         };
-        let s = &*self.shared;
         {
             // From here until `_finish` is dropped, workers may hold a pointer
             // to `job`; its drop (also on unwinding) retracts the job and waits
@@ -425,7 +514,7 @@ impl Pool {
                 s.wake.notify_all();
             }
             let _in_task = InTask::enter();
-            job.work();
+            job.work(0);
         }
         if job.panicked.load(Ordering::Relaxed) {
             panic!("a task of a t5edge-kernels pool job panicked");
@@ -475,7 +564,7 @@ impl Drop for InTask {
     }
 }
 
-fn worker(s: &Shared) {
+fn worker(s: &Shared, me: usize) {
     let _in_task = InTask::enter();
     s.started.fetch_add(1, Ordering::Release);
     // The epoch the pool was created with, not a fresh load: a worker that
@@ -497,7 +586,7 @@ fn worker(s: &Shared) {
             // shared references (its mutable state is atomic), and `f` is
             // `Sync`, so calling it from this thread is allowed.
             let job = unsafe { &*p };
-            if catch_unwind(AssertUnwindSafe(|| job.work())).is_err() {
+            if catch_unwind(AssertUnwindSafe(|| job.work(me))).is_err() {
                 job.panicked.store(true, Ordering::Relaxed);
             }
         }
@@ -598,6 +687,87 @@ mod tests {
             }
             assert!(counts(&pool, 0).is_empty());
         }
+    }
+
+    /// Home shares hand out every task exactly once whatever the thread
+    /// count, the task count (fewer tasks than threads included) and however
+    /// many callers share the pool.
+    #[test]
+    fn home_shares_run_every_task_once() {
+        for threads in [1, 2, 3, 5] {
+            let pool = Pool::new(threads);
+            with_home_shares(|| {
+                for tasks in (0..70).chain([1000, 4099]) {
+                    assert!(counts(&pool, tasks).iter().all(|&c| c == 1), "{tasks}");
+                }
+            });
+        }
+        let pool = Pool::new(3);
+        std::thread::scope(|sc| {
+            for i in 0..4 {
+                let pool = &pool;
+                sc.spawn(move || {
+                    let run = || {
+                        for tasks in 0..300 {
+                            assert!(counts(pool, tasks).iter().all(|&c| c == 1));
+                        }
+                    };
+                    // Homed and plain callers mixed on one pool.
+                    if i % 2 == 0 {
+                        with_home_shares(run)
+                    } else {
+                        run()
+                    }
+                });
+            }
+        });
+    }
+
+    /// The owner takes its share from the front, a thief from the back, each
+    /// at most a grain, and neither past the other.
+    #[test]
+    fn claims_meet_in_the_middle() {
+        let share = AtomicU64::new(13 << 32 | 3);
+        assert_eq!(claim(&share, 4, true), Some((3, 7)));
+        assert_eq!(claim(&share, 4, false), Some((9, 13)));
+        assert_eq!(claim(&share, 4, false), Some((7, 9)));
+        assert_eq!(claim(&share, 4, true), None);
+        assert_eq!(claim(&share, 4, false), None);
+        assert_eq!(claim(&AtomicU64::new(5 << 32 | 5), 1, true), None);
+    }
+
+    /// The flag is scoped: restored after the closure, also on unwinding.
+    #[test]
+    fn home_shares_are_scoped() {
+        assert!(!HOMED.with(|h| h.get()));
+        let r = catch_unwind(|| with_home_shares(|| panic!("inside")));
+        assert!(r.is_err());
+        assert!(!HOMED.with(|h| h.get()));
+        with_home_shares(|| {
+            with_home_shares(|| ());
+            assert!(HOMED.with(|h| h.get()));
+        });
+        assert!(!HOMED.with(|h| h.get()));
+    }
+
+    /// A homed job whose task panics panics the caller once the job's other
+    /// threads are done with it; the pool goes on.
+    #[test]
+    fn a_panicking_homed_task_panics_the_caller() {
+        let pool = Pool::new(3);
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            with_home_shares(|| {
+                pool.run(100, |t| {
+                    if t == 70 {
+                        panic!("task 70");
+                    }
+                })
+            })
+        }));
+        assert!(r.is_err());
+        assert!(with_home_shares(|| counts(&pool, 100))
+            .iter()
+            .all(|&c| c == 1));
     }
 
     /// Workers that went to sleep (spin time 0) still pick up the next job.

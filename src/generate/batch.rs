@@ -278,7 +278,10 @@ impl<'m> DecodeBatch<'m> {
         // (caught by a caller, as the server's scheduler does) leaves its
         // buffers out of the ones kept for the next batch.
         self.stepping = true;
-        let r = self.step_rows(on_token, finished);
+        // Home shares: each core reads the same layer and head rows every
+        // step, which it then finds in its own L2
+        // (t5edge_kernels::pool::with_home_shares).
+        let r = t5edge_kernels::pool::with_home_shares(|| self.step_rows(on_token, finished));
         self.stepping = false;
         r
     }

@@ -82,8 +82,12 @@ pub fn beam_search(
         // bookkeeping below is HF's, per step, on num_beams-sized vectors.
         toks.clear();
         toks.extend(running.iter().map(|s| *s.last().unwrap_or(&start)));
-        model.decode_step(&toks, &mut caches, &mut scratch)?;
-        let lp_all = model.step_logits(&mut scratch)?;
+        // Home shares: each core reads the same layer and head rows every
+        // step (t5edge_kernels::pool::with_home_shares).
+        let lp_all = t5edge_kernels::pool::with_home_shares(|| {
+            model.decode_step(&toks, &mut caches, &mut scratch)?;
+            model.step_logits(&mut scratch)
+        })?;
         // b. log-softmax, processors, accumulate.
         for (b, row) in lp_all.chunks_exact_mut(vocab).enumerate() {
             processors::log_softmax(row);
