@@ -13,6 +13,7 @@
 //! | `T5EDGE_PAR_MIN_MACS` | multiply-adds from which a product is split across threads |
 //! | `T5EDGE_KV_BUDGET_MB` | megabytes of decoder caches a whole-batch decode keeps in flight before it lets rows wait their turn (`generate::waves`); `0`: never; unset: half the L3 |
 //! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` and float heads included; unset: `--exact` and greedy over an f32, f16 or bf16 head (one row at a time, certified against the head's own GEMV logits) screen, so do single int8 greedy rows at the VNNI levels (`avx512vnni`, `amx`), and a batch of int8 greedy rows does where the multi-row screen kernel runs (AVX2, AVX-512 without VNNI; `model::screened`). The ids are the same either way |
+//! | `T5EDGE_HOME_SHARES` | `1` or unset: each thread of the spin pool first runs its own fixed range of a decode step's rows, which then stay in its L2 (`pool::with_home_shares`); `0`: every task to whichever thread claims it first. The results are the same either way |
 //! | `T5EDGE_BF16_DOT` | `1`: bf16 layers run prefill with `vdpbf16ps` where the CPU has AVX-512 BF16, the activations rounded to bf16 (faster; outputs move by about 2^-9 relative and differ from CPUs without it); `0` or unset: f32 arithmetic on every CPU |
 //!
 //! An empty variable counts as unset.
@@ -37,6 +38,7 @@ pub struct EnvConfig {
     pub screen: Option<Mode>,
     pub kv_budget_mb: Option<usize>,
     pub bf16_dot: Option<bool>,
+    pub home_shares: Option<bool>,
 }
 
 impl EnvConfig {
@@ -104,8 +106,20 @@ impl EnvConfig {
             }
             None => None,
         };
+        let home_shares = match var("T5EDGE_HOME_SHARES").as_deref().map(str::trim) {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            Some(s) => {
+                return Err((
+                    "T5EDGE_HOME_SHARES",
+                    format!("{s:?} is not a choice; use 1 (each thread its own rows of a decode step first) or 0 (first come, first served)"),
+                ))
+            }
+            None => None,
+        };
         Ok(EnvConfig {
             isa,
+            home_shares,
             bf16_dot,
             screen,
             pool,
@@ -135,6 +149,9 @@ impl EnvConfig {
         }
         if let Some(mode) = self.screen {
             crate::model::screened::set_choice(mode);
+        }
+        if let Some(on) = self.home_shares {
+            pool::set_home_shares(on);
         }
         if let Some(on) = self.bf16_dot {
             crate::model::linear::set_bf16_dot(on);
@@ -251,6 +268,21 @@ mod tests {
             err(&[("T5EDGE_BF16_DOT", "on")]),
             "T5EDGE_BF16_DOT=\"on\" is not a choice; use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)"
         );
+    }
+
+    #[test]
+    fn home_shares_are_a_choice_of_two() {
+        assert_eq!(
+            parse(&[("T5EDGE_HOME_SHARES", "0")]).unwrap().home_shares,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&[("T5EDGE_HOME_SHARES", " 1 ")]).unwrap().home_shares,
+            Some(true)
+        );
+        assert_eq!(parse(&[]).unwrap().home_shares, None);
+        assert!(err(&[("T5EDGE_HOME_SHARES", "off")])
+            .starts_with("T5EDGE_HOME_SHARES=\"off\" is not a choice; use 1"));
     }
 
     #[test]

@@ -239,6 +239,16 @@ pub fn current_backend() -> Backend {
     }
 }
 
+/// Whether [`with_home_shares`] takes effect (the default), process-wide.
+static HOME_SHARES: AtomicBool = AtomicBool::new(true);
+
+/// Turns home shares on or off for jobs started from now on (e.g. from
+/// `T5EDGE_HOME_SHARES`, to compare the two on a CPU); the results are the
+/// same either way.
+pub fn set_home_shares(on: bool) {
+    HOME_SHARES.store(on, Ordering::Relaxed);
+}
+
 /// Runs `f` with the spin pool's jobs started on this thread cut into home
 /// shares: thread `i` of the pool (the caller is 0) first runs the `i`-th
 /// contiguous range of a job's tasks, from its front, and only then takes
@@ -481,7 +491,9 @@ impl Pool {
         // Shares only for threads that exist (a worker that failed to spawn
         // would leave its share to be stolen), and only where task indices fit
         // the packed words.
-        let homed = HOMED.with(|h| h.get()) && tasks <= u32::MAX as usize;
+        let homed = HOMED.with(|h| h.get())
+            && HOME_SHARES.load(Ordering::Relaxed)
+            && tasks <= u32::MAX as usize;
         let homes = homed.then(|| {
             let homes = &s.homes[..self.threads];
             let n = homes.len();
