@@ -95,28 +95,27 @@ impl EnvConfig {
             }
             None => None,
         };
-        let bf16_dot = match var("T5EDGE_BF16_DOT").as_deref().map(str::trim) {
-            Some("1") => Some(true),
-            Some("0") => Some(false),
-            Some(s) => {
-                return Err((
-                    "T5EDGE_BF16_DOT",
-                    format!("{s:?} is not a choice; use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)"),
-                ))
-            }
-            None => None,
-        };
-        let home_shares = match var("T5EDGE_HOME_SHARES").as_deref().map(str::trim) {
-            Some("1") => Some(true),
-            Some("0") => Some(false),
-            Some(s) => {
-                return Err((
-                    "T5EDGE_HOME_SHARES",
-                    format!("{s:?} is not a choice; use 1 (each thread its own rows of a decode step first) or 0 (first come, first served)"),
-                ))
-            }
-            None => None,
-        };
+        // A switch: 1 or 0, anything else refused with what each means.
+        let switch =
+            |name: &'static str, on: &str, off: &str| match var(name).as_deref().map(str::trim) {
+                Some("1") => Ok(Some(true)),
+                Some("0") => Ok(Some(false)),
+                Some(s) => Err((
+                    name,
+                    format!("{s:?} is not a choice; use 1 ({on}) or 0 ({off})"),
+                )),
+                None => Ok(None),
+            };
+        let bf16_dot = switch(
+            "T5EDGE_BF16_DOT",
+            "vdpbf16ps prefill where the CPU has it",
+            "f32",
+        )?;
+        let home_shares = switch(
+            "T5EDGE_HOME_SHARES",
+            "each thread its own rows of a decode step first",
+            "first come, first served",
+        )?;
         Ok(EnvConfig {
             isa,
             home_shares,
@@ -254,35 +253,29 @@ mod tests {
     }
 
     #[test]
-    fn bf16_dot_is_a_choice_of_two() {
-        assert_eq!(
-            parse(&[("T5EDGE_BF16_DOT", "1")]).unwrap().bf16_dot,
-            Some(true)
-        );
-        assert_eq!(
-            parse(&[("T5EDGE_BF16_DOT", " 0")]).unwrap().bf16_dot,
-            Some(false)
-        );
-        assert_eq!(parse(&[]).unwrap().bf16_dot, None);
-        assert_eq!(
-            err(&[("T5EDGE_BF16_DOT", "on")]),
-            "T5EDGE_BF16_DOT=\"on\" is not a choice; use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)"
-        );
-    }
-
-    #[test]
-    fn home_shares_are_a_choice_of_two() {
-        assert_eq!(
-            parse(&[("T5EDGE_HOME_SHARES", "0")]).unwrap().home_shares,
-            Some(false)
-        );
-        assert_eq!(
-            parse(&[("T5EDGE_HOME_SHARES", " 1 ")]).unwrap().home_shares,
-            Some(true)
-        );
-        assert_eq!(parse(&[]).unwrap().home_shares, None);
-        assert!(err(&[("T5EDGE_HOME_SHARES", "off")])
-            .starts_with("T5EDGE_HOME_SHARES=\"off\" is not a choice; use 1"));
+    fn switches_are_one_or_zero() {
+        type Field = fn(&EnvConfig) -> Option<bool>;
+        let cases: [(&str, Field, &str); 2] = [
+            (
+                "T5EDGE_BF16_DOT",
+                |c| c.bf16_dot,
+                "use 1 (vdpbf16ps prefill where the CPU has it) or 0 (f32)",
+            ),
+            (
+                "T5EDGE_HOME_SHARES",
+                |c| c.home_shares,
+                "use 1 (each thread its own rows of a decode step first) or 0 (first come, first served)",
+            ),
+        ];
+        for (var, field, help) in cases {
+            assert_eq!(field(&parse(&[(var, "1")]).unwrap()), Some(true), "{var}");
+            assert_eq!(field(&parse(&[(var, " 0")]).unwrap()), Some(false), "{var}");
+            assert_eq!(field(&parse(&[]).unwrap()), None, "{var}");
+            assert_eq!(
+                err(&[(var, "on")]),
+                format!("{var}=\"on\" is not a choice; {help}")
+            );
+        }
     }
 
     #[test]
