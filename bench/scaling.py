@@ -144,6 +144,41 @@ def last_json(text):
     raise ValueError("no JSON line in output")
 
 
+
+def inside(path):
+    """Whether `path` lies inside the checkout."""
+    return os.path.abspath(path).startswith(REPO + "/")
+
+
+def shown(x):
+    """A command-line word as the results record it: a path inside the
+    checkout relative to it; the t5edge binary from outside it (a copy, so
+    that a rebuild mid-study cannot change it) as plain `t5edge`, since no
+    machine's paths go into the repository."""
+    if x.startswith(REPO + "/"):
+        return os.path.relpath(x, REPO)
+    if os.path.isabs(x) and os.path.basename(x) == "t5edge":
+        return "t5edge"
+    return x
+
+
+def shown_args(argv):
+    """The study's own arguments as recorded: `--t5edge PATH` left out when
+    PATH is outside the checkout (see `shown`)."""
+    out, skip = [], False
+    for i, x in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if x == "--t5edge" and i + 1 < len(argv) and not inside(argv[i + 1]):
+            skip = True
+            continue
+        if x.startswith("--t5edge=") and not inside(x.split("=", 1)[1]):
+            continue
+        out.append(x)
+    return out
+
+
 def run(cmd, env, timeout=1800):
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if p.returncode != 0:
@@ -244,8 +279,7 @@ class Study:
         else:
             run(self.peer_cmd(p, "prepare"), self.env, timeout=3600)
             cmd = self.peer_cmd(p, "run")
-        row["command"] = " ".join(shlex.quote(os.path.relpath(x, REPO) if x.startswith(REPO + "/") else x)
-                                  for x in cmd)
+        row["command"] = " ".join(shlex.quote(shown(x)) for x in cmd)
         try:
             j = run(cmd, self.env)
             row.update({k: j.get(k) for k in ("median_ms", "p90_ms", "min_ms", "tokens_per_s", "tokens_per_run",
@@ -317,10 +351,10 @@ def main():
             # Only what the binary is built from: docs and results change during a study.
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", "src", "kernels",
                               "Cargo.toml", "Cargo.lock")),
-            "t5edge": os.path.relpath(a.t5edge, REPO) if a.t5edge.startswith(REPO + "/") else a.t5edge,
+            "t5edge": shown(a.t5edge) if inside(a.t5edge) else "a copy of the release binary outside the checkout",
             "models": a.models, "peers": peers, "repeat": a.repeat,
             "command": " ".join(shlex.quote(x) for x in ["python3", os.path.relpath(os.path.abspath(sys.argv[0]), REPO)]
-                                + sys.argv[1:])}
+                                + shown_args(sys.argv[1:]))}
     if a.resume and os.path.exists(a.raw):
         with open(a.raw) as f:
             old = json.load(f)
