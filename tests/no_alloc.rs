@@ -132,6 +132,29 @@ fn large_bytes_on_this_thread(m: &T5Model, rows: usize) -> usize {
     LARGE_BYTES.load(Ordering::SeqCst)
 }
 
+/// Bytes a warm `score_batch` call allocates in buffers of at least
+/// [`LARGE`] bytes: 3 pairs of 60 target ids, 180 decoder rows, so the head
+/// runs in three blocks of up to 64 rows. One pool thread, as above.
+fn large_bytes_of_a_warm_score(m: &T5Model) -> usize {
+    t5edge_kernels::pool::Pool::new(1).install(|| {
+        let sources: Vec<Vec<u32>> = (0..3u32).map(|r| (3 + r..23 + r).collect()).collect();
+        let targets: Vec<Vec<u32>> = (0..3u32).map(|r| (5 + r..65 + r).collect()).collect();
+        let pairs: Vec<(&[u32], &[u32])> = sources
+            .iter()
+            .zip(&targets)
+            .map(|(s, t)| (&s[..], &t[..]))
+            .collect();
+        for _ in 0..2 {
+            t5edge::score::score_batch(m, &pairs).unwrap();
+        }
+        LARGE_BYTES.store(0, Ordering::SeqCst);
+        COUNTING.store(true, Ordering::SeqCst);
+        t5edge::score::score_batch(m, &pairs).unwrap();
+        COUNTING.store(false, Ordering::SeqCst);
+        LARGE_BYTES.load(Ordering::SeqCst)
+    })
+}
+
 #[test]
 fn decode_steps_allocate_nothing_once_warm() {
     // A vocabulary large enough for the LM head to be split across threads
@@ -216,6 +239,18 @@ fn decode_steps_allocate_nothing_once_warm() {
                     failures.push(format!(
                         "{name} {} exact={exact} screen={screen:?} rows={rows}: a warm call allocated {n} bytes in buffers of {LARGE} or more",
                         fmt.name()
+                    ));
+                }
+            }
+            if fmt == WeightFormat::Int8 && screen == Mode::Off {
+                // The head's blocks share one logits buffer: a copy of each
+                // block's logits into a fresh buffer (23 MB a call here)
+                // cost a Python process 17% of a 256-document rerank.
+                let block = 64 * m.config.vocab_size * 4;
+                let n = large_bytes_of_a_warm_score(&m);
+                if n >= 2 * block {
+                    failures.push(format!(
+                        "{name} score: a warm call of three head blocks allocated {n} bytes in buffers of {LARGE} or more (one block's logits: {block})"
                     ));
                 }
             }
