@@ -257,9 +257,8 @@ pub fn set_home_shares(on: bool) {
 /// finds each thread's rows where that thread left them, in its own L2; on
 /// the Intel Xeon a core reads its L2 at 5-10x the rate of the L3
 /// (kernels/BENCH.md, "Home shares for decode steps"). What a task computes is
-/// unchanged, so results are too. The encoder is left out: its regions read
-/// activations the other core has just written, and there home ranges
-/// measured slower.
+/// unchanged, so results are too. The encoder is left out: there home
+/// ranges measured slower (all-int8 W3 +4.7%), why not pinned down.
 pub fn with_home_shares<R>(f: impl FnOnce() -> R) -> R {
     struct Restore(bool);
     impl Drop for Restore {
