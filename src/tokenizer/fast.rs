@@ -57,6 +57,16 @@ pub struct T5Fast {
     ok: [bool; 128],
     json_len: u64,
     json_hash: u64,
+    /// Where the lattice's piece search starts, built on first use.
+    starts: std::sync::OnceLock<Box<Starts>>,
+}
+
+/// The ranges of `sorted` whose pieces start with each first byte, and
+/// with `▁`: the widest of a word's searches, the same at every position,
+/// which took a quarter of a rerank's tokenizing.
+struct Starts {
+    first: [(u32, u32); 256],
+    meta: (u32, u32),
 }
 
 /// A fast non-cryptographic 64-bit hash, to tell a stale cache.
@@ -120,6 +130,53 @@ impl T5Fast {
     fn piece_bytes(&self, id: u32) -> &[u8] {
         let i = id as usize;
         &self.blob[self.offs[i] as usize..self.offs[i + 1] as usize]
+    }
+
+    /// The part of `sorted[lo..hi]` (pieces sharing their first `len`
+    /// bytes) whose byte `len` is `c`.
+    fn narrow(&self, lo: usize, hi: usize, len: usize, c: u8) -> (usize, usize) {
+        let range = &self.sorted[lo..hi];
+        let a = range.partition_point(|&id| {
+            let p = self.piece_bytes(id);
+            p.len() <= len || p[len] < c
+        });
+        let z = range.partition_point(|&id| {
+            let p = self.piece_bytes(id);
+            p.len() <= len || p[len] <= c
+        });
+        (lo + a, lo + z)
+    }
+
+    /// `(lo, hi, len)`: the range of `sorted` whose pieces start with the
+    /// first `len` bytes of `w` (not empty), `len` 3 where `w` starts with
+    /// `▁`, else 1. The same ranges as narrowing byte by byte from the whole
+    /// of `sorted`; no piece is a part of `▁`'s three bytes (pieces are
+    /// whole characters), so nothing is skipped.
+    fn start(&self, w: &[u8]) -> (usize, usize, usize) {
+        let t = self.starts.get_or_init(|| {
+            let n = self.sorted.len();
+            let mut first = [(0u32, 0u32); 256];
+            for (c, r) in first.iter_mut().enumerate() {
+                let (lo, hi) = self.narrow(0, n, 0, c as u8);
+                *r = (lo as u32, hi as u32);
+            }
+            let mut m = (0, n);
+            for (len, &c) in META.encode_utf8(&mut [0; 4]).as_bytes().iter().enumerate() {
+                m = self.narrow(m.0, m.1, len, c);
+            }
+            Box::new(Starts {
+                first,
+                meta: (m.0 as u32, m.1 as u32),
+            })
+        });
+        let meta = META.len_utf8();
+        let ((lo, hi), len) =
+            if w.len() >= meta && w[..meta] == *META.encode_utf8(&mut [0; 4]).as_bytes() {
+                (t.meta, meta)
+            } else {
+                (t.first[w[0] as usize], 1)
+            };
+        (lo as usize, hi as usize, len)
     }
 
     /// The id the crate gives the exact string `s` (last of duplicates).
@@ -252,6 +309,7 @@ impl T5Fast {
             ok,
             json_len: json.len() as u64,
             json_hash: hash64(json),
+            starts: Default::default(),
         };
         t.check_added(
             &j.added_tokens
@@ -385,6 +443,7 @@ impl T5Fast {
             ok,
             json_len,
             json_hash,
+            starts: Default::default(),
         };
         if t.sorted
             .windows(2)
@@ -477,22 +536,10 @@ impl T5Fast {
             // Only the leading `▁` is multi-byte.
             let mblen = if w[s] < 128 { 1 } else { META.len_utf8() };
             let mut single = false;
-            // Narrow [lo, hi) of sorted pieces starting with w[s..s+len].
-            let (mut lo, mut hi) = (0, self.sorted.len());
-            let mut len = 0;
-            while s + len < size && lo < hi {
-                let c = w[s + len];
-                let range = &self.sorted[lo..hi];
-                let a = range.partition_point(|&id| {
-                    let p = self.piece_bytes(id);
-                    p.len() <= len || p[len] < c
-                });
-                let z = range.partition_point(|&id| {
-                    let p = self.piece_bytes(id);
-                    p.len() <= len || p[len] <= c
-                });
-                (lo, hi) = (lo + a, lo + z);
-                len += 1;
+            // Narrow [lo, hi) of sorted pieces starting with w[s..s+len],
+            // from the table's range for the first byte or for `▁`.
+            let (mut lo, mut hi, mut len) = self.start(&w[s..]);
+            loop {
                 if lo < hi && self.piece_bytes(self.sorted[lo]).len() == len {
                     let id = self.sorted[lo];
                     let cand = here + self.scores[id as usize];
@@ -508,6 +555,11 @@ impl T5Fast {
                         single = true;
                     }
                 }
+                if s + len >= size || lo >= hi {
+                    break;
+                }
+                (lo, hi) = self.narrow(lo, hi, len, w[s + len]);
+                len += 1;
             }
             if !single {
                 let cand = here + self.unk_score;
