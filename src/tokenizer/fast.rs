@@ -35,6 +35,8 @@ const MAGIC: &[u8; 8] = b"T5EDTOK1";
 /// The crate's penalty for an unknown character (`K_UNK_PENALTY`).
 const UNK_PENALTY: f64 = 10.0;
 const META: char = '\u{2581}';
+/// `META` in UTF-8, as a word's lattice starts with it.
+const META_BYTES: &[u8] = "\u{2581}".as_bytes();
 
 /// The cache file written beside `tokenizer.json`.
 pub const CACHE_NAME: &str = "tokenizer.t5edge";
@@ -161,7 +163,7 @@ impl T5Fast {
                 *r = (lo as u32, hi as u32);
             }
             let mut m = (0, n);
-            for (len, &c) in META.encode_utf8(&mut [0; 4]).as_bytes().iter().enumerate() {
+            for (len, &c) in META_BYTES.iter().enumerate() {
                 m = self.narrow(m.0, m.1, len, c);
             }
             Box::new(Starts {
@@ -169,13 +171,11 @@ impl T5Fast {
                 meta: (m.0 as u32, m.1 as u32),
             })
         });
-        let meta = META.len_utf8();
-        let ((lo, hi), len) =
-            if w.len() >= meta && w[..meta] == *META.encode_utf8(&mut [0; 4]).as_bytes() {
-                (t.meta, meta)
-            } else {
-                (t.first[w[0] as usize], 1)
-            };
+        let ((lo, hi), len) = if w.starts_with(META_BYTES) {
+            (t.meta, META_BYTES.len())
+        } else {
+            (t.first[w[0] as usize], 1)
+        };
         (lo as usize, hi as usize, len)
     }
 
