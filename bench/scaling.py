@@ -144,7 +144,6 @@ def last_json(text):
     raise ValueError("no JSON line in output")
 
 
-
 def inside(path):
     """Whether `path` lies inside the checkout."""
     return os.path.abspath(path).startswith(REPO + "/")
