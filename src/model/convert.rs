@@ -5,6 +5,10 @@ use super::gather;
 use super::linear::{Linear, WeightFormat};
 use super::T5Model;
 use crate::error::{Error, Result};
+use crate::weights::{Backing, F32Data};
+use std::ops::Range;
+use std::sync::Arc;
+use t5edge_kernels::aligned::HUGE_PAGE;
 
 /// Which format each kind of layer gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,11 +59,107 @@ fn layer_bytes(l: &Linear, f: WeightFormat) -> u64 {
     }
 }
 
-fn conv(l: &mut Linear, to: WeightFormat, group: usize, what: &str) -> Result<()> {
-    *l = l
+/// The mapped bytes a block's layers were converted from, dropped from
+/// memory together once the block is done ([`Sources::flush`]), or kept
+/// (`release` false: `--exact`'s draft, whose sources the full-precision
+/// decoder goes on reading).
+///
+/// Why drop them: nothing reads them again but a tied embedding's lookups
+/// (faulted back from the page cache), so a checkpoint converted at load
+/// keeps the converted weights resident instead of both (kernels/BENCH.md,
+/// "A conversion at load drops what it converted"). Why a block at a time:
+/// a release drops whole 2 MB pieces ([`Backing::release_around`]), and a
+/// release per layer made the next layer in the same piece fault it all
+/// back (tiny-nl2 load +3 ms).
+struct Sources {
+    release: bool,
+    ranges: Vec<(Arc<Backing>, Range<usize>)>,
+}
+
+impl Sources {
+    fn new(release: bool) -> Sources {
+        Sources {
+            release,
+            ranges: Vec::new(),
+        }
+    }
+
+    /// Notes what `l` is a view of, before it is replaced by its conversion.
+    fn note(&mut self, l: &Linear) {
+        if let (true, Some((backing, range))) = (self.release, l.file_bytes()) {
+            self.ranges.push((backing.clone(), range));
+        }
+    }
+
+    /// Releases what was noted, ranges of one file within 2 MB of each
+    /// other merged into one call.
+    fn flush(&mut self) {
+        let mut rs = std::mem::take(&mut self.ranges);
+        rs.sort_by_key(|(b, r)| (Arc::as_ptr(b) as usize, r.start));
+        let mut it = rs.into_iter();
+        let Some(mut cur) = it.next() else { return };
+        for (b, r) in it {
+            if Arc::ptr_eq(&b, &cur.0) && r.start <= cur.1.end + HUGE_PAGE {
+                cur.1.end = cur.1.end.max(r.end);
+            } else {
+                let (done, range) = std::mem::replace(&mut cur, (b, r));
+                done.release_around(range);
+            }
+        }
+        cur.0.release_around(cur.1);
+    }
+}
+
+/// Converts `l` to `to`, noting in `sources` what it was a view of.
+fn conv(
+    l: &mut Linear,
+    to: WeightFormat,
+    group: usize,
+    what: &str,
+    sources: &mut Sources,
+) -> Result<()> {
+    if l.format() == to {
+        return Ok(());
+    }
+    let converted = l
         .convert(to, group)
         .map_err(|e| Error::Other(format!("{what}: {e}")))?;
+    sources.note(l);
+    *l = converted;
     Ok(())
+}
+
+/// Hands the heap's free pages back to the system: a conversion's working
+/// copies and the matrices [`gather`] moved are freed into the middle of
+/// glibc's heap, which the CLI keeps (`main` raises its trim threshold, so
+/// that prefill reuses its buffers), and which no later call of a converted
+/// model grows back into.
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of the allocator's own
+    // to the system; it is thread-safe and touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Copies a mapped norm or bias table into memory of its own, so that the
+/// 2 MB pieces a conversion drops around it are not mapped back by the
+/// first pass that reads it (a few KB a block).
+fn own(t: &mut F32Data) {
+    if t.is_mapped() {
+        *t = t.as_slice().to_vec().into();
+    }
+}
+
+/// [`own`] for a stack's final norm and bias tables, and each block's norms
+/// (`norms` lists a block's).
+fn own_stack<B>(s: &mut super::Stack<B>, norms: impl Fn(&mut B) -> Vec<&mut F32Data>) {
+    own(&mut s.final_norm);
+    s.rel_bias.iter_mut().for_each(own);
+    for b in &mut s.blocks {
+        norms(b).into_iter().for_each(own);
+    }
 }
 
 impl T5Model {
@@ -125,32 +225,41 @@ impl T5Model {
     /// Converts every linear layer as `policy` says (in place, from the current
     /// weights; the embedding lookup keeps its table). The int8 matrices it
     /// makes are gathered into one buffer per stack ([`gather`]).
+    /// The bytes converted from are released behind the conversion, a
+    /// block at a time ([`Sources`]).
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
+        let mut sources = Sources::new(true);
+        own_stack(&mut self.encoder, |b| {
+            vec![&mut b.attn_norm, &mut b.ffn_norm]
+        });
         for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
             let what = format!("encoder block {i} attention");
-            convert_attention(&mut b.attn, policy, &what, true)?;
-            convert_ffn(&mut b.ffn, policy, &format!("encoder block {i}"))?;
+            convert_attention(&mut b.attn, policy, &what, true, &mut sources)?;
+            convert_ffn(
+                &mut b.ffn,
+                policy,
+                &format!("encoder block {i}"),
+                &mut sources,
+            )?;
+            sources.flush();
         }
         gather::encoder(&mut self.encoder);
         if let Some(d) = &mut self.decoder {
-            convert_decoder(d, policy)?;
+            own_stack(d, |b| {
+                vec![&mut b.self_norm, &mut b.cross_norm, &mut b.ffn_norm]
+            });
+            convert_decoder_layers(d, policy, true, true)?;
         }
         if let Some(head) = &mut self.lm_head {
-            conv(&mut head.linear, policy.lm_head, g, "lm_head")?;
+            conv(&mut head.linear, policy.lm_head, g, "lm_head", &mut sources)?;
+            sources.flush();
             // The screen (built lazily) belongs to the old weights.
             head.screen = Default::default();
         }
+        trim_heap();
         Ok(())
     }
-}
-
-/// Converts every linear layer of `decoder` as `policy` says (`policy.body`
-/// and `policy.ffn_out`): the model's own ([`T5Model::convert`]). The int8
-/// matrices it makes are gathered into one buffer, in the order a step
-/// reads them ([`gather`]).
-pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
-    convert_decoder_layers(decoder, policy, true)
 }
 
 /// [`convert_decoder`] for `--exact`'s int8 draft
@@ -158,22 +267,36 @@ pub(super) fn convert_decoder(decoder: &mut super::Decoder, policy: FormatPolicy
 /// [`super::T5Model::enable_certified_head`]), which takes its
 /// cross-attention keys and values from the full-precision decoder's cache:
 /// its cross-attention K and V projections never run, so they stay the
-/// shared full-precision ones rather than being quantized for nothing.
+/// shared full-precision ones rather than being quantized for nothing. The
+/// full-precision decoder goes on reading what the draft is converted from:
+/// nothing is released.
 pub(super) fn convert_draft(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
-    convert_decoder_layers(decoder, policy, false)
+    convert_decoder_layers(decoder, policy, false, false)
 }
 
+/// Converts every linear layer of `decoder` as `policy` says (`policy.body`
+/// and `policy.ffn_out`; cross-attention K and V only with `cross_kv`,
+/// the sources released with `release`). The int8 matrices it makes are
+/// gathered into one buffer, in the order a step reads them ([`gather`]).
 fn convert_decoder_layers(
     decoder: &mut super::Decoder,
     policy: FormatPolicy,
     cross_kv: bool,
+    release: bool,
 ) -> Result<()> {
+    let mut sources = Sources::new(release);
     for (i, b) in decoder.blocks.iter_mut().enumerate() {
         let what = format!("decoder block {i} attention");
-        convert_attention(&mut b.self_attn, policy, &what, true)?;
+        convert_attention(&mut b.self_attn, policy, &what, true, &mut sources)?;
         let what = format!("decoder block {i} cross-attention");
-        convert_attention(&mut b.cross_attn, policy, &what, cross_kv)?;
-        convert_ffn(&mut b.ffn, policy, &format!("decoder block {i}"))?;
+        convert_attention(&mut b.cross_attn, policy, &what, cross_kv, &mut sources)?;
+        convert_ffn(
+            &mut b.ffn,
+            policy,
+            &format!("decoder block {i}"),
+            &mut sources,
+        )?;
+        sources.flush();
     }
     gather::decoder(decoder);
     Ok(())
@@ -186,6 +309,7 @@ fn convert_attention(
     policy: FormatPolicy,
     what: &str,
     kv: bool,
+    sources: &mut Sources,
 ) -> Result<()> {
     let g = policy.group_size;
     for (name, l) in [
@@ -195,7 +319,7 @@ fn convert_attention(
         ("o", &mut a.o),
     ] {
         if kv || !matches!(name, "k" | "v") {
-            conv(l, policy.body, g, &format!("{what} {name}"))?;
+            conv(l, policy.body, g, &format!("{what} {name}"), sources)?;
         }
     }
     Ok(())
@@ -203,11 +327,22 @@ fn convert_attention(
 
 /// Converts a feed-forward block as `policy` says (`wo` gets
 /// `policy.ffn_out`); errors name the layer after `block`.
-fn convert_ffn(ffn: &mut super::ffn::FeedForward, policy: FormatPolicy, block: &str) -> Result<()> {
+fn convert_ffn(
+    ffn: &mut super::ffn::FeedForward,
+    policy: FormatPolicy,
+    block: &str,
+    sources: &mut Sources,
+) -> Result<()> {
     let g = policy.group_size;
-    conv(&mut ffn.wi, policy.body, g, &format!("{block} wi"))?;
+    conv(&mut ffn.wi, policy.body, g, &format!("{block} wi"), sources)?;
     if let Some(up) = &mut ffn.wi_up {
-        conv(up, policy.body, g, &format!("{block} wi_1"))?;
+        conv(up, policy.body, g, &format!("{block} wi_1"), sources)?;
     }
-    conv(&mut ffn.wo, policy.ffn_out, g, &format!("{block} wo"))
+    conv(
+        &mut ffn.wo,
+        policy.ffn_out,
+        g,
+        &format!("{block} wo"),
+        sources,
+    )
 }

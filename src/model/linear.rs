@@ -1,7 +1,8 @@
 //! A linear layer `y = x · wᵀ` over whichever weight format the checkpoint holds.
 
 use super::scratch::sized;
-use crate::weights::{Bf16Data, F16Data, F32Data, Int8Data, W8A16Data};
+use crate::weights::gather::FloatWeights;
+use crate::weights::{Backing, Bf16Data, F16Data, F32Data, Int8Data, W8A16Data};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -157,6 +158,17 @@ impl Linear {
             k: self.k,
             weight,
         })
+    }
+
+    /// The mapped file bytes this layer's float weights are a view of (none
+    /// for int8 weights and for owned or gathered copies).
+    pub(crate) fn file_bytes(&self) -> Option<(&Arc<Backing>, std::ops::Range<usize>)> {
+        match &self.weight {
+            LinearWeight::F32(w) => w.in_file(),
+            LinearWeight::F16(w) => w.in_file(),
+            LinearWeight::Bf16(w) => w.in_file(),
+            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => None,
+        }
     }
 
     /// For int8 weights, whether their packed data starts on a 64-byte line

@@ -128,6 +128,24 @@ impl Backing {
         #[cfg(not(unix))]
         let _ = range;
     }
+
+    /// [`Backing::release`] of every 2 MB piece of the map that `range`
+    /// touches, its neighbours' bytes in them included: for a range whose
+    /// neighbours are dropped too or not read again (a conversion at load
+    /// releasing what it converted, whose small tensors it has copied).
+    /// Why whole pieces: on Linux 6.18 one touch of a file's page maps its
+    /// whole folio (up to 2 MB, however the map is advised; a probe on the
+    /// Intel Xeon VM, kernels/BENCH.md), so converting a tensor mapped back
+    /// the part of the 2 MB it shares with the tensor released before it:
+    /// a converted large model kept 570 MB of its f32 file resident.
+    pub fn release_around(&self, range: std::ops::Range<usize>) {
+        use t5edge_kernels::aligned::HUGE_PAGE;
+        let base = self.bytes().as_ptr() as usize;
+        let start = ((base + range.start) & !(HUGE_PAGE - 1)).saturating_sub(base);
+        let end =
+            ((base + range.end).div_ceil(HUGE_PAGE) * HUGE_PAGE - base).min(self.bytes().len());
+        self.release(start..end.max(start));
+    }
 }
 
 #[derive(Clone, Debug)]
