@@ -615,6 +615,44 @@ fn weight_quantization_is_identical_across_thread_counts() {
             let want = format!("int8: weight {} is not finite (NaN)", 40 * k + 1000);
             assert_eq!(r, Err(want), "gs={gs} {pool}");
         }
+        // Each kind of non-finite value alone, in a row's first group and
+        // in its last column, by both entry points (the check rides on the
+        // quantization error, which such a row alone makes non-finite).
+        for v in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            for at in [700 * k + 5, 123 * k + k - 1] {
+                let mut bad = w.clone();
+                bad[at] = v;
+                let want = Err(format!("int8: weight {at} is not finite ({v})"));
+                for (pool, r) in on_every_pool(|| PackedInt8::quantize(&bad, n, k, gs).map(|_| ()))
+                {
+                    assert_eq!(r, want, "gs={gs} {pool}");
+                }
+                for (pool, r) in
+                    on_every_pool(|| PackedInt8::quantize_a16(&bad, n, k, gs).map(|_| ()))
+                {
+                    assert_eq!(r, want, "a16 gs={gs} {pool}");
+                }
+            }
+        }
+        // W8A16: the input scales are the powers of two at or above each
+        // column's largest magnitude, and the weights are those of the
+        // divided matrix quantized, on every pool.
+        let (_, t) = PackedInt8::quantize_a16(&w, n, k, gs).unwrap();
+        for (c, &tc) in t.iter().enumerate() {
+            let amax = (0..n).fold(0f32, |a, j| a.max(w[j * k + c].abs()));
+            assert!(tc >= amax && tc / 2.0 < amax, "column {c}: {tc} for {amax}");
+            assert_eq!(tc.to_bits() & 0x7f_ffff, 0, "column {c}: {tc}");
+        }
+        let divided: Vec<f32> = w.iter().enumerate().map(|(i, &v)| v / t[i % k]).collect();
+        let want = with_threads(1, || {
+            parts(&PackedInt8::quantize(&divided, n, k, gs).unwrap())
+        });
+        for (pool, (p, t2)) in on_every_pool(|| PackedInt8::quantize_a16(&w, n, k, gs).unwrap()) {
+            assert!(
+                parts(&p) == want && t2 == t,
+                "a16 gs={gs} {pool}: packed parts differ"
+            );
+        }
         let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
         let v = p.view();
         Int8View::from_parts(n, k, gs, v.data(), v.scales(), v.row_sums(), v.err_norms()).unwrap();

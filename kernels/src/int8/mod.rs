@@ -572,6 +572,20 @@ impl PackedInt8 {
         if w.len() != n * k {
             return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
         }
+        Self::quantize_divided(w, n, k, group_size, None)
+    }
+
+    /// [`Self::quantize`] of `w` with column `c` divided by `div[c]` first
+    /// (row by row in each task: [`Self::quantize_a16`]'s divided copy of
+    /// the whole matrix was a single-threaded third of a converted model's
+    /// load). Dimensions already checked.
+    fn quantize_divided(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        group_size: usize,
+        div: Option<&[f32]>,
+    ) -> Result<Self, String> {
         let (kp, np) = (padded_k(k), padded_n(n));
         let groups = group_count(k, group_size);
         let gs = if group_size == 0 { k } else { group_size };
@@ -594,15 +608,18 @@ impl PackedInt8 {
         crate::pool::for_each(np / TILE_N, parallel, |t| {
             let (dp, sp, rp, ep) = ptrs;
             let mut q = vec![0i8; k];
+            let mut divided = vec![0.0f32; if div.is_some() { k } else { 0 }];
             for j in t * TILE_N..((t + 1) * TILE_N).min(n) {
-                let row = &w[j * k..(j + 1) * k];
-                // Checked here, row by row on every thread, rather than in a
-                // serial pass first; the smallest bad index is reported.
-                if !row.iter().all(|v| v.is_finite()) {
-                    let i = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                    bad.fetch_min(j * k + i, Ordering::Relaxed);
-                    continue;
-                }
+                let given = &w[j * k..(j + 1) * k];
+                let row = match div {
+                    Some(d) => {
+                        for ((o, &v), &tc) in divided.iter_mut().zip(given).zip(d) {
+                            *o = v / tc;
+                        }
+                        &divided[..]
+                    }
+                    None => given,
+                };
                 // Four partial sums: one f64 chain per row was most of a
                 // converted model's load (the order only moves the last bits
                 // of a bound that is rounded up to f32 anyway).
@@ -622,20 +639,41 @@ impl PackedInt8 {
                     err_sq_with(isa, &row[a..b], &q[a..b], s, &mut err2);
                 }
                 let err2 = (err2[0] + err2[1]) + (err2[2] + err2[3]);
+                // A row with an infinity or a NaN, and only such a row, has
+                // an error that is not finite (an infinity makes the scale
+                // infinite and every `s * 0` NaN; a NaN is its own error):
+                // the check costs no pass of its own. Checked row by row on
+                // every thread; the smallest bad index is reported.
+                if !err2.is_finite() {
+                    let i = given.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    bad.fetch_min(j * k + i, Ordering::Relaxed);
+                    continue;
+                }
                 // SAFETY: j < n = err_norms.len(); row j is this task's alone.
                 unsafe { *ep.get().add(j) = round_up_f32(err2.sqrt()) };
-                for (kb, quad) in q.chunks(K_BLOCK).enumerate() {
-                    // SAFETY: packed_index(j, 4 kb, kp) + quad.len() <= np * kp
-                    // = data.len() for j < np, 4 kb < kp, and the bytes lie in
-                    // tile j / TILE_N = t, [t * TILE_N * kp, (t + 1) * TILE_N *
-                    // kp), which no other task writes; `q` is a separate Vec.
+                // Row j's k-block kb is at packed_index(j, 0, kp) + kb *
+                // TILE_N * K_BLOCK: one pointer step a block.
+                let row_at = packed_index(j, 0, kp);
+                let mut quads = q.chunks_exact(K_BLOCK);
+                for (kb, quad) in (&mut quads).enumerate() {
+                    let b = <[i8; K_BLOCK]>::try_from(quad).unwrap_or_default();
+                    // SAFETY: row_at + kb * TILE_N * K_BLOCK = packed_index(j,
+                    // 4 kb, kp), and + 4 <= np * kp = data.len() for j < np, 4
+                    // kb < kp; the bytes lie in tile j / TILE_N = t, [t *
+                    // TILE_N * kp, (t + 1) * TILE_N * kp), which no other task
+                    // writes; `q` is a separate Vec.
                     unsafe {
-                        let at = dp.get().add(packed_index(j, kb * K_BLOCK, kp));
-                        match <[i8; K_BLOCK]>::try_from(quad) {
-                            // A whole k-block: one 4-byte store, not a memcpy call.
-                            Ok(b) => at.cast::<[i8; K_BLOCK]>().write_unaligned(b),
-                            Err(_) => std::ptr::copy_nonoverlapping(quad.as_ptr(), at, quad.len()),
-                        }
+                        let at = dp.get().add(row_at + kb * TILE_N * K_BLOCK);
+                        at.cast::<[i8; K_BLOCK]>().write_unaligned(b);
+                    }
+                }
+                let rest = quads.remainder();
+                if !rest.is_empty() {
+                    // SAFETY: as above for the last, partial k-block (k / 4 <
+                    // kp / 4 blocks), `rest.len()` < 4 bytes of it.
+                    unsafe {
+                        let at = dp.get().add(packed_index(j, k / K_BLOCK * K_BLOCK, kp));
+                        std::ptr::copy_nonoverlapping(rest.as_ptr(), at, rest.len());
                     }
                 }
             }
@@ -696,18 +734,11 @@ impl PackedInt8 {
         if w.len() != n * k {
             return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
         }
-        let mut colmax = vec![0.0f32; k];
-        for row in w.chunks_exact(k) {
-            for (c, &v) in colmax.iter_mut().zip(row) {
-                *c = abs_max(*c, v);
-            }
-        }
-        let t: Vec<f32> = colmax.iter().map(|&c| pow2_at_least(c)).collect();
-        let scaled: Vec<f32> = w
-            .chunks_exact(k)
-            .flat_map(|row| row.iter().zip(&t).map(|(&v, &tc)| v / tc))
+        let t: Vec<f32> = column_abs_max(w, n, k)
+            .iter()
+            .map(|&c| pow2_at_least(c))
             .collect();
-        Ok((Self::quantize(&scaled, n, k, group_size)?, t))
+        Ok((Self::quantize_divided(w, n, k, group_size, Some(&t))?, t))
     }
 
     /// A borrowed view, the form every kernel takes.
@@ -722,6 +753,33 @@ impl PackedInt8 {
             err_norms: &self.err_norms,
         }
     }
+}
+
+/// The largest magnitude of each column of `w[n, k]` (NaN skipped, as
+/// [`abs_max`] does), over row ranges in parallel: a maximum is the same in
+/// any order, so the split changes no bit.
+fn column_abs_max(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    const ROWS: usize = 64;
+    let tasks = n.div_ceil(ROWS);
+    let mut partial = vec![0.0f32; tasks * k];
+    let out = par::SyncPtr(partial.as_mut_ptr());
+    crate::pool::for_each(tasks, par::worth_parallel_macs(n * k), |t| {
+        // SAFETY: task t alone writes partial[t * k..(t + 1) * k], inside
+        // the tasks * k values.
+        let mine = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * k), k) };
+        for row in w[t * ROWS * k..((t + 1) * ROWS).min(n) * k].chunks_exact(k) {
+            for (c, &v) in mine.iter_mut().zip(row) {
+                *c = abs_max(*c, v);
+            }
+        }
+    });
+    let mut colmax = vec![0.0f32; k];
+    for p in partial.chunks_exact(k) {
+        for (c, &v) in colmax.iter_mut().zip(p) {
+            *c = abs_max(*c, v);
+        }
+    }
+    colmax
 }
 
 /// The smallest power of two at or above `v`, kept a normal f32
