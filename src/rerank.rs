@@ -147,10 +147,11 @@ pub fn rerank<S: AsRef<str>>(
     opts: &RerankOptions,
 ) -> Result<Vec<Ranked>> {
     let (t, f) = opts.label_ids(tok)?;
-    let inputs = documents
+    let texts = documents
         .iter()
-        .map(|d| tok.encode(&opts.fill(query, d.as_ref())?))
+        .map(|d| opts.fill(query, d.as_ref()))
         .collect::<Result<Vec<_>>>()?;
+    let inputs = tok.encode_batch(&texts)?;
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();
     Ok(rank(relevance(model, &refs, t, f)?))
 }

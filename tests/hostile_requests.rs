@@ -434,3 +434,39 @@ fn good_requests_still_work() {
     );
     assert!(out.status.success(), "{out:?}");
 }
+
+/// Prompts tokenized together (`Prompt::ids_of_all`, behind Python's lists
+/// and the server's embeddings): the ids each prompt gets alone, and the
+/// first bad prompt's error in input order, whichever kind it is.
+#[test]
+fn prompts_tokenized_together_fail_in_input_order() {
+    use t5edge::generate::Prompt;
+    let m = T5Model::load(base_checkpoint()).unwrap();
+    let tok = t5edge::Tokenizer::from_dir(base_checkpoint(), m.config.vocab_size).unwrap();
+    let opts = GenerateOptions::default();
+    let all = |ps: &[Prompt], tok| Prompt::ids_of_all(ps, &m, tok, &opts);
+    // Enough text to go to several threads (past 8 KB), ids among it.
+    let mut ps: Vec<Prompt> = (0..300)
+        .map(|i| Prompt::Text(format!("the {i} of a document that goes on")))
+        .collect();
+    ps.insert(7, Prompt::Ids(vec![5, 6, 1]));
+    let alone: Vec<Vec<u32>> = ps
+        .iter()
+        .map(|p| p.ids(&m, Some(&tok), &opts).unwrap())
+        .collect();
+    assert_eq!(all(&ps, Some(&tok)).unwrap(), alone);
+    let mut bad = ps.clone();
+    bad[40] = Prompt::Ids(vec![5, 512, 1]);
+    bad[41] = Prompt::Ids(vec![]);
+    err_contains("oov first", all(&bad, Some(&tok)), &["512", "vocab_size"]);
+    bad.swap(40, 41);
+    err_contains(
+        "empty first",
+        all(&bad, Some(&tok)),
+        &["input_ids is empty"],
+    );
+    err_contains("no tokenizer", all(&ps, None), &["tokenizer.json"]);
+    // Ids alone need no tokenizer.
+    let ids = [Prompt::Ids(vec![5, 1]), Prompt::Ids(vec![6, 1])];
+    assert_eq!(all(&ids, None).unwrap(), vec![vec![5, 1], vec![6, 1]]);
+}

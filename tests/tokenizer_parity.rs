@@ -221,6 +221,21 @@ fn check_parity(json: &Path, n: usize, seed: u64) {
         "fast path covered only {fast_hits}/{}",
         texts.len()
     );
+    // A batch: the same ids in the same order, whatever the pool (its
+    // texts go to several threads past a few KB; a few leave the fast path).
+    texts.extend(["Übergröße café", "emoji 🦀 ok", ""].map(String::from));
+    let want: Vec<Vec<u32>> = texts
+        .iter()
+        .map(|t| oracle.encode(t.as_str(), true).unwrap().get_ids().to_vec())
+        .collect();
+    for threads in [1, 3] {
+        let got = t5edge_kernels::pool::Pool::new(threads).install(|| ours.encode_batch(&texts));
+        assert!(
+            got.unwrap() == want,
+            "{}: a batch on {threads} threads",
+            json.display()
+        );
+    }
     // Random id sequences: specials, sentinels, ids past the vocabulary.
     let v = oracle.get_vocab_size(true) as u32;
     for _ in 0..n {

@@ -271,8 +271,11 @@ pub fn with_home_shares<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Runs `f(t)` for every `t` in `0..tasks` exactly once, on several threads when
-/// `parallel`, and returns when all have finished.
-pub(crate) fn for_each<F>(tasks: usize, parallel: bool, f: F)
+/// `parallel`, and returns when all have finished: the kernels' regions, and
+/// the engine's own work between them (a batch's texts tokenized), on the
+/// pool the process configured (`T5EDGE_POOL`, the thread count). Inside a
+/// task it runs serially.
+pub fn for_each<F>(tasks: usize, parallel: bool, f: F)
 where
     F: Fn(usize) + Sync,
 {

@@ -47,10 +47,12 @@ impl Inner {
 
     /// The prompts' ids, tokenized and checked by the library.
     pub fn ids(&self, prompts: &[Prompt], opts: &GenerateOptions) -> Outcome<Vec<Vec<u32>>> {
-        prompts
-            .iter()
-            .map(|p| Ok(p.ids(&self.model, self.tok.as_ref(), opts)?))
-            .collect()
+        Ok(Prompt::ids_of_all(
+            prompts,
+            &self.model,
+            self.tok.as_ref(),
+            opts,
+        )?)
     }
 
     /// The tokenizer, or the error that says why text is unavailable.

@@ -33,14 +33,7 @@ impl Tokenizer {
         let texts: Vec<String> = text
             .extract()
             .map_err(|_| Failure::request("encode takes a str or a list of str"))?;
-        let ids = py.detach(|| {
-            guarded(|| {
-                texts
-                    .iter()
-                    .map(|t| Ok(self.tok().encode(t)?))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-        })?;
+        let ids = py.detach(|| guarded(|| Ok(self.tok().encode_batch(&texts)?)))?;
         Ok(ids.into_pyobject(py)?.into_any().unbind())
     }
 

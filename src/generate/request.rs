@@ -24,15 +24,58 @@ impl Prompt {
     ) -> Result<Vec<u32>> {
         let ids = match self {
             Prompt::Ids(ids) => ids.clone(),
-            Prompt::Text(text) => match tok {
-                Some(t) => t.encode(text)?,
-                None => {
-                    return Err(Error::Request(
-                        "text needs the checkpoint's tokenizer.json (give input_ids)".into(),
-                    ))
-                }
-            },
+            Prompt::Text(text) => Self::need(tok)?.encode(text)?,
         };
+        Self::checked(ids, model, opts)
+    }
+
+    /// [`Prompt::ids`] of each prompt, the texts tokenized together
+    /// ([`Tokenizer::encode_each`]: over the pool's threads when there is
+    /// enough text); the first prompt's error in input order.
+    pub fn ids_of_all(
+        prompts: &[Prompt],
+        model: &T5Model,
+        tok: Option<&Tokenizer>,
+        opts: &GenerateOptions,
+    ) -> Result<Vec<Vec<u32>>> {
+        let texts: Vec<&str> = prompts
+            .iter()
+            .filter_map(|p| match p {
+                Prompt::Text(t) => Some(t.as_str()),
+                Prompt::Ids(_) => None,
+            })
+            .collect();
+        let mut encoded = match tok {
+            Some(t) if !texts.is_empty() => t.encode_each(&texts),
+            _ => Vec::new(),
+        }
+        .into_iter();
+        prompts
+            .iter()
+            .map(|p| {
+                let ids = match p {
+                    Prompt::Ids(ids) => ids.clone(),
+                    Prompt::Text(_) => {
+                        Self::need(tok)?;
+                        encoded.next().unwrap_or_else(|| {
+                            Err(Error::Other("a prompt's text was not tokenized".into()))
+                        })?
+                    }
+                };
+                Self::checked(ids, model, opts)
+            })
+            .collect()
+    }
+
+    /// The tokenizer text needs, or the error that says it is missing.
+    fn need(tok: Option<&Tokenizer>) -> Result<&Tokenizer> {
+        tok.ok_or_else(|| {
+            Error::Request("text needs the checkpoint's tokenizer.json (give input_ids)".into())
+        })
+    }
+
+    /// `ids` checked against the model and `opts.limits`.
+    fn checked(ids: Vec<u32>, model: &T5Model, opts: &GenerateOptions) -> Result<Vec<u32>> {
         if ids.is_empty() {
             return Err(Error::Request("input_ids is empty".into()));
         }

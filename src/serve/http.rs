@@ -318,12 +318,8 @@ async fn embeddings(State(st): Shared, body: Body) -> Response {
         Ok(t) => t,
         Err((s, m)) => return failed(&st, "embeddings", s, &m),
     };
-    let ids = requests::embeddings(text).and_then(|r| {
-        r.inputs
-            .iter()
-            .map(|p| prompt_ids(&st, p))
-            .collect::<crate::Result<Vec<_>>>()
-    });
+    let ids = requests::embeddings(text)
+        .and_then(|r| Prompt::ids_of_all(&r.inputs, &st.model, st.tok.as_deref(), &st.base));
     let ids = match ids {
         Ok(x) => x,
         Err(e) => return failed(&st, "embeddings", status_of(&e), &e.to_string()),

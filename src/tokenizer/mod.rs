@@ -153,6 +153,39 @@ impl Tokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// [`Tokenizer::encode`] of each text, in order; the first text's error
+    /// in input order ([`Tokenizer::encode_each`]).
+    pub fn encode_batch<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Vec<u32>>> {
+        self.encode_each(texts).into_iter().collect()
+    }
+
+    /// [`Tokenizer::encode`] of each text, in order, the texts spread over
+    /// the pool's threads when there are enough of them (a reranker's
+    /// documents, a batch to embed): 110 µs a 276-character document on
+    /// the Intel Xeon was a fifth of a 256-document rerank of tiny-nl2. The
+    /// same ids as one at a time.
+    pub fn encode_each<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Vec<Result<Vec<u32>>> {
+        // Below this much text a second thread costs more than it saves.
+        const PARALLEL_BYTES: usize = 8 << 10;
+        // Texts a task takes: small, as texts differ in length.
+        const GRAIN: usize = 4;
+        let bytes: usize = texts.iter().map(|t| t.as_ref().len()).sum();
+        let slots: Vec<OnceLock<Result<Vec<u32>>>> =
+            texts.iter().map(|_| OnceLock::new()).collect();
+        t5edge_kernels::pool::for_each(texts.len().div_ceil(GRAIN), bytes >= PARALLEL_BYTES, |t| {
+            for i in t * GRAIN..((t + 1) * GRAIN).min(texts.len()) {
+                let _ = slots[i].set(self.encode(texts[i].as_ref()));
+            }
+        });
+        slots
+            .into_iter()
+            .map(|s| {
+                s.into_inner()
+                    .unwrap_or_else(|| Err(self.err("a text of the batch was not encoded".into())))
+            })
+            .collect()
+    }
+
     /// The fast path's ids, `None` when it does not cover `text` (or there is
     /// no fast path).
     pub fn encode_fast(&self, text: &str) -> Option<Vec<u32>> {
