@@ -773,3 +773,38 @@ fn a_conversion_at_load_leaves_its_source_unmapped() {
         assert_eq!(logits(&m), logits(&again), "{dtype:?}");
     }
 }
+
+/// A checkpoint read into memory (`--no-mmap`) and converted: once no layer
+/// reads that copy, the embedding's table is copied out of it too, so the
+/// whole file's copy is freed; under `--exact`, whose f32 layers still read
+/// it, the table stays a view (a copy would only add to it). The logits
+/// are those of the mapped load.
+#[test]
+fn a_converted_read_file_is_let_go() {
+    use t5edge::model::{Linear, LinearWeight, LoadSpec};
+    use t5edge::weights::{Backing, F32Data, LoadOptions};
+    let views_the_read_file = |l: &Linear| {
+        matches!(&l.weight, LinearWeight::F32(F32Data::Mapped { backing, .. })
+            if matches!(**backing, Backing::Heap(_)))
+    };
+    let read = LoadOptions { mmap: false };
+    for (dtype, exact) in [(WeightFormat::Int8, false), (WeightFormat::Int8, true)] {
+        let spec = LoadSpec {
+            dtype: Some(dtype),
+            exact,
+            files: read,
+            ..Default::default()
+        };
+        let m = T5Model::load_spec(base_checkpoint(), &spec).unwrap();
+        assert_eq!(views_the_read_file(&m.embed), exact, "exact={exact}");
+        let mapped = T5Model::load_spec(
+            base_checkpoint(),
+            &LoadSpec {
+                files: LoadOptions::default(),
+                ..spec
+            },
+        )
+        .unwrap();
+        assert_eq!(logits(&m), logits(&mapped), "exact={exact}");
+    }
+}

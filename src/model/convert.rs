@@ -257,12 +257,34 @@ impl T5Model {
             // The screen (built lazily) belongs to the old weights.
             head.screen = Default::default();
         }
+        self.let_a_read_file_go();
         trim_heap();
         Ok(())
     }
+
+    /// With the file read into memory (`--no-mmap`), once no layer is a
+    /// view of that copy the embedding's table is its last user (the norms
+    /// were copied out before the conversion): copied out too, it lets the
+    /// whole file's copy go (2.95 GB of f32 for a large model converted to
+    /// int8). Left alone while any layer still reads the copy (`--exact`,
+    /// a format the checkpoint already has), where copying the table would
+    /// only add to it.
+    fn let_a_read_file_go(&mut self) {
+        let read = |l: &Linear| matches!(l.file_view(), Some(b) if matches!(b, Backing::Heap(_)));
+        if self
+            .layers_with_formats(FormatPolicy::all(WeightFormat::F32))
+            .iter()
+            .any(|(l, _)| read(l))
+        {
+            return;
+        }
+        if read(&self.embed) {
+            self.embed.own();
+        }
+    }
 }
 
-/// [`convert_decoder`] for `--exact`'s int8 draft
+/// [`convert_decoder_layers`] for `--exact`'s int8 draft
 /// ([`super::T5Model::draft`], made by
 /// [`super::T5Model::enable_certified_head`]), which takes its
 /// cross-attention keys and values from the full-precision decoder's cache:

@@ -171,6 +171,28 @@ impl Linear {
         }
     }
 
+    /// The backing this layer's float weights are a view of, a file's (mapped
+    /// or read) or a gathered buffer; `None` for owned copies and int8.
+    pub(crate) fn file_view(&self) -> Option<&Backing> {
+        match &self.weight {
+            LinearWeight::F32(F32Data::Mapped { backing, .. })
+            | LinearWeight::F16(F16Data::Mapped { backing, .. })
+            | LinearWeight::Bf16(Bf16Data::Mapped { backing, .. }) => Some(backing),
+            _ => None,
+        }
+    }
+
+    /// Float weights that are a view of a buffer copied into memory of their
+    /// own (int8 ones are left as they are).
+    pub(crate) fn own(&mut self) {
+        match &mut self.weight {
+            LinearWeight::F32(w) => *w = w.as_slice().to_vec().into(),
+            LinearWeight::F16(w) => *w = w.as_slice().to_vec().into(),
+            LinearWeight::Bf16(w) => *w = w.as_slice().to_vec().into(),
+            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => {}
+        }
+    }
+
     /// For int8 weights, whether their packed data starts on a 64-byte line
     /// (as every matrix quantized in memory and every one `quantize` writes
     /// at real shapes does; `quantized::int8_off_lines`); `None` for others.
