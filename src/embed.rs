@@ -29,22 +29,70 @@ pub fn embed(model: &T5Model, batch: &[&[u32]], normalize: bool) -> Result<Vec<V
     let enc = model.encode_batch(batch)?;
     Ok(enc
         .iter()
-        .map(|rows| {
-            let n = rows.len() / d;
-            let mut sum = vec![0f64; d];
-            for row in rows.chunks_exact(d) {
-                for (s, &v) in sum.iter_mut().zip(row) {
-                    *s += v as f64;
-                }
-            }
-            let mut mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
-            if normalize {
-                let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
-                if norm > 0.0 {
-                    mean.iter_mut().for_each(|v| *v /= norm);
-                }
-            }
-            mean.into_iter().map(|v| v as f32).collect()
-        })
+        .map(|rows| mean_pool(rows, d, normalize))
         .collect())
+}
+
+/// [`embed`] of each input alone, bit for bit what `embed(model, &[input],
+/// normalize)` gives it (a batch packed into one pass may differ in the
+/// last bits: a product's summation order can depend on the rows sharing
+/// it). Many inputs run at once, one a pool thread, each input's encoder
+/// on that thread (an input's values do not depend on the thread count);
+/// few run one after another, each over every thread. The first input's
+/// error in input order.
+pub fn embed_each_alone(
+    model: &T5Model,
+    batch: &[&[u32]],
+    normalize: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let alone = |ids: &[u32]| -> Result<Vec<f32>> {
+        let mut e = embed(model, &[ids], normalize)?;
+        Ok(e.remove(0))
+    };
+    // Two inputs a thread at least, so that the last ones do not leave a
+    // thread idle for long, and short enough inputs that one thread's pass
+    // is not worth splitting: past that, one input over every thread is as
+    // fast as several at once.
+    let threads = t5edge_kernels::pool::current_threads();
+    let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+    if threads < 2 || batch.len() < 2 * threads || longest > CONCURRENT_MAX_LEN {
+        return batch.iter().map(|ids| alone(ids)).collect();
+    }
+    let slots: Vec<std::sync::OnceLock<Result<Vec<f32>>>> =
+        batch.iter().map(|_| std::sync::OnceLock::new()).collect();
+    t5edge_kernels::pool::for_each(batch.len(), true, |i| {
+        let _ = slots[i].set(alone(batch[i]));
+    });
+    slots
+        .into_iter()
+        .map(|s| {
+            s.into_inner().unwrap_or_else(|| {
+                Err(crate::Error::Other(
+                    "an input of the batch was not embedded".into(),
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The longest input [`embed_each_alone`] runs beside others.
+const CONCURRENT_MAX_LEN: usize = 256;
+
+/// The mean of an input's encoder rows, optionally at unit L2 norm.
+fn mean_pool(rows: &[f32], d: usize, normalize: bool) -> Vec<f32> {
+    let n = rows.len() / d;
+    let mut sum = vec![0f64; d];
+    for row in rows.chunks_exact(d) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v as f64;
+        }
+    }
+    let mut mean: Vec<f64> = sum.iter().map(|s| s / n as f64).collect();
+    if normalize {
+        let norm = mean.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            mean.iter_mut().for_each(|v| *v /= norm);
+        }
+    }
+    mean.into_iter().map(|v| v as f32).collect()
 }

@@ -280,3 +280,73 @@ fn int8_prefill_by_rows_matches_whole_products() {
         }
     }
 }
+
+/// `embed_each_alone` (the server's `/v1/embeddings`): each input's bits
+/// are those it gets embedded alone, whether the batch runs its inputs at
+/// once (many short ones, one a thread) or one after another (few, or a
+/// long one), on any pool; the first bad input's error, in input order.
+#[test]
+fn inputs_embedded_alone_at_once_keep_their_bits() {
+    use t5edge::embed::{embed, embed_each_alone};
+    use t5edge::synth::{preset, with_overrides, write_checkpoint, SynthOptions};
+    // The real tiny-nl2 widths, so that an input alone splits its layers
+    // over threads.
+    let cfg = with_overrides(
+        &preset("t5-efficient-tiny-nl2").unwrap(),
+        &["vocab_size=2048".into()],
+    )
+    .unwrap();
+    let dir = TempDir::new("embed-alone");
+    write_checkpoint(dir.path(), &cfg, &SynthOptions::default(), false).unwrap();
+    let m = T5Model::load(dir.path()).unwrap();
+    let short: Vec<Vec<u32>> = (0..13)
+        .map(|i| {
+            (0..3 + 7 * i)
+                .map(|t| (t * 31 + i) % 2000 + 2)
+                .chain([1])
+                .collect()
+        })
+        .collect();
+    let mut with_long = short[..5].to_vec();
+    with_long.push((0..300).map(|t| t % 2000 + 2).chain([1]).collect());
+    for batch in [short, with_long] {
+        let refs: Vec<&[u32]> = batch.iter().map(Vec::as_slice).collect();
+        let alone: Vec<Vec<u32>> = refs
+            .iter()
+            .map(|ids| bits(&embed(&m, &[ids], true).unwrap().remove(0)))
+            .collect();
+        let each = || -> Vec<Vec<u32>> {
+            let e = embed_each_alone(&m, &refs, true).unwrap();
+            e.iter().map(|v| bits(v)).collect()
+        };
+        assert!(each() == alone, "{} inputs", refs.len());
+        for n in [1, 2, 3] {
+            let spin = t5edge_kernels::pool::Pool::new(n);
+            assert!(
+                spin.install(each) == alone,
+                "{} inputs, spin pool of {n}",
+                refs.len()
+            );
+        }
+        let rayon2 = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert!(
+            rayon2.install(each) == alone,
+            "{} inputs, rayon 2",
+            refs.len()
+        );
+    }
+    let mut bad: Vec<Vec<u32>> = (0..8).map(|i| vec![5 + i, 1]).collect();
+    bad[5] = vec![7, 4000, 1];
+    bad[6] = vec![];
+    let refs: Vec<&[u32]> = bad.iter().map(Vec::as_slice).collect();
+    let want = embed(&m, &[refs[5]], true).unwrap_err().to_string();
+    let spin = t5edge_kernels::pool::Pool::new(2);
+    let got = spin
+        .install(|| embed_each_alone(&m, &refs, true))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(got, want);
+}

@@ -328,9 +328,8 @@ async fn embeddings(State(st): Shared, body: Body) -> Response {
     let tokens: usize = ids.iter().map(|i| i.len()).sum();
     // Each input alone, as `t5edge embed --normalize` computes it.
     let r = blocking(&st, move || {
-        ids.iter()
-            .map(|i| Ok(crate::embed(&model, &[i], true)?.remove(0)))
-            .collect::<crate::Result<Vec<_>>>()
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        crate::embed::embed_each_alone(&model, &refs, true)
     })
     .await;
     match r {
