@@ -603,9 +603,9 @@ fn weight_quantization_is_identical_across_thread_counts() {
                 bits(v.err_norms()),
             )
         };
-        let want = with_threads(1, || parts(&PackedInt8::quantize(&w, n, k, gs).unwrap()));
+        let want_plain = with_threads(1, || parts(&PackedInt8::quantize(&w, n, k, gs).unwrap()));
         for (pool, got) in on_every_pool(|| parts(&PackedInt8::quantize(&w, n, k, gs).unwrap())) {
-            assert!(got == want, "gs={gs} {pool}: packed parts differ");
+            assert!(got == want_plain, "gs={gs} {pool}: packed parts differ");
         }
         // A non-finite weight is refused, the first one named, on any pool.
         let mut bad = w.clone();
@@ -652,6 +652,38 @@ fn weight_quantization_is_identical_across_thread_counts() {
                 parts(&p) == want && t2 == t,
                 "a16 gs={gs} {pool}: packed parts differ"
             );
+        }
+        // Into a caller's zeroed parts: the same values, by both entry
+        // points; parts of the wrong length refused.
+        let [d, sc, rs, en] = int8::part_lens(n, k, gs);
+        let into = |a16: bool, extra: usize| {
+            let (mut data, mut scales) = (vec![0i8; d + extra], vec![0f32; sc]);
+            let (mut row_sums, mut err_norms) = (vec![0i32; rs], vec![0f32; en]);
+            let parts = int8::Int8PartsMut {
+                data: &mut data,
+                scales: &mut scales,
+                row_sums: &mut row_sums,
+                err_norms: &mut err_norms,
+            };
+            let t = if a16 {
+                PackedInt8::quantize_a16_into(&w, n, k, gs, parts)?
+            } else {
+                PackedInt8::quantize_into(&w, n, k, gs, parts)?;
+                Vec::new()
+            };
+            let bits = |f: &[f32]| f.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            Ok::<_, String>(((data, bits(&scales), row_sums, bits(&err_norms)), t))
+        };
+        let (plain, _) = into(false, 0).unwrap();
+        assert!(plain == want_plain, "gs={gs}: quantize_into differs");
+        let (equalized, t_into) = into(true, 0).unwrap();
+        assert!(
+            equalized == want && t_into == t,
+            "gs={gs}: quantize_a16_into differs"
+        );
+        for a16 in [false, true] {
+            let e = into(a16, 16).unwrap_err();
+            assert!(e.contains("parts of"), "gs={gs} a16={a16}: {e}");
         }
         let p = PackedInt8::quantize(&w, n, k, gs).unwrap();
         let v = p.view();

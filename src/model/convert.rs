@@ -2,13 +2,16 @@
 //! policy that says which layers may go to int8.
 
 use super::gather;
+use super::linear::LinearWeight;
 use super::linear::{Linear, WeightFormat};
 use super::T5Model;
 use crate::error::{Error, Result};
-use crate::weights::{Backing, F32Data};
+use crate::weights::gather::Int8Arena;
+use crate::weights::{Backing, F32Data, W8A16Data};
 use std::ops::Range;
 use std::sync::Arc;
 use t5edge_kernels::aligned::HUGE_PAGE;
+use t5edge_kernels::int8::{part_lens, PackedInt8};
 
 /// Which format each kind of layer gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,7 +133,8 @@ fn conv(
 }
 
 /// Hands the heap's free pages back to the system: a conversion's working
-/// copies and the matrices [`gather`] moved are freed into the middle of
+/// copies (f16 and bf16 widened, the float matrices [`gather`] moved) are
+/// freed into the middle of
 /// glibc's heap, which the CLI keeps (`main` raises its trim threshold, so
 /// that prefill reuses its buffers), and which no later call of a converted
 /// model grows back into.
@@ -223,34 +227,26 @@ impl T5Model {
     }
 
     /// Converts every linear layer as `policy` says (in place, from the current
-    /// weights; the embedding lookup keeps its table). The int8 matrices it
-    /// makes are gathered into one buffer per stack ([`gather`]).
+    /// weights; the embedding lookup keeps its table). A stack's int8
+    /// matrices below a huge page are quantized into one buffer
+    /// ([`convert_stack`]), its float ones gathered ([`gather`]).
     /// The bytes converted from are released behind the conversion, a
     /// block at a time ([`Sources`]).
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
-        let mut sources = Sources::new(true);
         own_stack(&mut self.encoder, |b| {
             vec![&mut b.attn_norm, &mut b.ffn_norm]
         });
-        for (i, b) in self.encoder.blocks.iter_mut().enumerate() {
-            let what = format!("encoder block {i} attention");
-            convert_attention(&mut b.attn, policy, &what, true, &mut sources)?;
-            convert_ffn(
-                &mut b.ffn,
-                policy,
-                &format!("encoder block {i}"),
-                &mut sources,
-            )?;
-            sources.flush();
-        }
+        convert_stack(encoder_jobs(&mut self.encoder, policy), g, true)?;
         gather::encoder(&mut self.encoder);
         if let Some(d) = &mut self.decoder {
             own_stack(d, |b| {
                 vec![&mut b.self_norm, &mut b.cross_norm, &mut b.ffn_norm]
             });
-            convert_decoder_layers(d, policy, true, true)?;
+            convert_stack(decoder_jobs(d, policy, true), g, true)?;
+            gather::decoder(d);
         }
+        let mut sources = Sources::new(true);
         if let Some(head) = &mut self.lm_head {
             conv(&mut head.linear, policy.lm_head, g, "lm_head", &mut sources)?;
             sources.flush();
@@ -284,7 +280,7 @@ impl T5Model {
     }
 }
 
-/// [`convert_decoder_layers`] for `--exact`'s int8 draft
+/// [`convert_stack`] of a decoder for `--exact`'s int8 draft
 /// ([`super::T5Model::draft`], made by
 /// [`super::T5Model::enable_certified_head`]), which takes its
 /// cross-attention keys and values from the full-precision decoder's cache:
@@ -293,78 +289,167 @@ impl T5Model {
 /// full-precision decoder goes on reading what the draft is converted from:
 /// nothing is released.
 pub(super) fn convert_draft(decoder: &mut super::Decoder, policy: FormatPolicy) -> Result<()> {
-    convert_decoder_layers(decoder, policy, false, false)
-}
-
-/// Converts every linear layer of `decoder` as `policy` says (`policy.body`
-/// and `policy.ffn_out`; cross-attention K and V only with `cross_kv`,
-/// the sources released with `release`). The int8 matrices it makes are
-/// gathered into one buffer, in the order a step reads them ([`gather`]).
-fn convert_decoder_layers(
-    decoder: &mut super::Decoder,
-    policy: FormatPolicy,
-    cross_kv: bool,
-    release: bool,
-) -> Result<()> {
-    let mut sources = Sources::new(release);
-    for (i, b) in decoder.blocks.iter_mut().enumerate() {
-        let what = format!("decoder block {i} attention");
-        convert_attention(&mut b.self_attn, policy, &what, true, &mut sources)?;
-        let what = format!("decoder block {i} cross-attention");
-        convert_attention(&mut b.cross_attn, policy, &what, cross_kv, &mut sources)?;
-        convert_ffn(
-            &mut b.ffn,
-            policy,
-            &format!("decoder block {i}"),
-            &mut sources,
-        )?;
-        sources.flush();
-    }
+    convert_stack(
+        decoder_jobs(decoder, policy, false),
+        policy.group_size,
+        false,
+    )?;
     gather::decoder(decoder);
     Ok(())
 }
 
-/// Converts an attention layer's projections to `policy.body` (K and V only
-/// with `kv`); errors name the projection after `what`.
-fn convert_attention(
-    a: &mut super::attention::AttentionWeights,
+/// A layer to convert: the format it gets, and its name in errors.
+struct Job<'a> {
+    l: &'a mut Linear,
+    to: WeightFormat,
+    what: String,
+}
+
+/// An encoder's layers to convert, a block at a time, in the order a pass
+/// reads them.
+fn encoder_jobs(e: &mut super::Encoder, policy: FormatPolicy) -> Vec<Vec<Job<'_>>> {
+    let blocks = e.blocks.iter_mut().enumerate();
+    blocks
+        .map(|(i, b)| {
+            let mut jobs = attention_jobs(
+                &mut b.attn,
+                policy,
+                &format!("encoder block {i} attention"),
+                true,
+            );
+            jobs.extend(ffn_jobs(&mut b.ffn, policy, &format!("encoder block {i}")));
+            jobs
+        })
+        .collect()
+}
+
+/// A decoder's layers to convert (cross-attention K and V only with
+/// `cross_kv`), a block at a time, in the order a step reads them.
+fn decoder_jobs(d: &mut super::Decoder, policy: FormatPolicy, cross_kv: bool) -> Vec<Vec<Job<'_>>> {
+    let blocks = d.blocks.iter_mut().enumerate();
+    blocks
+        .map(|(i, b)| {
+            let what = format!("decoder block {i} attention");
+            let mut jobs = attention_jobs(&mut b.self_attn, policy, &what, true);
+            let what = format!("decoder block {i} cross-attention");
+            jobs.extend(attention_jobs(&mut b.cross_attn, policy, &what, cross_kv));
+            jobs.extend(ffn_jobs(&mut b.ffn, policy, &format!("decoder block {i}")));
+            jobs
+        })
+        .collect()
+}
+
+/// An attention layer's projections, to `policy.body` (K and V only with
+/// `kv`), named after `what`.
+fn attention_jobs<'a>(
+    a: &'a mut super::attention::AttentionWeights,
     policy: FormatPolicy,
     what: &str,
     kv: bool,
-    sources: &mut Sources,
-) -> Result<()> {
-    let g = policy.group_size;
-    for (name, l) in [
+) -> Vec<Job<'a>> {
+    [
         ("q", &mut a.q),
         ("k", &mut a.k),
         ("v", &mut a.v),
         ("o", &mut a.o),
-    ] {
-        if kv || !matches!(name, "k" | "v") {
-            conv(l, policy.body, g, &format!("{what} {name}"), sources)?;
+    ]
+    .into_iter()
+    .filter(|(name, _)| kv || !matches!(*name, "k" | "v"))
+    .map(|(name, l)| Job {
+        l,
+        to: policy.body,
+        what: format!("{what} {name}"),
+    })
+    .collect()
+}
+
+/// A feed-forward block's layers (`wo` to `policy.ffn_out`), named after
+/// `block`.
+fn ffn_jobs<'a>(
+    ffn: &'a mut super::ffn::FeedForward,
+    policy: FormatPolicy,
+    block: &str,
+) -> Vec<Job<'a>> {
+    let mut jobs = vec![Job {
+        l: &mut ffn.wi,
+        to: policy.body,
+        what: format!("{block} wi"),
+    }];
+    if let Some(up) = &mut ffn.wi_up {
+        jobs.push(Job {
+            l: up,
+            to: policy.body,
+            what: format!("{block} wi_1"),
+        });
+    }
+    jobs.push(Job {
+        l: &mut ffn.wo,
+        to: policy.ffn_out,
+        what: format!("{block} wo"),
+    });
+    jobs
+}
+
+/// Whether `j` is quantized into its stack's buffer: converted to int8 and
+/// smaller than a huge page (a larger one is on huge pages of its own).
+fn into_arena(j: &Job<'_>, group: usize) -> bool {
+    matches!(j.to, WeightFormat::Int8 | WeightFormat::Int8A16)
+        && j.l.format() != j.to
+        && part_lens(j.l.n, j.l.k, group)[0] < HUGE_PAGE
+}
+
+/// Converts a stack's layers, `blocks` in pass order. The int8 matrices
+/// below a huge page are quantized straight into one buffer
+/// ([`Int8Arena`]): each is written once, where quantizing it into memory
+/// of its own and copying it over zeroed fresh pages twice
+/// (kernels/BENCH.md). The others convert on
+/// their own ([`conv`]). Each block's sources are released behind it with
+/// `release` ([`Sources`]).
+fn convert_stack(blocks: Vec<Vec<Job<'_>>>, group: usize, release: bool) -> Result<()> {
+    let shapes: Vec<(usize, usize, usize)> = blocks
+        .iter()
+        .flatten()
+        .filter(|j| into_arena(j, group))
+        .map(|j| (j.l.n, j.l.k, group))
+        .collect();
+    // As `gather`: one alone gains nothing from a buffer of its own.
+    let mut arena = (shapes.len() >= 2).then(|| Int8Arena::new(shapes));
+    let mut sources = Sources::new(release);
+    // The layers quantized into the buffer, with W8A16's input scales;
+    // they become views of it once it is complete.
+    let mut placed: Vec<(&mut Linear, Option<Vec<f32>>)> = Vec::new();
+    for block in blocks {
+        for j in block {
+            let Some(a) = arena.as_mut().filter(|_| into_arena(&j, group)) else {
+                conv(j.l, j.to, group, &j.what, &mut sources)?;
+                continue;
+            };
+            let (n, k) = (j.l.n, j.l.k);
+            let w = j.l.to_f32();
+            let parts = a.parts_mut(placed.len());
+            let t = match j.to {
+                WeightFormat::Int8A16 => {
+                    PackedInt8::quantize_a16_into(&w, n, k, group, parts).map(Some)
+                }
+                _ => PackedInt8::quantize_into(&w, n, k, group, parts).map(|()| None),
+            }
+            .map_err(|e| Error::Other(format!("{}: {e}", j.what)))?;
+            drop(w);
+            sources.note(j.l);
+            placed.push((j.l, t));
+        }
+        sources.flush();
+    }
+    if let Some(a) = arena {
+        for ((l, t), w) in placed.into_iter().zip(a.finish()) {
+            l.weight = match t {
+                None => LinearWeight::Int8(w),
+                Some(t) => LinearWeight::Int8A16(W8A16Data {
+                    w,
+                    in_scales: t.into(),
+                }),
+            };
         }
     }
     Ok(())
-}
-
-/// Converts a feed-forward block as `policy` says (`wo` gets
-/// `policy.ffn_out`); errors name the layer after `block`.
-fn convert_ffn(
-    ffn: &mut super::ffn::FeedForward,
-    policy: FormatPolicy,
-    block: &str,
-    sources: &mut Sources,
-) -> Result<()> {
-    let g = policy.group_size;
-    conv(&mut ffn.wi, policy.body, g, &format!("{block} wi"), sources)?;
-    if let Some(up) = &mut ffn.wi_up {
-        conv(up, policy.body, g, &format!("{block} wi_1"), sources)?;
-    }
-    conv(
-        &mut ffn.wo,
-        policy.ffn_out,
-        g,
-        &format!("{block} wo"),
-        sources,
-    )
 }

@@ -4,8 +4,7 @@
 
 use super::linear::{Linear, LinearWeight};
 use super::{Decoder, Encoder, T5Model};
-use crate::weights::gather::{gather, gather_floats};
-use crate::weights::{Int8Data, W8A16Data};
+use crate::weights::gather::gather_floats;
 
 impl T5Model {
     /// Gathers both stacks' matrices as [`encoder`] and [`decoder`] say:
@@ -42,30 +41,21 @@ fn decoder_layers(d: &mut Decoder) -> impl Iterator<Item = &mut Linear> {
     })
 }
 
-/// The encoder's matrices: int8 ones quantized at load, and float ones
-/// (f32, f16, bf16: a checkpoint's or converted at load; f32 W3 ran 12%
-/// faster gathered). A quantized file's int8 matrices stay mapped, here
-/// and in the decoder ([`gather`] says why).
+/// The encoder's float matrices (f32, f16, bf16: a checkpoint's or
+/// converted at load; f32 W3 ran 12% faster gathered). Its int8 matrices
+/// quantized at load are in one buffer already, quantized into it
+/// (`convert::convert_stack`); a quantized file's stay mapped: copied, a
+/// tiny-nl2 decoder's ran W1 10% faster, but a fresh process paid 3-4 ms
+/// more to start (fresh memory on these VMs), a tenth of the cold start
+/// target (kernels/BENCH.md).
 pub(super) fn encoder(e: &mut Encoder) {
-    gather(int8_of(encoder_layers(e)));
     floats(encoder_layers(e));
 }
 
-/// The decoder's matrices, int8 quantized at load and float: every decode
-/// step reads them all.
+/// The decoder's float matrices: every decode step reads them all (its
+/// int8 ones as the encoder's).
 pub(super) fn decoder(d: &mut Decoder) {
-    gather(int8_of(decoder_layers(d)));
     floats(decoder_layers(d));
-}
-
-/// The int8 matrices (W8A16's included) among `layers`, in their order.
-fn int8_of<'a>(layers: impl Iterator<Item = &'a mut Linear>) -> Vec<&'a mut Int8Data> {
-    layers
-        .filter_map(|l| match &mut l.weight {
-            LinearWeight::Int8(w) | LinearWeight::Int8A16(W8A16Data { w, .. }) => Some(w),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Gathers the float matrices among `layers`, each format into a buffer of

@@ -1,28 +1,31 @@
 //! Weight matrices gathered into one buffer a stack, on huge pages.
 //!
-//! A matrix quantized or converted at load is its own allocation, 4 KB
-//! pages scattered over the heap; one mapped from a checkpoint (f32, f16
-//! or bf16) lies in the page cache, which the kernel maps with 2 MB pages
-//! only where it happens to hold the file in large folios (2 MB of the
-//! synthetic tiny-nl2 checkpoint's 46 here). A pass streams every matrix of
-//! a stack, so on 4 KB pages it walks the page tables a thousand times more
-//! than it needs. On the Intel Xeon, gathered (kernels/BENCH.md): W1 int8
-//! converted at load -14%, f32 W1 and W3 -11%, `--exact` W1 -13%, f16
-//! converted at load W1 -23%. A quantized file's int8 matrices stay
-//! mapped ([`gather`] says why).
+//! A matrix quantized or converted at load on its own is its own
+//! allocation, 4 KB pages scattered over the heap; one mapped from a
+//! checkpoint (f32, f16 or bf16) lies in the page cache, which the kernel
+//! maps with 2 MB pages only where it happens to hold the file in large
+//! folios (2 MB of the synthetic tiny-nl2 checkpoint's 46 here). A pass
+//! streams every matrix of a stack, so on 4 KB pages it walks the page
+//! tables a thousand times more than it needs. On the Intel Xeon, gathered
+//! (kernels/BENCH.md): W1 int8 converted at load -14%, f32 W1 and W3 -11%,
+//! `--exact` W1 -13%, f16 converted at load W1 -23%. Int8 matrices
+//! quantized at load go straight into their stack's buffer
+//! ([`Int8Arena`]); float ones are moved there ([`gather_floats`]); a
+//! quantized file's int8 matrices stay mapped (model/gather.rs says why).
 //!
-//! Only matrices smaller than a huge page are moved: a larger int8 one
-//! owned is on huge pages of its own ([`AlignedBuf`]), and a large model's
-//! load holds no second copy of those it maps. A file's pages are released
-//! behind the copy (they come back from the file if touched), so the
-//! matrices are resident once. The copy is what it costs: fresh memory,
-//! about 0.6-1.5 ms a MB on these VMs, paid at load instead of per step.
+//! Only matrices smaller than a huge page: a larger int8 one owned is on
+//! huge pages of its own ([`AlignedBuf`]), and a large model's load holds
+//! no second copy of those it maps. A file's pages are released behind a
+//! float copy (they come back from the file if touched), so the matrices
+//! are resident once. Fresh memory is what it costs, about 0.6-1.5 ms a MB
+//! on these VMs, paid at load instead of per step.
 
 use super::file::Backing;
 use super::tensor::{F32Data, Half16, HalfData, Int8Data, MappedInt8};
 use std::ops::Range;
 use std::sync::Arc;
 use t5edge_kernels::aligned::{AlignedBuf, ALIGN, HUGE_PAGE};
+use t5edge_kernels::int8::{part_lens, Int8PartsMut};
 
 /// Places parts of `sizes` bytes one after another, each on a cache line:
 /// their ranges and the bytes they take.
@@ -44,55 +47,78 @@ fn mapped_file(b: &Backing) -> bool {
     matches!(b, Backing::Mmap(_))
 }
 
-/// Moves every owned int8 matrix of `ws` (quantized at load) smaller than
-/// a huge page into one buffer, in the order given (the order a pass reads
-/// them), its data, scales, row sums and error norms each on a cache line.
-/// The same values. A quantized file's matrices stay mapped: copied, a
-/// tiny-nl2 decoder's ran W1 10% faster, but a fresh process paid 3-4 ms
-/// more to start (fresh memory on these VMs), a tenth of the cold start
-/// target (kernels/BENCH.md).
-pub fn gather(ws: Vec<&mut Int8Data>) {
-    let movable =
-        |w: &Int8Data| matches!(w, Int8Data::Owned(_)) && w.view().data().len() < HUGE_PAGE;
-    let mut ws: Vec<&mut Int8Data> = ws.into_iter().filter(|w| movable(w)).collect();
-    if ws.len() < 2 {
-        return;
-    }
-    let (ranges, bytes) = layout(ws.iter().flat_map(|w| parts(w).map(<[u8]>::len)));
-    let mut buf = AlignedBuf::<u8>::zeroed(bytes);
-    for (w, r) in ws.iter().zip(ranges.chunks_exact(4)) {
-        for (src, r) in parts(w).into_iter().zip(r) {
-            buf[r.clone()].copy_from_slice(src);
-        }
-    }
-    let backing = Arc::new(Backing::Gathered(buf));
-    for (w, r) in ws.iter_mut().zip(ranges.chunks_exact(4)) {
-        let v = w.view();
-        let m = MappedInt8 {
-            backing: backing.clone(),
-            n: v.n(),
-            k: v.k(),
-            group_size: v.group_size(),
-            data: r[0].clone(),
-            scales: r[1].clone(),
-            row_sums: r[2].clone(),
-            err_norms: r[3].clone(),
-        };
-        // The bytes are those of a matrix that passed the kernels' checks
-        // when it was quantized; `view` re-checks the lengths on every use.
-        **w = Int8Data::Mapped(Arc::new(m));
-    }
+/// Int8 matrices quantized at load straight into one buffer, in the order
+/// given (the order a pass reads them), data, scales, row sums and error
+/// norms each on a cache line: each small matrix is written once, where
+/// quantizing it into memory of its own and copying it over (as this
+/// module did until 2026-12-01) zeroed fresh pages twice and held both at
+/// the peak (large int8: 1,039 -> 845 MB, kernels/BENCH.md).
+pub struct Int8Arena {
+    buf: AlignedBuf<u8>,
+    shapes: Vec<(usize, usize, usize)>,
+    /// Four a matrix: its parts' byte ranges.
+    ranges: Vec<Range<usize>>,
 }
 
-/// An int8 matrix's data, scales, row sums and error norms, as bytes.
-fn parts(w: &Int8Data) -> [&[u8]; 4] {
-    let v = w.view();
-    [
-        v.data_bytes(),
-        bytemuck::cast_slice(v.scales()),
-        bytemuck::cast_slice(v.row_sums()),
-        bytemuck::cast_slice(v.err_norms()),
-    ]
+impl Int8Arena {
+    /// Room for matrices of `shapes` (`n`, `k`, group size), zeroed.
+    pub fn new(shapes: Vec<(usize, usize, usize)>) -> Int8Arena {
+        let (ranges, bytes) = layout(shapes.iter().flat_map(|&(n, k, g)| {
+            let [d, s, r, e] = part_lens(n, k, g);
+            [d, 4 * s, 4 * r, 4 * e]
+        }));
+        Int8Arena {
+            buf: AlignedBuf::zeroed(bytes),
+            shapes,
+            ranges,
+        }
+    }
+
+    /// Matrix `i`'s parts, to quantize into
+    /// ([`t5edge_kernels::int8::PackedInt8::quantize_into`]).
+    pub fn parts_mut(&mut self, i: usize) -> Int8PartsMut<'_> {
+        let r = &self.ranges[4 * i..4 * i + 4];
+        let region = &mut self.buf[r[0].start..r[3].end];
+        let (d, rest) = region.split_at_mut(r[1].start - r[0].start);
+        let (s, rest) = rest.split_at_mut(r[2].start - r[1].start);
+        let (rs, e) = rest.split_at_mut(r[3].start - r[2].start);
+        // Each part starts on a cache line of a buffer that does (`layout`),
+        // so the casts find their types' alignment.
+        Int8PartsMut {
+            data: bytemuck::cast_slice_mut(&mut d[..r[0].len()]),
+            scales: bytemuck::cast_slice_mut(&mut s[..r[1].len()]),
+            row_sums: bytemuck::cast_slice_mut(&mut rs[..r[2].len()]),
+            err_norms: bytemuck::cast_slice_mut(e),
+        }
+    }
+
+    /// The matrices, as views of the buffer, in the order given.
+    pub fn finish(self) -> Vec<Int8Data> {
+        let Int8Arena {
+            buf,
+            shapes,
+            ranges,
+        } = self;
+        let backing = Arc::new(Backing::Gathered(buf));
+        shapes
+            .into_iter()
+            .zip(ranges.chunks_exact(4))
+            .map(|((n, k, group_size), r)| {
+                // The bytes are what `quantize_into` wrote, which checks
+                // the shapes; `view` re-checks the lengths on every use.
+                Int8Data::Mapped(Arc::new(MappedInt8 {
+                    backing: backing.clone(),
+                    n,
+                    k,
+                    group_size,
+                    data: r[0].clone(),
+                    scales: r[1].clone(),
+                    row_sums: r[2].clone(),
+                    err_norms: r[3].clone(),
+                }))
+            })
+            .collect()
+    }
 }
 
 /// A float matrix as [`gather_floats`] sees it: f32 or 16-bit, mapped

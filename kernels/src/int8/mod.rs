@@ -549,6 +549,28 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Scratch> = const { std::cell::Cell::new((AlignedBuf::new(), Vec::new(), AlignedBuf::new(), Vec::new())) };
 }
 
+/// The four parts of a packed int8 matrix as memory to quantize into
+/// ([`PackedInt8::quantize_into`]): a caller's own buffer (the engine's
+/// one buffer a stack). Lengths as [`part_lens`] says; zeroed.
+pub struct Int8PartsMut<'a> {
+    /// The packed values, padding included.
+    pub data: &'a mut [i8],
+    /// A scale per group and padded row.
+    pub scales: &'a mut [f32],
+    /// Each group's and padded row's sum of values.
+    pub row_sums: &'a mut [i32],
+    /// Each row's quantization error bound.
+    pub err_norms: &'a mut [f32],
+}
+
+/// The lengths, in values, of an `n x k` matrix's data, scales, row sums
+/// and error norms with `group_size` (0: one scale a row).
+pub fn part_lens(n: usize, k: usize, group_size: usize) -> [usize; 4] {
+    let (kp, np) = (padded_k(k), padded_n(n));
+    let groups = group_count(k, group_size);
+    [np * kp, groups * np, groups * np, n]
+}
+
 /// An owned packed int8 weight matrix, as produced by [`PackedInt8::quantize`].
 #[derive(Clone, Debug)]
 pub struct PackedInt8 {
@@ -575,10 +597,38 @@ impl PackedInt8 {
         Self::quantize_divided(w, n, k, group_size, None)
     }
 
-    /// [`Self::quantize`] of `w` with column `c` divided by `div[c]` first
-    /// (row by row in each task: [`Self::quantize_a16`]'s divided copy of
-    /// the whole matrix was a single-threaded third of a converted model's
-    /// load). Dimensions already checked.
+    /// [`Self::quantize`] into `parts` (lengths as [`part_lens`] says,
+    /// zeroed) instead of memory of its own: the same values.
+    pub fn quantize_into(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        group_size: usize,
+        parts: Int8PartsMut<'_>,
+    ) -> Result<(), String> {
+        check_dims(n, k, group_size)?;
+        check_into(w, n, k, group_size, &parts)?;
+        quantize_parts(w, n, k, group_size, None, parts)
+    }
+
+    /// [`Self::quantize_a16`] into `parts` (as [`Self::quantize_into`]);
+    /// returns the input scales.
+    pub fn quantize_a16_into(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        group_size: usize,
+        parts: Int8PartsMut<'_>,
+    ) -> Result<Vec<f32>, String> {
+        check_dims(n, k, group_size)?;
+        check_into(w, n, k, group_size, &parts)?;
+        let t = input_scales(w, n, k);
+        quantize_parts(w, n, k, group_size, Some(&t), parts)?;
+        Ok(t)
+    }
+
+    /// [`Self::quantize`] of `w` with column `c` divided by `div[c]` first.
+    /// Dimensions already checked.
     fn quantize_divided(
         w: &[f32],
         n: usize,
@@ -586,102 +636,18 @@ impl PackedInt8 {
         group_size: usize,
         div: Option<&[f32]>,
     ) -> Result<Self, String> {
-        let (kp, np) = (padded_k(k), padded_n(n));
-        let groups = group_count(k, group_size);
-        let gs = if group_size == 0 { k } else { group_size };
-        let mut data = AlignedBuf::<i8>::zeroed(np * kp);
-        let mut scales = vec![0.0f32; groups * np];
-        let mut row_sums = vec![0i32; groups * np];
-        let mut err_norms = vec![0.0f32; n];
-        // One task per tile of TILE_N rows (a model load quantizes every
-        // matrix here, the LM head's 32128 rows included): a row's values
-        // never depend on another's, so the bits are those of a serial pass.
-        let ptrs = (
-            par::SyncPtr(data.as_mut_ptr()),
-            par::SyncPtr(scales.as_mut_ptr()),
-            par::SyncPtr(row_sums.as_mut_ptr()),
-            par::SyncPtr(err_norms.as_mut_ptr()),
-        );
-        let parallel = par::worth_parallel_macs(n * k);
-        let isa = active();
-        let bad = AtomicUsize::new(usize::MAX);
-        crate::pool::for_each(np / TILE_N, parallel, |t| {
-            let (dp, sp, rp, ep) = ptrs;
-            let mut q = vec![0i8; k];
-            let mut divided = vec![0.0f32; if div.is_some() { k } else { 0 }];
-            for j in t * TILE_N..((t + 1) * TILE_N).min(n) {
-                let given = &w[j * k..(j + 1) * k];
-                let row = match div {
-                    Some(d) => {
-                        for ((o, &v), &tc) in divided.iter_mut().zip(given).zip(d) {
-                            *o = v / tc;
-                        }
-                        &divided[..]
-                    }
-                    None => given,
-                };
-                // Four partial sums: one f64 chain per row was most of a
-                // converted model's load (the order only moves the last bits
-                // of a bound that is rounded up to f32 anyway).
-                let mut err2 = [0.0f64; 4];
-                for g in 0..groups {
-                    let (a, b) = (g * gs, ((g + 1) * gs).min(k));
-                    // The activations' kernel: the same bits at every level.
-                    let s = quantize_slice_with(isa, &row[a..b], &mut q[a..b], false);
-                    let sum: i32 = q[a..b].iter().map(|&v| v as i32).sum();
-                    // SAFETY: g < groups and j < n <= np, so g * np + j is
-                    // inside scales and row_sums (groups * np long); row j
-                    // belongs to this task alone.
-                    unsafe {
-                        *sp.get().add(g * np + j) = s;
-                        *rp.get().add(g * np + j) = sum;
-                    }
-                    err_sq_with(isa, &row[a..b], &q[a..b], s, &mut err2);
-                }
-                let err2 = (err2[0] + err2[1]) + (err2[2] + err2[3]);
-                // A row with an infinity or a NaN, and only such a row, has
-                // an error that is not finite (an infinity makes the scale
-                // infinite and every `s * 0` NaN; a NaN is its own error):
-                // the check costs no pass of its own. Checked row by row on
-                // every thread; the smallest bad index is reported.
-                if !err2.is_finite() {
-                    let i = given.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                    bad.fetch_min(j * k + i, Ordering::Relaxed);
-                    continue;
-                }
-                // SAFETY: j < n = err_norms.len(); row j is this task's alone.
-                unsafe { *ep.get().add(j) = round_up_f32(err2.sqrt()) };
-                // Row j's k-block kb is at packed_index(j, 0, kp) + kb *
-                // TILE_N * K_BLOCK: one pointer step a block.
-                let row_at = packed_index(j, 0, kp);
-                let mut quads = q.chunks_exact(K_BLOCK);
-                for (kb, quad) in (&mut quads).enumerate() {
-                    let b = <[i8; K_BLOCK]>::try_from(quad).unwrap_or_default();
-                    // SAFETY: row_at + kb * TILE_N * K_BLOCK = packed_index(j,
-                    // 4 kb, kp), and + 4 <= np * kp = data.len() for j < np, 4
-                    // kb < kp; the bytes lie in tile j / TILE_N = t, [t *
-                    // TILE_N * kp, (t + 1) * TILE_N * kp), which no other task
-                    // writes; `q` is a separate Vec.
-                    unsafe {
-                        let at = dp.get().add(row_at + kb * TILE_N * K_BLOCK);
-                        at.cast::<[i8; K_BLOCK]>().write_unaligned(b);
-                    }
-                }
-                let rest = quads.remainder();
-                if !rest.is_empty() {
-                    // SAFETY: as above for the last, partial k-block (k / 4 <
-                    // kp / 4 blocks), `rest.len()` < 4 bytes of it.
-                    unsafe {
-                        let at = dp.get().add(packed_index(j, k / K_BLOCK * K_BLOCK, kp));
-                        std::ptr::copy_nonoverlapping(rest.as_ptr(), at, rest.len());
-                    }
-                }
-            }
-        });
-        let i = bad.into_inner();
-        if i != usize::MAX {
-            return Err(format!("int8: weight {i} is not finite ({})", w[i]));
-        }
+        let [d, sc, rs, en] = part_lens(n, k, group_size);
+        let mut data = AlignedBuf::<i8>::zeroed(d);
+        let mut scales = vec![0.0f32; sc];
+        let mut row_sums = vec![0i32; rs];
+        let mut err_norms = vec![0.0f32; en];
+        let parts = Int8PartsMut {
+            data: &mut data,
+            scales: &mut scales,
+            row_sums: &mut row_sums,
+            err_norms: &mut err_norms,
+        };
+        quantize_parts(w, n, k, group_size, div, parts)?;
         Ok(PackedInt8 {
             n,
             k,
@@ -692,7 +658,147 @@ impl PackedInt8 {
             err_norms,
         })
     }
+}
 
+/// Refuses a `w` or `parts` of the wrong length for an `n x k` matrix.
+fn check_into(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    group_size: usize,
+    p: &Int8PartsMut<'_>,
+) -> Result<(), String> {
+    if w.len() != n * k {
+        return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
+    }
+    let got = [
+        p.data.len(),
+        p.scales.len(),
+        p.row_sums.len(),
+        p.err_norms.len(),
+    ];
+    if got != part_lens(n, k, group_size) {
+        return Err(format!(
+            "int8: parts of {got:?} values for {n}x{k} (group size {group_size})"
+        ));
+    }
+    Ok(())
+}
+
+/// Quantizes `w[n, k]` into `parts` (lengths checked, padding zero), column
+/// `c` divided by `div[c]` first when given: row by row in each task
+/// (`quantize_a16`'s divided copy of the whole matrix was a
+/// single-threaded third of a converted model's load).
+fn quantize_parts(
+    w: &[f32],
+    n: usize,
+    k: usize,
+    group_size: usize,
+    div: Option<&[f32]>,
+    parts: Int8PartsMut<'_>,
+) -> Result<(), String> {
+    let (kp, np) = (padded_k(k), padded_n(n));
+    let groups = group_count(k, group_size);
+    let gs = if group_size == 0 { k } else { group_size };
+    let Int8PartsMut {
+        data,
+        scales,
+        row_sums,
+        err_norms,
+    } = parts;
+    // One task per tile of TILE_N rows (a model load quantizes every
+    // matrix here, the LM head's 32128 rows included): a row's values
+    // never depend on another's, so the bits are those of a serial pass.
+    let ptrs = (
+        par::SyncPtr(data.as_mut_ptr()),
+        par::SyncPtr(scales.as_mut_ptr()),
+        par::SyncPtr(row_sums.as_mut_ptr()),
+        par::SyncPtr(err_norms.as_mut_ptr()),
+    );
+    let parallel = par::worth_parallel_macs(n * k);
+    let isa = active();
+    let bad = AtomicUsize::new(usize::MAX);
+    crate::pool::for_each(np / TILE_N, parallel, |t| {
+        let (dp, sp, rp, ep) = ptrs;
+        let mut q = vec![0i8; k];
+        let mut divided = vec![0.0f32; if div.is_some() { k } else { 0 }];
+        for j in t * TILE_N..((t + 1) * TILE_N).min(n) {
+            let given = &w[j * k..(j + 1) * k];
+            let row = match div {
+                Some(d) => {
+                    for ((o, &v), &tc) in divided.iter_mut().zip(given).zip(d) {
+                        *o = v / tc;
+                    }
+                    &divided[..]
+                }
+                None => given,
+            };
+            // Four partial sums: one f64 chain per row was most of a
+            // converted model's load (the order only moves the last bits
+            // of a bound that is rounded up to f32 anyway).
+            let mut err2 = [0.0f64; 4];
+            for g in 0..groups {
+                let (a, b) = (g * gs, ((g + 1) * gs).min(k));
+                // The activations' kernel: the same bits at every level.
+                let s = quantize_slice_with(isa, &row[a..b], &mut q[a..b], false);
+                let sum: i32 = q[a..b].iter().map(|&v| v as i32).sum();
+                // SAFETY: g < groups and j < n <= np, so g * np + j is
+                // inside scales and row_sums (groups * np long); row j
+                // belongs to this task alone.
+                unsafe {
+                    *sp.get().add(g * np + j) = s;
+                    *rp.get().add(g * np + j) = sum;
+                }
+                err_sq_with(isa, &row[a..b], &q[a..b], s, &mut err2);
+            }
+            let err2 = (err2[0] + err2[1]) + (err2[2] + err2[3]);
+            // A row with an infinity or a NaN, and only such a row, has
+            // an error that is not finite (an infinity makes the scale
+            // infinite and every `s * 0` NaN; a NaN is its own error):
+            // the check costs no pass of its own. Checked row by row on
+            // every thread; the smallest bad index is reported.
+            if !err2.is_finite() {
+                let i = given.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                bad.fetch_min(j * k + i, Ordering::Relaxed);
+                continue;
+            }
+            // SAFETY: j < n = err_norms.len(); row j is this task's alone.
+            unsafe { *ep.get().add(j) = round_up_f32(err2.sqrt()) };
+            // Row j's k-block kb is at packed_index(j, 0, kp) + kb *
+            // TILE_N * K_BLOCK: one pointer step a block.
+            let row_at = packed_index(j, 0, kp);
+            let mut quads = q.chunks_exact(K_BLOCK);
+            for (kb, quad) in (&mut quads).enumerate() {
+                let b = <[i8; K_BLOCK]>::try_from(quad).unwrap_or_default();
+                // SAFETY: row_at + kb * TILE_N * K_BLOCK = packed_index(j,
+                // 4 kb, kp), and + 4 <= np * kp = data.len() for j < np, 4
+                // kb < kp; the bytes lie in tile j / TILE_N = t, [t *
+                // TILE_N * kp, (t + 1) * TILE_N * kp), which no other task
+                // writes; `q` is a separate Vec.
+                unsafe {
+                    let at = dp.get().add(row_at + kb * TILE_N * K_BLOCK);
+                    at.cast::<[i8; K_BLOCK]>().write_unaligned(b);
+                }
+            }
+            let rest = quads.remainder();
+            if !rest.is_empty() {
+                // SAFETY: as above for the last, partial k-block (k / 4 <
+                // kp / 4 blocks), `rest.len()` < 4 bytes of it.
+                unsafe {
+                    let at = dp.get().add(packed_index(j, k / K_BLOCK * K_BLOCK, kp));
+                    std::ptr::copy_nonoverlapping(rest.as_ptr(), at, rest.len());
+                }
+            }
+        }
+    });
+    let i = bad.into_inner();
+    if i != usize::MAX {
+        return Err(format!("int8: weight {i} is not finite ({})", w[i]));
+    }
+    Ok(())
+}
+
+impl PackedInt8 {
     /// Takes ownership of parts (e.g. read from a file), validated as
     /// [`Int8View::from_parts`] does; `data` is copied onto a cache line.
     pub fn from_parts(
@@ -734,10 +840,7 @@ impl PackedInt8 {
         if w.len() != n * k {
             return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
         }
-        let t: Vec<f32> = column_abs_max(w, n, k)
-            .iter()
-            .map(|&c| pow2_at_least(c))
-            .collect();
+        let t = input_scales(w, n, k);
         Ok((Self::quantize_divided(w, n, k, group_size, Some(&t))?, t))
     }
 
@@ -753,6 +856,15 @@ impl PackedInt8 {
             err_norms: &self.err_norms,
         }
     }
+}
+
+/// W8A16's input scales of `w[n, k]`: per column, the power of two at or
+/// above its largest magnitude.
+fn input_scales(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    column_abs_max(w, n, k)
+        .iter()
+        .map(|&c| pow2_at_least(c))
+        .collect()
 }
 
 /// The largest magnitude of each column of `w[n, k]` (NaN skipped, as
