@@ -321,6 +321,73 @@ fn embed_matches_mean_of_encoder_rows() {
     }
 }
 
+/// `embed --input FILE`: one line per input, each the line `embed` prints
+/// for that input alone (the same bytes), converted at load with --dtype
+/// too; a bad line stops the command, naming the file and line.
+#[test]
+fn embed_input_file_gives_each_line_its_own_embedding() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny_model(dir.path());
+    let m = dir.path().to_str().unwrap();
+    // Enough short inputs to run several at once.
+    let inputs: Vec<Vec<u32>> = (0..9u32)
+        .map(|i| {
+            (0..2 + i)
+                .map(|t| (t * 37 + i) % 990 + 3)
+                .chain([1])
+                .collect()
+        })
+        .collect();
+    let file = dir.path().join("inputs.jsonl");
+    let lines: Vec<String> = inputs
+        .iter()
+        .map(|ids| serde_json::json!({ "input_ids": ids }).to_string())
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let f = file.to_str().unwrap();
+    for dtype in ["f32", "int8"] {
+        let all = ok_stdout(&[
+            "embed",
+            "--model",
+            m,
+            "--dtype",
+            dtype,
+            "--input",
+            f,
+            "--json",
+            "--normalize",
+        ]);
+        let got: Vec<&str> = all.lines().collect();
+        assert_eq!(got.len(), inputs.len(), "{dtype}");
+        for (ids, line) in inputs.iter().zip(&got) {
+            let csv: Vec<String> = ids.iter().map(u32::to_string).collect();
+            let alone = ok_stdout(&[
+                "embed",
+                "--model",
+                m,
+                "--dtype",
+                dtype,
+                "--input-ids",
+                &csv.join(","),
+                "--json",
+                "--normalize",
+            ]);
+            assert_eq!(*line, alone.trim_end(), "{dtype} {ids:?}");
+        }
+    }
+    std::fs::write(
+        &file,
+        "{\"input_ids\": [5, 1]}\n{\"input_ids\": [5, 5000, 1]}\n",
+    )
+    .unwrap();
+    let out = t5edge(&["embed", "--model", m, "--input", f]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("inputs.jsonl line 2") && err.contains("5000"),
+        "{err}"
+    );
+}
+
 #[test]
 fn hub_ids_resolve_in_a_fake_cache() {
     let dir = tempfile::tempdir().unwrap();

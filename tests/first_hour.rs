@@ -69,14 +69,23 @@ fn argument_mistakes_keep_the_parsers_message() {
     );
 
     // Options a command does not take are not offered in its help.
-    for cmd in ["embed", "inspect"] {
-        let help = run_cli(&[cmd, "--help"], None, &[]);
-        assert!(help.status.success());
-        assert!(
-            !stdout(&help).contains("--int8-ffn-out"),
-            "{cmd} --help lists --int8-ffn-out"
-        );
-    }
+    let help = run_cli(&["inspect", "--help"], None, &[]);
+    assert!(help.status.success());
+    assert!(
+        !stdout(&help).contains("--int8-ffn-out"),
+        "inspect --help lists --int8-ffn-out"
+    );
+    // embed takes the weight options (converting at load), and their rules.
+    let model = base_checkpoint().to_str().unwrap();
+    assert_one_line_error(
+        "embed --int8-ffn-out alone",
+        &run_cli(
+            &["embed", "--model", model, "--int8-ffn-out", "hi"],
+            None,
+            &[],
+        ),
+        &["--int8-ffn-out goes with --dtype int8"],
+    );
 }
 
 #[test]

@@ -217,6 +217,39 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
 }
 
 /// `e` as the error of line `i` (0-based) of `file`.
+/// The ids of a JSONL file of encoder inputs, one per line, `{"text": ...}`
+/// or `{"input_ids": [...]}` (`encode --input`, `embed --input`), each
+/// checked against the model and `opts.limits`; a bad or blank line, or
+/// none at all, stops with an error naming the file and line.
+pub fn jsonl_inputs(
+    path: &Path,
+    model: &crate::T5Model,
+    tok: Option<&crate::Tokenizer>,
+    opts: &crate::generate::GenerateOptions,
+) -> Result<Vec<Vec<u32>>> {
+    let lines = read_lines(path)?;
+    if lines.is_empty() {
+        return Err(Error::Request(format!(
+            "{}: no inputs (one JSON object per line)",
+            path.display()
+        )));
+    }
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let ids = if line.trim().is_empty() {
+                Err(Error::Request(
+                    "blank line: no input (each line is one JSON object)".into(),
+                ))
+            } else {
+                crate::generate::Prompt::from_json(line).and_then(|p| p.ids(model, tok, opts))
+            };
+            ids.map_err(|e| at_line(path, i, e))
+        })
+        .collect()
+}
+
 pub fn at_line(file: &Path, i: usize, e: Error) -> Error {
     let msg = match e {
         Error::Request(m) => m,

@@ -3,9 +3,9 @@
 //! written to a `.safetensors` / `.npy` file (the library's
 //! [`crate::encode`]).
 
-use super::common::{at_line, read_lines, ModelArgs, PromptArgs, WeightArgs};
+use super::common::{jsonl_inputs, ModelArgs, PromptArgs, WeightArgs};
 use crate::encode::encode_padded;
-use crate::generate::{GenerateOptions, Limits, Prompt};
+use crate::generate::{GenerateOptions, Limits};
 use crate::{Error, Result, Tokenizer};
 use std::path::PathBuf;
 
@@ -58,27 +58,7 @@ pub fn run(a: Args) -> Result<()> {
             let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
             let mut opts = GenerateOptions::default();
             opts.limits.max_input_tokens = a.max_input_tokens;
-            let lines = read_lines(path)?;
-            if lines.is_empty() {
-                return Err(Error::Request(format!(
-                    "{}: no inputs (one JSON object per line)",
-                    path.display()
-                )));
-            }
-            lines
-                .iter()
-                .enumerate()
-                .map(|(i, line)| {
-                    let ids = if line.trim().is_empty() {
-                        Err(Error::Request(
-                            "blank line: no input (each line is one JSON object)".into(),
-                        ))
-                    } else {
-                        Prompt::from_json(line).and_then(|p| p.ids(&model, tok.as_ref(), &opts))
-                    };
-                    ids.map_err(|e| at_line(path, i, e))
-                })
-                .collect::<Result<_>>()?
+            jsonl_inputs(path, &model, tok.as_ref(), &opts)?
         }
         None => {
             let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
