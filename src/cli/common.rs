@@ -218,15 +218,20 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
 
 /// `e` as the error of line `i` (0-based) of `file`.
 /// The ids of a JSONL file of encoder inputs, one per line, `{"text": ...}`
-/// or `{"input_ids": [...]}` (`encode --input`, `embed --input`), each
-/// checked against the model and `opts.limits`; a bad or blank line, or
-/// none at all, stops with an error naming the file and line.
+/// (tokenized with `dir`'s tokenizer) or `{"input_ids": [...]}` (`encode
+/// --input`, `embed --input`), each checked against the model and at most
+/// `max_input_tokens` long; a bad or blank line, or none at all, stops with
+/// an error naming the file and line.
 pub fn jsonl_inputs(
     path: &Path,
+    dir: &Path,
     model: &crate::T5Model,
-    tok: Option<&crate::Tokenizer>,
-    opts: &crate::generate::GenerateOptions,
+    max_input_tokens: usize,
 ) -> Result<Vec<Vec<u32>>> {
+    let tok = crate::Tokenizer::from_dir(dir, model.config.vocab_size).ok();
+    let mut opts = crate::generate::GenerateOptions::default();
+    opts.limits.max_input_tokens = max_input_tokens;
+    let (tok, opts) = (tok.as_ref(), &opts);
     let lines = read_lines(path)?;
     if lines.is_empty() {
         return Err(Error::Request(format!(

@@ -2,8 +2,8 @@
 //! each line of a JSONL file of them.
 
 use super::common::{jsonl_inputs, ModelArgs, PromptArgs, WeightArgs};
-use crate::generate::{GenerateOptions, Limits};
-use crate::{Result, Tokenizer};
+use crate::generate::Limits;
+use crate::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -36,12 +36,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let (model, dir) = a.model.load(a.weights.spec(false))?;
     let inputs: Vec<Vec<u32>> = match &a.input {
-        Some(path) => {
-            let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
-            let mut opts = GenerateOptions::default();
-            opts.limits.max_input_tokens = a.max_input_tokens;
-            jsonl_inputs(path, &model, tok.as_ref(), &opts)?
-        }
+        Some(path) => jsonl_inputs(path, &dir, &model, a.max_input_tokens)?,
         None => vec![a.prompt.ids(&dir, model.config.vocab_size)?.0],
     };
     let refs: Vec<&[u32]> = inputs.iter().map(Vec::as_slice).collect();

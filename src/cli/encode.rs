@@ -5,8 +5,8 @@
 
 use super::common::{jsonl_inputs, ModelArgs, PromptArgs, WeightArgs};
 use crate::encode::encode_padded;
-use crate::generate::{GenerateOptions, Limits};
-use crate::{Error, Result, Tokenizer};
+use crate::generate::Limits;
+use crate::{Error, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -54,12 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let (model, dir) = a.model.load(a.weights.spec(false))?;
     let inputs: Vec<Vec<u32>> = match &a.input {
-        Some(path) => {
-            let tok = Tokenizer::from_dir(&dir, model.config.vocab_size).ok();
-            let mut opts = GenerateOptions::default();
-            opts.limits.max_input_tokens = a.max_input_tokens;
-            jsonl_inputs(path, &model, tok.as_ref(), &opts)?
-        }
+        Some(path) => jsonl_inputs(path, &dir, &model, a.max_input_tokens)?,
         None => {
             let (ids, _) = a.prompt.ids(&dir, model.config.vocab_size)?;
             if ids.len() > a.max_input_tokens {
