@@ -216,7 +216,6 @@ pub fn read_lines(path: &Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// `e` as the error of line `i` (0-based) of `file`.
 /// The ids of a JSONL file of encoder inputs, one per line, `{"text": ...}`
 /// (tokenized with `dir`'s tokenizer) or `{"input_ids": [...]}` (`encode
 /// --input`, `embed --input`), each checked against the model and at most
@@ -255,6 +254,7 @@ pub fn jsonl_inputs(
         .collect()
 }
 
+/// `e` as the error of line `i` (0-based) of `file`.
 pub fn at_line(file: &Path, i: usize, e: Error) -> Error {
     let msg = match e {
         Error::Request(m) => m,
