@@ -58,20 +58,8 @@ pub fn embed_each_alone(
     if threads < 2 || batch.len() < 2 * threads || longest > CONCURRENT_MAX_LEN {
         return batch.iter().map(|ids| alone(ids)).collect();
     }
-    let slots: Vec<std::sync::OnceLock<Result<Vec<f32>>>> =
-        batch.iter().map(|_| std::sync::OnceLock::new()).collect();
-    t5edge_kernels::pool::for_each(batch.len(), true, |i| {
-        let _ = slots[i].set(alone(batch[i]));
-    });
-    slots
+    t5edge_kernels::pool::map(batch.len(), 1, true, |i| alone(batch[i]))
         .into_iter()
-        .map(|s| {
-            s.into_inner().unwrap_or_else(|| {
-                Err(crate::Error::Other(
-                    "an input of the batch was not embedded".into(),
-                ))
-            })
-        })
         .collect()
 }
 

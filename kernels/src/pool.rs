@@ -293,6 +293,29 @@ where
     }
 }
 
+/// `f(i)` for every `i` in `0..items`, in order: [`for_each`] of tasks of
+/// `grain` items each (several threads when `parallel`). What a batch's
+/// items computed apart (texts tokenized, inputs embedded alone) are
+/// collected with, instead of each caller keeping slots of its own.
+pub fn map<T, F>(items: usize, grain: usize, parallel: bool, f: F) -> Vec<T>
+where
+    T: Send + Sync,
+    F: Fn(usize) -> T + Sync,
+{
+    let grain = grain.max(1);
+    let slots: Vec<OnceLock<T>> = (0..items).map(|_| OnceLock::new()).collect();
+    for_each(items.div_ceil(grain), parallel, |t| {
+        let start = t * grain;
+        for (i, slot) in slots.iter().enumerate().skip(start).take(grain) {
+            let _ = slot.set(f(i));
+        }
+    });
+    slots
+        .into_iter()
+        .map(|s| s.into_inner().expect("for_each runs every task once"))
+        .collect()
+}
+
 /// One parallel region, on the stack of the thread that started it.
 struct Job<'a> {
     f: &'a (dyn Fn(usize) + Sync),
@@ -700,6 +723,19 @@ mod tests {
                 assert!(counts(&pool, tasks).iter().all(|&c| c == 1), "{tasks}");
             }
             assert!(counts(&pool, 0).is_empty());
+        }
+    }
+
+    /// `map` returns every item's value in order, on any pool and grain.
+    #[test]
+    fn map_keeps_every_item_in_order() {
+        for threads in [1, 2, 3] {
+            let pool = Pool::new(threads);
+            for (items, grain) in [(0, 1), (1, 4), (37, 1), (37, 4), (1000, 7), (5, 0)] {
+                let got = pool.install(|| map(items, grain, true, |i| i * i + 1));
+                let want: Vec<usize> = (0..items).map(|i| i * i + 1).collect();
+                assert_eq!(got, want, "{threads} threads, {items} items, grain {grain}");
+            }
         }
     }
 

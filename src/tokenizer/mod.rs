@@ -170,20 +170,9 @@ impl Tokenizer {
         // Texts a task takes: small, as texts differ in length.
         const GRAIN: usize = 4;
         let bytes: usize = texts.iter().map(|t| t.as_ref().len()).sum();
-        let slots: Vec<OnceLock<Result<Vec<u32>>>> =
-            texts.iter().map(|_| OnceLock::new()).collect();
-        t5edge_kernels::pool::for_each(texts.len().div_ceil(GRAIN), bytes >= PARALLEL_BYTES, |t| {
-            for i in t * GRAIN..((t + 1) * GRAIN).min(texts.len()) {
-                let _ = slots[i].set(self.encode(texts[i].as_ref()));
-            }
-        });
-        slots
-            .into_iter()
-            .map(|s| {
-                s.into_inner()
-                    .unwrap_or_else(|| Err(self.err("a text of the batch was not encoded".into())))
-            })
-            .collect()
+        t5edge_kernels::pool::map(texts.len(), GRAIN, bytes >= PARALLEL_BYTES, |i| {
+            self.encode(texts[i].as_ref())
+        })
     }
 
     /// The fast path's ids, `None` when it does not cover `text` (or there is

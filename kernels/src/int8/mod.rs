@@ -591,9 +591,7 @@ impl PackedInt8 {
     /// size, a length mismatch or non-finite weights.
     pub fn quantize(w: &[f32], n: usize, k: usize, group_size: usize) -> Result<Self, String> {
         check_dims(n, k, group_size)?;
-        if w.len() != n * k {
-            return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
-        }
+        check_len(w, n, k)?;
         Self::quantize_divided(w, n, k, group_size, None)
     }
 
@@ -658,6 +656,70 @@ impl PackedInt8 {
             err_norms,
         })
     }
+
+    /// Takes ownership of parts (e.g. read from a file), validated as
+    /// [`Int8View::from_parts`] does; `data` is copied onto a cache line.
+    pub fn from_parts(
+        n: usize,
+        k: usize,
+        group_size: usize,
+        data: Vec<i8>,
+        scales: Vec<f32>,
+        row_sums: Vec<i32>,
+        err_norms: Vec<f32>,
+    ) -> Result<Self, String> {
+        Int8View::from_parts(n, k, group_size, &data, &scales, &row_sums, &err_norms)?;
+        Ok(PackedInt8 {
+            n,
+            k,
+            group_size,
+            data: AlignedBuf::from_slice(&data),
+            scales,
+            row_sums,
+            err_norms,
+        })
+    }
+
+    /// [`Activations::Int16`]'s weights: `w[n, k]` with column `c` divided
+    /// by `t_c`, the power of two at or above the column's largest
+    /// magnitude (1 for an all-zero column), quantised as [`Self::quantize`]
+    /// does; returns them with `t`, the input scales [`linear_a16`] takes.
+    /// Every column then tops out in (1/2, 1], so a column far smaller than
+    /// its row's largest (the weights that read an outlier channel) keeps
+    /// its own resolution; the activations, at 16 bits, carry `x_c * t_c`
+    /// instead. Powers of two keep both rescalings exact.
+    pub fn quantize_a16(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        group_size: usize,
+    ) -> Result<(Self, Vec<f32>), String> {
+        check_dims(n, k, group_size)?;
+        check_len(w, n, k)?;
+        let t = input_scales(w, n, k);
+        Ok((Self::quantize_divided(w, n, k, group_size, Some(&t))?, t))
+    }
+
+    /// A borrowed view, the form every kernel takes.
+    pub fn view(&self) -> Int8View<'_> {
+        Int8View {
+            n: self.n,
+            k: self.k,
+            group_size: self.group_size,
+            data: &self.data,
+            scales: &self.scales,
+            row_sums: &self.row_sums,
+            err_norms: &self.err_norms,
+        }
+    }
+}
+
+/// Refuses a `w` of the wrong length for an `n x k` matrix.
+fn check_len(w: &[f32], n: usize, k: usize) -> Result<(), String> {
+    if w.len() != n * k {
+        return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
+    }
+    Ok(())
 }
 
 /// Refuses a `w` or `parts` of the wrong length for an `n x k` matrix.
@@ -668,9 +730,7 @@ fn check_into(
     group_size: usize,
     p: &Int8PartsMut<'_>,
 ) -> Result<(), String> {
-    if w.len() != n * k {
-        return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
-    }
+    check_len(w, n, k)?;
     let got = [
         p.data.len(),
         p.scales.len(),
@@ -798,66 +858,6 @@ fn quantize_parts(
     Ok(())
 }
 
-impl PackedInt8 {
-    /// Takes ownership of parts (e.g. read from a file), validated as
-    /// [`Int8View::from_parts`] does; `data` is copied onto a cache line.
-    pub fn from_parts(
-        n: usize,
-        k: usize,
-        group_size: usize,
-        data: Vec<i8>,
-        scales: Vec<f32>,
-        row_sums: Vec<i32>,
-        err_norms: Vec<f32>,
-    ) -> Result<Self, String> {
-        Int8View::from_parts(n, k, group_size, &data, &scales, &row_sums, &err_norms)?;
-        Ok(PackedInt8 {
-            n,
-            k,
-            group_size,
-            data: AlignedBuf::from_slice(&data),
-            scales,
-            row_sums,
-            err_norms,
-        })
-    }
-
-    /// [`Activations::Int16`]'s weights: `w[n, k]` with column `c` divided
-    /// by `t_c`, the power of two at or above the column's largest
-    /// magnitude (1 for an all-zero column), quantised as [`Self::quantize`]
-    /// does; returns them with `t`, the input scales [`linear_a16`] takes.
-    /// Every column then tops out in (1/2, 1], so a column far smaller than
-    /// its row's largest (the weights that read an outlier channel) keeps
-    /// its own resolution; the activations, at 16 bits, carry `x_c * t_c`
-    /// instead. Powers of two keep both rescalings exact.
-    pub fn quantize_a16(
-        w: &[f32],
-        n: usize,
-        k: usize,
-        group_size: usize,
-    ) -> Result<(Self, Vec<f32>), String> {
-        check_dims(n, k, group_size)?;
-        if w.len() != n * k {
-            return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
-        }
-        let t = input_scales(w, n, k);
-        Ok((Self::quantize_divided(w, n, k, group_size, Some(&t))?, t))
-    }
-
-    /// A borrowed view, the form every kernel takes.
-    pub fn view(&self) -> Int8View<'_> {
-        Int8View {
-            n: self.n,
-            k: self.k,
-            group_size: self.group_size,
-            data: &self.data,
-            scales: &self.scales,
-            row_sums: &self.row_sums,
-            err_norms: &self.err_norms,
-        }
-    }
-}
-
 /// W8A16's input scales of `w[n, k]`: per column, the power of two at or
 /// above its largest magnitude.
 fn input_scales(w: &[f32], n: usize, k: usize) -> Vec<f32> {
@@ -873,20 +873,17 @@ fn input_scales(w: &[f32], n: usize, k: usize) -> Vec<f32> {
 fn column_abs_max(w: &[f32], n: usize, k: usize) -> Vec<f32> {
     const ROWS: usize = 64;
     let tasks = n.div_ceil(ROWS);
-    let mut partial = vec![0.0f32; tasks * k];
-    let out = par::SyncPtr(partial.as_mut_ptr());
-    crate::pool::for_each(tasks, par::worth_parallel_macs(n * k), |t| {
-        // SAFETY: task t alone writes partial[t * k..(t + 1) * k], inside
-        // the tasks * k values.
-        let mine = unsafe { std::slice::from_raw_parts_mut(out.get().add(t * k), k) };
+    let partial = crate::pool::map(tasks, 1, par::worth_parallel_macs(n * k), |t| {
+        let mut mine = vec![0.0f32; k];
         for row in w[t * ROWS * k..((t + 1) * ROWS).min(n) * k].chunks_exact(k) {
             for (c, &v) in mine.iter_mut().zip(row) {
                 *c = abs_max(*c, v);
             }
         }
+        mine
     });
     let mut colmax = vec![0.0f32; k];
-    for p in partial.chunks_exact(k) {
+    for p in &partial {
         for (c, &v) in colmax.iter_mut().zip(p) {
             *c = abs_max(*c, v);
         }
