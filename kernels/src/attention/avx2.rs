@@ -1,11 +1,11 @@
 //! AVX2 + FMA attention tile kernels: 8-lane score blocks, P·V row blocks,
-//! row max and the vector `exp`, behind the `#[target_feature]` entry point
-//! [`block`] (the caller checked the CPU).
+//! row max and the vector `exp`, behind the `#[target_feature]` entry points
+//! [`block`] and [`head_rows`] (the caller checked the CPU).
 
 // Register arrays indexed by row and key read more plainly than zips.
 #![allow(clippy::needless_range_loop)]
 
-use super::blocked::{self, HeadKv, Rows, Tile, VecOps};
+use super::blocked::{self, HeadKv, Rows, Tile, VecOps, BLOCK_Q, KEY_BLOCK};
 use super::Attention;
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
@@ -108,7 +108,231 @@ impl VecOps for Avx2Ops {
     }
 }
 
-blocked::entry_points!("avx2,fma", "AVX2 and FMA", Avx2Ops, Avx2Ops);
+// The prefill path packs the keys by dimension for the outer-product scores
+// (`ByDimOps`).
+blocked::entry_points!("avx2,fma", "AVX2 and FMA", Avx2Ops, ByDimOps);
+
+/// The prefill kernels, as the AVX-512 level has them: scores from keys
+/// packed by dimension as outer products (the dot-product blocks above end
+/// in a transposing `hadd` reduction per eight scores and load a query and
+/// a key vector per two FMAs), the keys transposed 8 x 8 in registers and
+/// the bias added in vectors; P·V and the softmax as [`Avx2Ops`] (the
+/// block's softmax rows together, as AVX-512 does them, measured level
+/// here: kernels/BENCH.md).
+struct ByDimOps;
+impl VecOps for ByDimOps {
+    const KEYS_BY_DIM: bool = true;
+
+    #[inline(always)]
+    unsafe fn pack_keys_by_dim(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32], ds: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_by_dim256(k, kend, d, dst, ds) }
+    }
+
+    #[inline(always)]
+    unsafe fn add_bias(s: &mut [f32], b: &[f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { add_bias256(s, b) }
+    }
+
+    #[inline(always)]
+    unsafe fn scores(q: Rows<'_>, k: Rows<'_>, d: usize, nq: usize, nk: usize, tile: &mut Tile) {
+        // SAFETY: forwarded contract (AVX2 + FMA checked by run_with).
+        unsafe { scores_by_dim256(q, k, d, nq, nk, tile) }
+    }
+
+    #[inline(always)]
+    unsafe fn pv(
+        p: &Tile,
+        v: Rows<'_>,
+        d: usize,
+        nq: usize,
+        nk: usize,
+        out: &mut [f32],
+        os: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { Avx2Ops::pv(p, v, d, nq, nk, out, os) }
+    }
+
+    #[inline(always)]
+    unsafe fn row_max(s: &[f32]) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { row_max256(s) }
+    }
+
+    #[inline(always)]
+    unsafe fn exp_row(s: &mut [f32], m: f32) -> f32 {
+        // SAFETY: forwarded contract.
+        unsafe { exp_row256(s, m) }
+    }
+}
+
+/// Scores from keys by dimension: per dimension `t`, two vectors of 8
+/// consecutive keys (`k.row(t)`) and four broadcast query elements make 8
+/// FMAs into a 4-query x 16-key block held in registers; each score is one
+/// chain of `d` FMAs in dimension order. (Groups of 24 keys, 12
+/// accumulators, left LLVM one register short: it spilled an accumulator
+/// and the attention ran slower, kernels/BENCH.md.)
+///
+/// # Safety
+/// As `VecOps::scores` with `KEYS_BY_DIM` and AVX2 + FMA.
+#[inline(always)]
+unsafe fn scores_by_dim256(
+    q: Rows<'_>,
+    k: Rows<'_>,
+    d: usize,
+    nq: usize,
+    nk: usize,
+    tile: &mut Tile,
+) {
+    const { assert!(BLOCK_Q.is_multiple_of(4) && KEY_BLOCK.is_multiple_of(16)) };
+    for r0 in (0..nq).step_by(4) {
+        // Rows past the block repeat its last row: full register blocks.
+        // SAFETY: the clamped rows are < nq.
+        let qp: [*const f32; 4] = std::array::from_fn(|r| unsafe { q.row((r0 + r).min(nq - 1)) });
+        for c0 in (0..nk).step_by(16) {
+            let whole = c0 + 16 <= nk;
+            // SAFETY: the masks are computed from lane counts only; the
+            // query reads are elements t < d of rows < nq; the key loads
+            // read lanes [c0, c0 + 16) of rows t < d when all 16 are keys
+            // of the tile, else only the masked lanes < nk (pointers past a
+            // row's end are formed with wrapping_add and only under an
+            // all-zero mask, which reads nothing); the stores write
+            // tile[r0 + r][c0..c0 + 16] with r0 + r < BLOCK_Q and c0 + 16
+            // <= KEY_BLOCK.
+            unsafe {
+                let m: [__m256i; 2] = std::array::from_fn(|u| mask8(nk.saturating_sub(c0 + 8 * u)));
+                let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+                for t in 0..d {
+                    let kp = k.row(t).wrapping_add(c0);
+                    let mut kv = [_mm256_setzero_ps(); 2];
+                    for u in 0..2 {
+                        kv[u] = if whole {
+                            _mm256_loadu_ps(kp.add(8 * u))
+                        } else {
+                            _mm256_maskload_ps(kp.wrapping_add(8 * u), m[u])
+                        };
+                    }
+                    for r in 0..4 {
+                        let qb = _mm256_broadcast_ss(&*qp[r].add(t));
+                        for u in 0..2 {
+                            acc[r][u] = _mm256_fmadd_ps(qb, kv[u], acc[r][u]);
+                        }
+                    }
+                }
+                for r in 0..4 {
+                    for u in 0..2 {
+                        _mm256_storeu_ps(tile[r0 + r].as_mut_ptr().add(c0 + 8 * u), acc[r][u]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`VecOps::pack_keys_by_dim`] in 8 x 8 blocks, each transposed in
+/// registers, and the edges element by element.
+///
+/// # Safety
+/// As `VecOps::pack_keys_by_dim`, with AVX2.
+#[inline(always)]
+unsafe fn pack_by_dim256(k: Rows<'_>, kend: usize, d: usize, dst: &mut [f32], ds: usize) {
+    assert!(ds >= kend && dst.len() >= d * ds);
+    let (k8, d8) = (kend / 8 * 8, d / 8 * 8);
+    for j0 in (0..k8).step_by(8) {
+        for t0 in (0..d8).step_by(8) {
+            // SAFETY: rows j0..j0 + 8 <= kend of k, elements t0..t0 + 8 <= d
+            // of each; dst rows t0..t0 + 8 <= d, elements j0..j0 + 8 <= kend
+            // of each (row length ds >= kend).
+            unsafe {
+                transpose8(
+                    k.row(j0).add(t0),
+                    k.stride,
+                    dst.as_mut_ptr().add(t0 * ds + j0),
+                    ds,
+                )
+            };
+        }
+    }
+    for j in 0..kend {
+        let t_from = if j < k8 { d8 } else { 0 };
+        let src = &k.data[j * k.stride..][..d];
+        for t in t_from..d {
+            dst[t * ds + j] = src[t];
+        }
+    }
+}
+
+/// An 8 x 8 transpose: `dst[c * ds + r] = src[r * ss + c]`.
+///
+/// # Safety
+/// AVX2; the 8 rows of 8 floats at `src` (stride `ss`) and at `dst`
+/// (stride `ds`) are inside their buffers.
+#[inline(always)]
+unsafe fn transpose8(src: *const f32, ss: usize, dst: *mut f32, ds: usize) {
+    // SAFETY: the loads and stores are the 8 rows the contract names.
+    unsafe {
+        // Loops, not `from_fn` closures (ARCHITECTURE.md: no intrinsic in a
+        // closure of a hot path).
+        let mut r = [_mm256_setzero_ps(); 8];
+        for (i, r) in r.iter_mut().enumerate() {
+            *r = _mm256_loadu_ps(src.add(i * ss));
+        }
+        // 128-bit lane L of t[2i]: rows 2i, 2i + 1 at columns 4L, 4L + 1;
+        // of t[2i + 1]: at columns 4L + 2, 4L + 3.
+        let mut t = [_mm256_setzero_ps(); 8];
+        for i in 0..4 {
+            t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+        }
+        // 128-bit lane L of u[4g + c]: column 4L + c of rows 4g..4g + 4.
+        let mut u = [_mm256_setzero_ps(); 8];
+        for g in 0..2 {
+            for h in 0..2 {
+                let a = _mm256_castps_pd(t[4 * g + h]);
+                let b = _mm256_castps_pd(t[4 * g + 2 + h]);
+                u[4 * g + 2 * h] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, b));
+                u[4 * g + 2 * h + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, b));
+            }
+        }
+        // Column c < 4: the low lanes of u[c] and u[4 + c]; column 4 + c:
+        // their high lanes.
+        for c in 0..4 {
+            let lo = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
+            let hi = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
+            _mm256_storeu_ps(dst.add(c * ds), lo);
+            _mm256_storeu_ps(dst.add((4 + c) * ds), hi);
+        }
+    }
+}
+
+/// [`VecOps::add_bias`] 8 lanes at a time.
+///
+/// # Safety
+/// AVX2; `s.len() == b.len()`.
+#[inline(always)]
+unsafe fn add_bias256(s: &mut [f32], b: &[f32]) {
+    let n = s.len();
+    debug_assert_eq!(n, b.len());
+    // SAFETY: whole vectors lie inside s and b; the tail's masked accesses
+    // touch only lanes < n - t.
+    unsafe {
+        let mut t = 0;
+        while t + 8 <= n {
+            let x = _mm256_loadu_ps(s.as_ptr().add(t));
+            let y = _mm256_loadu_ps(b.as_ptr().add(t));
+            _mm256_storeu_ps(s.as_mut_ptr().add(t), _mm256_add_ps(x, y));
+            t += 8;
+        }
+        if t < n {
+            let m = mask8(n - t);
+            let x = _mm256_maskload_ps(s.as_ptr().add(t), m);
+            let y = _mm256_maskload_ps(b.as_ptr().add(t), m);
+            _mm256_maskstore_ps(s.as_mut_ptr().add(t), m, _mm256_add_ps(x, y));
+        }
+    }
+}
 
 /// Eight vectors to one: lane `i` is the sum of `v[i]`'s lanes.
 ///
