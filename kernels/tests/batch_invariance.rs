@@ -187,6 +187,47 @@ proptest! {
     }
 }
 
+/// Products too large for their activations to stay in the L2 (past 1 MB)
+/// run in passes of rows and, past 1024 inputs, in steps of inputs with
+/// each chain kept between steps (`f32::avx512`): at the AVX-512 levels,
+/// where `linear` promises every row the bits it gets alone, each row of
+/// such a batch still gets them, for f32, f16 and bf16 weights. The shapes
+/// have ragged rows (a pass of 6 = 4 + 2; 1030 = 16 x 64 + 6), a ragged
+/// last step (4100 = 4 x 1024 + 4) and a ragged column (n = 9).
+#[test]
+fn large_products_in_passes_and_steps_keep_each_rows_bits() {
+    for (m, k) in [(70usize, 4100usize), (1030, 260)] {
+        let n = 9;
+        let mut rng = Rng(m as u64 * 7 + k as u64);
+        let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
+        let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        for isa in isas().into_iter().filter(|i| i.has_avx512()) {
+            let products: [(&str, &Product<'_>); 3] = [
+                ("f32", &|x, m, y| lf32::linear_with(isa, x, m, k, &w, n, y)),
+                ("f16", &|x, m, y| lf16::linear_with(isa, x, m, k, &wh, n, y)),
+                ("bf16", &|x, m, y| {
+                    lbf16::linear_with(isa, x, m, k, &wb, n, y)
+                }),
+            ];
+            for (name, f) in products {
+                let mut y = vec![f32::NAN; m * n];
+                f(&x, m, &mut y);
+                for at in 0..m {
+                    let mut alone = vec![f32::NAN; n];
+                    f(&x[at * k..(at + 1) * k], 1, &mut alone);
+                    assert_eq!(
+                        bits(&y[at * n..(at + 1) * n]),
+                        bits(&alone),
+                        "{name} {isa} m={m} k={k} row {at}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The thread count does not matter either: a batch split across workers
 /// gives each row the bits of the row alone on one thread.
 #[test]

@@ -212,9 +212,9 @@ impl Wide for half::bf16 {
 
 /// An `R` x 4 block of `y` (`R` = 4, or 1-3 for the last rows): x rows
 /// `i0..i0 + R` against weight rows `c0..c0 + 4` of `w`, one FMA chain per
-/// output, 16 inputs a step. Each widened weight
-/// vector and each x vector feeds four FMAs, so a prefill-sized product is
-/// bound by the FMAs rather than the loads.
+/// output, 16 inputs a step ([`chain`], then [`reduce`]). Each widened
+/// weight vector and each x vector feeds four FMAs, so a prefill-sized
+/// product is bound by the FMAs rather than the loads.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL plus FMA (and F16C for f16 weights); `x` holds at least
@@ -227,15 +227,41 @@ unsafe fn block4x4<W: Wide, const R: usize>(
     w: &[W],
     c0: usize,
 ) -> [[f32; 4]; R] {
-    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + 4) * k);
     let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    // SAFETY: forwarded contract, over the whole row.
+    unsafe {
+        chain::<W, R>(x, i0, k, w, c0, 0..k, &mut acc);
+        reduce(&acc)
+    }
+}
+
+/// [`block4x4`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 16;
+/// a masked step only where `ts.end == k` is not one), continuing from
+/// `acc`: the chains over consecutive ranges are, bit for bit, the chain
+/// over their union.
+///
+/// # Safety
+/// As [`block4x4`]; `ts.end <= k`.
+#[inline(always)]
+unsafe fn chain<W: Wide, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+    ts: std::ops::Range<usize>,
+    acc: &mut [[__m512; 4]; R],
+) {
+    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + 4) * k && ts.end <= k);
+    debug_assert!(ts.start.is_multiple_of(16));
     // SAFETY (all loads below): row r of x and row c of w are read inside
-    // their k values: full loads at t with t + 16 <= k, masked lanes < k - t.
+    // their k values: full loads at t with t + 16 <= ts.end <= k, masked
+    // lanes < ts.end - t.
     unsafe {
         let px = x.as_ptr().add(i0 * k);
         let pw = w.as_ptr().add(c0 * k);
-        let mut t = 0;
-        while t + 16 <= k {
+        let mut t = ts.start;
+        while t + 16 <= ts.end {
             let mut wv = [_mm512_setzero_ps(); 4];
             for (c, v) in wv.iter_mut().enumerate() {
                 *v = W::load16_full(pw.add(c * k + t));
@@ -248,9 +274,9 @@ unsafe fn block4x4<W: Wide, const R: usize>(
             }
             t += 16;
         }
-        if t < k {
+        if t < ts.end {
             // The tail: masked lanes read nothing and add 0 · 0.
-            let mask = mask16(k - t);
+            let mask = mask16(ts.end - t);
             let mut wv = [_mm512_setzero_ps(); 4];
             for (c, v) in wv.iter_mut().enumerate() {
                 *v = W::load16(pw.add(c * k + t), mask);
@@ -263,6 +289,14 @@ unsafe fn block4x4<W: Wide, const R: usize>(
             }
         }
     }
+}
+
+/// Each chain's 16 lanes summed ([`sum`]'s bits).
+///
+/// # Safety
+/// AVX-512 F.
+#[inline(always)]
+unsafe fn reduce<const R: usize>(acc: &[[__m512; 4]; R]) -> [[f32; 4]; R] {
     // A loop, not `map` closures: a closure is a function of its own,
     // compiled without this function's target features, and once LLVM
     // stopped inlining it each reduction became an out-of-line call (half
@@ -280,7 +314,7 @@ unsafe fn block4x4<W: Wide, const R: usize>(
             o.copy_from_slice(&s[4 * r..4 * r + 4]);
         }
     } else {
-        for (o, a) in out.iter_mut().zip(&acc) {
+        for (o, a) in out.iter_mut().zip(acc) {
             for (o, &v) in o.iter_mut().zip(a) {
                 // SAFETY: AVX-512 F, this function's contract.
                 *o = unsafe { sum(v) };
@@ -290,8 +324,36 @@ unsafe fn block4x4<W: Wide, const R: usize>(
     out
 }
 
+/// Activations (`m x k` f32) up to which a product runs whole rows: they
+/// stay in the L2 while every weight block passes over them.
+const WHOLE_X_BYTES: usize = 1 << 20;
+
+/// Past [`WHOLE_X_BYTES`], rows a pass: the weights of a task (64 rows)
+/// are read once a pass, its activations once a weight block from the L2.
+const PASS_ROWS: usize = 64;
+
+/// Past [`WHOLE_X_BYTES`], inputs a step of a pass: a block's 4 weight rows
+/// (16 KB in f32) stay in the L1 while the pass's 64 rows go over them,
+/// and the pass's rows (256 KB) in the L2 while the task's 16 weight
+/// blocks do. Without steps an XXL product (k = 10240) streamed both from
+/// past the L2: 67 against 126 G multiply-adds/s at k = 1024
+/// (kernels/BENCH.md).
+const STEP_K: usize = 1024;
+
+thread_local! {
+    /// A pass's unfinished chains between steps: 16 vectors (one 4 x 4
+    /// block) per weight block and 4-row block, on cache lines; kept, as
+    /// large as the largest pass the thread ran.
+    static CHAINS: std::cell::Cell<crate::aligned::AlignedBuf<f32>> =
+        const { std::cell::Cell::new(crate::aligned::AlignedBuf::new()) };
+}
+
 /// The prefill form of the GEMV (from `GEMM_MIN_M` rows): 4 x 4 output
 /// blocks, the ragged edges by the GEMV dot product. Writes `out[m, w.len() / k]`.
+///
+/// Large products run in passes of [`PASS_ROWS`] rows and steps of
+/// [`STEP_K`] inputs, each block's chains kept between steps: every
+/// output's chain is the same, so the bits are those of the whole rows.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
@@ -299,37 +361,21 @@ unsafe fn block4x4<W: Wide, const R: usize>(
 pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: &mut ColBlock<'_>) {
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
-    let (m4, c4) = (m / 4 * 4, cw / 4 * 4);
-    // Weight rows outside, activation rows inside: four weight rows (4 KB
-    // at d_model 256) stay in L1 while every row block passes over them,
-    // instead of the chunk's 64 rows streaming from L2 once per row block.
-    // The last `m % 4` rows take a block of their own height (as GEMV dots
-    // they were a tenth of a 26-row prefill's work at a third of the speed).
-    for c in (0..c4).step_by(4) {
-        for i in (0..m4).step_by(4) {
-            // SAFETY: same target features; rows i..i + 4 and c..c + 4 exist.
-            let b = unsafe { block4x4::<W, 4>(x, i, k, w, c) };
-            for (r, row) in b.iter().enumerate() {
-                out.row(i + r)[c..c + 4].copy_from_slice(row);
+    let c4 = cw / 4 * 4;
+    if m * k * 4 <= WHOLE_X_BYTES {
+        // SAFETY: same target features; rows 0..m, columns 0..c4 exist.
+        unsafe { whole_rows(x, 0..m, k, w, c4, out) };
+    } else {
+        for r0 in (0..m).step_by(PASS_ROWS) {
+            let rows = r0..(r0 + PASS_ROWS).min(m);
+            // SAFETY: as above, rows r0.. < m.
+            unsafe {
+                if k <= STEP_K {
+                    whole_rows(x, rows, k, w, c4, out)
+                } else {
+                    stepped_rows(x, rows, k, w, c4, out)
+                }
             }
-        }
-        match m - m4 {
-            1 => {
-                // SAFETY: same target features; row m4 and c..c + 4 exist.
-                let b = unsafe { block4x4::<W, 1>(x, m4, k, w, c) };
-                put(out, m4, c, b)
-            }
-            2 => {
-                // SAFETY: same target features; rows m4..m and c..c + 4 exist.
-                let b = unsafe { block4x4::<W, 2>(x, m4, k, w, c) };
-                put(out, m4, c, b)
-            }
-            3 => {
-                // SAFETY: same target features; rows m4..m and c..c + 4 exist.
-                let b = unsafe { block4x4::<W, 3>(x, m4, k, w, c) };
-                put(out, m4, c, b)
-            }
-            _ => {}
         }
     }
     for i in 0..m {
@@ -337,6 +383,132 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
         for c in cols {
             // SAFETY: same target features as this function.
             out.row(i)[c] = unsafe { dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
+        }
+    }
+}
+
+/// Rows `rows` (starting at a multiple of 4) against weight rows `0..c4`,
+/// each chain over all `k` inputs at once.
+///
+/// # Safety
+/// As [`gemm`]; rows `rows` of `x` and `0..c4` of `w` exist.
+#[inline(always)]
+unsafe fn whole_rows<W: Wide>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    c4: usize,
+    out: &mut ColBlock<'_>,
+) {
+    let end4 = rows.start + (rows.end - rows.start) / 4 * 4;
+    // Weight rows outside, activation rows inside: four weight rows (4 KB
+    // at d_model 256) stay in L1 while every row block passes over them,
+    // instead of the chunk's 64 rows streaming from L2 once per row block.
+    // The last `m % 4` rows take a block of their own height (as GEMV dots
+    // they were a tenth of a 26-row prefill's work at a third of the speed).
+    for c in (0..c4).step_by(4) {
+        for i in (rows.start..end4).step_by(4) {
+            // SAFETY: the contract; rows i..i + 4 and c..c + 4 exist.
+            let b = unsafe { block4x4::<W, 4>(x, i, k, w, c) };
+            put(out, i, c, b);
+        }
+        // SAFETY (each arm): rows end4..rows.end and c..c + 4 exist.
+        match rows.end - end4 {
+            1 => put(out, end4, c, unsafe { block4x4::<W, 1>(x, end4, k, w, c) }),
+            2 => put(out, end4, c, unsafe { block4x4::<W, 2>(x, end4, k, w, c) }),
+            3 => put(out, end4, c, unsafe { block4x4::<W, 3>(x, end4, k, w, c) }),
+            _ => {}
+        }
+    }
+}
+
+/// [`whole_rows`] in steps of [`STEP_K`] inputs: every block of the pass
+/// takes one step before any takes the next, its chains kept in [`CHAINS`]
+/// in between.
+///
+/// # Safety
+/// As [`whole_rows`].
+#[inline(always)]
+unsafe fn stepped_rows<W: Wide>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    c4: usize,
+    out: &mut ColBlock<'_>,
+) {
+    let blocks = (rows.end - rows.start).div_ceil(4);
+    // Taken out of the cell, not borrowed in a closure: a closure is a
+    // function of its own, compiled without this function's target
+    // features, and its intrinsics then became calls (50x slower).
+    let mut buf = CHAINS.take();
+    let need = (c4 / 4) * blocks * 256;
+    if buf.len() < need {
+        buf.resize_zeroed(need);
+    }
+    for t0 in (0..k).step_by(STEP_K) {
+        let ts = t0..(t0 + STEP_K).min(k);
+        for (g, c) in (0..c4).step_by(4).enumerate() {
+            for (b, i) in rows.clone().step_by(4).enumerate() {
+                let slot = &mut buf[(g * blocks + b) * 256..][..256];
+                // SAFETY (each arm): rows i..i + R < rows.end and c..c + 4
+                // exist; the slot holds 16 vectors.
+                unsafe {
+                    match rows.end - i {
+                        1 => step::<W, 1>(x, i, k, w, c, ts.clone(), slot, out),
+                        2 => step::<W, 2>(x, i, k, w, c, ts.clone(), slot, out),
+                        3 => step::<W, 3>(x, i, k, w, c, ts.clone(), slot, out),
+                        _ => step::<W, 4>(x, i, k, w, c, ts.clone(), slot, out),
+                    }
+                }
+            }
+        }
+    }
+    CHAINS.set(buf);
+}
+
+/// One step of an `R` x 4 block: its chains from `slot` (from zero at the
+/// first step), over `ts`, back to `slot`, or reduced into `out` at the
+/// last step.
+///
+/// # Safety
+/// As [`block4x4`]; `slot` holds at least `64 R` floats (its 4 R vectors).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<W: Wide, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+    ts: std::ops::Range<usize>,
+    slot: &mut [f32],
+    out: &mut ColBlock<'_>,
+) {
+    assert!(slot.len() >= 64 * R);
+    let (first, last) = (ts.start == 0, ts.end == k);
+    let p = slot.as_mut_ptr();
+    let mut acc = [[_mm512_setzero_ps(); 4]; R];
+    // SAFETY: vector j of the slot is floats 16 j..16 j + 16 < 64 R of it;
+    // the rest is the contract.
+    unsafe {
+        if !first {
+            for (r, a) in acc.iter_mut().enumerate() {
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm512_loadu_ps(p.add(16 * (4 * r + c)));
+                }
+            }
+        }
+        chain::<W, R>(x, i0, k, w, c0, ts, &mut acc);
+        if last {
+            put(out, i0, c0, reduce(&acc));
+        } else {
+            for (r, a) in acc.iter().enumerate() {
+                for (c, a) in a.iter().enumerate() {
+                    _mm512_storeu_ps(p.add(16 * (4 * r + c)), *a);
+                }
+            }
         }
     }
 }
