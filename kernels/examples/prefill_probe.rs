@@ -1,16 +1,15 @@
 //! Times the f16 prefill product (the default int8 policy's FFN output
 //! projection) on one shape, best of 5 x 200 calls, to read against
 //! `isa_peak`'s f32 `vfmadd` ceiling (kernels/BENCH.md):
-//! `cargo run --release -p t5edge-kernels --example prefill_probe -- m k n threads`
-//! (W3's `wo`: 128 1024 256).
+//! `cargo run --release -p t5edge-kernels --example prefill_probe -- m k n threads [level]`
+//! (W3's `wo`: 128 1024 256; `level` as `T5EDGE_ISA` names it, default the
+//! best this CPU runs).
 use half::f16;
 use std::time::Instant;
 use t5edge_kernels::{dispatch, f16 as lf16};
 fn main() {
-    let a: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|v| v.parse().ok())
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<usize> = args.iter().filter_map(|v| v.parse().ok()).collect();
     let (m, k, n, th) = (a[0], a[1], a[2], a[3]);
     t5edge_kernels::pool::set_global_threads(th);
     let x: Vec<f32> = (0..m * k)
@@ -20,7 +19,10 @@ fn main() {
         .map(|i| f16::from_f32(((i * 104729 % 1000) as f32) / 1000.0 - 0.5))
         .collect();
     let mut y = vec![0f32; m * n];
-    let isa = dispatch::best();
+    let isa = match args.get(4) {
+        Some(name) => dispatch::Isa::parse(name).expect("a level name, as T5EDGE_ISA takes"),
+        None => dispatch::best(),
+    };
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();

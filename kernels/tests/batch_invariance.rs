@@ -14,7 +14,7 @@ use common::*;
 use half::{bf16, f16};
 use proptest::prelude::*;
 use t5edge_kernels::int8::{self, PackedInt8};
-use t5edge_kernels::{bf16 as lbf16, f16 as lf16, f32 as lf32, ops};
+use t5edge_kernels::{bf16 as lbf16, f16 as lf16, f32 as lf32, ops, Isa};
 
 /// A batch of `m` rows holding `row` at position `at`, the others random:
 /// m crosses the f32 GEMM threshold (8), the f16 one (32) and the int8 row
@@ -189,21 +189,23 @@ proptest! {
 
 /// Products too large for their activations to stay in the L2 (past 1 MB)
 /// run in passes of rows and, past 1024 inputs, in steps of inputs with
-/// each chain kept between steps (`f32::avx512`): at the AVX-512 levels,
-/// where `linear` promises every row the bits it gets alone, each row of
-/// such a batch still gets them, for f32, f16 and bf16 weights. The shapes
-/// have ragged rows (a pass of 6 = 4 + 2; 1030 = 16 x 64 + 6), a ragged
-/// last step (4100 = 4 x 1024 + 4) and a ragged column (n = 9).
+/// each chain kept between steps (`f32::avx512`, `f32::avx2`): each row
+/// gets the bits it gets in a product of 10 rows, which takes the whole
+/// rows, for f32, f16 and bf16 weights at every level with a prefill kernel
+/// of ours; and at the AVX-512 levels, where `linear` promises every row
+/// the bits it gets alone, those. The shapes have ragged rows (a pass of
+/// 6; 1030 = 16 x 64 + 6 = 17 x 60 + 10), a ragged last step (4100 = 4 x
+/// 1024 + 4) and ragged columns (n = 9, 10).
 #[test]
 fn large_products_in_passes_and_steps_keep_each_rows_bits() {
-    for (m, k) in [(70usize, 4100usize), (1030, 260)] {
-        let n = 9;
+    for (m, k, n) in [(70usize, 4100usize, 9usize), (1030, 260, 10)] {
         let mut rng = Rng(m as u64 * 7 + k as u64);
         let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
         let w = matrix(&mut rng, Fill::Uniform, n, k, 1.0);
         let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
-        for isa in isas().into_iter().filter(|i| i.has_avx512()) {
+        let ours = |i: &Isa| i.has_avx512() || *i == Isa::Avx2;
+        for isa in isas().into_iter().filter(ours) {
             let products: [(&str, &Product<'_>); 3] = [
                 ("f32", &|x, m, y| lf32::linear_with(isa, x, m, k, &w, n, y)),
                 ("f16", &|x, m, y| lf16::linear_with(isa, x, m, k, &wh, n, y)),
@@ -214,6 +216,18 @@ fn large_products_in_passes_and_steps_keep_each_rows_bits() {
             for (name, f) in products {
                 let mut y = vec![f32::NAN; m * n];
                 f(&x, m, &mut y);
+                let mut tens = vec![f32::NAN; m * n];
+                for r0 in (0..m).step_by(10) {
+                    f(
+                        &x[r0 * k..(r0 + 10) * k],
+                        10,
+                        &mut tens[r0 * n..(r0 + 10) * n],
+                    );
+                }
+                assert_eq!(bits(&y), bits(&tens), "{name} {isa} m={m} k={k}: in tens");
+                if !isa.has_avx512() {
+                    continue;
+                }
                 for at in 0..m {
                     let mut alone = vec![f32::NAN; n];
                     f(&x[at * k..(at + 1) * k], 1, &mut alone);

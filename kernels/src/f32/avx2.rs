@@ -173,10 +173,10 @@ const BR: usize = 3;
 const BC: usize = 3;
 
 /// An `R x BC` block of `y` (`R` = `BR`, or fewer for the last rows): x
-/// rows `i0..` against weight rows `c0..`, one
-/// FMA chain per output, 8 inputs a step; each widened weight vector feeds
-/// `BR` FMAs and each x vector `BC`, so a prefill-sized product is bound by
-/// the FMAs rather than by loads or widening.
+/// rows `i0..` against weight rows `c0..`, one FMA chain per output, 8
+/// inputs a step ([`chain`], then each chain's `hsum`); each widened weight
+/// vector feeds `BR` FMAs and each x vector `BC`, so a prefill-sized
+/// product is bound by the FMAs rather than by loads or widening.
 ///
 /// # Safety
 /// AVX2/FMA/F16C; `x` holds at least `(i0 + R) * k` values and `w` at
@@ -189,10 +189,36 @@ unsafe fn block<W: Wide8, const R: usize>(
     w: &[W],
     c0: usize,
 ) -> [[f32; BC]; R] {
-    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + BC) * k);
     let mut acc = [[_mm256_setzero_ps(); BC]; R];
+    // SAFETY: forwarded contract, over the whole row.
+    unsafe {
+        chain::<W, R>(x, i0, k, w, c0, 0..k, &mut acc);
+        reduce(&acc)
+    }
+}
+
+/// [`block`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 8; a
+/// partial step only where `ts.end == k` is not one), continuing from
+/// `acc`: the chains over consecutive ranges are, bit for bit, the chain
+/// over their union.
+///
+/// # Safety
+/// As [`block`]; `ts.end <= k`.
+#[inline(always)]
+unsafe fn chain<W: Wide8, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+    ts: std::ops::Range<usize>,
+    acc: &mut [[__m256; BC]; R],
+) {
+    debug_assert!(x.len() >= (i0 + R) * k && w.len() >= (c0 + BC) * k && ts.end <= k);
+    debug_assert!(ts.start.is_multiple_of(8));
     // SAFETY (all loads below): row r of x and row c of w are read inside
-    // their k values: full loads at t with t + 8 <= k, the tail's k - t.
+    // their k values: full loads at t with t + 8 <= ts.end <= k, the
+    // tail's ts.end - t.
     unsafe {
         let px = x.as_ptr().add(i0 * k);
         let pw = w.as_ptr().add(c0 * k);
@@ -205,21 +231,33 @@ unsafe fn block<W: Wide8, const R: usize>(
                 }
             }
         };
-        let mut t = 0;
-        while t + 8 <= k {
-            step(&mut acc, t, 8);
+        // The chains in a local for the loop (through `acc` itself, the
+        // whole-row products ran ~3% slower).
+        let mut a = *acc;
+        let mut t = ts.start;
+        while t + 8 <= ts.end {
+            step(&mut a, t, 8);
             t += 8;
         }
-        if t < k {
-            step(&mut acc, t, k - t);
+        if t < ts.end {
+            step(&mut a, t, ts.end - t);
         }
+        *acc = a;
     }
+}
+
+/// Each chain's 8 lanes summed (`hsum`).
+///
+/// # Safety
+/// AVX2/FMA.
+#[inline(always)]
+unsafe fn reduce<const R: usize>(acc: &[[__m256; BC]; R]) -> [[f32; BC]; R] {
     // A loop, not a `map` closure: a closure is a function of its own,
     // compiled without this function's target features, so LLVM may leave
     // the reduction in it out of line (it did for the f32 AVX-512 block:
     // half of f32 W3 in `perf`).
     let mut out = [[0.0f32; BC]; R];
-    for (o, a) in out.iter_mut().zip(&acc) {
+    for (o, a) in out.iter_mut().zip(acc) {
         for (o, &v) in o.iter_mut().zip(a) {
             // SAFETY: the caller guarantees AVX2/FMA, all `hsum` needs.
             *o = unsafe { hsum(v) };
@@ -228,10 +266,38 @@ unsafe fn block<W: Wide8, const R: usize>(
     out
 }
 
+/// Activations (`m x k` f32) up to which a product runs whole rows, as
+/// the AVX-512 kernel does (`avx512::WHOLE_X_BYTES`).
+const WHOLE_X_BYTES: usize = 1 << 20;
+
+/// Past [`WHOLE_X_BYTES`], rows a pass (a multiple of `BR`): a task's
+/// weights are read once a pass, its activations once a weight block.
+const PASS_ROWS: usize = 60;
+
+/// Past [`WHOLE_X_BYTES`], inputs a step of a pass: a block's 3 weight
+/// rows (12 KB in f32) stay in the L1 while the pass's rows go over them,
+/// and the pass's rows (240 KB) in the L2 while the task's weight blocks
+/// do (the reasoning and measurements of the AVX-512 kernel's steps,
+/// kernels/BENCH.md).
+const STEP_K: usize = 1024;
+
+/// Floats of a block's chains between steps: `BR x BC` vectors of 8.
+const SLOT: usize = BR * BC * 8;
+
+thread_local! {
+    /// A pass's unfinished chains between steps, [`SLOT`] floats per weight
+    /// block and row block; kept, as large as the largest pass the thread
+    /// ran.
+    static CHAINS: std::cell::Cell<crate::aligned::AlignedBuf<f32>> =
+        const { std::cell::Cell::new(crate::aligned::AlignedBuf::new()) };
+}
+
 /// The AVX2 prefill form of the float GEMV (from the format's `GEMM_MIN_M`
 /// rows): `BR x BC` output blocks read straight from the weights in their
 /// stored format (no packed or widened copy, unlike the gemm crate), the
 /// ragged edges by the GEMV's dot product. Writes `out[m, w.len() / k]`.
+/// Large products run in passes and steps, as the AVX-512 kernel's do,
+/// with the same bits as whole rows.
 ///
 /// # Safety
 /// The CPU must have AVX2/FMA/F16C (checked by dispatch).
@@ -245,36 +311,157 @@ pub(crate) unsafe fn gemm<W: Wide8>(
 ) {
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
-    let (mb, cb) = (m / BR * BR, cw / BC * BC);
-    // Weight blocks outside, row blocks inside (their weight rows stay in
-    // L1), and the last `m % BR` rows in a block of their own height, not
-    // GEMV dots (as the AVX-512 kernel).
-    for c in (0..cb).step_by(BC) {
-        for i in (0..mb).step_by(BR) {
-            // SAFETY: same target features; rows i..i + BR and c..c + BC exist.
-            let b = unsafe { block::<W, BR>(x, i, k, w, c) };
-            put(out, i, c, &b);
-        }
-        // The arms cover every `m % BR`.
-        const { assert!(BR == 3) };
-        match m - mb {
-            1 => {
-                // SAFETY: same target features; row mb and c..c + BC exist.
-                let b = unsafe { block::<W, 1>(x, mb, k, w, c) };
-                put(out, mb, c, &b)
+    let cb = cw / BC * BC;
+    if m * k * 4 <= WHOLE_X_BYTES {
+        // SAFETY: same target features; rows 0..m, columns 0..cb exist.
+        unsafe { whole_rows(x, 0..m, k, w, cb, out) };
+    } else {
+        const { assert!(PASS_ROWS.is_multiple_of(BR)) };
+        for r0 in (0..m).step_by(PASS_ROWS) {
+            let rows = r0..(r0 + PASS_ROWS).min(m);
+            // SAFETY: as above, rows r0.. < m.
+            unsafe {
+                if k <= STEP_K {
+                    whole_rows(x, rows, k, w, cb, out)
+                } else {
+                    stepped_rows(x, rows, k, w, cb, out)
+                }
             }
-            2 => {
-                // SAFETY: same target features; rows mb..m and c..c + BC exist.
-                let b = unsafe { block::<W, 2>(x, mb, k, w, c) };
-                put(out, mb, c, &b)
-            }
-            _ => {}
         }
     }
     for i in 0..m {
         for c in cb..cw {
             // SAFETY: same target features as this function.
             out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
+        }
+    }
+}
+
+/// Rows `rows` (starting at a multiple of `BR`) against weight rows
+/// `0..cb`, each chain over all `k` inputs at once.
+///
+/// # Safety
+/// As [`gemm`]; rows `rows` of `x` and `0..cb` of `w` exist.
+#[inline(always)]
+unsafe fn whole_rows<W: Wide8>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    cb: usize,
+    out: &mut ColBlock<'_>,
+) {
+    let mb = rows.start + (rows.end - rows.start) / BR * BR;
+    // Weight blocks outside, row blocks inside (their weight rows stay in
+    // L1), and the last `m % BR` rows in a block of their own height, not
+    // GEMV dots (as the AVX-512 kernel).
+    for c in (0..cb).step_by(BC) {
+        for i in (rows.start..mb).step_by(BR) {
+            // SAFETY: the contract; rows i..i + BR and c..c + BC exist.
+            let b = unsafe { block::<W, BR>(x, i, k, w, c) };
+            put(out, i, c, &b);
+        }
+        // The arms cover every `m % BR`.
+        const { assert!(BR == 3) };
+        // SAFETY (each arm): rows mb..rows.end and c..c + BC exist.
+        match rows.end - mb {
+            1 => put(out, mb, c, &unsafe { block::<W, 1>(x, mb, k, w, c) }),
+            2 => put(out, mb, c, &unsafe { block::<W, 2>(x, mb, k, w, c) }),
+            _ => {}
+        }
+    }
+}
+
+/// [`whole_rows`] in steps of [`STEP_K`] inputs: every block of the pass
+/// takes one step before any takes the next, its chains kept in [`CHAINS`]
+/// in between.
+///
+/// Out of line: inlined, it left the small products' loops in [`gemm`]
+/// ~3% slower (W3 f32 at this level).
+///
+/// # Safety
+/// As [`whole_rows`].
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn stepped_rows<W: Wide8>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    cb: usize,
+    out: &mut ColBlock<'_>,
+) {
+    let blocks = (rows.end - rows.start).div_ceil(BR);
+    // Taken out of the cell, not borrowed in a closure: a closure is a
+    // function of its own, compiled without this function's target
+    // features.
+    let mut buf = CHAINS.take();
+    let need = (cb / BC) * blocks * SLOT;
+    if buf.len() < need {
+        buf.resize_zeroed(need);
+    }
+    const { assert!(BR == 3) };
+    for t0 in (0..k).step_by(STEP_K) {
+        let ts = t0..(t0 + STEP_K).min(k);
+        for (g, c) in (0..cb).step_by(BC).enumerate() {
+            for (b, i) in rows.clone().step_by(BR).enumerate() {
+                let slot = &mut buf[(g * blocks + b) * SLOT..][..SLOT];
+                // SAFETY (each arm): rows i..i + R <= rows.end and
+                // c..c + BC exist; the slot holds BR x BC vectors.
+                unsafe {
+                    match rows.end - i {
+                        1 => step::<W, 1>(x, i, k, w, c, ts.clone(), slot, out),
+                        2 => step::<W, 2>(x, i, k, w, c, ts.clone(), slot, out),
+                        _ => step::<W, BR>(x, i, k, w, c, ts.clone(), slot, out),
+                    }
+                }
+            }
+        }
+    }
+    CHAINS.set(buf);
+}
+
+/// One step of an `R x BC` block: its chains from `slot` (from zero at the
+/// first step), over `ts`, back to `slot`, or reduced into `out` at the
+/// last step.
+///
+/// # Safety
+/// As [`block`]; `slot` holds at least `8 R BC` floats.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn step<W: Wide8, const R: usize>(
+    x: &[f32],
+    i0: usize,
+    k: usize,
+    w: &[W],
+    c0: usize,
+    ts: std::ops::Range<usize>,
+    slot: &mut [f32],
+    out: &mut ColBlock<'_>,
+) {
+    assert!(slot.len() >= 8 * R * BC);
+    let (first, last) = (ts.start == 0, ts.end == k);
+    let p = slot.as_mut_ptr();
+    let mut acc = [[_mm256_setzero_ps(); BC]; R];
+    // SAFETY: vector j of the slot is floats 8 j..8 j + 8 < 8 R BC of it;
+    // the rest is the contract.
+    unsafe {
+        if !first {
+            for (r, a) in acc.iter_mut().enumerate() {
+                for (c, a) in a.iter_mut().enumerate() {
+                    *a = _mm256_loadu_ps(p.add(8 * (BC * r + c)));
+                }
+            }
+        }
+        chain::<W, R>(x, i0, k, w, c0, ts, &mut acc);
+        if last {
+            put(out, i0, c0, &reduce(&acc));
+        } else {
+            for (r, a) in acc.iter().enumerate() {
+                for (c, a) in a.iter().enumerate() {
+                    _mm256_storeu_ps(p.add(8 * (BC * r + c)), *a);
+                }
+            }
         }
     }
 }
