@@ -14,7 +14,7 @@
 //! | `T5EDGE_KV_BUDGET_MB` | megabytes of decoder caches a whole-batch decode keeps in flight before it lets rows wait their turn (`generate::waves`); `0`: never; unset: half the L3 |
 //! | `T5EDGE_SCREEN` | `1`: plain int8 greedy picks through the LM head's int4 screen; `auto`: each head measures which is faster and keeps it; `0`: never, `--exact` and float heads included; unset: `--exact` and greedy over an f32, f16 or bf16 head (one row at a time, certified against the head's own GEMV logits) screen, so do single int8 greedy rows at the VNNI levels (`avx512vnni`, `amx`), and a batch of int8 greedy rows does where the multi-row screen kernel runs (AVX2, AVX-512 without VNNI; `model::screened`). The ids are the same either way |
 //! | `T5EDGE_HOME_SHARES` | `1` or unset: each thread of the spin pool first runs its own fixed range of a decode step's rows, which then stay in its L2 (`pool::with_home_shares`); `0`: every task to whichever thread claims it first. The results are the same either way |
-//! | `T5EDGE_BF16_DOT` | `1`: bf16 layers run prefill with `vdpbf16ps` where the CPU has AVX-512 BF16, the activations rounded to bf16 (faster; outputs move by about 2^-9 relative and differ from CPUs without it); `0` or unset: f32 arithmetic on every CPU |
+//! | `T5EDGE_BF16_DOT` | `1`: bf16 layers run prefill with the activations rounded to bf16, on AMX-BF16 tiles at the `amx` level (whole tiles: `k` a multiple of 32, outputs of 16), else with `vdpbf16ps` where the CPU has AVX-512 BF16 (faster, a T5-XXL encoder 5.5x on the Intel Xeon; outputs move by about 2^-9 relative and differ from CPUs without them); `0` or unset: f32 arithmetic on every CPU |
 //!
 //! An empty variable counts as unset.
 

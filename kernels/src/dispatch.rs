@@ -128,6 +128,8 @@ pub struct CpuFeatures {
     pub avx512bf16: bool,
     /// AMX-TILE and AMX-INT8, with the tile state granted by the OS.
     pub amx: bool,
+    /// AMX-BF16 (`tdpbf16ps`), with `amx`: the opt-in bf16 prefill's tiles.
+    pub amx_bf16: bool,
     /// AArch64 Advanced SIMD.
     pub neon: bool,
     /// AArch64 dot product (`sdot`).
@@ -150,6 +152,7 @@ impl CpuFeatures {
             (self.avxvnni, "avxvnni"),
             (self.avx512bf16, "avx512bf16"),
             (self.amx, "amx"),
+            (self.amx_bf16, "amx_bf16"),
             (self.neon, "neon"),
             (self.dotprod, "dotprod"),
             (self.fp16, "fp16"),
@@ -166,6 +169,7 @@ pub fn features() -> CpuFeatures {
 
 #[cfg(target_arch = "x86_64")]
 fn detect() -> CpuFeatures {
+    let amx = amx_granted();
     CpuFeatures {
         avx2: is_x86_feature_detected!("avx2"),
         fma: is_x86_feature_detected!("fma"),
@@ -176,7 +180,9 @@ fn detect() -> CpuFeatures {
         avx512vnni: is_x86_feature_detected!("avx512vnni"),
         avxvnni: is_x86_feature_detected!("avxvnni"),
         avx512bf16: is_x86_feature_detected!("avx512bf16"),
-        amx: amx_granted(),
+        amx,
+        // CPUID leaf 7: EDX bit 22; the tile state is what `amx` granted.
+        amx_bf16: amx && std::arch::x86_64::__cpuid_count(7, 0).edx & (1 << 22) != 0,
         ..Default::default()
     }
 }

@@ -240,3 +240,54 @@ fn bf16_prefill_spans_blocks() {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// Error budget: `bf16_dpbf16_prefill_matches_reference`'s (the AMX-BF16
+    /// tiles round the activations to bf16 the same way and sum each output
+    /// in one FMA chain with denormals flushed). Whole tiles (k a multiple
+    /// of 32, n of 16), rows across the 16-row tiles' and the 32-row
+    /// blocks' edges, a lone last weight tile (n = 16, 48). Skipped, saying
+    /// so, on a CPU without AMX-BF16.
+    #[test]
+    fn bf16_amx_prefill_matches_reference(
+        m in 1usize..=70, n16 in 1usize..=5, k32 in 1usize..=10,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !lbf16::amx::available() {
+                return Ok(());
+            }
+            let (n, k) = (16 * n16, 32 * k32);
+            let mut rng = Rng(seed);
+            let x = matrix(&mut rng, fx, m, k, 1e12);
+            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
+            let wq = widened(&w);
+            let r = reference::linear(&x, m, k, &wq, n);
+            let a = abs_dot(&x, m, k, &wq, n);
+            let mut y = vec![f32::NAN; m * n];
+            lbf16::amx::linear(&x, m, k, &w, n, &mut y);
+            for t in 0..m * n {
+                let budget = dp_budget(&x, k, &wq, n, t, a[t]);
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= budget,
+                    "amx m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (m, n16, k32, fx, fw, seed);
+    }
+}
+
+#[test]
+fn amx_bf16_availability_is_reported() {
+    #[cfg(target_arch = "x86_64")]
+    if !lbf16::amx::available() {
+        eprintln!(
+            "skipped: bf16_amx_prefill_matches_reference needs AMX-BF16 tiles, which this CPU lacks or the OS does not grant (detected: {})",
+            t5edge_kernels::dispatch::features().names().join(", ")
+        );
+    }
+}

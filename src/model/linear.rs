@@ -10,8 +10,9 @@ use t5edge_kernels as k;
 use t5edge_kernels::int8::PackedInt8;
 use t5edge_kernels::ops;
 
-/// Whether bf16 layers may run prefill with `vdpbf16ps` (activations rounded
-/// to bf16) where the CPU has AVX-512 BF16: `T5EDGE_BF16_DOT=1`
+/// Whether bf16 layers may run prefill with the activations rounded to bf16
+/// (AMX-BF16 tiles or `vdpbf16ps`, where the CPU has them):
+/// `T5EDGE_BF16_DOT=1`
 /// ([`crate::runtime`]). Off by default, so a bf16 checkpoint computes in
 /// f32 and gives the same numbers on every CPU (`kernels::bf16` docs).
 static BF16_DOT: AtomicBool = AtomicBool::new(false);

@@ -21,6 +21,8 @@
 //! instruction and CPUs that do not.
 
 #[cfg(target_arch = "x86_64")]
+pub mod amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
@@ -55,9 +57,11 @@ pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], n: usize
     crate::f32::float_linear(isa, x, m, k, w, n, y, false)
 }
 
-/// [`linear`] where prefill may round the activations to bf16: at the
-/// AVX-512 levels on a CPU with AVX-512 BF16, from [`BF16_GEMM_MIN_M`] rows,
-/// `vdpbf16ps` (module docs); elsewhere the same as [`linear`].
+/// [`linear`] where prefill may round the activations to bf16: from
+/// [`BF16_GEMM_MIN_M`] rows, AMX-BF16 tiles at the `amx` level where the CPU
+/// has them and the shape is whole tiles ([`amx`]), else at the AVX-512
+/// levels on a CPU with AVX-512 BF16 `vdpbf16ps` (module docs); elsewhere
+/// the same as [`linear`].
 pub fn linear_dot(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
     linear_dot_with(active(), x, m, k, w, n, y)
 }
@@ -72,6 +76,10 @@ pub fn linear_dot_with(
     n: usize,
     y: &mut [f32],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if m >= BF16_GEMM_MIN_M && isa == Isa::Amx && amx::available() && amx::fits(k, n) {
+        return amx::linear(x, m, k, w, n, y);
+    }
     #[cfg(target_arch = "x86_64")]
     if m >= BF16_GEMM_MIN_M && isa.has_avx512() && avx512bf16::available() {
         crate::f32::check_shapes(x.len(), m, k, w.len(), n, y.len());
