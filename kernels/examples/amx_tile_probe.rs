@@ -14,24 +14,6 @@ mod probe {
     use std::arch::asm;
     use std::time::Instant;
 
-    /// Palette 1, tiles 0..8 of 16 rows x 64 bytes (as `int8/amx.rs`).
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
-    }
-
-    static CONFIG: TileConfig = TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-        rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-    };
-
     /// Activation rows `kp` bytes apart, as W3's large layers have them.
     const KP: usize = 1024;
 
@@ -58,9 +40,8 @@ mod probe {
         );
         let steps = 1_000_000usize;
         // SAFETY: best() is Amx: the CPU has AMX-TILE/INT8 and the kernel
-        // granted this process the tile state; CONFIG is a valid palette-1
-        // configuration, 64 bytes aligned.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+        // granted this process the tile state; released below.
+        unsafe { t5edge_kernels::tiles::configure() };
         let t = Instant::now();
         let mut off = 0usize;
         for s in 0..steps {
@@ -108,7 +89,7 @@ mod probe {
         }
         let ns = t.elapsed().as_secs_f64() / steps as f64 * 1e9;
         // SAFETY: releases the tile state configured above.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        unsafe { t5edge_kernels::tiles::release() };
         println!(
             "weights {kib} KiB, {offset} bytes past a line, {mode}: {ns:.1} ns a step ({:.2} T multiply-adds/s)",
             4.0 * 16384.0 / ns / 1e3

@@ -111,6 +111,8 @@ pub mod par;
 pub mod pool;
 pub mod reference;
 pub mod screen;
+#[cfg(target_arch = "x86_64")]
+pub mod tiles;
 
 pub use dispatch::Isa;
 pub use par::for_chunks_mut;

@@ -121,6 +121,41 @@ fn dp_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 
     DPBF16_REL_BUDGET * a + f32_budget(2 * k, a) + DPBF16_FLUSH_ABS * (xs + ws + k as f64)
 }
 
+/// A product that rounds the activations to bf16: `f(x, w, y)`.
+#[cfg(target_arch = "x86_64")]
+type DpProduct<'a> = &'a dyn Fn(&[f32], &[bf16], &mut [f32]);
+
+/// An `[m, k] x [n, k]` case drawn from `seed`, run by each of `products`,
+/// every output within [`dp_budget`] of the f64 reference.
+#[cfg(target_arch = "x86_64")]
+fn within_dp_budget(
+    (m, n, k): (usize, usize, usize),
+    (fx, fw, seed): (Fill, Fill, u64),
+    products: &[(&str, DpProduct<'_>)],
+) -> Result<(), TestCaseError> {
+    let mut rng = Rng(seed);
+    let x = matrix(&mut rng, fx, m, k, 1e12);
+    let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
+    let wq = widened(&w);
+    let r = reference::linear(&x, m, k, &wq, n);
+    let a = abs_dot(&x, m, k, &wq, n);
+    for (name, f) in products {
+        let mut y = vec![f32::NAN; m * n];
+        f(&x, &w, &mut y);
+        for t in 0..m * n {
+            let budget = dp_budget(&x, k, &wq, n, t, a[t]);
+            let err = (y[t] as f64 - r[t]).abs();
+            prop_assert!(
+                err <= budget,
+                "{name} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})",
+                y[t],
+                r[t]
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -138,25 +173,10 @@ proptest! {
             if !lbf16::avx512bf16::available() {
                 return Ok(());
             }
-            let mut rng = Rng(seed);
-            let x = matrix(&mut rng, fx, m, k, 1e12);
-            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
-            let wq = widened(&w);
-            let r = reference::linear(&x, m, k, &wq, n);
-            let a = abs_dot(&x, m, k, &wq, n);
-            let mut y = vec![f32::NAN; m * n];
-            lbf16::avx512bf16::linear(&x, m, k, &w, n, &mut y);
-            let mut yd = vec![f32::NAN; m * n];
-            lbf16::linear_dot_with(Isa::Avx512, &x, m, k, &w, n, &mut yd);
-            for t in 0..m * n {
-                let budget = dp_budget(&x, k, &wq, n, t, a[t]);
-                let err = (y[t] as f64 - r[t]).abs();
-                prop_assert!(err <= budget,
-                    "vdpbf16ps m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
-                let err = (yd[t] as f64 - r[t]).abs();
-                prop_assert!(err <= budget,
-                    "avx512 dispatch m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", yd[t], r[t]);
-            }
+            within_dp_budget((m, n, k), (fx, fw, seed), &[
+                ("vdpbf16ps", &|x, w, y| lbf16::avx512bf16::linear(x, m, k, w, n, y)),
+                ("avx512 dispatch", &|x, w, y| lbf16::linear_dot_with(Isa::Avx512, x, m, k, w, n, y)),
+            ])?;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (m, n, k, fx, fw, seed);
@@ -261,20 +281,10 @@ proptest! {
                 return Ok(());
             }
             let (n, k) = (16 * n16, 32 * k32);
-            let mut rng = Rng(seed);
-            let x = matrix(&mut rng, fx, m, k, 1e12);
-            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
-            let wq = widened(&w);
-            let r = reference::linear(&x, m, k, &wq, n);
-            let a = abs_dot(&x, m, k, &wq, n);
-            let mut y = vec![f32::NAN; m * n];
-            lbf16::amx::linear(&x, m, k, &w, n, &mut y);
-            for t in 0..m * n {
-                let budget = dp_budget(&x, k, &wq, n, t, a[t]);
-                let err = (y[t] as f64 - r[t]).abs();
-                prop_assert!(err <= budget,
-                    "amx m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
-            }
+            within_dp_budget((m, n, k), (fx, fw, seed), &[
+                ("amx", &|x, w, y| lbf16::amx::linear(x, m, k, w, n, y)),
+                ("amx dispatch", &|x, w, y| lbf16::linear_dot_with(Isa::Amx, x, m, k, w, n, y)),
+            ])?;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (m, n16, k32, fx, fw, seed);

@@ -48,25 +48,6 @@ pub fn fits(k: usize, n: usize) -> bool {
     k > 0 && k.is_multiple_of(TILE_K) && n.is_multiple_of(TILE)
 }
 
-/// The tile configuration `ldtilecfg` reads: palette 1, tiles 0..8 of 16
-/// rows x 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
-static CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
-
 /// A block's four stored sum tiles (16 outputs x 16 activation rows each),
 /// on a cache line: each 64-byte tile row one line.
 #[repr(C, align(64))]
@@ -128,9 +109,8 @@ unsafe fn chunk(xt: &[u32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'
     let (tiles, groups, steps) = (w.len() / k / TILE, m.div_ceil(TILE), k / TILE_K);
     debug_assert!(xt.len() >= groups * steps * TILE * TILE);
     let mut c = Sums([[[0.0; TILE]; TILE]; 4]);
-    // SAFETY: the CPU runs AMX (contract); CONFIG is a valid palette-1
-    // configuration, 64 bytes aligned.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    // SAFETY: the CPU runs AMX (contract); released below.
+    unsafe { crate::tiles::configure() };
     for ta in (0..tiles).step_by(2) {
         // A lone last tile (or group) pairs with itself; the copy's sums
         // are not written.
@@ -157,7 +137,7 @@ unsafe fn chunk(xt: &[u32], m: usize, k: usize, w: &[bf16], out: &mut ColBlock<'
         }
     }
     // SAFETY: releases the tile state this function configured.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    unsafe { crate::tiles::release() };
 }
 
 /// Weight tiles `t` against activation tiles `g` over every step, into

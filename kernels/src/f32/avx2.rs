@@ -1,6 +1,7 @@
 //! AVX2 + FMA f32 GEMV: four independent 8-lane FMA chains per dot product and a
 //! `vmaskmovps` tail.
 
+use super::passes;
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
@@ -266,38 +267,99 @@ unsafe fn reduce<const R: usize>(acc: &[[__m256; BC]; R]) -> [[f32; BC]; R] {
     out
 }
 
-/// Activations (`m x k` f32) up to which a product runs whole rows, as
-/// the AVX-512 kernel does (`avx512::WHOLE_X_BYTES`).
-const WHOLE_X_BYTES: usize = 1 << 20;
-
-/// Past [`WHOLE_X_BYTES`], rows a pass (a multiple of `BR`): a task's
-/// weights are read once a pass, its activations once a weight block.
-const PASS_ROWS: usize = 60;
-
-/// Past [`WHOLE_X_BYTES`], inputs a step of a pass: a block's 3 weight
-/// rows (12 KB in f32) stay in the L1 while the pass's rows go over them,
-/// and the pass's rows (240 KB) in the L2 while the task's weight blocks
-/// do (the reasoning and measurements of the AVX-512 kernel's steps,
-/// kernels/BENCH.md).
-const STEP_K: usize = 1024;
-
 /// Floats of a block's chains between steps: `BR x BC` vectors of 8.
 const SLOT: usize = BR * BC * 8;
 
-thread_local! {
-    /// A pass's unfinished chains between steps, [`SLOT`] floats per weight
-    /// block and row block; kept, as large as the largest pass the thread
-    /// ran.
-    static CHAINS: std::cell::Cell<crate::aligned::AlignedBuf<f32>> =
-        const { std::cell::Cell::new(crate::aligned::AlignedBuf::new()) };
+/// The `BR x BC` blocks as [`passes`] runs them.
+struct Blocks3;
+
+impl<W: Wide8> passes::Blocks<W> for Blocks3 {
+    const BR: usize = BR;
+    const BC: usize = BC;
+    const PASS_ROWS: usize = 60;
+    const SLOT: usize = SLOT;
+
+    #[inline(always)]
+    unsafe fn block(
+        x: &[f32],
+        i: usize,
+        nr: usize,
+        k: usize,
+        w: &[W],
+        c: usize,
+        out: &mut ColBlock<'_>,
+    ) {
+        // The arms cover every `nr` up to `BR`.
+        const { assert!(BR == 3) };
+        // SAFETY (each arm): forwarded contract, nr rows from i.
+        unsafe {
+            match nr {
+                1 => put(out, i, c, &block::<W, 1>(x, i, k, w, c)),
+                2 => put(out, i, c, &block::<W, 2>(x, i, k, w, c)),
+                _ => put(out, i, c, &block::<W, BR>(x, i, k, w, c)),
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn step(
+        x: &[f32],
+        i: usize,
+        nr: usize,
+        k: usize,
+        w: &[W],
+        c: usize,
+        ts: std::ops::Range<usize>,
+        slot: &mut [f32],
+        out: &mut ColBlock<'_>,
+    ) {
+        // SAFETY (each arm): forwarded contract, nr rows from i.
+        unsafe {
+            match nr {
+                1 => step::<W, 1>(x, i, k, w, c, ts, slot, out),
+                2 => step::<W, 2>(x, i, k, w, c, ts, slot, out),
+                _ => step::<W, BR>(x, i, k, w, c, ts, slot, out),
+            }
+        }
+    }
+
+    unsafe fn stepped_rows(
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        k: usize,
+        w: &[W],
+        cb: usize,
+        out: &mut ColBlock<'_>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { stepped_rows(x, rows, k, w, cb, out) }
+    }
+}
+
+/// [`passes::stepped`] with this level's blocks, out of line with its
+/// target features.
+///
+/// # Safety
+/// As [`gemm`], for rows `rows` and weight rows `0..cb`.
+#[inline(never)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn stepped_rows<W: Wide8>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    cb: usize,
+    out: &mut ColBlock<'_>,
+) {
+    // SAFETY: forwarded contract, with this function's target features.
+    unsafe { passes::stepped::<W, Blocks3>(x, rows, k, w, cb, out) }
 }
 
 /// The AVX2 prefill form of the float GEMV (from the format's `GEMM_MIN_M`
-/// rows): `BR x BC` output blocks read straight from the weights in their
-/// stored format (no packed or widened copy, unlike the gemm crate), the
-/// ragged edges by the GEMV's dot product. Writes `out[m, w.len() / k]`.
-/// Large products run in passes and steps, as the AVX-512 kernel's do,
-/// with the same bits as whole rows.
+/// rows): `BR x BC` output blocks in [`passes`]' order, read straight from
+/// the weights in their stored format (no packed or widened copy, unlike
+/// the gemm crate), the ragged edges by the GEMV's dot product. Writes
+/// `out[m, w.len() / k]`.
 ///
 /// # Safety
 /// The CPU must have AVX2/FMA/F16C (checked by dispatch).
@@ -312,113 +374,14 @@ pub(crate) unsafe fn gemm<W: Wide8>(
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
     let cb = cw / BC * BC;
-    if m * k * 4 <= WHOLE_X_BYTES {
-        // SAFETY: same target features; rows 0..m, columns 0..cb exist.
-        unsafe { whole_rows(x, 0..m, k, w, cb, out) };
-    } else {
-        const { assert!(PASS_ROWS.is_multiple_of(BR)) };
-        for r0 in (0..m).step_by(PASS_ROWS) {
-            let rows = r0..(r0 + PASS_ROWS).min(m);
-            // SAFETY: as above, rows r0.. < m.
-            unsafe {
-                if k <= STEP_K {
-                    whole_rows(x, rows, k, w, cb, out)
-                } else {
-                    stepped_rows(x, rows, k, w, cb, out)
-                }
-            }
-        }
-    }
+    // SAFETY: same target features; rows 0..m, weight rows 0..cb exist.
+    unsafe { passes::run::<W, Blocks3>(x, m, k, w, cb, out) };
     for i in 0..m {
         for c in cb..cw {
             // SAFETY: same target features as this function.
             out.row(i)[c] = unsafe { W::dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
         }
     }
-}
-
-/// Rows `rows` (starting at a multiple of `BR`) against weight rows
-/// `0..cb`, each chain over all `k` inputs at once.
-///
-/// # Safety
-/// As [`gemm`]; rows `rows` of `x` and `0..cb` of `w` exist.
-#[inline(always)]
-unsafe fn whole_rows<W: Wide8>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    cb: usize,
-    out: &mut ColBlock<'_>,
-) {
-    let mb = rows.start + (rows.end - rows.start) / BR * BR;
-    // Weight blocks outside, row blocks inside (their weight rows stay in
-    // L1), and the last `m % BR` rows in a block of their own height, not
-    // GEMV dots (as the AVX-512 kernel).
-    for c in (0..cb).step_by(BC) {
-        for i in (rows.start..mb).step_by(BR) {
-            // SAFETY: the contract; rows i..i + BR and c..c + BC exist.
-            let b = unsafe { block::<W, BR>(x, i, k, w, c) };
-            put(out, i, c, &b);
-        }
-        // The arms cover every `m % BR`.
-        const { assert!(BR == 3) };
-        // SAFETY (each arm): rows mb..rows.end and c..c + BC exist.
-        match rows.end - mb {
-            1 => put(out, mb, c, &unsafe { block::<W, 1>(x, mb, k, w, c) }),
-            2 => put(out, mb, c, &unsafe { block::<W, 2>(x, mb, k, w, c) }),
-            _ => {}
-        }
-    }
-}
-
-/// [`whole_rows`] in steps of [`STEP_K`] inputs: every block of the pass
-/// takes one step before any takes the next, its chains kept in [`CHAINS`]
-/// in between.
-///
-/// Out of line: inlined, it left the small products' loops in [`gemm`]
-/// ~3% slower (W3 f32 at this level).
-///
-/// # Safety
-/// As [`whole_rows`].
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stepped_rows<W: Wide8>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    cb: usize,
-    out: &mut ColBlock<'_>,
-) {
-    let blocks = (rows.end - rows.start).div_ceil(BR);
-    // Taken out of the cell, not borrowed in a closure: a closure is a
-    // function of its own, compiled without this function's target
-    // features.
-    let mut buf = CHAINS.take();
-    let need = (cb / BC) * blocks * SLOT;
-    if buf.len() < need {
-        buf.resize_zeroed(need);
-    }
-    const { assert!(BR == 3) };
-    for t0 in (0..k).step_by(STEP_K) {
-        let ts = t0..(t0 + STEP_K).min(k);
-        for (g, c) in (0..cb).step_by(BC).enumerate() {
-            for (b, i) in rows.clone().step_by(BR).enumerate() {
-                let slot = &mut buf[(g * blocks + b) * SLOT..][..SLOT];
-                // SAFETY (each arm): rows i..i + R <= rows.end and
-                // c..c + BC exist; the slot holds BR x BC vectors.
-                unsafe {
-                    match rows.end - i {
-                        1 => step::<W, 1>(x, i, k, w, c, ts.clone(), slot, out),
-                        2 => step::<W, 2>(x, i, k, w, c, ts.clone(), slot, out),
-                        _ => step::<W, BR>(x, i, k, w, c, ts.clone(), slot, out),
-                    }
-                }
-            }
-        }
-    }
-    CHAINS.set(buf);
 }
 
 /// One step of an `R x BC` block: its chains from `slot` (from zero at the

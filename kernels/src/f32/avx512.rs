@@ -7,6 +7,7 @@
 //! blocks give a one-row GEMV four independent chains; so at these levels a
 //! row's bits depend on neither the rows that share the call nor the path.
 
+use super::passes;
 use crate::par::ColBlock;
 use std::arch::x86_64::*;
 
@@ -324,36 +325,94 @@ unsafe fn reduce<const R: usize>(acc: &[[__m512; 4]; R]) -> [[f32; 4]; R] {
     out
 }
 
-/// Activations (`m x k` f32) up to which a product runs whole rows: they
-/// stay in the L2 while every weight block passes over them.
-const WHOLE_X_BYTES: usize = 1 << 20;
+/// The 4 x 4 blocks as [`passes`] runs them.
+struct Blocks4;
 
-/// Past [`WHOLE_X_BYTES`], rows a pass: the weights of a task (64 rows)
-/// are read once a pass, its activations once a weight block from the L2.
-const PASS_ROWS: usize = 64;
+impl<W: Wide> passes::Blocks<W> for Blocks4 {
+    const BR: usize = 4;
+    const BC: usize = 4;
+    const PASS_ROWS: usize = 64;
+    const SLOT: usize = 256;
 
-/// Past [`WHOLE_X_BYTES`], inputs a step of a pass: a block's 4 weight rows
-/// (16 KB in f32) stay in the L1 while the pass's 64 rows go over them,
-/// and the pass's rows (256 KB) in the L2 while the task's 16 weight
-/// blocks do. Without steps an XXL product (k = 10240) streamed both from
-/// past the L2: 67 against 126 G multiply-adds/s at k = 1024
-/// (kernels/BENCH.md).
-const STEP_K: usize = 1024;
+    #[inline(always)]
+    unsafe fn block(
+        x: &[f32],
+        i: usize,
+        nr: usize,
+        k: usize,
+        w: &[W],
+        c: usize,
+        out: &mut ColBlock<'_>,
+    ) {
+        // SAFETY (each arm): forwarded contract, nr rows from i.
+        unsafe {
+            match nr {
+                1 => put(out, i, c, block4x4::<W, 1>(x, i, k, w, c)),
+                2 => put(out, i, c, block4x4::<W, 2>(x, i, k, w, c)),
+                3 => put(out, i, c, block4x4::<W, 3>(x, i, k, w, c)),
+                _ => put(out, i, c, block4x4::<W, 4>(x, i, k, w, c)),
+            }
+        }
+    }
 
-thread_local! {
-    /// A pass's unfinished chains between steps: 16 vectors (one 4 x 4
-    /// block) per weight block and 4-row block, on cache lines; kept, as
-    /// large as the largest pass the thread ran.
-    static CHAINS: std::cell::Cell<crate::aligned::AlignedBuf<f32>> =
-        const { std::cell::Cell::new(crate::aligned::AlignedBuf::new()) };
+    #[inline(always)]
+    unsafe fn step(
+        x: &[f32],
+        i: usize,
+        nr: usize,
+        k: usize,
+        w: &[W],
+        c: usize,
+        ts: std::ops::Range<usize>,
+        slot: &mut [f32],
+        out: &mut ColBlock<'_>,
+    ) {
+        // SAFETY (each arm): forwarded contract, nr rows from i.
+        unsafe {
+            match nr {
+                1 => step::<W, 1>(x, i, k, w, c, ts, slot, out),
+                2 => step::<W, 2>(x, i, k, w, c, ts, slot, out),
+                3 => step::<W, 3>(x, i, k, w, c, ts, slot, out),
+                _ => step::<W, 4>(x, i, k, w, c, ts, slot, out),
+            }
+        }
+    }
+
+    unsafe fn stepped_rows(
+        x: &[f32],
+        rows: std::ops::Range<usize>,
+        k: usize,
+        w: &[W],
+        cb: usize,
+        out: &mut ColBlock<'_>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { stepped_rows(x, rows, k, w, cb, out) }
+    }
+}
+
+/// [`passes::stepped`] with this level's blocks, out of line with its
+/// target features.
+///
+/// # Safety
+/// As [`gemm`], for rows `rows` and weight rows `0..cb`.
+#[inline(never)]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn stepped_rows<W: Wide>(
+    x: &[f32],
+    rows: std::ops::Range<usize>,
+    k: usize,
+    w: &[W],
+    cb: usize,
+    out: &mut ColBlock<'_>,
+) {
+    // SAFETY: forwarded contract, with this function's target features.
+    unsafe { passes::stepped::<W, Blocks4>(x, rows, k, w, cb, out) }
 }
 
 /// The prefill form of the GEMV (from `GEMM_MIN_M` rows): 4 x 4 output
-/// blocks, the ragged edges by the GEMV dot product. Writes `out[m, w.len() / k]`.
-///
-/// Large products run in passes of [`PASS_ROWS`] rows and steps of
-/// [`STEP_K`] inputs, each block's chains kept between steps: every
-/// output's chain is the same, so the bits are those of the whole rows.
+/// blocks in [`passes`]' order, the ragged edges by the GEMV dot product.
+/// Writes `out[m, w.len() / k]`.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F/BW/VL plus AVX2/FMA/F16C (checked by dispatch).
@@ -362,22 +421,8 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
     assert!(x.len() >= m * k && k > 0);
     let cw = w.len() / k;
     let c4 = cw / 4 * 4;
-    if m * k * 4 <= WHOLE_X_BYTES {
-        // SAFETY: same target features; rows 0..m, columns 0..c4 exist.
-        unsafe { whole_rows(x, 0..m, k, w, c4, out) };
-    } else {
-        for r0 in (0..m).step_by(PASS_ROWS) {
-            let rows = r0..(r0 + PASS_ROWS).min(m);
-            // SAFETY: as above, rows r0.. < m.
-            unsafe {
-                if k <= STEP_K {
-                    whole_rows(x, rows, k, w, c4, out)
-                } else {
-                    stepped_rows(x, rows, k, w, c4, out)
-                }
-            }
-        }
-    }
+    // SAFETY: same target features; rows 0..m, weight rows 0..c4 exist.
+    unsafe { passes::run::<W, Blocks4>(x, m, k, w, c4, out) };
     for i in 0..m {
         let cols = c4..cw;
         for c in cols {
@@ -385,87 +430,6 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
             out.row(i)[c] = unsafe { dot(&x[i * k..(i + 1) * k], &w[c * k..(c + 1) * k]) };
         }
     }
-}
-
-/// Rows `rows` (starting at a multiple of 4) against weight rows `0..c4`,
-/// each chain over all `k` inputs at once.
-///
-/// # Safety
-/// As [`gemm`]; rows `rows` of `x` and `0..c4` of `w` exist.
-#[inline(always)]
-unsafe fn whole_rows<W: Wide>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    c4: usize,
-    out: &mut ColBlock<'_>,
-) {
-    let end4 = rows.start + (rows.end - rows.start) / 4 * 4;
-    // Weight rows outside, activation rows inside: four weight rows (4 KB
-    // at d_model 256) stay in L1 while every row block passes over them,
-    // instead of the chunk's 64 rows streaming from L2 once per row block.
-    // The last `m % 4` rows take a block of their own height (as GEMV dots
-    // they were a tenth of a 26-row prefill's work at a third of the speed).
-    for c in (0..c4).step_by(4) {
-        for i in (rows.start..end4).step_by(4) {
-            // SAFETY: the contract; rows i..i + 4 and c..c + 4 exist.
-            let b = unsafe { block4x4::<W, 4>(x, i, k, w, c) };
-            put(out, i, c, b);
-        }
-        // SAFETY (each arm): rows end4..rows.end and c..c + 4 exist.
-        match rows.end - end4 {
-            1 => put(out, end4, c, unsafe { block4x4::<W, 1>(x, end4, k, w, c) }),
-            2 => put(out, end4, c, unsafe { block4x4::<W, 2>(x, end4, k, w, c) }),
-            3 => put(out, end4, c, unsafe { block4x4::<W, 3>(x, end4, k, w, c) }),
-            _ => {}
-        }
-    }
-}
-
-/// [`whole_rows`] in steps of [`STEP_K`] inputs: every block of the pass
-/// takes one step before any takes the next, its chains kept in [`CHAINS`]
-/// in between.
-///
-/// # Safety
-/// As [`whole_rows`].
-#[inline(always)]
-unsafe fn stepped_rows<W: Wide>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    c4: usize,
-    out: &mut ColBlock<'_>,
-) {
-    let blocks = (rows.end - rows.start).div_ceil(4);
-    // Taken out of the cell, not borrowed in a closure: a closure is a
-    // function of its own, compiled without this function's target
-    // features, and its intrinsics then became calls (50x slower).
-    let mut buf = CHAINS.take();
-    let need = (c4 / 4) * blocks * 256;
-    if buf.len() < need {
-        buf.resize_zeroed(need);
-    }
-    for t0 in (0..k).step_by(STEP_K) {
-        let ts = t0..(t0 + STEP_K).min(k);
-        for (g, c) in (0..c4).step_by(4).enumerate() {
-            for (b, i) in rows.clone().step_by(4).enumerate() {
-                let slot = &mut buf[(g * blocks + b) * 256..][..256];
-                // SAFETY (each arm): rows i..i + R < rows.end and c..c + 4
-                // exist; the slot holds 16 vectors.
-                unsafe {
-                    match rows.end - i {
-                        1 => step::<W, 1>(x, i, k, w, c, ts.clone(), slot, out),
-                        2 => step::<W, 2>(x, i, k, w, c, ts.clone(), slot, out),
-                        3 => step::<W, 3>(x, i, k, w, c, ts.clone(), slot, out),
-                        _ => step::<W, 4>(x, i, k, w, c, ts.clone(), slot, out),
-                    }
-                }
-            }
-        }
-    }
-    CHAINS.set(buf);
 }
 
 /// One step of an `R` x 4 block: its chains from `slot` (from zero at the

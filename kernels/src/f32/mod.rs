@@ -24,6 +24,8 @@ pub(crate) mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512;
 pub(crate) mod neon;
+#[cfg(target_arch = "x86_64")]
+mod passes;
 pub mod scalar;
 
 #[cfg(target_arch = "x86_64")]

@@ -67,25 +67,6 @@ pub(crate) fn fits(w: &Int8View<'_>) -> bool {
     })
 }
 
-/// The tile configuration `ldtilecfg` reads: palette 1, tiles 0..8 of 16
-/// rows x 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-}
-
-static CONFIG: TileConfig = TileConfig {
-    palette: 1,
-    start_row: 0,
-    reserved: [0; 14],
-    colsb: [64, 64, 64, 64, 64, 64, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
-    rows: [16, 16, 16, 16, 16, 16, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
-};
-
 /// A 16 x 16 i32 accumulator tile in memory.
 type CTile = [[i32; TILE_N]; TILE_M];
 
@@ -121,9 +102,8 @@ pub(crate) unsafe fn chunk(
     debug_assert!(rows == padded_rows(a.m) && fits(w));
     let (t0, t1) = (j0 / TILE_N, j1.div_ceil(TILE_N));
     let block_m = block_rows(a);
-    // SAFETY: the CPU runs AMX (contract); CONFIG is a valid palette-1
-    // configuration, 64 bytes aligned.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
+    // SAFETY: the CPU runs AMX (contract); released below.
+    unsafe { crate::tiles::configure() };
     if a.groups == 1 {
         // One group (per-row weight scales, the default): block b's sums
         // are stored, then block b - 1's epilogue runs while b's tile
@@ -183,7 +163,7 @@ pub(crate) unsafe fn chunk(
         }
     }
     // SAFETY: releases the tile state this function configured.
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    unsafe { crate::tiles::release() };
 }
 
 /// Where weight tile `t`'s outputs go in the chunk `[j0, j1)`: the offset
