@@ -142,10 +142,18 @@ unsafe fn whole<W, B: Blocks<W>>(
     cb: usize,
     out: &mut ColBlock<'_>,
 ) {
+    // Full blocks with a constant height (their `block` calls fold to the
+    // one arm: deciding the height per block made small products ~3%
+    // slower at AVX2), then the rest.
+    let full = rows.start + (rows.end - rows.start) / B::BR * B::BR;
     for c in (0..cb).step_by(B::BC) {
-        for i in rows.clone().step_by(B::BR) {
-            // SAFETY: the contract; rows i..i + nr <= rows.end.
-            unsafe { B::block(x, i, (rows.end - i).min(B::BR), k, w, c, out) };
+        for i in (rows.start..full).step_by(B::BR) {
+            // SAFETY: the contract; rows i..i + BR <= rows.end.
+            unsafe { B::block(x, i, B::BR, k, w, c, out) };
+        }
+        if full < rows.end {
+            // SAFETY: the contract; rows full..rows.end.
+            unsafe { B::block(x, full, rows.end - full, k, w, c, out) };
         }
     }
 }
