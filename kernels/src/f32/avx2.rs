@@ -267,9 +267,6 @@ unsafe fn reduce<const R: usize>(acc: &[[__m256; BC]; R]) -> [[f32; BC]; R] {
     out
 }
 
-/// Floats of a block's chains between steps: `BR x BC` vectors of 8.
-const SLOT: usize = BR * BC * 8;
-
 /// The `BR x BC` blocks as [`passes`] runs them.
 struct Blocks3;
 
@@ -277,7 +274,7 @@ impl<W: Wide8> passes::Blocks<W> for Blocks3 {
     const BR: usize = BR;
     const BC: usize = BC;
     const PASS_ROWS: usize = 60;
-    const SLOT: usize = SLOT;
+    const LANES: usize = 8;
 
     #[inline(always)]
     unsafe fn block(
@@ -323,6 +320,8 @@ impl<W: Wide8> passes::Blocks<W> for Blocks3 {
         }
     }
 
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn stepped_rows(
         x: &[f32],
         rows: std::ops::Range<usize>,
@@ -331,28 +330,9 @@ impl<W: Wide8> passes::Blocks<W> for Blocks3 {
         cb: usize,
         out: &mut ColBlock<'_>,
     ) {
-        // SAFETY: forwarded contract.
-        unsafe { stepped_rows(x, rows, k, w, cb, out) }
+        // SAFETY: forwarded contract, with this function's target features.
+        unsafe { passes::stepped::<W, Self>(x, rows, k, w, cb, out) }
     }
-}
-
-/// [`passes::stepped`] with this level's blocks, out of line with its
-/// target features.
-///
-/// # Safety
-/// As [`gemm`], for rows `rows` and weight rows `0..cb`.
-#[inline(never)]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stepped_rows<W: Wide8>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    cb: usize,
-    out: &mut ColBlock<'_>,
-) {
-    // SAFETY: forwarded contract, with this function's target features.
-    unsafe { passes::stepped::<W, Blocks3>(x, rows, k, w, cb, out) }
 }
 
 /// The AVX2 prefill form of the float GEMV (from the format's `GEMM_MIN_M`

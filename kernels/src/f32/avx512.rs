@@ -332,7 +332,7 @@ impl<W: Wide> passes::Blocks<W> for Blocks4 {
     const BR: usize = 4;
     const BC: usize = 4;
     const PASS_ROWS: usize = 64;
-    const SLOT: usize = 256;
+    const LANES: usize = 16;
 
     #[inline(always)]
     unsafe fn block(
@@ -378,6 +378,8 @@ impl<W: Wide> passes::Blocks<W> for Blocks4 {
         }
     }
 
+    #[inline(never)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     unsafe fn stepped_rows(
         x: &[f32],
         rows: std::ops::Range<usize>,
@@ -386,28 +388,9 @@ impl<W: Wide> passes::Blocks<W> for Blocks4 {
         cb: usize,
         out: &mut ColBlock<'_>,
     ) {
-        // SAFETY: forwarded contract.
-        unsafe { stepped_rows(x, rows, k, w, cb, out) }
+        // SAFETY: forwarded contract, with this function's target features.
+        unsafe { passes::stepped::<W, Self>(x, rows, k, w, cb, out) }
     }
-}
-
-/// [`passes::stepped`] with this level's blocks, out of line with its
-/// target features.
-///
-/// # Safety
-/// As [`gemm`], for rows `rows` and weight rows `0..cb`.
-#[inline(never)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn stepped_rows<W: Wide>(
-    x: &[f32],
-    rows: std::ops::Range<usize>,
-    k: usize,
-    w: &[W],
-    cb: usize,
-    out: &mut ColBlock<'_>,
-) {
-    // SAFETY: forwarded contract, with this function's target features.
-    unsafe { passes::stepped::<W, Blocks4>(x, rows, k, w, cb, out) }
 }
 
 /// The prefill form of the GEMV (from `GEMM_MIN_M` rows): 4 x 4 output

@@ -33,8 +33,9 @@ pub(crate) trait Blocks<W> {
     /// Rows a pass, a multiple of `BR`: a chunk's weights are read once a
     /// pass, the pass's rows once a weight block.
     const PASS_ROWS: usize;
-    /// Floats that hold a full block's chains between steps.
-    const SLOT: usize;
+    /// f32 lanes of a chain's vector: a full block's chains between steps
+    /// take `BR * BC * LANES` floats ([`slot_len`]).
+    const LANES: usize;
 
     /// The block of rows `i..i + nr` (`1 <= nr <= BR`) and weight rows
     /// `c..c + BC`, each chain over all `k` inputs, into `out`.
@@ -57,7 +58,7 @@ pub(crate) trait Blocks<W> {
     /// last step (`ts.end == k`).
     ///
     /// # Safety
-    /// As `block`; `slot` holds at least `SLOT` floats.
+    /// As `block`; `slot` holds at least [`slot_len`] floats.
     #[allow(clippy::too_many_arguments)]
     unsafe fn step(
         x: &[f32],
@@ -87,8 +88,13 @@ pub(crate) trait Blocks<W> {
     );
 }
 
+/// Floats a full block's chains take between steps.
+const fn slot_len<W, B: Blocks<W>>() -> usize {
+    B::BR * B::BC * B::LANES
+}
+
 thread_local! {
-    /// A pass's unfinished chains between steps, `SLOT` floats per weight
+    /// A pass's unfinished chains between steps, [`slot_len`] floats per weight
     /// block and row block, on cache lines; kept, as large as the largest
     /// pass the thread ran.
     static CHAINS: Cell<AlignedBuf<f32>> = const { Cell::new(AlignedBuf::new()) };
@@ -178,7 +184,8 @@ pub(crate) unsafe fn stepped<W, B: Blocks<W>>(
     // function of its own, compiled without the caller's target features,
     // and its intrinsics then became calls (50x slower).
     let mut buf = CHAINS.take();
-    let need = (cb / B::BC) * blocks * B::SLOT;
+    let slot_len = slot_len::<W, B>();
+    let need = (cb / B::BC) * blocks * slot_len;
     if buf.len() < need {
         buf.resize_zeroed(need);
     }
@@ -186,10 +193,10 @@ pub(crate) unsafe fn stepped<W, B: Blocks<W>>(
         let ts = t0..(t0 + STEP_K).min(k);
         for (g, c) in (0..cb).step_by(B::BC).enumerate() {
             for (b, i) in rows.clone().step_by(B::BR).enumerate() {
-                let slot = &mut buf[(g * blocks + b) * B::SLOT..][..B::SLOT];
+                let slot = &mut buf[(g * blocks + b) * slot_len..][..slot_len];
                 let nr = (rows.end - i).min(B::BR);
                 // SAFETY: the contract; rows i..i + nr <= rows.end, the
-                // slot holds SLOT floats.
+                // slot holds a full block's floats.
                 unsafe { B::step(x, i, nr, k, w, c, ts.clone(), slot, out) };
             }
         }
