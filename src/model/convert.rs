@@ -253,7 +253,7 @@ impl T5Model {
             // The screen (built lazily) belongs to the old weights.
             head.screen = Default::default();
         }
-        self.let_a_read_file_go();
+        self.let_a_read_file_go(policy);
         trim_heap();
         Ok(())
     }
@@ -265,10 +265,10 @@ impl T5Model {
     /// int8). Left alone while any layer still reads the copy (`--exact`,
     /// a format the checkpoint already has), where copying the table would
     /// only add to it.
-    fn let_a_read_file_go(&mut self) {
+    fn let_a_read_file_go(&mut self, policy: FormatPolicy) {
         let read = |l: &Linear| matches!(l.file_view(), Some(b) if matches!(b, Backing::Heap(_)));
         if self
-            .layers_with_formats(FormatPolicy::all(WeightFormat::F32))
+            .layers_with_formats(policy)
             .iter()
             .any(|(l, _)| read(l))
         {
