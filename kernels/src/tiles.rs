@@ -44,3 +44,47 @@ pub unsafe fn release() {
     // SAFETY: the contract.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
+
+/// Zeroes `tmm0..tmm3`, where both kernels sum a block.
+///
+/// # Safety
+/// The tiles are configured ([`configure`]).
+#[inline(always)]
+pub(crate) unsafe fn zero_sums() {
+    // SAFETY: the contract.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            options(nostack, nomem)
+        )
+    };
+}
+
+/// Stores `tmm0..tmm3` to the four 16 x 16 tiles of 4-byte sums in `c`
+/// (i32 for int8 products, f32 for bf16), one 64-byte row each.
+///
+/// # Safety
+/// The tiles are configured ([`configure`]).
+#[inline(always)]
+pub(crate) unsafe fn store_sums<T: Copy>(c: &mut [[[T; 16]; 16]; 4]) {
+    const { assert!(std::mem::size_of::<T>() == 4) };
+    // SAFETY: the contract; each store writes one 1 KiB tile of `c`, 16
+    // rows 64 bytes apart.
+    unsafe {
+        asm!(
+            "tilestored [{c0} + {cs}*1], tmm0",
+            "tilestored [{c1} + {cs}*1], tmm1",
+            "tilestored [{c2} + {cs}*1], tmm2",
+            "tilestored [{c3} + {cs}*1], tmm3",
+            c0 = in(reg) c[0].as_mut_ptr(),
+            c1 = in(reg) c[1].as_mut_ptr(),
+            c2 = in(reg) c[2].as_mut_ptr(),
+            c3 = in(reg) c[3].as_mut_ptr(),
+            cs = in(reg) 64usize,
+            options(nostack)
+        )
+    };
+}

@@ -164,13 +164,7 @@ unsafe fn products(
     // 16 <= w.len() / k, inputs 32 s + 32 <= k); activation tile (g, s) of
     // xt, 1 KiB, stride 64. The stores write the four 1 KiB tiles of `c`.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        crate::tiles::zero_sums();
         for s in 0..steps {
             asm!(
                 "tileloadd tmm4, [{a0} + {ws}*1]",
@@ -190,18 +184,6 @@ unsafe fn products(
                 options(nostack, readonly)
             );
         }
-        let cs = 4 * TILE;
-        asm!(
-            "tilestored [{c0} + {cs}*1], tmm0",
-            "tilestored [{c1} + {cs}*1], tmm1",
-            "tilestored [{c2} + {cs}*1], tmm2",
-            "tilestored [{c3} + {cs}*1], tmm3",
-            c0 = in(reg) c.0[0].as_mut_ptr(),
-            c1 = in(reg) c.0[1].as_mut_ptr(),
-            c2 = in(reg) c.0[2].as_mut_ptr(),
-            c3 = in(reg) c.0[3].as_mut_ptr(),
-            cs = in(reg) cs,
-            options(nostack)
-        );
+        crate::tiles::store_sums(&mut c.0);
     }
 }

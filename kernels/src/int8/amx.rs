@@ -225,13 +225,7 @@ unsafe fn products(
     // (t * 16 * kp + kb * 64) with stride 64 (16 k-blocks of tile t <
     // np / 16); the stores write the four 1 KiB tiles of `c`.
     unsafe {
-        asm!(
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            options(nostack, nomem)
-        );
+        crate::tiles::zero_sums();
         for kb in (kb0..kb1).step_by(STEP_BLOCKS) {
             // The next step's two weight tiles (1 KiB each, contiguous), on
             // their way to L1 while this step multiplies: a tile register
@@ -266,19 +260,7 @@ unsafe fn products(
                 options(nostack, readonly)
             );
         }
-        let cs = 4 * TILE_N;
-        asm!(
-            "tilestored [{c0} + {cs}*1], tmm0",
-            "tilestored [{c1} + {cs}*1], tmm1",
-            "tilestored [{c2} + {cs}*1], tmm2",
-            "tilestored [{c3} + {cs}*1], tmm3",
-            c0 = in(reg) c[0].as_mut_ptr(),
-            c1 = in(reg) c[1].as_mut_ptr(),
-            c2 = in(reg) c[2].as_mut_ptr(),
-            c3 = in(reg) c[3].as_mut_ptr(),
-            cs = in(reg) cs,
-            options(nostack)
-        );
+        crate::tiles::store_sums(c);
     }
 }
 
