@@ -43,10 +43,11 @@ fn case() -> impl Strategy<Value = Case> {
     (
         1usize..=3,
         prop_oneof![Just(64usize), Just(1), 1usize..=80],
-        // Query blocks are 8 rows in register groups of 4 (2 on AVX2): single
-        // queries, partial groups, partial blocks and several blocks; from 16
-        // queries each head's keys and values are packed first, and with
-        // fewer heads than twice the threads its queries split in ranges.
+        // Query blocks are 8 rows in register groups of 4 (2 in AVX2's
+        // unpacked path, under 16 queries): single queries, partial groups,
+        // partial blocks and several blocks; from 16 queries each head's
+        // keys and values are packed first, and with fewer heads than twice
+        // the threads its queries split in ranges.
         prop_oneof![1usize..=6, Just(8), Just(9), 1usize..=21, 16usize..=70],
         // Key tiles are 64 keys in groups of 4, 8 or 16: tails of each.
         prop_oneof![1usize..=300, Just(64), Just(65), Just(128)],
