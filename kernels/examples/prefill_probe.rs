@@ -1,12 +1,13 @@
-//! Times the f16 prefill product (the default int8 policy's FFN output
-//! projection) on one shape, best of 5 x 200 calls, to read against
-//! `isa_peak`'s f32 `vfmadd` ceiling (kernels/BENCH.md):
-//! `cargo run --release -p t5edge-kernels --example prefill_probe -- m k n threads [level]`
+//! Times a float prefill product on one shape, best of 5 x 200 calls, to
+//! read against `isa_peak`'s f32 `vfmadd` ceiling (kernels/BENCH.md):
+//! `cargo run --release -p t5edge-kernels --example prefill_probe -- m k n threads [level [weights]]`
 //! (W3's `wo`: 128 1024 256; `level` as `T5EDGE_ISA` names it, default the
-//! best this CPU runs).
-use half::f16;
+//! best this CPU runs; `weights` f16 (the default int8 policy's FFN output
+//! projection, the default), bf16 (`bf16::linear_with`) or bf16dot
+//! (`bf16::linear_dot_with`, activations rounded to bf16)).
+use half::{bf16, f16};
 use std::time::Instant;
-use t5edge_kernels::{dispatch, f16 as lf16};
+use t5edge_kernels::{bf16 as lbf16, dispatch, f16 as lf16};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<usize> = args.iter().filter_map(|v| v.parse().ok()).collect();
@@ -15,24 +16,33 @@ fn main() {
     let x: Vec<f32> = (0..m * k)
         .map(|i| ((i * 7919 % 1000) as f32) / 1000.0 - 0.5)
         .collect();
-    let w: Vec<f16> = (0..n * k)
-        .map(|i| f16::from_f32(((i * 104729 % 1000) as f32) / 1000.0 - 0.5))
+    let wf: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 104729 % 1000) as f32) / 1000.0 - 0.5)
         .collect();
+    let w: Vec<f16> = wf.iter().map(|&v| f16::from_f32(v)).collect();
+    let wb: Vec<bf16> = wf.iter().map(|&v| bf16::from_f32(v)).collect();
     let mut y = vec![0f32; m * n];
     let isa = match args.get(4) {
         Some(name) => dispatch::Isa::parse(name).expect("a level name, as T5EDGE_ISA takes"),
         None => dispatch::best(),
     };
+    let weights = args.get(5).map_or("f16", String::as_str);
+    let run = |y: &mut [f32]| match weights {
+        "f16" => lf16::linear_with(isa, &x, m, k, &w, n, y),
+        "bf16" => lbf16::linear_with(isa, &x, m, k, &wb, n, y),
+        "bf16dot" => lbf16::linear_dot_with(isa, &x, m, k, &wb, n, y),
+        other => panic!("weights {other}: f16, bf16 or bf16dot"),
+    };
     let mut best = f64::MAX;
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..200 {
-            lf16::linear_with(isa, &x, m, k, &w, n, &mut y);
+            run(&mut y);
         }
         best = best.min(t.elapsed().as_secs_f64() / 200.0);
     }
     println!(
-        "m{m} k{k} n{n} t{th}: {:.1} us, {:.1} G MAC/s",
+        "{weights} m{m} k{k} n{n} t{th}: {:.1} us, {:.1} G MAC/s",
         best * 1e6,
         (m * k * n) as f64 / best / 1e9
     );

@@ -63,6 +63,59 @@ pub(crate) unsafe fn zero_sums() {
     };
 }
 
+/// Loads `tmm0..tmm3` from four 16 x 16 tiles of 4-byte sums at `at`, one
+/// 64-byte row each: a block's sums taken up again where
+/// [`store_sums_at`] left them.
+///
+/// # Safety
+/// The tiles are configured ([`configure`]); each `at[i]` points at 1 KiB
+/// readable bytes.
+#[inline(always)]
+pub(crate) unsafe fn load_sums_at(at: [*const f32; 4]) {
+    // SAFETY: the contract; each load reads one 1 KiB tile, 16 rows 64
+    // bytes apart.
+    unsafe {
+        asm!(
+            "tileloadd tmm0, [{c0} + {cs}*1]",
+            "tileloadd tmm1, [{c1} + {cs}*1]",
+            "tileloadd tmm2, [{c2} + {cs}*1]",
+            "tileloadd tmm3, [{c3} + {cs}*1]",
+            c0 = in(reg) at[0],
+            c1 = in(reg) at[1],
+            c2 = in(reg) at[2],
+            c3 = in(reg) at[3],
+            cs = in(reg) 64usize,
+            options(nostack, readonly)
+        )
+    };
+}
+
+/// Stores `tmm0..tmm3` to four 16 x 16 tiles of 4-byte sums at `at`, one
+/// 64-byte row each.
+///
+/// # Safety
+/// The tiles are configured ([`configure`]); each `at[i]` points at 1 KiB
+/// writable bytes.
+#[inline(always)]
+pub(crate) unsafe fn store_sums_at(at: [*mut f32; 4]) {
+    // SAFETY: the contract; each store writes one 1 KiB tile, 16 rows 64
+    // bytes apart.
+    unsafe {
+        asm!(
+            "tilestored [{c0} + {cs}*1], tmm0",
+            "tilestored [{c1} + {cs}*1], tmm1",
+            "tilestored [{c2} + {cs}*1], tmm2",
+            "tilestored [{c3} + {cs}*1], tmm3",
+            c0 = in(reg) at[0],
+            c1 = in(reg) at[1],
+            c2 = in(reg) at[2],
+            c3 = in(reg) at[3],
+            cs = in(reg) 64usize,
+            options(nostack)
+        )
+    };
+}
+
 /// Stores `tmm0..tmm3` to the four 16 x 16 tiles of 4-byte sums in `c`
 /// (i32 for int8 products, f32 for bf16), one 64-byte row each.
 ///

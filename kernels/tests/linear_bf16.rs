@@ -29,6 +29,23 @@ fn f32_budget(k: usize, abs_dot: f64) -> f64 {
     g / (1.0 - g) * abs_dot + 1e-30
 }
 
+/// The AMX split's budget (`bf16::amx::linear_split`, what `linear_with`
+/// runs where `amx_takes`): exact products of three parts per activation,
+/// so f32 sums of `3k` terms whose magnitudes add to at most `1 + 2^-7 +
+/// 2^-15` of `|x_i w_i|`, plus the tiles' flushed denormals (parts, products
+/// and partial sums, [`DPBF16_FLUSH_ABS`] per unit of `sum|x_i| + sum|w_i|
+/// + 3k`).
+fn split_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 {
+    let (i, j) = (t / n, t % n);
+    let xs: f64 = x[i * k..(i + 1) * k].iter().map(|v| v.abs() as f64).sum();
+    let ws: f64 = w[j * k..(j + 1) * k].iter().map(|v| v.abs() as f64).sum();
+    f32_budget(3 * k, a * 1.01) + SPLIT_FLUSH_ABS * (xs + ws + 3.0 * k as f64)
+}
+
+/// 2^-125: the flushed denormals' absolute term (the parts below 2^-126 a
+/// product drops, and each flushed product or partial sum).
+const SPLIT_FLUSH_ABS: f64 = 2.350_988_701_644_575e-38;
+
 /// m crosses BF16_GEMM_MIN_M (32) and the 4- and 2-row blocks' remainders; k
 /// hits every tail of the 8/16/32/64-wide loops.
 fn bf16_shape() -> impl Strategy<Value = (usize, usize, usize)> {
@@ -69,12 +86,14 @@ proptest! {
         for isa in isas() {
             let mut y = vec![f32::NAN; m * n];
             lbf16::linear_with(isa, &x, m, k, &w, n, &mut y);
+            let tiles = lbf16::amx_takes(isa, m, k, n);
             for t in 0..m * n {
+                let own = if tiles { split_budget(&x, k, &wq, n, t, a[t]) } else { f32_budget(k, a[t]) };
                 let err = (y[t] as f64 - r[t]).abs();
-                prop_assert!(err <= f32_budget(k, a[t]),
-                    "{isa} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {:e})",
-                    y[t], r[t], f32_budget(k, a[t]));
-                let budget = BF16_REL_BUDGET * a32[t] + f32_budget(k, a[t]);
+                prop_assert!(err <= own,
+                    "{isa} m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {own:e})",
+                    y[t], r[t]);
+                let budget = BF16_REL_BUDGET * a32[t] + own;
                 let err32 = (y[t] as f64 - r32[t]).abs();
                 prop_assert!(err32 <= budget,
                     "{isa} vs f32 weights: out {t}: {} vs {} (err {err32:e}, budget {budget:e})", y[t], r32[t]);
@@ -198,7 +217,13 @@ fn dpbf16_availability_is_reported() {
 /// the bits must not depend on the thread count.
 #[test]
 fn bf16_linear_is_identical_across_thread_counts() {
-    let (n, k) = (4000, 300);
+    // (1024, 320): whole tiles, which the `amx` level runs on them.
+    for (n, k) in [(4000, 300), (1024, 320)] {
+        identical_across_thread_counts(n, k);
+    }
+}
+
+fn identical_across_thread_counts(n: usize, k: usize) {
     let mut rng = Rng(7);
     let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
     for m in [1usize, 3, 40] {
@@ -211,7 +236,7 @@ fn bf16_linear_is_identical_across_thread_counts() {
                 bits(&y)
             });
             for (pool, b) in &runs[1..] {
-                assert_eq!(&runs[0].1, b, "bf16 {isa} m={m} {pool}");
+                assert_eq!(&runs[0].1, b, "bf16 {isa} m={m} n={n} k={k} {pool}");
             }
         }
     }
@@ -299,5 +324,162 @@ fn amx_bf16_availability_is_reported() {
             "skipped: bf16_amx_prefill_matches_reference needs AMX-BF16 tiles, which this CPU lacks or the OS does not grant (detected: {})",
             t5edge_kernels::dispatch::features().names().join(", ")
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Error budget: none. The three parts add up to the value exactly
+    /// (in f64, which holds any sum of them) from 2^-102 up; below it
+    /// within 2^-125; a non-finite value is its bf16 alone.
+    #[test]
+    fn bf16_split_parts_add_up_to_the_value(bits in any::<u32>()) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let x = f32::from_bits(bits);
+            let p = lbf16::amx::split(x);
+            let part = |i: usize| bf16::from_bits(p[i]).to_f32() as f64;
+            if !x.is_finite() {
+                prop_assert_eq!(p, [bf16::from_f32(x).to_bits(), 0, 0]);
+            } else if x.abs() >= 2f32.powi(-102) {
+                prop_assert_eq!(part(0) + part(1) + part(2), x as f64, "{:e}: {:?}", x, p);
+            } else {
+                prop_assert!((part(0) + part(1) + part(2) - x as f64).abs() <= SPLIT_FLUSH_ABS);
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bits;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Error budget: bit-identical. The AVX-512 layout of the tiles'
+    /// activations (rounded, `P` = 1, and split, `P` = 3) is its plain
+    /// twin's, on any bits (NaN, infinities, denormals), rows across the
+    /// 16-row groups. Skipped without AVX-512.
+    #[test]
+    fn bf16_amx_activation_layout_matches_its_twin(
+        m in 1usize..=40, k32 in 1usize..=4, seed in any::<u64>()
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !Isa::Avx512.supported() {
+                return Ok(());
+            }
+            let k = 32 * k32;
+            let mut rng = Rng(seed);
+            let x: Vec<f32> = (0..m * k).map(|_| f32::from_bits(rng.next_u64() as u32)).collect();
+            fn both<const P: usize>(x: &[f32], m: usize, k: usize) -> (Vec<u32>, Vec<u32>) {
+                let len = lbf16::amx::tiles_len::<P>(m, k);
+                let (mut plain, mut fast) = (vec![7u32; len], vec![7u32; len]);
+                lbf16::amx::activation_tiles::<P>(x, m, k, &mut plain);
+                // SAFETY: the caller checked AVX-512; k is a multiple of
+                // 32; both buffers are `tiles_len` long.
+                unsafe { lbf16::amx::activation_tiles_avx512::<P>(x, m, k, &mut fast) };
+                (plain, fast)
+            }
+            let (plain, fast) = both::<1>(&x, m, k);
+            prop_assert_eq!(plain, fast, "rounded, m={} k={}", m, k);
+            let (plain, fast) = both::<3>(&x, m, k);
+            prop_assert_eq!(plain, fast, "split, m={} k={}", m, k);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (m, k32, seed);
+    }
+
+    /// Error budget: [`split_budget`] (f32 sums of the exact products of
+    /// three parts, flushed denormals). Whole tiles, rows across the
+    /// 16-row tiles' and the 32-row blocks' edges, a lone last weight tile.
+    /// Skipped, saying so (`amx_bf16_availability_is_reported`), on a CPU
+    /// without AMX-BF16.
+    #[test]
+    fn bf16_amx_split_matches_reference(
+        m in 1usize..=70, n16 in 1usize..=5, k32 in 1usize..=10,
+        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if !lbf16::amx::available() {
+                return Ok(());
+            }
+            let (n, k) = (16 * n16, 32 * k32);
+            let mut rng = Rng(seed);
+            let x = matrix(&mut rng, fx, m, k, 1e12);
+            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
+            let wq = widened(&w);
+            let r = reference::linear(&x, m, k, &wq, n);
+            let a = abs_dot(&x, m, k, &wq, n);
+            let mut y = vec![f32::NAN; m * n];
+            lbf16::amx::linear_split(&x, m, k, &w, n, &mut y);
+            let mut via = vec![f32::NAN; m * n];
+            lbf16::linear_with(Isa::Amx, &x, m, k, &w, n, &mut via);
+            for t in 0..m * n {
+                let budget = split_budget(&x, k, &wq, n, t, a[t]);
+                let err = (y[t] as f64 - r[t]).abs();
+                prop_assert!(err <= budget,
+                    "split m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
+                let want = if lbf16::amx_takes(Isa::Amx, m, k, n) { y[t] } else { via[t] };
+                prop_assert_eq!(via[t].to_bits(), want.to_bits());
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (m, n16, k32, fx, fw, seed);
+    }
+}
+
+/// Both tile products past one pass of sums (260 rows: 17 groups of 16,
+/// passes of 16) and one block of steps (2112 inputs: 66 steps, blocks of
+/// 64), with a lone last weight tile (n = 48): each within its budget,
+/// and each row the bits of the same row in 32-row products (an output's
+/// chain does not depend on the other rows). Skipped without AMX-BF16.
+#[test]
+fn bf16_amx_products_span_passes_and_step_blocks() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !lbf16::amx::available() {
+            return;
+        }
+        let (m, k, n) = (260, 2112, 48);
+        let mut rng = Rng(13);
+        let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
+        let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
+        let wq = widened(&w);
+        let r = reference::linear(&x, m, k, &wq, n);
+        let a = abs_dot(&x, m, k, &wq, n);
+        type Tiles = fn(&[f32], usize, usize, &[bf16], usize, &mut [f32]);
+        let products: [(&str, Tiles); 2] = [
+            ("split", lbf16::amx::linear_split),
+            ("rounded", lbf16::amx::linear),
+        ];
+        for (name, f) in products {
+            let mut y = vec![f32::NAN; m * n];
+            f(&x, m, k, &w, n, &mut y);
+            for t in 0..m * n {
+                let budget = if name == "split" {
+                    split_budget(&x, k, &wq, n, t, a[t])
+                } else {
+                    dp_budget(&x, k, &wq, n, t, a[t])
+                };
+                let err = (y[t] as f64 - r[t]).abs();
+                assert!(
+                    err <= budget,
+                    "{name} out {t}: err {err:e}, budget {budget:e}"
+                );
+            }
+            for r0 in (0..m).step_by(32) {
+                let rows = (m - r0).min(32);
+                let mut part = vec![f32::NAN; rows * n];
+                f(&x[r0 * k..(r0 + rows) * k], rows, k, &w, n, &mut part);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&part),
+                    bits(&y[r0 * n..(r0 + rows) * n]),
+                    "{name} rows from {r0}"
+                );
+            }
+        }
     }
 }

@@ -8,6 +8,16 @@
 //! stored in bf16, so a model can run from the mapped file with no widened
 //! copy of the layer.
 //!
+//! At the `amx` level on a CPU with AMX-BF16, prefill-sized products of
+//! whole tiles (from [`BF16_GEMM_MIN_M`] rows, [`amx_takes`]) run on the
+//! tiles in the same f32 arithmetic: each activation is split exactly into
+//! three bf16, so every product of a weight and an activation is exact and
+//! only the f32 sums round, as in the widening kernels, in another order
+//! (`amx::linear_split`; a T5-XXL encoder 3x faster on the Intel Xeon,
+//! kernels/BENCH.md). Its rows are not those of the GEMV: at this level a
+//! batch's bf16 prefill rows do not promise the bits they get alone
+//! (decode steps take [`linear_invariant`], which never uses the tiles).
+//!
 //! An opt-in, where the CPU has AVX-512 BF16: [`linear_dot_with`] runs
 //! prefill-sized products (from [`BF16_GEMM_MIN_M`] rows) at the AVX-512
 //! levels with `vdpbf16ps`, which multiplies bf16 pairs and accumulates in
@@ -50,11 +60,30 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]
     linear_with(active(), x, m, k, w, n, y)
 }
 
-/// `y = x · wᵀ` at a chosen ISA level, in f32 arithmetic on the widened
-/// weights. Panics if the shapes disagree or the CPU cannot run `isa`;
-/// `Isa::Neon` off aarch64 runs the NEON emulation.
+/// `y = x · wᵀ` at a chosen ISA level, in f32 arithmetic: on the widened
+/// weights, or on AMX-BF16 tiles with the activations split exactly where
+/// [`amx_takes`]. Panics if the shapes disagree or the CPU cannot run
+/// `isa`; `Isa::Neon` off aarch64 runs the NEON emulation.
 pub fn linear_with(isa: Isa, x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if amx_takes(isa, m, k, n) {
+        return amx::linear_split(x, m, k, w, n, y);
+    }
     crate::f32::float_linear(isa, x, m, k, w, n, y, false)
+}
+
+/// Whether an `[m, k] x [n, k]` product at `isa` runs on AMX-BF16 tiles
+/// ([`linear_with`] split, [`linear_dot_with`] rounded): the `amx` level on
+/// a CPU with AMX-BF16, from [`BF16_GEMM_MIN_M`] rows, whole tiles
+/// (`amx::fits`).
+pub fn amx_takes(isa: Isa, m: usize, k: usize, n: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return m >= BF16_GEMM_MIN_M && isa == Isa::Amx && amx::available() && amx::fits(k, n);
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (isa, m, k, n);
+        false
+    }
 }
 
 /// [`linear`] where prefill may round the activations to bf16: from
@@ -77,7 +106,7 @@ pub fn linear_dot_with(
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if m >= BF16_GEMM_MIN_M && isa == Isa::Amx && amx::available() && amx::fits(k, n) {
+    if amx_takes(isa, m, k, n) {
         return amx::linear(x, m, k, w, n, y);
     }
     #[cfg(target_arch = "x86_64")]
