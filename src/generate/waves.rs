@@ -6,7 +6,7 @@
 //! a bigger batch only amortises the weights further; once they do not, every
 //! step streams them from memory and tokens/s fall as the batch grows (a
 //! t5-efficient-tiny batch of 64 x 64 ids holds ~48 MB of f32 caches against
-//! the AVX2 EPYC's 32 MB L3: docs/SCALING.md). So [`super::batch::decode_loop`]
+//! the AVX2 EPYC's 32 MB L3: docs/SCALING.md). So `super::batch::decode_loop`
 //! admits rows up to a cap and lets a waiting prompt join as a row finishes,
 //! as CTranslate2's `max_batch_size` and the continuous batching of servers
 //! do. A row's tokens do not depend on which rows share its steps, so the
@@ -64,7 +64,7 @@ fn parse_size(s: &str) -> Option<usize> {
 
 /// Rows to keep in flight for these prompts generating up to `max_new`
 /// tokens each: all of them when their caches fit the budget or when a wave
-/// of [`MIN_ROWS`] would not fit it either; otherwise the fewest waves whose
+/// of `MIN_ROWS` would not fit it either; otherwise the fewest waves whose
 /// caches fit, of equal size.
 pub fn rows_in_flight(model: &T5Model, prompts: &[&[u32]], max_new: usize) -> usize {
     let c = &model.config;

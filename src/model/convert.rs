@@ -229,9 +229,9 @@ impl T5Model {
     /// Converts every linear layer as `policy` says (in place, from the current
     /// weights; the embedding lookup keeps its table). A stack's int8
     /// matrices below a huge page are quantized into one buffer
-    /// ([`convert_stack`]), its float ones gathered ([`gather`]).
+    /// (`convert_stack`), its float ones gathered (`gather`).
     /// The bytes converted from are released behind the conversion, a
-    /// block at a time ([`Sources`]).
+    /// block at a time (`Sources`).
     pub fn convert(&mut self, policy: FormatPolicy) -> Result<()> {
         let g = policy.group_size;
         own_stack(&mut self.encoder, |b| {

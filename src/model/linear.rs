@@ -17,7 +17,7 @@ use t5edge_kernels::ops;
 /// f32 and gives the same numbers on every CPU (`kernels::bf16` docs).
 static BF16_DOT: AtomicBool = AtomicBool::new(false);
 
-/// Sets what [`BF16_DOT`] says, for the whole process.
+/// Sets what `BF16_DOT` says, for the whole process.
 pub fn set_bf16_dot(on: bool) {
     BF16_DOT.store(on, Ordering::Relaxed);
 }

@@ -20,10 +20,10 @@
 //! the bytes save (an AMD EPYC, side by side: from 3% slower to 10% faster
 //! with the machine's other load; docs/EXACT.md). Building the screen costs
 //! ~8 ms at start-up (its 4 MB no longer add to the peak: a mapped head's
-//! pages are dropped behind the build, [`build`]), so plain
+//! pages are dropped behind the build, `build`), so plain
 //! int8 greedy does not screen unless asked, except at the VNNI levels
 //! (`avx512vnni`, `amx`), where the Intel Xeon measured it 23% faster on W1
-//! ([`vnni_screens`]; the AMD EPYC with AVX-512 VNNI is unmeasured), and
+//! (`vnni_screens`; the AMD EPYC with AVX-512 VNNI is unmeasured), and
 //! there only after a head's first [`DEFER_STEPS`] decode steps
 //! ([`Mode::Deferred`]: a one-shot 32-token answer never pays the build):
 //! `T5EDGE_SCREEN=1` always,

@@ -175,7 +175,7 @@ pub fn file_size(tensors: &[PlannedTensor], metadata: &BTreeMap<String, String>)
 }
 
 /// The safetensors bytes of `tensors`, in the order given, with header
-/// `metadata` (see [`header`] on alignment).
+/// `metadata` (see `header` on alignment).
 pub fn serialize(tensors: &[OutTensor], metadata: &BTreeMap<String, String>) -> Vec<u8> {
     let plan: Vec<PlannedTensor> = tensors
         .iter()

@@ -388,8 +388,8 @@ unsafe fn chunk<const P: usize>(
 
 /// Weight tiles `t` against activation tiles `g` over steps `ss` (each
 /// step's `P` parts in turn against the same weight tiles), into
-/// `tmm0..3`: `tmm0` (t[0], g[0]), `tmm1` (t[0], g[1]), `tmm2` (t[1],
-/// g[0]), `tmm3` (t[1], g[1]).
+/// `tmm0..3`: `tmm0` `(t[0], g[0])`, `tmm1` `(t[0], g[1])`, `tmm2`
+/// `(t[1], g[0])`, `tmm3` `(t[1], g[1])`.
 ///
 /// # Safety
 /// As [`chunk`], with the tiles configured; `t[i] < w.len() / k / 16`,

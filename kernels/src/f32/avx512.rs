@@ -59,7 +59,7 @@ pub(crate) unsafe fn dot<W: Wide>(a: &[f32], b: &[W]) -> f32 {
 }
 
 /// `out[m, cw] = x[m, k] · w[cw, k]ᵀ` for f32, f16 or bf16 weights, every
-/// output with [`dot`]'s bits whatever `m`: the prefill kernel [`gemm`]
+/// output with [`dot`]'s bits whatever `m`: the prefill kernel [`gemm()`]
 /// itself. It replaced a kernel of four chains an output, whose multi-row
 /// blocks could hold only one chain of each output in registers at a time
 /// (m 16, k 256, operands off their lines: 51 -> 74 G multiply-adds/s,

@@ -122,7 +122,7 @@ impl Int4Screen {
 
     /// [`Int4Screen::from_int8`] at `isa` (a level the CPU has): the same
     /// screen at every level, a block of a tile's eight rows at a time
-    /// ([`split_block`]).
+    /// (`split_block`).
     pub fn from_int8_with(isa: Isa, w: &Int8View<'_>) -> Result<Int4Screen, String> {
         Int4Screen::build(isa, w, &|_| {})
     }
