@@ -466,8 +466,8 @@ fn from_parts_accepts_its_own_output_and_rejects_known_corruptions() {
     );
     assert!(PackedInt8::quantize(&w, n, k, 3).is_err());
     assert!(PackedInt8::quantize(&w[1..], n, k, 0).is_err());
-    assert!(PackedInt8::quantize(&[f32::INFINITY], 1, 1, 0).is_err());
-    assert!(PackedInt8::quantize(&[], 0, 0, 0).is_err());
+    assert!(PackedInt8::quantize(&[f32::INFINITY][..], 1, 1, 0).is_err());
+    assert!(PackedInt8::quantize(&[0.0f32; 0][..], 0, 0, 0).is_err());
 }
 
 /// The bytes that reach the integer units are [-127, 127] on both sides, and a
@@ -857,4 +857,72 @@ fn a_large_matrix_scanned_on_the_pool_reports_its_first_problem() {
     for (pool, r) in check(&d) {
         assert!(r.unwrap_err().contains("padding"), "{pool}");
     }
+}
+
+/// Quantizing from f16 or bf16 weights (each row widened as the quantizer
+/// reads it, `int8::Source`) gives the packed parts and input scales of
+/// the same weights widened to f32 first, by every entry point, on every
+/// pool; a non-finite half-precision weight is named by its index.
+#[test]
+fn half_precision_sources_quantize_as_their_widened_f32() {
+    use half::{bf16, f16};
+    let (n, k) = (70, 300);
+    let mut rng = Rng(21);
+    let w = matrix(&mut rng, Fill::Wide, n, k, 1.0);
+    let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+    let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+    let widened_b: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
+    let widened_h: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
+    let bits = |f: &[f32]| f.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let parts = |p: &PackedInt8| {
+        let v = p.view();
+        (
+            v.data().to_vec(),
+            bits(v.scales()),
+            v.row_sums().to_vec(),
+            bits(v.err_norms()),
+        )
+    };
+    for gs in [0usize, 32] {
+        type Case<'a> = (&'a str, &'a dyn int8::Source, &'a [f32]);
+        let cases: [Case<'_>; 2] = [("bf16", &wb, &widened_b), ("f16", &wh, &widened_h)];
+        for (name, src, wide) in cases {
+            let want = parts(&PackedInt8::quantize(wide, n, k, gs).unwrap());
+            let (wa, wt) = PackedInt8::quantize_a16(wide, n, k, gs).unwrap();
+            let want_a16 = (parts(&wa), bits(&wt));
+            for (pool, (p, (pa, t))) in on_every_pool(|| {
+                (
+                    PackedInt8::quantize(src, n, k, gs).unwrap(),
+                    PackedInt8::quantize_a16(src, n, k, gs).unwrap(),
+                )
+            }) {
+                assert!(parts(&p) == want, "{name} gs={gs} {pool}: quantize differs");
+                assert!(
+                    (parts(&pa), bits(&t)) == want_a16,
+                    "{name} gs={gs} {pool}: a16 differs"
+                );
+            }
+            let [d, sc, rs, en] = int8::part_lens(n, k, gs);
+            let (mut data, mut scales) = (vec![0i8; d], vec![0f32; sc]);
+            let (mut row_sums, mut err_norms) = (vec![0i32; rs], vec![0f32; en]);
+            let into = int8::Int8PartsMut {
+                data: &mut data,
+                scales: &mut scales,
+                row_sums: &mut row_sums,
+                err_norms: &mut err_norms,
+            };
+            PackedInt8::quantize_into(src, n, k, gs, into).unwrap();
+            assert!(
+                (data, bits(&scales), row_sums, bits(&err_norms)) == want,
+                "{name} gs={gs}: quantize_into differs"
+            );
+        }
+    }
+    let mut bad = wb.clone();
+    bad[13 * k + 7] = bf16::NAN;
+    let e = PackedInt8::quantize(&bad, n, k, 0).map(|_| ()).unwrap_err();
+    assert_eq!(
+        e,
+        format!("int8: weight {} is not finite (NaN)", 13 * k + 7)
+    );
 }

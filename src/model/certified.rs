@@ -167,7 +167,7 @@ impl CertifiedHead {
             .chunks_exact(full.k)
             .map(|r| norm(r) * (1.0 + 1e-12))
             .collect();
-        let q = PackedInt8::quantize(&w, full.n, full.k, group_size)?;
+        let q = PackedInt8::quantize(&w[..], full.n, full.k, group_size)?;
         let screen = screen
             .then(|| Int4Screen::from_int8(&q.view()).ok())
             .flatten();

@@ -425,16 +425,15 @@ fn convert_stack(blocks: Vec<Vec<Job<'_>>>, group: usize, release: bool) -> Resu
                 continue;
             };
             let (n, k) = (j.l.n, j.l.k);
-            let w = j.l.to_f32();
             let parts = a.parts_mut(placed.len());
-            let t = match j.to {
-                WeightFormat::Int8A16 => {
-                    PackedInt8::quantize_a16_into(&w, n, k, group, parts).map(Some)
-                }
-                _ => PackedInt8::quantize_into(&w, n, k, group, parts).map(|()| None),
-            }
-            .map_err(|e| Error::Other(format!("{}: {e}", j.what)))?;
-            drop(w);
+            let t =
+                j.l.with_source(|w| match j.to {
+                    WeightFormat::Int8A16 => {
+                        PackedInt8::quantize_a16_into(w, n, k, group, parts).map(Some)
+                    }
+                    _ => PackedInt8::quantize_into(w, n, k, group, parts).map(|()| None),
+                })
+                .map_err(|e| Error::Other(format!("{}: {e}", j.what)))?;
             sources.note(j.l);
             placed.push((j.l, t));
         }

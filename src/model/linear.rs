@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use t5edge_kernels as k;
-use t5edge_kernels::int8::PackedInt8;
+use t5edge_kernels::int8::{PackedInt8, Source};
 use t5edge_kernels::ops;
 
 /// Whether bf16 layers may run prefill with the activations rounded to bf16
@@ -122,32 +122,36 @@ impl Linear {
         }
     }
 
-    /// The same layer in another format (from f32 weights; other sources are
-    /// widened first). `group_size` applies to int8 (0 = one scale per row).
+    /// The same layer in another format. `group_size` applies to int8 (0 =
+    /// one scale per row). Float targets start from the weights widened to
+    /// f32; int8 ones quantize a row at a time from the layer's own format
+    /// ([`Linear::with_source`]).
     pub fn convert(&self, to: WeightFormat, group_size: usize) -> Result<Linear, String> {
         if to == self.format() {
             return Ok(self.clone());
         }
-        let w = self.to_f32();
         let weight = match to {
-            WeightFormat::F32 => LinearWeight::F32(w.into_owned().into()),
+            WeightFormat::F32 => LinearWeight::F32(self.to_f32().into_owned().into()),
             WeightFormat::F16 => LinearWeight::F16(
-                w.iter()
+                self.to_f32()
+                    .iter()
                     .map(|&v| half::f16::from_f32(v))
                     .collect::<Vec<_>>()
                     .into(),
             ),
             WeightFormat::Bf16 => LinearWeight::Bf16(
-                w.iter()
+                self.to_f32()
+                    .iter()
                     .map(|&v| half::bf16::from_f32(v))
                     .collect::<Vec<_>>()
                     .into(),
             ),
             WeightFormat::Int8 => LinearWeight::Int8(Int8Data::Owned(Arc::new(
-                PackedInt8::quantize(&w, self.n, self.k, group_size)?,
+                self.with_source(|w| PackedInt8::quantize(w, self.n, self.k, group_size))?,
             ))),
             WeightFormat::Int8A16 => {
-                let (p, t) = PackedInt8::quantize_a16(&w, self.n, self.k, group_size)?;
+                let (p, t) =
+                    self.with_source(|w| PackedInt8::quantize_a16(w, self.n, self.k, group_size))?;
                 LinearWeight::Int8A16(W8A16Data {
                     w: Int8Data::Owned(Arc::new(p)),
                     in_scales: t.into(),
@@ -238,6 +242,18 @@ impl Linear {
                 }
                 out.into()
             }
+        }
+    }
+
+    /// Runs `f` on the float weights a quantizer reads: the layer's own f32,
+    /// f16 or bf16 (widened a row at a time by the quantizer, never as a
+    /// whole f32 copy), or an int8 layer's dequantized.
+    pub(crate) fn with_source<R>(&self, f: impl FnOnce(&dyn Source) -> R) -> R {
+        match &self.weight {
+            LinearWeight::F32(w) => f(&w.as_slice()),
+            LinearWeight::F16(w) => f(&w.as_slice()),
+            LinearWeight::Bf16(w) => f(&w.as_slice()),
+            LinearWeight::Int8(_) | LinearWeight::Int8A16(_) => f(&&*self.to_f32()),
         }
     }
 

@@ -49,6 +49,9 @@ pub(crate) mod avx512;
 mod format;
 pub(crate) mod neon;
 pub mod scalar;
+mod source;
+
+pub use source::Source;
 
 use crate::aligned::AlignedBuf;
 use crate::dispatch::{active, Isa};
@@ -589,7 +592,13 @@ impl PackedInt8 {
     /// Quantises `w[n, k]` (row-major, out x in). `group_size` is 0 (one scale per
     /// row) or a multiple of 4. Errors on empty or oversized shapes, a bad group
     /// size, a length mismatch or non-finite weights.
-    pub fn quantize(w: &[f32], n: usize, k: usize, group_size: usize) -> Result<Self, String> {
+    /// `w` is f32, or f16 / bf16 widened a row at a time ([`Source`]).
+    pub fn quantize<W: Source + ?Sized>(
+        w: &W,
+        n: usize,
+        k: usize,
+        group_size: usize,
+    ) -> Result<Self, String> {
         check_dims(n, k, group_size)?;
         check_len(w, n, k)?;
         Self::quantize_divided(w, n, k, group_size, None)
@@ -597,8 +606,8 @@ impl PackedInt8 {
 
     /// [`Self::quantize`] into `parts` (lengths as [`part_lens`] says,
     /// zeroed) instead of memory of its own: the same values.
-    pub fn quantize_into(
-        w: &[f32],
+    pub fn quantize_into<W: Source + ?Sized>(
+        w: &W,
         n: usize,
         k: usize,
         group_size: usize,
@@ -611,8 +620,8 @@ impl PackedInt8 {
 
     /// [`Self::quantize_a16`] into `parts` (as [`Self::quantize_into`]);
     /// returns the input scales.
-    pub fn quantize_a16_into(
-        w: &[f32],
+    pub fn quantize_a16_into<W: Source + ?Sized>(
+        w: &W,
         n: usize,
         k: usize,
         group_size: usize,
@@ -627,8 +636,8 @@ impl PackedInt8 {
 
     /// [`Self::quantize`] of `w` with column `c` divided by `div[c]` first.
     /// Dimensions already checked.
-    fn quantize_divided(
-        w: &[f32],
+    fn quantize_divided<W: Source + ?Sized>(
+        w: &W,
         n: usize,
         k: usize,
         group_size: usize,
@@ -688,8 +697,8 @@ impl PackedInt8 {
     /// its row's largest (the weights that read an outlier channel) keeps
     /// its own resolution; the activations, at 16 bits, carry `x_c * t_c`
     /// instead. Powers of two keep both rescalings exact.
-    pub fn quantize_a16(
-        w: &[f32],
+    pub fn quantize_a16<W: Source + ?Sized>(
+        w: &W,
         n: usize,
         k: usize,
         group_size: usize,
@@ -715,7 +724,7 @@ impl PackedInt8 {
 }
 
 /// Refuses a `w` of the wrong length for an `n x k` matrix.
-fn check_len(w: &[f32], n: usize, k: usize) -> Result<(), String> {
+fn check_len<W: Source + ?Sized>(w: &W, n: usize, k: usize) -> Result<(), String> {
     if w.len() != n * k {
         return Err(format!("int8: w has {} values, expected {n}x{k}", w.len()));
     }
@@ -723,8 +732,8 @@ fn check_len(w: &[f32], n: usize, k: usize) -> Result<(), String> {
 }
 
 /// Refuses a `w` or `parts` of the wrong length for an `n x k` matrix.
-fn check_into(
-    w: &[f32],
+fn check_into<W: Source + ?Sized>(
+    w: &W,
     n: usize,
     k: usize,
     group_size: usize,
@@ -749,8 +758,8 @@ fn check_into(
 /// `c` divided by `div[c]` first when given: row by row in each task
 /// (`quantize_a16`'s divided copy of the whole matrix was a
 /// single-threaded third of a converted model's load).
-fn quantize_parts(
-    w: &[f32],
+fn quantize_parts<W: Source + ?Sized>(
+    w: &W,
     n: usize,
     k: usize,
     group_size: usize,
@@ -782,8 +791,9 @@ fn quantize_parts(
         let (dp, sp, rp, ep) = ptrs;
         let mut q = vec![0i8; k];
         let mut divided = vec![0.0f32; if div.is_some() { k } else { 0 }];
+        let mut widened = Vec::new();
         for j in t * TILE_N..((t + 1) * TILE_N).min(n) {
-            let given = &w[j * k..(j + 1) * k];
+            let given = w.row(j, k, &mut widened);
             let row = match div {
                 Some(d) => {
                     for ((o, &v), &tc) in divided.iter_mut().zip(given).zip(d) {
@@ -853,14 +863,14 @@ fn quantize_parts(
     });
     let i = bad.into_inner();
     if i != usize::MAX {
-        return Err(format!("int8: weight {i} is not finite ({})", w[i]));
+        return Err(format!("int8: weight {i} is not finite ({})", w.at(i)));
     }
     Ok(())
 }
 
 /// W8A16's input scales of `w[n, k]`: per column, the power of two at or
 /// above its largest magnitude.
-fn input_scales(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+fn input_scales<W: Source + ?Sized>(w: &W, n: usize, k: usize) -> Vec<f32> {
     column_abs_max(w, n, k)
         .iter()
         .map(|&c| pow2_at_least(c))
@@ -870,12 +880,14 @@ fn input_scales(w: &[f32], n: usize, k: usize) -> Vec<f32> {
 /// The largest magnitude of each column of `w[n, k]` (NaN skipped, as
 /// [`abs_max`] does), over row ranges in parallel: a maximum is the same in
 /// any order, so the split changes no bit.
-fn column_abs_max(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+fn column_abs_max<W: Source + ?Sized>(w: &W, n: usize, k: usize) -> Vec<f32> {
     const ROWS: usize = 64;
     let tasks = n.div_ceil(ROWS);
     let partial = crate::pool::map(tasks, 1, par::worth_parallel_macs(n * k), |t| {
         let mut mine = vec![0.0f32; k];
-        for row in w[t * ROWS * k..((t + 1) * ROWS).min(n) * k].chunks_exact(k) {
+        let mut widened = Vec::new();
+        for j in t * ROWS..((t + 1) * ROWS).min(n) {
+            let row = w.row(j, k, &mut widened);
             for (c, &v) in mine.iter_mut().zip(row) {
                 *c = abs_max(*c, v);
             }
