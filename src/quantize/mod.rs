@@ -12,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::model::{FormatPolicy, WeightFormat};
 use crate::weights::quantized::*;
 use crate::weights::writer::{self, PlannedTensor};
-use crate::weights::{DType, LoadOptions, WeightStore};
+use crate::weights::{Bf16Data, DType, F16Data, LoadOptions, WeightStore};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use t5edge_kernels::int8::PackedInt8;
+use t5edge_kernels::int8::{PackedInt8, Source};
 
 /// Files copied from the source directory when present (tokenizer and generation settings).
 const COPIED: [&str; 5] = [
@@ -331,19 +331,22 @@ pub fn quantize(
                     w.write_all(&bytes).map_err(io)?;
                 }
                 Part::Int8Data { a16 } => {
-                    let v = source_values(&store, name)?;
                     let (n, k) = match store.get(name) {
                         Some((_, info)) => (info.shape[0], info.shape[1]),
                         None => return Err(Error::Other(format!("quantize: {name:?} vanished"))),
                     };
-                    let (p, t) = if a16 {
-                        PackedInt8::quantize_a16(&v, n, k, opts.group_size)
-                    } else {
-                        PackedInt8::quantize(&v, n, k, opts.group_size).map(|p| (p, Vec::new()))
-                    }
-                    .map_err(|e| Error::Format {
-                        path: store.path(),
-                        msg: format!("tensor {name:?}: {e}"),
+                    let quantized = |w: &dyn Source| {
+                        if a16 {
+                            PackedInt8::quantize_a16(w, n, k, opts.group_size)
+                        } else {
+                            PackedInt8::quantize(w, n, k, opts.group_size).map(|p| (p, Vec::new()))
+                        }
+                    };
+                    let (p, t) = int8_source(&store, name, &[n, k], quantized)?.map_err(|e| {
+                        Error::Format {
+                            path: store.path(),
+                            msg: format!("tensor {name:?}: {e}"),
+                        }
                     })?;
                     w.write_all(p.view().data_bytes()).map_err(io)?;
                     packed = Some((name.clone(), p, t));
@@ -387,6 +390,27 @@ pub fn quantize(
         out_bytes,
         tensors: plan.tensors.len(),
     })
+}
+
+/// `f` on a source matrix as the int8 quantizer reads it (`int8::Source`):
+/// a view of the map in its own format (f16 and bf16 widened a row at a
+/// time by the quantizer, never a whole f32 copy); the mapped pages are
+/// released once read. The quantizer refuses non-finite weights itself.
+fn int8_source<R>(
+    store: &WeightStore,
+    name: &str,
+    shape: &[usize],
+    f: impl FnOnce(&dyn Source) -> R,
+) -> Result<R> {
+    let (file, info) = store.info(name, shape)?;
+    let bytes = file.tensor_bytes(info);
+    let r = match info.dtype {
+        DType::F16 => f(&F16Data::mapped_or_copied(&file.backing, info.start, bytes).as_slice()),
+        DType::BF16 => f(&Bf16Data::mapped_or_copied(&file.backing, info.start, bytes).as_slice()),
+        _ => f(&store.f32(name, shape)?.as_slice()),
+    };
+    file.backing.release(info.start..info.end);
+    Ok(r)
 }
 
 /// A source tensor's values as f32 (a view of the map for f32, a widened copy
