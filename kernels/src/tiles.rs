@@ -124,20 +124,7 @@ pub(crate) unsafe fn store_sums_at(at: [*mut f32; 4]) {
 #[inline(always)]
 pub(crate) unsafe fn store_sums<T: Copy>(c: &mut [[[T; 16]; 16]; 4]) {
     const { assert!(std::mem::size_of::<T>() == 4) };
-    // SAFETY: the contract; each store writes one 1 KiB tile of `c`, 16
-    // rows 64 bytes apart.
-    unsafe {
-        asm!(
-            "tilestored [{c0} + {cs}*1], tmm0",
-            "tilestored [{c1} + {cs}*1], tmm1",
-            "tilestored [{c2} + {cs}*1], tmm2",
-            "tilestored [{c3} + {cs}*1], tmm3",
-            c0 = in(reg) c[0].as_mut_ptr(),
-            c1 = in(reg) c[1].as_mut_ptr(),
-            c2 = in(reg) c[2].as_mut_ptr(),
-            c3 = in(reg) c[3].as_mut_ptr(),
-            cs = in(reg) 64usize,
-            options(nostack)
-        )
-    };
+    let at = c.each_mut().map(|t| t.as_mut_ptr().cast::<f32>());
+    // SAFETY: the contract; each pointer is one 1 KiB tile of `c`.
+    unsafe { store_sums_at(at) }
 }

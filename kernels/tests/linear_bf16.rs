@@ -140,14 +140,31 @@ fn dp_budget(x: &[f32], k: usize, w: &[f32], n: usize, t: usize, a: f64) -> f64 
     DPBF16_REL_BUDGET * a + f32_budget(2 * k, a) + DPBF16_FLUSH_ABS * (xs + ws + k as f64)
 }
 
-/// A product that rounds the activations to bf16: `f(x, w, y)`.
+/// A bf16 product: `f(x, w, y)`.
 #[cfg(target_arch = "x86_64")]
 type DpProduct<'a> = &'a dyn Fn(&[f32], &[bf16], &mut [f32]);
 
-/// An `[m, k] x [n, k]` case drawn from `seed`, run by each of `products`,
-/// every output within [`dp_budget`] of the f64 reference.
+/// An output's budget: `budget(x, k, w, n, t, abs_dot)` ([`dp_budget`],
+/// [`split_budget`]).
+#[cfg(target_arch = "x86_64")]
+type Budget = fn(&[f32], usize, &[f32], usize, usize, f64) -> f64;
+
+/// [`within_budget`] with [`dp_budget`]: products that round the
+/// activations to bf16.
 #[cfg(target_arch = "x86_64")]
 fn within_dp_budget(
+    shape: (usize, usize, usize),
+    fills: (Fill, Fill, u64),
+    products: &[(&str, DpProduct<'_>)],
+) -> Result<(), TestCaseError> {
+    within_budget(dp_budget, shape, fills, products)
+}
+
+/// An `[m, k] x [n, k]` case drawn from `seed`, run by each of `products`,
+/// every output within `budget` of the f64 reference.
+#[cfg(target_arch = "x86_64")]
+fn within_budget(
+    budget: Budget,
     (m, n, k): (usize, usize, usize),
     (fx, fw, seed): (Fill, Fill, u64),
     products: &[(&str, DpProduct<'_>)],
@@ -162,7 +179,7 @@ fn within_dp_budget(
         let mut y = vec![f32::NAN; m * n];
         f(&x, &w, &mut y);
         for t in 0..m * n {
-            let budget = dp_budget(&x, k, &wq, n, t, a[t]);
+            let budget = budget(&x, k, &wq, n, t, a[t]);
             let err = (y[t] as f64 - r[t]).abs();
             prop_assert!(
                 err <= budget,
@@ -406,24 +423,10 @@ proptest! {
                 return Ok(());
             }
             let (n, k) = (16 * n16, 32 * k32);
-            let mut rng = Rng(seed);
-            let x = matrix(&mut rng, fx, m, k, 1e12);
-            let w = to_bf16(&matrix(&mut rng, fw, n, k, 1e12));
-            let wq = widened(&w);
-            let r = reference::linear(&x, m, k, &wq, n);
-            let a = abs_dot(&x, m, k, &wq, n);
-            let mut y = vec![f32::NAN; m * n];
-            lbf16::amx::linear_split(&x, m, k, &w, n, &mut y);
-            let mut via = vec![f32::NAN; m * n];
-            lbf16::linear_with(Isa::Amx, &x, m, k, &w, n, &mut via);
-            for t in 0..m * n {
-                let budget = split_budget(&x, k, &wq, n, t, a[t]);
-                let err = (y[t] as f64 - r[t]).abs();
-                prop_assert!(err <= budget,
-                    "split m={m} n={n} k={k} out {t}: {} vs {} (err {err:e}, budget {budget:e})", y[t], r[t]);
-                let want = if lbf16::amx_takes(Isa::Amx, m, k, n) { y[t] } else { via[t] };
-                prop_assert_eq!(via[t].to_bits(), want.to_bits());
-            }
+            within_budget(split_budget, (m, n, k), (fx, fw, seed), &[
+                ("split", &|x, w, y| lbf16::amx::linear_split(x, m, k, w, n, y)),
+                ("amx dispatch", &|x, w, y| lbf16::linear_with(Isa::Amx, x, m, k, w, n, y)),
+            ])?;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (m, n16, k32, fx, fw, seed);

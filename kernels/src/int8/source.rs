@@ -35,36 +35,25 @@ impl Source for [f32] {
     }
 }
 
-/// Widens `src` into `buf` (exact for f16 and bf16).
-fn widen<'a, T: Copy>(src: &[T], buf: &'a mut Vec<f32>, f: impl Fn(T) -> f32) -> &'a [f32] {
-    buf.clear();
-    buf.extend(src.iter().map(|&v| f(v)));
-    buf
+/// f16 and bf16 rows, widened into the caller's buffer (exact).
+macro_rules! widened {
+    ($($t:ty),*) => {$(
+        impl Source for [$t] {
+            fn len(&self) -> usize {
+                <[$t]>::len(self)
+            }
+            fn row<'a>(&'a self, j: usize, k: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
+                buf.clear();
+                buf.extend(self[j * k..(j + 1) * k].iter().map(|v| v.to_f32()));
+                buf
+            }
+            fn at(&self, i: usize) -> f32 {
+                self[i].to_f32()
+            }
+        }
+    )*};
 }
-
-impl Source for [f16] {
-    fn len(&self) -> usize {
-        <[f16]>::len(self)
-    }
-    fn row<'a>(&'a self, j: usize, k: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        widen(&self[j * k..(j + 1) * k], buf, f16::to_f32)
-    }
-    fn at(&self, i: usize) -> f32 {
-        self[i].to_f32()
-    }
-}
-
-impl Source for [bf16] {
-    fn len(&self) -> usize {
-        <[bf16]>::len(self)
-    }
-    fn row<'a>(&'a self, j: usize, k: usize, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        widen(&self[j * k..(j + 1) * k], buf, bf16::to_f32)
-    }
-    fn at(&self, i: usize) -> f32 {
-        self[i].to_f32()
-    }
-}
+widened!(f16, bf16);
 
 /// Reads as the slice it holds: a `Vec` (so `&vec` works where a
 /// `&[f32]` did), or a slice reference (sized, so it can be a `&dyn
