@@ -434,8 +434,9 @@ proptest! {
 }
 
 /// Both tile products past one pass of sums (260 rows: 17 groups of 16,
-/// passes of 16) and one block of steps (2112 inputs: 66 steps, blocks of
-/// 64), with a lone last weight tile (n = 48): each within its budget,
+/// passes of 16), one block of steps (2112 inputs: 66 steps, blocks of
+/// 32 and 64), with a lone last weight tile (n = 48), and past a slab of
+/// rows (1030: slabs of 1024): each within its budget,
 /// and each row the bits of the same row in 32-row products (an output's
 /// chain does not depend on the other rows). Skipped without AMX-BF16.
 #[test]
@@ -445,44 +446,52 @@ fn bf16_amx_products_span_passes_and_step_blocks() {
         if !lbf16::amx::available() {
             return;
         }
-        let (m, k, n) = (260, 2112, 48);
-        let mut rng = Rng(13);
-        let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
-        let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
-        let wq = widened(&w);
-        let r = reference::linear(&x, m, k, &wq, n);
-        let a = abs_dot(&x, m, k, &wq, n);
-        type Tiles = fn(&[f32], usize, usize, &[bf16], usize, &mut [f32]);
-        let products: [(&str, Tiles); 2] = [
-            ("split", lbf16::amx::linear_split),
-            ("rounded", lbf16::amx::linear),
-        ];
-        for (name, f) in products {
-            let mut y = vec![f32::NAN; m * n];
-            f(&x, m, k, &w, n, &mut y);
-            for t in 0..m * n {
-                let budget = if name == "split" {
-                    split_budget(&x, k, &wq, n, t, a[t])
-                } else {
-                    dp_budget(&x, k, &wq, n, t, a[t])
-                };
-                let err = (y[t] as f64 - r[t]).abs();
-                assert!(
-                    err <= budget,
-                    "{name} out {t}: err {err:e}, budget {budget:e}"
-                );
-            }
-            for r0 in (0..m).step_by(32) {
-                let rows = (m - r0).min(32);
-                let mut part = vec![f32::NAN; rows * n];
-                f(&x[r0 * k..(r0 + rows) * k], rows, k, &w, n, &mut part);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(
-                    bits(&part),
-                    bits(&y[r0 * n..(r0 + rows) * n]),
-                    "{name} rows from {r0}"
-                );
-            }
+        // And past a slab of rows (1030: 1024 + 6).
+        for (m, k, n) in [(260, 2112, 48), (1030, 64, 32)] {
+            spans_passes_and_step_blocks(m, k, n);
+        }
+    }
+}
+
+/// [`bf16_amx_products_span_passes_and_step_blocks`] on one shape.
+#[cfg(target_arch = "x86_64")]
+fn spans_passes_and_step_blocks(m: usize, k: usize, n: usize) {
+    let mut rng = Rng(13);
+    let x = matrix(&mut rng, Fill::Wide, m, k, 1.0);
+    let w = to_bf16(&matrix(&mut rng, Fill::Uniform, n, k, 1.0));
+    let wq = widened(&w);
+    let r = reference::linear(&x, m, k, &wq, n);
+    let a = abs_dot(&x, m, k, &wq, n);
+    type Tiles = fn(&[f32], usize, usize, &[bf16], usize, &mut [f32]);
+    let products: [(&str, Tiles); 2] = [
+        ("split", lbf16::amx::linear_split),
+        ("rounded", lbf16::amx::linear),
+    ];
+    for (name, f) in products {
+        let mut y = vec![f32::NAN; m * n];
+        f(&x, m, k, &w, n, &mut y);
+        for t in 0..m * n {
+            let budget = if name == "split" {
+                split_budget(&x, k, &wq, n, t, a[t])
+            } else {
+                dp_budget(&x, k, &wq, n, t, a[t])
+            };
+            let err = (y[t] as f64 - r[t]).abs();
+            assert!(
+                err <= budget,
+                "{name} out {t}: err {err:e}, budget {budget:e}"
+            );
+        }
+        for r0 in (0..m).step_by(32) {
+            let rows = (m - r0).min(32);
+            let mut part = vec![f32::NAN; rows * n];
+            f(&x[r0 * k..(r0 + rows) * k], rows, k, &w, n, &mut part);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(&part),
+                bits(&y[r0 * n..(r0 + rows) * n]),
+                "{name} rows from {r0}"
+            );
         }
     }
 }

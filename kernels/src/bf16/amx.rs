@@ -98,6 +98,29 @@ fn product<const P: usize>(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, 
     if m == 0 || n == 0 {
         return;
     }
+    for r0 in (0..m).step_by(SLAB_ROWS) {
+        let rows = (m - r0).min(SLAB_ROWS);
+        slab::<P>(
+            &x[r0 * k..(r0 + rows) * k],
+            rows,
+            k,
+            w,
+            n,
+            &mut y[r0 * n..(r0 + rows) * n],
+        );
+    }
+}
+
+/// Rows a call lays out and multiplies at a time: the activation tiles of
+/// a slab are `3 * 2` bytes an activation (split), so a packed batch of
+/// many inputs holds at most 1024 rows' worth (60 MB at T5-XXL's 10240
+/// inputs) beside its own activations. An output's chain never depends on
+/// the other rows, so the slabs change no bit; each re-reads the weights,
+/// against 1024 rows of products.
+const SLAB_ROWS: usize = 1024;
+
+/// [`product`] of one slab of `m <= SLAB_ROWS` rows (shapes checked).
+fn slab<const P: usize>(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, y: &mut [f32]) {
     let need = tiles_len::<P>(m, k);
     let mut buf = if need <= KEEP_TILES {
         TILES.take()
