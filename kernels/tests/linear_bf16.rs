@@ -304,16 +304,19 @@ fn bf16_prefill_spans_blocks() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(32))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
 
-    /// Error budget: `bf16_dpbf16_prefill_matches_reference`'s (the AMX-BF16
-    /// tiles round the activations to bf16 the same way and sum each output
-    /// in one FMA chain with denormals flushed). Whole tiles (k a multiple
-    /// of 32, n of 16), rows across the 16-row tiles' and the 32-row
-    /// blocks' edges, a lone last weight tile (n = 16, 48). Skipped, saying
-    /// so, on a CPU without AMX-BF16.
+    /// Error budgets: the rounded product (`linear_dot`'s), that of
+    /// `bf16_dpbf16_prefill_matches_reference` (the AMX-BF16 tiles round the
+    /// activations to bf16 the same way and sum each output in one FMA
+    /// chain with denormals flushed); the split (`linear`'s default),
+    /// [`split_budget`] (f32 sums of the exact products of three parts,
+    /// flushed denormals). Whole tiles (k a multiple of 32, n of 16), rows
+    /// across the 16-row tiles' and the 32-row blocks' edges, a lone last
+    /// weight tile (n = 16, 48). Skipped, saying so, on a CPU without
+    /// AMX-BF16.
     #[test]
-    fn bf16_amx_prefill_matches_reference(
+    fn bf16_amx_products_match_reference(
         m in 1usize..=70, n16 in 1usize..=5, k32 in 1usize..=10,
         fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
     ) {
@@ -327,6 +330,10 @@ proptest! {
                 ("amx", &|x, w, y| lbf16::amx::linear(x, m, k, w, n, y)),
                 ("amx dispatch", &|x, w, y| lbf16::linear_dot_with(Isa::Amx, x, m, k, w, n, y)),
             ])?;
+            within_budget(split_budget, (m, n, k), (fx, fw, seed), &[
+                ("split", &|x, w, y| lbf16::amx::linear_split(x, m, k, w, n, y)),
+                ("split dispatch", &|x, w, y| lbf16::linear_with(Isa::Amx, x, m, k, w, n, y)),
+            ])?;
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (m, n16, k32, fx, fw, seed);
@@ -338,7 +345,7 @@ fn amx_bf16_availability_is_reported() {
     #[cfg(target_arch = "x86_64")]
     if !lbf16::amx::available() {
         eprintln!(
-            "skipped: bf16_amx_prefill_matches_reference needs AMX-BF16 tiles, which this CPU lacks or the OS does not grant (detected: {})",
+            "skipped: bf16_amx_products_match_reference needs AMX-BF16 tiles, which this CPU lacks or the OS does not grant (detected: {})",
             t5edge_kernels::dispatch::features().names().join(", ")
         );
     }
@@ -405,31 +412,6 @@ proptest! {
         }
         #[cfg(not(target_arch = "x86_64"))]
         let _ = (m, k32, seed);
-    }
-
-    /// Error budget: [`split_budget`] (f32 sums of the exact products of
-    /// three parts, flushed denormals). Whole tiles, rows across the
-    /// 16-row tiles' and the 32-row blocks' edges, a lone last weight tile.
-    /// Skipped, saying so (`amx_bf16_availability_is_reported`), on a CPU
-    /// without AMX-BF16.
-    #[test]
-    fn bf16_amx_split_matches_reference(
-        m in 1usize..=70, n16 in 1usize..=5, k32 in 1usize..=10,
-        fx in fill_strategy(), fw in fill_strategy(), seed in any::<u64>()
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if !lbf16::amx::available() {
-                return Ok(());
-            }
-            let (n, k) = (16 * n16, 32 * k32);
-            within_budget(split_budget, (m, n, k), (fx, fw, seed), &[
-                ("split", &|x, w, y| lbf16::amx::linear_split(x, m, k, w, n, y)),
-                ("amx dispatch", &|x, w, y| lbf16::linear_with(Isa::Amx, x, m, k, w, n, y)),
-            ])?;
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (m, n16, k32, fx, fw, seed);
     }
 }
 
