@@ -173,38 +173,13 @@ impl Wide8 for half::bf16 {
 const BR: usize = 3;
 const BC: usize = 3;
 
-/// An `R x BC` block of `y` (`R` = `BR`, or fewer for the last rows): x
-/// rows `i0..` against weight rows `c0..`, one FMA chain per output, 8
-/// inputs a step ([`chain`], then each chain's `hsum`); each widened weight
-/// vector feeds `BR` FMAs and each x vector `BC`, so a prefill-sized
-/// product is bound by the FMAs rather than by loads or widening.
-///
-/// # Safety
-/// AVX2/FMA/F16C; `x` holds at least `(i0 + R) * k` values and `w` at
-/// least `(c0 + BC) * k`.
-#[inline(always)]
-unsafe fn block<W: Wide8, const R: usize>(
-    x: &[f32],
-    i0: usize,
-    k: usize,
-    w: &[W],
-    c0: usize,
-) -> [[f32; BC]; R] {
-    let mut acc = [[_mm256_setzero_ps(); BC]; R];
-    // SAFETY: forwarded contract, over the whole row.
-    unsafe {
-        chain::<W, R>(x, i0, k, w, c0, 0..k, &mut acc);
-        reduce(&acc)
-    }
-}
-
-/// [`block`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 8; a
+/// [`step`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 8; a
 /// partial step only where `ts.end == k` is not one), continuing from
 /// `acc`: the chains over consecutive ranges are, bit for bit, the chain
 /// over their union.
 ///
 /// # Safety
-/// As [`block`]; `ts.end <= k`.
+/// As [`step`]; `ts.end <= k`.
 #[inline(always)]
 unsafe fn chain<W: Wide8, const R: usize>(
     x: &[f32],
@@ -277,28 +252,6 @@ impl<W: Wide8> passes::Blocks<W> for Blocks3 {
     const LANES: usize = 8;
 
     #[inline(always)]
-    unsafe fn block(
-        x: &[f32],
-        i: usize,
-        nr: usize,
-        k: usize,
-        w: &[W],
-        c: usize,
-        out: &mut ColBlock<'_>,
-    ) {
-        // The arms cover every `nr` up to `BR`.
-        const { assert!(BR == 3) };
-        // SAFETY (each arm): forwarded contract, nr rows from i.
-        unsafe {
-            match nr {
-                1 => put(out, i, c, &block::<W, 1>(x, i, k, w, c)),
-                2 => put(out, i, c, &block::<W, 2>(x, i, k, w, c)),
-                _ => put(out, i, c, &block::<W, BR>(x, i, k, w, c)),
-            }
-        }
-    }
-
-    #[inline(always)]
     unsafe fn step(
         x: &[f32],
         i: usize,
@@ -364,12 +317,19 @@ pub(crate) unsafe fn gemm<W: Wide8>(
     }
 }
 
-/// One step of an `R x BC` block: its chains from `slot` (from zero at the
-/// first step), over `ts`, back to `slot`, or reduced into `out` at the
-/// last step.
+/// One step of an `R x BC` block of `y` (`R` = `BR`, or fewer for the last
+/// rows): x rows `i0..` against weight rows `c0..`, one FMA chain per
+/// output, 8 inputs a step ([`chain`]), the chains from `slot` (from zero
+/// at the first step), over `ts`, back to `slot`, or reduced (each chain's
+/// `hsum`) into `out` at the last step; each widened weight vector feeds
+/// `BR` FMAs and each x vector `BC`, so a prefill-sized product is bound
+/// by the FMAs rather than by loads or widening.
 ///
 /// # Safety
-/// As [`block`]; `slot` holds at least `8 R BC` floats.
+/// AVX2/FMA/F16C; `x` holds at least `(i0 + R) * k` values and `w` at
+/// least `(c0 + BC) * k`; `slot` holds at least `8 R BC` floats unless
+/// `ts` is `0..k` (one step over the whole row, which reads and writes no
+/// slot).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn step<W: Wide8, const R: usize>(
@@ -382,8 +342,8 @@ unsafe fn step<W: Wide8, const R: usize>(
     slot: &mut [f32],
     out: &mut ColBlock<'_>,
 ) {
-    assert!(slot.len() >= 8 * R * BC);
     let (first, last) = (ts.start == 0, ts.end == k);
+    assert!((first && last) || slot.len() >= 8 * R * BC);
     let p = slot.as_mut_ptr();
     let mut acc = [[_mm256_setzero_ps(); BC]; R];
     // SAFETY: vector j of the slot is floats 8 j..8 j + 8 < 8 R BC of it;

@@ -24,7 +24,7 @@ pub(crate) fn mask16(n: usize) -> u16 {
 }
 
 /// The dot product of `a` with the weight row `b` in any [`Wide`] format,
-/// for a block's ragged last columns: [`block4x4`]'s arithmetic for one of
+/// for a block's ragged last columns: [`step`]'s arithmetic for one of
 /// its outputs (one 16-lane FMA chain, the tail masked, `sum`'s reduction),
 /// so every output of the GEMV and prefill paths has the same bits.
 ///
@@ -211,38 +211,13 @@ impl Wide for half::bf16 {
     }
 }
 
-/// An `R` x 4 block of `y` (`R` = 4, or 1-3 for the last rows): x rows
-/// `i0..i0 + R` against weight rows `c0..c0 + 4` of `w`, one FMA chain per
-/// output, 16 inputs a step ([`chain`], then [`reduce`]). Each widened
-/// weight vector and each x vector feeds four FMAs, so a prefill-sized
-/// product is bound by the FMAs rather than the loads.
-///
-/// # Safety
-/// AVX-512 F/BW/VL plus FMA (and F16C for f16 weights); `x` holds at least
-/// `(i0 + R) * k` values and `w` at least `(c0 + 4) * k`.
-#[inline(always)]
-unsafe fn block4x4<W: Wide, const R: usize>(
-    x: &[f32],
-    i0: usize,
-    k: usize,
-    w: &[W],
-    c0: usize,
-) -> [[f32; 4]; R] {
-    let mut acc = [[_mm512_setzero_ps(); 4]; R];
-    // SAFETY: forwarded contract, over the whole row.
-    unsafe {
-        chain::<W, R>(x, i0, k, w, c0, 0..k, &mut acc);
-        reduce(&acc)
-    }
-}
-
-/// [`block4x4`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 16;
+/// [`step`]'s FMA chains over inputs `ts` (`ts.start` a multiple of 16;
 /// a masked step only where `ts.end == k` is not one), continuing from
 /// `acc`: the chains over consecutive ranges are, bit for bit, the chain
 /// over their union.
 ///
 /// # Safety
-/// As [`block4x4`]; `ts.end <= k`.
+/// As [`step`]; `ts.end <= k`.
 #[inline(always)]
 unsafe fn chain<W: Wide, const R: usize>(
     x: &[f32],
@@ -335,27 +310,6 @@ impl<W: Wide> passes::Blocks<W> for Blocks4 {
     const LANES: usize = 16;
 
     #[inline(always)]
-    unsafe fn block(
-        x: &[f32],
-        i: usize,
-        nr: usize,
-        k: usize,
-        w: &[W],
-        c: usize,
-        out: &mut ColBlock<'_>,
-    ) {
-        // SAFETY (each arm): forwarded contract, nr rows from i.
-        unsafe {
-            match nr {
-                1 => put(out, i, c, block4x4::<W, 1>(x, i, k, w, c)),
-                2 => put(out, i, c, block4x4::<W, 2>(x, i, k, w, c)),
-                3 => put(out, i, c, block4x4::<W, 3>(x, i, k, w, c)),
-                _ => put(out, i, c, block4x4::<W, 4>(x, i, k, w, c)),
-            }
-        }
-    }
-
-    #[inline(always)]
     unsafe fn step(
         x: &[f32],
         i: usize,
@@ -415,12 +369,19 @@ pub(crate) unsafe fn gemm<W: Wide>(x: &[f32], m: usize, k: usize, w: &[W], out: 
     }
 }
 
-/// One step of an `R` x 4 block: its chains from `slot` (from zero at the
-/// first step), over `ts`, back to `slot`, or reduced into `out` at the
-/// last step.
+/// One step of an `R` x 4 block of `y` (`R` = 4, or 1-3 for the last
+/// rows): x rows `i0..i0 + R` against weight rows `c0..c0 + 4` of `w`,
+/// one FMA chain per output, 16 inputs a step ([`chain`]), the chains from
+/// `slot` (from zero at the first step), over `ts`, back to `slot`, or
+/// reduced ([`reduce`]) into `out` at the last step. Each widened weight
+/// vector and each x vector feeds four FMAs, so a prefill-sized product is
+/// bound by the FMAs rather than the loads.
 ///
 /// # Safety
-/// As [`block4x4`]; `slot` holds at least `64 R` floats (its 4 R vectors).
+/// AVX-512 F/BW/VL plus FMA (and F16C for f16 weights); `x` holds at least
+/// `(i0 + R) * k` values and `w` at least `(c0 + 4) * k`; `slot` holds at
+/// least `64 R` floats (its 4 R vectors) unless `ts` is `0..k` (one step
+/// over the whole row, which reads and writes no slot).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn step<W: Wide, const R: usize>(
@@ -433,8 +394,8 @@ unsafe fn step<W: Wide, const R: usize>(
     slot: &mut [f32],
     out: &mut ColBlock<'_>,
 ) {
-    assert!(slot.len() >= 64 * R);
     let (first, last) = (ts.start == 0, ts.end == k);
+    assert!((first && last) || slot.len() >= 64 * R);
     let p = slot.as_mut_ptr();
     let mut acc = [[_mm512_setzero_ps(); 4]; R];
     // SAFETY: vector j of the slot is floats 16 j..16 j + 16 < 64 R of it;

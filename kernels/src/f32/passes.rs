@@ -37,28 +37,15 @@ pub(crate) trait Blocks<W> {
     /// take `BR * BC * LANES` floats ([`slot_len`]).
     const LANES: usize;
 
-    /// The block of rows `i..i + nr` (`1 <= nr <= BR`) and weight rows
-    /// `c..c + BC`, each chain over all `k` inputs, into `out`.
+    /// One step of the block of rows `i..i + nr` (`1 <= nr <= BR`) and
+    /// weight rows `c..c + BC` over inputs `ts`: its chains from `slot`
+    /// (from zero at the first step), back to `slot`, or reduced into `out`
+    /// at the last step (`ts.end == k`). A whole row is the one step `0..k`,
+    /// which touches no slot.
     ///
     /// # Safety
-    /// The CPU runs the kernel's level; those rows of `x` and `w` exist.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn block(
-        x: &[f32],
-        i: usize,
-        nr: usize,
-        k: usize,
-        w: &[W],
-        c: usize,
-        out: &mut ColBlock<'_>,
-    );
-
-    /// One step of that block over inputs `ts`: its chains from `slot` (from
-    /// zero at the first step), back to `slot`, or reduced into `out` at the
-    /// last step (`ts.end == k`).
-    ///
-    /// # Safety
-    /// As `block`; `slot` holds at least [`slot_len`] floats.
+    /// The CPU runs the kernel's level; those rows of `x` and `w` exist;
+    /// `slot` holds at least [`slot_len`] floats unless `ts` is `0..k`.
     #[allow(clippy::too_many_arguments)]
     unsafe fn step(
         x: &[f32],
@@ -148,18 +135,18 @@ unsafe fn whole<W, B: Blocks<W>>(
     cb: usize,
     out: &mut ColBlock<'_>,
 ) {
-    // Full blocks with a constant height (their `block` calls fold to the
+    // Full blocks with a constant height (their `step` calls fold to the
     // one arm: deciding the height per block made small products ~3%
-    // slower at AVX2), then the rest.
+    // slower at AVX2), then the rest; each the one step over the whole row.
     let full = rows.start + (rows.end - rows.start) / B::BR * B::BR;
     for c in (0..cb).step_by(B::BC) {
         for i in (rows.start..full).step_by(B::BR) {
-            // SAFETY: the contract; rows i..i + BR <= rows.end.
-            unsafe { B::block(x, i, B::BR, k, w, c, out) };
+            // SAFETY: the contract; rows i..i + BR <= rows.end; all of k.
+            unsafe { B::step(x, i, B::BR, k, w, c, 0..k, &mut [], out) };
         }
         if full < rows.end {
-            // SAFETY: the contract; rows full..rows.end.
-            unsafe { B::block(x, full, rows.end - full, k, w, c, out) };
+            // SAFETY: the contract; rows full..rows.end; all of k.
+            unsafe { B::step(x, full, rows.end - full, k, w, c, 0..k, &mut [], out) };
         }
     }
 }
