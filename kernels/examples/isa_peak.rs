@@ -2,9 +2,10 @@
 //! back-to-back independent `vpdpbusd` (int8 dot products, 64 multiply-adds
 //! each) and `vfmadd` (f32, 16 each) on 512-bit registers where the CPU has
 //! AVX-512 VNNI, and on every AVX2 CPU `vfmadd` on 256-bit registers (8
-//! each: the float prefill kernels' instruction) and `vpmaddwd` + `vpaddd`
-//! (16 each: the exact i16 form of the AVX2 int8 kernels), one loop per
-//! thread, no memory traffic.
+//! each: the float prefill kernels' instruction), `vpmaddwd` + `vpaddd`
+//! (16 each: the exact i16 form of the AVX2 int8 kernels) and `vpmaddubsw` +
+//! `vpaddw` (32 each: the int4 screen's form), one loop per thread, no
+//! memory traffic.
 //!
 //! `cargo run --release -p t5edge-kernels --example isa_peak -- [threads]`
 
@@ -80,6 +81,25 @@ mod peak {
         out.iter().map(|&v| v as f64).sum()
     }
 
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn maddubs256(iters: u64) -> f64 {
+        // The int4 screen's form: u8 x s8 pair sums into 16-bit lanes, then a
+        // 16-bit add. The sums saturate and wrap freely: only the rate is read.
+        let a = _mm256_set1_epi8(3);
+        let mut acc = [_mm256_set1_epi16(1); CHAINS];
+        for _ in 0..iters {
+            for c in acc.iter_mut() {
+                *c = _mm256_add_epi16(*c, _mm256_maddubs_epi16(*c, a));
+            }
+        }
+        let mut out = [0i16; 16];
+        let s = acc
+            .iter()
+            .fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi16(s, c));
+        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s);
+        out.iter().map(|&v| v as f64).sum()
+    }
+
     /// Runs `f(iters)` on `threads` threads and prints its rate.
     fn probe(name: &str, threads: usize, macs_per_instr: f64, f: unsafe fn(u64) -> f64) {
         let iters = 20_000_000u64;
@@ -108,6 +128,7 @@ mod peak {
             for t in [1, threads] {
                 probe("f32 vfmadd ymm", t, 8.0, fma256);
                 probe("i16 vpmaddwd+vpaddd ymm", t, 16.0, madd256);
+                probe("u8s8 vpmaddubsw+vpaddw ymm", t, 32.0, maddubs256);
             }
         }
         if !(is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vnni")) {

@@ -35,7 +35,7 @@
 //!
 //! A batch of greedy rows is another matter: there the int8 head is a GEMM
 //! bound by arithmetic, and the screen's multi-row kernel unpacks each block
-//! of nibbles once for four rows, so its pass costs about 0.75x the head's
+//! of nibbles once for up to eight rows, so its pass costs about 0.7x the head's
 //! on AVX2 without VNNI. A batch's picks therefore screen by default where
 //! that kernel runs ([`ScreenedHead::batch_screens`]); the other levels run
 //! the one-row kernel per row and do not, unless `T5EDGE_SCREEN=1`.

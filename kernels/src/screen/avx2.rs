@@ -3,7 +3,8 @@
 //! at most 2·15·127 = 3810) into 16-bit lanes, widened by `vpmaddwd` every
 //! 4 blocks (4·2·3810 = 30480 < 32767, so no lane can saturate). The
 //! multi-row form ([`rows_tiles`], a batch's decode step) unpacks each block
-//! once and feeds it to up to four activation rows.
+//! once and feeds it to up to eight activation rows (their 32-bit sums kept in the
+//! caller's buffer, so eight 16-bit sums fit the registers).
 
 // Register arrays indexed by tile read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
@@ -119,7 +120,11 @@ pub(crate) unsafe fn rows_tiles(
             1 => rows_body::<1>(s, qs, b0, b1, t0, t1, out),
             2 => rows_body::<2>(s, qs, b0, b1, t0, t1, out),
             3 => rows_body::<3>(s, qs, b0, b1, t0, t1, out),
-            _ => rows_body::<4>(s, qs, b0, b1, t0, t1, out),
+            4 => rows_body::<4>(s, qs, b0, b1, t0, t1, out),
+            5 => rows_body::<5>(s, qs, b0, b1, t0, t1, out),
+            6 => rows_body::<6>(s, qs, b0, b1, t0, t1, out),
+            7 => rows_body::<7>(s, qs, b0, b1, t0, t1, out),
+            _ => rows_body::<8>(s, qs, b0, b1, t0, t1, out),
         }
     }
 }
@@ -147,7 +152,8 @@ unsafe fn rows_body<const R: usize>(
         // b * 32 inside the tile; each store writes 8 i32 at 8 (t − t0) +
         // 8 <= TASK_ROWS of a row of `out`.
         unsafe {
-            let mut acc = [_mm256_setzero_si256(); R];
+            // The i32 sums live in `out` (L1) rather than registers, so
+            // that eight rows' 16-bit sums fit the sixteen registers.
             let mut b = b0;
             while b < b1 {
                 let end = (b + WIDEN_EVERY).min(b1);
@@ -169,13 +175,22 @@ unsafe fn rows_body<const R: usize>(
                     }
                 }
                 for r in 0..R {
-                    acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(acc16[r], ones));
+                    let o = out[r].as_mut_ptr().add((t - t0) * TILE) as *mut __m256i;
+                    let wide = _mm256_madd_epi16(acc16[r], ones);
+                    let sum = if b == b0 {
+                        wide
+                    } else {
+                        _mm256_add_epi32(_mm256_loadu_si256(o), wide)
+                    };
+                    _mm256_storeu_si256(o, sum);
                 }
                 b = end;
             }
-            for r in 0..R {
-                let o = out[r].as_mut_ptr().add((t - t0) * TILE);
-                _mm256_storeu_si256(o as *mut __m256i, acc[r]);
+            if b0 == b1 {
+                for r in 0..R {
+                    let o = out[r].as_mut_ptr().add((t - t0) * TILE) as *mut __m256i;
+                    _mm256_storeu_si256(o, _mm256_setzero_si256());
+                }
             }
         }
     }

@@ -388,7 +388,7 @@ fn tiles(
 }
 
 /// Activation rows a multi-row kernel call takes (a batch's decode step).
-pub(crate) const MAX_R: usize = 4;
+pub(crate) const MAX_R: usize = 8;
 
 /// Whether `isa` has a multi-row screen kernel (AVX2, and AVX-512 without
 /// VNNI, which runs the AVX2 one); the other levels serve
@@ -401,7 +401,7 @@ pub fn rows_kernel(isa: Isa) -> bool {
 /// `out[r][8 (t − t0) + j] = Σ u·q_r` over group `g`'s blocks of tiles
 /// `[t0, t1)` (at most a task's) for activation rows `qs[..r]` (`r <=
 /// MAX_R`, each `kp8` values), at `isa`: the AVX2 kernel unpacks each
-/// block's nibbles once for two to four rows; a single row, and every row
+/// block's nibbles once for two to eight rows; a single row, and every row
 /// on the other levels, runs the one-row kernel (on AVX2 it prefetches,
 /// which the multi-row one gains nothing from: one row 157 against 177 µs
 /// for a 32128 x 256 screen, kernels/BENCH.md). The same integers as
@@ -735,8 +735,9 @@ impl Default for Part {
 /// [`Intervals::task`] for up to [`MAX_R`] activation rows at once (`ivs`,
 /// one each, the same screen and group size, `banned[i]` row `i`'s): the
 /// screen sums come from the multi-row kernel, then each row's arithmetic is
-/// its own. Row `i`'s upper ends go to `work.hi[i]` and its best lower and
-/// upper end to `work.best[i]`.
+/// its own. Row `i`'s bounds go to `out[i * ROW_BOUNDS..]`: its upper ends,
+/// then its best lower and upper end, written in place (a copy of them
+/// through a buffer was 4.5% of W2 by `perf`).
 fn task_rows(
     ivs: &[Intervals<'_>],
     banned: &[Option<usize>],
@@ -744,23 +745,25 @@ fn task_rows(
     t0: usize,
     t1: usize,
     work: &mut RowsWork,
+    out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa.has_avx2() {
         // SAFETY: every x86 level from Avx2 up has AVX2 (check_isa ran).
-        return unsafe { task_rows_avx2(ivs, banned, isa, t0, t1, work) };
+        return unsafe { task_rows_avx2(ivs, banned, isa, t0, t1, work, out) };
     }
-    task_rows_body(ivs, banned, isa, t0, t1, work)
+    task_rows_body(ivs, banned, isa, t0, t1, work, out)
 }
 
-/// What [`task_rows`] works in and writes, made once per pool task: each
-/// row's intervals, screen sums, upper ends and best ends (overwritten by
-/// every call).
+/// Floats of one row's bounds of one task in [`argmax_rows_with`]: the
+/// task's upper ends, then its best lower and best upper end.
+const ROW_BOUNDS: usize = TASK_ROWS + 2;
+
+/// What [`task_rows`] works in, made once per pool task: each row's
+/// intervals and screen sums (overwritten by every call).
 struct RowsWork {
     parts: [Part; MAX_R],
     sums: [[i32; TASK_ROWS]; MAX_R],
-    hi: [[f32; TASK_ROWS]; MAX_R],
-    best: [(f32, f32); MAX_R],
 }
 
 impl Default for RowsWork {
@@ -768,8 +771,6 @@ impl Default for RowsWork {
         RowsWork {
             parts: [Part::default(); MAX_R],
             sums: [[0; TASK_ROWS]; MAX_R],
-            hi: [[0.0; TASK_ROWS]; MAX_R],
-            best: [(0.0, 0.0); MAX_R],
         }
     }
 }
@@ -783,8 +784,9 @@ unsafe fn task_rows_avx2(
     t0: usize,
     t1: usize,
     work: &mut RowsWork,
+    out: &mut [f32],
 ) {
-    task_rows_body(ivs, banned, isa, t0, t1, work)
+    task_rows_body(ivs, banned, isa, t0, t1, work, out)
 }
 
 #[inline(always)]
@@ -795,15 +797,11 @@ fn task_rows_body(
     t0: usize,
     t1: usize,
     work: &mut RowsWork,
+    out: &mut [f32],
 ) {
     let r = ivs.len();
-    assert!((1..=MAX_R).contains(&r) && banned.len() == r);
-    let RowsWork {
-        parts,
-        sums,
-        hi,
-        best,
-    } = work;
+    assert!((1..=MAX_R).contains(&r) && banned.len() == r && out.len() == r * ROW_BOUNDS);
+    let RowsWork { parts, sums } = work;
     let qs: [&[i8]; MAX_R] = std::array::from_fn(|i| ivs[i.min(r - 1)].q);
     let rows = (t1 - t0) * TILE;
     for g in 0..ivs[0].qsum.len() {
@@ -814,8 +812,9 @@ fn task_rows_body(
             iv.add_group(g, &s[..rows], t0 * TILE, g == 0, p);
         }
     }
-    for (i, iv) in ivs.iter().enumerate() {
-        best[i] = iv.finish(&mut parts[i], t0, t1, banned[i], &mut hi[i]);
+    for (i, (iv, row)) in ivs.iter().zip(out.chunks_exact_mut(ROW_BOUNDS)).enumerate() {
+        let (hi, best) = row.split_at_mut(TASK_ROWS);
+        (best[0], best[1]) = iv.finish(&mut parts[i], t0, t1, banned[i], hi);
     }
 }
 
@@ -1097,8 +1096,8 @@ pub struct RowsScratch {
 /// [`argmax_with`] for `m` activation rows `x[i·k..(i + 1)·k]` at once (a
 /// batch's decode step), row `i` never picking `banned[i]`: `picks[i]` is
 /// what [`argmax_with`] answers for that row alone. One pass over the screen
-/// serves every row: each block's nibbles are unpacked once for up to four
-/// rows, which on AVX2 without VNNI takes about 0.75x the int8 head's time
+/// serves every row: each block's nibbles are unpacked once for up to eight
+/// rows, which on AVX2 without VNNI takes about 0.7x the int8 head's time
 /// for 16 rows (kernels/BENCH.md).
 #[allow(clippy::too_many_arguments)]
 pub fn argmax_rows_with(
@@ -1136,7 +1135,7 @@ pub fn argmax_rows_with(
         return;
     }
     let tasks = n.div_ceil(TASK_ROWS);
-    const W: usize = TASK_ROWS + 2;
+    const W: usize = ROW_BOUNDS;
     // [task][live row][W]: a pool chunk of tasks writes one contiguous run;
     // every value is written below, so a step only grows it, never clears it.
     if bounds.len() < tasks * nl * W {
@@ -1164,12 +1163,8 @@ pub fn argmax_rows_with(
                 let bans: [Option<usize>; MAX_R] = std::array::from_fn(|l| banned[at(l)]);
                 for (i, task) in parts_out.chunks_exact_mut(nl * W).enumerate() {
                     let (t0, t1) = task_tiles(chunk * per + i, n);
-                    task_rows(&ivs[..r], &bans[..r], isa, t0, t1, &mut work);
                     let mine = &mut task[c * MAX_R * W..(c * MAX_R + r) * W];
-                    for (l, row) in mine.chunks_exact_mut(W).enumerate() {
-                        row[..TASK_ROWS].copy_from_slice(&work.hi[l]);
-                        (row[TASK_ROWS], row[TASK_ROWS + 1]) = work.best[l];
-                    }
+                    task_rows(&ivs[..r], &bans[..r], isa, t0, t1, &mut work, mine);
                 }
             }
         },
