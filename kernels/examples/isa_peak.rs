@@ -62,42 +62,53 @@ mod peak {
         out.iter().map(|&v| v as f64).sum()
     }
 
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn madd256(iters: u64) -> f64 {
-        let a = _mm256_set1_epi16(3);
-        let mut acc = [_mm256_set1_epi32(1); CHAINS];
-        // Each multiply takes the previous sum as an operand so the loop
-        // cannot be hoisted; its add is the accumulation an exact kernel needs.
+    /// `CHAINS` independent chains of `c = step(c)` from `init`, `iters`
+    /// times, summed as i32 lanes into a checksum (only the rate is read).
+    #[inline(always)]
+    unsafe fn int_chains(iters: u64, init: __m256i, step: impl Fn(__m256i) -> __m256i) -> f64 {
+        let mut acc = [init; CHAINS];
         for _ in 0..iters {
             for c in acc.iter_mut() {
-                *c = _mm256_add_epi32(*c, _mm256_madd_epi16(*c, a));
+                *c = step(*c);
             }
         }
         let mut out = [0i32; 8];
-        let s = acc
-            .iter()
-            .fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi32(s, c));
-        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s);
+        // SAFETY: AVX2, the callers' target feature; a 32-byte store into
+        // an array of 8 i32.
+        unsafe {
+            let s = acc
+                .iter()
+                .fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi32(s, c));
+            _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s);
+        }
         out.iter().map(|&v| v as f64).sum()
     }
 
+    /// The exact i16 form of the int8 kernels: each multiply takes the
+    /// previous sum as an operand so the loop cannot be hoisted; its add is
+    /// the accumulation an exact kernel needs.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn madd256(iters: u64) -> f64 {
+        let a = _mm256_set1_epi16(3);
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe {
+            int_chains(iters, _mm256_set1_epi32(1), |c| {
+                _mm256_add_epi32(c, _mm256_madd_epi16(c, a))
+            })
+        }
+    }
+
+    /// The int4 screen's form: u8 x s8 pair sums into 16-bit lanes, then a
+    /// 16-bit add (the sums saturate and wrap freely).
     #[target_feature(enable = "avx2")]
     pub unsafe fn maddubs256(iters: u64) -> f64 {
-        // The int4 screen's form: u8 x s8 pair sums into 16-bit lanes, then a
-        // 16-bit add. The sums saturate and wrap freely: only the rate is read.
         let a = _mm256_set1_epi8(3);
-        let mut acc = [_mm256_set1_epi16(1); CHAINS];
-        for _ in 0..iters {
-            for c in acc.iter_mut() {
-                *c = _mm256_add_epi16(*c, _mm256_maddubs_epi16(*c, a));
-            }
+        // SAFETY: AVX2 is enabled for this function.
+        unsafe {
+            int_chains(iters, _mm256_set1_epi16(1), |c| {
+                _mm256_add_epi16(c, _mm256_maddubs_epi16(c, a))
+            })
         }
-        let mut out = [0i16; 16];
-        let s = acc
-            .iter()
-            .fold(_mm256_setzero_si256(), |s, &c| _mm256_add_epi16(s, c));
-        _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s);
-        out.iter().map(|&v| v as f64).sum()
     }
 
     /// Runs `f(iters)` on `threads` threads and prints its rate.
