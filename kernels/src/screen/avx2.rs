@@ -3,8 +3,8 @@
 //! at most 2·15·127 = 3810) into 16-bit lanes, widened by `vpmaddwd` every
 //! 4 blocks (4·2·3810 = 30480 < 32767, so no lane can saturate). The
 //! multi-row form ([`rows_tiles`], a batch's decode step) unpacks each block
-//! once and feeds it to up to eight activation rows (their 32-bit sums kept in the
-//! caller's buffer, so eight 16-bit sums fit the registers).
+//! once and feeds it to up to eight activation rows (their 32-bit sums kept
+//! in the caller's buffer, so eight 16-bit sums fit the registers).
 
 // Register arrays indexed by tile read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]

@@ -735,9 +735,9 @@ impl Default for Part {
 /// [`Intervals::task`] for up to [`MAX_R`] activation rows at once (`ivs`,
 /// one each, the same screen and group size, `banned[i]` row `i`'s): the
 /// screen sums come from the multi-row kernel, then each row's arithmetic is
-/// its own. Row `i`'s bounds go to `out[i * ROW_BOUNDS..]`: its upper ends,
-/// then its best lower and upper end, written in place (a copy of them
-/// through a buffer was 4.5% of W2 by `perf`).
+/// its own. Row `i`'s bounds go to `out[i * ROW_BOUNDS..]`, written in place:
+/// copying them there from a work buffer was 4.5% of W2 by `perf`, though
+/// part of that cost moved to these stores (kernels/BENCH.md).
 fn task_rows(
     ivs: &[Intervals<'_>],
     banned: &[Option<usize>],
@@ -754,10 +754,6 @@ fn task_rows(
     }
     task_rows_body(ivs, banned, isa, t0, t1, work, out)
 }
-
-/// Floats of one row's bounds of one task in [`argmax_rows_with`]: the
-/// task's upper ends, then its best lower and best upper end.
-const ROW_BOUNDS: usize = TASK_ROWS + 2;
 
 /// What [`task_rows`] works in, made once per pool task: each row's
 /// intervals and screen sums (overwritten by every call).
@@ -923,7 +919,7 @@ pub fn candidates_with(
     }
     prepare(isa, s, x, scratch)?;
     let tasks = n.div_ceil(TASK_ROWS);
-    const W: usize = TASK_ROWS + 2;
+    const W: usize = ROW_BOUNDS;
     let mut bounds = std::mem::take(&mut scratch.bounds);
     bounds.clear();
     bounds.resize(tasks * W, 0.0);
@@ -1025,8 +1021,12 @@ impl ScreenScratch {
     }
 }
 
-/// The candidates from one row's task bounds (`bounds(task)`: the task's
-/// upper ends, then its best lower and best upper end): the rows whose upper
+/// Floats of one row's bounds of one task, what [`select`] reads: the task's
+/// upper ends, then its best lower and best upper end.
+const ROW_BOUNDS: usize = TASK_ROWS + 2;
+
+/// The candidates from one row's task bounds (`bounds(task)`, [`ROW_BOUNDS`]
+/// floats): the rows whose upper
 /// end reaches `λ`, the best lower end, ascending into `cands`; `Err` as
 /// [`candidates_with`].
 fn select<'b>(
