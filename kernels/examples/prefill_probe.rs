@@ -4,10 +4,13 @@
 //! (W3's `wo`: 128 1024 256; `level` as `T5EDGE_ISA` names it, default the
 //! best this CPU runs; `weights` f16 (the default int8 policy's FFN output
 //! projection, the default), bf16 (`bf16::linear_with`) or bf16dot
-//! (`bf16::linear_dot_with`, activations rounded to bf16)).
+//! (`bf16::linear_dot_with`, activations rounded to bf16), int8
+//! (`int8::linear_with`, the default policy's other products) or int8a16
+//! (`int8::linear_a16_with`, W8A16: the default policy's FFN output
+//! projection in a quantized directory)).
 use half::{bf16, f16};
 use std::time::Instant;
-use t5edge_kernels::{bf16 as lbf16, dispatch, f16 as lf16};
+use t5edge_kernels::{bf16 as lbf16, dispatch, f16 as lf16, int8};
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<usize> = args.iter().filter_map(|v| v.parse().ok()).collect();
@@ -27,11 +30,15 @@ fn main() {
         None => dispatch::best(),
     };
     let weights = args.get(5).map_or("f16", String::as_str);
+    let q8 = int8::PackedInt8::quantize(&wf, n, k, 0).expect("int8 weights");
+    let (q16, t16) = int8::PackedInt8::quantize_a16(&wf, n, k, 0).expect("W8A16 weights");
     let run = |y: &mut [f32]| match weights {
         "f16" => lf16::linear_with(isa, &x, m, k, &w, n, y),
         "bf16" => lbf16::linear_with(isa, &x, m, k, &wb, n, y),
         "bf16dot" => lbf16::linear_dot_with(isa, &x, m, k, &wb, n, y),
-        other => panic!("weights {other}: f16, bf16 or bf16dot"),
+        "int8" => int8::linear_with(isa, &x, m, k, &q8.view(), y),
+        "int8a16" => int8::linear_a16_with(isa, &x, m, k, &q16.view(), &t16, y),
+        other => panic!("weights {other}: f16, bf16, bf16dot, int8 or int8a16"),
     };
     let mut best = f64::MAX;
     for _ in 0..5 {

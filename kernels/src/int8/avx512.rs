@@ -305,6 +305,137 @@ unsafe fn vnni16_rows<const R: usize>(
     }
 }
 
+/// Two adjacent tiles (`t`, `t + 1`) against `R` rows of `H` activation
+/// halves (1: [`tile_vnni`]'s int8 input; 2: [`tile16_vnni`]'s flipped
+/// halves). Each broadcast of an activation k-block feeds both tiles' weight
+/// loads, so a k-block costs `2 + H R` loads for `2 H R` `vpdpbusd`s instead
+/// of `1 + H R` for `H R`: at eight rows the one-tile kernel issued more
+/// loads than multiplies and ran at half the instruction's rate (W3's
+/// products, kernels/BENCH.md). Sums, compensation and epilogue are the
+/// one-tile kernels', tile by tile: the same bits.
+///
+/// # Safety
+/// As [`tile_vnni`] (`H == 1`) or [`tile16_vnni`] (`H == 2`), with
+/// `t + 1 < padded_n / 16`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn vnni_pair<const R: usize, const H: usize>(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    out: &mut [TileOut; 2],
+) {
+    let np = w.padded_n();
+    let half = a.m * a.kp;
+    // SAFETY: tiles t and t + 1 lie inside `data` (t + 1 < np / 16) and each
+    // k-block read stays inside its tile, as in vnni_rows; activation reads
+    // are x4's, moved by `h * m * kp` inside `a.q` (H m kp bytes by the
+    // caller's contract); scales and row sums as in epilogue.
+    unsafe {
+        let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
+        let wq = wp.add(TILE_N * a.kp);
+        let x = |h: usize, r: usize, kb: usize| -> __m512i {
+            let p = a.q.as_ptr().add(h * half + (i + r) * a.kp + kb * K_BLOCK);
+            _mm512_set1_epi32(std::ptr::read_unaligned(p as *const i32))
+        };
+        let mut y = [[_mm512_setzero_ps(); R]; 2];
+        for g in 0..a.groups {
+            let (kb0, kb1) = w.group_blocks(g);
+            let mut acc = [[[_mm512_setzero_si512(); R]; H]; 2];
+            for kb in kb0..kb1 {
+                let w0 = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
+                let w1 = _mm512_loadu_si512(wq.add(kb * 64) as *const _);
+                for h in 0..H {
+                    for r in 0..R {
+                        let u = x(h, r, kb);
+                        acc[0][h][r] = _mm512_dpbusd_epi32(acc[0][h][r], u, w0);
+                        acc[1][h][r] = _mm512_dpbusd_epi32(acc[1][h][r], u, w1);
+                    }
+                }
+            }
+            for (tt, (acc, y)) in acc.iter().zip(y.iter_mut()).enumerate() {
+                let rs = _mm512_loadu_si512(
+                    w.row_sums.as_ptr().add(g * np + (t + tt) * TILE_N) as *const _
+                );
+                let comp = _mm512_slli_epi32(rs, 7);
+                let mut sum = [_mm512_setzero_si512(); R];
+                for r in 0..R {
+                    let hi = _mm512_sub_epi32(acc[0][r], comp);
+                    sum[r] = if H == 2 {
+                        let lo = _mm512_sub_epi32(acc[H - 1][r], comp);
+                        _mm512_add_epi32(_mm512_slli_epi32(hi, 7), lo)
+                    } else {
+                        hi
+                    };
+                }
+                epilogue::<R>(y, &sum, a, w, t + tt, i, g);
+            }
+        }
+        for (y, out) in y.iter().zip(out.iter_mut()) {
+            for r in 0..R {
+                _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
+            }
+        }
+    }
+}
+
+/// Int8 rows through [`vnni_pair`]: [`PAIR_ROWS`] rows or fewer.
+///
+/// # Safety
+/// As [`vnni_pair`] with `H == 1`, `1 <= r <= 4` or `r == PAIR_ROWS`.
+pub(crate) unsafe fn pair_vnni(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut [TileOut; 2],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match r {
+            PAIR_ROWS => vnni_pair::<PAIR_ROWS, 1>(a, w, t, i, out),
+            4 => vnni_pair::<4, 1>(a, w, t, i, out),
+            _ => {
+                let [o0, o1] = out;
+                tile_vnni(a, w, t, i, r, o0);
+                tile_vnni(a, w, t + 1, i, r, o1);
+            }
+        }
+    }
+}
+
+/// 16-bit rows through [`vnni_pair`]: [`PAIR16_ROWS`] rows or fewer.
+///
+/// # Safety
+/// As [`vnni_pair`] with `H == 2`, `1 <= r <= 4` or `r == PAIR16_ROWS`.
+pub(crate) unsafe fn pair16_vnni(
+    a: &Acts<'_>,
+    w: &Int8View<'_>,
+    t: usize,
+    i: usize,
+    r: usize,
+    out: &mut [TileOut; 2],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match r {
+            PAIR16_ROWS => vnni_pair::<PAIR16_ROWS, 2>(a, w, t, i, out),
+            _ => {
+                let [o0, o1] = out;
+                tile16_vnni(a, w, t, i, r, o0);
+                tile16_vnni(a, w, t + 1, i, r, o1);
+            }
+        }
+    }
+}
+
+/// Rows per block of [`pair_vnni`]: 16 accumulators and 16 f32 sums.
+pub(crate) const PAIR_ROWS: usize = 8;
+/// Rows per block of [`pair16_vnni`]: two halves of two tiles, 24 accumulators.
+pub(crate) const PAIR16_ROWS: usize = 4;
+
 /// [`super::split_halves`] 32 values at a time, with flipped sign bits when
 /// `flip` (the VNNI kernel's input; the AMX kernel's are signed).
 ///

@@ -1670,53 +1670,94 @@ fn chunk(
             _ => {}
         }
     }
-    let mut tmp: TileOut = [[0.0f32; TILE_N]; ROW_BLOCK_WIDE];
-    for t in j0 / TILE_N..j1.div_ceil(TILE_N) {
-        let valid = (j1 - t * TILE_N).min(TILE_N);
+    // Two tiles a call where the VNNI pair kernels apply: one broadcast of
+    // the activations feeds both (avx512::vnni_pair).
+    #[cfg(target_arch = "x86_64")]
+    let pairs = isa.has_vnni() && (vnni16 || !a.wide);
+    #[cfg(not(target_arch = "x86_64"))]
+    let pairs = false;
+    let mut tmp: [TileOut; 2] = [[[0.0f32; TILE_N]; ROW_BLOCK_WIDE]; 2];
+    let t_end = j1.div_ceil(TILE_N);
+    let mut t = j0 / TILE_N;
+    while t < t_end {
+        let two = pairs && t + 1 < t_end;
         let mut i = 0;
         while i < a.m {
-            let r = if isa.has_vnni() && a.m - i >= ROW_BLOCK_WIDE {
+            let rem = a.m - i;
+            #[cfg(target_arch = "x86_64")]
+            let wide_rows = if vnni16 {
+                avx512::PAIR16_ROWS
+            } else {
+                avx512::PAIR_ROWS
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            let wide_rows = ROW_BLOCK_WIDE;
+            let r = if two && rem >= wide_rows {
+                wide_rows
+            } else if !two && isa.has_vnni() && rem >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
-                (a.m - i).min(ROW_BLOCK)
+                rem.min(ROW_BLOCK)
             };
+            let one = &mut tmp[0];
             match isa {
+                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; t + 1 <
+                // t_end <= padded_n / 16, r is 1..=4 or the kernel's own row
+                // block, and the asserts above give the flipped halves.
+                #[cfg(target_arch = "x86_64")]
+                _ if two && vnni16 => unsafe { avx512::pair16_vnni(a, w, t, i, r, &mut tmp) },
+                // SAFETY: as above, for the int8 input.
+                #[cfg(target_arch = "x86_64")]
+                _ if two => unsafe { avx512::pair_vnni(a, w, t, i, r, &mut tmp) },
                 // SAFETY: check_isa verified the level, and every x86 level
                 // has AVX2; the asserts above and Int8View's validation give
                 // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
                 #[cfg(target_arch = "x86_64")]
-                _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, &mut tmp) },
+                _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, one) },
                 // SAFETY: as above, with AVX-512 F/BW/VL + VNNI; the asserts
                 // above give the flipped halves tile16_vnni() reads.
                 #[cfg(target_arch = "x86_64")]
-                _ if vnni16 => unsafe { avx512::tile16_vnni(a, w, t, i, r, &mut tmp) },
+                _ if vnni16 => unsafe { avx512::tile16_vnni(a, w, t, i, r, one) },
                 // NEON's int8 halves, present when its kernel may run.
-                Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, &mut tmp),
-                _ if a.wide => scalar::tile16(a, w, t, i, r, &mut tmp),
+                Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, one),
+                _ if a.wide => scalar::tile16(a, w, t, i, r, one),
                 // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
                 // above and Int8View's validation give the bounds tile() needs.
                 #[cfg(target_arch = "x86_64")]
-                _ if isa.has_vnni() => unsafe { avx512::tile_vnni(a, w, t, i, r, &mut tmp) },
+                _ if isa.has_vnni() => unsafe { avx512::tile_vnni(a, w, t, i, r, one) },
                 // SAFETY: as above, with AVX-512 F/BW/VL.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, &mut tmp) },
+                Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, one) },
                 // SAFETY: as above, with AVX2.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, &mut tmp) },
-                Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, &mut tmp),
-                _ => scalar::tile(a, w, t, i, r, &mut tmp),
+                Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, one) },
+                Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, one),
+                _ => scalar::tile(a, w, t, i, r, one),
             }
-            for (rr, row) in tmp.iter().enumerate().take(r) {
-                let o = t * TILE_N - j0;
-                let dst = &mut out.row(i + rr)[o..o + valid];
-                if add {
-                    dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-                } else {
-                    dst.copy_from_slice(&row[..valid]);
+            for (tt, block) in tmp.iter().enumerate().take(1 + usize::from(two)) {
+                let o = (t + tt) * TILE_N - j0;
+                let valid = (j1 - (t + tt) * TILE_N).min(TILE_N);
+                for (rr, row) in block.iter().enumerate().take(r) {
+                    let dst = &mut out.row(i + rr)[o..o + valid];
+                    // A whole tile as one fixed-size copy: a slice copy of
+                    // a run-time length went through a memmove call a row
+                    // (9% of a prefill product at the VNNI level).
+                    if let Ok(d) = <&mut [f32; TILE_N]>::try_from(&mut *dst) {
+                        if add {
+                            d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                        } else {
+                            *d = *row;
+                        }
+                    } else if add {
+                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    } else {
+                        dst.copy_from_slice(&row[..valid]);
+                    }
                 }
             }
             i += r;
         }
+        t += 1 + usize::from(two);
     }
 }
 
