@@ -110,6 +110,25 @@ impl ColBlock<'_> {
     }
 }
 
+impl ColBlock<'_> {
+    /// The window of rows `[i, i + rows)` and columns `[o, o + cols)` as a
+    /// pointer to its first element and the row stride, for a kernel that
+    /// writes a register block straight into it. The window lies inside the
+    /// block (asserted), so such writes stay inside this task's part of y.
+    #[inline]
+    pub(crate) fn window(
+        &mut self,
+        i: usize,
+        o: usize,
+        rows: usize,
+        cols: usize,
+    ) -> (*mut f32, usize) {
+        assert!(i + rows <= self.rows && o + cols <= self.width);
+        // SAFETY: inside the block by the assert; see `row`.
+        (unsafe { self.ptr.add(i * self.stride + o) }, self.stride)
+    }
+}
+
 /// Runs `f(j0, j1, out)` for fixed chunks `[j0, j1)` of `chunk` output columns,
 /// where `out` is the `[m, j1 - j0]` block of the `[m, n]` output `y`, written
 /// in place (so it starts out holding y's values, for kernels that accumulate).

@@ -314,9 +314,13 @@ unsafe fn vnni16_rows<const R: usize>(
 /// products, kernels/BENCH.md). Sums, compensation and epilogue are the
 /// one-tile kernels', tile by tile: the same bits.
 ///
+/// The `2 x R` blocks of 16 outputs go straight to `out` (stored, or
+/// added to what it holds), not through a scratch tile and a copy.
+///
 /// # Safety
 /// As [`tile_vnni`] (`H == 1`) or [`tile16_vnni`] (`H == 2`), with
-/// `t + 1 < padded_n / 16`.
+/// `t + 1 < padded_n / 16`, and `out` valid for writes of 16 floats at
+/// `out.ptr + r * out.row_stride + tt * out.tile_stride` for `r < R`, `tt < 2`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn vnni_pair<const R: usize, const H: usize>(
@@ -324,7 +328,7 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
     w: &Int8View<'_>,
     t: usize,
     i: usize,
-    out: &mut [TileOut; 2],
+    out: &PairOut,
 ) {
     let np = w.padded_n();
     let half = a.m * a.kp;
@@ -372,61 +376,74 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
                 epilogue::<R>(y, &sum, a, w, t + tt, i, g);
             }
         }
-        for (y, out) in y.iter().zip(out.iter_mut()) {
+        for (tt, y) in y.iter().enumerate() {
             for r in 0..R {
-                _mm512_storeu_ps(out[r].as_mut_ptr(), y[r]);
+                let p = out.ptr.add(r * out.row_stride + tt * out.tile_stride);
+                // dst + y is y + dst, bit for bit: the scalar `*d += v`.
+                let v = if out.add {
+                    _mm512_add_ps(_mm512_loadu_ps(p), y[r])
+                } else {
+                    y[r]
+                };
+                _mm512_storeu_ps(p, v);
             }
         }
     }
 }
 
-/// Int8 rows through [`vnni_pair`]: [`PAIR_ROWS`] rows or fewer.
+/// Where [`vnni_pair`] writes: row `r` of tile `tt` (of the two) at
+/// `ptr + r * row_stride + tt * tile_stride`, 16 floats, added to what is
+/// there when `add`.
+pub(crate) struct PairOut {
+    pub ptr: *mut f32,
+    pub row_stride: usize,
+    pub tile_stride: usize,
+    pub add: bool,
+}
+
+/// Int8 rows through [`vnni_pair`].
 ///
 /// # Safety
-/// As [`vnni_pair`] with `H == 1`, `1 <= r <= 4` or `r == PAIR_ROWS`.
+/// As [`vnni_pair`] with `H == 1` and `R == r`, `1 <= r <= 4` or `r == PAIR_ROWS`.
 pub(crate) unsafe fn pair_vnni(
     a: &Acts<'_>,
     w: &Int8View<'_>,
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [TileOut; 2],
+    out: &PairOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe {
         match r {
             PAIR_ROWS => vnni_pair::<PAIR_ROWS, 1>(a, w, t, i, out),
             4 => vnni_pair::<4, 1>(a, w, t, i, out),
-            _ => {
-                let [o0, o1] = out;
-                tile_vnni(a, w, t, i, r, o0);
-                tile_vnni(a, w, t + 1, i, r, o1);
-            }
+            3 => vnni_pair::<3, 1>(a, w, t, i, out),
+            2 => vnni_pair::<2, 1>(a, w, t, i, out),
+            _ => vnni_pair::<1, 1>(a, w, t, i, out),
         }
     }
 }
 
-/// 16-bit rows through [`vnni_pair`]: [`PAIR16_ROWS`] rows or fewer.
+/// 16-bit rows through [`vnni_pair`].
 ///
 /// # Safety
-/// As [`vnni_pair`] with `H == 2`, `1 <= r <= 4` or `r == PAIR16_ROWS`.
+/// As [`vnni_pair`] with `H == 2` and `R == r`, `1 <= r <= PAIR16_ROWS`.
 pub(crate) unsafe fn pair16_vnni(
     a: &Acts<'_>,
     w: &Int8View<'_>,
     t: usize,
     i: usize,
     r: usize,
-    out: &mut [TileOut; 2],
+    out: &PairOut,
 ) {
     // SAFETY: forwarded contract.
     unsafe {
         match r {
             PAIR16_ROWS => vnni_pair::<PAIR16_ROWS, 2>(a, w, t, i, out),
-            _ => {
-                let [o0, o1] = out;
-                tile16_vnni(a, w, t, i, r, o0);
-                tile16_vnni(a, w, t + 1, i, r, o1);
-            }
+            3 => vnni_pair::<3, 2>(a, w, t, i, out),
+            2 => vnni_pair::<2, 2>(a, w, t, i, out),
+            _ => vnni_pair::<1, 2>(a, w, t, i, out),
         }
     }
 }

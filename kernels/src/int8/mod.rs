@@ -1699,16 +1699,48 @@ fn chunk(
             } else {
                 rem.min(ROW_BLOCK)
             };
+            // Two whole tiles go straight into y; a part tile through `tmp`.
+            #[cfg(target_arch = "x86_64")]
+            if two {
+                let o = t * TILE_N - j0;
+                let po = if (t + 2) * TILE_N <= j1 {
+                    let (ptr, row_stride) = out.window(i, o, r, 2 * TILE_N);
+                    avx512::PairOut {
+                        ptr,
+                        row_stride,
+                        tile_stride: TILE_N,
+                        add,
+                    }
+                } else {
+                    let ptr = tmp.as_mut_ptr().cast::<f32>();
+                    let tile_stride = TILE_N * ROW_BLOCK_WIDE;
+                    avx512::PairOut {
+                        ptr,
+                        row_stride: TILE_N,
+                        tile_stride,
+                        add: false,
+                    }
+                };
+                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; t + 1 <
+                // t_end <= padded_n / 16; r is 1..=4 or the kernel's row block
+                // (at most ROW_BLOCK_WIDE); the asserts above give the
+                // flipped halves; `po` is a window of r rows and two tiles
+                // inside this block (`ColBlock::window` asserts it) or `tmp`.
+                unsafe {
+                    if vnni16 {
+                        avx512::pair16_vnni(a, w, t, i, r, &po)
+                    } else {
+                        avx512::pair_vnni(a, w, t, i, r, &po)
+                    }
+                }
+                if (t + 2) * TILE_N <= j1 {
+                    i += r;
+                    continue;
+                }
+            }
             let one = &mut tmp[0];
             match isa {
-                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; t + 1 <
-                // t_end <= padded_n / 16, r is 1..=4 or the kernel's own row
-                // block, and the asserts above give the flipped halves.
-                #[cfg(target_arch = "x86_64")]
-                _ if two && vnni16 => unsafe { avx512::pair16_vnni(a, w, t, i, r, &mut tmp) },
-                // SAFETY: as above, for the int8 input.
-                #[cfg(target_arch = "x86_64")]
-                _ if two => unsafe { avx512::pair_vnni(a, w, t, i, r, &mut tmp) },
+                _ if two => {}
                 // SAFETY: check_isa verified the level, and every x86 level
                 // has AVX2; the asserts above and Int8View's validation give
                 // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
