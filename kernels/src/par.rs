@@ -108,13 +108,12 @@ impl ColBlock<'_> {
         // block hands out one row at a time (see above).
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(i * self.stride), self.width) }
     }
-}
 
-impl ColBlock<'_> {
     /// The window of rows `[i, i + rows)` and columns `[o, o + cols)` as a
     /// pointer to its first element and the row stride, for a kernel that
     /// writes a register block straight into it. The window lies inside the
     /// block (asserted), so such writes stay inside this task's part of y.
+    #[cfg(target_arch = "x86_64")]
     #[inline]
     pub(crate) fn window(
         &mut self,

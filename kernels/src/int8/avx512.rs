@@ -13,7 +13,7 @@
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, TileOut, K_BLOCK, TILE_N};
+use super::{Acts, Int8View, TileOut, K_BLOCK, PAIR_TILES, TILE_N};
 use crate::f32::avx512::mask16;
 use std::arch::x86_64::*;
 
@@ -330,6 +330,7 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
     i: usize,
     out: &PairOut,
 ) {
+    const T: usize = PAIR_TILES;
     let np = w.padded_n();
     let half = a.m * a.kp;
     // SAFETY: tiles t and t + 1 lie inside `data` (t + 1 < np / 16) and each
@@ -338,23 +339,25 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
     // caller's contract); scales and row sums as in epilogue.
     unsafe {
         let wp = w.data.as_ptr().add(t * TILE_N * a.kp);
-        let wq = wp.add(TILE_N * a.kp);
         let x = |h: usize, r: usize, kb: usize| -> __m512i {
             let p = a.q.as_ptr().add(h * half + (i + r) * a.kp + kb * K_BLOCK);
             _mm512_set1_epi32(std::ptr::read_unaligned(p as *const i32))
         };
-        let mut y = [[_mm512_setzero_ps(); R]; 2];
+        let mut y = [[_mm512_setzero_ps(); R]; T];
         for g in 0..a.groups {
             let (kb0, kb1) = w.group_blocks(g);
-            let mut acc = [[[_mm512_setzero_si512(); R]; H]; 2];
+            let mut acc = [[[_mm512_setzero_si512(); R]; H]; T];
             for kb in kb0..kb1 {
-                let w0 = _mm512_loadu_si512(wp.add(kb * 64) as *const _);
-                let w1 = _mm512_loadu_si512(wq.add(kb * 64) as *const _);
+                let mut wv = [_mm512_setzero_si512(); T];
+                for tt in 0..T {
+                    wv[tt] = _mm512_loadu_si512(wp.add(tt * TILE_N * a.kp + kb * 64) as *const _);
+                }
                 for h in 0..H {
                     for r in 0..R {
                         let u = x(h, r, kb);
-                        acc[0][h][r] = _mm512_dpbusd_epi32(acc[0][h][r], u, w0);
-                        acc[1][h][r] = _mm512_dpbusd_epi32(acc[1][h][r], u, w1);
+                        for tt in 0..T {
+                            acc[tt][h][r] = _mm512_dpbusd_epi32(acc[tt][h][r], u, wv[tt]);
+                        }
                     }
                 }
             }

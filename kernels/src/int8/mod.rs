@@ -74,6 +74,8 @@ pub(crate) const ROW_BLOCK_WIDE: usize = 8;
 /// Rows from which [`Isa::Amx`] runs a product on AMX tiles (`amx.rs`);
 /// fewer take the VNNI kernels. A tile product always covers 16 rows.
 pub const AMX_MIN_M: usize = 16;
+/// Tiles per call of the VNNI prefill kernels (`avx512::vnni_pair`).
+pub(crate) const PAIR_TILES: usize = 2;
 /// A tile kernel's output: up to `ROW_BLOCK_WIDE` rows of 16 outputs.
 pub(crate) type TileOut = [[f32; TILE_N]; ROW_BLOCK_WIDE];
 
@@ -1676,11 +1678,11 @@ fn chunk(
     let pairs = isa.has_vnni() && (vnni16 || !a.wide);
     #[cfg(not(target_arch = "x86_64"))]
     let pairs = false;
-    let mut tmp: [TileOut; 2] = [[[0.0f32; TILE_N]; ROW_BLOCK_WIDE]; 2];
+    let mut tmp: [TileOut; PAIR_TILES] = [[[0.0f32; TILE_N]; ROW_BLOCK_WIDE]; PAIR_TILES];
     let t_end = j1.div_ceil(TILE_N);
     let mut t = j0 / TILE_N;
     while t < t_end {
-        let two = pairs && t + 1 < t_end;
+        let two = pairs && t + PAIR_TILES <= t_end;
         let mut i = 0;
         while i < a.m {
             let rem = a.m - i;
@@ -1703,8 +1705,8 @@ fn chunk(
             #[cfg(target_arch = "x86_64")]
             if two {
                 let o = t * TILE_N - j0;
-                let po = if (t + 2) * TILE_N <= j1 {
-                    let (ptr, row_stride) = out.window(i, o, r, 2 * TILE_N);
+                let po = if (t + PAIR_TILES) * TILE_N <= j1 {
+                    let (ptr, row_stride) = out.window(i, o, r, PAIR_TILES * TILE_N);
                     avx512::PairOut {
                         ptr,
                         row_stride,
@@ -1733,7 +1735,7 @@ fn chunk(
                         avx512::pair_vnni(a, w, t, i, r, &po)
                     }
                 }
-                if (t + 2) * TILE_N <= j1 {
+                if (t + PAIR_TILES) * TILE_N <= j1 {
                     i += r;
                     continue;
                 }
@@ -1766,7 +1768,11 @@ fn chunk(
                 Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, one),
                 _ => scalar::tile(a, w, t, i, r, one),
             }
-            for (tt, block) in tmp.iter().enumerate().take(1 + usize::from(two)) {
+            for (tt, block) in tmp
+                .iter()
+                .enumerate()
+                .take(if two { PAIR_TILES } else { 1 })
+            {
                 let o = (t + tt) * TILE_N - j0;
                 let valid = (j1 - (t + tt) * TILE_N).min(TILE_N);
                 for (rr, row) in block.iter().enumerate().take(r) {
@@ -1789,7 +1795,7 @@ fn chunk(
             }
             i += r;
         }
-        t += 1 + usize::from(two);
+        t += if two { PAIR_TILES } else { 1 };
     }
 }
 
