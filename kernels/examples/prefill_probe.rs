@@ -5,7 +5,8 @@
 //! best this CPU runs; `weights` f16 (the default int8 policy's FFN output
 //! projection, the default), bf16 (`bf16::linear_with`) or bf16dot
 //! (`bf16::linear_dot_with`, activations rounded to bf16), int8
-//! (`int8::linear_with`, the default policy's other products) or int8a16
+//! (`int8::linear_with`, the default policy's other products), int8relu
+//! (`int8::linear_relu_with`, the FFN's `wi` with its ReLU) or int8a16
 //! (`int8::linear_a16_with`, W8A16: the default policy's FFN output
 //! projection in a quantized directory)).
 use half::{bf16, f16};
@@ -37,8 +38,9 @@ fn main() {
         "bf16" => lbf16::linear_with(isa, &x, m, k, &wb, n, y),
         "bf16dot" => lbf16::linear_dot_with(isa, &x, m, k, &wb, n, y),
         "int8" => int8::linear_with(isa, &x, m, k, &q8.view(), y),
+        "int8relu" => int8::linear_relu_with(isa, &x, m, k, &q8.view(), y),
         "int8a16" => int8::linear_a16_with(isa, &x, m, k, &q16.view(), &t16, y),
-        other => panic!("weights {other}: f16, bf16, bf16dot, int8 or int8a16"),
+        other => panic!("weights {other}: f16, bf16, bf16dot, int8, int8relu or int8a16"),
     };
     let mut best = f64::MAX;
     for _ in 0..5 {

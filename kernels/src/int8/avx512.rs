@@ -305,7 +305,7 @@ unsafe fn vnni16_rows<const R: usize>(
     }
 }
 
-/// Two adjacent tiles (`t`, `t + 1`) against `R` rows of `H` activation
+/// [`PAIR_TILES`] (two) adjacent tiles from `t` against `R` rows of `H` activation
 /// halves (1: [`tile_vnni`]'s int8 input; 2: [`tile16_vnni`]'s flipped
 /// halves). Each broadcast of an activation k-block feeds both tiles' weight
 /// loads, so a k-block costs `2 + H R` loads for `2 H R` `vpdpbusd`s instead
@@ -314,13 +314,14 @@ unsafe fn vnni16_rows<const R: usize>(
 /// products, kernels/BENCH.md). Sums, compensation and epilogue are the
 /// one-tile kernels', tile by tile: the same bits.
 ///
-/// The `2 x R` blocks of 16 outputs go straight to `out` (stored, or
+/// The `PAIR_TILES x R` blocks of 16 outputs go straight to `out` (stored, or
 /// added to what it holds), not through a scratch tile and a copy.
 ///
 /// # Safety
 /// As [`tile_vnni`] (`H == 1`) or [`tile16_vnni`] (`H == 2`), with
-/// `t + 1 < padded_n / 16`, and `out` valid for writes of 16 floats at
-/// `out.ptr + r * out.row_stride + tt * out.tile_stride` for `r < R`, `tt < 2`.
+/// `t + PAIR_TILES <= padded_n / 16`, and `out` valid for writes of 16 floats
+/// at `out.ptr + r * out.row_stride + tt * out.tile_stride` for `r < R`,
+/// `tt < PAIR_TILES`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn vnni_pair<const R: usize, const H: usize>(
@@ -333,7 +334,7 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
     const T: usize = PAIR_TILES;
     let np = w.padded_n();
     let half = a.m * a.kp;
-    // SAFETY: tiles t and t + 1 lie inside `data` (t + 1 < np / 16) and each
+    // SAFETY: tiles t..t + T lie inside `data` (t + T <= np / 16) and each
     // k-block read stays inside its tile, as in vnni_rows; activation reads
     // are x4's, moved by `h * m * kp` inside `a.q` (H m kp bytes by the
     // caller's contract); scales and row sums as in epilogue.
@@ -385,6 +386,9 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
                 // dst + y is y + dst, bit for bit: the scalar `*d += v`.
                 let v = if out.add {
                     _mm512_add_ps(_mm512_loadu_ps(p), y[r])
+                } else if out.relu {
+                    // +0.0 for -0.0 and NaN (its second operand): `ops::relu`.
+                    _mm512_max_ps(y[r], _mm512_setzero_ps())
                 } else {
                     y[r]
                 };
@@ -394,20 +398,23 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
     }
 }
 
-/// Where [`vnni_pair`] writes: row `r` of tile `tt` (of the two) at
+/// Where [`vnni_pair`] writes: row `r` of tile `tt` (of its `PAIR_TILES`) at
 /// `ptr + r * row_stride + tt * tile_stride`, 16 floats, added to what is
-/// there when `add`.
+/// there when `add`, else through a ReLU when `relu`.
 pub(crate) struct PairOut {
     pub ptr: *mut f32,
     pub row_stride: usize,
     pub tile_stride: usize,
     pub add: bool,
+    pub relu: bool,
 }
 
-/// Int8 rows through [`vnni_pair`].
+/// Rows `[i, i + r)` against tiles `t..t + PAIR_TILES` through
+/// [`vnni_pair`]: the int8 input, or with `a.wide` the 16-bit input's halves.
 ///
 /// # Safety
-/// As [`vnni_pair`] with `H == 1` and `R == r`, `1 <= r <= 4` or `r == PAIR_ROWS`.
+/// As [`vnni_pair`] with `R == r`: `1 <= r <= 4`, or `r == PAIR_ROWS`
+/// (int8) or `r == PAIR16_ROWS` (16-bit).
 pub(crate) unsafe fn pair_vnni(
     a: &Acts<'_>,
     w: &Int8View<'_>,
@@ -418,42 +425,25 @@ pub(crate) unsafe fn pair_vnni(
 ) {
     // SAFETY: forwarded contract.
     unsafe {
-        match r {
-            PAIR_ROWS => vnni_pair::<PAIR_ROWS, 1>(a, w, t, i, out),
-            4 => vnni_pair::<4, 1>(a, w, t, i, out),
-            3 => vnni_pair::<3, 1>(a, w, t, i, out),
-            2 => vnni_pair::<2, 1>(a, w, t, i, out),
-            _ => vnni_pair::<1, 1>(a, w, t, i, out),
+        match (a.wide, r) {
+            (false, PAIR_ROWS) => vnni_pair::<PAIR_ROWS, 1>(a, w, t, i, out),
+            (false, 4) => vnni_pair::<4, 1>(a, w, t, i, out),
+            (false, 3) => vnni_pair::<3, 1>(a, w, t, i, out),
+            (false, 2) => vnni_pair::<2, 1>(a, w, t, i, out),
+            (false, _) => vnni_pair::<1, 1>(a, w, t, i, out),
+            (true, PAIR16_ROWS) => vnni_pair::<PAIR16_ROWS, 2>(a, w, t, i, out),
+            (true, 3) => vnni_pair::<3, 2>(a, w, t, i, out),
+            (true, 2) => vnni_pair::<2, 2>(a, w, t, i, out),
+            (true, _) => vnni_pair::<1, 2>(a, w, t, i, out),
         }
     }
 }
 
-/// 16-bit rows through [`vnni_pair`].
-///
-/// # Safety
-/// As [`vnni_pair`] with `H == 2` and `R == r`, `1 <= r <= PAIR16_ROWS`.
-pub(crate) unsafe fn pair16_vnni(
-    a: &Acts<'_>,
-    w: &Int8View<'_>,
-    t: usize,
-    i: usize,
-    r: usize,
-    out: &PairOut,
-) {
-    // SAFETY: forwarded contract.
-    unsafe {
-        match r {
-            PAIR16_ROWS => vnni_pair::<PAIR16_ROWS, 2>(a, w, t, i, out),
-            3 => vnni_pair::<3, 2>(a, w, t, i, out),
-            2 => vnni_pair::<2, 2>(a, w, t, i, out),
-            _ => vnni_pair::<1, 2>(a, w, t, i, out),
-        }
-    }
-}
-
-/// Rows per block of [`pair_vnni`]: 16 accumulators and 16 f32 sums.
+/// Int8 rows per block of [`pair_vnni`]: 16 accumulators and 16 f32 sums
+/// at two tiles.
 pub(crate) const PAIR_ROWS: usize = 8;
-/// Rows per block of [`pair16_vnni`]: two halves of two tiles, 24 accumulators.
+/// 16-bit rows per block of [`pair_vnni`]: two halves of two tiles, 16
+/// accumulators (six rows, with 24, ran no faster).
 pub(crate) const PAIR16_ROWS: usize = 4;
 
 /// [`super::split_halves`] 32 values at a time, with flipped sign bits when

@@ -1518,16 +1518,7 @@ fn run_many(
             // The tiles' epilogue finishes each vector as it stores it.
             return amx_chunk(&a, rows, w, j0, j1, out, ep);
         }
-        chunk(isa, &a, w, j0, j1, out, ep == Epilogue::Add);
-        if ep == Epilogue::Relu {
-            // The other kernels finish the task's block while it is still
-            // in cache.
-            for r in 0..out.rows() {
-                out.row(r)
-                    .iter_mut()
-                    .for_each(|v| *v = crate::ops::relu(*v));
-            }
-        }
+        chunk(isa, &a, w, j0, j1, out, ep);
     };
     let parallel = |w: &Int8View<'_>| par::worth_parallel(m, k, w.n);
     if (2..=par::MANY_MAX).contains(&ws.len()) && ws.iter().all(|w| parallel(w)) {
@@ -1614,8 +1605,9 @@ pub(crate) struct Acts<'a> {
     pub wide: bool,
 }
 
-/// Computes outputs `[j0, j1)` for all rows into their block `out` of y
-/// (added to what y holds when `add`).
+/// Computes outputs `[j0, j1)` for all rows into their block `out` of y,
+/// finished by `ep` (added to what y holds, or through a ReLU) as each
+/// tile leaves its kernel, while it is in cache.
 fn chunk(
     isa: Isa,
     a: &Acts<'_>,
@@ -1623,8 +1615,9 @@ fn chunk(
     j0: usize,
     j1: usize,
     out: &mut ColBlock<'_>,
-    add: bool,
+    ep: Epilogue,
 ) {
+    let (add, relu) = (ep == Epilogue::Add, ep == Epilogue::Relu);
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
@@ -1660,20 +1653,40 @@ fn chunk(
         // SAFETY (each arm): check_isa verified the level's features (every
         // x86 level has AVX2); the asserts above give the bounds, and row 0
         // of the block is j1 - j0 = 16 (t1 - t0) floats.
-        match isa {
-            _ if vnni16 => return unsafe { avx512::row_tiles16_vnni(a, w, t0, t1, out.row(0)) },
-            _ if x86_16 => return unsafe { avx2::row_tiles16(a, w, t0, t1, out.row(0)) },
-            _ if a.wide => {}
-            _ if isa.has_vnni() => {
-                return unsafe { avx512::row_tiles_vnni(a, w, t0, t1, out.row(0)) }
+        let row = out.row(0);
+        let done = match isa {
+            _ if vnni16 => {
+                unsafe { avx512::row_tiles16_vnni(a, w, t0, t1, row) };
+                true
             }
-            Isa::Avx512 => return unsafe { avx512::row_tiles_bw(a, w, t0, t1, out.row(0)) },
-            Isa::Avx2 => return unsafe { avx2::row_tiles(a, w, t0, t1, out.row(0)) },
-            _ => {}
+            _ if x86_16 => {
+                unsafe { avx2::row_tiles16(a, w, t0, t1, row) };
+                true
+            }
+            _ if a.wide => false,
+            _ if isa.has_vnni() => {
+                unsafe { avx512::row_tiles_vnni(a, w, t0, t1, row) };
+                true
+            }
+            Isa::Avx512 => {
+                unsafe { avx512::row_tiles_bw(a, w, t0, t1, row) };
+                true
+            }
+            Isa::Avx2 => {
+                unsafe { avx2::row_tiles(a, w, t0, t1, row) };
+                true
+            }
+            _ => false,
+        };
+        if done {
+            if relu {
+                row.iter_mut().for_each(|v| *v = crate::ops::relu(*v));
+            }
+            return;
         }
     }
-    // Two tiles a call where the VNNI pair kernels apply: one broadcast of
-    // the activations feeds both (avx512::vnni_pair).
+    // PAIR_TILES tiles a call where the VNNI pair kernel applies: one
+    // broadcast of the activations feeds them all (avx512::vnni_pair).
     #[cfg(target_arch = "x86_64")]
     let pairs = isa.has_vnni() && (vnni16 || !a.wide);
     #[cfg(not(target_arch = "x86_64"))]
@@ -1701,7 +1714,7 @@ fn chunk(
             } else {
                 rem.min(ROW_BLOCK)
             };
-            // Two whole tiles go straight into y; a part tile through `tmp`.
+            // Whole tiles go straight into y; a part tile through `tmp`.
             #[cfg(target_arch = "x86_64")]
             if two {
                 let o = t * TILE_N - j0;
@@ -1712,6 +1725,7 @@ fn chunk(
                         row_stride,
                         tile_stride: TILE_N,
                         add,
+                        relu,
                     }
                 } else {
                     let ptr = tmp.as_mut_ptr().cast::<f32>();
@@ -1721,20 +1735,16 @@ fn chunk(
                         row_stride: TILE_N,
                         tile_stride,
                         add: false,
+                        relu: false,
                     }
                 };
-                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; t + 1 <
-                // t_end <= padded_n / 16; r is 1..=4 or the kernel's row block
-                // (at most ROW_BLOCK_WIDE); the asserts above give the
-                // flipped halves; `po` is a window of r rows and two tiles
-                // inside this block (`ColBlock::window` asserts it) or `tmp`.
-                unsafe {
-                    if vnni16 {
-                        avx512::pair16_vnni(a, w, t, i, r, &po)
-                    } else {
-                        avx512::pair_vnni(a, w, t, i, r, &po)
-                    }
-                }
+                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI;
+                // t + PAIR_TILES <= t_end <= padded_n / 16; r is 1..=4 or
+                // the kernel's row block (at most ROW_BLOCK_WIDE); the
+                // asserts above give the flipped halves; `po` is a window of
+                // r rows and PAIR_TILES tiles inside this block
+                // (`ColBlock::window` asserts it) or `tmp`.
+                unsafe { avx512::pair_vnni(a, w, t, i, r, &po) }
                 if (t + PAIR_TILES) * TILE_N <= j1 {
                     i += r;
                     continue;
@@ -1783,11 +1793,19 @@ fn chunk(
                     if let Ok(d) = <&mut [f32; TILE_N]>::try_from(&mut *dst) {
                         if add {
                             d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                        } else if relu {
+                            d.iter_mut()
+                                .zip(row)
+                                .for_each(|(d, &v)| *d = crate::ops::relu(v));
                         } else {
                             *d = *row;
                         }
                     } else if add {
                         dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+                    } else if relu {
+                        dst.iter_mut()
+                            .zip(row)
+                            .for_each(|(d, &v)| *d = crate::ops::relu(v));
                     } else {
                         dst.copy_from_slice(&row[..valid]);
                     }
