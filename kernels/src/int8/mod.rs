@@ -1617,6 +1617,8 @@ fn chunk(
     out: &mut ColBlock<'_>,
     ep: Epilogue,
 ) {
+    // Read only by the x86 paths below (a decode row's GEMV, the VNNI pair).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
     let (add, relu) = (ep == Epilogue::Add, ep == Epilogue::Relu);
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.s.len() == a.m * a.groups);
@@ -1787,33 +1789,31 @@ fn chunk(
                 let valid = (j1 - (t + tt) * TILE_N).min(TILE_N);
                 for (rr, row) in block.iter().enumerate().take(r) {
                     let dst = &mut out.row(i + rr)[o..o + valid];
-                    // A whole tile as one fixed-size copy: a slice copy of
-                    // a run-time length went through a memmove call a row
-                    // (9% of a prefill product at the VNNI level).
-                    if let Ok(d) = <&mut [f32; TILE_N]>::try_from(&mut *dst) {
-                        if add {
-                            d.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-                        } else if relu {
-                            d.iter_mut()
-                                .zip(row)
-                                .for_each(|(d, &v)| *d = crate::ops::relu(v));
-                        } else {
-                            *d = *row;
-                        }
-                    } else if add {
-                        dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
-                    } else if relu {
-                        dst.iter_mut()
-                            .zip(row)
-                            .for_each(|(d, &v)| *d = crate::ops::relu(v));
-                    } else {
-                        dst.copy_from_slice(&row[..valid]);
+                    // A whole tile as one of a fixed size, so the compiler
+                    // keeps it in vectors: a copy of a run-time length went
+                    // through a memmove call a row (9% of a prefill product
+                    // at the VNNI level).
+                    match <&mut [f32; TILE_N]>::try_from(&mut *dst) {
+                        Ok(d) => put(d, row, ep),
+                        Err(_) => put(dst, &row[..valid], ep),
                     }
                 }
             }
             i += r;
         }
         t += if two { PAIR_TILES } else { 1 };
+    }
+}
+
+/// `dst = src` finished by `ep`: stored, added to `dst`, or through a ReLU
+/// (`ops::relu`). Inlined, so a fixed-size `dst` stays in vectors.
+#[inline(always)]
+fn put(dst: &mut [f32], src: &[f32], ep: Epilogue) {
+    let pairs = dst.iter_mut().zip(src);
+    match ep {
+        Epilogue::Add => pairs.for_each(|(d, &v)| *d += v),
+        Epilogue::Relu => pairs.for_each(|(d, &v)| *d = crate::ops::relu(v)),
+        Epilogue::Store => pairs.for_each(|(d, &v)| *d = v),
     }
 }
 
