@@ -13,7 +13,7 @@
 // Register arrays indexed by row read more plainly than zipped iterators.
 #![allow(clippy::needless_range_loop)]
 
-use super::{Acts, Int8View, TileOut, K_BLOCK, PAIR_TILES, TILE_N};
+use super::{Acts, Epilogue, Int8View, TileOut, K_BLOCK, PAIR_TILES, TILE_N};
 use crate::f32::avx512::mask16;
 use std::arch::x86_64::*;
 
@@ -314,8 +314,9 @@ unsafe fn vnni16_rows<const R: usize>(
 /// products, kernels/BENCH.md). Sums, compensation and epilogue are the
 /// one-tile kernels', tile by tile: the same bits.
 ///
-/// The `PAIR_TILES x R` blocks of 16 outputs go straight to `out` (stored, or
-/// added to what it holds), not through a scratch tile and a copy.
+/// The `PAIR_TILES x R` blocks of 16 outputs go straight to `out`, finished
+/// by its epilogue (stored, added to what it holds, or through a ReLU), not
+/// through a scratch tile and a copy.
 ///
 /// # Safety
 /// As [`tile_vnni`] (`H == 1`) or [`tile16_vnni`] (`H == 2`), with
@@ -383,14 +384,12 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
         for (tt, y) in y.iter().enumerate() {
             for r in 0..R {
                 let p = out.ptr.add(r * out.row_stride + tt * out.tile_stride);
-                // dst + y is y + dst, bit for bit: the scalar `*d += v`.
-                let v = if out.add {
-                    _mm512_add_ps(_mm512_loadu_ps(p), y[r])
-                } else if out.relu {
+                let v = match out.ep {
+                    // dst + y is y + dst, bit for bit: the scalar `*d += v`.
+                    Epilogue::Add => _mm512_add_ps(_mm512_loadu_ps(p), y[r]),
                     // +0.0 for -0.0 and NaN (its second operand): `ops::relu`.
-                    _mm512_max_ps(y[r], _mm512_setzero_ps())
-                } else {
-                    y[r]
+                    Epilogue::Relu => _mm512_max_ps(y[r], _mm512_setzero_ps()),
+                    Epilogue::Store => y[r],
                 };
                 _mm512_storeu_ps(p, v);
             }
@@ -399,14 +398,12 @@ unsafe fn vnni_pair<const R: usize, const H: usize>(
 }
 
 /// Where [`vnni_pair`] writes: row `r` of tile `tt` (of its `PAIR_TILES`) at
-/// `ptr + r * row_stride + tt * tile_stride`, 16 floats, added to what is
-/// there when `add`, else through a ReLU when `relu`.
+/// `ptr + r * row_stride + tt * tile_stride`, 16 floats, finished by `ep`.
 pub(crate) struct PairOut {
     pub ptr: *mut f32,
     pub row_stride: usize,
     pub tile_stride: usize,
-    pub add: bool,
-    pub relu: bool,
+    pub ep: Epilogue,
 }
 
 /// Rows `[i, i + r)` against tiles `t..t + PAIR_TILES` through

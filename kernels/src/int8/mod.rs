@@ -1617,9 +1617,6 @@ fn chunk(
     out: &mut ColBlock<'_>,
     ep: Epilogue,
 ) {
-    // Read only by the x86 paths below (a decode row's GEMV, the VNNI pair).
-    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    let (add, relu) = (ep == Epilogue::Add, ep == Epilogue::Relu);
     // The kernels index with raw pointers; these are the facts they rely on.
     assert!(a.s.len() == a.m * a.groups);
     assert!(a.kp == w.padded_k() && a.groups == w.groups());
@@ -1650,7 +1647,7 @@ fn chunk(
     // A decode step's GEMV over whole tiles: one loop per level with the tile
     // kernel inlined, no scratch copy.
     #[cfg(target_arch = "x86_64")]
-    if a.m == 1 && !add && (j1 - j0).is_multiple_of(TILE_N) {
+    if a.m == 1 && ep != Epilogue::Add && (j1 - j0).is_multiple_of(TILE_N) {
         let (t0, t1) = (j0 / TILE_N, j1 / TILE_N);
         // SAFETY (each arm): check_isa verified the level's features (every
         // x86 level has AVX2); the asserts above give the bounds, and row 0
@@ -1681,7 +1678,7 @@ fn chunk(
             _ => false,
         };
         if done {
-            if relu {
+            if ep == Epilogue::Relu {
                 row.iter_mut().for_each(|v| *v = crate::ops::relu(*v));
             }
             return;
@@ -1694,114 +1691,109 @@ fn chunk(
     #[cfg(not(target_arch = "x86_64"))]
     let pairs = false;
     let mut tmp: [TileOut; PAIR_TILES] = [[[0.0f32; TILE_N]; ROW_BLOCK_WIDE]; PAIR_TILES];
+    #[cfg(target_arch = "x86_64")]
+    let pair_rows = if vnni16 {
+        avx512::PAIR16_ROWS
+    } else {
+        avx512::PAIR_ROWS
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let pair_rows = ROW_BLOCK_WIDE;
     let t_end = j1.div_ceil(TILE_N);
     let mut t = j0 / TILE_N;
     while t < t_end {
         let two = pairs && t + PAIR_TILES <= t_end;
+        // Whole tiles of the pair kernel go straight into y; the rest
+        // through `tmp`.
+        let direct = two && (t + PAIR_TILES) * TILE_N <= j1;
+        let tiles = if two { PAIR_TILES } else { 1 };
         let mut i = 0;
         while i < a.m {
             let rem = a.m - i;
-            #[cfg(target_arch = "x86_64")]
-            let wide_rows = if vnni16 {
-                avx512::PAIR16_ROWS
-            } else {
-                avx512::PAIR_ROWS
-            };
-            #[cfg(not(target_arch = "x86_64"))]
-            let wide_rows = ROW_BLOCK_WIDE;
-            let r = if two && rem >= wide_rows {
-                wide_rows
+            let r = if two && rem >= pair_rows {
+                pair_rows
             } else if !two && isa.has_vnni() && rem >= ROW_BLOCK_WIDE {
                 ROW_BLOCK_WIDE
             } else {
                 rem.min(ROW_BLOCK)
             };
-            // Whole tiles go straight into y; a part tile through `tmp`.
-            #[cfg(target_arch = "x86_64")]
             if two {
-                let o = t * TILE_N - j0;
-                let po = if (t + PAIR_TILES) * TILE_N <= j1 {
-                    let (ptr, row_stride) = out.window(i, o, r, PAIR_TILES * TILE_N);
-                    avx512::PairOut {
-                        ptr,
-                        row_stride,
-                        tile_stride: TILE_N,
-                        add,
-                        relu,
-                    }
-                } else {
-                    let ptr = tmp.as_mut_ptr().cast::<f32>();
-                    let tile_stride = TILE_N * ROW_BLOCK_WIDE;
-                    avx512::PairOut {
-                        ptr,
-                        row_stride: TILE_N,
-                        tile_stride,
-                        add: false,
-                        relu: false,
-                    }
-                };
-                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI;
-                // t + PAIR_TILES <= t_end <= padded_n / 16; r is 1..=4 or
-                // the kernel's row block (at most ROW_BLOCK_WIDE); the
-                // asserts above give the flipped halves; `po` is a window of
-                // r rows and PAIR_TILES tiles inside this block
-                // (`ColBlock::window` asserts it) or `tmp`.
-                unsafe { avx512::pair_vnni(a, w, t, i, r, &po) }
-                if (t + PAIR_TILES) * TILE_N <= j1 {
-                    i += r;
-                    continue;
+                #[cfg(target_arch = "x86_64")]
+                {
+                    let po = if direct {
+                        let o = t * TILE_N - j0;
+                        let (ptr, row_stride) = out.window(i, o, r, PAIR_TILES * TILE_N);
+                        avx512::PairOut {
+                            ptr,
+                            row_stride,
+                            tile_stride: TILE_N,
+                            ep,
+                        }
+                    } else {
+                        avx512::PairOut {
+                            ptr: tmp.as_mut_ptr().cast::<f32>(),
+                            row_stride: TILE_N,
+                            tile_stride: TILE_N * ROW_BLOCK_WIDE,
+                            ep: Epilogue::Store,
+                        }
+                    };
+                    // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI;
+                    // t + PAIR_TILES <= t_end <= padded_n / 16; r is 1..=4
+                    // or the kernel's row block (at most ROW_BLOCK_WIDE); the
+                    // asserts above give the flipped halves; `po` is a
+                    // window of r rows and PAIR_TILES tiles inside this
+                    // block (`ColBlock::window` asserts it) or `tmp`.
+                    unsafe { avx512::pair_vnni(a, w, t, i, r, &po) }
+                }
+            } else {
+                let one = &mut tmp[0];
+                match isa {
+                    // SAFETY: check_isa verified the level, and every x86 level
+                    // has AVX2; the asserts above and Int8View's validation give
+                    // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
+                    #[cfg(target_arch = "x86_64")]
+                    _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, one) },
+                    // SAFETY: as above, with AVX-512 F/BW/VL + VNNI; the asserts
+                    // above give the flipped halves tile16_vnni() reads.
+                    #[cfg(target_arch = "x86_64")]
+                    _ if vnni16 => unsafe { avx512::tile16_vnni(a, w, t, i, r, one) },
+                    // NEON's int8 halves, present when its kernel may run.
+                    Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, one),
+                    _ if a.wide => scalar::tile16(a, w, t, i, r, one),
+                    // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
+                    // above and Int8View's validation give the bounds tile() needs.
+                    #[cfg(target_arch = "x86_64")]
+                    _ if isa.has_vnni() => unsafe { avx512::tile_vnni(a, w, t, i, r, one) },
+                    // SAFETY: as above, with AVX-512 F/BW/VL.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, one) },
+                    // SAFETY: as above, with AVX2.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, one) },
+                    Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, one),
+                    _ => scalar::tile(a, w, t, i, r, one),
                 }
             }
-            let one = &mut tmp[0];
-            match isa {
-                _ if two => {}
-                // SAFETY: check_isa verified the level, and every x86 level
-                // has AVX2; the asserts above and Int8View's validation give
-                // the bounds tile16() needs (i + r <= m, 1 <= r <= 4).
-                #[cfg(target_arch = "x86_64")]
-                _ if x86_16 => unsafe { avx2::tile16(a, w, t, i, r, one) },
-                // SAFETY: as above, with AVX-512 F/BW/VL + VNNI; the asserts
-                // above give the flipped halves tile16_vnni() reads.
-                #[cfg(target_arch = "x86_64")]
-                _ if vnni16 => unsafe { avx512::tile16_vnni(a, w, t, i, r, one) },
-                // NEON's int8 halves, present when its kernel may run.
-                Isa::Neon if a.wide && !a.q.is_empty() => neon::tile16(a, w, t, i, r, one),
-                _ if a.wide => scalar::tile16(a, w, t, i, r, one),
-                // SAFETY: check_isa verified AVX-512 F/BW/VL + VNNI; the asserts
-                // above and Int8View's validation give the bounds tile() needs.
-                #[cfg(target_arch = "x86_64")]
-                _ if isa.has_vnni() => unsafe { avx512::tile_vnni(a, w, t, i, r, one) },
-                // SAFETY: as above, with AVX-512 F/BW/VL.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512::tile_bw(a, w, t, i, r, one) },
-                // SAFETY: as above, with AVX2.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2::tile(a, w, t, i, r, one) },
-                Isa::Neon if neon::usable() => neon::tile(a, w, t, i, r, one),
-                _ => scalar::tile(a, w, t, i, r, one),
-            }
-            for (tt, block) in tmp
-                .iter()
-                .enumerate()
-                .take(if two { PAIR_TILES } else { 1 })
-            {
-                let o = (t + tt) * TILE_N - j0;
-                let valid = (j1 - (t + tt) * TILE_N).min(TILE_N);
-                for (rr, row) in block.iter().enumerate().take(r) {
-                    let dst = &mut out.row(i + rr)[o..o + valid];
-                    // A whole tile as one of a fixed size, so the compiler
-                    // keeps it in vectors: a copy of a run-time length went
-                    // through a memmove call a row (9% of a prefill product
-                    // at the VNNI level).
-                    match <&mut [f32; TILE_N]>::try_from(&mut *dst) {
-                        Ok(d) => put(d, row, ep),
-                        Err(_) => put(dst, &row[..valid], ep),
+            if !direct {
+                for (tt, block) in tmp.iter().enumerate().take(tiles) {
+                    let o = (t + tt) * TILE_N - j0;
+                    let valid = (j1 - (t + tt) * TILE_N).min(TILE_N);
+                    for (rr, row) in block.iter().enumerate().take(r) {
+                        let dst = &mut out.row(i + rr)[o..o + valid];
+                        // A whole tile as one of a fixed size, so the
+                        // compiler keeps it in vectors: a copy of a run-time
+                        // length went through a memmove call a row (9% of a
+                        // prefill product at the VNNI level).
+                        match <&mut [f32; TILE_N]>::try_from(&mut *dst) {
+                            Ok(d) => put(d, row, ep),
+                            Err(_) => put(dst, &row[..valid], ep),
+                        }
                     }
                 }
             }
             i += r;
         }
-        t += if two { PAIR_TILES } else { 1 };
+        t += tiles;
     }
 }
 
